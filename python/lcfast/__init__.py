@@ -1,0 +1,34 @@
+"""lcfast: fast neural-collapse measurement for causal language models.
+
+The public API is imported lazily so that `lcfast --help` does not pay for importing torch.
+
+    lcfast.TokenShard, lcfast.tokenize_files, lcfast.count_tokens   token engine (Rust core)
+    lcfast.ClassStats                                              per-class accumulators
+    lcfast.measure_embeddings, lcfast.measure_stats                every NC metric (DESIGN §3)
+"""
+
+from __future__ import annotations
+
+import importlib
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "TokenShard": "lcfast.data.shards",
+    "tokenize_files": "lcfast.data.tokenize",
+    "count_tokens": "lcfast.data.counts",
+    "ClassStats": "lcfast.stats.classstats",
+    "NCCStats": "lcfast.stats.ncc",
+    "measure_embeddings": "lcfast.metrics.measure",
+    "measure_stats": "lcfast.metrics.measure",
+    "DataError": "lcfast.errors",
+    "UsageError": "lcfast.errors",
+}
+
+__all__ = sorted(_LAZY) + ["__version__"]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'lcfast' has no attribute {name!r}")

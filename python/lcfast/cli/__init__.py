@@ -1,0 +1,1 @@
+"""The Typer CLI `lcfast`: one module per group of commands, each with `register(app)`."""

@@ -1,0 +1,65 @@
+"""`lcfast doctor`: what is installed and what lcfast will use."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import platform
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+
+def _version(mod: str) -> str:
+    try:
+        m = importlib.import_module(mod)
+    except Exception as e:  # noqa: BLE001 - doctor reports every failure
+        return f"missing ({type(e).__name__})"
+    return str(getattr(m, "__version__", "present"))
+
+
+def doctor_report() -> dict:
+    """Environment facts as a JSON-able dict (also what `lcfast doctor --json` prints)."""
+    rep: dict = {"python": platform.python_version(), "platform": platform.platform()}
+    import lcfast
+
+    rep["lcfast"] = lcfast.__version__
+    try:
+        from lcfast import _core
+
+        rep["rust_extension"] = f"ok ({_core.__version__})"
+    except Exception as e:  # noqa: BLE001
+        rep["rust_extension"] = f"FAILED: {e}"
+    for mod in ("torch", "triton", "numpy", "tokenizers", "safetensors", "pandas", "scipy", "datasets"):
+        rep[mod] = _version(mod)
+    try:
+        import torch
+
+        rep["cuda_available"] = bool(torch.cuda.is_available())
+        rep["cuda_device"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+        rep["torch_threads"] = torch.get_num_threads()
+    except Exception:  # noqa: BLE001
+        rep["cuda_available"] = False
+        rep["cuda_device"] = None
+    rep["triton_interpret"] = os.environ.get("TRITON_INTERPRET") == "1"
+    return rep
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def doctor(json_out: bool = typer.Option(False, "--json", help="Print JSON instead of a table.")) -> None:
+        """Versions, Rust extension, torch/triton, CUDA and Triton-interpreter status."""
+        rep = doctor_report()
+        if json_out:
+            print(json.dumps(rep, indent=2))
+            return
+        table = Table(title="lcfast doctor")
+        table.add_column("component")
+        table.add_column("status")
+        for k, v in rep.items():
+            table.add_row(k, str(v))
+        Console().print(table)
+        if str(rep["rust_extension"]).startswith("FAILED"):
+            raise typer.Exit(1)
