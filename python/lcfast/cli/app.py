@@ -35,9 +35,9 @@ def _root(
 
 
 def _register_all() -> None:
-    from lcfast.cli import analyze, bench, collect, data, demo, doctor, train
+    from lcfast.cli import analyze, bench, collect, corpus, data, demo, doctor, train
 
-    for module in (demo, data, train, collect, analyze, bench, doctor):
+    for module in (demo, corpus, data, train, collect, analyze, bench, doctor):
         module.register(app)
 
 
