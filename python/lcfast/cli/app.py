@@ -10,8 +10,9 @@ from __future__ import annotations
 import os
 import sys
 
-import click
 import typer
+
+from lcfast.cli._clickcompat import Abort, ClickException, Exit, UsageError
 
 from lcfast.errors import LcfastError
 
@@ -54,12 +55,12 @@ def main(argv: list[str] | None = None) -> None:
     debug = "--debug" in args or os.environ.get("LCFAST_DEBUG") == "1"
     try:
         app(args=args, prog_name="lcfast", standalone_mode=False)
-    except click.exceptions.Exit as e:  # typer.Exit
+    except Exit as e:  # typer.Exit
         sys.exit(e.exit_code)
-    except click.exceptions.Abort:
+    except Abort:
         print("lcfast: aborted", file=sys.stderr)
         sys.exit(130)
-    except click.UsageError as e:
+    except UsageError as e:
         if debug:
             raise
         hint = f" (see 'lcfast {e.ctx.command_path.split(' ', 1)[-1] if e.ctx else ''} --help')".replace(
@@ -67,7 +68,7 @@ def main(argv: list[str] | None = None) -> None:
         )
         print(f"lcfast: usage error: {_one_line(e.format_message())}{hint}", file=sys.stderr)
         sys.exit(2)
-    except click.ClickException as e:
+    except ClickException as e:
         if debug:
             raise
         print(f"lcfast: error: {_one_line(e.format_message())}", file=sys.stderr)
