@@ -1,9 +1,91 @@
-"""CLI commands: analyze (filled in by its issue)."""
+"""`lcfast analyze CSV…`: correlation of each metric with a target across models (DESIGN §2)."""
 
 from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
 
 import typer
 
 
+def _fmt(v, spec: str) -> str:
+    try:
+        if v != v:  # NaN
+            return "—"
+    except TypeError:
+        return str(v)
+    return format(v, spec)
+
+
 def register(app: typer.Typer) -> None:
     """Attach this module's commands to the root app."""
+
+    @app.command("analyze")
+    def analyze_cmd(
+        csvs: List[Path] = typer.Argument(
+            ..., help="Tables with one row per model/checkpoint: `lcfast measure` CSVs or the paper's lc-2024_*.csv."
+        ),
+        target: str = typer.Option("val_loss", "--target", help="Column to correlate every metric with."),
+        out: Path = typer.Option(..., "--out", help="Output folder: correlations.csv, data.csv, analysis.json and PNG plots."),
+        metric: Optional[List[str]] = typer.Option(
+            None, "--metric", help="Only these metric columns (repeatable); default: every numeric metric column."
+        ),
+        no_plots: bool = typer.Option(False, "--no-plots", help="Skip the PNG plots."),
+        json_out: bool = typer.Option(False, "--json", help="Print the correlation table as JSON."),
+    ) -> None:
+        """R², slope (on ln(metric) where positive), Spearman ρ and p-value of each metric vs TARGET; PNG plots."""
+        import json
+
+        from rich.console import Console
+        from rich.markup import escape
+        from rich.table import Table
+
+        from lcfast.pipeline.analyze import run_analysis
+
+        err = Console(stderr=True)
+        with err.status("analyzing…", spinner="dots") if not json_out else _null():
+            res = run_analysis(csvs, target=target, out_dir=out, metrics=metric or None, plots=not no_plots)
+        corr = res.correlations
+        if json_out:
+            print(json.dumps(json.loads(corr.to_json(orient="records")), indent=2))
+        else:
+            table = Table(title=f"metric vs {target}  ({len(res.data)} rows from {', '.join(p.name for p in csvs)})")
+            console = Console()
+            renamed = any(corr["source_column"] != corr["metric"])
+            show_src = renamed and console.width >= 100
+            rows = []
+            for _, r in corr.iterrows():
+                src = r["source_column"] if r["source_column"] != r["metric"] else ""
+                cells = [
+                    str(r["metric"]), r["scale"], _fmt(r["r2"], ".3f"), _fmt(r["slope"], ".4g"),
+                    _fmt(r["spearman_rho"], "+.3f"), _fmt(r["p_value"], ".2g"), str(r["n"]),
+                ]
+                rows.append(cells + [str(src)] if show_src else cells)
+            heads = ["metric", "scale", "R²", "slope", "ρ", "p", "n"] + (["paper column"] if show_src else [])
+            for i, h in enumerate(heads):
+                if h in ("metric", "paper column"):
+                    table.add_column(h, overflow="fold")
+                else:  # numbers are never truncated: the metric name folds instead
+                    w = max([len(h)] + [len(row[i]) for row in rows])
+                    table.add_column(h, justify="left" if h == "scale" else "right", no_wrap=True, min_width=w)
+            for row in rows:
+                table.add_row(*(escape(c) for c in row))
+            console.print(table)
+            if renamed and not show_src:
+                console.print("paper columns renamed to canonical keys: see source_column in correlations.csv")
+            console.print(
+                f"wrote {Path(out) / 'correlations.csv'}, {Path(out) / 'data.csv'}, {Path(out) / 'analysis.json'}"
+                + (f" and {len(res.plots)} PNG plots" if res.plots else "")
+            )
+        for n in res.derived:
+            err.print(f"[dim]derived: {escape(n)}[/dim]")
+        for n in res.notes:
+            err.print(f"[yellow]note:[/yellow] {escape(n)}")
+
+
+class _null:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        return False

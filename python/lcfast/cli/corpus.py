@@ -1,9 +1,68 @@
-"""CLI commands: corpus (filled in by its issue)."""
+"""`lcfast corpus …`: the embedded synthetic stories corpus (DESIGN §6)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
+
+from lcfast.data.synth import DEFAULT_N_STORIES, DEFAULT_SEED
+
+corpus_app = typer.Typer(
+    help="The embedded default corpus (deterministic synthetic children's stories).",
+    no_args_is_help=True,
+    add_completion=False,
+)
+
+
+@corpus_app.command("synth")
+def synth(
+    out: Path = typer.Option(..., "--out", help="Output folder (gets stories.txt and corpus.json)."),
+    stories: int = typer.Option(DEFAULT_N_STORIES, "--stories", help="Number of stories (≥ 1)."),
+    seed: int = typer.Option(DEFAULT_SEED, "--seed", help="Random seed; the same seed gives the same corpus."),
+    json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON instead of a table."),
+) -> None:
+    """Write the deterministic synthetic stories corpus to OUT/stories.txt (+ OUT/corpus.json)."""
+    import json
+
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.table import Table
+
+    from lcfast.data.synth import META_FILE, STORIES_FILE, write_corpus
+    from lcfast.errors import UsageError
+
+    n = stories
+    if n < 1:
+        raise UsageError(f"--stories must be a positive integer, got {n}")
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out}: exists and is not a directory")
+    console = Console(stderr=True)
+    with Progress(
+        TextColumn("[bold]synth[/bold] stories"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+        disable=json_out,
+    ) as prog:
+        task = prog.add_task("synth", total=n)
+        meta = write_corpus(out, n_stories=n, seed=seed, progress=lambda k: prog.update(task, completed=k))
+
+    if json_out:
+        print(json.dumps(meta, indent=2))
+        return
+    table = Table(title=f"synthetic corpus → {out}")
+    table.add_column("field")
+    table.add_column("value", justify="right")
+    for k in ("n_stories", "seed", "n_words", "n_word_types", "mean_words_per_story", "n_chars", "seconds"):
+        v = meta[k]
+        table.add_row(k, f"{v:,.1f}" if isinstance(v, float) else f"{v:,}" if isinstance(v, int) else str(v))
+    Console().print(table)
+    Console().print(f"wrote {Path(out) / STORIES_FILE} and {Path(out) / META_FILE}")
 
 
 def register(app: typer.Typer) -> None:
     """Attach this module's commands to the root app."""
+    app.add_typer(corpus_app, name="corpus")

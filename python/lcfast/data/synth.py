@@ -1,0 +1,719 @@
+"""The embedded default corpus: deterministic synthetic children's stories (DESIGN §6).
+
+`generate_stories(n, seed)` yields `n` short stories in the style of TinyStories: a protagonist
+with a name, a friend, a place, a treasured object, a problem, some dialogue, a resolution and a
+moral or ending. Everything is pure Python (`random.Random(seed)`), so the text depends only on
+`(n, seed, GENERATOR_VERSION)` — not on numpy or the platform.
+
+The word inventory is built programmatically from embedded lists: nouns with plurals, verbs with
+their inflections, adjectives with comparatives, adverbs, names composed from syllables, place names
+composed from parts, numbers. Every list is drawn with Zipfian weights (the rank order of each list
+is a fixed shuffle), so a few words are very common and a long tail of rare ones exists; together
+with the function words of the templates this gives the imbalanced per-token class frequencies of
+real text. The default corpus (`DEFAULT_N_STORIES`) has a few thousand word types.
+
+`write_corpus(out_dir, n_stories, seed)` writes `out_dir/stories.txt` (one story per line, stories
+separated by a blank line — no blank line inside a story) and `out_dir/corpus.json` (summary).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import re
+import time
+from bisect import bisect_right
+from collections import Counter
+from itertools import accumulate
+from pathlib import Path
+from typing import Callable, Iterator
+
+from lcfast.errors import DataError, UsageError
+
+GENERATOR_NAME = "lcfast.synth.stories"
+GENERATOR_VERSION = 1
+DEFAULT_N_STORIES = 10_000
+DEFAULT_SEED = 0
+STORIES_FILE = "stories.txt"
+META_FILE = "corpus.json"
+
+# Fixed seed of the inventory (which words exist and their frequency ranks); stories use `seed`.
+_INVENTORY_SEED = 20240524
+
+# ----------------------------------------------------------------------------------------------
+# Embedded lists
+# ----------------------------------------------------------------------------------------------
+
+_ANIMALS = """cat dog bird fish rabbit bunny frog duck mouse bear lion tiger fox owl horse cow pig
+sheep goat hen chick puppy kitten turtle snail bee butterfly ant squirrel deer wolf monkey elephant
+giraffe zebra penguin seal whale dolphin shark crab octopus parrot swan goose donkey pony lamb
+hedgehog beaver otter raccoon panda koala kangaroo camel hippo snake lizard spider ladybug worm
+dragon unicorn dinosaur robin sparrow crow bat mole badger moose caterpillar firefly jellyfish
+starfish seahorse chipmunk hamster gorilla rhino leopard cheetah peacock flamingo toad beetle
+puffin walrus llama yak ferret weasel magpie heron""".split()
+
+_OBJECTS = """ball toy doll kite car truck train boat book box hat bag cup spoon bowl plate ring
+necklace bracelet shoe sock coat scarf blanket pillow bed chair table lamp clock key door window
+drum flute guitar piano bell whistle crayon pencil paper picture puzzle block robot teddy balloon
+bucket shovel sandcastle wagon bike swing slide rope stick stone shell feather leaf flower seed
+basket jar bottle map compass flag crown wand broom umbrella mirror candle present letter card
+sticker button marble bead ribbon brush paint jacket mitten boot helmet tent sled ladder
+bench fence gate wheel bubble treasure coin jewel cookie jug kettle pot pan oven towel soap comb
+rocket telescope magnet camera tablet sword shield pebble trumpet violin""".split()
+
+_FOODS = """apple banana cake cookie bread milk juice soup pie candy carrot grape orange pear
+peach cherry berry strawberry sandwich pizza cheese egg honey jam muffin pancake waffle cereal
+icecream lemon melon plum potato tomato corn pea bean rice noodle salad cupcake donut popcorn
+pumpkin nut chocolate yogurt tea""".split()
+
+_PLACES = """park forest garden beach river lake pond farm school house castle village town city
+shop store market library zoo playground field hill mountain cave island sea ocean meadow
+jungle desert barn kitchen bedroom yard street bridge tower palace museum bakery hospital
+station harbor valley swamp orchard camp tree""".split()
+
+_NATURE = """tree bush rock flower grass cloud sun moon star sky rain snow wind puddle hole log
+stream pond hill nest web mud sand wave leaf branch root mushroom rainbow thunder storm fog ice
+dust shadow""".split()
+
+_FAMILY = """mom dad mommy daddy grandma grandpa sister brother aunt uncle cousin friend teacher
+neighbor baby""".split()
+
+_BODY = """hand foot knee arm leg head nose ear tail wing paw finger toe tooth eye""".split()
+
+_ADJ_PLAIN = """big small little tiny huge tall short long red blue green yellow pink purple
+orange brown black white gray golden silver shiny soft hard warm cold hot wet dry clean dirty
+happy sad kind mean brave scared shy funny silly smart quiet loud fast slow old young new pretty
+ugly nice bright dark sunny rainy windy snowy fluffy furry fuzzy smooth rough round sweet sour
+yummy tasty strong weak busy lazy sleepy hungry thirsty curious proud gentle friendly grumpy
+lonely lucky noisy calm wild tidy messy fancy plain special magic secret sparkly colorful
+wonderful beautiful strange heavy light empty full sticky spotty stripy wise clever careful
+cheerful playful helpful thankful hopeful peaceful cozy shiny tiny great deep high low rich
+poor sick fine ready sharp dull bumpy muddy dusty crunchy juicy chubby bouncy wobbly giant
+little""".split()
+
+_FEELINGS = """happy sad angry scared excited proud sorry lonely surprised worried tired
+hungry brave shy glad upset nervous calm jealous grateful silly confused curious bored sleepy
+thankful hopeful safe loved cheerful grumpy""".split()
+
+_COLORS = """red blue green yellow pink purple orange brown black white gray golden silver""".split()
+
+_TIMES = """morning afternoon evening night day summer winter spring autumn weekend""".split()
+
+_WEEKDAYS = """Monday Tuesday Wednesday Thursday Friday Saturday Sunday""".split()
+
+_NUMBERS = """two three four five six seven eight nine ten eleven twelve twenty many some few""".split()
+
+# (base, past) for irregular verbs; regular verbs get -ed.
+_IRREGULAR = {
+    "go": "went", "see": "saw", "run": "ran", "eat": "ate", "find": "found", "make": "made",
+    "give": "gave", "take": "took", "come": "came", "say": "said", "get": "got", "sit": "sat",
+    "swim": "swam", "sing": "sang", "draw": "drew", "fly": "flew", "throw": "threw",
+    "catch": "caught", "build": "built", "hold": "held", "hide": "hid", "ride": "rode",
+    "write": "wrote", "read": "read", "feel": "felt", "fall": "fell", "bring": "brought",
+    "buy": "bought", "think": "thought", "know": "knew", "grow": "grew", "dig": "dug",
+    "drink": "drank", "keep": "kept", "sleep": "slept", "win": "won", "lose": "lost",
+    "meet": "met", "leave": "left", "tell": "told", "hear": "heard", "shake": "shook",
+    "blow": "blew", "break": "broke", "wake": "woke", "spin": "spun", "swing": "swung",
+    "bake": "baked", "climb": "climbed", "jump": "jumped", "hug": "hugged", "stop": "stopped",
+    "skip": "skipped", "hop": "hopped", "clap": "clapped", "drop": "dropped", "cry": "cried",
+    "try": "tried", "dry": "dried", "carry": "carried", "hurry": "hurried", "worry": "worried",
+    "bite": "bit", "slide": "slid", "shine": "shone", "stand": "stood", "speak": "spoke",
+    "teach": "taught", "sell": "sold", "wear": "wore", "begin": "began", "steal": "stole",
+    "sweep": "swept", "dream": "dreamed", "light": "lit", "chase": "chased", "wave": "waved",
+    "dance": "danced", "share": "shared", "smile": "smiled", "paint": "painted",
+}
+
+_VERBS_OBJ = """find make take see hold carry throw catch build hide bring buy keep share paint
+draw clean fix open close push pull kick roll wash fold pick lift drop hug kiss chase follow
+touch fill empty count sort stack wrap mend polish shake drag grab toss bounce spin swing
+borrow return trade give lose color cut glue sew tie ride fly feed pet brush""".split()
+
+_VERBS_INTR = """play run jump swim sing dance laugh smile cry sleep hop skip climb walk rest
+wait look listen shout whisper giggle wiggle wander explore travel race splash dig float
+twirl tumble stretch yawn sneeze clap cheer nod blink hum whistle sparkle shine glow grow
+bake cook hurry worry dream think""".split()
+
+_ACTIVITIES = """play tag|play hide and seek|build a fort|fly a kite|paint pictures|read books|
+sing songs|bake cookies|ride a bike|look for shells|pick flowers|chase butterflies|
+splash in puddles|climb trees|dance in the rain|make sandcastles|watch the stars|
+feed the ducks|plant seeds|play ball|jump rope|draw with chalk|blow bubbles|
+go on adventures|tell stories|count the clouds|race to the hill|swim in the lake|
+ride the swings|visit the farm""".replace("\n", "").split("|")
+
+_NAME_ONSETS = """Ma Li To Be Sa Ni Ro Ka Ju El An Fi Da Mi Lu Pe Ra Ti Zo Ha Jo Ben Ca Lo Su Wi
+Ty Ro Ella Em Ol Ar Ge Ho Ja Ke Ne Ru Va Ze Bo Cle Dre Fre Gra Bri Sta Ta Mo No Le Ri""".split()
+_NAME_CODAS_F = """ly la na ra sie by lla nie ra ssa ta lia rah ne ya ndy bel lie ra da""".split()
+_NAME_CODAS_M = """x m n ck ter ron ny dy ke to vin bert ly ric mo rk son do lan ben""".split()
+
+_PLACE_NAME_A = """Willow Oak Maple Pine Cedar Apple Cherry Honey Sunny Misty Silver Golden Green
+Blue Red Rose Meadow Berry River Stone Fox Bear Owl Robin Lark Cloud Star Moon Frost Amber Clover
+Fern Moss Pebble Thistle Birch Ash Elm Heather""".split()
+_PLACE_NAME_B = """brook field wood dale ton by ford hill vale shire port bury side wick stead
+haven glen mere""".split()
+
+_MORALS = """always share with your friends|it is good to be kind to others|you should always
+tell the truth|being brave is not the same as not being scared|friends help each other|
+it is okay to ask for help|patience is important|we should take care of our things|
+listening to your mom and dad keeps you safe|trying again is how we learn|
+everyone is special in their own way|saying sorry can make things better|
+a little kindness goes a long way|working together makes hard things easy|
+it is important to clean up after yourself|you should never give up|
+being different is a good thing|sharing makes everyone happy|
+it is good to say thank you|small things can make a big difference""".replace("\n", "").split("|")
+
+_GREETINGS = """Hello|Hi|Good morning|Hey|Look|Wow|Oh no|Yay|Come on|Hooray""".split("|")
+
+_SOUNDS = """whoosh|splash|boom|crack|bang|pop|thud|crash|ding|buzz|swoosh|plop""".split("|")
+
+
+# ----------------------------------------------------------------------------------------------
+# Inflection helpers
+# ----------------------------------------------------------------------------------------------
+
+_VOWELS = "aeiou"
+_IRREGULAR_PLURALS = {
+    "mouse": "mice", "sheep": "sheep", "deer": "deer", "fish": "fish", "goose": "geese",
+    "child": "children", "tooth": "teeth", "foot": "feet", "moose": "moose", "leaf": "leaves",
+    "wolf": "wolves", "knife": "knives", "shelf": "shelves", "loaf": "loaves", "octopus": "octopuses",
+    "person": "people", "mommy": "mommies", "daddy": "daddies", "baby": "babies",
+}
+
+
+def _plural(noun: str) -> str:
+    if noun in _IRREGULAR_PLURALS:
+        return _IRREGULAR_PLURALS[noun]
+    if noun.endswith(("s", "x", "z", "ch", "sh")):
+        return noun + "es"
+    if noun.endswith("y") and noun[-2] not in _VOWELS:
+        return noun[:-1] + "ies"
+    return noun + "s"
+
+
+def _doubles_final(verb: str) -> bool:
+    return (
+        len(verb) >= 3
+        and verb[-1] not in _VOWELS + "wxy"
+        and verb[-2] in _VOWELS
+        and verb[-3] not in _VOWELS
+        and len(verb) <= 4
+    )
+
+
+def _past(verb: str) -> str:
+    if verb in _IRREGULAR:
+        return _IRREGULAR[verb]
+    if verb.endswith("e"):
+        return verb + "d"
+    if verb.endswith("y") and verb[-2] not in _VOWELS:
+        return verb[:-1] + "ied"
+    if _doubles_final(verb):
+        return verb + verb[-1] + "ed"
+    return verb + "ed"
+
+
+def _ing(verb: str) -> str:
+    if verb.endswith("ie"):
+        return verb[:-2] + "ying"
+    if verb.endswith("e") and not verb.endswith(("ee", "ye", "oe")):
+        return verb[:-1] + "ing"
+    if _doubles_final(verb):
+        return verb + verb[-1] + "ing"
+    return verb + "ing"
+
+
+def _third(verb: str) -> str:
+    if verb in ("go", "do"):
+        return verb + "es"
+    if verb.endswith(("s", "x", "z", "ch", "sh")):
+        return verb + "es"
+    if verb.endswith("y") and verb[-2] not in _VOWELS:
+        return verb[:-1] + "ies"
+    return verb + "s"
+
+
+def _comparative(adj: str) -> tuple[str, str] | None:
+    if len(adj) > 7 or adj.endswith(("ful", "ous", "ing", "ed", "ic", "et")):
+        return None
+    if adj.endswith("y") and adj[-2] not in _VOWELS:
+        return adj[:-1] + "ier", adj[:-1] + "iest"
+    if adj.endswith("e"):
+        return adj + "r", adj + "st"
+    if _doubles_final(adj):
+        return adj + adj[-1] + "er", adj + adj[-1] + "est"
+    return adj + "er", adj + "est"
+
+
+def _adverb(adj: str) -> str:
+    if adj.endswith("y") and adj[-2] not in _VOWELS:
+        return adj[:-1] + "ily"
+    if adj.endswith("le"):
+        return adj[:-1] + "y"
+    if adj.endswith("ic"):
+        return adj + "ally"
+    return adj + "ly"
+
+
+def _a(word: str) -> str:
+    """'a' or 'an' followed by the word."""
+    return ("an " if word[0] in "aeiouAEIOU" else "a ") + word
+
+
+def _uniq(seq) -> list:
+    seen: set = set()
+    out = []
+    for x in seq:
+        if x not in seen:
+            seen.add(x)
+            out.append(x)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Zipfian sampling
+# ----------------------------------------------------------------------------------------------
+
+
+class _Zipf:
+    """Items drawn with weight 1/(rank+q)^s; the rank order is a fixed shuffle of the list."""
+
+    __slots__ = ("items", "cum", "total")
+
+    def __init__(self, items, inv_rng: random.Random, s: float = 1.05, q: float = 1.0, shuffle: bool = True):
+        items = list(_uniq(items))
+        if shuffle:
+            inv_rng.shuffle(items)
+        self.items = items
+        self.cum = list(accumulate(1.0 / (r + q) ** s for r in range(len(items))))
+        self.total = self.cum[-1]
+
+    def __call__(self, rng: random.Random):
+        return self.items[bisect_right(self.cum, rng.random() * self.total)]
+
+
+class _Inventory:
+    """Every word list of the generator, with Zipfian samplers (fixed, independent of the seed)."""
+
+    def __init__(self) -> None:
+        r = random.Random(_INVENTORY_SEED)
+        # Curated lists are written roughly most-common first and keep that rank order;
+        # composed lists (names, place names) get a fixed shuffle so no syllable dominates.
+        z = lambda items, s=1.05, q=1.0: _Zipf(items, r, s=s, q=q, shuffle=False)  # noqa: E731
+        zs = lambda items, s=1.0, q=2.0: _Zipf(items, r, s=s, q=q, shuffle=True)  # noqa: E731
+
+        # Names: syllable compositions, each with a fixed pronoun set.
+        fem = _uniq(a + b for a in _NAME_ONSETS for b in _NAME_CODAS_F)
+        masc = _uniq(a + b for a in _NAME_ONSETS for b in _NAME_CODAS_M)
+        masc = [m for m in masc if m not in set(fem)]
+        self.name_f = zs(fem)
+        self.name_m = zs(masc)
+        self.place_name = zs([a + b for a in _PLACE_NAME_A for b in _PLACE_NAME_B], s=0.9, q=3.0)
+
+        self.animal = z(_ANIMALS)
+        self.obj = z(_OBJECTS)
+        self.food = z(_FOODS)
+        self.place = z(_PLACES)
+        self.nature = z(_NATURE)
+        self.family = z(_FAMILY, s=1.2)
+        self.body = z(_BODY)
+        self.adj = z(_ADJ_PLAIN)
+        self.color = z(_COLORS)
+        self.feeling = z(_FEELINGS)
+        self.time = z(_TIMES)
+        self.weekday = z(_WEEKDAYS, s=0.5)
+        self.number = z(_NUMBERS)
+        self.activity = z(_ACTIVITIES)
+        self.moral = z(_MORALS, s=0.8)
+        self.greeting = z(_GREETINGS)
+        self.sound = z(_SOUNDS)
+
+        # Comparatives/superlatives and adverbs from adjectives.
+        comp = [c for c in (_comparative(a) for a in _uniq(_ADJ_PLAIN)) if c]
+        self.comparative = z([c[0] for c in comp])
+        self.superlative = z([c[1] for c in comp])
+        self.adverb = z([_adverb(a) for a in _uniq(_ADJ_PLAIN) if not a.endswith("ly")])
+
+        # Verbs: (base, past, ing, third) tuples.
+        forms = lambda v: (v, _past(v), _ing(v), _third(v))  # noqa: E731
+        self.verb_obj = z([forms(v) for v in _uniq(_VERBS_OBJ)])
+        self.verb_intr = z([forms(v) for v in _uniq(_VERBS_INTR)])
+
+        # Plural nouns (things that come in numbers).
+        self.plural_thing = z([_plural(w) for w in _uniq(_ANIMALS + _OBJECTS + _FOODS)], s=1.0)
+
+    def word_types(self) -> set[str]:
+        """Every word the inventory can produce (lowercased), for documentation and tests."""
+        out: set[str] = set()
+        for s in vars(self).values():
+            for it in s.items:
+                for w in it if isinstance(it, tuple) else (it,):
+                    out.update(x.lower() for x in _WORD_RE.findall(w))
+        return out
+
+
+_INV: _Inventory | None = None
+
+
+def _inventory() -> _Inventory:
+    global _INV
+    if _INV is None:
+        _INV = _Inventory()
+    return _INV
+
+
+# ----------------------------------------------------------------------------------------------
+# Story grammar
+# ----------------------------------------------------------------------------------------------
+
+_PRON = {
+    "f": ("she", "her", "her", "herself"),
+    "m": ("he", "him", "his", "himself"),
+    "n": ("it", "it", "its", "itself"),
+}
+
+
+class _Char:
+    """A story character: how to name it and its pronouns (subject, object, possessive, reflexive)."""
+
+    __slots__ = ("name", "short", "he", "him", "his", "self_", "kind")
+
+    def __init__(self, name: str, short: str, gender: str, kind: str) -> None:
+        self.name, self.short, self.kind = name, short, kind
+        self.he, self.him, self.his, self.self_ = _PRON[gender]
+
+
+def _cap(s: str) -> str:
+    return s[:1].upper() + s[1:]
+
+
+def _new_person(inv: _Inventory, rng: random.Random) -> _Char:
+    if rng.random() < 0.5:
+        return _Char(inv.name_f(rng), "", "f", rng.choice(("girl", "girl", "girl", "princess", "kid")))
+    return _Char(inv.name_m(rng), "", "m", rng.choice(("boy", "boy", "boy", "prince", "kid")))
+
+
+def _new_animal(inv: _Inventory, rng: random.Random, named: bool) -> _Char:
+    animal = inv.animal(rng)
+    gender = "f" if rng.random() < 0.5 else "m"
+    if named:
+        name = inv.name_f(rng) if gender == "f" else inv.name_m(rng)
+        return _Char(name, "", gender, animal)
+    return _Char(f"the {animal}", animal, gender, animal)
+
+
+class _Story:
+    """The entities of one story; each `_s_*` method returns one sentence."""
+
+    __slots__ = ("inv", "rng", "hero", "pal", "place", "town", "thing", "thing_adj", "food",
+                 "carer", "time", "out")
+
+    def __init__(self, inv: _Inventory, rng: random.Random) -> None:
+        self.inv, self.rng = inv, rng
+        u = rng.random()
+        self.hero = _new_person(inv, rng) if u < 0.7 else _new_animal(inv, rng, named=True)
+        v = rng.random()
+        if v < 0.45:
+            self.pal = _new_person(inv, rng)
+        elif v < 0.8:
+            self.pal = _new_animal(inv, rng, named=True)
+        else:
+            self.pal = _new_animal(inv, rng, named=False)
+        if self.pal.name == self.hero.name:
+            self.pal = _new_animal(inv, rng, named=False)
+        self.place = inv.place(rng)
+        self.town = inv.place_name(rng)
+        self.thing = inv.obj(rng)
+        self.thing_adj = inv.adj(rng)
+        self.food = inv.food(rng)
+        self.carer = inv.family(rng)
+        self.time = inv.time(rng)
+        self.out: list[str] = []
+
+    # -- helpers -----------------------------------------------------------------------------
+    def n(self, c: _Char) -> str:
+        """Name as the subject at the start of a sentence."""
+        return _cap(c.name)
+
+    # -- openings ----------------------------------------------------------------------------
+    def opening(self) -> str:
+        h, inv, rng = self.hero, self.inv, self.rng
+        k = rng.random()
+        if k < 0.35:
+            return f"Once upon a time, there was {_a(inv.adj(rng))} {h.kind} named {h.name}."
+        if k < 0.55:
+            return f"Once upon a time, in a {inv.adj(rng)} town called {self.town}, there lived {_a(h.kind)} named {h.name}."
+        if k < 0.7:
+            return f"{h.name} was {_a(inv.adj(rng))} {h.kind} who lived near the {self.place}."
+        if k < 0.82:
+            return f"One {self.time}, {h.name} woke up and looked out of the window."
+        if k < 0.92:
+            return f"There once was {_a(h.kind)} called {h.name}. {_cap(h.he)} was {inv.number(rng)} years old."
+        return f"On {inv.weekday(rng)}, {h.name} and {h.his} {self.carer} went to the {self.place}."
+
+    def describe(self) -> str:
+        h, inv, rng = self.hero, self.inv, self.rng
+        k = rng.random()
+        if k < 0.3:
+            return f"{_cap(h.he)} loved to {inv.activity(rng)} with {h.his} {self.carer}."
+        if k < 0.55:
+            return f"{_cap(h.he)} had {_a(self.thing_adj)} {self.thing} that {h.he} liked very much."
+        if k < 0.7:
+            return f"Every day, {h.he} would {inv.verb_intr(rng)[0]} in the {self.place}."
+        if k < 0.85:
+            return f"{h.name} liked {inv.plural_thing(rng)} and {inv.plural_thing(rng)}, but {h.his} favorite thing was {h.his} {self.thing}."
+        return f"{_cap(h.he)} was very {inv.adj(rng)} and always {inv.adverb(rng)} {inv.verb_intr(rng)[1]}."
+
+    # -- middle ------------------------------------------------------------------------------
+    def go(self) -> str:
+        h, inv, rng = self.hero, self.inv, self.rng
+        k = rng.random()
+        if k < 0.4:
+            return f"One {inv.time(rng)}, {h.name} went to the {self.place} with {h.his} {self.carer}."
+        if k < 0.7:
+            return f"{h.name} {inv.adverb(rng)} walked to the {self.place} to {inv.activity(rng)}."
+        return f"{_cap(h.he)} took {h.his} {self.thing} and ran outside to the {inv.nature(rng)}."
+
+    def meet(self) -> str:
+        h, p, inv, rng = self.hero, self.pal, self.inv, self.rng
+        k = rng.random()
+        if p.short:
+            if k < 0.5:
+                return f"There, {h.he} saw {_a(inv.adj(rng))} {p.short} sitting by the {inv.nature(rng)}."
+            return f"{_cap(h.he)} met {_a(p.short)} who looked very {inv.feeling(rng)}."
+        if k < 0.5:
+            return f"There, {h.he} met {_a(p.kind)} named {p.name}."
+        return f"{h.name} saw {h.his} friend {p.name}, {_a(inv.adj(rng))} {p.kind}."
+
+    def talk(self) -> str:
+        h, p, inv, rng = self.hero, self.pal, self.inv, self.rng
+        k = rng.random()
+        if k < 0.25:
+            return (f'"{inv.greeting(rng)}, {p.short or p.name}!" said {h.name}. '
+                    f'"Do you want to {inv.activity(rng)} with me?"')
+        if k < 0.45:
+            yes = rng.random() < 0.7
+            ans = "Yes, I would love to" if yes else "No, I am too " + inv.feeling(rng)
+            return f'"{ans}," said {p.name}. "I love to {inv.activity(rng)}!"'
+        if k < 0.6:
+            return f'"Look at my {self.thing_adj} {self.thing}!" said {h.name}. "It is the {inv.superlative(rng)} {self.thing} in {self.town}."'
+        if k < 0.75:
+            return f'{_cap(p.name)} asked, "Why are you so {inv.feeling(rng)}, {h.name}?"'
+        if k < 0.88:
+            return f'"I am {inv.feeling(rng)} because I want to {inv.verb_obj(rng)[0]} the {inv.obj(rng)}," said {h.name}.'
+        return f'"Can I have some {self.food}?" asked {p.short or p.name}. "I am so {inv.feeling(rng)}."'
+
+    def act(self) -> str:
+        h, p, inv, rng = self.hero, self.pal, self.inv, self.rng
+        k = rng.random()
+        if k < 0.25:
+            return f"They {inv.verb_intr(rng)[1]} and {inv.verb_intr(rng)[1]} all {inv.time(rng)}."
+        if k < 0.45:
+            vo = inv.verb_obj(rng)
+            return f"{h.name} and {p.name} {vo[1]} {_a(inv.adj(rng))} {inv.obj(rng)} together."
+        if k < 0.6:
+            return f"They found {inv.number(rng)} {inv.plural_thing(rng)} near the {inv.nature(rng)}."
+        if k < 0.75:
+            return f"{self.n(p)} showed {h.name} how to {inv.verb_obj(rng)[0]} {_a(inv.obj(rng))}."
+        if k < 0.88:
+            return f"They ate {self.food} and {inv.food(rng)} under the {inv.color(rng)} {inv.nature(rng)}."
+        return f"{_cap(h.he)} was {inv.verb_intr(rng)[2]} when {h.he} heard a loud {inv.sound(rng)}."
+
+    def problem(self) -> str:
+        h, p, inv, rng = self.hero, self.pal, self.inv, self.rng
+        k = rng.random()
+        if k < 0.2:
+            return f"But then, a strong wind blew {h.his} {self.thing} into the {inv.nature(rng)}."
+        if k < 0.35:
+            return f"Suddenly, {p.name} fell and hurt {p.his} {inv.body(rng)}."
+        if k < 0.5:
+            return f"But when {h.he} came back, {h.his} {self.thing} was gone."
+        if k < 0.62:
+            return f"Then it started to {rng.choice(('rain', 'snow', 'get dark', 'thunder'))}, and they could not {inv.activity(rng)}."
+        if k < 0.75:
+            return f"{self.n(p)} wanted the {self.thing} too, and they began to fight."
+        if k < 0.87:
+            return f"Oh no! The {self.thing} broke into {inv.number(rng)} pieces."
+        return f"A {inv.adj(rng)} {inv.animal(rng)} took the {self.food} and ran away."
+
+    def feel(self) -> str:
+        h, inv, rng = self.hero, self.inv, self.rng
+        k = rng.random()
+        f = inv.feeling(rng)
+        if k < 0.35:
+            return f"{h.name} felt {f}."
+        if k < 0.55:
+            return f"{_cap(h.he)} began to cry. {_cap(h.he)} was very {f}."
+        if k < 0.75:
+            return f"{_cap(h.he)} did not know what to do, and {h.he} felt {f} and {inv.feeling(rng)}."
+        return f'"What should I do?" {h.he} said {inv.adverb(rng)}.'
+
+    def resolve(self) -> str:
+        h, p, inv, rng = self.hero, self.pal, self.inv, self.rng
+        k = rng.random()
+        if k < 0.2:
+            return f"{self.n(p)} had an idea. They looked under the {inv.nature(rng)} and found the {self.thing}."
+        if k < 0.38:
+            return f"{h.name} said sorry to {p.name}, and they decided to share the {self.thing}."
+        if k < 0.52:
+            return f"{h.his.capitalize()} {self.carer} came and helped {h.him} {inv.verb_obj(rng)[0]} the {self.thing}."
+        if k < 0.66:
+            return f"{h.name} was brave. {_cap(h.he)} {inv.verb_obj(rng)[1]} the {self.thing} and made it {inv.comparative(rng)} than before."
+        if k < 0.8:
+            return f"They worked together to {inv.verb_obj(rng)[0]} {_a(inv.adj(rng))} {inv.obj(rng)}, and soon everything was fine."
+        return f"{self.n(p)} gave {h.name} a big hug, and {h.he} felt {inv.feeling(rng)} again."
+
+    def ending(self) -> str:
+        h, p, inv, rng = self.hero, self.pal, self.inv, self.rng
+        k = rng.random()
+        if k < 0.3:
+            return f"From that day on, {h.name} and {p.name} were best friends."
+        if k < 0.5:
+            return f"{h.name} learned that {inv.moral(rng)}."
+        if k < 0.68:
+            return f"The moral of the story is that {inv.moral(rng)}."
+        if k < 0.84:
+            return f"{h.name} went home and told {h.his} {self.carer} all about the {self.place}. {_cap(h.he)} was so {inv.feeling(rng)}."
+        return f"That night, {h.name} slept with {h.his} {self.thing} and dreamed of {inv.plural_thing(rng)}. The end."
+
+    def build(self) -> str:
+        rng = self.rng
+        s = [self.opening()]
+        if rng.random() < 0.85:
+            s.append(self.describe())
+        if rng.random() < 0.4:
+            s.append(self.describe())
+        s.append(self.go())
+        s.append(self.meet())
+        middle: list[Callable[[], str]] = [self.talk, self.act, self.talk, self.act, self.act]
+        for _ in range(rng.randint(1, 4)):
+            s.append(rng.choice(middle)())
+        s.append(self.problem())
+        s.append(self.feel())
+        if rng.random() < 0.5:
+            s.append(self.talk())
+        s.append(self.resolve())
+        if rng.random() < 0.4:
+            s.append(self.act())
+        s.append(self.ending())
+        return " ".join(s)
+
+
+# ----------------------------------------------------------------------------------------------
+# Public API
+# ----------------------------------------------------------------------------------------------
+
+_WORD_RE = re.compile(r"[A-Za-z]+")
+
+
+def _check_args(n: int, seed: int) -> None:
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise UsageError(f"--stories must be a positive integer, got {n!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise UsageError(f"--seed must be an integer, got {seed!r}")
+
+
+def generate_stories(n: int, seed: int = DEFAULT_SEED) -> Iterator[str]:
+    """Yield `n` stories (each a single line of text), deterministic given (n, seed)."""
+    _check_args(n, seed)
+    inv = _inventory()
+    rng = random.Random(f"lcfast-synth-v{GENERATOR_VERSION}:{seed}")
+    for _ in range(n):
+        yield _Story(inv, rng).build()
+
+
+def word_counts(texts) -> Counter:
+    """Lowercased word counts (words = runs of ASCII letters) over an iterable of texts."""
+    c: Counter = Counter()
+    for t in texts:
+        c.update(w.lower() for w in _WORD_RE.findall(t))
+    return c
+
+
+def write_corpus(
+    out_dir,
+    n_stories: int = DEFAULT_N_STORIES,
+    seed: int = DEFAULT_SEED,
+    progress: Callable[[int], None] | None = None,
+) -> dict:
+    """Write `out_dir/stories.txt` and `out_dir/corpus.json`; return the summary dict.
+
+    `progress`, if given, is called with the number of stories written so far (every 500 and at the end).
+    """
+    _check_args(n_stories, seed)
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out}: exists and is not a directory")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise DataError(f"--out {out}: cannot create directory ({e.strerror or e})") from e
+
+    t0 = time.perf_counter()
+    counts: Counter = Counter()
+    sha = hashlib.sha256()
+    n_chars = 0
+    path = out / STORIES_FILE
+    tmp = out / f".{STORIES_FILE}.tmp-{os.getpid()}"
+    try:
+        with open(tmp, "w", encoding="utf-8", newline="\n") as f:
+            buf: list[str] = []
+            for i, story in enumerate(generate_stories(n_stories, seed)):
+                counts.update(w.lower() for w in _WORD_RE.findall(story))
+                buf.append(story)
+                n_chars += len(story)
+                if len(buf) == 500:
+                    chunk = "\n\n".join(buf) + ("\n\n" if i + 1 < n_stories else "\n")
+                    f.write(chunk)
+                    sha.update(chunk.encode("utf-8"))
+                    buf.clear()
+                    if progress:
+                        progress(i + 1)
+            if buf:
+                chunk = "\n\n".join(buf) + "\n"
+                f.write(chunk)
+                sha.update(chunk.encode("utf-8"))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise DataError(f"{path}: cannot write corpus ({e.strerror or e})") from e
+    if progress:
+        progress(n_stories)
+
+    n_words = sum(counts.values())
+    meta = {
+        "generator": GENERATOR_NAME,
+        "generator_version": GENERATOR_VERSION,
+        "n_stories": n_stories,
+        "seed": seed,
+        "n_words": n_words,
+        "n_word_types": len(counts),
+        "mean_words_per_story": n_words / n_stories,
+        "n_chars": n_chars,
+        "top_words": [[w, c] for w, c in counts.most_common(20)],
+        "files": {"stories": STORIES_FILE},
+        "format": "one story per line; stories separated by one blank line",
+        "sha256": sha.hexdigest(),
+        "seconds": round(time.perf_counter() - t0, 3),
+    }
+    mpath = out / META_FILE
+    mtmp = out / f".{META_FILE}.tmp-{os.getpid()}"
+    try:
+        mtmp.write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+        os.replace(mtmp, mpath)
+    except OSError as e:
+        mtmp.unlink(missing_ok=True)
+        raise DataError(f"{mpath}: cannot write ({e.strerror or e})") from e
+    return meta
+
+
+def read_stories(path) -> list[str]:
+    """Stories of a `stories.txt` written by `write_corpus` (blank-line-separated blocks)."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as e:
+        raise DataError(f"{p}: cannot read ({e.strerror or e})") from e
+    return [b.strip() for b in re.split(r"\n\s*\n", text) if b.strip()]

@@ -1,0 +1,572 @@
+"""Correlate neural-collapse metrics with a target (default: validation loss) across models.
+
+`analyze(csv_paths, target="val_loss", out_dir=...)` reads one or more tables — lcfast's own
+`lcfast measure` CSVs (one row per (model, checkpoint), canonical metric keys of DESIGN §3) and the
+paper's artifact tables (`../shared/reference/lc-2024_*.csv`, their own column names) — and, for
+every metric column, fits `target ~ slope · x + intercept` where x is ln(metric) when the metric
+is positive on every row used (`scale = "log"`) and the metric itself otherwise (`scale =
+"linear"`). It reports R², slope, intercept, Pearson r, Spearman ρ with its p-value and n, writes
+`out_dir/correlations.csv`, `out_dir/data.csv` (the normalised table that was analysed),
+`out_dir/analysis.json`, and PNG plots in `out_dir`: `scatter_<metric>_vs_<target>.png` (each
+metric vs the target, coloured by parameter count on a log scale) and `epochs_<metric>.png` (each
+metric vs epoch, one line per model, when some model has several checkpoints).
+
+Paper columns are renamed to canonical keys only where the meaning was checked to match
+(`PAPER_COLUMNS`, `_derive`); every other column keeps its own name.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from lcfast.errors import DataError, UsageError
+
+DEFAULT_TARGET = "val_loss"
+CORRELATIONS_FILE = "correlations.csv"
+DATA_FILE = "data.csv"
+SUMMARY_FILE = "analysis.json"
+
+CORRELATION_COLUMNS = [
+    "metric", "scale", "r2", "slope", "intercept", "pearson_r", "spearman_rho", "p_value", "n",
+    "slope_stderr", "fit_p_value", "source_column", "note",
+]
+
+# Columns that describe a model or its outcome, never analysed as metrics (any may be the target).
+META_COLUMNS = {
+    "model", "checkpoint", "source", "run", "path", "name", "n_params", "params", "layers",
+    "width", "heads", "context", "vocab_size", "dim", "epochs", "epoch", "seed", "step", "steps",
+    "lr", "batch_size", "tokens", "train_tokens", "val_tokens", "variant", "cdnv_power", "exact",
+}
+OUTCOME_COLUMNS = {"val_loss", "val_acc", "perplexity", "train_loss", "train_acc", "val_ppl", "collect_val_loss"}
+# Bookkeeping counts, not collapse metrics (hits/misses are turned into nc4_agreement).
+BOOKKEEPING_COLUMNS = {"n_classes", "n_samples", "degenerate_pairs", "min_count", "hits", "misses", "matches"}
+
+# Paper column -> canonical key, only where the meaning matches DESIGN §3 (checked against the
+# paper's code and by cross-checking its two tables). Kept under their own names (meaning differs
+# or could not be confirmed): norms_* (05_18 squares the norms; centring unclear), interfere_*
+# (10_24's interfere_var is ~1e6× the variance of cosines), etf_error, dual_error (the paper's
+# ‖W/‖W‖_F − M/‖M‖_F‖, not lcfast's ETF distance of W Mᵀ), dists_*, simdot_*, log_dist_*.
+PAPER_COLUMNS = {
+    "cdnv": "nc1_cdnv",  # pairwise mean of (σ²_c+σ²_c′)/(2‖μ_c−μ_c′‖²)
+    "cdnv_mean": "nc1_cdnv",  # 05_18 name; equals 10_24's cdnv
+    "log_kern_mean": "gnc2_log_mean",  # log inverse distance of normalised centred means
+    "log_kern_var": "gnc2_log_var",
+    "simcos_mean": "nc3_dual_cos_mean",  # cos(w_c, m_c)
+    "simcos_var": "nc3_dual_cos_var",
+    "sims_mean": "nc3_dual_cos_mean",  # 05_18 name; equals 10_24's simcos_mean
+    "perplex": "perplexity",
+}
+
+_PAPER_MODEL_RE = re.compile(
+    r"^(?P<layers>\d+)x(?P<width>\d+)_(?P<epochs>\d+)(?P<variant>[A-Za-z]+)(?P<seed>\d*)@(?P<ckpt>\d+)$"
+)
+
+
+@dataclass
+class AnalysisResult:
+    """Everything `run_analysis` produced; `analyze` returns `.correlations`."""
+
+    correlations: pd.DataFrame
+    data: pd.DataFrame
+    target: str
+    inputs: list[str]
+    metrics: list[str]
+    renamed: dict[str, dict[str, str]] = field(default_factory=dict)
+    derived: list[str] = field(default_factory=list)
+    plots: list[Path] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    files: dict[str, str] = field(default_factory=dict)
+
+
+# ----------------------------------------------------------------------------------------------
+# Loading and normalising tables
+# ----------------------------------------------------------------------------------------------
+
+
+def _read_csv(path: Path) -> pd.DataFrame:
+    if not path.exists():
+        raise DataError(f"{path}: no such file")
+    if path.is_dir():
+        raise DataError(f"{path}: is a directory, expected a CSV file")
+    try:
+        df = pd.read_csv(path)
+    except pd.errors.EmptyDataError as e:
+        raise DataError(f"{path}: empty file, expected a CSV table with a header") from e
+    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as e:
+        raise DataError(f"{path}: not a readable CSV table ({' '.join(str(e).split())})") from e
+    except OSError as e:
+        raise DataError(f"{path}: cannot read ({e.strerror or e})") from e
+    # Index columns written by DataFrame.to_csv (the 05_18 table has one).
+    drop = [c for c in df.columns if str(c).startswith("Unnamed:") or str(c).strip() == ""]
+    return df.drop(columns=drop)
+
+
+def _derive(df: pd.DataFrame, tag: str) -> tuple[pd.DataFrame, list[str]]:
+    """Canonical keys computed from paper columns (each checked against the other paper table)."""
+    derived: list[str] = []
+    if "nc4_agreement" not in df.columns:
+        hits = "hits" if "hits" in df.columns else "matches" if "matches" in df.columns else None
+        if hits and "misses" in df.columns:
+            h = pd.to_numeric(df[hits], errors="coerce")
+            tot = h + pd.to_numeric(df["misses"], errors="coerce")
+            df["nc4_agreement"] = h / tot.where(tot > 0)
+            derived.append(f"{tag}nc4_agreement = {hits}/({hits}+misses)")
+    if "nc3_dual_cos_var" not in df.columns and "sims_std" in df.columns:
+        # 05_18's sims_std² equals 10_24's simcos_var on all 230 shared models.
+        df["nc3_dual_cos_var"] = pd.to_numeric(df["sims_std"], errors="coerce") ** 2
+        df = df.drop(columns=["sims_std"])
+        derived.append(f"{tag}nc3_dual_cos_var = sims_std²")
+    if "unc3" not in df.columns and {"nc3_dual_cos_mean", "nc3_dual_cos_var"} <= set(df.columns):
+        mean = pd.to_numeric(df["nc3_dual_cos_mean"], errors="coerce")
+        var = pd.to_numeric(df["nc3_dual_cos_var"], errors="coerce")
+        df["unc3"] = np.sqrt(var.clip(lower=0)) / mean
+        derived.append(f"{tag}unc3 = sqrt(nc3_dual_cos_var)/nc3_dual_cos_mean")
+    return df, derived
+
+
+def _parse_paper_models(df: pd.DataFrame) -> bool:
+    """Split the paper's ids `LLxWWWW_EEv[seed]@k` into model / layers / width / epochs / checkpoint."""
+    if "model" not in df.columns:
+        return False
+    parts = df["model"].astype(str).str.extract(_PAPER_MODEL_RE)
+    ok = parts["ckpt"].notna()
+    if not ok.any():
+        return False
+    ids = df["model"].astype(str)
+    df["model"] = np.where(ok, ids.str.split("@").str[0], ids)
+    for col, src in (("layers", "layers"), ("width", "width"), ("epochs", "epochs")):
+        vals = pd.to_numeric(parts[src], errors="coerce")
+        df[col] = df[col].where(df[col].notna(), vals) if col in df.columns else vals
+    ck = pd.to_numeric(parts["ckpt"], errors="coerce")
+    if "checkpoint" not in df.columns:
+        df["checkpoint"] = ck
+    if "epoch" not in df.columns:
+        # The paper's @k is the 0-based index of per-epoch checkpoints: @9 of a 10-epoch run is epoch 10.
+        df["epoch"] = ck + 1
+    if "variant" not in df.columns:
+        df["variant"] = parts["variant"]
+    return True
+
+
+def load_tables(csv_paths, notes: list[str] | None = None) -> tuple[pd.DataFrame, dict, list[str]]:
+    """Read and normalise CSVs into one table (one row per (model, checkpoint) where known).
+
+    Returns (table, renamed {file: {paper column: canonical key}}, derived descriptions).
+    """
+    notes = notes if notes is not None else []
+    if isinstance(csv_paths, (str, Path)):
+        csv_paths = [csv_paths]
+    paths = [Path(p) for p in csv_paths]
+    if not paths:
+        raise UsageError("analyze: give at least one CSV file")
+    frames, renamed_all, derived_all = [], {}, []
+    for p in paths:
+        df = _read_csv(p)
+        if len(df.columns) == 0:
+            raise DataError(f"{p}: no columns")
+        renamed = {c: k for c, k in PAPER_COLUMNS.items() if c in df.columns and k not in df.columns}
+        # Two paper columns mapping to one key: keep the first, leave the other under its name.
+        seen: set[str] = set()
+        for c in list(renamed):
+            if renamed[c] in seen:
+                del renamed[c]
+            seen.add(renamed.get(c, ""))
+        df = df.rename(columns=renamed)
+        tag = f"{p.name}: " if len(paths) > 1 else ""
+        df, derived = _derive(df, tag)
+        if _parse_paper_models(df):
+            derived.append(f"{tag}model/layers/width/epochs/checkpoint/epoch parsed from paper ids 'LLxWWWW_EEv@k'")
+        df["source"] = p.name
+        if renamed:
+            renamed_all[str(p)] = dict(renamed)
+        derived_all.extend(derived)
+        frames.append(df)
+    if len(frames) == 1:
+        return frames[0], renamed_all, derived_all
+    data = pd.concat(frames, ignore_index=True, sort=False)
+    if {"model", "checkpoint"} <= set(data.columns):
+        key = data["model"].astype(str) + "\x00" + data["checkpoint"].astype(str)
+        dup = key.duplicated(keep=False) & data.groupby(key)["source"].transform("nunique").gt(1)
+        if dup.any():
+            n_keys = key[dup].nunique()
+            conflicts = _conflicts(data[dup], key[dup])
+            # Same name, different values for the same model: the files disagree on the column's
+            # meaning (e.g. the paper's two tables define norms_mean differently) -> keep each file's.
+            for c in conflicts:
+                for src in data["source"].unique():
+                    data[f"{c}[{Path(src).stem}]"] = data[c].where(data["source"] == src)
+                data = data.drop(columns=[c])
+            data["source"] = data.groupby(key)["source"].transform(lambda s: "+".join(dict.fromkeys(s)))
+            data = data.groupby(key, sort=False, as_index=False).first()
+            msg = f"{n_keys} (model, checkpoint) rows appear in several files and were merged"
+            if conflicts:
+                msg += (
+                    f"; columns whose values differ between files were kept per file as NAME[file]: "
+                    f"{', '.join(map(str, conflicts))}"
+                )
+            notes.append(msg)
+    return data, renamed_all, derived_all
+
+
+def _conflicts(rows: pd.DataFrame, key: pd.Series) -> list[str]:
+    out = []
+    for c in rows.columns:
+        if c == "source" or not pd.api.types.is_numeric_dtype(rows[c]):
+            continue
+        g = rows[c].groupby(key)
+        lo, hi = g.min().to_numpy(dtype=np.float64), g.max().to_numpy(dtype=np.float64)
+        ok = np.isfinite(lo) & np.isfinite(hi)
+        # float32 round-off between tables (the paper's cdnv vs cdnv_mean) is not a conflict.
+        if not np.allclose(lo[ok], hi[ok], rtol=1e-5, atol=1e-12):
+            out.append(c)
+    return out
+
+
+def metric_columns(data: pd.DataFrame, target: str) -> list[str]:
+    """Numeric columns analysed as metrics (not meta, outcome, bookkeeping, or the target)."""
+    out = []
+    for c in data.columns:
+        if c == target or c in META_COLUMNS or c in OUTCOME_COLUMNS or c in BOOKKEEPING_COLUMNS:
+            continue
+        if str(c).endswith(("_seconds", "_time")):
+            continue
+        s = data[c]
+        if pd.api.types.is_bool_dtype(s) or not pd.api.types.is_numeric_dtype(s):
+            continue
+        if s.notna().any():
+            out.append(c)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Statistics
+# ----------------------------------------------------------------------------------------------
+
+
+def correlate(x, y) -> dict:
+    """Fit y ~ slope·t(x) + intercept with t = ln if x > 0 everywhere else identity; Spearman ρ."""
+    from scipy import stats
+
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    m = np.isfinite(x) & np.isfinite(y)
+    x, y = x[m], y[m]
+    n = int(x.size)
+    row = {
+        "scale": "log" if n and np.all(x > 0) else "linear",
+        "r2": math.nan, "slope": math.nan, "intercept": math.nan, "pearson_r": math.nan,
+        "spearman_rho": math.nan, "p_value": math.nan, "n": n, "slope_stderr": math.nan,
+        "fit_p_value": math.nan, "note": "",
+    }
+    if n < 3:
+        row["note"] = f"only {n} rows with a finite value"
+        return row
+    t = np.log(x) if row["scale"] == "log" else x
+    if np.ptp(t) == 0:
+        row["note"] = "constant"
+        return row
+    if np.ptp(y) == 0:
+        row["note"] = "target constant"
+        return row
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        lr = stats.linregress(t, y)
+        sp = stats.spearmanr(x, y)
+    row.update(
+        r2=float(lr.rvalue**2), slope=float(lr.slope), intercept=float(lr.intercept),
+        pearson_r=float(lr.rvalue), slope_stderr=float(lr.stderr), fit_p_value=float(lr.pvalue),
+        spearman_rho=float(sp.statistic if hasattr(sp, "statistic") else sp[0]),
+        p_value=float(sp.pvalue if hasattr(sp, "pvalue") else sp[1]),
+    )
+    return row
+
+
+# ----------------------------------------------------------------------------------------------
+# Plots
+# ----------------------------------------------------------------------------------------------
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", str(name))
+
+
+def _color_setup(data: pd.DataFrame):
+    """(values, norm, cmap) for colouring by parameter count on a log scale, or None."""
+    import matplotlib as mpl
+    from matplotlib.colors import LogNorm
+
+    if "n_params" not in data.columns:
+        return None
+    v = pd.to_numeric(data["n_params"], errors="coerce").to_numpy(dtype=np.float64)
+    ok = np.isfinite(v) & (v > 0)
+    if not ok.any():
+        return None
+    lo, hi = float(v[ok].min()), float(v[ok].max())
+    if lo == hi:
+        lo, hi = lo / 1.5, hi * 1.5
+    return v, LogNorm(vmin=lo, vmax=hi), mpl.colormaps["viridis"]
+
+
+def _scatter(data, metric, target, row, color, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    x = pd.to_numeric(data[metric], errors="coerce").to_numpy(dtype=np.float64)
+    y = pd.to_numeric(data[target], errors="coerce").to_numpy(dtype=np.float64)
+    m = np.isfinite(x) & np.isfinite(y)
+    fig, ax = plt.subplots(figsize=(5.2, 4.0), dpi=100)
+    fig.subplots_adjust(left=0.15, right=0.97, bottom=0.13, top=0.92)
+    try:
+        if color is not None:
+            v, norm, cmap = color
+            cm = m & np.isfinite(v) & (v > 0)
+            sc = ax.scatter(x[cm], y[cm], c=v[cm], cmap=cmap, norm=norm, s=18, edgecolors="none")
+            if (m & ~cm).any():
+                ax.scatter(x[m & ~cm], y[m & ~cm], c="lightgray", s=18, label="n_params unknown")
+                ax.legend(loc="best", fontsize=7)
+            fig.colorbar(sc, ax=ax, label="parameters")
+        else:
+            ax.scatter(x[m], y[m], s=18, color="tab:blue")
+        if row["scale"] == "log":
+            ax.set_xscale("log")
+        if np.isfinite(row["r2"]):
+            xs = np.linspace(np.nanmin(x[m]), np.nanmax(x[m]), 100)
+            if row["scale"] == "log":
+                xs = np.geomspace(np.nanmin(x[m]), np.nanmax(x[m]), 100)
+                ys = row["slope"] * np.log(xs) + row["intercept"]
+            else:
+                ys = row["slope"] * xs + row["intercept"]
+            ax.plot(xs, ys, color="crimson", lw=1.2, label="fit")
+        ax.set_xlabel(f"{metric}" + (" (log scale)" if row["scale"] == "log" else ""))
+        ax.set_ylabel(target)
+        ax.set_title(f"{metric}: R²={row['r2']:.3f}, ρ={row['spearman_rho']:.3f}, n={row['n']}", fontsize=9)
+        ax.grid(alpha=0.3)
+        fig.savefig(path)
+    finally:
+        plt.close(fig)
+
+
+def epoch_axis(data: pd.DataFrame) -> pd.Series | None:
+    """Epoch of each row: `epoch`, else `epochs` when it varies within a model, else a numeric checkpoint."""
+    if "model" not in data.columns:
+        return None
+    if "epoch" in data.columns:
+        e = pd.to_numeric(data["epoch"], errors="coerce")
+        if e.notna().any():
+            return e
+    if "epochs" in data.columns:
+        e = pd.to_numeric(data["epochs"], errors="coerce")
+        if e.notna().any() and (e.groupby(data["model"]).nunique() > 1).any():
+            return e
+    if "checkpoint" in data.columns:
+        ck = data["checkpoint"]
+        e = pd.to_numeric(ck, errors="coerce")
+        if e.isna().all():  # e.g. "epoch-3", "checkpoint_7"
+            e = pd.to_numeric(ck.astype(str).str.extract(r"(\d+)(?!.*\d)")[0], errors="coerce")
+        if e.notna().any():
+            return e
+    return None
+
+
+def _epoch_plot(data, epochs, metric, scale, color, path: Path) -> bool:
+    import matplotlib.pyplot as plt
+    from matplotlib.cm import ScalarMappable
+
+    y = pd.to_numeric(data[metric], errors="coerce")
+    frame = pd.DataFrame({"model": data["model"].astype(str), "epoch": epochs, "y": y})
+    if color is not None:
+        frame["c"] = color[0]
+    frame = frame.dropna(subset=["epoch", "y"])
+    groups = [(k, g.sort_values("epoch")) for k, g in frame.groupby("model", sort=False) if g["epoch"].nunique() > 1]
+    if not groups:
+        return False
+    fig, ax = plt.subplots(figsize=(5.2, 4.0), dpi=100)
+    fig.subplots_adjust(left=0.15, right=0.97, bottom=0.13, top=0.92)
+    try:
+        for _, g in groups:
+            c = "tab:blue"
+            if color is not None and np.isfinite(g["c"].iloc[0]) and g["c"].iloc[0] > 0:
+                c = color[2](color[1](g["c"].iloc[0]))
+            ax.plot(g["epoch"], g["y"], marker="o", ms=3, lw=1, color=c, alpha=0.85)
+        if color is not None:
+            sm = ScalarMappable(norm=color[1], cmap=color[2])
+            sm.set_array([])
+            fig.colorbar(sm, ax=ax, label="parameters")
+        if scale == "log" and (frame["y"] > 0).all():
+            ax.set_yscale("log")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(metric)
+        ax.set_title(f"{metric} over training ({len(groups)} models with ≥2 checkpoints)", fontsize=9)
+        ax.grid(alpha=0.3)
+        fig.savefig(path)
+    finally:
+        plt.close(fig)
+    return True
+
+
+def make_plots(result: AnalysisResult, out_dir: Path) -> list[Path]:
+    """Scatter of each metric vs the target; metric-vs-epoch plots when models have several checkpoints."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    data, target = result.data, result.target
+    pdir = out_dir
+    pdir.mkdir(parents=True, exist_ok=True)
+    for old in list(pdir.glob("scatter_*.png")) + list(pdir.glob("epochs_*.png")):
+        old.unlink()  # plots of an earlier analysis in the same folder would be stale
+    color = _color_setup(data)
+    if color is None:
+        result.notes.append("no positive n_params column: scatter plots are not coloured by parameter count")
+    plots: list[Path] = []
+    for _, row in result.correlations.iterrows():
+        if row["n"] < 1 or row["metric"] not in data.columns:
+            continue
+        p = pdir / f"scatter_{_safe(row['metric'])}_vs_{_safe(target)}.png"
+        _scatter(data, row["metric"], target, row, color, p)
+        plots.append(p)
+    epochs = epoch_axis(data)
+    if epochs is not None:
+        scales = dict(zip(result.correlations["metric"], result.correlations["scale"]))
+        for m in [target] + list(result.correlations["metric"]):
+            p = pdir / f"epochs_{_safe(m)}.png"
+            if _epoch_plot(data, epochs, m, scales.get(m, "log"), color, p):
+                plots.append(p)
+    return plots
+
+
+# ----------------------------------------------------------------------------------------------
+# Entry points
+# ----------------------------------------------------------------------------------------------
+
+
+def run_analysis(
+    csv_paths,
+    target: str = DEFAULT_TARGET,
+    out_dir=None,
+    metrics: list[str] | None = None,
+    plots: bool = True,
+) -> AnalysisResult:
+    """Load, correlate, and (with `out_dir`) write CSV/JSON/PNG outputs; see the module docstring."""
+    notes: list[str] = []
+    paths = [Path(p) for p in ([csv_paths] if isinstance(csv_paths, (str, Path)) else csv_paths)]
+    data, renamed, derived = load_tables(paths, notes)
+    names = ", ".join(str(p) for p in paths)
+
+    if target not in data.columns:
+        numeric = [c for c in data.columns if pd.api.types.is_numeric_dtype(data[c])]
+        raise UsageError(
+            f"--target {target!r}: no such column in {names} (numeric columns: {', '.join(map(str, numeric)) or 'none'})"
+        )
+    y = pd.to_numeric(data[target], errors="coerce")
+    if y.isna().all():
+        raise DataError(f"{names}: target column {target!r} has no numeric values")
+    n_bad = int((~np.isfinite(y.to_numpy(dtype=np.float64))).sum())
+    if n_bad:
+        notes.append(f"{n_bad} rows without a finite {target} were left out")
+        data = data[np.isfinite(y.to_numpy(dtype=np.float64))].reset_index(drop=True)
+    if len(data) < 3:
+        raise DataError(f"{names}: {len(data)} rows with a finite {target}; a correlation needs at least 3")
+
+    available = metric_columns(data, target)
+    if metrics:
+        unknown = [m for m in metrics if m not in data.columns]
+        if unknown:
+            raise UsageError(
+                f"--metric {', '.join(unknown)}: no such column in {names} (metric columns: {', '.join(available) or 'none'})"
+            )
+        non_numeric = [m for m in metrics if not pd.api.types.is_numeric_dtype(data[m])]
+        if non_numeric:
+            raise UsageError(f"--metric {', '.join(non_numeric)}: not a numeric column in {names}")
+        chosen = list(dict.fromkeys(metrics))
+    else:
+        chosen = available
+    if not chosen:
+        raise DataError(
+            f"{names}: no numeric metric columns to correlate with {target} (columns: {', '.join(str(c) for c in data.columns if c != 'source')})"
+        )
+
+    reverse: dict[str, str] = {}
+    for mp in renamed.values():
+        for src, dst in mp.items():
+            if src not in reverse.get(dst, "").split("/"):
+                reverse[dst] = f"{reverse[dst]}/{src}" if dst in reverse else src
+    for d in derived:
+        lhs, _, rhs = d.split(": ", 1)[-1].partition(" = ")
+        if rhs and lhs in data.columns and lhs not in reverse:
+            reverse[lhs] = rhs
+    rows = []
+    for m in chosen:
+        r = correlate(pd.to_numeric(data[m], errors="coerce"), data[target])
+        rows.append({"metric": m, **r, "source_column": reverse.get(m, m)})
+    corr = pd.DataFrame(rows, columns=CORRELATION_COLUMNS)
+    corr = corr.sort_values("r2", ascending=False, na_position="last", kind="stable").reset_index(drop=True)
+    skipped = corr[corr["r2"].isna()]
+    if len(skipped):
+        notes.append(
+            "no fit for: " + ", ".join(f"{m} ({n})" for m, n in zip(skipped["metric"], skipped["note"]))
+        )
+    corr.attrs["target"] = target
+
+    res = AnalysisResult(
+        correlations=corr, data=data, target=target, inputs=[str(p) for p in paths], metrics=chosen,
+        renamed=renamed, derived=derived, notes=notes,
+    )
+    if out_dir is not None:
+        out = Path(out_dir)
+        if out.exists() and not out.is_dir():
+            raise UsageError(f"--out {out}: exists and is not a directory")
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            if plots:
+                res.plots = make_plots(res, out)
+            corr.to_csv(out / CORRELATIONS_FILE, index=False)
+            data.to_csv(out / DATA_FILE, index=False)
+            res.files = {
+                "correlations": str(out / CORRELATIONS_FILE),
+                "data": str(out / DATA_FILE),
+                "summary": str(out / SUMMARY_FILE),
+            }
+            summary = {
+                "target": target,
+                "inputs": res.inputs,
+                "n_rows": int(len(data)),
+                "metrics": chosen,
+                "fit": "target = slope * t(metric) + intercept; t = ln where the metric is > 0 on every row, else identity",
+                "renamed_columns": renamed,
+                "derived_columns": derived,
+                "plots": [str(p.relative_to(out)) for p in res.plots],
+                "notes": notes,
+                "correlations": json.loads(corr.to_json(orient="records")),
+            }
+            (out / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+        except OSError as e:
+            raise DataError(f"--out {out}: cannot write ({e.strerror or e})") from e
+    return res
+
+
+def analyze(
+    csv_paths,
+    target: str = DEFAULT_TARGET,
+    out_dir=None,
+    metrics: list[str] | None = None,
+    plots: bool = True,
+) -> pd.DataFrame:
+    """Correlation of each metric with `target`, sorted by R² (columns: `CORRELATION_COLUMNS`).
+
+    With `out_dir`, also writes correlations.csv, data.csv, analysis.json and the PNG plots.
+    `.attrs` of the returned frame carries target, plots, notes, renamed and derived columns.
+    """
+    res = run_analysis(csv_paths, target=target, out_dir=out_dir, metrics=metrics, plots=plots)
+    df = res.correlations
+    df.attrs.update(
+        target=res.target, plots=[str(p) for p in res.plots], notes=list(res.notes),
+        renamed=res.renamed, derived=list(res.derived),
+    )
+    return df

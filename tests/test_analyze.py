@@ -1,0 +1,258 @@
+"""`lcfast analyze` / lcfast.pipeline.analyze and the markdown report."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from lcfast.cli.app import main
+from lcfast.errors import DataError, UsageError
+from lcfast.pipeline.analyze import analyze, correlate, run_analysis
+from lcfast.pipeline.report import write_report
+
+# The repo is <root>/main (or a CI clone) with shared/ beside it: <root>/shared/reference.
+REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"
+
+
+def _ref(name: str) -> Path:
+    p = REFERENCE / name
+    assert p.is_file(), f"reference table missing: {p} (shared/ must sit beside the repository)"
+    return p
+
+
+def _run(argv, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+        raise SystemExit(0)
+    cap = capsys.readouterr()
+    return e.value.code, cap.out, cap.err
+
+
+def _measure_csv(path: Path, seed: int = 0) -> pd.DataFrame:
+    """A table shaped like `lcfast measure` output: 4 models × 3 checkpoints."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i, (layers, width) in enumerate([(1, 32), (1, 64), (2, 64), (2, 128)]):
+        n_params = 1000 * width * (layers + 4)
+        for ep in (1, 2, 3):
+            cdnv = 0.5 * math.exp(-0.4 * ep - 0.3 * i) * math.exp(rng.normal(0, 0.05))
+            rows.append({
+                "model": f"L{layers}xW{width}", "checkpoint": f"epoch-{ep}", "n_params": n_params,
+                "layers": layers, "width": width, "epochs": ep, "seed": 0,
+                "val_loss": 3.0 + 0.8 * math.log(cdnv) / 2 + rng.normal(0, 0.01),
+                "val_acc": 0.2 + 0.05 * ep, "perplexity": 0.0,
+                "n_classes": 500, "n_samples": 10_000, "degenerate_pairs": 0,
+                "nc1_cdnv": cdnv,
+                "nc2_interference_mean": -0.002 + rng.normal(0, 1e-4),  # negative -> linear scale
+                "gnc2_log_var": 0.05 + rng.uniform(0, 0.01),
+                "nc1_pinv": float("nan"),  # no covariance pass: null column
+                "nc4_agreement": 0.3 + 0.1 * ep,
+            })
+    df = pd.DataFrame(rows)
+    df["perplexity"] = np.exp(df["val_loss"])
+    df.to_csv(path, index=False)
+    return df
+
+
+# ---------------------------------------------------------------------------------------------
+# The paper's own tables (DESIGN §8)
+# ---------------------------------------------------------------------------------------------
+
+
+def test_paper_table_10_24_r2():
+    corr = analyze([_ref("lc-2024_10_24.csv")], target="val_loss", plots=False).set_index("metric")
+    cdnv, kern = corr.loc["nc1_cdnv"], corr.loc["gnc2_log_var"]
+    assert cdnv["scale"] == "log" and kern["scale"] == "log"
+    assert cdnv["source_column"] == "cdnv" and kern["source_column"] == "log_kern_var"
+    assert cdnv["r2"] == pytest.approx(0.916, abs=0.005)
+    assert kern["r2"] == pytest.approx(0.898, abs=0.005)
+    assert cdnv["n"] == 230 and cdnv["slope"] > 0 and cdnv["spearman_rho"] > 0.9
+    assert cdnv["p_value"] < 1e-50
+    # Cross-check against a direct fit on the raw paper columns.
+    raw = pd.read_csv(_ref("lc-2024_10_24.csv"))
+    direct = stats.linregress(np.log(raw["cdnv"]), raw["val_loss"])
+    assert cdnv["r2"] == pytest.approx(direct.rvalue**2, rel=1e-12)
+    assert cdnv["slope"] == pytest.approx(direct.slope, rel=1e-12)
+    # hits/misses -> NC4 agreement; the paper's hits column is not analysed on its own.
+    agree = corr.loc["nc4_agreement"]
+    assert agree["source_column"] == "hits/(hits+misses)"
+    assert agree["spearman_rho"] < -0.9  # more agreement, lower loss
+    assert "hits" not in corr.index and "misses" not in corr.index
+    # Columns whose meaning differs from DESIGN §3 keep their own names; ordering is by R².
+    assert "interfere_var" in corr.index and "nc2_interference_var" not in corr.index
+    assert list(corr["r2"].dropna()) == sorted(corr["r2"].dropna(), reverse=True)
+
+
+def test_paper_table_05_18_maps_and_parses_ids():
+    res = run_analysis([_ref("lc-2024_05_18.csv")], plots=False)
+    corr = res.correlations.set_index("metric")
+    assert corr.loc["nc1_cdnv", "source_column"] == "cdnv_mean"
+    assert corr.loc["nc1_cdnv", "r2"] == pytest.approx(0.916, abs=0.005)
+    assert "nc3_dual_cos_var" in corr.index and "sims_std" not in res.data.columns
+    row = res.data.set_index(["model", "checkpoint"]).loc[("01x0064_10L", 9)]
+    assert (row["layers"], row["width"], row["epochs"], row["epoch"]) == (1, 64, 10, 10)
+    assert "Unnamed: 0" not in res.data.columns  # the index column of the 05_18 file
+
+
+def test_two_paper_tables_merge_and_keep_conflicting_columns_apart():
+    res = run_analysis([_ref("lc-2024_05_18.csv"), _ref("lc-2024_10_24.csv")], plots=False)
+    assert len(res.data) == 230
+    cols = set(res.data.columns)
+    # Same name, different definitions in the two tables -> kept per file.
+    assert {"norms_mean[lc-2024_05_18]", "norms_mean[lc-2024_10_24]"} <= cols and "norms_mean" not in cols
+    # Same meaning (cdnv vs cdnv_mean, float32 round-off apart) -> one canonical column.
+    assert "nc1_cdnv" in cols and not any(c.startswith("nc1_cdnv[") for c in cols)
+    assert any("merged" in n for n in res.notes)
+
+
+# ---------------------------------------------------------------------------------------------
+# lcfast's own measure CSVs
+# ---------------------------------------------------------------------------------------------
+
+
+def test_own_csv_fits_plots_and_files(tmp_path):
+    csv = tmp_path / "measure.csv"
+    df = _measure_csv(csv)
+    out = tmp_path / "an"
+    corr = analyze([csv], target="val_loss", out_dir=out)
+    by = corr.set_index("metric")
+    # Metrics only: no meta/outcome/bookkeeping columns, no all-null column.
+    assert set(by.index) == {"nc1_cdnv", "nc2_interference_mean", "gnc2_log_var", "nc4_agreement"}
+    # Log scale only where positive everywhere; numbers equal a direct scipy fit.
+    assert by.loc["nc1_cdnv", "scale"] == "log" and by.loc["nc2_interference_mean", "scale"] == "linear"
+    lr = stats.linregress(np.log(df["nc1_cdnv"]), df["val_loss"])
+    assert by.loc["nc1_cdnv", "r2"] == pytest.approx(lr.rvalue**2, rel=1e-12)
+    assert by.loc["nc1_cdnv", "slope"] == pytest.approx(lr.slope, rel=1e-12)
+    assert by.loc["nc1_cdnv", "intercept"] == pytest.approx(lr.intercept, rel=1e-12)
+    assert by.loc["nc1_cdnv", "slope"] == pytest.approx(0.4, abs=0.05)
+    lin = stats.linregress(df["nc2_interference_mean"], df["val_loss"])
+    assert by.loc["nc2_interference_mean", "r2"] == pytest.approx(lin.rvalue**2, rel=1e-12)
+    sp = stats.spearmanr(df["gnc2_log_var"], df["val_loss"])
+    assert by.loc["gnc2_log_var", "spearman_rho"] == pytest.approx(sp.statistic, rel=1e-12)
+    assert by.loc["gnc2_log_var", "p_value"] == pytest.approx(sp.pvalue, rel=1e-9)
+    assert (by["n"] == 12).all()
+    assert corr["metric"].iloc[0] == "nc1_cdnv"  # the strongest relation first
+
+    written = pd.read_csv(out / "correlations.csv")
+    for c in ("metric", "scale", "r2", "slope", "intercept", "spearman_rho", "p_value", "n"):
+        assert c in written.columns
+    assert list(written["metric"]) == list(corr["metric"])
+    summary = json.loads((out / "analysis.json").read_text())
+    assert summary["target"] == "val_loss" and summary["n_rows"] == 12
+    pngs = sorted(p.name for p in out.glob("*.png"))
+    assert "scatter_nc1_cdnv_vs_val_loss.png" in pngs
+    # Three checkpoints per model ("epoch-1".."epoch-3" / epochs) -> metric-vs-epoch plots.
+    assert "epochs_nc1_cdnv.png" in pngs and "epochs_val_loss.png" in pngs
+    for p in out.glob("*.png"):
+        assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert sorted(Path(p).name for p in corr.attrs["plots"]) == pngs
+
+
+def test_single_checkpoint_per_model_has_no_epoch_plots(tmp_path):
+    csv = tmp_path / "m.csv"
+    df = _measure_csv(csv)
+    df[df["epochs"] == 3].to_csv(csv, index=False)
+    out = tmp_path / "an"
+    analyze([csv], out_dir=out, metrics=["nc1_cdnv"])
+    names = [p.name for p in out.glob("*.png")]
+    assert names == ["scatter_nc1_cdnv_vs_val_loss.png"]
+
+
+def test_correlate_edge_cases():
+    assert correlate([1, 2], [3, 4])["note"].startswith("only 2")
+    r = correlate([1, 1, 1, 1], [1, 2, 3, 4])
+    assert r["note"] == "constant" and math.isnan(r["r2"])
+    r = correlate([1, 2, float("nan"), 4, 8], [1, 2, 3, 4, 5])
+    assert r["n"] == 4 and r["scale"] == "log"
+    r = correlate([0.0, 1, 2, 3], [0, 1, 2, 3])
+    assert r["scale"] == "linear" and r["r2"] == pytest.approx(1.0)
+
+
+def test_other_target(tmp_path):
+    csv = tmp_path / "m.csv"
+    _measure_csv(csv)
+    corr = analyze([csv], target="val_acc", plots=False)
+    assert corr.attrs["target"] == "val_acc"
+    assert "val_loss" not in set(corr["metric"])  # outcomes are never metrics
+    row = corr.set_index("metric").loc["nc4_agreement"]
+    assert row["spearman_rho"] == pytest.approx(1.0)  # both rise with the epoch, ties aside
+    assert row["scale"] == "log" and 0.99 < row["r2"] < 1.0  # ln is not linear: R² just below 1
+
+
+# ---------------------------------------------------------------------------------------------
+# Errors
+# ---------------------------------------------------------------------------------------------
+
+
+def test_errors(tmp_path):
+    with pytest.raises(DataError, match="no such file"):
+        analyze([tmp_path / "missing.csv"], plots=False)
+    csv = tmp_path / "m.csv"
+    _measure_csv(csv)
+    with pytest.raises(UsageError, match=r"--target 'loss'.*val_loss"):
+        analyze([csv], target="loss", plots=False)
+    small = tmp_path / "small.csv"
+    pd.read_csv(csv).head(2).to_csv(small, index=False)
+    with pytest.raises(DataError, match="at least 3"):
+        analyze([small], plots=False)
+    nometric = tmp_path / "nometric.csv"
+    pd.read_csv(csv)[["model", "checkpoint", "n_params", "val_loss"]].to_csv(nometric, index=False)
+    with pytest.raises(DataError, match="no numeric metric columns"):
+        analyze([nometric], plots=False)
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
+    with pytest.raises(DataError, match="empty"):
+        analyze([empty], plots=False)
+    with pytest.raises(UsageError, match="--metric nope"):
+        analyze([csv], metrics=["nope"], plots=False)
+
+
+def test_cli(tmp_path, capsys):
+    csv = tmp_path / "m.csv"
+    _measure_csv(csv)
+    out = tmp_path / "o"
+    code, stdout, err = _run(["analyze", str(csv), "--out", str(out), "--no-plots", "--json"], capsys)
+    assert code == 0, err
+    rows = json.loads(stdout)
+    assert rows[0]["metric"] == "nc1_cdnv" and (out / "correlations.csv").is_file()
+    code, stdout, _ = _run(["analyze", str(csv), "--out", str(out), "--no-plots"], capsys)
+    assert code == 0 and "nc1_cdnv" in stdout and "R²" in stdout
+
+    code, _, err = _run(["analyze", str(tmp_path / "nope.csv"), "--out", str(out)], capsys)
+    assert code == 1 and "nope.csv" in err and len(err.strip().splitlines()) == 1
+    code, _, err = _run(["analyze", str(csv), "--target", "bogus", "--out", str(out)], capsys)
+    assert code == 2 and "--target" in err and "val_loss" in err
+    small = tmp_path / "small.csv"
+    pd.read_csv(csv).head(2).to_csv(small, index=False)
+    code, _, err = _run(["analyze", str(small), "--out", str(out)], capsys)
+    assert code == 1 and "small.csv" in err
+
+
+# ---------------------------------------------------------------------------------------------
+# Report
+# ---------------------------------------------------------------------------------------------
+
+
+def test_write_report(tmp_path):
+    csv = tmp_path / "measure.csv"
+    _measure_csv(csv)
+    out = tmp_path / "run"
+    corr = analyze([csv], out_dir=out, metrics=["nc1_cdnv", "gnc2_log_var"])
+    path = write_report(out, csv, corr, corr.attrs["plots"], ["demo sweep is tiny; trends only"])
+    assert path == out / "report.md"
+    text = path.read_text()
+    assert "## Models" in text and "L2xW128" in text and "| model |" in text
+    assert "## Correlation with `val_loss`" in text and "nc1_cdnv" in text
+    # Plot links are relative to the report and point at real files.
+    links = [line[line.index("](") + 2 : -1] for line in text.splitlines() if line.startswith("![")]
+    assert links and all(not Path(link).is_absolute() and (out / link).is_file() for link in links)
+    assert "- demo sweep is tiny; trends only" in text
+    # Without measurements or plots it still writes a valid report.
+    p2 = write_report(tmp_path / "r2", None, corr, [], [])
+    assert "## Models" not in p2.read_text() and "nc1_cdnv" in p2.read_text()
