@@ -1,9 +1,112 @@
-"""CLI commands: train (filled in by its issue)."""
+"""CLI commands `lcfast train` and `lcfast sweep` (thin wrappers over lcfast.pipeline.train/sweep)."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import typer
+
+from lcfast.errors import UsageError
+
+_EVAL_TOKENS = 1 << 20  # = lcfast.pipeline.train.DEFAULT_EVAL_TOKENS (not imported: keeps --help torch-free)
+
+
+def _int_list(flag: str, text: str) -> list[int]:
+    try:
+        vals = [int(x) for x in text.replace(" ", "").split(",") if x != ""]
+    except ValueError:
+        raise UsageError(f"{flag} {text!r}: expected comma-separated integers, e.g. 1,2,4") from None
+    if not vals:
+        raise UsageError(f"{flag} {text!r}: expected at least one integer")
+    return vals
+
+
+def _metrics_table(title: str, rows: list[dict], cols: list[str]):
+    from rich.table import Table
+
+    t = Table(title=title)
+    for c in cols:
+        t.add_column(c, justify="left" if c in ("name", "status") else "right")
+    for r in rows:
+        cells = []
+        for c in cols:
+            v = r.get(c)
+            cells.append(f"{v:,.0f}" if c == "tokens_per_s" and v is not None else
+                         f"{v:.4f}" if isinstance(v, float) else "" if v is None else str(v))
+        t.add_row(*cells)
+    return t
 
 
 def register(app: typer.Typer) -> None:
-    """Attach this module's commands to the root app."""
+    @app.command()
+    def train(
+        data: Path = typer.Option(..., "--data", help="Data folder from 'lcfast tokenize' (train/val shards)."),
+        layers: int = typer.Option(..., "--layers", help="Transformer blocks."),
+        width: int = typer.Option(..., "--width", help="Hidden size d."),
+        out: Path = typer.Option(..., "--out", help="Run folder (created; rerun the same command to resume)."),
+        heads: int = typer.Option(None, "--heads", help="Attention heads (default: width // 64, at least 1)."),
+        context: int = typer.Option(256, "--context", help="Sequence length T (also the model's max positions)."),
+        window: int = typer.Option(256, "--window", help="Local-attention window (GPT-Neo: 256)."),
+        epochs: int = typer.Option(1, "--epochs", help="Epochs (one epoch = train tokens / (B*T) steps)."),
+        batch_size: int = typer.Option(32, "--batch-size", help="Sequences per step B."),
+        lr: float = typer.Option(1e-3, "--lr", help="Peak learning rate (warm-up, then cosine decay to lr/10)."),
+        weight_decay: float = typer.Option(0.1, "--weight-decay", help="AdamW weight decay (matrices, embeddings)."),
+        seed: int = typer.Option(0, "--seed", help="Seed of initialisation and batch order."),
+        device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N."),
+        steps_per_epoch: int = typer.Option(None, "--steps-per-epoch", help="Override the steps of an epoch."),
+        eval_tokens: int = typer.Option(_EVAL_TOKENS, "--eval-tokens", help="Cap on validation tokens per evaluation."),
+        compile: bool = typer.Option(False, "--compile", help="torch.compile the model."),
+        progress: bool = typer.Option(True, "--progress/--no-progress", help="Show the progress bar."),
+        json_out: bool = typer.Option(False, "--json", help="Print the final metrics as JSON."),
+    ) -> None:
+        """Train a GPT-Neo-style causal LM; checkpoint + evaluate every epoch; resume by rerunning."""
+        from lcfast.pipeline.train import train_run
+
+        m = train_run(data, out, layers=layers, width=width, heads=heads, context=context, epochs=epochs,
+                      batch_size=batch_size, lr=lr, weight_decay=weight_decay, seed=seed, device=device,
+                      steps_per_epoch=steps_per_epoch, eval_tokens=eval_tokens, compile=compile,
+                      progress=progress, window_size=window)
+        if json_out:
+            print(json.dumps(m, indent=2, sort_keys=True))
+            return
+        from rich.console import Console
+
+        title = f"{out} ({'already complete' if m.get('already_complete') else 'done'})"
+        Console().print(_metrics_table(title, [m], ["epoch", "step", "n_params", "train_loss", "val_loss", "val_acc",
+                                                    "perplexity", "tokens_per_s"]))
+
+    @app.command()
+    def sweep(
+        data: Path = typer.Option(..., "--data", help="Data folder from 'lcfast tokenize'."),
+        out: Path = typer.Option(..., "--out", help="Sweep folder; runs go to OUT/L{l}_W{w}_E{e}_S{s}."),
+        layers: str = typer.Option(..., "--layers", help="Comma-separated depths, e.g. 1,2,4."),
+        widths: str = typer.Option(..., "--widths", help="Comma-separated widths, e.g. 64,128,256."),
+        epochs: str = typer.Option("1", "--epochs", help="Comma-separated epoch counts (separate runs)."),
+        seeds: str = typer.Option("0", "--seeds", help="Comma-separated seeds."),
+        heads: int = typer.Option(None, "--heads", help="Attention heads (default: width // 64 per width)."),
+        context: int = typer.Option(256, "--context", help="Sequence length T."),
+        window: int = typer.Option(256, "--window", help="Local-attention window."),
+        batch_size: int = typer.Option(32, "--batch-size", help="Sequences per step B."),
+        lr: float = typer.Option(1e-3, "--lr", help="Peak learning rate."),
+        weight_decay: float = typer.Option(0.1, "--weight-decay", help="AdamW weight decay."),
+        device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N."),
+        steps_per_epoch: int = typer.Option(None, "--steps-per-epoch", help="Override the steps of an epoch."),
+        eval_tokens: int = typer.Option(_EVAL_TOKENS, "--eval-tokens", help="Cap on validation tokens."),
+        compile: bool = typer.Option(False, "--compile", help="torch.compile the models."),
+        progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+    ) -> None:
+        """Train a grid layers x widths x epochs x seeds, skipping finished runs; writes OUT/sweep.{json,csv}."""
+        grid = {f: _int_list(f, v) for f, v in (("--layers", layers), ("--widths", widths), ("--epochs", epochs),
+                                                ("--seeds", seeds))}
+        from lcfast.pipeline.sweep import run_sweep
+
+        rows = run_sweep(data, out, layers=grid["--layers"], widths=grid["--widths"], epochs=grid["--epochs"],
+                         seeds=grid["--seeds"], heads=heads, context=context, batch_size=batch_size, lr=lr,
+                         weight_decay=weight_decay, device=device, steps_per_epoch=steps_per_epoch,
+                         eval_tokens=eval_tokens, compile=compile, progress=progress, window_size=window)
+        from rich.console import Console
+
+        Console().print(_metrics_table(f"sweep {out} (summary: {out / 'sweep.csv'})", rows,
+                                       ["name", "status", "n_params", "train_loss", "val_loss", "val_acc",
+                                        "perplexity", "tokens_per_s"]))

@@ -1,0 +1,99 @@
+"""A grid of training runs (layers x widths x epochs x seeds) in one folder: RUNS/L{l}_W{w}_E{e}_S{s}.
+
+Each run is an ordinary `train_run`: a finished run is skipped (after checking that its config matches
+the requested one), an interrupted run resumes. After every run RUNS/sweep.json and RUNS/sweep.csv
+are rewritten with one row per run finished so far.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from pathlib import Path
+from typing import Callable, Iterable
+
+from lcfast.errors import UsageError
+from lcfast.pipeline.checkpoint import atomic_write_json, atomic_write_text
+from lcfast.pipeline.train import DEFAULT_EVAL_TOKENS, train_run
+
+SUMMARY_COLUMNS = ["name", "layers", "width", "epochs", "seed", "status", "n_params", "step", "train_loss",
+                   "val_loss", "val_acc", "perplexity", "tokens_per_s", "elapsed", "model_fingerprint", "path"]
+
+
+def run_name(layers: int, width: int, epochs: int, seed: int) -> str:
+    return f"L{layers}_W{width}_E{epochs}_S{seed}"
+
+
+def _grid(flag: str, values: Iterable[int]) -> list[int]:
+    vals = list(values)
+    if not vals:
+        raise UsageError(f"{flag} needs at least one value")
+    for v in vals:
+        if isinstance(v, bool) or not isinstance(v, int) or v < (0 if flag == "--seeds" else 1):
+            raise UsageError(f"{flag}: {v!r} is not a {'non-negative' if flag == '--seeds' else 'positive'} integer")
+    return list(dict.fromkeys(vals))  # de-duplicated, order kept
+
+
+def run_sweep(
+    data_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    layers: Iterable[int],
+    widths: Iterable[int],
+    epochs: Iterable[int],
+    seeds: Iterable[int] = (0,),
+    heads: int | None = None,
+    context: int = 256,
+    batch_size: int = 32,
+    lr: float = 1e-3,
+    weight_decay: float = 0.1,
+    device: str | None = "auto",
+    steps_per_epoch: int | None = None,
+    eval_tokens: int = DEFAULT_EVAL_TOKENS,
+    compile: bool = False,
+    progress: bool = True,
+    window_size: int = 256,
+    on_run: Callable[[dict], None] | None = None,
+) -> list[dict]:
+    """Train every (layers, width, epochs, seed) of the grid into out_dir; returns one dict per run:
+    name, path, layers, width, epochs, seed, status ("trained" | "skipped"), and the final metrics.
+    heads=None picks lcfast.pipeline.train.default_heads(width) per width. `on_run(row)` is called
+    after each run."""
+    grid = [(l, w, e, s) for l in _grid("--layers", layers) for w in _grid("--widths", widths)
+            for e in _grid("--epochs", epochs) for s in _grid("--seeds", seeds)]
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out}: exists and is not a folder")
+    out.mkdir(parents=True, exist_ok=True)
+    rows: list[dict] = []
+    for i, (l, w, e, s) in enumerate(grid):
+        name = run_name(l, w, e, s)
+        if progress:
+            from rich.console import Console
+
+            Console(stderr=True).print(f"[bold]sweep {i + 1}/{len(grid)}[/bold] {name}")
+        m = train_run(data_dir, out / name, layers=l, width=w, heads=heads, context=context, epochs=e,
+                      batch_size=batch_size, lr=lr, weight_decay=weight_decay, seed=s, device=device,
+                      steps_per_epoch=steps_per_epoch, eval_tokens=eval_tokens, compile=compile,
+                      progress=progress, window_size=window_size)
+        row = {"name": name, "path": str(out / name), "layers": l, "width": w, "epochs": e, "seed": s,
+               "status": "skipped" if m.get("already_complete") else "trained",
+               **{k: v for k, v in m.items() if k not in ("run_dir", "already_complete", "resumed_from_epoch", "epoch")}}
+        rows.append(row)
+        _write_summary(out, rows)
+        if on_run is not None:
+            on_run(row)
+    return rows
+
+
+def _write_summary(out: Path, rows: list[dict]) -> None:
+    atomic_write_json(out / "sweep.json", {"runs": rows})
+    buf = io.StringIO()
+    wr = csv.DictWriter(buf, fieldnames=SUMMARY_COLUMNS, extrasaction="ignore")
+    wr.writeheader()
+    wr.writerows(rows)
+    atomic_write_text(out / "sweep.csv", buf.getvalue())
+
+
+__all__ = ["run_sweep", "run_name", "SUMMARY_COLUMNS"]

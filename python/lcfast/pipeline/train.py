@@ -1,0 +1,469 @@
+"""Train a GPT-Neo-style causal LM on a token-shard data folder (`lcfast train`), resumably.
+
+A run folder holds
+    config.json                     model + training config, data folder and shard fingerprints
+    checkpoints/epoch_K/            model.safetensors (weights + model config in its header),
+                                    state.json (step, metrics history, timings) and, for the latest
+                                    checkpoint only, state.safetensors (AdamW moments, RNG states)
+    metrics.jsonl                   one line per finished epoch
+
+Determinism: the batch of global step s is `train.random_windows(B, T, seed, s)` and the learning rate a
+pure function of s, so resuming from the checkpoint of epoch K (weights, optimizer moments, RNG) and
+replaying steps from K * steps_per_epoch reproduces an uninterrupted run exactly (bit-identical on
+the same device and thread count). An epoch is n_train_tokens // (B * T) steps unless
+steps_per_epoch is given. Schedule: linear warm-up over `warmup_frac` of all steps, cosine decay to
+`min_lr_frac * lr`; AdamW (betas 0.9/0.95, weight decay on matrices and embeddings only); gradient
+norm clipped to `grad_clip`; bf16 autocast on CUDA.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from lcfast.errors import DataError, UsageError
+from lcfast.model.gptneo import GPTNeo, GPTNeoConfig, param_groups
+from lcfast.pipeline import checkpoint as ckpt
+
+RUN_FORMAT = "lcfast-run/1"
+DEFAULT_EVAL_TOKENS = 1 << 20
+_EPOCH_PREFIX = "epoch_"
+
+
+# -- data -----------------------------------------------------------------------------------------
+def _open_shard(path: Path):
+    from lcfast.data.shards import TokenShard
+
+    return TokenShard(str(path))
+
+
+def open_data(data_dir: str | os.PathLike):
+    """(train shard, val shard) of a `lcfast tokenize` folder, with clear errors."""
+    d = Path(data_dir)
+    if not d.is_dir():
+        raise DataError(f"--data {d}: data folder not found (create one with 'lcfast tokenize')")
+    shards = []
+    for name in ("train.lcshard", "val.lcshard"):
+        if not (d / name).is_file():
+            raise DataError(f"--data {d}: {name} not found (create the folder with 'lcfast tokenize')")
+        shards.append(_open_shard(d / name))
+    train, val = shards
+    if train.vocab_size != val.vocab_size or train.tokenizer_fingerprint != val.tokenizer_fingerprint:
+        raise DataError(f"--data {d}: train.lcshard and val.lcshard were written with different tokenizers")
+    return train, val
+
+
+def data_info(data_dir, train, val) -> dict:
+    return {
+        "dir": str(Path(data_dir).resolve()),
+        "vocab_size": int(train.vocab_size),
+        "tokenizer_fingerprint": str(train.tokenizer_fingerprint),
+        "train_fingerprint": str(train.fingerprint),
+        "val_fingerprint": str(val.fingerprint),
+        "train_tokens": int(train.n_tokens),
+        "val_tokens": int(val.n_tokens),
+    }
+
+
+# -- arguments ------------------------------------------------------------------------------------
+def _positive_int(name: str, v) -> int:
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v <= 0:
+        raise UsageError(f"{name} must be a positive integer, got {v!r}")
+    return int(v)
+
+
+def _nonneg_float(name: str, v, positive: bool = False) -> float:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        raise UsageError(f"{name} must be a number, got {v!r}") from None
+    if not math.isfinite(f) or f < 0 or (positive and f == 0):
+        raise UsageError(f"{name} must be a {'positive' if positive else 'non-negative'} finite number, got {v!r}")
+    return f
+
+
+def default_heads(width: int) -> int:
+    """GPT-Neo's head size is 64 (768 wide, 12 heads); narrower models get one head."""
+    h = max(1, width // 64)
+    return h if width % h == 0 else 1
+
+
+def resolve_device(device: str | None) -> torch.device:
+    if device in (None, "", "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise UsageError(f"--device {device!r} is not a torch device (use auto, cpu, cuda, cuda:N)") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"--device {device}: CUDA is not available on this machine")
+    if dev.type not in ("cpu", "cuda", "mps"):
+        raise UsageError(f"--device {device}: unsupported device type {dev.type!r}")
+    return dev
+
+
+def lr_at(step: int, total: int, lr: float, warmup: int, min_lr: float) -> float:
+    """Linear warm-up to lr over `warmup` steps, then cosine decay to min_lr at `total`."""
+    if warmup > 0 and step < warmup:
+        return lr * (step + 1) / warmup
+    span = max(1, total - warmup)
+    t = min(1.0, (step - warmup) / span)
+    return min_lr + 0.5 * (lr - min_lr) * (1.0 + math.cos(math.pi * t))
+
+
+# -- run folder -----------------------------------------------------------------------------------
+def list_checkpoints(run_dir: str | os.PathLike) -> dict[int, Path]:
+    """Finished checkpoints of a run: epoch -> folder (a folder counts once its state.json exists)."""
+    root = Path(run_dir) / "checkpoints"
+    out: dict[int, Path] = {}
+    if root.is_dir():
+        for p in root.iterdir():
+            if p.name.startswith(_EPOCH_PREFIX) and p.name[len(_EPOCH_PREFIX):].isdigit() and (p / "state.json").is_file():
+                out[int(p.name[len(_EPOCH_PREFIX):])] = p
+    return dict(sorted(out.items()))
+
+
+def is_complete(run_dir: str | os.PathLike) -> bool:
+    """True when the run's config exists and its final epoch's checkpoint is written."""
+    cfg_path = Path(run_dir) / "config.json"
+    if not cfg_path.is_file():
+        return False
+    try:
+        epochs = int(json.loads(cfg_path.read_text())["train"]["epochs"])
+    except (OSError, KeyError, ValueError, TypeError):
+        return False
+    return epochs in list_checkpoints(run_dir)
+
+
+def _config_diff(old: dict, new: dict, prefix: str = "") -> list[str]:
+    diffs = []
+    for k in sorted(set(old) | set(new)):
+        a, b = old.get(k), new.get(k)
+        if isinstance(a, dict) and isinstance(b, dict):
+            diffs += _config_diff(a, b, f"{prefix}{k}.")
+        elif a != b:
+            diffs.append(f"{prefix}{k}: {a!r} -> {b!r}")
+    return diffs
+
+
+def _check_existing_run(out: Path, new_cfg: dict) -> bool:
+    """Validate --out; True if it already holds this run (resume), False if it is new/empty."""
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out}: exists and is not a folder")
+    cfg_path = out / "config.json"
+    if not cfg_path.is_file():
+        if out.is_dir() and any(out.iterdir()):
+            raise UsageError(f"--out {out}: folder exists, is not empty and holds no lcfast run (config.json)")
+        return False
+    old = ckpt.read_json(cfg_path, "run config")
+    if old.get("format") != RUN_FORMAT:
+        raise UsageError(f"--out {out}: config.json is not a lcfast run config (format {old.get('format')!r})")
+    old_vocab = old.get("model", {}).get("vocab_size")
+    if old_vocab != new_cfg["model"]["vocab_size"]:
+        raise DataError(
+            f"--data {new_cfg['data']['dir']}: vocab size {new_cfg['model']['vocab_size']} does not match the run "
+            f"in --out {out} (model vocab_size {old_vocab})"
+        )
+    keys = ("train_fingerprint", "val_fingerprint", "tokenizer_fingerprint")
+    old_data = {k: old.get("data", {}).get(k) for k in keys}
+    new_data = {k: new_cfg["data"][k] for k in keys}
+    if old_data != new_data:
+        raise DataError(
+            f"--data {new_cfg['data']['dir']}: shards differ from those the run in --out {out} was trained on "
+            f"({'; '.join(_config_diff(old_data, new_data))})"
+        )
+    diffs = _config_diff({"model": old.get("model"), "train": old.get("train")},
+                         {"model": new_cfg["model"], "train": new_cfg["train"]})
+    if diffs:
+        raise UsageError(f"--out {out}: holds a run with a different config ({'; '.join(diffs[:4])}); use another --out")
+    return True
+
+
+# -- evaluation -----------------------------------------------------------------------------------
+@torch.no_grad()
+def evaluate(model, shard, context: int, batch_size: int, eval_tokens: int, device: torch.device,
+             progress=None) -> dict:
+    """Mean next-token loss, token accuracy and perplexity over the first sequential windows of
+    `shard` covering up to `eval_tokens` label positions."""
+    T = context
+    n_win = min(int(shard.n_seq_windows(T)), max(1, math.ceil(eval_tokens / T)))
+    n_labels_total = int(shard.n_tokens) - 1
+    if n_win <= 0 or n_labels_total <= 0:
+        raise DataError(f"{getattr(shard, 'path', 'val shard')}: too few tokens to evaluate (need at least 2)")
+    was_training = model.training
+    model.eval()
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    hits = torch.zeros((), dtype=torch.int64, device=device)
+    count = 0
+    task = progress.add_task("eval", total=n_win, loss="", tps="") if progress is not None else None
+    for start in range(0, n_win, batch_size):
+        cnt = min(batch_size, n_win - start)
+        w, lengths = shard.seq_windows(T, start, cnt)
+        w = torch.from_numpy(np.ascontiguousarray(w, dtype=np.int64)).to(device)
+        # window k holds `lengths[k]` real tokens, i.e. lengths[k] - 1 labels (the last window is ragged)
+        valid = torch.clamp(torch.as_tensor(np.asarray(lengths, dtype=np.int64), device=device) - 1, 0, T)
+        mask = torch.arange(T, device=device)[None, :] < valid[:, None]
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            logits = model(w[:, :-1])
+        logits = logits.float()[mask]
+        y = w[:, 1:][mask]
+        loss_sum += F.cross_entropy(logits, y, reduction="sum").double()
+        hits += (logits.argmax(-1) == y).sum()
+        count += int(valid.sum())
+        if task is not None:
+            progress.advance(task, cnt)
+    if task is not None:
+        progress.remove_task(task)
+    model.train(was_training)
+    val_loss = float(loss_sum) / count
+    return {"val_loss": val_loss, "val_acc": int(hits) / count, "perplexity": math.exp(min(val_loss, 700.0)),
+            "val_tokens": count}
+
+
+# -- checkpoints ----------------------------------------------------------------------------------
+def _save_checkpoint(out: Path, model: GPTNeo, opt, epoch: int, step: int, history: list[dict], elapsed: float) -> None:
+    final = out / "checkpoints" / f"{_EPOCH_PREFIX}{epoch}"
+    with ckpt.atomic_dir(final) as tmp:
+        ckpt.save_model(tmp / "model.safetensors", model, {"epoch": str(epoch), "step": str(step)})
+        opt_tensors, opt_meta = ckpt.optimizer_to_tensors(opt)
+        ckpt.save_tensors(tmp / "state.safetensors", {**opt_tensors, **ckpt.rng_to_tensors()},
+                          {"optimizer": opt_meta, "step": str(step), "epoch": str(epoch)})
+        ckpt.atomic_write_json(tmp / "state.json", {
+            "epoch": epoch, "step": step, "elapsed": elapsed, "history": history,
+            "model_fingerprint": model.fingerprint(),
+        })
+    ckpt.atomic_write_text(out / "metrics.jsonl", "".join(json.dumps(r, sort_keys=True) + "\n" for r in history))
+    for e, p in list_checkpoints(out).items():  # optimizer state is only needed to resume: keep the latest
+        if e < epoch and (p / "state.safetensors").exists():
+            (p / "state.safetensors").unlink()
+
+
+def _load_resume_state(out: Path, model: GPTNeo, opt) -> tuple[int, int, list[dict], float]:
+    """Restore the latest checkpoint with optimizer state; (epoch, step, history, elapsed)."""
+    root = out / "checkpoints"
+    if root.is_dir():  # leftovers of a checkpoint write that was killed before its rename
+        for junk in root.glob(f".{_EPOCH_PREFIX}*"):
+            shutil.rmtree(junk, ignore_errors=True) if junk.is_dir() else junk.unlink(missing_ok=True)
+    cks = [(e, p) for e, p in list_checkpoints(out).items() if (p / "state.safetensors").is_file()]
+    if not cks:
+        return 0, 0, [], 0.0
+    epoch, p = cks[-1]
+    state = ckpt.read_json(p / "state.json", "checkpoint state")
+    tensors, _ = ckpt.load_tensors(p / "model.safetensors", "model weights")
+    ckpt.load_state_strict(model, tensors, str(p / "model.safetensors"), assign=False)
+    st, meta = ckpt.load_tensors(p / "state.safetensors", "optimizer state")
+    try:
+        ckpt.optimizer_from_tensors(opt, st, json.loads(meta["optimizer"]))
+    except (KeyError, ValueError, RuntimeError) as e:
+        raise DataError(f"{p / 'state.safetensors'}: optimizer state does not fit the model ({e})") from None
+    ckpt.rng_from_tensors(st)
+    return int(state["epoch"]), int(state["step"]), list(state.get("history", [])), float(state.get("elapsed", 0.0))
+
+
+# -- training -------------------------------------------------------------------------------------
+def _progress(enabled: bool):
+    from rich.console import Console
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                               TimeRemainingColumn)
+
+    return Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]}"), TextColumn("{task.fields[tps]}"),
+        TimeElapsedColumn(), TimeRemainingColumn(),
+        console=Console(stderr=True), disable=not enabled,
+    )
+
+
+def train_run(
+    data_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    layers: int,
+    width: int,
+    heads: int | None = None,
+    context: int = 256,
+    epochs: int = 1,
+    batch_size: int = 32,
+    lr: float = 1e-3,
+    weight_decay: float = 0.1,
+    seed: int = 0,
+    device: str | None = "auto",
+    steps_per_epoch: int | None = None,
+    eval_tokens: int = DEFAULT_EVAL_TOKENS,
+    compile: bool = False,
+    progress: bool = True,
+    window_size: int = 256,
+    warmup_frac: float = 0.05,
+    min_lr_frac: float = 0.1,
+    grad_clip: float = 1.0,
+    callback: Callable[[dict], None] | None = None,
+) -> dict:
+    """Train (or resume, or return at once if complete) the run in `out_dir`; returns the final epoch's
+    metrics plus run facts. `callback(info)` is called after every optimizer step with
+    {step, epoch, loss, lr}; an exception raised there interrupts the run like a crash would."""
+    layers = _positive_int("--layers", layers)
+    width = _positive_int("--width", width)
+    heads = default_heads(width) if heads is None else _positive_int("--heads", heads)
+    if width % heads:
+        raise UsageError(f"--heads {heads} must divide --width {width}")
+    context = _positive_int("--context", context)
+    epochs = _positive_int("--epochs", epochs)
+    batch_size = _positive_int("--batch-size", batch_size)
+    window_size = _positive_int("--window", window_size)
+    eval_tokens = _positive_int("--eval-tokens", eval_tokens)
+    if steps_per_epoch is not None:
+        steps_per_epoch = _positive_int("--steps-per-epoch", steps_per_epoch)
+    lr = _nonneg_float("--lr", lr, positive=True)
+    weight_decay = _nonneg_float("--weight-decay", weight_decay)
+    grad_clip = _nonneg_float("grad_clip", grad_clip)
+    warmup_frac = _nonneg_float("warmup_frac", warmup_frac)
+    min_lr_frac = _nonneg_float("min_lr_frac", min_lr_frac)
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise UsageError(f"--seed must be a non-negative integer, got {seed!r}")
+    seed = int(seed)
+    dev = resolve_device(device)
+    out = Path(out_dir)
+
+    train, val = open_data(data_dir)
+    vocab = int(train.vocab_size)
+    if int(train.n_tokens) < context + 1:
+        raise DataError(f"--data {data_dir}: train.lcshard has {train.n_tokens} tokens, fewer than --context {context} + 1")
+    if int(val.n_tokens) < 2:
+        raise DataError(f"--data {data_dir}: val.lcshard has {val.n_tokens} tokens, too few to evaluate (need 2)")
+    spe = steps_per_epoch or max(1, int(train.n_tokens) // (batch_size * context))
+    total = spe * epochs
+    warmup = min(total, int(round(warmup_frac * total)))
+    cfg = GPTNeoConfig(vocab_size=vocab, layers=layers, width=width, heads=heads, context=context, window_size=window_size)
+    run_cfg = {
+        "format": RUN_FORMAT,
+        "model": cfg.to_dict(),
+        "train": {
+            "epochs": epochs, "batch_size": batch_size, "context": context, "lr": lr, "min_lr": lr * min_lr_frac,
+            "weight_decay": weight_decay, "betas": [0.9, 0.95], "eps": 1e-8, "grad_clip": grad_clip,
+            "warmup_steps": warmup, "steps_per_epoch": spe, "total_steps": total, "seed": seed,
+            "eval_tokens": eval_tokens, "tokens_per_step": batch_size * context,
+        },
+        "data": data_info(data_dir, train, val),
+    }
+    run_cfg = json.loads(json.dumps(run_cfg))  # normalise (tuples -> lists) for comparison with the file
+    resuming = _check_existing_run(out, run_cfg)
+    if not resuming:
+        out.mkdir(parents=True, exist_ok=True)
+        import lcfast
+
+        ckpt.atomic_write_json(out / "config.json", {
+            **run_cfg, "lcfast_version": lcfast.__version__, "torch_version": torch.__version__,
+            "runtime": {"device": str(dev), "compile": bool(compile)},
+        })
+
+    torch.manual_seed(seed)
+    model = GPTNeo(cfg)  # initialised on CPU: same weights whatever the device
+    n_params = model.n_params()
+    model.to(dev)
+    use_fused = dev.type == "cuda"
+    opt = torch.optim.AdamW(param_groups(model, weight_decay), lr=lr, betas=(0.9, 0.95), eps=1e-8,
+                            **({"fused": True} if use_fused else {}))
+    start_epoch, step, history, elapsed = _load_resume_state(out, model, opt) if resuming else (0, 0, [], 0.0)
+    if start_epoch >= epochs:
+        final = dict(history[-1]) if history else {}
+        return {**final, "run_dir": str(out), "n_params": n_params, "model_fingerprint": model.fingerprint(),
+                "resumed_from_epoch": start_epoch, "already_complete": True}
+    fwd = torch.compile(model) if compile else model
+    model.train()
+    amp = dict(device_type="cuda", dtype=torch.bfloat16, enabled=dev.type == "cuda")
+    min_lr = lr * min_lr_frac
+    resumed_from = start_epoch
+
+    with _progress(progress) as bar:
+        for epoch in range(start_epoch + 1, epochs + 1):
+            task = bar.add_task(f"epoch {epoch}/{epochs}", total=spe, loss="-", tps="")
+            step = (epoch - 1) * spe
+            loss_acc = torch.zeros((), dtype=torch.float64, device=dev)
+            t0 = time.perf_counter()
+            last_ui = t0
+            for i in range(spe):
+                w = train.random_windows(batch_size, context, seed, step)
+                wt = torch.from_numpy(np.ascontiguousarray(w, dtype=np.int64))
+                if dev.type == "cuda":
+                    wt = wt.pin_memory().to(dev, non_blocking=True)
+                x, y = wt[:, :-1], wt[:, 1:]
+                cur_lr = lr_at(step, total, lr, warmup, min_lr)
+                for g in opt.param_groups:
+                    g["lr"] = cur_lr
+                with torch.autocast(**amp):
+                    logits = fwd(x)
+                loss = F.cross_entropy(logits.float().reshape(-1, vocab), y.reshape(-1))
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                if grad_clip > 0:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+                opt.step()
+                loss_acc += loss.detach().double()
+                step += 1
+                now = time.perf_counter()
+                if callback is not None or now - last_ui > 0.5 or i == spe - 1:
+                    cur = float(loss.detach())
+                    bar.update(task, completed=i + 1, loss=f"{cur:.4f}",
+                               tps=f"{(i + 1) * batch_size * context / max(now - t0, 1e-9):,.0f} tok/s")
+                    last_ui = now
+                    if callback is not None:
+                        callback({"step": step, "epoch": epoch, "loss": cur, "lr": cur_lr})
+            if dev.type == "cuda":
+                torch.cuda.synchronize(dev)
+            train_time = time.perf_counter() - t0
+            train_loss = float(loss_acc) / spe
+            bar.remove_task(task)
+            ev = evaluate(fwd, val, context, batch_size, eval_tokens, dev, progress=bar)
+            elapsed += time.perf_counter() - t0
+            rec = {"epoch": epoch, "step": step, "train_loss": train_loss, **ev,
+                   "tokens_per_s": spe * batch_size * context / max(train_time, 1e-9), "elapsed": elapsed}
+            history.append(rec)
+            _save_checkpoint(out, model, opt, epoch, step, history, elapsed)
+            if progress:
+                bar.console.print(
+                    f"epoch {epoch}/{epochs}  train_loss {train_loss:.4f}  val_loss {ev['val_loss']:.4f}  "
+                    f"val_acc {ev['val_acc']:.4f}  ppl {ev['perplexity']:.2f}  {rec['tokens_per_s']:,.0f} tok/s"
+                )
+    return {**history[-1], "run_dir": str(out), "n_params": n_params, "model_fingerprint": model.fingerprint(),
+            "resumed_from_epoch": resumed_from, "already_complete": False}
+
+
+def load_run(run_dir: str | os.PathLike, checkpoint: str | int | None = "last", device: str | torch.device = "cpu"):
+    """(model in eval mode, run config) for a run of `train_run`. `checkpoint`: "last" or an epoch number.
+    The run config is config.json plus "checkpoint": {epoch, path, metrics of that epoch}."""
+    run = Path(run_dir)
+    cfg = ckpt.read_json(run / "config.json", "run config")
+    if cfg.get("format") != RUN_FORMAT:
+        raise DataError(f"{run / 'config.json'}: not a lcfast run config (format {cfg.get('format')!r})")
+    cks = list_checkpoints(run)
+    if not cks:
+        raise DataError(f"{run}: no finished checkpoint yet (train it with 'lcfast train ... --out {run}')")
+    if checkpoint in ("last", None):
+        epoch = max(cks)
+    else:
+        try:
+            epoch = int(checkpoint)
+        except (TypeError, ValueError):
+            raise UsageError(f"checkpoint must be 'last' or an epoch number, got {checkpoint!r}") from None
+        if epoch not in cks:
+            raise DataError(f"{run}: no checkpoint for epoch {epoch} (have {sorted(cks)})")
+    path = cks[epoch]
+    model = ckpt.load_model_file(path / "model.safetensors", device)
+    if model.config.to_dict() != cfg.get("model"):
+        raise DataError(f"{path / 'model.safetensors'}: model config differs from {run / 'config.json'}")
+    state = ckpt.read_json(path / "state.json", "checkpoint state")
+    metrics = next((r for r in state.get("history", []) if r.get("epoch") == epoch), None)
+    return model, {**cfg, "checkpoint": {"epoch": epoch, "path": str(path), "metrics": metrics}}
+
+
+__all__ = ["train_run", "load_run", "evaluate", "open_data", "list_checkpoints", "is_complete", "lr_at",
+           "default_heads", "resolve_device", "DEFAULT_EVAL_TOKENS", "RUN_FORMAT"]
