@@ -1,1 +1,28 @@
-"""lcfast.metrics"""
+"""lcfast.metrics: every NC metric of DESIGN §3 (measure.py) and the per-token table (per_token.py).
+
+    measure_embeddings(H, Y, W=None, b=None, H_val=None, Y_val=None, min_count=1, backend="auto")
+    measure_stats(stats, W=None, b=None, ncc=None, min_count=1, backend="auto")
+    measure_all(stats, ...) -> (dict, DataFrame)   both from one pairwise sweep
+    per_token_table(stats, ...) -> DataFrame
+"""
+
+from __future__ import annotations
+
+import importlib
+
+_LAZY = {
+    "measure_embeddings": "lcfast.metrics.measure",
+    "measure_stats": "lcfast.metrics.measure",
+    "measure_all": "lcfast.metrics.measure",
+    "CANONICAL_KEYS": "lcfast.metrics.measure",
+    "per_token_table": "lcfast.metrics.per_token",
+    "TABLE_COLUMNS": "lcfast.metrics.per_token",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'lcfast.metrics' has no attribute {name!r}")

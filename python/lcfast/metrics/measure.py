@@ -1,0 +1,300 @@
+"""Every NC metric of DESIGN §3 from class statistics — `measure_stats` (saved/streamed state, what
+`lcfast measure` calls) and `measure_embeddings` (raw tensors; accumulates a ClassStats and an
+NCCStats, then takes the same code path).
+
+Conventions (DESIGN §3): kept classes have n_c ≥ min_count; μ_G is the *unweighted* mean of the kept
+μ_c; m_c = μ_c − μ_G; means/variances are population statistics; accumulation in float64.
+Keys whose inputs are missing are None (no W → nc3_*, nc4; no validation data / NCCStats → nc4;
+no covariance → nc1_pinv), as are statistics that are undefined on the data (fewer than 2 kept
+classes, no non-degenerate pair, a coefficient of variation with mean 0) — never inf/NaN.
+
+Degenerate pairs (counted in `degenerate_pairs`, excluded from every pairwise mean): see
+`lcfast.stats.pairwise` — ‖m_c − m_c'‖² ≤ tol·(‖m_c‖² + ‖m_c'‖²), ‖m̂_c − m̂_c'‖² ≤ 2 tol, or a
+zero-norm m_c (‖m_c‖² ≤ tol·max‖m‖²), tol = 1e3·eps(float64) unless given.
+Zero-norm m_c are also left out of nc2_lognorm_var (log 0) and, with zero-norm w_c, of the nc3 cosines.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from typing import Any, Callable
+
+import torch
+
+from lcfast.errors import DataError, UsageError
+from lcfast.stats.classstats import ClassStats
+from lcfast.stats.ncc import NCCStats
+from lcfast.stats.pairwise import DEGENERATE_TOL, cross_gram_sums, etf_error, pairwise_sweep
+
+__all__ = ["CANONICAL_KEYS", "measure_embeddings", "measure_stats", "measure_all"]
+
+F64 = torch.float64
+
+CANONICAL_KEYS = (
+    "n_classes",
+    "n_samples",
+    "nc1_cdnv",
+    "nc1_trace_ratio",
+    "nc1_pinv",
+    "nc2_norm_mean",
+    "nc2_norm_cov",
+    "nc2_lognorm_var",
+    "nc2_interference_mean",
+    "nc2_interference_var",
+    "nc2_etf_error",
+    "gnc2_log_mean",
+    "gnc2_log_var",
+    "nc3_dual_cos_mean",
+    "nc3_dual_cos_var",
+    "unc3",
+    "nc3_dual_error",
+    "nc4_agreement",
+    "degenerate_pairs",
+)
+
+
+def _cv(x: torch.Tensor) -> float | None:
+    """Coefficient of variation std/mean (population std); None when empty or the mean is 0."""
+    if x.numel() == 0:
+        return None
+    m = float(x.mean())
+    return float(x.std(correction=0)) / m if m != 0 else None
+
+
+def _check_classifier(W, b, C: int, d: int):
+    if W is None:
+        if b is not None:
+            raise UsageError("measure: a bias b was given without the classifier W")
+        return None, None
+    if W.dim() != 2 or tuple(W.shape) != (C, d):
+        raise UsageError(f"measure: W must be [{C}, {d}] (classes × feature dim), got {tuple(W.shape)}")
+    if not bool(torch.isfinite(W).all()):
+        raise DataError("measure: the classifier W contains non-finite values")
+    if b is not None:
+        if b.dim() != 1 or b.shape[0] != C:
+            raise UsageError(f"measure: b must be [{C}], got {tuple(b.shape)}")
+        if not bool(torch.isfinite(b).all()):
+            raise DataError("measure: the bias b contains non-finite values")
+    return W, b
+
+
+def measure_all(
+    stats: ClassStats | str | os.PathLike,
+    W: torch.Tensor | None = None,
+    b: torch.Tensor | None = None,
+    ncc: NCCStats | str | os.PathLike | None = None,
+    min_count: int = 1,
+    backend: str = "auto",
+    *,
+    cdnv_power: float = 1.0,
+    tol: float | None = None,
+    decode: Callable[[int], str] | None = None,
+    table: bool = True,
+):
+    """(metrics dict, per-token DataFrame or None) with one pairwise sweep for both."""
+    if isinstance(stats, (str, os.PathLike)):
+        stats = ClassStats.load(stats)
+    if not isinstance(stats, ClassStats):
+        raise UsageError(f"measure: stats must be a ClassStats or a path to one, got {type(stats).__name__}")
+    if isinstance(ncc, (str, os.PathLike)):
+        ncc = NCCStats.load(ncc)
+    min_count = int(min_count)
+    if min_count < 1:
+        raise UsageError(f"measure: min_count must be ≥ 1, got {min_count}")
+    tol = DEGENERATE_TOL if tol is None else float(tol)
+    Call, d = stats.n_classes, stats.dim
+    W, b = _check_classifier(W, b, Call, d)
+
+    counts = stats.counts.cpu()
+    kept = counts >= min_count
+    ids = kept.nonzero().squeeze(1)
+    C = int(ids.numel())
+    if C == 0:
+        raise DataError(f"measure: no class has at least min_count={min_count} samples (max count {int(counts.max())})")
+    if ncc is not None:
+        if not isinstance(ncc, NCCStats):
+            raise UsageError(f"measure: ncc must be an NCCStats or a path to one, got {type(ncc).__name__}")
+        if ncc.n_classes != Call:
+            raise DataError(f"measure: NCC decisions are over {ncc.n_classes} classes, the class statistics over {Call}")
+        if not torch.equal(ncc.kept.cpu(), kept):
+            raise UsageError(
+                f"measure: the NC4 decisions were made with a different kept-class set ({int(ncc.kept.sum())} classes) "
+                f"than min_count={min_count} gives ({C}); collect the validation pass with the same min_count"
+            )
+    dev = stats.means.device
+    ids_d = ids.to(dev)
+    mu = stats.means[ids_d]
+    var = stats.variances[ids_d]
+    n = counts[ids].to(F64).to(dev)
+    N = float(n.sum())
+    M = mu - mu.mean(0)
+    n2 = (M * M).sum(1)
+    norms = n2.sqrt()
+    scale = float(n2.max())
+    nonzero = n2 > tol * scale if scale > 0 else torch.zeros(C, dtype=torch.bool, device=dev)
+
+    r: dict[str, Any] = {k: None for k in CANONICAL_KEYS}
+    r["n_classes"] = C
+    r["n_samples"] = int(round(N))
+
+    # ---- NC1 -------------------------------------------------------------------------------
+    trW = float((n * var).sum()) / N
+    trB = float(n2.sum()) / C
+    r["nc1_trace_ratio"] = trW / trB if trB > 0 else None
+    S = stats.within_scatter()
+    if S is not None and C >= 2:
+        covered = stats.cov_classes.cpu() if stats.cov_classes is not None else counts > 0
+        extra = covered & ~kept
+        if bool(extra.any()) and bool((stats.variances.cpu()[extra] > 0).any()):
+            warnings.warn(
+                "nc1_pinv: the covariance also covers classes below min_count (their within-class scatter "
+                "is included); accumulate with ClassStats(cov_classes=kept) for the exact kept-only Σ_W",
+                stacklevel=2,
+            )
+        missing = kept & ~covered
+        if bool(missing.any()):
+            r["nc1_pinv"] = None  # Σ_W lacks kept classes: cannot be computed
+        else:
+            SW = S / N
+            SB = (M.T @ M) / C
+            SBp = torch.linalg.pinv(SB, hermitian=True)
+            r["nc1_pinv"] = float((SW * SBp).sum()) / C
+
+    # ---- pairwise (NC1 cdnv, NC2 interference, GNC2) ----------------------------------------
+    ps = None
+    if C >= 2:
+        ps = pairwise_sweep(M, var, cdnv_power=cdnv_power, backend=backend, tol=tol)
+        r["degenerate_pairs"] = int(ps.degenerate)
+        if ps.cdnv.n > 0:
+            r["nc1_cdnv"] = ps.cdnv.mean
+            r["nc2_interference_mean"] = ps.cos.mean
+            r["nc2_interference_var"] = ps.cos.var
+            r["gnc2_log_mean"] = ps.logk.mean
+            r["gnc2_log_var"] = ps.logk.var
+        r["nc2_etf_error"] = etf_error(ps.gram_sum, ps.gram_sq_sum, ps.gram_trace, C)
+    else:
+        r["degenerate_pairs"] = 0
+
+    # ---- NC2 norms ---------------------------------------------------------------------------
+    r["nc2_norm_mean"] = float(norms.mean())
+    r["nc2_norm_cov"] = _cv(norms)
+    if bool(nonzero.any()):
+        r["nc2_lognorm_var"] = float(norms[nonzero].log().var(correction=0))
+
+    # ---- NC3 ---------------------------------------------------------------------------------
+    dual = None
+    if W is not None:
+        Wk = W.to(dev, F64)[ids_d]
+        wn = Wk.norm(dim=1)
+        good = (wn > 0) & nonzero
+        dual = torch.full((C,), float("nan"), dtype=F64, device=dev)
+        dual[good] = (Wk * M).sum(1)[good] / (wn[good] * norms[good])
+        cw = dual[good]
+        if cw.numel():
+            r["nc3_dual_cos_mean"] = float(cw.mean())
+            r["nc3_dual_cos_var"] = float(cw.var(correction=0))
+            r["unc3"] = _cv(cw)
+        if C >= 2:
+            asum, asq, atr = cross_gram_sums(Wk, M)
+            r["nc3_dual_error"] = etf_error(asum, asq, atr, C)
+
+    # ---- NC4 ---------------------------------------------------------------------------------
+    if ncc is not None:
+        r["nc4_agreement"] = ncc.agreement
+
+    tab = None
+    if table:
+        from lcfast.metrics.per_token import build_table
+
+        tab = build_table(ids, counts, norms, var, dual, ps, ncc, decode)
+    return r, tab
+
+
+def measure_stats(
+    stats: ClassStats | str | os.PathLike,
+    W: torch.Tensor | None = None,
+    b: torch.Tensor | None = None,
+    ncc: NCCStats | str | os.PathLike | None = None,
+    min_count: int = 1,
+    backend: str = "auto",
+    *,
+    cdnv_power: float = 1.0,
+    tol: float | None = None,
+) -> dict:
+    """Every canonical metric (DESIGN §3) from accumulated class statistics (a ClassStats or the
+    path of a saved one) and, for NC4, an NCCStats accumulated with the same kept classes.
+    `cdnv_power`: exponent p of the distance in (σ²_c + σ²_c')/(2 (‖μ_c − μ_c'‖²)^p) (the paper's
+    artifacts used 2). `b` is accepted for symmetry with measure_embeddings (NC4 decisions already
+    include it)."""
+    r, _ = measure_all(stats, W, b, ncc, min_count, backend, cdnv_power=cdnv_power, tol=tol, table=False)
+    return r
+
+
+def measure_embeddings(
+    H: torch.Tensor,
+    Y: torch.Tensor,
+    W: torch.Tensor | None = None,
+    b: torch.Tensor | None = None,
+    H_val: torch.Tensor | None = None,
+    Y_val: torch.Tensor | None = None,
+    min_count: int = 1,
+    backend: str = "auto",
+    *,
+    cdnv_power: float = 1.0,
+    covariance: bool = True,
+    n_classes: int | None = None,
+    tol: float | None = None,
+    chunk: int = 32768,
+    return_table: bool = False,
+    decode: Callable[[int], str] | None = None,
+):
+    """Every canonical metric from raw tensors: H [N, d] features, Y [N] labels (next tokens),
+    W [C, d] / b [C] the LM head, H_val / Y_val validation features for NC4.
+
+    The number of classes is W.shape[0], else `n_classes`, else 1 + the largest label.
+    Samples of classes below min_count are dropped before accumulating, so Σ_W (nc1_pinv,
+    `covariance=True`) is exactly over kept samples. With `return_table=True` returns
+    (dict, per-token DataFrame)."""
+    if H.dim() != 2 or Y.dim() != 1 or Y.numel() != H.shape[0]:
+        raise UsageError(f"measure_embeddings: H must be [N, d] and Y [N], got {tuple(H.shape)} and {tuple(Y.shape)}")
+    if H.shape[0] == 0:
+        raise DataError("measure_embeddings: no samples (H is empty)")
+    if Y.dtype.is_floating_point or Y.dtype == torch.bool:
+        raise UsageError(f"measure_embeddings: Y must be an integer tensor, got {Y.dtype}")
+    if (H_val is None) != (Y_val is None):
+        raise UsageError("measure_embeddings: H_val and Y_val go together")
+    d = H.shape[1]
+    if W is not None:
+        C = int(W.shape[0])
+    elif n_classes is not None:
+        C = int(n_classes)
+    else:
+        C = int(Y.max()) + 1
+        if Y_val is not None and Y_val.numel():
+            C = max(C, int(Y_val.max()) + 1)
+    if int(Y.min()) < 0 or int(Y.max()) >= C:
+        raise DataError(f"measure_embeddings: labels must lie in [0, {C}), got range [{int(Y.min())}, {int(Y.max())}]")
+    if W is not None and W.shape[1] != d:
+        raise UsageError(f"measure_embeddings: W has feature dim {W.shape[1]}, H has {d}")
+    min_count = int(min_count)
+    if min_count < 1:
+        raise UsageError(f"measure_embeddings: min_count must be ≥ 1, got {min_count}")
+    Y = Y.to(H.device, torch.int64)
+    counts = torch.bincount(Y, minlength=C)
+    kept = counts >= min_count
+    if not bool(kept.all()):
+        sel = kept[Y]
+        H, Y = H[sel], Y[sel]
+    st = ClassStats(C, d, covariance=covariance, device=H.device)
+    for i in range(0, H.shape[0], chunk):
+        st.update(H[i : i + chunk], Y[i : i + chunk], backend=backend)
+    ncc = None
+    if W is not None and H_val is not None:
+        if H_val.dim() != 2 or H_val.shape[1] != d or Y_val.dim() != 1 or Y_val.numel() != H_val.shape[0]:
+            raise UsageError(f"measure_embeddings: H_val must be [N, {d}] and Y_val [N], got {tuple(H_val.shape)}, {tuple(Y_val.shape)}")
+        ncc = NCCStats(C, st.means, kept.cpu(), W, b)
+        for i in range(0, H_val.shape[0], chunk):
+            ncc.update(H_val[i : i + chunk], Y_val[i : i + chunk], backend=backend)
+    r, tab = measure_all(st, W, b, ncc, min_count, backend, cdnv_power=cdnv_power, tol=tol, decode=decode, table=return_table)
+    return (r, tab) if return_table else r

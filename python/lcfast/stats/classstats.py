@@ -1,0 +1,752 @@
+"""Per-class feature statistics in one pass: the `ClassStats` accumulator and its torch primitive.
+
+What is accumulated, and why it is shifted
+------------------------------------------
+The design asks for n_c, Σh and Σ‖h‖² per class in float64, so that
+σ²_c = Σ‖h‖²/n_c − ‖μ_c‖². Written that way the variance is a difference of two numbers of size
+‖μ_c‖², and it loses about log10(‖μ_c‖²/σ²_c) of float64's 16 digits — hidden states with a large
+common offset (outlier dimensions, ‖μ‖ ≫ σ) or a well-collapsed model (σ_c ≪ ‖μ_c − μ_c'‖) are
+exactly the cases where that matters.
+
+So every class keeps a *reference point* r_c, and the state holds the same three sums about it:
+
+    n_c,   S1_c = Σ (h − r_c),   S2_c = Σ ‖h − r_c‖²,   (optional, global) K = Σ (h − r_y)(h − r_y)ᵀ
+
+r_c is the first sample of class c ever seen (chosen deterministically: the lowest row index of the
+batch in which c first appears), and never moves afterwards. Then μ_c = r_c + S1_c/n_c and
+σ²_c = S2_c/n_c − ‖S1_c/n_c‖², where ‖S1_c/n_c‖² = ‖μ_c − r_c‖² is of the size of σ²_c itself, so
+there is no catastrophic cancellation whatever the offset. (It is the classical "shifted data"
+algorithm; shifting by a *global* vector would guard against a common offset only.)
+The within-class scatter follows the same way: Σ_W·N = K − Σ_c S1_c S1_cᵀ / n_c.
+
+The exact two-pass mode (`ClassStats.second_pass(means)`) is the same accumulator with r_c fixed to
+the given means: S2_c is then Σ‖h − μ_c‖² computed directly (the reference), and the −‖S1/n‖²
+term is the "corrected two-pass" correction (≈ 0 when the means are exact).
+
+Merging two accumulators moves the other's sums to this one's references exactly
+(Σ‖h − r‖² = S2' + 2 δ·S1' + n'‖δ‖² with δ = r' − r, both references samples of the same class, so
+again no cancellation); `all_reduce` does the Chan-style two-step (global means first, then the
+second moments about them).
+
+Torch primitive `class_stats_torch` has the signature of the Triton launcher
+`lcfast.kernels.class_stats.class_stats_triton` and is its reference ("twin").
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.util
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lcfast.errors import DataError, UsageError
+
+__all__ = [
+    "ClassStats",
+    "class_stats_torch",
+    "resolve_backend",
+    "tensor_fingerprint",
+    "atomic_write_bytes",
+]
+
+F64 = torch.float64
+FORMAT_VERSION = "1"
+BACKENDS = ("auto", "torch", "triton")
+
+
+# --------------------------------------------------------------------------------------------
+# backend dispatch (shared by classstats / pairwise / ncc)
+# --------------------------------------------------------------------------------------------
+
+
+def resolve_backend(backend: str, *tensors: torch.Tensor | None, family: str) -> str:
+    """"auto" → "triton" when the tensors are on CUDA and `lcfast.kernels.<family>` imports, else
+    "torch". "triton" is returned as is (the launcher itself checks the device / interpreter);
+    "torch" likewise. Anything else is a UsageError."""
+    if backend not in BACKENDS:
+        raise UsageError(f"backend must be one of {', '.join(BACKENDS)}; got {backend!r}")
+    if backend != "auto":
+        return backend
+    on_cuda = any(t is not None and t.is_cuda for t in tensors)
+    if not on_cuda or importlib.util.find_spec("triton") is None:
+        return "torch"
+    try:
+        importlib.import_module(f"lcfast.kernels.{family}")
+    except Exception:  # kernels not built / importable: the torch twin computes the same thing
+        return "torch"
+    return "triton"
+
+
+def load_launcher(family: str, name: str):
+    """The Triton launcher `lcfast.kernels.<family>.<name>`, imported lazily."""
+    try:
+        mod = importlib.import_module(f"lcfast.kernels.{family}")
+    except Exception as exc:  # ImportError, or triton failing to initialise
+        raise UsageError(
+            f"backend='triton' needs lcfast.kernels.{family}, which does not import here ({exc}); "
+            "use backend='torch'"
+        ) from None
+    try:
+        return getattr(mod, name)
+    except AttributeError:
+        raise UsageError(f"backend='triton': lcfast.kernels.{family} has no {name}()") from None
+
+
+# --------------------------------------------------------------------------------------------
+# torch primitive
+# --------------------------------------------------------------------------------------------
+
+
+def _buffer(ws: dict | None, key: str, shape: tuple[int, ...], device, dtype=F64) -> torch.Tensor:
+    """A reusable float64 scratch buffer (fresh allocations page-fault: reuse is ~2× faster on CPU)."""
+    if ws is None:
+        return torch.empty(shape, dtype=dtype, device=device)
+    buf = ws.get(key)
+    n = shape[0]
+    if buf is None or buf.shape[1:] != shape[1:] or buf.shape[0] < n or buf.device != torch.device(device):
+        buf = torch.empty((max(n, 1),) + tuple(shape[1:]), dtype=dtype, device=device)
+        ws[key] = buf
+    return buf[:n]
+
+
+def _deviations(
+    H: torch.Tensor,
+    Y: torch.Tensor,
+    shift: torch.Tensor | None,
+    centers: torch.Tensor | None,
+    ws: dict | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """X = h − shift[y] (float64), Dv = h − centers[y] (or X), q = ‖Dv‖² per row."""
+    B, d = H.shape
+    X = _buffer(ws, "x", (B, d), H.device)
+    X.copy_(H)
+    G = None
+    if shift is not None:
+        if shift.dim() == 1:
+            X.sub_(shift.to(F64))
+        else:
+            G = _buffer(ws, "g", (B, d), H.device)
+            torch.index_select(shift.to(F64), 0, Y, out=G)
+            X.sub_(G)
+    if centers is None:
+        Dv = X
+    else:
+        G = _buffer(ws, "g", (B, d), H.device)
+        torch.index_select(centers.to(F64), 0, Y, out=G)
+        if shift is None:
+            Dv = torch.sub(X, G, out=G)
+        else:  # h − c = (h − shift) + shift − c
+            G.neg_().add_(H.to(F64))
+            Dv = G
+    # ‖row‖² as vector_norm² (a single fused reduction, ~3× einsum on CPU; ≤ 2 ulp from Σx²)
+    q = torch.linalg.vector_norm(Dv, dim=1).square_()
+    return X, Dv, q
+
+
+def _scatter(counts, sums, sqsums, Y, X, q) -> None:
+    """Accumulate rows into per-class sums: index_put_(accumulate=True), ~10× index_add_ on CPU."""
+    sums.index_put_((Y,), X, accumulate=True)
+    sqsums.index_put_((Y,), q, accumulate=True)
+    counts.add_(torch.bincount(Y, minlength=counts.shape[0]).to(counts.dtype))
+
+
+def _check_shapes(H, Y, n_classes, shift, centers, what):
+    if H.dim() != 2:
+        raise UsageError(f"{what}: H must be 2-D [N, d], got shape {tuple(H.shape)}")
+    B, d = H.shape
+    if Y.dim() != 1 or Y.numel() != B:
+        raise UsageError(f"{what}: Y must be 1-D with {B} labels, got shape {tuple(Y.shape)}")
+    if Y.dtype.is_floating_point or Y.dtype == torch.bool or Y.is_complex():
+        raise UsageError(f"{what}: Y must be an integer tensor, got {Y.dtype}")
+    if shift is not None and not (shift.shape == (d,) or shift.shape == (n_classes, d)):
+        raise UsageError(f"{what}: shift must be [{d}] or [{n_classes}, {d}], got {tuple(shift.shape)}")
+    if centers is not None and centers.shape != (n_classes, d):
+        raise UsageError(f"{what}: centers must be [{n_classes}, {d}], got {tuple(centers.shape)}")
+
+
+def _check_labels(Y: torch.Tensor, n_classes: int, what: str) -> None:
+    if Y.numel() == 0:
+        return
+    lo, hi = int(Y.min()), int(Y.max())
+    if lo < 0 or hi >= n_classes:
+        raise DataError(f"{what}: labels must lie in [0, {n_classes}), got range [{lo}, {hi}]")
+
+
+def class_stats_torch(
+    H: torch.Tensor,
+    Y: torch.Tensor,
+    n_classes: int,
+    shift: torch.Tensor | None = None,
+    centers: torch.Tensor | None = None,
+    *,
+    out: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
+    workspace: dict | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-class `(counts f64[C], sums f64[C,d], sqsums f64[C])` — the torch twin of
+    `lcfast.kernels.class_stats.class_stats_triton`, same signature and contract:
+
+    H: B×d features (any float dtype; converted to float64 exactly), Y: B integer labels in [0, C).
+    shift: None, a [d] vector or a per-class [C, d] matrix; `sums` = Σ(h − shift[y]).
+    centers: None or [C, d]; when given `sqsums` = Σ‖h − centers[y]‖² (two-pass mode), else
+    Σ‖h − shift[y]‖² (Σ‖h‖² without shift).
+    out: optional float64 buffers to accumulate into (returned); else fresh zeros.
+    workspace: optional dict for reusable B×d scratch buffers (ClassStats passes one).
+
+    Scatter style (index_put_ with accumulate), never a one-hot B×C matrix; all arithmetic after
+    the load is float64. Labels out of range raise DataError.
+    """
+    n_classes = int(n_classes)
+    if n_classes < 1:
+        raise UsageError(f"class_stats_torch: n_classes must be ≥ 1, got {n_classes}")
+    _check_shapes(H, Y, n_classes, shift, centers, "class_stats_torch")
+    B, d = H.shape
+    dev = H.device
+    if out is None:
+        counts = torch.zeros(n_classes, dtype=F64, device=dev)
+        sums = torch.zeros(n_classes, d, dtype=F64, device=dev)
+        sqsums = torch.zeros(n_classes, dtype=F64, device=dev)
+    else:
+        counts, sums, sqsums = out
+        if counts.shape != (n_classes,) or sums.shape != (n_classes, d) or sqsums.shape != (n_classes,):
+            raise UsageError(f"class_stats_torch: out must be ({n_classes},), ({n_classes}, {d}), ({n_classes},) buffers")
+    if B == 0:
+        return counts, sums, sqsums
+    Y = Y.to(device=dev, dtype=torch.int64)
+    _check_labels(Y, n_classes, "class_stats_torch")
+    X, _Dv, q = _deviations(H, Y, shift, centers, workspace)
+    _scatter(counts, sums, sqsums, Y, X, q)
+    return counts, sums, sqsums
+
+
+# --------------------------------------------------------------------------------------------
+# helpers: fingerprints, atomic writes
+# --------------------------------------------------------------------------------------------
+
+
+def tensor_fingerprint(t: torch.Tensor) -> str:
+    """sha256 (first 16 hex digits) of a tensor's float64 bytes, shape included."""
+    x = t.detach().to("cpu", F64).contiguous()
+    h = hashlib.sha256(repr(tuple(x.shape)).encode())
+    h.update(x.numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write `data` to `path` atomically: temp file in the same folder, fsync, os.replace."""
+    path = Path(path)
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise UsageError(f"{path}: folder {folder} does not exist")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise DataError(f"{path}: could not write ({exc.strerror or exc})") from None
+    try:  # make the rename durable
+        dfd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    except OSError:
+        pass
+
+
+def read_safetensors(path: str | os.PathLike, kind: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Tensors and string metadata of a safetensors file; DataError naming the file otherwise."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: {kind} state file not found")
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            meta = dict(f.metadata() or {})
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as exc:  # SafetensorError, OSError, struct errors on truncated files
+        raise DataError(f"{path}: not a readable {kind} state file ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
+    return tensors, meta
+
+
+def _meta_to_strings(meta: dict[str, Any]) -> dict[str, str]:
+    out = {}
+    for k, v in (meta or {}).items():
+        out[str(k)] = v if isinstance(v, str) else json.dumps(v)
+    return out
+
+
+def check_expected_meta(path, meta: dict[str, Any], expect: dict[str, Any] | None) -> None:
+    """Refuse a state whose metadata does not match `expect` (one clear line)."""
+    for k, want in (expect or {}).items():
+        have = meta.get(k)
+        want_s = want if isinstance(want, str) else json.dumps(want)
+        have_s = have if (have is None or isinstance(have, str)) else json.dumps(have)
+        if have_s != want_s:
+            raise DataError(f"{path}: state does not match: {k} is {have_s!r}, expected {want_s!r}")
+
+
+# --------------------------------------------------------------------------------------------
+# the accumulator
+# --------------------------------------------------------------------------------------------
+
+
+class ClassStats:
+    """Streaming per-class statistics (see the module docstring for the shifted formulation).
+
+    ClassStats(n_classes, dim, covariance=False, device="cpu", dtype=torch.float64,
+               nonfinite="error", cov_classes=None)
+
+    update(H, Y, backend="auto")   one batch: H [N, d] (any float dtype), Y [N] integer labels
+    merge(other)                   in place; exact (up to float64 rounding), associative
+    all_reduce(group=None)         sum over torch.distributed ranks (every rank ends identical)
+    save(path, meta={}) / ClassStats.load(path, expect=None, device="cpu")
+    counts [C] int64, means [C,d], variances [C] (σ²_c, population; 0 for unseen classes),
+    covariance [d,d] within-class Σ_W over the covered classes (or None), meta dict.
+
+    nonfinite: "error" (DataError) or "skip" (drop rows with a non-finite feature; counted in
+    `.skipped`). cov_classes: optional bool mask [C]; only rows whose label is in it enter the
+    covariance (lets collection restrict Σ_W to the classes that will be kept).
+    """
+
+    def __init__(
+        self,
+        n_classes: int,
+        dim: int,
+        covariance: bool = False,
+        device: str | torch.device = "cpu",
+        dtype: torch.dtype = F64,
+        nonfinite: str = "error",
+        cov_classes: torch.Tensor | None = None,
+    ) -> None:
+        n_classes, dim = int(n_classes), int(dim)
+        if n_classes < 1 or dim < 1:
+            raise UsageError(f"ClassStats: n_classes and dim must be ≥ 1, got {n_classes}, {dim}")
+        if nonfinite not in ("error", "skip"):
+            raise UsageError(f"ClassStats: nonfinite must be 'error' or 'skip', got {nonfinite!r}")
+        if not dtype.is_floating_point:
+            raise UsageError(f"ClassStats: dtype must be floating point, got {dtype}")
+        self.n_classes = n_classes
+        self.dim = dim
+        self.device = torch.device(device)
+        self.dtype = dtype
+        self.nonfinite = nonfinite
+        self.pass_kind = "one-pass"
+        self.ref_fixed = False
+        z = dict(dtype=dtype, device=self.device)
+        self._n = torch.zeros(n_classes, **z)
+        self._ref = torch.zeros(n_classes, dim, **z)
+        self._s1 = torch.zeros(n_classes, dim, **z)
+        self._s2 = torch.zeros(n_classes, **z)
+        self._cov = torch.zeros(dim, dim, **z) if covariance else None
+        self.cov_classes = None
+        if cov_classes is not None:
+            if not covariance:
+                raise UsageError("ClassStats: cov_classes needs covariance=True")
+            m = torch.as_tensor(cov_classes, device=self.device)
+            if m.dtype != torch.bool or m.shape != (n_classes,):
+                raise UsageError(f"ClassStats: cov_classes must be a bool mask of shape [{n_classes}]")
+            self.cov_classes = m
+        self.skipped = 0
+        self.meta: dict[str, Any] = {}
+        self._ws: dict = {}
+
+    # ---- construction helpers -------------------------------------------------------------
+
+    @classmethod
+    def second_pass(
+        cls,
+        means: torch.Tensor,
+        covariance: bool = False,
+        device: str | torch.device | None = None,
+        dtype: torch.dtype = F64,
+        nonfinite: str = "error",
+        cov_classes: torch.Tensor | None = None,
+    ) -> "ClassStats":
+        """The exact two-pass accumulator: references fixed to `means` [C, d] (from a first pass),
+        so S2_c = Σ‖h − μ_c‖² and K = Σ(h − μ_y)(h − μ_y)ᵀ are accumulated directly."""
+        if means.dim() != 2:
+            raise UsageError(f"ClassStats.second_pass: means must be [C, d], got shape {tuple(means.shape)}")
+        dev = means.device if device is None else device
+        st = cls(means.shape[0], means.shape[1], covariance, dev, dtype, nonfinite, cov_classes)
+        st._ref.copy_(means.to(st.device, dtype))
+        if not torch.isfinite(st._ref).all():
+            raise DataError("ClassStats.second_pass: means contain non-finite values")
+        st.ref_fixed = True
+        st.pass_kind = "two-pass"
+        st.meta["means_fingerprint"] = tensor_fingerprint(means)
+        return st
+
+    def copy(self) -> "ClassStats":
+        new = ClassStats.__new__(ClassStats)
+        new.__dict__.update(self.__dict__)
+        for k in ("_n", "_ref", "_s1", "_s2"):
+            setattr(new, k, getattr(self, k).clone())
+        new._cov = None if self._cov is None else self._cov.clone()
+        new.cov_classes = None if self.cov_classes is None else self.cov_classes.clone()
+        new.meta = dict(self.meta)
+        new._ws = {}
+        return new
+
+    # ---- accumulation ---------------------------------------------------------------------
+
+    def update(self, H: torch.Tensor, Y: torch.Tensor, backend: str = "auto") -> "ClassStats":
+        """Accumulate one batch (in place; returns self)."""
+        if H.dim() != 2 or H.shape[1] != self.dim:
+            raise UsageError(f"ClassStats.update: H must be [N, {self.dim}], got shape {tuple(H.shape)}")
+        if Y.dim() != 1 or Y.numel() != H.shape[0]:
+            raise UsageError(f"ClassStats.update: Y must be 1-D with {H.shape[0]} labels, got shape {tuple(Y.shape)}")
+        if Y.dtype.is_floating_point or Y.dtype == torch.bool:
+            raise UsageError(f"ClassStats.update: Y must be an integer tensor, got {Y.dtype}")
+        if not H.is_floating_point():
+            raise UsageError(f"ClassStats.update: H must be floating point, got {H.dtype}")
+        if H.shape[0] == 0:
+            return self
+        H = H.detach().to(self.device)
+        Y = Y.detach().to(self.device, torch.int64)
+        _check_labels(Y, self.n_classes, "ClassStats.update")
+        be = resolve_backend(backend, H, family="class_stats")
+        if be == "triton":
+            bad = ~torch.isfinite(H).all(1)
+            if bool(bad.any()):
+                H, Y = self._drop_nonfinite(H, Y, bad)
+                if H.shape[0] == 0:
+                    return self
+            self._set_refs(H, Y)
+            launch = load_launcher("class_stats", "class_stats_triton")
+            if self.dtype == F64:
+                launch(H, Y, self.n_classes, shift=self._ref, out=(self._n, self._s1, self._s2))
+            else:
+                n, s1, s2 = launch(H, Y, self.n_classes, shift=self._ref)
+                self._n += n.to(self.dtype); self._s1 += s1.to(self.dtype); self._s2 += s2.to(self.dtype)
+            if self._cov is not None:
+                X, _, _ = _deviations(H, Y, self._ref, None, self._ws)
+                self._add_cov(X, Y)
+            return self
+        # torch: deviations first, a finiteness check on the row norms, then scatter into the state
+        self._set_refs(H, Y)
+        X, _, q = _deviations(H, Y, self._ref, None, self._ws)
+        if not bool(torch.isfinite(q.sum())):
+            bad = ~torch.isfinite(q)
+            H, Y = self._drop_nonfinite(H, Y, bad)
+            if H.shape[0] == 0:
+                return self
+            X, _, q = _deviations(H, Y, self._ref, None, self._ws)
+        if self.dtype == F64:
+            _scatter(self._n, self._s1, self._s2, Y, X, q)
+        else:
+            _scatter(self._n, self._s1, self._s2, Y, X.to(self.dtype), q.to(self.dtype))
+        if self._cov is not None:
+            self._add_cov(X, Y)
+        return self
+
+    def _drop_nonfinite(self, H, Y, bad):
+        nbad = int(bad.sum())
+        if self.nonfinite == "error":
+            raise DataError(
+                f"ClassStats.update: {nbad} of {H.shape[0]} feature rows are non-finite "
+                "(or their squared norm overflows float64); pass nonfinite='skip' to drop and count them"
+            )
+        self.skipped += nbad
+        keep = ~bad
+        return H[keep], Y[keep]
+
+    def _set_refs(self, H: torch.Tensor, Y: torch.Tensor) -> None:
+        """Reference r_c of classes seen for the first time: their first row in this batch."""
+        if self.ref_fixed:
+            return
+        B = H.shape[0]
+        first = torch.full((self.n_classes,), B, dtype=torch.int64, device=H.device)
+        first.scatter_reduce_(0, Y, torch.arange(B, device=H.device), reduce="amin")
+        new = (first < B) & (self._n == 0)
+        if bool(new.any()):
+            ids = new.nonzero().squeeze(1)
+            rows = H.index_select(0, first[ids]).to(self.dtype)
+            if not bool(torch.isfinite(rows).all()):
+                # a non-finite first row: use the class's first finite row instead (if any)
+                ok = torch.isfinite(H).all(1)
+                idx = torch.arange(B, device=H.device).masked_fill(~ok, B)
+                first = torch.full((self.n_classes,), B, dtype=torch.int64, device=H.device)
+                first.scatter_reduce_(0, Y, idx, reduce="amin")
+                new = (first < B) & (self._n == 0)
+                ids = new.nonzero().squeeze(1)
+                rows = H.index_select(0, first[ids]).to(self.dtype)
+            self._ref[ids] = rows
+
+    def _add_cov(self, X: torch.Tensor, Y: torch.Tensor) -> None:
+        if self.cov_classes is not None:
+            X = X[self.cov_classes[Y]]
+        self._cov.addmm_(X.T.to(self.dtype), X.to(self.dtype))
+
+    # ---- combination ----------------------------------------------------------------------
+
+    def _check_compatible(self, other: "ClassStats", what: str) -> None:
+        if not isinstance(other, ClassStats):
+            raise UsageError(f"ClassStats.{what}: expected a ClassStats, got {type(other).__name__}")
+        if (other.n_classes, other.dim) != (self.n_classes, self.dim):
+            raise DataError(
+                f"ClassStats.{what}: shapes differ ({other.n_classes}×{other.dim} vs {self.n_classes}×{self.dim})"
+            )
+        if (other._cov is None) != (self._cov is None):
+            raise DataError(f"ClassStats.{what}: one accumulator has the covariance and the other has not")
+        if other.pass_kind != self.pass_kind:
+            raise DataError(f"ClassStats.{what}: pass kinds differ ({other.pass_kind} vs {self.pass_kind})")
+        a, b = self.cov_classes, other.cov_classes
+        if (a is None) != (b is None) or (a is not None and not torch.equal(a.cpu(), b.cpu())):
+            raise DataError(f"ClassStats.{what}: covariance class masks differ")
+
+    def merge(self, other: "ClassStats") -> "ClassStats":
+        """Add `other`'s samples to this accumulator (in place; returns self). Exact: the other's
+        sums are moved to this accumulator's references before adding."""
+        self._check_compatible(other, "merge")
+        n_o = other._n.to(self.device, self.dtype)
+        ref_o = other._ref.to(self.device, self.dtype)
+        s1_o = other._s1.to(self.device, self.dtype)
+        s2_o = other._s2.to(self.device, self.dtype)
+        if not self.ref_fixed:  # classes new to self adopt the other's reference
+            adopt = (self._n == 0) & (n_o > 0)
+            self._ref[adopt] = ref_o[adopt]
+        delta = ref_o - self._ref  # move other's sums from ref_o to self._ref
+        delta[n_o == 0] = 0
+        dots = torch.einsum("ij,ij->i", delta, s1_o)
+        dn2 = torch.einsum("ij,ij->i", delta, delta)
+        self._s2 += s2_o + 2 * dots + n_o * dn2
+        self._s1 += s1_o + n_o[:, None] * delta
+        if self._cov is not None:
+            cov_o = other._cov.to(self.device, self.dtype)
+            if self.cov_classes is not None:
+                m = self.cov_classes.to(self.device)
+                delta, s1_c, n_c = delta[m], s1_o[m], n_o[m]
+            else:
+                s1_c, n_c = s1_o, n_o
+            cross = delta.T @ s1_c
+            self._cov += cov_o + cross + cross.T + (delta * n_c[:, None]).T @ delta
+        self._n += n_o
+        self.skipped += other.skipped
+        return self
+
+    def all_reduce(self, group=None) -> "ClassStats":
+        """Sum this accumulator over all ranks of `group` (torch.distributed); every rank ends with
+        the same state, equal to the single-process result up to float64 rounding.
+
+        Two steps (Chan et al.): all-reduce n_c and Σh → global means μ_c; each rank moves its sums
+        to the references μ_c (no cancellation: its own references are samples of the class) and
+        the moved sums are all-reduced. References become the global means (or stay fixed in the
+        two-pass mode, where all ranks share them)."""
+        import torch.distributed as dist
+
+        if not (dist.is_available() and dist.is_initialized()):
+            raise UsageError("ClassStats.all_reduce: torch.distributed is not initialised (init_process_group first)")
+        C, d = self.n_classes, self.dim
+        if self.ref_fixed:
+            flat = torch.cat([self._n, self._s1.reshape(-1), self._s2] + ([self._cov.reshape(-1)] if self._cov is not None else []))
+            dist.all_reduce(flat, op=dist.ReduceOp.SUM, group=group)
+            self._unpack(flat)
+            self._reduce_skipped(dist, group)
+            return self
+        raw = torch.cat([self._n, (self._s1 + self._n[:, None] * self._ref).reshape(-1)])
+        dist.all_reduce(raw, op=dist.ReduceOp.SUM, group=group)
+        n_g = raw[:C]
+        mu = raw[C:].reshape(C, d) / n_g.clamp_min(1)[:, None]
+        mu[n_g == 0] = 0
+        delta = self._ref - mu  # move local sums from self._ref to the global means
+        delta[self._n == 0] = 0
+        s2 = self._s2 + 2 * torch.einsum("ij,ij->i", delta, self._s1) + self._n * torch.einsum("ij,ij->i", delta, delta)
+        s1 = self._s1 + self._n[:, None] * delta
+        parts = [s1.reshape(-1), s2]
+        if self._cov is not None:
+            if self.cov_classes is not None:
+                m = self.cov_classes
+                dl, s1l, nl = delta[m], self._s1[m], self._n[m]
+            else:
+                dl, s1l, nl = delta, self._s1, self._n
+            cross = dl.T @ s1l
+            parts.append((self._cov + cross + cross.T + (dl * nl[:, None]).T @ dl).reshape(-1))
+        flat = torch.cat(parts)
+        dist.all_reduce(flat, op=dist.ReduceOp.SUM, group=group)
+        self._s1 = flat[: C * d].reshape(C, d).clone()
+        self._s2 = flat[C * d : C * d + C].clone()
+        if self._cov is not None:
+            self._cov = flat[C * d + C :].reshape(d, d).clone()
+        self._n = n_g.clone()
+        self._ref = mu
+        self._reduce_skipped(dist, group)
+        return self
+
+    def _reduce_skipped(self, dist, group) -> None:
+        sk = torch.tensor([float(self.skipped)], dtype=F64, device=self.device)
+        dist.all_reduce(sk, op=dist.ReduceOp.SUM, group=group)
+        self.skipped = int(sk.item())
+
+    def _unpack(self, flat: torch.Tensor) -> None:
+        C, d = self.n_classes, self.dim
+        self._n = flat[:C].clone()
+        self._s1 = flat[C : C + C * d].reshape(C, d).clone()
+        self._s2 = flat[C + C * d : C + C * d + C].clone()
+        if self._cov is not None:
+            self._cov = flat[C + C * d + C :].reshape(d, d).clone()
+
+    # ---- results --------------------------------------------------------------------------
+
+    @property
+    def counts(self) -> torch.Tensor:
+        """n_c [C] int64."""
+        return self._n.round().to(torch.int64)
+
+    @property
+    def n_samples(self) -> int:
+        return int(self._n.sum().item())
+
+    @property
+    def means(self) -> torch.Tensor:
+        """μ_c [C, d] (float64); zero for classes never seen."""
+        n = self._n.clamp_min(1)[:, None]
+        mu = self._ref + self._s1 / n
+        mu[self._n == 0] = 0
+        return mu
+
+    @property
+    def variances(self) -> torch.Tensor:
+        """σ²_c = (1/n_c) Σ‖h − μ_c‖² [C] (population; zero for classes never seen)."""
+        n = self._n.clamp_min(1)
+        dm = self._s1 / n[:, None]
+        v = self._s2 / n - torch.einsum("ij,ij->i", dm, dm)
+        v = v.clamp_min(0)
+        v[self._n == 0] = 0
+        return v
+
+    def within_scatter(self) -> torch.Tensor | None:
+        """Σ_i (h_i − μ_{y_i})(h_i − μ_{y_i})ᵀ [d, d] over the covered classes (None without covariance)."""
+        if self._cov is None:
+            return None
+        n = self._n
+        s1 = self._s1
+        if self.cov_classes is not None:
+            n, s1 = n[self.cov_classes], s1[self.cov_classes]
+        a = s1 / n.clamp_min(1).sqrt()[:, None]
+        S = self._cov - a.T @ a
+        return 0.5 * (S + S.T)
+
+    @property
+    def covariance(self) -> torch.Tensor | None:
+        """Within-class covariance Σ_W [d, d] = within_scatter / N_covered (None without covariance)."""
+        S = self.within_scatter()
+        if S is None:
+            return None
+        n = self._n if self.cov_classes is None else self._n[self.cov_classes]
+        N = float(n.sum())
+        return S / max(N, 1.0)
+
+    @property
+    def has_covariance(self) -> bool:
+        return self._cov is not None
+
+    # ---- persistence ----------------------------------------------------------------------
+
+    def _header(self) -> dict[str, str]:
+        info = {
+            "format": "lcfast.ClassStats",
+            "version": FORMAT_VERSION,
+            "n_classes": self.n_classes,
+            "dim": self.dim,
+            "covariance": self._cov is not None,
+            "pass_kind": self.pass_kind,
+            "ref_fixed": self.ref_fixed,
+            "nonfinite": self.nonfinite,
+            "skipped": self.skipped,
+            "dtype": str(self.dtype).replace("torch.", ""),
+        }
+        out = _meta_to_strings(self.meta)
+        out.update({"lcfast": json.dumps(info), "pass_kind": self.pass_kind, "tokens_seen": str(self.n_samples)})
+        return out
+
+    def save(self, path: str | os.PathLike, meta: dict[str, Any] | None = None) -> Path:
+        """Write the state as safetensors (+ string metadata: `meta`, pass kind, tokens seen),
+        atomically (temp file in the same folder, fsync, os.replace). `meta` is merged into
+        `.meta` (fingerprints of the model / shard that produced the state). safetensors metadata is
+        a dict of strings: non-string values are JSON-encoded and come back from `load` as strings."""
+        from safetensors.torch import save as st_save
+
+        if meta:
+            self.meta.update(meta)
+        tensors = {
+            "counts": self._n.detach().to("cpu").contiguous(),
+            "ref": self._ref.detach().to("cpu").contiguous(),
+            "s1": self._s1.detach().to("cpu").contiguous(),
+            "s2": self._s2.detach().to("cpu").contiguous(),
+        }
+        if self._cov is not None:
+            tensors["cov"] = self._cov.detach().to("cpu").contiguous()
+        if self.cov_classes is not None:
+            tensors["cov_classes"] = self.cov_classes.to("cpu", torch.uint8).contiguous()
+        path = Path(path)
+        atomic_write_bytes(path, st_save(tensors, metadata=self._header()))
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, expect: dict[str, Any] | None = None, device="cpu") -> "ClassStats":
+        """Read a state written by `save`; DataError naming the file when it is not one, is
+        inconsistent, or its metadata does not match `expect` (e.g. {"model_fingerprint": ...})."""
+        tensors, raw = read_safetensors(path, "ClassStats")
+        try:
+            info = json.loads(raw["lcfast"])
+            if info.get("format") != "lcfast.ClassStats":
+                raise KeyError("format")
+            C, d = int(info["n_classes"]), int(info["dim"])
+        except (KeyError, ValueError, TypeError):
+            raise DataError(f"{path}: not an lcfast ClassStats state file (missing or bad 'lcfast' header)") from None
+        if info.get("version") != FORMAT_VERSION:
+            raise DataError(f"{path}: ClassStats format version {info.get('version')!r}, this lcfast reads {FORMAT_VERSION}")
+        want = {"counts": (C,), "ref": (C, d), "s1": (C, d), "s2": (C,)}
+        if info.get("covariance"):
+            want["cov"] = (d, d)
+        for k, shape in want.items():
+            t = tensors.get(k)
+            if t is None or tuple(t.shape) != shape or not t.is_floating_point():
+                got = None if t is None else tuple(t.shape)
+                raise DataError(f"{path}: tensor {k!r} missing or malformed (expected float {shape}, got {got})")
+            if not bool(torch.isfinite(t).all()):
+                raise DataError(f"{path}: tensor {k!r} contains non-finite values")
+        n = tensors["counts"]
+        if bool((n < 0).any()) or bool((n != n.round()).any()):
+            raise DataError(f"{path}: counts are not non-negative integers")
+        dtype = getattr(torch, info.get("dtype", "float64"), F64)
+        cov_classes = tensors.get("cov_classes")
+        if cov_classes is not None:
+            if tuple(cov_classes.shape) != (C,):
+                raise DataError(f"{path}: tensor 'cov_classes' malformed")
+            cov_classes = cov_classes.to(torch.bool)
+        st = cls(C, d, covariance=bool(info.get("covariance")), device=device, dtype=dtype,
+                 nonfinite=info.get("nonfinite", "error"), cov_classes=cov_classes)
+        st._n = n.to(device, dtype)
+        st._ref = tensors["ref"].to(device, dtype)
+        st._s1 = tensors["s1"].to(device, dtype)
+        st._s2 = tensors["s2"].to(device, dtype)
+        if st._cov is not None:
+            st._cov = tensors["cov"].to(device, dtype)
+        st.pass_kind = info.get("pass_kind", "one-pass")
+        st.ref_fixed = bool(info.get("ref_fixed", False))
+        st.skipped = int(info.get("skipped", 0))
+        user = {k: v for k, v in raw.items() if k not in ("lcfast", "pass_kind", "tokens_seen")}
+        st.meta = user
+        check_expected_meta(path, raw, expect)
+        return st
+
+    def __repr__(self) -> str:
+        return (
+            f"ClassStats(n_classes={self.n_classes}, dim={self.dim}, samples={self.n_samples}, "
+            f"seen={int((self._n > 0).sum())}, covariance={self._cov is not None}, pass={self.pass_kind})"
+        )

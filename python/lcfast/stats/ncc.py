@@ -1,0 +1,274 @@
+"""NC4: agreement between the nearest-class-centre (NCC) classifier and the model's own argmax.
+
+`ncc_torch(H, means, kept_ids, W, b=None, block=1024)` is the torch twin of
+`lcfast.kernels.ncc.ncc_triton` (same signature; returns `(ncc_pred, lm_pred)`, int64 class ids):
+
+    ncc_pred[i] = kept_ids[argmin_k ‖h_i − means[k]‖²]       (nearest kept class mean)
+    lm_pred[i]  = argmax_c (w_c·h_i + b_c) over the full vocabulary
+
+`means` is either the full [C, d] table (C = W.shape[0], indexed by kept_ids) or only the kept rows
+[K, d], row k being class kept_ids[k]; a table with C rows is always read as the full one. Classes are visited in blocks with a
+running argmin / argmax (first index wins ties, like torch.argmin on the full matrix), rows in chunks:
+at most row_block × block scores exist at once, never the B×C matrix. ‖h − μ‖² is ranked as
+‖μ‖² − 2 h·μ (‖h‖² is common to a row). Everything is computed in float64.
+
+`NCCStats` accumulates, per class (by the true label of the validation position, kept labels only),
+hits (ncc_pred == lm_pred) and totals; `.agreement` = Σhits / Σtotals (nc4_agreement).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lcfast.errors import DataError, UsageError
+from lcfast.stats.classstats import (
+    _meta_to_strings,
+    atomic_write_bytes,
+    check_expected_meta,
+    load_launcher,
+    read_safetensors,
+    resolve_backend,
+    tensor_fingerprint,
+)
+
+__all__ = ["ncc_torch", "ncc_predict", "NCCStats"]
+
+F64 = torch.float64
+
+
+def _kept_means(means: torch.Tensor, kept_ids: torch.Tensor, n_vocab: int) -> torch.Tensor:
+    K = kept_ids.numel()
+    if means.shape[0] == n_vocab:  # a table with C rows is always the full one (as ncc_triton reads it)
+        return means.index_select(0, kept_ids)
+    if means.shape[0] == K:
+        return means
+    raise UsageError(f"ncc: means must have {K} (kept) or {n_vocab} rows, got {means.shape[0]}")
+
+
+@torch.no_grad()
+def ncc_torch(
+    H: torch.Tensor,
+    means: torch.Tensor,
+    kept_ids: torch.Tensor,
+    W: torch.Tensor,
+    b: torch.Tensor | None = None,
+    block: int = 1024,
+    row_block: int = 2048,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ncc_pred int64[B], lm_pred int64[B]); see the module docstring."""
+    if H.dim() != 2 or W.dim() != 2 or H.shape[1] != W.shape[1] or means.dim() != 2 or means.shape[1] != H.shape[1]:
+        raise UsageError(
+            f"ncc_torch: H [B, d], means [K, d], W [C, d] must share d; got {tuple(H.shape)}, {tuple(means.shape)}, {tuple(W.shape)}"
+        )
+    C = W.shape[0]
+    if b is not None and b.shape != (C,):
+        raise UsageError(f"ncc_torch: b must be [{C}], got {tuple(b.shape)}")
+    kept_ids = kept_ids.to(H.device, torch.int64).reshape(-1)
+    if kept_ids.numel() == 0:
+        raise UsageError("ncc_torch: no kept classes")
+    dev = H.device
+    mu = _kept_means(means.to(dev), kept_ids, C).to(F64)
+    Wd = W.to(dev, F64)
+    bd = None if b is None else b.to(dev, F64)
+    mn = (mu * mu).sum(1)
+    B = H.shape[0]
+    ncc_pred = torch.empty(B, dtype=torch.int64, device=dev)
+    lm_pred = torch.empty(B, dtype=torch.int64, device=dev)
+    K = mu.shape[0]
+    for r0 in range(0, B, row_block):
+        r1 = min(B, r0 + row_block)
+        h = H[r0:r1].to(F64)
+        n = r1 - r0
+        best = torch.full((n,), float("inf"), dtype=F64, device=dev)
+        arg = torch.zeros(n, dtype=torch.int64, device=dev)
+        for k0 in range(0, K, block):
+            k1 = min(K, k0 + block)
+            s = torch.addmm(mn[k0:k1].unsqueeze(0), h, mu[k0:k1].T, alpha=-2.0)
+            v, i = s.min(1)
+            upd = v < best
+            best = torch.where(upd, v, best)
+            arg = torch.where(upd, i + k0, arg)
+        ncc_pred[r0:r1] = kept_ids[arg]
+        best = torch.full((n,), -float("inf"), dtype=F64, device=dev)
+        arg = torch.zeros(n, dtype=torch.int64, device=dev)
+        for c0 in range(0, C, block):
+            c1 = min(C, c0 + block)
+            if bd is None:
+                s = h @ Wd[c0:c1].T
+            else:
+                s = torch.addmm(bd[c0:c1].unsqueeze(0), h, Wd[c0:c1].T)
+            v, i = s.max(1)
+            upd = v > best
+            best = torch.where(upd, v, best)
+            arg = torch.where(upd, i + c0, arg)
+        lm_pred[r0:r1] = arg
+    return ncc_pred, lm_pred
+
+
+def ncc_predict(H, means, kept_ids, W, b=None, backend: str = "auto", block: int = 1024):
+    """Dispatch: "auto" (Triton on CUDA), "torch" or "triton"."""
+    be = resolve_backend(backend, H, family="ncc")
+    if be == "triton":
+        launch = load_launcher("ncc", "ncc_triton")
+        return launch(H, means, kept_ids, W, b)
+    return ncc_torch(H, means, kept_ids, W, b, block=block)
+
+
+def _as_kept_mask(kept: torch.Tensor, n_classes: int) -> torch.Tensor:
+    kept = torch.as_tensor(kept)
+    if kept.dtype == torch.bool:
+        if kept.shape != (n_classes,):
+            raise UsageError(f"NCCStats: kept mask must have shape [{n_classes}], got {tuple(kept.shape)}")
+        return kept.cpu()
+    ids = kept.reshape(-1).to(torch.int64).cpu()
+    if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= n_classes):
+        raise UsageError(f"NCCStats: kept ids must lie in [0, {n_classes})")
+    m = torch.zeros(n_classes, dtype=torch.bool)
+    m[ids] = True
+    return m
+
+
+class NCCStats:
+    """Per-class NC4 decisions over validation features.
+
+    NCCStats(n_classes, means, kept, W, b=None): means [C, d] (or [K, d] for the kept classes),
+    kept a bool mask [C] or class ids, W [C, d], b [C] or None.
+    update(H_val, Y_val, backend="auto"): only positions whose label is kept count.
+    hits [C], totals [C] (int64), agreement (float, None when no position counted),
+    merge / save / load like ClassStats (means and W are not stored: `load(path, means=..., W=...)`
+    to continue updating).
+    """
+
+    def __init__(self, n_classes: int, means: torch.Tensor | None, kept, W: torch.Tensor | None, b=None) -> None:
+        self.n_classes = int(n_classes)
+        self.kept = _as_kept_mask(kept, self.n_classes)
+        self.kept_ids = self.kept.nonzero().squeeze(1)
+        self.hits = torch.zeros(self.n_classes, dtype=torch.int64)
+        self.totals = torch.zeros(self.n_classes, dtype=torch.int64)
+        self.meta: dict[str, Any] = {}
+        self._means = None
+        self.W = None
+        self.b = None
+        if means is not None or W is not None:
+            self.bind(means, W, b)
+
+    def bind(self, means: torch.Tensor, W: torch.Tensor, b: torch.Tensor | None = None) -> "NCCStats":
+        """Attach the means and classifier needed by `update`."""
+        if means is None or W is None:
+            raise UsageError("NCCStats: both means and W are needed to update")
+        if W.dim() != 2 or W.shape[0] != self.n_classes:
+            raise UsageError(f"NCCStats: W must be [{self.n_classes}, d], got {tuple(W.shape)}")
+        K = int(self.kept_ids.numel())
+        if means.dim() != 2 or means.shape[1] != W.shape[1] or means.shape[0] not in (K, self.n_classes):
+            raise UsageError(f"NCCStats: means must be [{self.n_classes} or {K}, {W.shape[1]}], got {tuple(means.shape)}")
+        mk = means if means.shape[0] == K else means[self.kept_ids.to(means.device)]
+        if not bool(torch.isfinite(mk).all()):
+            raise DataError("NCCStats: the kept class means contain non-finite values")
+        fp = tensor_fingerprint(mk)
+        if self.meta.get("means_fingerprint", fp) != fp:
+            raise DataError("NCCStats: these means differ from the ones the stored decisions were made with")
+        self.meta["means_fingerprint"] = fp
+        self._means = mk
+        self.W = W
+        self.b = b
+        return self
+
+    def update(self, H_val: torch.Tensor, Y_val: torch.Tensor, backend: str = "auto") -> "NCCStats":
+        if self._means is None:
+            raise UsageError("NCCStats.update: no means / classifier bound (construct with them or call bind())")
+        if H_val.dim() != 2 or Y_val.dim() != 1 or Y_val.numel() != H_val.shape[0]:
+            raise UsageError(f"NCCStats.update: H_val [N, d] and Y_val [N] expected, got {tuple(H_val.shape)}, {tuple(Y_val.shape)}")
+        if Y_val.numel() == 0:
+            return self
+        dev = self.W.device
+        Y = Y_val.to(dev, torch.int64)
+        lo, hi = int(Y.min()), int(Y.max())
+        if lo < 0 or hi >= self.n_classes:
+            raise DataError(f"NCCStats.update: labels must lie in [0, {self.n_classes}), got range [{lo}, {hi}]")
+        sel = self.kept.to(dev)[Y]
+        if not bool(sel.all()):
+            H_val = H_val.to(dev)[sel]
+            Y = Y[sel]
+        if Y.numel() == 0:
+            return self
+        H = H_val.to(dev)
+        if not bool(torch.isfinite(H).all()):
+            raise DataError("NCCStats.update: validation features contain non-finite values")
+        ncc, lm = ncc_predict(H, self._means.to(dev), self.kept_ids.to(dev), self.W, self.b, backend=backend)
+        hit = (ncc == lm).to(torch.int64)
+        Yc = Y.cpu()
+        self.totals += torch.bincount(Yc, minlength=self.n_classes)
+        self.hits += torch.bincount(Yc, weights=hit.cpu().to(F64), minlength=self.n_classes).round().to(torch.int64)
+        return self
+
+    @property
+    def agreement(self) -> float | None:
+        t = int(self.totals.sum())
+        return None if t == 0 else int(self.hits.sum()) / t
+
+    def merge(self, other: "NCCStats") -> "NCCStats":
+        if not isinstance(other, NCCStats) or other.n_classes != self.n_classes:
+            raise DataError("NCCStats.merge: different number of classes")
+        if not torch.equal(other.kept, self.kept):
+            raise DataError("NCCStats.merge: the two accumulators use different kept-class sets")
+        a, b = self.meta.get("means_fingerprint"), other.meta.get("means_fingerprint")
+        if a and b and a != b:
+            raise DataError("NCCStats.merge: the two accumulators used different class means")
+        self.hits += other.hits
+        self.totals += other.totals
+        return self
+
+    def all_reduce(self, group=None) -> "NCCStats":
+        import torch.distributed as dist
+
+        if not (dist.is_available() and dist.is_initialized()):
+            raise UsageError("NCCStats.all_reduce: torch.distributed is not initialised (init_process_group first)")
+        dev = self.W.device if self.W is not None else torch.device("cpu")
+        t = torch.cat([self.hits, self.totals]).to(dev)
+        dist.all_reduce(t, op=dist.ReduceOp.SUM, group=group)
+        t = t.cpu()
+        self.hits, self.totals = t[: self.n_classes].clone(), t[self.n_classes :].clone()
+        return self
+
+    def save(self, path: str | os.PathLike, meta: dict[str, Any] | None = None) -> Path:
+        from safetensors.torch import save as st_save
+
+        if meta:
+            self.meta.update(meta)
+        header = _meta_to_strings(self.meta)
+        header["lcfast"] = json.dumps({"format": "lcfast.NCCStats", "version": "1", "n_classes": self.n_classes})
+        header["positions_seen"] = str(int(self.totals.sum()))
+        tensors = {"hits": self.hits.contiguous(), "totals": self.totals.contiguous(), "kept": self.kept.to(torch.uint8)}
+        path = Path(path)
+        atomic_write_bytes(path, st_save(tensors, metadata=header))
+        return path
+
+    @classmethod
+    def load(cls, path, means=None, W=None, b=None, expect: dict[str, Any] | None = None) -> "NCCStats":
+        tensors, raw = read_safetensors(path, "NCCStats")
+        try:
+            info = json.loads(raw["lcfast"])
+            if info.get("format") != "lcfast.NCCStats":
+                raise KeyError("format")
+            C = int(info["n_classes"])
+        except (KeyError, ValueError, TypeError):
+            raise DataError(f"{path}: not an lcfast NCCStats state file (missing or bad 'lcfast' header)") from None
+        for k in ("hits", "totals", "kept"):
+            t = tensors.get(k)
+            if t is None or tuple(t.shape) != (C,):
+                raise DataError(f"{path}: tensor {k!r} missing or malformed (expected shape ({C},))")
+        hits, totals = tensors["hits"].to(torch.int64), tensors["totals"].to(torch.int64)
+        if bool((hits < 0).any()) or bool((hits > totals).any()):
+            raise DataError(f"{path}: hits must lie in [0, totals]")
+        st = cls(C, None, tensors["kept"].to(torch.bool), None)
+        st.hits, st.totals = hits, totals
+        st.meta = {k: v for k, v in raw.items() if k not in ("lcfast", "positions_seen")}
+        check_expected_meta(path, raw, expect)
+        if means is not None or W is not None:
+            st.bind(means, W, b)
+        return st

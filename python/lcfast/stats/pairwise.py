@@ -1,0 +1,280 @@
+"""Blocked sweep over the unordered class pairs c < c': every pairwise NC statistic, never C×C.
+
+`pairwise_torch(M, var, cdnv_power=1.0, block=512, tol=None) -> PairwiseSums` is the torch twin of
+`lcfast.kernels.pairwise.pairwise_triton` (same inputs and result type).
+
+Per tile of the upper triangle (rows I, columns J ≥ I, at most block×block values live at a time)
+two matrix products give everything:
+
+    dist²_ij  = ‖m_i − m_j‖²   = [m_i, ‖m_i‖², 1] · [−2 m_j, 1, ‖m_j‖²]     (one GEMM, augmented)
+    dhat²_ij  = ‖m̂_i − m̂_j‖²  = [m̂_i, 1, 1]      · [−2 m̂_j, 1, 1]          (one GEMM, augmented)
+
+then cdnv = (σ²_i + σ²_j) / (2 (dist²)^p), cos = 1 − dhat²/2, log-kernel = −½ log dhat².
+Moments are *shifted sums* in float64: per tile Σ(x − K) and Σ(x − K)² (a BLAS dot), summed over
+tiles, then mean = K + S1/n and M2 = S2 − S1²/n. K is a fixed, deterministic estimate of the mean
+(from a seeded sample of 4096 pairs, exact differences), so |mean − K| is a fraction of a standard
+deviation and M2 keeps its digits (a near-ETF with var(cos) ≈ 2e-16 and mean² ≈ 4e-3 comes out to
+4e-10 relative; the unshifted Σx² − (Σx)²/n is off by 4e-3 — see tests/test_pairwise.py). The shifts
+of dhat² and log dhat² are folded into the second GEMM's constant column and into the log's argument,
+so they cost no extra pass. The moments of cos and of the log-kernel are affine images of those of
+dhat² and log dhat² (mean 1 − m/2 and −m/2, M2/4).
+
+Degenerate pairs (counted, excluded from every moment and row sum):
+    * ‖m_i − m_j‖² ≤ tol · (‖m_i‖² + ‖m_j‖²)          (equal means, to rounding)
+    * ‖m̂_i − m̂_j‖² ≤ 2·tol                             (equal directions)
+    * ‖m_i‖² ≤ tol · max_c ‖m_c‖²  (or the other one)   (a zero-norm centred mean: cos undefined)
+tol defaults to DEGENERATE_TOL = 1e3 · eps(float64) ≈ 2.2e-13, well above the rounding of the
+Gram-form distance of two equal means (measured on exact duplicates spanning 6 orders of magnitude
+in norm: ≤ 4, 9, 21 eps·(‖m_i‖²+‖m_j‖²) at d = 64, 1024, 4096) and far below any real separation
+(relative squared distance 2e-13, i.e. means equal to ~6 significant digits).
+
+The Gram sums for the ETF errors (ΣG, ΣG², tr G over the full C×C G = M Mᵀ) need no sweep:
+ΣG = ‖Σ_c m_c‖², tr G = Σ‖m_c‖², ‖G‖_F² = ‖MᵀM‖_F² (d×d) — computed in O(C·d²) (or O(C²·d)
+through C×C tiles when C < d, which is then the smaller matrix).
+
+Memory: the four augmented copies of M and M̂ (4·C·(d+2) float64) plus four block² float64 tiles
+and a block² mask: O(C·d + block²). Measured (bench/bench_stats.py): see the report in the bench.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from lcfast.errors import UsageError
+from lcfast.stats.classstats import load_launcher, resolve_backend
+from lcfast.stats.results import Moments, PairwiseSums
+
+__all__ = ["pairwise_torch", "pairwise_sweep", "gram_sums", "cross_gram_sums", "etf_error", "DEGENERATE_TOL"]
+
+F64 = torch.float64
+DEGENERATE_TOL = 1e3 * torch.finfo(F64).eps
+
+
+def gram_sums(M: torch.Tensor, block: int = 2048) -> tuple[float, float, float]:
+    """(ΣG_ij, ΣG_ij², tr G) of G = M Mᵀ without forming G when C ≥ d (then ‖G‖_F = ‖MᵀM‖_F)."""
+    M = M.to(F64)
+    C, d = M.shape
+    s = M.sum(0)
+    gsum = float(s @ s)
+    gtr = float((M * M).sum())
+    if d <= C:
+        S = M.T @ M
+        gsq = float((S * S).sum())
+    else:  # C < d: the C×C Gram is the smaller one; still tiled
+        gsq = 0.0
+        for i in range(0, C, block):
+            Gi = M[i : i + block] @ M.T
+            gsq += float((Gi * Gi).sum())
+    return gsum, gsq, gtr
+
+
+def cross_gram_sums(W: torch.Tensor, M: torch.Tensor, block: int = 2048) -> tuple[float, float, float]:
+    """(ΣA_ij, ΣA_ij², tr A) of A = W Mᵀ (rows aligned), without forming A when C ≥ d:
+    ‖A‖_F² = ⟨WᵀW, MᵀM⟩_F, ΣA = (Σw)·(Σm), tr A = Σ_c w_c·m_c."""
+    W = W.to(F64)
+    M = M.to(F64)
+    C, d = M.shape
+    asum = float(W.sum(0) @ M.sum(0))
+    atr = float((W * M).sum())
+    if d <= C:
+        asq = float(((W.T @ W) * (M.T @ M)).sum())
+    else:
+        asq = 0.0
+        for i in range(0, C, block):
+            Ai = W[i : i + block] @ M.T
+            asq += float((Ai * Ai).sum())
+    return asum, asq, atr
+
+
+def _flat(buf: torch.Tensor, r: int, c: int) -> torch.Tensor:
+    """A contiguous r×c view at the start of a preallocated buffer (no fresh allocation per tile)."""
+    return buf[: r * c].view(r, c)
+
+
+def _shift_estimates(Mk, Mh, nk, hv, p, tol, n_sample=4096, seed=0):
+    """Shifts K for the shifted sums: means of cdnv, dhat² and log dhat² over a fixed random sample
+    of pairs (exact differences). Any K within a few standard deviations of the true mean keeps
+    M2 = Σ(x−K)² − (Σ(x−K))²/n free of cancellation; a sample mean is well within that."""
+    K = Mk.shape[0]
+    g = torch.Generator(device="cpu").manual_seed(seed)
+    P = min(n_sample, K * (K - 1) // 2)
+    i = torch.randint(0, K, (P,), generator=g)
+    j = torch.randint(0, K, (P,), generator=g)
+    keep = i != j
+    i, j = i[keep].to(Mk.device), j[keep].to(Mk.device)
+    if i.numel() == 0:
+        return 0.0, 2.0, 0.0
+    dm = Mk[i] - Mk[j]
+    d2 = (dm * dm).sum(1)
+    dh = Mh[i] - Mh[j]
+    t2 = (dh * dh).sum(1)
+    ok = (d2 > tol * (nk[i] + nk[j])) & (t2 > 2 * tol)
+    if not bool(ok.any()):
+        return 0.0, 2.0, 0.0
+    cd = (hv[i] + hv[j])[ok] / d2[ok].pow(p)
+    t2 = t2[ok]
+    return float(cd.mean()), float(t2.mean()), float(t2.log().mean())
+
+
+def pairwise_torch(
+    M: torch.Tensor,
+    var: torch.Tensor,
+    cdnv_power: float = 1.0,
+    block: int = 512,
+    tol: float | None = None,
+) -> PairwiseSums:
+    """All pairwise sums over c < c' of the rows of M (C×d centred means) with variances var (C,).
+    See the module docstring; returns `PairwiseSums` (row sums/counts indexed like M's rows).
+
+    Moments use shifted sums: per tile Σ(x − K) and Σ(x − K)² (BLAS dot) with K a sampled estimate
+    of the mean (fixed, deterministic), so M2 = S2 − S1²/n does not cancel; the shifts of dhat²
+    and of log dhat² are folded into the second GEMM / the log's argument (no extra pass)."""
+    if M.dim() != 2 or var.dim() != 1 or var.shape[0] != M.shape[0]:
+        raise UsageError(f"pairwise_torch: M must be [C, d] and var [C], got {tuple(M.shape)} and {tuple(var.shape)}")
+    block = int(block)
+    if block < 1:
+        raise UsageError(f"pairwise_torch: block must be ≥ 1, got {block}")
+    p = float(cdnv_power)
+    tol = DEGENERATE_TOL if tol is None else float(tol)
+    dev = M.device
+    M = M.to(F64)
+    var = var.to(F64)
+    C, d = M.shape
+    out = PairwiseSums(n_classes=C)
+    out.gram_sum, out.gram_sq_sum, out.gram_trace = gram_sums(M)
+    row_cdnv = torch.zeros(C, dtype=F64, device=dev)
+    row_cos = torch.zeros(C, dtype=F64, device=dev)
+    row_cnt = torch.zeros(C, dtype=torch.int64, device=dev)
+    out.row_cdnv_sum, out.row_cos_sum, out.row_count = row_cdnv, row_cos, row_cnt
+    if C < 2:
+        return out
+
+    n2 = (M * M).sum(1)
+    scale = float(n2.max())
+    zero = n2 <= tol * scale if scale > 0 else torch.ones(C, dtype=torch.bool, device=dev)
+    nz = (~zero).nonzero().squeeze(1)
+    K = int(nz.numel())
+    Z = C - K
+    degenerate = Z * K + Z * (Z - 1) // 2  # every pair touching a zero-norm mean
+    if K < 2:
+        out.degenerate = degenerate
+        return out
+
+    Mk = M[nz]
+    nk = n2[nz]
+    hv = 0.5 * var[nz]
+    Mh = Mk / nk.sqrt()[:, None]
+    Kc, Kt, Kl = _shift_estimates(Mk, Mh, nk, hv, p, tol)
+    s_l = math.exp(-Kl)  # log(s·dhat²) = log dhat² − Kl
+    one = torch.ones(K, 1, dtype=F64, device=dev)
+    AL = torch.cat([Mk, nk[:, None], one], 1)            # · AR → dist²
+    AR = torch.cat([-2.0 * Mk, one, nk[:, None]], 1)
+    BL = torch.cat([Mh, one, one], 1)                    # · BR → dhat² − Kt
+    BR = torch.cat([-2.0 * Mh, one, (1.0 - Kt) * one], 1)
+    del Mh
+
+    bs = min(block, K)
+    tri = torch.ones(bs, bs, dtype=torch.bool, device=dev).triu(1)
+    bufs = [torch.empty(bs * bs, dtype=F64, device=dev) for _ in range(4)]
+    c_kt = torch.tensor(s_l * Kt, dtype=F64, device=dev)
+    z = torch.zeros((), dtype=F64, device=dev)
+    acc = torch.zeros(6, dtype=F64, device=dev)  # S1, S2 of cdnv-Kc, dhat²-Kt, log dhat²-Kl
+    rc = torch.zeros(K, dtype=F64, device=dev)  # row sums of (cdnv − Kc), (dhat² − Kt), valid counts
+    rt = torch.zeros(K, dtype=F64, device=dev)
+    rcount = torch.zeros(K, dtype=F64, device=dev)
+    n_valid = 0
+    two_tol = 2.0 * tol
+
+    for i0 in range(0, K, bs):
+        i1 = min(i0 + bs, K)
+        bi = i1 - i0
+        ALi, BLi = AL[i0:i1], BL[i0:i1]
+        hvi, nki = hv[i0:i1], nk[i0:i1]
+        nki_max = float(nki.max())
+        for j0 in range(i0, K, bs):
+            j1 = min(j0 + bs, K)
+            bj = j1 - j0
+            D2 = torch.mm(ALi, AR[j0:j1].T, out=_flat(bufs[0], bi, bj))
+            T = torch.mm(BLi, BR[j0:j1].T, out=_flat(bufs[1], bi, bj))
+            if j0 == i0:
+                valid = tri[:bi, :bj].clone()
+                deg = (D2 <= tol * (nki[:, None] + nk[None, j0:j1])) | (T <= two_tol - Kt)
+                degenerate += int((deg & valid).sum())
+                valid &= ~deg
+            elif float(D2.min()) <= tol * (nki_max + float(nk[j0:j1].max())) or float(T.min()) <= two_tol - Kt:
+                deg = (D2 <= tol * (nki[:, None] + nk[None, j0:j1])) | (T <= two_tol - Kt)
+                degenerate += int(deg.sum())
+                valid = ~deg
+            else:
+                valid = None
+            if p != 1.0:
+                D2.clamp_min_(0).pow_(p)
+            cd = torch.add(hvi[:, None], hv[None, j0:j1], out=_flat(bufs[2], bi, bj)).div_(D2).sub_(Kc)
+            L = torch.add(c_kt, T, alpha=s_l, out=_flat(bufs[3], bi, bj)).log_()
+            if valid is None:
+                n_valid += bi * bj
+                rcount[i0:i1] += bj
+                rcount[j0:j1] += bi
+            else:
+                inv = ~valid
+                cd.masked_fill_(inv, 0.0)
+                T.masked_fill_(inv, 0.0)
+                L.masked_fill_(inv, 0.0)
+                vf = valid.to(F64)
+                n_valid += int(valid.sum())
+                rcount[i0:i1] += vf.sum(1)
+                rcount[j0:j1] += vf.sum(0)
+            r1 = cd.sum(1)
+            rc[i0:i1] += r1
+            rc[j0:j1] += cd.sum(0)
+            r2 = T.sum(1)
+            rt[i0:i1] += r2
+            rt[j0:j1] += T.sum(0)
+            cdf, Tf, Lf = cd.view(-1), T.view(-1), L.view(-1)
+            acc += torch.stack([r1.sum(), torch.dot(cdf, cdf), r2.sum(), torch.dot(Tf, Tf), Lf.sum(), torch.dot(Lf, Lf)])
+
+    out.degenerate = int(degenerate)
+    if n_valid:
+        s = acc.tolist()
+        n = float(n_valid)
+
+        def mom(s1, s2, shift, a=1.0, b=0.0):  # moments of a·(x) + b with x = shift + (x − shift)
+            mean = shift + s1 / n
+            m2 = max(s2 - s1 * s1 / n, 0.0)
+            return Moments(n, a * mean + b, a * a * m2)
+
+        out.cdnv = mom(s[0], s[1], Kc)
+        out.cos = mom(s[2], s[3], Kt, -0.5, 1.0)
+        out.logk = mom(s[4], s[5], Kl, -0.5, 0.0)
+    row_cdnv[nz] = rc + Kc * rcount
+    row_cos[nz] = rcount - 0.5 * (rt + Kt * rcount)
+    row_cnt[nz] = rcount.round().to(torch.int64)
+    return out
+
+
+def pairwise_sweep(
+    M: torch.Tensor,
+    var: torch.Tensor,
+    cdnv_power: float = 1.0,
+    backend: str = "auto",
+    block: int = 512,
+    tol: float | None = None,
+) -> PairwiseSums:
+    """Dispatch the sweep: backend "auto" (Triton on CUDA), "torch" or "triton"."""
+    be = resolve_backend(backend, M, family="pairwise")
+    if be == "triton":
+        launch = load_launcher("pairwise", "pairwise_triton")
+        return launch(M, var, cdnv_power=cdnv_power, precision="ieee", tol=tol)
+    return pairwise_torch(M, var, cdnv_power=cdnv_power, block=block, tol=tol)
+
+
+def etf_error(gram_sum: float, gram_sq_sum: float, gram_trace: float, C: int) -> float | None:
+    """‖G/‖G‖_F − (I − J/C)/√(C−1)‖_F from the three Gram sums:
+    ‖Ĝ − E‖² = ‖Ĝ‖² + ‖E‖² − 2⟨Ĝ, E⟩ = 2 − 2 (tr G − ΣG/C) / (√(C−1) ‖G‖_F).
+    The sqrt of a difference near 0 has a floor of ~√eps ≈ 1e-8 (a perfect ETF reads ≲ 1e-7)."""
+    if C < 2 or gram_sq_sum <= 0:
+        return None
+    inner = (gram_trace - gram_sum / C) / (math.sqrt(C - 1) * math.sqrt(gram_sq_sum))
+    return math.sqrt(max(0.0, 2.0 - 2.0 * inner))
