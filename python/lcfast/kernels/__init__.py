@@ -1,0 +1,45 @@
+"""Triton kernels of lcfast, one module per family (each: kernel + launcher + strategy docstring).
+
+    class_stats.class_stats_triton(H, Y, n_classes, shift=None, centers=None) -> (counts, sums, sqsums)
+    pairwise.pairwise_triton(M, var, cdnv_power=1.0, precision="ieee") -> PairwiseSums
+    ncc.ncc_triton(H, means, kept_ids, W, b=None) -> (ncc_pred, lm_pred)
+
+The torch twins live in lcfast.stats (classstats.class_stats_torch, pairwise.pairwise_torch,
+ncc.ncc_torch). Kernels run on CUDA tensors, or on CPU tensors when TRITON_INTERPRET=1 was set
+before this package was imported. Submodules are imported lazily (importing triton costs ~1 s).
+"""
+
+from __future__ import annotations
+
+import importlib
+
+__all__ = ["class_stats_triton", "pairwise_triton", "ncc_triton", "available"]
+
+_LAZY = {
+    "class_stats_triton": "lcfast.kernels.class_stats",
+    "pairwise_triton": "lcfast.kernels.pairwise",
+    "ncc_triton": "lcfast.kernels.ncc",
+}
+
+
+def available() -> tuple[bool, str]:
+    """(True, mode) when the kernels can run here — mode "cuda", "interpreter" or both — else
+    (False, reason)."""
+    try:
+        import torch
+
+        from lcfast.kernels import _common
+        import triton  # noqa: F401
+    except Exception as exc:  # noqa: BLE001
+        return False, f"triton unavailable: {type(exc).__name__}: {exc}"
+    if _common.INTERPRET:
+        return True, "interpreter"
+    if torch.cuda.is_available():
+        return True, "cuda"
+    return False, "no CUDA device and TRITON_INTERPRET is not set"
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'lcfast.kernels' has no attribute {name!r}")

@@ -1,0 +1,419 @@
+"""Fused pairwise statistics over the unordered kept-class pairs c < c′, never materialising C×C.
+
+Launcher: :func:`pairwise_triton` (torch twin: ``lcfast.stats.pairwise.pairwise_torch``); returns a
+:class:`lcfast.stats.results.PairwiseSums`.
+
+Strategy
+--------
+* Tiles: the C×C Gram matrix G = M Mᵀ is cut into BLOCK×BLOCK tiles; only the upper triangle of
+  tiles (j-tile ≥ i-tile) is launched, one program per tile, through a host-built (i-tile, j-tile)
+  table ordered in GROUP×GROUP super-tiles so that programs running at the same time share their
+  M row blocks in L2 (M is 200 MB in fp32 at C = 50,257, d = 1,024: far larger than L2).
+* Phase 1 (``_pairwise_kernel``): each program accumulates its Gram tile with ``tl.dot`` over d
+  (fp32 accumulation) and reduces it in registers: ‖m_c − m_c′‖² = ‖m_c‖² + ‖m_c′‖² − 2G (squared
+  norms precomputed in float64 from the very vectors the dot product sees), ‖m̂_c − m̂_c′‖² =
+  2 − 2G/(‖m_c‖‖m_c′‖), CDNV (σ²_c + σ²_c′)/(2 (‖m_c − m_c′‖²)^p), cos = 1 − ‖m̂_c − m̂_c′‖²/2,
+  the log kernel −½·log‖m̂_c − m̂_c′‖² = log(1/‖m̂_c − m̂_c′‖), and G². Element values are float32
+  (the Gram entries carry fp32 rounding anyway); every sum is float64 (row sums of ≤ BLOCK values
+  in float32, then float64).
+* Output: per program a row of a P×10 float64 table — the count of valid pairs, and for each of
+  cdnv / cos / logk the sum and the M2 about the tile's own mean; the degenerate-pair count,
+  Σ_{c<c′} G² and the number of flagged pairs (below) — merged on the host with Chan's formula in
+  float64 (vectorised: the exact all-at-once form of ``Moments.merge``). Per-class row sums
+  (row_cdnv_sum, row_cos_sum, row_count) go out through float64 atomics on both the tile's rows and
+  columns (each pair counts for both its classes). Never anything of size C×C.
+* ETF inputs without cancellation: tr G = Σ‖m_c‖² and ΣG = ‖Σ_c m_c‖² are O(C·d) identities
+  evaluated in float64 on the host (ΣG of centred means is ~0: summing C² rounded Gram entries
+  would be rounding noise), and ΣG² = ‖MᵀM‖_F² (d×d, float64) when d ≤ C — as the torch twin does.
+  When C < d the sweep's own Σ_{c<c′} G² is used (ΣG² = Σ‖m_c‖⁴ + 2Σ_{c<c′} G²).
+* Degenerate pairs follow the torch twin's rule exactly (``lcfast.stats.pairwise``, tolerance
+  :data:`DEGENERATE_TOL` = 1e3·eps64): a zero-norm centred mean (‖m_c‖² ≤ tol·max‖m‖², decided on
+  the host in float64), ‖m_c − m_c′‖² ≤ tol·(‖m_c‖² + ‖m_c′‖²), or ‖m̂_c − m̂_c′‖² ≤ 2·tol. They
+  are counted and excluded from every moment and row sum. The Gram form cannot resolve distances
+  that small, so a tile holding any pair whose Gram-form ‖m_c − m_c′‖² (or ‖m̂_c − m̂_c′‖²) lies
+  within the dot product's rounding band of the threshold (``_refine_threshold``: 16·√d·2⁻²⁴ of
+  ‖m_c‖² + ‖m_c′‖² in "ieee") is *flagged*: phase 1 emits none of its pair values, and phase 2
+  (``_exact_tile_kernel``, launched on the flagged tiles only, as ≤ 64-wide sub-tiles) recomputes
+  every pair of it as Σ_k (m_ck − m_c′k)² and Σ_k (m̂_ck − m̂_c′k)² from the float64 means with a
+  float64 epilogue. Duplicate or parallel means therefore get exactly the twin's verdict; ``info=``
+  reports how many tiles were redone (none on generic data).
+
+Precision (``precision=``)
+--------------------------
+"ieee" (default): fp32 operands, ``tl.dot(input_precision="ieee")`` (FMA units, no tensor
+cores): Gram entries with fp32 rounding (≈ √d·2⁻²⁴ relative to ‖m_c‖‖m_c′‖).
+"tf32x3": three TF32 tensor-core products (hi·hi + hi·lo + lo·hi): near-fp32 accuracy.
+"tf32": one TF32 product (10-bit mantissa: ≈ 1e-3 relative Gram error).
+"bf16": M rounded to bfloat16 (8-bit mantissa), fp32 accumulation.
+The Triton interpreter computes "tf32"/"tf32x3" in full fp32, so the CPU tests cannot see the
+TF32 error; ``lcfast bench --device cuda`` reports each mode's deviation from the float64 twin.
+Expected size, from the operand rounding alone (float64 twin on rounded means; C = 2,048,
+d = 1,024, Gaussian means with 8 dominant directions): fp32 ≤ 1e-9 relative on every statistic;
+tf32 1.6e-6 (CDNV mean), 8e-6 (variances of cos and log kernel), 8e-8 (log-kernel mean); bf16
+3e-5, 1e-4, 1e-6. Rounding errors of individual pairs largely average out over C²/2 pairs; the
+variance floor that fp32 Gram entries impose (≈ (√d·2⁻²⁴)² ≈ 4e-12 on var(cos) at d = 1,024) only
+matters for a near-perfect simplex ETF, where the float64 torch twin resolves much smaller values.
+Flagged tiles are always redone exactly, whatever the mode (the band is wider for tf32/bf16).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import triton
+import triton.language as tl
+
+from lcfast.errors import UsageError
+from lcfast.kernels._common import INTERPRET, check_device
+from lcfast.stats.results import Moments, PairwiseSums
+
+__all__ = ["pairwise_triton", "PRECISIONS", "DEGENERATE_TOL", "tile_table"]
+
+PRECISIONS = ("ieee", "tf32x3", "tf32", "bf16")
+
+#: tolerance of the degenerate-pair rule; equal to lcfast.stats.pairwise.DEGENERATE_TOL (the
+#: kernels sit above stats/ in the layering, so the value is restated here and a test pins it)
+DEGENERATE_TOL = 1e3 * torch.finfo(torch.float64).eps
+
+_NPART = 10  # columns of the per-program partial table
+
+
+@triton.jit
+def _tile_sum(x):
+    # two-level reduction: rows in the element dtype (≤ BLOCK values), then float64
+    return tl.sum(tl.sum(x, axis=1).to(tl.float64), axis=0)
+
+
+@triton.jit
+def _emit(ok, d2, dh2, vi, vj, power, oi, oj, mi, mj, keep, base,
+          row_cdnv_ptr, row_cos_ptr, row_cnt_ptr, POW_MODE: tl.constexpr):
+    """Contributions of the valid pairs `ok` of one tile: row sums (atomics, both classes of each
+    pair), and per value a tile sum and M2 about the tile mean (stored at base+0..6). Element
+    values in the inputs' dtype, every sum in float64. keep=False: emit nothing (zeros)."""
+    kv = (oi * 0 + keep.to(tl.int32)) > 0  # keep as a block mask
+    mi = mi & kv
+    mj = mj & kv
+    okf = ok.to(d2.dtype)
+    rc_i = tl.sum(okf, axis=1)
+    rc_j = tl.sum(okf, axis=0)
+    tl.atomic_add(row_cnt_ptr + oi, rc_i.to(tl.float64), mask=mi, sem="relaxed")
+    tl.atomic_add(row_cnt_ptr + oj, rc_j.to(tl.float64), mask=mj, sem="relaxed")
+    n_ok = tl.sum(rc_i.to(tl.float64), axis=0)
+    inv_n = 1.0 / tl.maximum(n_ok, 1.0)
+    kf = keep.to(tl.float64)
+    tl.store(base + 0, n_ok * kf)
+
+    # CDNV (σ²_c + σ²_c′) / (2 (d²)^p)
+    d2s = tl.where(ok, d2, 1.0)
+    if POW_MODE == 1:
+        den = d2s
+    elif POW_MODE == 2:
+        den = d2s * d2s
+    else:
+        den = tl.exp(power * tl.log(d2s))
+    val = tl.where(ok, (vi[:, None] + vj[None, :]) / (2.0 * den), 0.0)
+    r_i = tl.sum(val, axis=1)
+    r_j = tl.sum(val, axis=0)
+    tl.atomic_add(row_cdnv_ptr + oi, r_i.to(tl.float64), mask=mi, sem="relaxed")
+    tl.atomic_add(row_cdnv_ptr + oj, r_j.to(tl.float64), mask=mj, sem="relaxed")
+    s = tl.sum(r_i.to(tl.float64), axis=0)
+    e = tl.where(ok, val - (s * inv_n).to(val.dtype), 0.0)
+    tl.store(base + 1, s * kf)
+    tl.store(base + 2, _tile_sum(e * e) * kf)
+
+    # interference cos = 1 − ‖m̂ − m̂′‖²/2
+    val = tl.where(ok, 1.0 - 0.5 * dh2, 0.0)
+    r_i = tl.sum(val, axis=1)
+    r_j = tl.sum(val, axis=0)
+    tl.atomic_add(row_cos_ptr + oi, r_i.to(tl.float64), mask=mi, sem="relaxed")
+    tl.atomic_add(row_cos_ptr + oj, r_j.to(tl.float64), mask=mj, sem="relaxed")
+    s = tl.sum(r_i.to(tl.float64), axis=0)
+    e = tl.where(ok, val - (s * inv_n).to(val.dtype), 0.0)
+    tl.store(base + 3, s * kf)
+    tl.store(base + 4, _tile_sum(e * e) * kf)
+
+    # log kernel −½ log ‖m̂ − m̂′‖²
+    val = tl.where(ok, -0.5 * tl.log(tl.where(ok, dh2, 1.0)), 0.0)
+    s = _tile_sum(val)
+    e = tl.where(ok, val - (s * inv_n).to(val.dtype), 0.0)
+    tl.store(base + 5, s * kf)
+    tl.store(base + 6, _tile_sum(e * e) * kf)
+    return n_ok
+
+
+@triton.jit
+def _pairwise_kernel(
+    m_ptr, stride_m,
+    sqn_ptr, sqx_ptr, var_ptr,
+    tiles_ptr,
+    part_ptr,
+    row_cdnv_ptr, row_cos_ptr, row_cnt_ptr,
+    C, D, power, tol, thr,
+    PREC: tl.constexpr, POW_MODE: tl.constexpr, UPCAST: tl.constexpr,
+    BLOCK: tl.constexpr, BLOCK_K: tl.constexpr,
+):
+    """Phase 1: Gram tile by tl.dot, float32 epilogue. A tile holding a pair within the Gram's
+    rounding of a degenerate threshold emits no pair values (only ΣG² and its flag): phase 2
+    (_exact_tile_kernel) redoes that tile exactly."""
+    pid = tl.program_id(0)
+    ti = tl.load(tiles_ptr + 2 * pid)
+    tj = tl.load(tiles_ptr + 2 * pid + 1)
+    oi = ti * BLOCK + tl.arange(0, BLOCK)
+    oj = tj * BLOCK + tl.arange(0, BLOCK)
+    mi = oi < C
+    mj = oj < C
+    oi64 = oi.to(tl.int64)
+    oj64 = oj.to(tl.int64)
+    kk = tl.arange(0, BLOCK_K)
+
+    acc = tl.zeros((BLOCK, BLOCK), dtype=tl.float32)
+    for k0 in range(0, D, BLOCK_K):
+        kc = k0 + kk
+        km = kc < D
+        a = tl.load(m_ptr + oi64[:, None] * stride_m + kc[None, :], mask=mi[:, None] & km[None, :], other=0.0)
+        b = tl.load(m_ptr + oj64[None, :] * stride_m + kc[:, None], mask=km[:, None] & mj[None, :], other=0.0)
+        if UPCAST:  # interpreter: its tl.dot mishandles bf16; bf16×bf16 products are exact in fp32
+            a = a.to(tl.float32)
+            b = b.to(tl.float32)
+        acc = tl.dot(a, b, acc, input_precision=PREC)
+    g = acc
+
+    # sqn: ‖·‖² of the operand vectors (pairs with G); sqx: exact float64 ‖m‖², 0 for the
+    # classes the twin's rule calls zero-norm
+    ni = tl.load(sqn_ptr + oi, mask=mi, other=0.0).to(tl.float32)
+    nj = tl.load(sqn_ptr + oj, mask=mj, other=0.0).to(tl.float32)
+    xi = tl.load(sqx_ptr + oi, mask=mi, other=0.0)
+    xj = tl.load(sqx_ptr + oj, mask=mj, other=0.0)
+    upper = (oi[:, None] < oj[None, :]) & mj[None, :]
+    base = part_ptr + pid * 10
+    gp = tl.where(upper, g, 0.0)
+    tl.store(base + 8, _tile_sum(gp * gp))
+    n_pair = _tile_sum(upper.to(tl.float32))
+
+    pair = upper & (xi[:, None] > 0.0) & (xj[None, :] > 0.0)
+    xsum = (xi[:, None] + xj[None, :]).to(tl.float32)
+    d2 = ni[:, None] + nj[None, :] - 2.0 * g
+    ri = tl.where(ni > 0.0, 1.0 / tl.sqrt(tl.where(ni > 0.0, ni, 1.0)), 0.0)
+    rj = tl.where(nj > 0.0, 1.0 / tl.sqrt(tl.where(nj > 0.0, nj, 1.0)), 0.0)
+    dh2 = 2.0 - 2.0 * (g * ri[:, None]) * rj[None, :]  # ‖m̂_c − m̂_c′‖²
+    sus = pair & ((d2 <= thr * xsum) | (dh2 <= 2.0 * thr))
+    n_sus = tl.sum(tl.sum(sus.to(tl.int32), axis=1), axis=0)
+    keep = n_sus == 0
+    tl.store(base + 9, n_sus.to(tl.float64))
+
+    ok = pair & (d2 > tol * xsum) & (dh2 > 2.0 * tol)
+    vi = tl.load(var_ptr + oi, mask=mi, other=0.0).to(tl.float32)
+    vj = tl.load(var_ptr + oj, mask=mj, other=0.0).to(tl.float32)
+    n_ok = _emit(ok, d2, dh2, vi, vj, power, oi, oj, mi, mj, keep, base,
+                 row_cdnv_ptr, row_cos_ptr, row_cnt_ptr, POW_MODE)
+    tl.store(base + 7, (n_pair - n_ok) * keep.to(tl.float64))
+
+
+@triton.jit
+def _exact_tile_kernel(
+    m64_ptr, stride_m64,
+    sqx_ptr, var_ptr,
+    tiles_ptr,
+    part_ptr,
+    row_cdnv_ptr, row_cos_ptr, row_cnt_ptr,
+    C, D, power, tol,
+    POW_MODE: tl.constexpr, BLOCK: tl.constexpr,
+):
+    """Phase 2, for the few flagged tiles: ‖m_c − m_c′‖² and ‖m̂_c − m̂_c′‖² summed directly from
+    the float64 means (no Gram cancellation), float64 epilogue, the twin's rule."""
+    pid = tl.program_id(0)
+    ti = tl.load(tiles_ptr + 2 * pid)
+    tj = tl.load(tiles_ptr + 2 * pid + 1)
+    oi = ti * BLOCK + tl.arange(0, BLOCK)
+    oj = tj * BLOCK + tl.arange(0, BLOCK)
+    mi = oi < C
+    mj = oj < C
+    oi64 = oi.to(tl.int64)
+    oj64 = oj.to(tl.int64)
+    xi = tl.load(sqx_ptr + oi, mask=mi, other=0.0)
+    xj = tl.load(sqx_ptr + oj, mask=mj, other=0.0)
+    rxi = tl.where(xi > 0.0, 1.0 / tl.sqrt(tl.where(xi > 0.0, xi, 1.0)), 0.0)
+    rxj = tl.where(xj > 0.0, 1.0 / tl.sqrt(tl.where(xj > 0.0, xj, 1.0)), 0.0)
+    e2 = tl.zeros((BLOCK, BLOCK), dtype=tl.float64)
+    eh2 = tl.zeros((BLOCK, BLOCK), dtype=tl.float64)
+    for k in range(0, D):
+        av = tl.load(m64_ptr + oi64 * stride_m64 + k, mask=mi, other=0.0)
+        bv = tl.load(m64_ptr + oj64 * stride_m64 + k, mask=mj, other=0.0)
+        df = av[:, None] - bv[None, :]
+        e2 += df * df
+        dfh = (av * rxi)[:, None] - (bv * rxj)[None, :]
+        eh2 += dfh * dfh
+    upper = (oi[:, None] < oj[None, :]) & mj[None, :]
+    pair = upper & (xi[:, None] > 0.0) & (xj[None, :] > 0.0)
+    ok = pair & (e2 > tol * (xi[:, None] + xj[None, :])) & (eh2 > 2.0 * tol)
+    vi = tl.load(var_ptr + oi, mask=mi, other=0.0)
+    vj = tl.load(var_ptr + oj, mask=mj, other=0.0)
+    base = part_ptr + pid * 10
+    keep = pid >= 0
+    n_ok = _emit(ok, e2, eh2, vi, vj, power, oi, oj, mi, mj, keep, base,
+                 row_cdnv_ptr, row_cos_ptr, row_cnt_ptr, POW_MODE)
+    tl.store(base + 7, _tile_sum(upper.to(tl.float64)) - n_ok)
+
+
+def tile_table(n_tiles: int, group: int = 8) -> torch.Tensor:
+    """int32 [P, 2] (i-tile, j-tile) pairs with j ≥ i, ordered by GROUP×GROUP super-tile."""
+    idx = torch.triu_indices(n_tiles, n_tiles)  # [2, P], row-major over the upper triangle
+    ti, tj = idx[0], idx[1]
+    g = max(1, int(group))
+    key = ((ti // g) * ((n_tiles + g - 1) // g) + (tj // g)) * (g * g) + (ti % g) * g + (tj % g)
+    order = torch.argsort(key)
+    return torch.stack([ti[order], tj[order]], dim=1).to(torch.int32).contiguous()
+
+
+def _default_config(precision: str) -> dict:
+    if INTERPRET:
+        return dict(block=32, block_k=32, num_warps=4, group=4)
+    # 64×64 tiles, 8 warps: no register spills in any mode with triton 3.9 for sm_90 (128×128
+    # tiles spill 0.5–0.6 KB/thread in the epilogue); tune with block=/num_warps= on the GPU
+    return dict(block=64, block_k=32, num_warps=8, group=8)
+
+
+def _merge(n: torch.Tensor, s: torch.Tensor, m2: torch.Tensor) -> Moments:
+    """Chan's parallel formula over all partial (n, sum, M2) rows at once, in float64."""
+    n = n.double()
+    N = float(n.sum())
+    if N == 0:
+        return Moments()
+    mean = float(s.sum()) / N
+    nz = n > 0
+    mk = s[nz] / n[nz]
+    m2_tot = float(m2[nz].sum() + (n[nz] * (mk - mean) ** 2).sum())
+    return Moments(N, mean, m2_tot)
+
+
+def _refine_threshold(precision: str, d: int) -> float:
+    """Relative band (of ‖m_c‖² + ‖m_c′‖²) within which the Gram-form d² (or ‖m̂ − m̂′‖²) is
+    re-evaluated exactly: a generous multiple of the operand precision's dot-product rounding."""
+    u = {"ieee": 2.0**-24, "tf32x3": 2.0**-22, "tf32": 2.0**-11, "bf16": 2.0**-8}[precision]
+    if precision in ("ieee", "tf32x3"):
+        return 16.0 * math.sqrt(max(d, 1)) * u
+    return 16.0 * u  # input rounding dominates; relative to the norms, not growing with d
+
+
+def pairwise_triton(
+    M: torch.Tensor,
+    var: torch.Tensor,
+    cdnv_power: float = 1.0,
+    precision: str = "ieee",
+    *,
+    tol: float | None = None,
+    block: int | None = None,
+    block_k: int | None = None,
+    num_warps: int | None = None,
+    group: int | None = None,
+    info: dict | None = None,
+) -> PairwiseSums:
+    """One fused sweep over the class pairs c < c′ of the centred means M (C×d) and variances var (C).
+
+    See the module docstring for the strategy; ``precision`` is one of :data:`PRECISIONS`, ``tol``
+    the degenerate-pair tolerance (default :data:`DEGENERATE_TOL`, the twin's). Per-class row sums
+    come back on M's device (row_count int64). Pass a dict as ``info`` to receive launch facts
+    (tiles, tiles and pairs re-evaluated exactly).
+    """
+    if precision not in PRECISIONS:
+        raise UsageError(f"pairwise_triton: precision must be one of {PRECISIONS}, got {precision!r}")
+    if M.dim() != 2 or var.dim() != 1 or var.shape[0] != M.shape[0]:
+        raise UsageError(f"pairwise_triton: M must be [C, d] and var [C], got {tuple(M.shape)} and {tuple(var.shape)}")
+    C, d = M.shape
+    dev = check_device(M, var, what="pairwise_triton")
+    tol = DEGENERATE_TOL if tol is None else float(tol)
+    cfg = _default_config(precision)
+    blk = block or cfg["block"]
+    bk = block_k or cfg["block_k"]
+    nw = num_warps or cfg["num_warps"]
+    grp = group or cfg["group"]
+    if blk < 16 or bk < 16 or blk & (blk - 1) or bk & (bk - 1):
+        raise UsageError("pairwise_triton: block and block_k must be powers of two ≥ 16")
+
+    M64 = M.detach().to(torch.float64).contiguous()
+    op_dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    Mop = M64.to(op_dtype).contiguous()
+    # ‖·‖² of exactly the vectors the dot product multiplies, in float64
+    sqn = (Mop.to(torch.float64) ** 2).sum(1).contiguous()
+    sqx = (M64 * M64).sum(1)
+    scale = float(sqx.max()) if C else 0.0
+    zero = sqx <= tol * scale if scale > 0 else torch.ones(C, dtype=torch.bool, device=dev)
+    sqx = sqx.masked_fill(zero, 0.0).contiguous()  # the twin's zero-norm rule, decided here exactly
+    var64 = var.detach().to(torch.float64).contiguous()
+
+    f64 = dict(dtype=torch.float64, device=dev)
+    row_cdnv = torch.zeros(C, **f64)
+    row_cos = torch.zeros(C, **f64)
+    row_cnt = torch.zeros(C, **f64)
+    out = PairwiseSums(n_classes=C, row_cdnv_sum=row_cdnv, row_cos_sum=row_cos)
+    # ETF inputs: exact O(C·d) identities in float64 (ΣG² through the d×d MᵀM when d ≤ C)
+    s = M64.sum(0)
+    out.gram_sum = float(s @ s)
+    out.gram_trace = float((M64 * M64).sum())
+    gsq_exact = None
+    if d <= C:
+        S = M64.T @ M64
+        gsq_exact = float((S * S).sum())
+    if info is not None:
+        info.update(tiles=0, refined_tiles=0, precision=precision)
+    if C < 2:
+        out.gram_sq_sum = gsq_exact if gsq_exact is not None else float((sqx ** 2).sum())
+        out.row_count = row_cnt.to(torch.int64)
+        return out
+
+    n_tiles = triton.cdiv(C, blk)
+    tiles = tile_table(n_tiles, grp).to(dev)
+    P = tiles.shape[0]
+    part = torch.zeros(P, _NPART, **f64)
+    p = float(cdnv_power)
+    pow_mode = 1 if p == 1.0 else (2 if p == 2.0 else 0)
+    prec = {"ieee": "ieee", "tf32x3": "tf32x3", "tf32": "tf32", "bf16": "ieee"}[precision]
+    _pairwise_kernel[(P,)](
+        Mop, Mop.stride(0),
+        sqn, sqx, var64,
+        tiles,
+        part,
+        row_cdnv, row_cos, row_cnt,
+        C, d, p, tol, tol + _refine_threshold(precision, d),
+        PREC=prec, POW_MODE=pow_mode, UPCAST=INTERPRET and op_dtype != torch.float32,
+        BLOCK=blk, BLOCK_K=bk,
+        num_warps=nw,
+    )
+    flagged = (part[:, 9] > 0).nonzero().squeeze(1)
+    n_flag = int(flagged.numel())
+    if n_flag:
+        # phase 2 works on ≤ 64-wide sub-tiles (a float64 128×128 tile would spill): split each
+        # flagged tile; sub-tiles below the diagonal contribute nothing (the kernel's c < c′ mask)
+        b2 = min(blk, 64)
+        f = blk // b2
+        ft = tiles[flagged].to(torch.int64)
+        sub = torch.arange(f, device=dev)
+        si = (ft[:, 0:1] * f + sub[None, :])[:, :, None].expand(-1, f, f)
+        sj = (ft[:, 1:2] * f + sub[None, :])[:, None, :].expand(-1, f, f)
+        ftiles = torch.stack([si.reshape(-1), sj.reshape(-1)], 1)
+        ftiles = ftiles[ftiles[:, 0] <= ftiles[:, 1]].to(torch.int32).contiguous()
+        n_sub = int(ftiles.shape[0])
+        part2 = torch.zeros(n_sub, _NPART, **f64)
+        _exact_tile_kernel[(n_sub,)](
+            M64, M64.stride(0),
+            sqx, var64,
+            ftiles,
+            part2,
+            row_cdnv, row_cos, row_cnt,
+            C, d, p, tol,
+            POW_MODE=pow_mode, BLOCK=b2,
+            num_warps=8 if b2 >= 64 else 4,
+        )
+        part = torch.cat([part, part2])
+    part = part.cpu()
+    out.cdnv = _merge(part[:, 0], part[:, 1], part[:, 2])
+    out.cos = _merge(part[:, 0], part[:, 3], part[:, 4])
+    out.logk = _merge(part[:, 0], part[:, 5], part[:, 6])
+    out.degenerate = int(round(float(part[:, 7].sum())))
+    sq = (sqn.cpu() ** 2).sum()
+    out.gram_sq_sum = gsq_exact if gsq_exact is not None else float(sq + 2.0 * part[:P, 8].sum())
+    out.row_count = row_cnt.round().to(torch.int64)
+    if info is not None:
+        info.update(tiles=P, refined_tiles=n_flag, flagged_pairs=int(part[:P, 9].sum()))
+    return out
