@@ -1,9 +1,153 @@
-"""CLI commands: data (filled in by its issue)."""
+"""CLI commands `lcfast tokenize` and `lcfast count` (heavy imports happen inside the commands)."""
 
 from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import List, Optional
 
 import typer
 
 
+def _write_json(path: Path, obj: dict, flag: str = "--json") -> None:
+    from lcfast.errors import UsageError
+
+    if path.is_dir():
+        raise UsageError(f"{flag} {path}: is a directory")
+    if not path.parent.exists():
+        raise UsageError(f"{flag} {path}: folder {path.parent} does not exist")
+    tmp = path.with_name(f".{path.name}.tmp.{os.getpid()}")
+    tmp.write_text(json.dumps(obj, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _fmt_int(n: int) -> str:
+    return f"{n:,}"
+
+
 def register(app: typer.Typer) -> None:
-    """Attach this module's commands to the root app."""
+    """Attach `tokenize` and `count` to the root app."""
+
+    @app.command("tokenize")
+    def tokenize_cmd(
+        inputs: List[str] = typer.Argument(
+            ..., metavar="INPUT...", help=".txt (documents split on blank lines), .jsonl / .parquet (field 'text'), a directory of those, or hf:NAME[:SPLIT]."
+        ),
+        tokenizer: str = typer.Option(..., "--tokenizer", "-t", help="tokenizer.json path, hub name, or train:VOCAB (byte-level BPE trained on the input)."),
+        out: Path = typer.Option(..., "--out", "-o", help="Output folder: train.lcshard, val.lcshard, tokenizer.json, meta.json."),
+        val_fraction: float = typer.Option(0.01, "--val-fraction", help="Share of documents in the val split (hash of text and seed)."),
+        seed: int = typer.Option(0, "--seed", help="Seed of the train/val split."),
+        eos: Optional[str] = typer.Option(None, "--eos", help="End-of-text token appended after every document (default: auto-detect)."),
+        threads: int = typer.Option(0, "--threads", help="Worker threads (0 = RAYON_NUM_THREADS or all cores)."),
+        json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the summary (meta.json) here."),
+    ) -> None:
+        """Tokenize a corpus into train/val token shards with per-token counts."""
+        from rich.console import Console
+        from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn, TransferSpeedColumn
+        from rich.table import Table
+
+        from lcfast.data.tokenize import tokenize_files
+
+        err = Console(stderr=True)
+        with Progress(
+            TextColumn("[bold]tokenize"),
+            BarColumn(),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            TimeElapsedColumn(),
+            console=err,
+            transient=True,
+            disable=not err.is_terminal,
+        ) as prog:
+            task = prog.add_task("tokenize", total=None)
+
+            def progress(done: int, total: int) -> None:
+                prog.update(task, completed=done, total=total or None)
+
+            meta = tokenize_files(
+                inputs, tokenizer, out, val_fraction=val_fraction, seed=seed, eos=eos, threads=threads, progress=progress
+            )
+        if json_out is not None:
+            _write_json(json_out, meta)
+        t = Table(title=f"lcfast tokenize → {out}")
+        t.add_column("split")
+        t.add_column("documents", justify="right")
+        t.add_column("tokens", justify="right")
+        for split in ("train", "val"):
+            t.add_row(split, _fmt_int(meta["documents"][split]), _fmt_int(meta["tokens"][split]))
+        t.add_row("total", _fmt_int(meta["documents"]["total"]), _fmt_int(meta["tokens"]["total"]))
+        Console().print(t)
+        tim = meta["timing"]
+        Console().print(
+            f"vocab {meta['vocab_size']:,} ({meta['dtype']}), eos {meta['tokenizer']['eos_token']!r} = {meta['eos_id']}, "
+            f"tokenizer {meta['tokenizer']['source']} [{meta['tokenizer_fingerprint'][:12]}]; "
+            f"{tim['tokens_per_s'] / 1e6:.2f} M tokens/s on {meta['threads']} threads; "
+            f"skipped {meta['documents']['skipped_empty']} empty documents"
+        )
+        for w in meta["warnings"]:
+            err.print(f"[yellow]warning:[/yellow] {w}")
+
+    @app.command("count")
+    def count_cmd(
+        shards: List[Path] = typer.Argument(..., metavar="SHARD...", help=".lcshard files (or folders of them); same tokenizer."),
+        json_path: Optional[Path] = typer.Option(None, "--json", help="Write the statistics as JSON here."),
+        ambiguity: int = typer.Option(0, "--ambiguity", help="Context-ambiguity statistics for context lengths 1..K (0 = off)."),
+        top: int = typer.Option(20, "--top", help="Number of most frequent tokens to list."),
+        memory_mb: float = typer.Option(1024, "--memory-mb", help="Approximate memory for the ambiguity tables."),
+    ) -> None:
+        """Token frequencies, imbalance (classes seen, classes >= k, entropy, Gini) and context ambiguity."""
+        from rich.console import Console
+        from rich.table import Table
+
+        from lcfast.data.counts import count_tokens
+        from lcfast.errors import UsageError
+
+        if memory_mb <= 0:
+            raise UsageError(f"--memory-mb must be positive, got {memory_mb:g}")
+        err = Console(stderr=True)
+        if err.is_terminal:
+            with err.status("counting ..."):
+                res = count_tokens(shards, ambiguity=ambiguity, top=top, memory_bytes=int(memory_mb * 2**20))
+        else:
+            res = count_tokens(shards, ambiguity=ambiguity, top=top, memory_bytes=int(memory_mb * 2**20))
+        if json_path is not None:
+            _write_json(json_path, res)
+        con = Console()
+        t = Table(title="lcfast count: " + ", ".join(Path(s).name for s in res["shards"]))
+        t.add_column("statistic")
+        t.add_column("value", justify="right")
+        t.add_row("tokens", _fmt_int(res["n_tokens"]))
+        t.add_row("documents", _fmt_int(res["n_docs"]))
+        t.add_row("vocab size", _fmt_int(res["vocab_size"]))
+        t.add_row("classes seen", _fmt_int(res["classes_seen"]))
+        for k, v in res["classes_ge"].items():
+            t.add_row(f"classes with ≥ {k} samples", _fmt_int(v))
+        t.add_row("entropy (bits)", f"{res['entropy_bits']:.4f}")
+        t.add_row("Gini (vocabulary)", f"{res['gini']:.4f}")
+        t.add_row("Gini (seen classes)", f"{res['gini_seen']:.4f}")
+        con.print(t)
+        if res["top_tokens"]:
+            tt = Table(title=f"top {len(res['top_tokens'])} tokens")
+            tt.add_column("id", justify="right")
+            tt.add_column("token")
+            tt.add_column("count", justify="right")
+            tt.add_column("share", justify="right")
+            for r in res["top_tokens"]:
+                tt.add_row(str(r["id"]), repr(r["token"]) if "token" in r else "", _fmt_int(r["count"]), f"{100 * r['share']:.2f}%")
+            con.print(tt)
+        if res["ambiguity"]:
+            at = Table(title="context ambiguity")
+            at.add_column("context length k", justify="right")
+            at.add_column("positions", justify="right")
+            at.add_column("contexts", justify="right")
+            at.add_column("ambiguous positions", justify="right")
+            at.add_column("H(next | context) bits", justify="right")
+            for r in res["ambiguity"]:
+                at.add_row(
+                    str(r["k"]), _fmt_int(r["positions"]), _fmt_int(r["contexts"]),
+                    f"{100 * r['ambiguous_share']:.2f}%", f"{r['cond_entropy_bits']:.4f}",
+                )
+            con.print(at)
+        for n in res["notes"]:
+            err.print(f"[yellow]note:[/yellow] {n}")

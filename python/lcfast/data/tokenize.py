@@ -1,0 +1,466 @@
+"""Corpus → token shards (`lcfast tokenize`).
+
+Inputs (documents):
+  * ``.txt``   — documents are separated by one or more blank (empty or whitespace-only) lines;
+                 line breaks inside a document are kept as ``\\n``; a UTF-8 BOM is dropped.
+  * ``.jsonl`` — one JSON object per line, the document is its string field ``text``
+                 (``null`` is skipped; a missing field is an error).
+  * ``.parquet`` — the string column ``text`` (read with pyarrow, streamed to Rust in batches).
+  * a directory — every .txt/.jsonl/.parquet file below it, recursively, in sorted order.
+  * ``hf:NAME[:SPLIT]`` — a Hugging Face dataset through ``datasets`` (its ``text`` column;
+    split defaults to ``train``).
+Empty and whitespace-only documents are skipped (and counted).
+
+Tokenizer: a tokenizer.json path, a hub name (``tokenizers.Tokenizer.from_pretrained``, needs
+the hub or its cache), or ``train:VOCAB`` (byte-level BPE trained on the inputs with the
+``tokenizers`` library, special token ``<|endoftext|>``).
+
+Tokenization, EOS insertion, the train/val split, counting and shard writing run in Rust
+(rayon, chunks of a few MB: memory stays bounded). A document goes to val iff
+XXH3-64(text, seed) / 2^64 < val_fraction — deterministic, independent of the number of threads,
+and identical documents always land in the same split.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+from lcfast.errors import DataError, LcfastError, UsageError
+
+EOS_TOKEN = "<|endoftext|>"
+EOS_CANDIDATES = ("<|endoftext|>", "</s>", "<|end_of_text|>", "<eos>", "<|eos|>", "[EOS]")
+NATIVE_SUFFIXES = (".txt", ".jsonl")
+SUFFIXES = (".txt", ".jsonl", ".parquet")
+MIN_TRAIN_VOCAB = 257  # 256 byte symbols + <|endoftext|>
+MAX_TRAIN_VOCAB = 1 << 24
+PARQUET_BATCH = 8192
+
+
+@dataclass
+class Source:
+    """One input: kind in {"txt", "jsonl", "parquet", "hf"}; ``path`` or hub ``name``/``split``."""
+
+    kind: str
+    path: Path | None = None
+    name: str | None = None
+    split: str | None = None
+
+    @property
+    def label(self) -> str:
+        return f"hf:{self.name}:{self.split}" if self.kind == "hf" else str(self.path)
+
+    @property
+    def size(self) -> int:
+        return self.path.stat().st_size if self.path is not None else 0
+
+
+def resolve_inputs(inputs: Iterable[str | os.PathLike]) -> list[Source]:
+    """Expand INPUT arguments into sources (directories walked recursively, sorted)."""
+    inputs = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
+    if not inputs:
+        raise UsageError("INPUT: no input given")
+    out: list[Source] = []
+    for raw in inputs:
+        s = str(raw)
+        if s.startswith("hf:"):
+            rest = s[3:]
+            name, _, split = rest.partition(":")
+            if not name:
+                raise UsageError(f"INPUT {s!r}: expected hf:NAME[:SPLIT]")
+            out.append(Source("hf", name=name, split=split or "train"))
+            continue
+        p = Path(s)
+        if p.is_dir():
+            found = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in SUFFIXES)
+            if not found:
+                raise DataError(f"INPUT {p}: directory holds no .txt, .jsonl or .parquet files")
+            out.extend(Source(f.suffix.lower()[1:], path=f) for f in found)
+        elif p.is_file():
+            suf = p.suffix.lower()
+            if suf not in SUFFIXES:
+                raise UsageError(
+                    f"INPUT {p}: unsupported file type {suf or '(none)'!r} "
+                    "(expected .txt, .jsonl, .parquet, a directory or hf:NAME)"
+                )
+            out.append(Source(suf[1:], path=p))
+        else:
+            raise UsageError(f"INPUT {p}: no such file or directory")
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Document streams (Python side): parquet, hf, and .txt/.jsonl through the Rust reader.
+
+
+def _parquet_batches(src: Source, batch_rows: int = PARQUET_BATCH) -> Iterator[tuple[list[str], int, float]]:
+    """Yield (texts, nulls, fraction_done) batches of a parquet file's `text` column."""
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError as e:  # pragma: no cover - pyarrow is a dependency
+        raise UsageError(f"INPUT {src.path}: reading .parquet needs pyarrow ({e})") from e
+    try:
+        pf = pq.ParquetFile(src.path)
+        schema = pf.schema_arrow
+    except Exception as e:  # noqa: BLE001 - pyarrow raises many types
+        raise DataError(f"{src.path}: not a readable parquet file ({_one_line(e)})") from e
+    idx = schema.get_field_index("text")
+    if idx < 0:
+        cols = ", ".join(schema.names[:8]) or "none"
+        raise DataError(f"{src.path}: no column 'text' (columns: {cols})")
+    typ = schema.field(idx).type
+    if not (pa.types.is_string(typ) or pa.types.is_large_string(typ) or getattr(pa.types, "is_string_view", lambda t: False)(typ)):
+        raise DataError(f"{src.path}: column 'text' has type {typ}, expected strings")
+    total = max(pf.metadata.num_rows, 1)
+    done = 0
+    try:
+        for batch in pf.iter_batches(batch_size=batch_rows, columns=["text"]):
+            col = batch.column(0).to_pylist()
+            done += len(col)
+            texts = [t for t in col if t is not None]
+            yield texts, len(col) - len(texts), done / total
+    except Exception as e:  # noqa: BLE001
+        raise DataError(f"{src.path}: cannot read parquet data ({_one_line(e)})") from e
+
+
+def _hf_batches(src: Source, batch_rows: int = 4096) -> Iterator[tuple[list[str], int, float]]:
+    try:
+        import datasets  # noqa: F401
+    except ImportError as e:
+        raise UsageError(
+            f"INPUT hf:{src.name}: reading Hugging Face datasets needs the 'datasets' package "
+            "(pip install 'lcfast[hf]')"
+        ) from e
+    try:
+        ds = datasets.load_dataset(src.name, split=src.split)
+    except Exception as e:  # noqa: BLE001 - offline, unknown name, bad split, ...
+        raise DataError(f"INPUT hf:{src.name}:{src.split}: cannot load the dataset ({_one_line(e)})") from e
+    if "text" not in (ds.column_names or []):
+        raise DataError(f"INPUT hf:{src.name}:{src.split}: no column 'text' (columns: {', '.join(ds.column_names or [])})")
+    n = max(len(ds), 1)
+    done = 0
+    for batch in ds.iter(batch_size=batch_rows):
+        col = batch["text"]
+        done += len(col)
+        texts = [t for t in col if isinstance(t, str)]
+        yield texts, len(col) - len(texts), done / n
+
+
+def iter_documents(sources: list[Source], chunk_bytes: int = 1 << 20) -> Iterator[list[str]]:
+    """Batches of documents from all sources, in order (used to train a tokenizer)."""
+    from lcfast.data.shards import _core
+
+    core = _core()
+    for src in sources:
+        if src.kind in ("txt", "jsonl"):
+            yield from core.DocReader(str(src.path), chunk_bytes)
+        elif src.kind == "parquet":
+            for texts, _, _ in _parquet_batches(src):
+                yield texts
+        else:
+            for texts, _, _ in _hf_batches(src):
+                yield texts
+
+
+# ---------------------------------------------------------------------------------------------
+# Tokenizers
+
+
+def train_bpe(sources: list[Source], vocab_size: int, path: Path):
+    """Train a byte-level BPE (GPT-2 style, ``<|endoftext|>`` special) on the sources; save to path."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    tok.decoder = decoders.ByteLevel()
+    tok.post_processor = processors.ByteLevel(trim_offsets=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=[EOS_TOKEN],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    seen = [0]
+
+    def docs():
+        for batch in iter_documents(sources):
+            for d in batch:
+                if d.strip():
+                    seen[0] += 1
+                    yield d
+
+    tok.train_from_iterator(docs(), trainer=trainer)
+    if seen[0] == 0:
+        labels = ", ".join(s.label for s in sources[:3]) + (" ..." if len(sources) > 3 else "")
+        raise DataError(f"INPUT {labels}: no documents found (empty corpus)")
+    _atomic_write_text(path, tok.to_str())
+    return tok
+
+
+def load_tokenizer(spec: str, sources: list[Source], out_tok: Path) -> tuple[object, str, bool]:
+    """Resolve --tokenizer into a `tokenizers.Tokenizer` saved at ``out_tok``.
+
+    Returns (tokenizer, description, trained).
+    """
+    from tokenizers import Tokenizer
+
+    spec = str(spec)
+    if spec.startswith("train:"):
+        v = spec[len("train:") :]
+        try:
+            vocab = int(v)
+        except ValueError:
+            raise UsageError(f"--tokenizer {spec!r}: expected train:VOCAB with an integer VOCAB") from None
+        if not MIN_TRAIN_VOCAB <= vocab <= MAX_TRAIN_VOCAB:
+            raise UsageError(
+                f"--tokenizer {spec!r}: VOCAB must be between {MIN_TRAIN_VOCAB} (256 bytes + EOS) and {MAX_TRAIN_VOCAB}"
+            )
+        return train_bpe(sources, vocab, out_tok), f"trained byte-level BPE (vocab {vocab})", True
+    p = Path(spec)
+    if p.is_dir() and (p / "tokenizer.json").is_file():
+        p = p / "tokenizer.json"
+    if p.is_file():
+        try:
+            tok = Tokenizer.from_file(str(p))
+        except Exception as e:  # noqa: BLE001 - tokenizers raises plain Exception
+            raise DataError(f"--tokenizer {p}: not a valid tokenizer.json ({_one_line(e)})") from e
+        if p.resolve() != out_tok.resolve():
+            tmp = out_tok.with_name(f".{out_tok.name}.tmp.{os.getpid()}")
+            shutil.copyfile(p, tmp)
+            os.replace(tmp, out_tok)
+        return tok, str(p), False
+    if p.is_dir():
+        raise UsageError(f"--tokenizer {spec}: directory has no tokenizer.json")
+    if p.suffix == ".json" or spec.startswith((".", "/", "~")):
+        raise UsageError(f"--tokenizer {spec}: no such tokenizer file")
+    try:
+        tok = Tokenizer.from_file(_hub_tokenizer_file(spec))
+    except LcfastError:
+        raise
+    except Exception as e:  # noqa: BLE001 - unknown repo, no tokenizer.json, ...
+        raise DataError(
+            f"--tokenizer {spec}: not a local file, and loading it from the Hugging Face hub failed "
+            f"({_one_line(e)[:200]})"
+        ) from e
+    _atomic_write_text(out_tok, tok.to_str())
+    return tok, f"hub:{spec}", False
+
+
+def _hub_tokenizer_file(name: str) -> str:
+    """Path of NAME's tokenizer.json: from the local Hugging Face cache, else downloaded.
+
+    Fails fast (one line) when the hub cannot be reached, instead of the client's retry loop.
+    """
+    import socket
+    from urllib.parse import urlparse
+
+    try:
+        from huggingface_hub import constants, hf_hub_download
+    except ImportError as e:
+        raise UsageError(f"--tokenizer {name}: loading from the hub needs the huggingface_hub package") from e
+    try:
+        return hf_hub_download(name, "tokenizer.json", local_files_only=True)
+    except Exception:  # noqa: BLE001 - not cached
+        pass
+    offline = f"--tokenizer {name}: not a local file, not in the Hugging Face cache, and the hub is unreachable"
+    if getattr(constants, "HF_HUB_OFFLINE", False):
+        raise DataError(offline + " (HF_HUB_OFFLINE is set)")
+    host = urlparse(getattr(constants, "ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
+    if not any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        try:
+            socket.create_connection((host, 443), timeout=5).close()
+        except OSError as e:
+            raise DataError(f"{offline} ({host}: {_one_line(e)})") from e
+    return hf_hub_download(name, "tokenizer.json")
+
+
+def find_eos(tok, eos: str | None, where: str) -> tuple[int, str]:
+    """Id and text of the end-of-text token (``eos`` if given, else the first known candidate)."""
+    if eos is not None:
+        i = tok.token_to_id(eos)
+        if i is None:
+            raise UsageError(f"--eos {eos!r}: token not in the vocabulary of {where}")
+        return i, eos
+    for cand in EOS_CANDIDATES:
+        i = tok.token_to_id(cand)
+        if i is not None:
+            return i, cand
+    raise UsageError(
+        f"--tokenizer {where}: no end-of-text token found ({', '.join(EOS_CANDIDATES)}); name one with --eos"
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def tokenize_files(
+    inputs,
+    tokenizer: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    val_fraction: float = 0.01,
+    seed: int = 0,
+    *,
+    eos: str | None = None,
+    threads: int = 0,
+    chunk_bytes: int = 4 << 20,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict:
+    """Tokenize ``inputs`` into ``out_dir``: train.lcshard, val.lcshard, tokenizer.json, meta.json.
+
+    Args:
+        inputs: paths (.txt, .jsonl, .parquet, directories) and/or ``hf:NAME[:SPLIT]`` strings.
+        tokenizer: tokenizer.json path, hub name, or ``"train:VOCAB"``.
+        out_dir: output directory (created; existing outputs are replaced atomically).
+        val_fraction: expected share of documents in val (per-document hash split, in [0, 1]).
+        seed: split seed (non-negative int).
+        eos: end-of-text token text (default: auto-detect; ``<|endoftext|>`` for trained BPE).
+        threads: Rust worker threads (0 = RAYON_NUM_THREADS or all cores).
+        chunk_bytes: text bytes per parallel chunk (memory bound).
+        progress: called as ``progress(done_bytes, total_bytes)``.
+
+    Returns the summary also written to meta.json: inputs, documents and tokens per split,
+    vocab_size, dtype, tokenizer fingerprint, eos id, timing. Per-token counts are stored in each
+    shard's counts section (``TokenShard.counts()``, np.int64 [vocab_size]).
+    """
+    from lcfast.data.shards import _core
+
+    t0 = time.perf_counter()
+    if not isinstance(val_fraction, (int, float)) or not 0.0 <= float(val_fraction) <= 1.0:
+        raise UsageError(f"--val-fraction must be in [0, 1], got {val_fraction}")
+    if not isinstance(seed, int) or seed < 0 or seed >= 2**64:
+        raise UsageError(f"--seed must be a non-negative integer below 2^64, got {seed}")
+    if threads < 0:
+        raise UsageError(f"--threads must be >= 0, got {threads}")
+    sources = resolve_inputs(inputs)
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out}: exists and is not a directory")
+    out.mkdir(parents=True, exist_ok=True)
+    out_tok = out / "tokenizer.json"
+
+    tok, tok_desc, trained = load_tokenizer(str(tokenizer), sources, out_tok)
+    eos_id, eos_text = find_eos(tok, EOS_TOKEN if trained and eos is None else eos, str(tokenizer))
+    t_tok = time.perf_counter()
+
+    train_path, val_path = out / "train.lcshard", out / "val.lcshard"
+    job = _core().TokenizeJob(
+        str(out_tok), str(train_path), str(val_path), float(val_fraction), int(seed), int(eos_id), int(chunk_bytes), int(threads)
+    )
+
+    total = sum(s.size for s in sources)
+    done_before = 0
+    py_nulls = 0  # null texts of parquet/hf, filtered here (Rust counts the empty ones it sees)
+    reports = []
+    try:
+        for src in sources:
+            rep = {"source": src.label, "kind": src.kind}
+            if src.kind in ("txt", "jsonl"):
+                cb = None
+                if progress is not None:
+                    base = done_before
+                    cb = lambda b, base=base: progress(base + b, total)  # noqa: E731
+                r = job.add_file(str(src.path), cb)
+                rep.update(documents=r["documents"], skipped_empty=r["skipped_empty"], bytes=r["bytes"])
+            else:
+                docs = skipped = 0
+                gen = _parquet_batches(src) if src.kind == "parquet" else _hf_batches(src)
+                for texts, nulls, frac in gen:
+                    w, s = job.add_texts(texts)
+                    docs += w
+                    skipped += s + nulls
+                    py_nulls += nulls
+                    if progress is not None:
+                        progress(done_before + int(frac * src.size), total)
+                rep.update(documents=docs, skipped_empty=skipped, bytes=src.size)
+            done_before += src.size
+            reports.append(rep)
+        summary = job.finish()
+    except BaseException:
+        job = None  # drop it now: the Rust writers delete their temporary files
+        raise
+    t_end = time.perf_counter()
+
+    if summary["documents"] == 0:
+        for p in (train_path, val_path):
+            p.unlink(missing_ok=True)
+        labels = ", ".join(r["source"] for r in reports[:3]) + (" ..." if len(reports) > 3 else "")
+        raise DataError(f"INPUT {labels}: no documents found (empty corpus)")
+
+    warnings = []
+    if val_fraction > 0 and summary["val"]["documents"] == 0:
+        warnings.append(
+            f"the val split is empty ({summary['documents']} documents at --val-fraction {val_fraction}); "
+            "raise --val-fraction for a validation set"
+        )
+    if val_fraction < 1 and summary["train"]["documents"] == 0:
+        warnings.append("the train split is empty; lower --val-fraction")
+    n_tok = summary["train"]["tokens"] + summary["val"]["tokens"]
+    secs = max(t_end - t_tok, 1e-9)
+    from lcfast import __version__
+
+    meta = {
+        "format": "lcfast-tokenized",
+        "lcfast_version": __version__,
+        "inputs": reports,
+        "documents": {
+            "train": summary["train"]["documents"],
+            "val": summary["val"]["documents"],
+            "total": summary["documents"],
+            "skipped_empty": summary["skipped_empty"] + py_nulls,
+        },
+        "tokens": {"train": summary["train"]["tokens"], "val": summary["val"]["tokens"], "total": n_tok},
+        "vocab_size": summary["vocab_size"],
+        "dtype": summary["dtype"],
+        "tokenizer": {
+            "source": tok_desc,
+            "trained": trained,
+            "path": "tokenizer.json",
+            "fingerprint": summary["tokenizer_fingerprint"],
+            "eos_id": eos_id,
+            "eos_token": eos_text,
+            "fast_path": summary["fast_path"],
+        },
+        "eos_id": eos_id,
+        "tokenizer_fingerprint": summary["tokenizer_fingerprint"],
+        "split": {
+            "val_fraction": float(val_fraction),
+            "seed": int(seed),
+            "rule": "document goes to val iff XXH3-64(utf8 text, seed) / 2^64 < val_fraction",
+        },
+        "shards": {
+            "train": {"path": "train.lcshard", **summary["train"]},
+            "val": {"path": "val.lcshard", **summary["val"]},
+        },
+        "counts": "stored in each shard's counts section (uint64 [vocab_size]); TokenShard.counts()",
+        "threads": summary["threads"],
+        "timing": {
+            "tokenizer_s": round(t_tok - t0, 4),
+            "tokenize_s": round(t_end - t_tok, 4),
+            "total_s": round(t_end - t0, 4),
+            "tokens_per_s": round(n_tok / secs, 1),
+            "text_mb_per_s": round(summary["text_bytes"] / secs / 1e6, 3),
+        },
+        "text_bytes": summary["text_bytes"],
+        "warnings": warnings,
+    }
+    _atomic_write_text(out / "meta.json", json.dumps(meta, indent=2) + "\n")
+    return meta
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp.{os.getpid()}")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _one_line(e: object) -> str:
+    return " ".join(str(e).split())
