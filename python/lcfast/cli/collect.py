@@ -1,9 +1,86 @@
-"""CLI commands: collect (filled in by its issue)."""
+"""CLI commands: collect (class statistics over the train shard, NC4 over val) and measure (NC metrics)."""
 
 from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import List, Optional
 
 import typer
 
 
 def register(app: typer.Typer) -> None:
     """Attach this module's commands to the root app."""
+
+    @app.command()
+    def collect(
+        run: Path = typer.Argument(..., help="A `lcfast train` run dir, or a GPT-Neo checkpoint dir (config.json + model.safetensors)."),
+        checkpoint: str = typer.Option("last", "--checkpoint", "-c", help="Epoch K, 'last' or 'all' (every epoch: NC over training)."),
+        data: Optional[Path] = typer.Option(None, "--data", help="Tokenized data dir (train/val shards + tokenizer.json); default: the run's."),
+        out: Optional[Path] = typer.Option(None, "--out", help="Output dir (default RUN/collect/<checkpoint>)."),
+        min_count: int = typer.Option(1, "--min-count", help="Classes with fewer train samples are not kept (NC4 means)."),
+        exact: bool = typer.Option(False, "--exact", help="Two train passes: means, then Σ‖h − μ_c‖² (the paper's way)."),
+        covariance: bool = typer.Option(False, "--covariance", help="Also accumulate the d×d within-class covariance (for nc1_pinv)."),
+        batch_size: int = typer.Option(16, "--batch-size", "-b", help="Windows (of the model's context) per forward."),
+        device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N."),
+        max_tokens: Optional[int] = typer.Option(None, "--max-tokens", help="Stop each pass after about N positions."),
+        save_every: float = typer.Option(60.0, "--save-every", help="Seconds between state saves (resume points)."),
+        skip_nonfinite: bool = typer.Option(False, "--skip-nonfinite", help="Skip and count non-finite features instead of failing."),
+        restart: bool = typer.Option(False, "--restart", help="Discard saved states of this output dir and start over."),
+        backend: str = typer.Option("auto", "--backend", help="Statistics backend: auto, torch, triton."),
+        progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+        json_out: bool = typer.Option(False, "--json", help="Print the collect.json summaries as JSON."),
+    ) -> None:
+        """One train pass (class means/variances) and one val pass (NC4) per checkpoint; resumable.
+
+        Under torchrun each rank collects a disjoint block of the windows; the totals are summed."""
+        from rich.console import Console
+
+        from lcfast.errors import UsageError
+        from lcfast.pipeline.collect import CollectOptions, collect as do_collect, print_collect_summary
+
+        if backend not in ("auto", "torch", "triton"):
+            raise UsageError(f"--backend {backend}: expected auto, torch or triton")
+        if save_every <= 0:
+            raise UsageError(f"--save-every {save_every}: must be > 0 seconds")
+        opts = CollectOptions(
+            exact=exact, covariance=covariance, min_count=min_count, batch_size=batch_size, device=device,
+            max_tokens=max_tokens, save_every_s=save_every, backend=backend, skip_nonfinite=skip_nonfinite,
+            restart=restart,
+        )
+        console = Console(stderr=True)
+        summaries = do_collect(run, checkpoint=checkpoint, data=data, out=out, opts=opts, console=console, progress=progress)
+        if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 reports
+            return
+        if json_out:
+            print(json.dumps(summaries, indent=2, default=str))
+        else:
+            print_collect_summary(summaries, Console())
+
+    @app.command()
+    def measure(
+        runs: List[Path] = typer.Argument(..., help="Run dirs (their collect/*), collect output dirs, or folders of runs."),
+        out: Path = typer.Option(..., "--out", help="Output dir: measurements.csv and per_token/*.parquet."),
+        min_count: Optional[int] = typer.Option(None, "--min-count", help="Keep classes with ≥ k train samples (default: collect's)."),
+        cdnv_power: float = typer.Option(1.0, "--cdnv-power", help="Exponent on the squared mean distance in CDNV (paper's artifacts: 2)."),
+        backend: str = typer.Option("auto", "--backend", help="auto, torch, triton."),
+        device: str = typer.Option("auto", "--device", help="Where the metrics run: auto, cpu, cuda."),
+        progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+        json_out: bool = typer.Option(False, "--json", help="Print the rows as JSON."),
+    ) -> None:
+        """Every NC metric: one CSV row per (model, checkpoint), plus a per-token parquet table."""
+        from rich.console import Console
+
+        from lcfast.errors import UsageError
+        from lcfast.pipeline.measure import measure as do_measure, print_measure_table
+
+        if backend not in ("auto", "torch", "triton"):
+            raise UsageError(f"--backend {backend}: expected auto, torch or triton")
+        df = do_measure(runs, out, min_count=min_count, cdnv_power=cdnv_power, backend=backend, device=device,
+                        console=Console(stderr=True), progress=progress)
+        if json_out:
+            print(df.to_json(orient="records", indent=2))
+        else:
+            print_measure_table(df, Console())
+            Console().print(f"wrote {Path(out) / 'measurements.csv'} ({len(df)} rows)")

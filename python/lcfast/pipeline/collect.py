@@ -1,0 +1,793 @@
+"""Collection: class statistics over the train shard and NC4 decisions over the val shard.
+
+For one model checkpoint, `collect_checkpoint` runs
+
+1. a **train pass**: every label position of the train shard, in deterministic sequential windows
+   of the model's context, feeds its final-layer-norm feature h (the LM head's input) and its label
+   (the next token) to a `ClassStats` accumulator (one pass: n_c, Σh, Σ‖h‖², optionally Σhhᵀ);
+2. with `exact=True`, a **second train pass** over the same windows accumulating Σ‖h − μ_y‖²
+   (and Σ(h − μ_y)(h − μ_y)ᵀ) about the means of pass 1 — the paper's two-pass variances;
+3. a **val pass**: every val position feeds an `NCCStats` (nearest kept class mean vs the model's
+   argmax of W h + b) built from the train means of the kept classes; the same pass records the
+   model's val loss/accuracy over those positions.
+
+Every pass saves its accumulator atomically (safetensors + metadata in the header) every
+`save_every_s` seconds / `save_every_windows` windows, and a rerun continues from the last save:
+the same windows in the same batches in the same order, so the totals are bit-identical to an
+uninterrupted run. A state written for another model, shard, set of means or options is refused
+with a `DataError` naming the file (`restart=True` discards it).
+
+The forward and the statistics are timed separately (CUDA synchronised), so `collect.json` says
+what share of the collection the statistics cost on top of the model forward.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from lcfast.errors import DataError, UsageError
+from lcfast.pipeline.train import resolve_device  # noqa: F401 (also used by measure and demo)
+
+STATE_VERSION = "1"
+COLLECT_JSON = "collect.json"
+PASS_FILES = {
+    "train": "train_stats.safetensors",
+    "train_exact": "train_exact.safetensors",
+    "val": "val_ncc.safetensors",
+}
+_EPOCH_RE = re.compile(r"^epoch_(\d+)$")
+
+#: called after every state save with (pass kind, windows done, windows total); tests use it to
+#: simulate a kill right after a save.
+SaveHook = Callable[[str, int, int], None]
+
+
+# --------------------------------------------------------------------------------------------
+# where the model and the data come from
+
+
+@dataclass
+class ModelSource:
+    """One model checkpoint to collect: a `lcfast train` run's epoch, or a transformers GPT-Neo dir."""
+
+    kind: str  # "run" | "hf"
+    path: Path  # run dir, or the transformers checkpoint dir
+    checkpoint: str  # "epoch_K" for runs, "model" for a transformers dir
+    epoch: int | None
+    data_dir: Path
+    run_config: dict = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+
+def _read_json(path: Path) -> dict:
+    from lcfast.pipeline.checkpoint import read_json
+
+    obj = read_json(path, "config")
+    if not isinstance(obj, dict):
+        raise DataError(f"{path}: expected a JSON object")
+    return obj
+
+
+def is_run_dir(path: Path) -> bool:
+    """A `lcfast train` run: config.json plus a checkpoints/ folder."""
+    return (path / "config.json").is_file() and (path / "checkpoints").is_dir()
+
+
+def is_hf_dir(path: Path) -> bool:
+    """A transformers checkpoint: config.json plus weights (and no lcfast run layout)."""
+    if not (path / "config.json").is_file() or is_run_dir(path):
+        return False
+    return any((path / n).is_file() for n in ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin"))
+
+
+def run_epochs(run_dir: Path) -> list[int]:
+    """The epochs with a finished checkpoint in a run dir, ascending."""
+    from lcfast.pipeline.train import list_checkpoints
+
+    return sorted(list_checkpoints(run_dir))
+
+
+def resolve_sources(run: str | Path, checkpoint: str | int = "last", data: str | Path | None = None) -> list[ModelSource]:
+    """Turn a RUN argument and --checkpoint/--data into the checkpoints to collect."""
+    path = Path(run)
+    if not path.exists():
+        raise UsageError(f"RUN {path}: no such directory")
+    if not path.is_dir():
+        raise UsageError(f"RUN {path}: not a directory (expected a lcfast train run or a GPT-Neo checkpoint dir)")
+    ck = str(checkpoint).strip().lower()
+    if is_run_dir(path):
+        cfg = _read_json(path / "config.json")
+        if data is not None:
+            data_dir = Path(data)
+        else:
+            d = cfg.get("data", {}).get("dir") if isinstance(cfg.get("data"), dict) else None
+            if not d:
+                raise UsageError(f"{path / 'config.json'} names no data dir: pass --data DIR")
+            data_dir = Path(d)
+            if not data_dir.is_dir():
+                raise UsageError(f"{path}: its data dir {data_dir} is gone: pass --data DIR")
+        epochs = run_epochs(path)
+        if not epochs:
+            raise DataError(f"{path}: no finished checkpoint in this run (train at least one epoch first)")
+        if ck == "all":
+            chosen = epochs
+        elif ck == "last":
+            chosen = [epochs[-1]]
+        else:
+            k = _parse_epoch(ck)
+            if k not in epochs:
+                raise UsageError(
+                    f"--checkpoint {checkpoint}: {path} has no checkpoint for epoch {k} (has {', '.join(map(str, epochs))})"
+                )
+            chosen = [k]
+        return [ModelSource("run", path, f"epoch_{k}", k, data_dir, cfg) for k in chosen]
+    if is_hf_dir(path):
+        if data is None:
+            raise UsageError(f"RUN {path} is a transformers checkpoint: pass --data DIR with the token shards")
+        if ck not in ("last", "all"):
+            raise UsageError(f"--checkpoint {checkpoint}: {path} is a single transformers checkpoint (use last)")
+        cfg = _read_json(path / "config.json")
+        return [ModelSource("hf", path, "model", None, Path(data), cfg)]
+    raise UsageError(
+        f"RUN {path}: neither a lcfast train run (config.json + checkpoints/) "
+        "nor a GPT-Neo checkpoint (config.json + model.safetensors)"
+    )
+
+
+def _parse_epoch(ck: str) -> int:
+    m = _EPOCH_RE.match(ck)
+    s = m.group(1) if m else ck
+    try:
+        k = int(s)
+    except ValueError:
+        raise UsageError(f"--checkpoint {ck}: expected an epoch number, 'last' or 'all'") from None
+    if k < 0:
+        raise UsageError(f"--checkpoint {ck}: epochs are ≥ 0")
+    return k
+
+
+def load_source(src: ModelSource):
+    """Load the model of a source (evaluation mode, CPU)."""
+    if src.kind == "run":
+        from lcfast.pipeline.train import load_run
+
+        model, cfg = load_run(src.path, src.epoch)
+        if isinstance(cfg, dict):
+            src.run_config = {**src.run_config, **cfg}
+    else:
+        from lcfast.model.load_hf import load_model
+
+        model = load_model(src.path)
+    model.eval()
+    return model
+
+
+def data_paths(data_dir: Path) -> dict[str, Path]:
+    """train/val shard and tokenizer paths of a tokenized data dir (checked)."""
+    if not data_dir.is_dir():
+        raise UsageError(f"--data {data_dir}: no such directory")
+    out = {"train": data_dir / "train.lcshard", "val": data_dir / "val.lcshard", "tokenizer": data_dir / "tokenizer.json"}
+    for k in ("train", "val"):
+        if not out[k].is_file():
+            raise DataError(f"{out[k]}: missing (expected a tokenized data dir with train.lcshard and val.lcshard)")
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# model facts
+
+
+def model_head(model) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """LM head weight W (C×d) and bias b (C) or None, detached."""
+    b = getattr(model, "lm_head_bias", None)
+    return model.lm_head_weight.detach(), (b.detach() if b is not None else None)
+
+
+def model_facts(model, src: ModelSource) -> dict:
+    """What the measurements table wants about the model (and the context of the windows)."""
+    c = model.config
+    tr = src.run_config.get("train") if isinstance(src.run_config.get("train"), dict) else {}
+    return {
+        "n_params": int(model.n_params()),
+        "layers": int(c.layers),
+        "width": int(c.width),
+        "heads": int(c.heads),
+        "context": int(c.context),
+        "seed": tr.get("seed"),
+        "n_classes": int(c.vocab_size),
+        "dim": int(c.width),
+    }
+
+
+def check_compat(model, src: ModelSource, shards: dict) -> None:
+    """Refuse shards the model cannot have been trained on: a vocabulary that does not fit (a lcfast
+    run must match exactly; a transformers model may have a padded one), another tokenizer than the
+    run's, or an empty shard."""
+    C = int(model.config.vocab_size)
+    data = src.run_config.get("data") if isinstance(src.run_config.get("data"), dict) else {}
+    want = data.get("tokenizer_fingerprint") if src.kind == "run" else None
+    for split, shard in shards.items():
+        if shard.vocab_size > C or (src.kind == "run" and shard.vocab_size != C):
+            raise DataError(
+                f"{shard.path}: vocab mismatch: shard vocab {shard.vocab_size}, model ({src.path} {src.checkpoint}) "
+                f"{C} classes; tokenize with the model's tokenizer"
+            )
+        got = str(shard.tokenizer_fingerprint or "")
+        if want and got and got != want:
+            raise DataError(
+                f"{shard.path}: tokenizer mismatch: the shard's tokenizer ({got[:12]}) is not the one "
+                f"{src.path} was trained with ({want[:12]})"
+            )
+        if shard.n_tokens < 2:
+            raise DataError(f"{shard.path}: empty {split} shard ({shard.n_tokens} tokens): nothing to collect")
+
+
+# --------------------------------------------------------------------------------------------
+# device and timing
+
+
+class _Timer:
+    """Accumulates the wall time of a code block (CUDA synchronised on both ends) and, on CPU, the
+    process CPU time it used — a fairer measure when other programs compete for the cores."""
+
+    def __init__(self, device: torch.device):
+        self.cuda = device.type == "cuda"
+        self.total = 0.0
+        self.cpu = 0.0
+
+    def __enter__(self):
+        if self.cuda:
+            torch.cuda.synchronize()
+        self._t0 = time.perf_counter()
+        self._c0 = time.process_time()
+        return self
+
+    def __exit__(self, *exc):
+        if self.cuda:
+            torch.cuda.synchronize()
+        self.total += time.perf_counter() - self._t0
+        self.cpu += time.process_time() - self._c0
+        return False
+
+
+# --------------------------------------------------------------------------------------------
+# state files
+
+
+def read_state_meta(path: Path) -> dict[str, str]:
+    """The metadata dict of a safetensors state file (header only)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return dict(f.metadata() or {})
+    except Exception as e:  # noqa: BLE001 - any unreadable header is a corrupt state
+        raise DataError(f"{path}: unreadable state file ({type(e).__name__}: {e}); delete it or rerun with --restart") from None
+
+
+def _check_state(path: Path, meta: dict[str, str], want: dict[str, str]) -> None:
+    for key, val in want.items():
+        got = meta.get(key)
+        if got != val:
+            what = {
+                "model_fingerprint": "another model",
+                "shard_fingerprint": "another shard",
+                "means_fingerprint": "other class means",
+                "pass": "another pass",
+            }.get(key, f"another {key}")
+            raise DataError(
+                f"{path}: state was written for {what} ({key} {got!r}, now {val!r}); "
+                "rerun with --restart to discard it, or use another --out"
+            )
+
+
+# --------------------------------------------------------------------------------------------
+# one pass
+
+
+@dataclass
+class PassResult:
+    kind: str
+    windows: int
+    tokens: int
+    forward_s: float
+    stats_s: float
+    data_s: float
+    wall_s: float
+    resumed_from: int
+    skipped_nonfinite: int
+    val_nll: float = 0.0
+    val_correct: int = 0
+    reused: bool = False
+    forward_cpu_s: float = 0.0
+    stats_cpu_s: float = 0.0
+    cuda_timed: bool = False
+
+    def as_dict(self) -> dict:
+        d = dict(self.__dict__)
+        d["tokens_per_s"] = self.tokens / self.wall_s if self.wall_s > 0 else None
+        d["stats_share_of_forward"] = self.stats_s / self.forward_s if self.forward_s > 0 else None
+        d["stats_share_of_forward_cpu"] = (
+            self.stats_cpu_s / self.forward_cpu_s if self.forward_cpu_s > 0 and not self.cuda_timed else None
+        )
+        del d["cuda_timed"]
+        return d
+
+
+@dataclass
+class CollectOptions:
+    exact: bool = False
+    covariance: bool = False
+    min_count: int = 1
+    batch_size: int = 16
+    device: str = "auto"
+    max_tokens: int | None = None
+    save_every_s: float = 60.0
+    save_every_windows: int | None = None
+    backend: str = "auto"
+    skip_nonfinite: bool = False
+    restart: bool = False
+
+
+_TIMINGS = ("forward_s", "stats_s", "data_s", "wall_s", "forward_cpu_s", "stats_cpu_s")
+
+
+def _windows_for(shard, T: int, max_tokens: int | None) -> int:
+    n = int(shard.n_seq_windows(T))
+    if max_tokens is not None:
+        n = min(n, max(1, math.ceil(max_tokens / T)))
+    return n
+
+
+def _run_pass(
+    kind: str,
+    acc,
+    model,
+    shard,
+    T: int,
+    n_windows: int,
+    start: int,
+    batch_size: int,
+    device: torch.device,
+    opts: CollectOptions,
+    save: Callable[[int, dict], None],
+    progress,
+    label: str,
+    head: tuple[torch.Tensor, torch.Tensor | None] | None = None,
+    prior: dict | None = None,
+    rank: int = 0,
+    world: int = 1,
+) -> PassResult:
+    """Feed windows [start, n_windows) of `shard` (this rank's block) through `model` into `acc`;
+    save periodically.
+
+    Train passes: `acc` is a ClassStats (it skips/counts non-finite rows itself when asked).
+    Val pass: `acc` is an NCCStats; the same features also give the model's val loss/accuracy.
+    `prior` carries the counters of a resumed state (tokens, skipped, val nll/correct)."""
+    prior = prior or {}
+    fwd, st, dat = _Timer(device), _Timer(device), _Timer(torch.device("cpu"))
+    tokens0 = tokens = int(prior.get("tokens", 0))
+    skipped_val = int(prior.get("skipped_nonfinite", 0)) if kind == "val" else 0
+    nll = float(prior.get("val_nll", 0.0))
+    correct = int(prior.get("val_correct", 0))
+    t_wall0 = last_save = time.perf_counter()
+    since_save = 0
+    task = progress.add_task(label, total=n_windows, completed=start, tps="") if progress is not None else None
+    done = start
+    ar = torch.arange(T)
+    W, b = head if head is not None else (None, None)
+    while done < n_windows:
+        count = min(batch_size, n_windows - done)
+        with dat:
+            win, lengths = shard.seq_windows(T, done, count, rank, world)
+            win = torch.from_numpy(np.ascontiguousarray(win, dtype=np.int64))
+            # a window holds lengths[k] valid tokens, hence lengths[k] − 1 valid label positions
+            mask = ar[None, :] < (torch.from_numpy(np.asarray(lengths, dtype=np.int64))[:, None] - 1)
+            x = win[:, :-1].to(device, non_blocking=True)
+            y = win[:, 1:][mask].to(device, non_blocking=True)
+            mask_d = mask.to(device, non_blocking=True)
+        with fwd, torch.inference_mode():
+            H = model.features(x)[mask_d]
+            if kind == "val":
+                if opts.skip_nonfinite:
+                    finite = torch.isfinite(H).all(dim=1)
+                    if not bool(finite.all()):
+                        skipped_val += int((~finite).sum())
+                        H, y = H[finite], y[finite]
+                # the model's own loss / accuracy on these positions (logits in row chunks)
+                for i in range(0, H.shape[0], 8192):
+                    logits = F.linear(H[i : i + 8192].float(), W.float(), None if b is None else b.float())
+                    yy = y[i : i + 8192]
+                    nll += float(F.cross_entropy(logits, yy, reduction="sum"))
+                    correct += int((logits.argmax(dim=1) == yy).sum())
+        with st, torch.inference_mode():
+            try:
+                acc.update(H, y, backend=opts.backend)
+            except DataError as e:
+                hint = " (rerun with --skip-nonfinite to skip and count them)" if "non-finite" in str(e) and not opts.skip_nonfinite else ""
+                raise DataError(f"{shard.path}: windows {done}..{done + count - 1} of {label}: {e}{hint}") from None
+        tokens += int(mask.sum())
+        done += count
+        since_save += count
+        if task is not None:
+            rate = (tokens - tokens0) / max(time.perf_counter() - t_wall0, 1e-9)
+            progress.update(task, completed=done, tps=f"{rate:,.0f} tok/s")
+        due = (opts.save_every_windows is not None and since_save >= opts.save_every_windows) or (
+            time.perf_counter() - last_save >= opts.save_every_s
+        )
+        if done < n_windows and due:
+            save(done, {"tokens": tokens, "skipped_nonfinite": skipped_val, "val_nll": nll, "val_correct": correct})
+            last_save = time.perf_counter()
+            since_save = 0
+    wall = time.perf_counter() - t_wall0
+    skipped = skipped_val if kind == "val" else int(getattr(acc, "skipped", 0))
+    return PassResult(kind, n_windows, tokens, fwd.total, st.total, dat.total, wall, start, skipped, nll, correct,
+                      forward_cpu_s=fwd.cpu, stats_cpu_s=st.cpu, cuda_timed=device.type == "cuda")
+
+
+# --------------------------------------------------------------------------------------------
+# one checkpoint
+
+
+def default_out_dir(src: ModelSource) -> Path:
+    return src.path / "collect" / src.checkpoint
+
+
+def collect_checkpoint(
+    src: ModelSource,
+    out_dir: Path | None = None,
+    opts: CollectOptions | None = None,
+    *,
+    console=None,
+    progress: bool = True,
+    on_save: SaveHook | None = None,
+    model=None,
+) -> dict:
+    """Collect one checkpoint into `out_dir` (default RUN/collect/<checkpoint>); returns the
+    collect.json summary (also written there). Passes already complete are reused."""
+    from lcfast.data.shards import TokenShard
+    from lcfast.pipeline.checkpoint import atomic_write_json
+    from lcfast.stats.classstats import ClassStats
+    from lcfast.stats.classstats import tensor_fingerprint as stats_fingerprint
+    from lcfast.stats.ncc import NCCStats
+
+    opts = opts or CollectOptions()
+    if opts.batch_size < 1:
+        raise UsageError(f"--batch-size {opts.batch_size}: must be ≥ 1")
+    if opts.min_count < 1:
+        raise UsageError(f"--min-count {opts.min_count}: must be ≥ 1")
+    if opts.max_tokens is not None and opts.max_tokens < 1:
+        raise UsageError(f"--max-tokens {opts.max_tokens}: must be ≥ 1")
+    device = resolve_device(opts.device)
+    out_dir = Path(out_dir) if out_dir is not None else default_out_dir(src)
+    paths = data_paths(src.data_dir)
+    shards = {"train": TokenShard(str(paths["train"])), "val": TokenShard(str(paths["val"]))}
+    if model is None:
+        model = load_source(src)
+    check_compat(model, src, shards)
+    facts = model_facts(model, src)
+    T, C, d = facts["context"], facts["n_classes"], facts["dim"]
+    model_fp = str(model.fingerprint())
+    model = model.to(device).eval()
+    W, b = model_head(model)
+    nonfinite = "skip" if opts.skip_nonfinite else "error"
+    t_start = time.perf_counter()
+
+    rank, world = dist_rank_world()
+    if world > 1 and opts.max_tokens is not None:
+        raise UsageError("--max-tokens: not supported with torchrun (ranks own contiguous blocks of the windows)")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UsageError(f"--out {out_dir}: exists and is not a directory")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if opts.restart:
+        if rank == 0:
+            for name in list(PASS_FILES.values()) + [COLLECT_JSON]:
+                (out_dir / name).unlink(missing_ok=True)
+        for name in PASS_FILES.values():
+            (out_dir / f"{Path(name).stem}.rank{rank}of{world}.safetensors").unlink(missing_ok=True)
+        if world > 1:
+            import torch.distributed as dist
+
+            dist.barrier()
+
+    pbar = None
+    if progress and rank == 0:
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+        pbar = Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("windows"),
+            TextColumn("{task.fields[tps]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+            console=console or Console(stderr=True),
+        )
+        pbar.start()
+
+    def run_pass(kind: str, shard, make_acc, load_acc, extra_want: dict[str, str], head=None):
+        final = out_dir / PASS_FILES[kind]
+        n_total = _windows_for(shard, T, opts.max_tokens)
+        want = {
+            "lcfast_collect": STATE_VERSION,
+            "pass": kind,
+            "model_fingerprint": model_fp,
+            "shard_fingerprint": str(shard.fingerprint),
+            "context": str(T),
+            "n_windows": str(n_total),
+            "max_tokens": str(opts.max_tokens or 0),
+            "covariance": str(int(opts.covariance and kind != "val")),
+            **extra_want,
+        }
+        if world == 1:
+            path, n_windows, want_here = final, n_total, want
+        else:  # each rank saves its own part; the all-reduced total goes to `final`
+            path = final.with_name(f"{final.stem}.rank{rank}of{world}{final.suffix}")
+            n_windows = int(shard.n_seq_windows(T, rank, world))
+            want_here = {**want, "n_windows": str(n_windows), "rank": str(rank), "world": str(world)}
+            if final.exists():
+                meta = read_state_meta(final)
+                _check_state(final, meta, want)
+                if meta.get("windows_done") != meta.get("n_windows"):
+                    raise DataError(f"{final}: an unfinished single-process state: resume it without torchrun, or --restart")
+                path, n_windows, want_here = final, n_total, want
+        start, acc, batch_size, prior = 0, None, opts.batch_size, {}
+        if path.exists():
+            meta = read_state_meta(path)
+            _check_state(path, meta, want_here)
+            acc = load_acc(path)
+            start = int(meta.get("windows_done", "0"))
+            batch_size = int(meta.get("batch_size", batch_size))  # same batches as before → bit-identical totals
+            try:
+                prior = json.loads(meta.get("progress", "{}"))
+            except ValueError:
+                raise DataError(f"{path}: corrupt progress metadata; rerun with --restart") from None
+        if acc is None:
+            acc = make_acc()
+
+        def save(done: int, progress_meta: dict, to: Path = path, meta: dict = want_here) -> None:
+            acc.save(str(to), meta={**meta, "batch_size": str(batch_size), "windows_done": str(done),
+                                    "progress": json.dumps(progress_meta)})
+            if on_save is not None:
+                on_save(kind, done, n_windows)
+
+        if start >= n_windows:  # finished earlier: reuse
+            r = PassResult(kind, n_windows, int(prior.get("tokens", 0)), 0.0, 0.0, 0.0, 0.0,
+                           start, int(prior.get("skipped_nonfinite", 0)), float(prior.get("val_nll", 0.0)),
+                           int(prior.get("val_correct", 0)), reused=True, cuda_timed=device.type == "cuda")
+            for k in _TIMINGS:
+                setattr(r, k, float(prior.get(k, 0.0)))
+            return acc, r
+        r = _run_pass(kind, acc, model, shard, T, n_windows, start, batch_size, device, opts, save, pbar,
+                      f"{src.name}/{src.checkpoint} {kind}", head=head, prior=prior, rank=rank, world=world)
+        if start > 0:  # timings of a resumed pass: add those of the part done before
+            for k in _TIMINGS:
+                setattr(r, k, getattr(r, k) + float(prior.get(k, 0.0)))
+        if world == 1:
+            save(n_windows, {"tokens": r.tokens, "skipped_nonfinite": r.skipped_nonfinite, "val_nll": r.val_nll,
+                             "val_correct": r.val_correct, **{k: getattr(r, k) for k in _TIMINGS}})
+            return acc, r
+        # all ranks: sum the accumulators and counters; rank 0 writes the total, then the parts go
+        save(n_windows, {"tokens": r.tokens, "skipped_nonfinite": r.skipped_nonfinite, "val_nll": r.val_nll,
+                         "val_correct": r.val_correct, **{k: getattr(r, k) for k in _TIMINGS}})
+        acc.all_reduce()
+        r.tokens, r.skipped_nonfinite, r.val_nll, r.val_correct = _all_reduce_sum(
+            [r.tokens, r.skipped_nonfinite, r.val_nll, r.val_correct], device)
+        r.tokens, r.skipped_nonfinite, r.val_correct = int(r.tokens), int(r.skipped_nonfinite), int(r.val_correct)
+        if rank == 0:
+            save(n_total, {"tokens": r.tokens, "skipped_nonfinite": r.skipped_nonfinite, "val_nll": r.val_nll,
+                           "val_correct": r.val_correct, **{k: getattr(r, k) for k in _TIMINGS}, "world": world},
+                 to=final, meta=want)
+        import torch.distributed as dist
+
+        dist.barrier()
+        path.unlink(missing_ok=True)
+        return acc, r
+
+    results: dict[str, PassResult] = {}
+    try:
+        train, results["train"] = run_pass(
+            "train", shards["train"],
+            lambda: ClassStats(C, d, covariance=opts.covariance, device=device, nonfinite=nonfinite),
+            lambda p: _load_classstats(p, device), {},
+        )
+        means = train.means
+        kept = (train.counts >= opts.min_count).to("cpu")
+        if not bool(kept.any()):
+            raise DataError(f"{paths['train']}: no class has ≥ {opts.min_count} samples (--min-count)")
+        kept_ids = kept.nonzero().squeeze(1)
+        if opts.exact:
+            _, results["train_exact"] = run_pass(
+                "train_exact", shards["train"],
+                # (the within-class covariance of this pass covers exactly the kept classes)
+                lambda: ClassStats.second_pass(means, covariance=opts.covariance, device=device, nonfinite=nonfinite,
+                                               cov_classes=kept.to(device) if opts.covariance else None),
+                lambda p: _load_classstats(p, device),
+                {"means_fingerprint": stats_fingerprint(means), "min_count": str(opts.min_count)},
+            )
+        kept_means = means.index_select(0, kept_ids.to(means.device))
+        _, results["val"] = run_pass(
+            "val", shards["val"],
+            lambda: NCCStats(C, kept_means, kept, W, b),
+            lambda p: _load_ncc(p, kept_means, W, b),
+            {"means_fingerprint": stats_fingerprint(kept_means), "min_count": str(opts.min_count)},
+            head=(W, b),
+        )
+    finally:
+        if pbar is not None:
+            pbar.stop()
+
+    fwd = sum(r.forward_s for r in results.values())
+    stats_s = sum(r.stats_s for r in results.values())
+    val = results["val"]
+    vt = val.tokens - val.skipped_nonfinite
+    summary = {
+        "version": 1,
+        "model": src.name,
+        "checkpoint": src.checkpoint,
+        "epoch": src.epoch,
+        "out_dir": str(out_dir),
+        "source": {"kind": src.kind, "path": str(src.path.resolve())},
+        "model_fingerprint": model_fp,
+        **facts,
+        "data_dir": str(src.data_dir.resolve()),
+        "tokenizer": str(paths["tokenizer"].resolve()) if paths["tokenizer"].is_file() else None,
+        "shards": {
+            k: {"path": str(Path(str(s.path)).resolve()), "fingerprint": str(s.fingerprint), "n_tokens": int(s.n_tokens),
+                "vocab_size": int(s.vocab_size)}
+            for k, s in shards.items()
+        },
+        "options": {"exact": opts.exact, "covariance": opts.covariance, "min_count": opts.min_count,
+                    "batch_size": opts.batch_size, "max_tokens": opts.max_tokens, "device": str(device),
+                    "backend": opts.backend, "skip_nonfinite": opts.skip_nonfinite},
+        "kept_classes": int(kept.sum()),
+        "files": {k: PASS_FILES[k] for k in results},
+        "passes": {k: r.as_dict() for k, r in results.items()},
+        "val_pass": {
+            "positions": vt,
+            "loss": val.val_nll / vt if vt else None,
+            "acc": val.val_correct / vt if vt else None,
+            "perplexity": math.exp(min(val.val_nll / vt, 700.0)) if vt else None,
+        },
+        "world_size": world,
+        "timing": {
+            "forward_s": fwd,
+            "stats_s": stats_s,
+            "stats_share_of_forward": stats_s / fwd if fwd > 0 else None,
+            "train_stats_share_of_forward": results["train"].as_dict()["stats_share_of_forward"],
+            "train_stats_share_of_forward_cpu": results["train"].as_dict()["stats_share_of_forward_cpu"],
+            "wall_s": time.perf_counter() - t_start,
+            "device": str(device),
+            "torch_threads": torch.get_num_threads(),
+        },
+    }
+    if rank == 0:
+        atomic_write_json(out_dir / COLLECT_JSON, summary)
+    return summary
+
+
+# --------------------------------------------------------------------------------------------
+# torchrun
+
+
+def dist_rank_world() -> tuple[int, int]:
+    """(rank, world size) of an initialised torch.distributed group, else (0, 1)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def init_distributed(device: str) -> tuple[str, bool]:
+    """Under torchrun (WORLD_SIZE > 1 in the environment) start the process group — NCCL on CUDA,
+    else gloo — and pin this rank to cuda:LOCAL_RANK. Returns (device to use, whether this call
+    started the group, so the caller destroys it)."""
+    import os
+
+    import torch.distributed as dist
+
+    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    if world <= 1 or dist.is_initialized():
+        return device, False
+    dev = resolve_device(device)
+    if dev.type == "cuda":
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local)
+        device = f"cuda:{local}"
+    dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
+    return device, True
+
+
+def _all_reduce_sum(values: list[float], device: torch.device) -> list[float]:
+    import torch.distributed as dist
+
+    t = torch.tensor([float(v) for v in values], dtype=torch.float64, device=device)
+    dist.all_reduce(t)
+    return t.tolist()
+
+
+def _load_classstats(path: Path, device: torch.device):
+    from lcfast.stats.classstats import ClassStats
+
+    return ClassStats.load(str(path), device=device)
+
+
+def _load_ncc(path: Path, means, W, b):
+    from lcfast.stats.ncc import NCCStats
+
+    return NCCStats.load(str(path), means=means, W=W, b=b)
+
+
+def collect(
+    run: str | Path,
+    *,
+    checkpoint: str | int = "last",
+    data: str | Path | None = None,
+    out: str | Path | None = None,
+    opts: CollectOptions | None = None,
+    console=None,
+    progress: bool = True,
+    on_save: SaveHook | None = None,
+) -> list[dict]:
+    """Collect every selected checkpoint of RUN; returns their collect.json summaries. Under
+    torchrun, every rank takes a disjoint block of the windows and the accumulators are summed."""
+    import dataclasses
+
+    srcs = resolve_sources(run, checkpoint, data)
+    opts = opts or CollectOptions()
+    device, started = init_distributed(opts.device)
+    opts = dataclasses.replace(opts, device=device)
+    try:
+        return _collect_sources(srcs, checkpoint, out, opts, console, progress, on_save)
+    finally:
+        if started:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+
+
+def _collect_sources(srcs, checkpoint, out, opts, console, progress, on_save) -> list[dict]:
+    out_root = Path(out) if out is not None else None
+    res = []
+    for src in srcs:
+        od = None
+        if out_root is not None:
+            od = out_root / src.checkpoint if len(srcs) > 1 or str(checkpoint).lower() == "all" else out_root
+        res.append(collect_checkpoint(src, od, opts, console=console, progress=progress, on_save=on_save))
+    return res
+
+
+def print_collect_summary(summaries: list[dict], console) -> None:
+    """A rich table of what `collect` did: positions, throughput, the statistics' cost, val loss."""
+    from rich.table import Table
+
+    t = Table(title="lcfast collect")
+    for col in ("model", "checkpoint", "train positions", "val positions", "train tok/s", "class stats / forward",
+                "NC4 / val forward", "kept", "val loss", "out"):
+        t.add_column(col)
+
+    def pct(v):
+        return f"{v:.1%}" if v is not None else "-"
+
+    for s in summaries:
+        tr, va = s["passes"]["train"], s["passes"]["val"]
+        tps = tr.get("tokens_per_s")
+        vl = s["val_pass"]["loss"]
+        t.add_row(
+            s["model"], s["checkpoint"], f"{tr['tokens']:,}", f"{va['tokens']:,}",
+            "reused" if tr.get("reused") else (f"{tps:,.0f}" if tps else "-"),
+            pct(tr.get("stats_share_of_forward")), pct(va.get("stats_share_of_forward")),
+            f"{s['kept_classes']:,}", f"{vl:.4f}" if vl is not None else "-", s.get("out_dir", ""),
+        )
+    console.print(t)

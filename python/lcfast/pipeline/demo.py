@@ -1,0 +1,568 @@
+"""`lcfast demo`: the whole experiment of the paper, in miniature, on the embedded synthetic corpus.
+
+    synthetic stories → byte-level BPE tokenizer (train:VOCAB) → train/val shards
+      → a sweep of GPT-Neo-style models (widths × epochs) → collect → measure → analyze → report.md
+
+Work files live under DIR/work/<profile>/ (corpus/, data/, runs/ with each run's collect/); the
+results of the last demo directly in DIR: report.md, measurements.csv (final checkpoints),
+measurements_over_training.csv, measure/ (every row + per_token/*.parquet), analysis/ (correlations,
+plots), demo.json (timings, speeds, findings). Every stage is reused when its output is there (the
+corpus and shards by their stamp, runs and collections by their own resume logic, the analysis by
+the hash of the measurements), so a rerun or an interrupted run continues where it stopped.
+
+On CPU, training and collection run in one worker process per core with one intra-op thread each:
+the models are tiny, and on a busy 2-core machine two OpenMP threads per process were measured
+5-20× slower than one.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from lcfast.errors import UsageError
+
+
+@dataclass(frozen=True)
+class DemoProfile:
+    name: str
+    n_stories: int
+    seed: int
+    vocab: int
+    val_fraction: float
+    context: int
+    batch_size: int
+    lr: float
+    layers: tuple[int, ...]
+    widths: tuple[int, ...]
+    epochs: tuple[int, ...]
+    steps_per_epoch: int
+    collect_batch: int = 32
+    track_training: str = "none"  # every epoch's checkpoint collected for: "none", "largest" (multi-epoch run), "all"
+    eval_tokens: int = 1 << 20
+
+
+# Sizes tuned by timing on 2 CPU cores shared with other jobs (we got ~50-60% of them): --quick
+# ran in 97 s, the default in 11.5 min; an idle machine should take about half.
+QUICK = DemoProfile(
+    name="quick", n_stories=2500, seed=0, vocab=2048, val_fraction=0.05, context=64, batch_size=32, lr=3e-3,
+    layers=(1,), widths=(32, 96), epochs=(1, 3), steps_per_epoch=60,
+)
+FULL = DemoProfile(
+    name="full", n_stories=5000, seed=0, vocab=2048, val_fraction=0.03, context=64, batch_size=32, lr=3e-3,
+    layers=(1, 2), widths=(32, 64, 128), epochs=(1, 3), steps_per_epoch=100, track_training="largest",
+)
+
+
+@dataclass
+class StageLog:
+    timings: dict = field(default_factory=dict)
+    reused: dict = field(default_factory=dict)
+
+
+def _stamp_ok(path: Path, want: dict) -> bool:
+    try:
+        return json.loads(path.read_text(encoding="utf-8")) == want
+    except (OSError, ValueError):
+        return False
+
+
+def _write_stamp(path: Path, obj: dict) -> None:
+    from lcfast.pipeline.checkpoint import atomic_write_json
+
+    atomic_write_json(path, obj)
+
+
+def _stage_corpus(work: Path, prof: DemoProfile, console) -> tuple[Path, bool]:
+    from lcfast.data import synth
+
+    cdir = work / "corpus"
+    want = {"n_stories": prof.n_stories, "seed": prof.seed, "generator_version": synth.GENERATOR_VERSION}
+    stamp = cdir / "demo_stamp.json"
+    if (cdir / synth.STORIES_FILE).is_file() and _stamp_ok(stamp, want):
+        return cdir / synth.STORIES_FILE, True
+    meta = synth.write_corpus(cdir, n_stories=prof.n_stories, seed=prof.seed)
+    _write_stamp(stamp, want)
+    console.print(f"corpus: {meta['n_stories']:,} stories, {meta['n_words']:,} words, {meta['n_word_types']:,} word types")
+    return cdir / synth.STORIES_FILE, False
+
+
+def _file_sha(path: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _stage_tokenize(work: Path, stories: Path, prof: DemoProfile, console) -> tuple[Path, bool]:
+    from lcfast.data.tokenize import tokenize_files
+
+    ddir = work / "data"
+    want = {"corpus_sha256": _file_sha(stories), "tokenizer": f"train:{prof.vocab}", "val_fraction": prof.val_fraction,
+            "seed": prof.seed}
+    stamp = ddir / "demo_stamp.json"
+    if all((ddir / n).is_file() for n in ("train.lcshard", "val.lcshard", "tokenizer.json")) and _stamp_ok(stamp, want):
+        return ddir, True
+    meta = tokenize_files([str(stories)], f"train:{prof.vocab}", str(ddir), val_fraction=prof.val_fraction, seed=prof.seed)
+    _write_stamp(stamp, want)
+    console.print(f"tokenize: vocab {meta['vocab_size']}, train tokens {meta['tokens']['train']:,}, "
+                  f"val tokens {meta['tokens']['val']:,}")
+    return ddir, False
+
+
+def _spearman(x, y) -> tuple[float | None, float | None]:
+    import numpy as np
+    from scipy.stats import spearmanr
+
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    ok = np.isfinite(x) & np.isfinite(y)
+    if ok.sum() < 3 or np.unique(x[ok]).size < 2 or np.unique(y[ok]).size < 2:
+        return None, None
+    rho, p = spearmanr(x[ok], y[ok])
+    return float(rho), float(p)
+
+
+def findings(df) -> tuple[list[str], dict]:
+    """Plain-language findings of a demo sweep (final checkpoints): does it go the paper's way?"""
+    notes: list[str] = []
+    facts: dict = {}
+    final = df[df["is_final"]] if "is_final" in df.columns else df
+    n = len(final)
+    rho, p = _spearman(final["val_loss"], final["nc1_cdnv"])
+    facts["spearman_val_loss_cdnv"] = rho
+    facts["spearman_val_loss_cdnv_p"] = p
+    if rho is None:
+        notes.append(f"Spearman ρ(val_loss, nc1_cdnv) is undefined over these {n} models (too few distinct values).")
+    else:
+        match = rho > 0
+        facts["direction_matches_paper"] = bool(match)
+        notes.append(
+            f"Spearman ρ(val_loss, nc1_cdnv) = {rho:+.3f} (p = {p:.3g}, {n} final models): "
+            + ("the paper's direction — models with lower validation loss have lower CDNV (more collapse)."
+               if match else
+               "NOT the paper's direction — here lower validation loss does not come with lower CDNV.")
+        )
+        if match and p is not None and p > 0.05:
+            notes.append(f"With {n} models the correlation is not significant at 5%; the direction is suggestive only.")
+    rp, _ = _spearman(final["n_params"], final["val_loss"])
+    re_, _ = _spearman(final["epochs"], final["val_loss"])
+    facts["spearman_n_params_val_loss"] = rp
+    facts["spearman_epochs_val_loss"] = re_
+    if rp is not None:
+        notes.append(f"Size: Spearman ρ(n_params, val_loss) = {rp:+.3f} " + ("(larger models reach lower loss)." if rp < 0 else "(larger models do NOT reach lower loss here)."))
+    if re_ is not None:
+        notes.append(f"Training: Spearman ρ(epochs, val_loss) = {re_:+.3f} " + ("(longer training lowers loss)." if re_ < 0 else "(longer training does NOT lower loss here)."))
+    rc, _ = _spearman(final["n_params"], final["nc1_cdnv"])
+    if rc is not None:
+        notes.append(f"Spearman ρ(n_params, nc1_cdnv) = {rc:+.3f} " + ("(larger models collapse more)." if rc < 0 else "(larger models do not collapse more here)."))
+    if "nc4_agreement" in final.columns:
+        ra, _ = _spearman(final["val_loss"], final["nc4_agreement"])
+        if ra is not None:
+            notes.append(f"NC4: Spearman ρ(val_loss, nc4_agreement) = {ra:+.3f} " + ("(better models agree more with the nearest class mean, as in the paper)." if ra < 0 else "(unlike the paper, better models do not agree more with the nearest class mean)."))
+    dev = df[~df["is_final"]] if "is_final" in df.columns else df.iloc[0:0]
+    if len(dev):
+        for model, g in df[df["model"].isin(dev["model"].unique())].groupby("model"):
+            g = g.sort_values("epochs")
+            traj = ", ".join(f"e{int(e)}: {c:.3g}" for e, c in zip(g["epochs"], g["nc1_cdnv"]))
+            notes.append(f"Over training, {model}'s nc1_cdnv goes {traj}.")
+    notes.append(
+        "This is a miniature: tiny models, a synthetic corpus and minutes of CPU training; the paper's sweep "
+        "trained ~230 GPT-Neo models on TinyStories for up to 10 epochs. Treat agreement as a smoke test of the "
+        "pipeline's science, not as a replication."
+    )
+    return notes, facts
+
+
+# ---- jobs (run in worker processes on CPU) -----------------------------------------------------
+
+
+def _init_worker() -> None:
+    """One intra-op thread per worker: the demo's models are tiny, and on a busy 2-core machine two
+    OpenMP threads per process spin against each other (measured 5-20× slower than one thread)."""
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def _train_job(data_dir: str, run_dir: str, kw: dict) -> dict:
+    from lcfast.pipeline.train import train_run
+
+    m = train_run(data_dir, run_dir, **kw)
+    return {k: v for k, v in m.items() if isinstance(v, (int, float, str, bool)) or v is None}
+
+
+def _collect_job(run_dir: str, checkpoint: str, opts: dict, progress: bool) -> list[dict]:
+    from lcfast.pipeline.collect import CollectOptions, collect
+
+    return collect(run_dir, checkpoint=checkpoint, opts=CollectOptions(**opts), progress=progress)
+
+
+def _workers(device: str, n_jobs: int) -> int:
+    import os
+
+    import torch
+
+    if n_jobs <= 1 or device.startswith("cuda") or (device == "auto" and torch.cuda.is_available()):
+        return 1
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(cores, n_jobs))
+
+
+def _finished_run(run: Path, kw: dict) -> dict | None:
+    """The last epoch's metrics of a finished run trained with these settings, else None (then
+    train_run trains, resumes, or explains what differs)."""
+    from lcfast.pipeline.train import is_complete
+
+    if not is_complete(run):
+        return None
+    cfg = _read_json(run / "config.json")
+    model, train = cfg.get("model", {}), cfg.get("train", {})
+    same = (model.get("layers"), model.get("width"), train.get("epochs"), train.get("batch_size"), train.get("context"),
+            train.get("lr"), train.get("seed"), train.get("steps_per_epoch")) == (
+        kw["layers"], kw["width"], kw["epochs"], kw["batch_size"], kw["context"], kw["lr"], kw["seed"], kw["steps_per_epoch"])
+    lines = (run / "metrics.jsonl").read_text(encoding="utf-8").splitlines() if (run / "metrics.jsonl").is_file() else []
+    if not same or not lines:
+        return None
+    return {**json.loads(lines[-1]), "already_complete": True}
+
+
+def _collected(run: Path, checkpoint: str) -> bool:
+    """Whether every checkpoint that `collect RUN --checkpoint checkpoint` covers has its collect.json."""
+    from lcfast.pipeline.train import list_checkpoints
+
+    epochs = sorted(list_checkpoints(run))
+    want = epochs if checkpoint == "all" else epochs[-1:]
+    return bool(want) and all((run / "collect" / f"epoch_{e}" / "collect.json").is_file() for e in want)
+
+
+def _make_pool(workers: int):
+    """`workers` spawned one-thread processes (None for in-process work)."""
+    if workers <= 1:
+        return None
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    return ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"), initializer=_init_worker)
+
+
+def _run_jobs(fn, jobs: list[tuple], labels: list[str], pool, console, title: str, on_done) -> list:
+    """Run fn(*job) for every job — on `pool` when given, with a rich progress bar over jobs, else in
+    this process, where each job shows its own bars (rich allows one live display at a time).
+    `on_done(i, result)` after each job; results in job order."""
+    results: list = [None] * len(jobs)
+    if pool is None:
+        for i, job in enumerate(jobs):
+            console.print(f"[bold]{title}[/] {i + 1}/{len(jobs)}: {labels[i]}")
+            results[i] = fn(*job)
+            on_done(i, results[i])
+        return results
+    from concurrent.futures import as_completed
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(TextColumn(f"[bold]{title}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[what]}"),
+                  TimeElapsedColumn(), console=console) as bar:
+        task = bar.add_task(title, total=len(jobs), what="one-thread worker processes")
+        futs = {pool.submit(fn, *job): i for i, job in enumerate(jobs)}
+        for f in as_completed(futs):
+            i = futs[f]
+            results[i] = f.result()
+            on_done(i, results[i])
+            bar.advance(task)
+    return results
+
+
+def run_demo(
+    out: str | Path = "lcfast-demo",
+    *,
+    quick: bool = False,
+    device: str = "auto",
+    console=None,
+    progress: bool = True,
+    profile: DemoProfile | None = None,
+    workers: int | None = None,
+) -> dict:
+    """Run (or resume) the demo into `out`; returns the demo.json summary (also written there).
+
+    `workers`: processes for training and collection (default: one per core on CPU, each with one
+    intra-op thread; 1 = in this process, as on a GPU)."""
+    import contextlib
+
+    with contextlib.ExitStack() as stack:
+        return _run_demo(out, quick, device, console, progress, profile, workers, stack)
+
+
+def _run_demo(out, quick, device, console, progress, profile, workers, stack) -> dict:
+    import torch
+    from rich.console import Console
+
+    from lcfast.pipeline.checkpoint import atomic_write_json
+    from lcfast.pipeline.measure import measure, print_measure_table
+    from lcfast.pipeline.sweep import run_name
+
+    console = console or Console(stderr=True)
+    prof = profile or (QUICK if quick else FULL)
+    root = Path(out)
+    if root.exists() and not root.is_dir():
+        raise UsageError(f"--out {root}: exists and is not a directory")
+    from lcfast.pipeline.collect import resolve_device
+
+    resolve_device(device)  # a bad --device fails now, not after the corpus and tokenizer
+    work = root / "work" / prof.name
+    work.mkdir(parents=True, exist_ok=True)
+    log = StageLog()
+    t_all = time.perf_counter()
+    quiet = Console(quiet=True)
+
+    def stage(name: str):
+        if progress:
+            console.rule(f"[bold]{name}")
+        return time.perf_counter()
+
+    t = stage("1/7 corpus")
+    stories, log.reused["corpus"] = _stage_corpus(work, prof, console if progress else quiet)
+    log.timings["corpus"] = time.perf_counter() - t
+
+    t = stage("2/7 tokenizer + shards")
+    data_dir, log.reused["tokenize"] = _stage_tokenize(work, stories, prof, console if progress else quiet)
+    log.timings["tokenize"] = time.perf_counter() - t
+
+    t = stage("3/7 train")
+    runs_dir = work / "runs"
+    grid = [(l, w, e) for l in prof.layers for w in prof.widths for e in prof.epochs]
+    grid.sort(key=lambda g: -(g[0] * g[1] * g[1] * g[2]))  # longest first: better packing on the workers
+    names = [run_name(l, w, e, prof.seed) for l, w, e in grid]
+    n_workers = workers if workers is not None else _workers(device, len(grid))
+    in_proc = n_workers <= 1
+    pools: list = []
+
+    def pool_for(n_jobs: int):
+        """The worker pool (started on first use: a rerun with nothing left to do needs none)."""
+        if in_proc or n_jobs == 0:
+            return None
+        if not pools:
+            pools.append(_make_pool(n_workers))
+            stack.callback(pools[0].shutdown)
+        return pools[0]
+
+    if not in_proc:  # CPU: this process too works with one thread (tiny models; same numbers on every rerun)
+        stack.callback(torch.set_num_threads, torch.get_num_threads())
+        torch.set_num_threads(1)
+    jobs = [
+        (str(data_dir), str(runs_dir / n), dict(layers=l, width=w, epochs=e, context=prof.context, batch_size=prof.batch_size,
+                                                lr=prof.lr, seed=prof.seed, device=device, steps_per_epoch=prof.steps_per_epoch,
+                                                eval_tokens=prof.eval_tokens, progress=progress and in_proc))
+        for (l, w, e), n in zip(grid, names)
+    ]
+    trained: dict[str, dict] = {}
+
+    def train_done(i, m):
+        trained[names[i]] = m
+        if progress:
+            how = "reused" if m.get("already_complete") else f"{m.get('n_params', 0):,} params, {m.get('tokens_per_s', 0):,.0f} tok/s"
+            console.print(f"  {names[i]}: val_loss {m.get('val_loss', float('nan')):.4f} ({how})")
+
+    todo = []
+    for i, job in enumerate(jobs):
+        done = _finished_run(Path(job[1]), job[2])
+        if done is None:
+            todo.append(i)
+        else:
+            train_done(i, done)
+    _run_jobs(_train_job, [jobs[i] for i in todo], [names[i] for i in todo], pool_for(len(todo)),
+              console if progress else quiet, "train", lambda k, m: train_done(todo[k], m))
+    log.timings["train"] = time.perf_counter() - t
+    log.reused["train"] = all(m.get("already_complete") for m in trained.values())
+
+    t = stage("4/7 collect")
+    copts = {"batch_size": prof.collect_batch, "device": device}
+    multi = [g for g in grid if g[2] > 1]
+    tracked = {"none": [], "all": multi, "largest": sorted(multi, key=lambda g: (g[0] * g[1] * g[1], g[2]))[-1:]}.get(
+        prof.track_training)
+    if tracked is None:
+        raise UsageError(f"demo profile: track_training must be none, largest or all, got {prof.track_training!r}")
+    cjobs = [(str(runs_dir / n), "all" if g in tracked else "last", copts, progress and in_proc) for g, n in zip(grid, names)]
+    collected: list[dict] = []
+
+    def collect_done(i, res):
+        collected.extend(res)
+        if progress:
+            for s in res:
+                tr = s["passes"]["train"]
+                how = "reused" if tr.get("reused") else (
+                    f"{tr.get('tokens_per_s') or 0:,.0f} tok/s, class statistics {tr['stats_share_of_forward']:.1%} of the forward")
+                console.print(f"  {s['model']}/{s['checkpoint']}: {tr['tokens']:,} train positions ({how})")
+
+    # jobs whose collect.json is there are reruns: done in this process (they only check and reuse)
+    todo = [i for i, (run, ck, _, _) in enumerate(cjobs) if not _collected(Path(run), ck)]
+    for i in range(len(cjobs)):
+        if i not in todo:
+            collect_done(i, _collect_job(*cjobs[i][:3], False))
+    _run_jobs(_collect_job, [cjobs[i] for i in todo], [names[i] for i in todo], pool_for(len(todo)),
+              console if progress else quiet, "collect", collect_done)
+    log.timings["collect"] = time.perf_counter() - t
+    log.reused["collect"] = all(all(p.get("reused") for p in s["passes"].values()) for s in collected)
+
+    t = stage("5/7 measure")
+    df_all = measure([runs_dir / n for n in names], root / "measure", console=console if progress else quiet,
+                     progress=progress, device=device)
+    final_epochs = {run_name(l, w, e, prof.seed): e for l, w, e in grid}
+    df_all["is_final"] = [final_epochs.get(m) == e for m, e in zip(df_all["model"], df_all["epochs"])]
+    final = df_all[df_all["is_final"]].drop(columns=["is_final"]).sort_values(["n_params", "epochs"], kind="stable")
+    meas_csv = root / "measurements.csv"
+    final.to_csv(meas_csv, index=False)
+    dev_csv = None
+    if (~df_all["is_final"]).any():
+        dev_csv = root / "measurements_over_training.csv"
+        df_all.drop(columns=["is_final"]).sort_values(["n_params", "model", "epochs"], kind="stable").to_csv(dev_csv, index=False)
+    log.timings["measure"] = time.perf_counter() - t
+
+    t = stage("6/7 analyze")
+    stamp = {"measurements": _file_sha(meas_csv), "over_training": _file_sha(dev_csv) if dev_csv else None,
+             "version": 1}
+    stamp_path = root / "analysis" / "demo_stamp.json"
+    prev = _read_json(root / "demo.json")
+    if _stamp_ok(stamp_path, stamp) and (root / "report.md").is_file() and prev.get("plots") is not None:
+        import pandas as pd
+
+        corr = pd.read_csv(root / "analysis" / "correlations.csv")
+        corr.attrs["target"] = "val_loss"
+        plots = prev["plots"]
+        log.reused["analyze"] = True
+    else:
+        corr, plots = _analyze(root, meas_csv, dev_csv)
+        log.reused["analyze"] = False
+    log.timings["analyze"] = time.perf_counter() - t
+
+    t = stage("7/7 report")
+    notes, facts = findings(df_all)
+    speed = _speed(trained, collected, n_workers)
+    notes += _speed_notes(speed)
+    notes.append(
+        f"Sweep: {len(grid)} models (layers {list(prof.layers)} × widths {list(prof.widths)} × epochs {list(prof.epochs)}), "
+        f"{prof.steps_per_epoch} steps of {prof.batch_size}×{prof.context} tokens per epoch, corpus of {prof.n_stories:,} "
+        f"synthetic stories, BPE vocabulary {prof.vocab}. All correlations: analysis/correlations.csv; every row measured: "
+        "measure/measurements.csv; per-token tables: measure/per_token/."
+    )
+    from lcfast.pipeline.report import write_report
+
+    report = write_report(root, meas_csv, corr, plots, notes, title="lcfast demo: linguistic collapse in miniature")
+    _write_stamp(stamp_path, stamp)
+    log.timings["report"] = time.perf_counter() - t
+    log.timings["total"] = time.perf_counter() - t_all
+
+    summary = {
+        "profile": asdict(prof),
+        "out": str(root),
+        "report": str(report),
+        "measurements": str(meas_csv),
+        "measurements_over_training": str(dev_csv) if dev_csv else None,
+        "workers": n_workers,
+        "plots": [str(p) for p in plots],
+        "timings_s": log.timings,
+        "reused": log.reused,
+        "findings": facts,
+        "notes": notes,
+        "speed": speed,
+        "models": json.loads(final[["model", "n_params", "layers", "width", "epochs", "val_loss", "nc1_cdnv", "nc4_agreement"]]
+                             .to_json(orient="records")),
+    }
+    atomic_write_json(root / "demo.json", summary)
+    if progress:
+        print_measure_table(final, console)
+        console.print(f"demo finished in {log.timings['total']:.1f} s → {report}")
+        for n in notes[:3]:
+            console.print(f"• {n}")
+    return summary
+
+
+_KEY_METRICS = ["nc1_cdnv", "nc4_agreement", "gnc2_log_var", "nc2_norm_cov", "nc3_dual_error", "nc2_interference_var"]
+
+
+def _analyze(root: Path, meas_csv: Path, dev_csv: Path | None):
+    """Correlations of every metric (analysis/correlations.csv) and the plots of the headline ones;
+    with several checkpoints per model, metric-vs-epoch plots (analysis_over_training/)."""
+    from dataclasses import replace
+
+    from lcfast.pipeline.analyze import make_plots, run_analysis
+
+    res = run_analysis([str(meas_csv)], target="val_loss", out_dir=str(root / "analysis"), plots=False)
+    key = res.correlations[res.correlations["metric"].isin(_KEY_METRICS)]
+    key = key.set_index("metric").loc[[m for m in _KEY_METRICS if m in set(key["metric"])]].reset_index()
+    plots = [str(p) for p in make_plots(replace(res, correlations=key), root / "analysis")]
+    if dev_csv is not None:
+        over = run_analysis([str(dev_csv)], target="val_loss", out_dir=str(root / "analysis_over_training"),
+                            metrics=["nc1_cdnv", "nc4_agreement"], plots=False)
+        plots += [str(p) for p in make_plots(over, root / "analysis_over_training") if Path(p).name.startswith("epochs_")]
+    corr = res.correlations
+    corr.attrs["target"] = "val_loss"
+    return corr, plots
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        obj = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return obj if isinstance(obj, dict) else {}
+
+
+def _speed(trained: dict[str, dict], collected: list[dict], workers: int) -> dict:
+    """Throughputs for the report: training tokens/s per model; collection tokens/s and the cost of
+    the statistics relative to the model forward (wall and, on CPU, CPU time), per pass kind."""
+    train = {k: v.get("tokens_per_s") for k, v in sorted(trained.items())}
+    fresh = [s for s in collected if not s["passes"]["train"].get("reused")] or collected
+
+    def tot(kind: str, key: str) -> float:
+        return sum(float(s["passes"][kind].get(key) or 0.0) for s in fresh if kind in s["passes"])
+
+    tok = tot("train", "tokens") + tot("val", "tokens")
+    wall = tot("train", "wall_s") + tot("val", "wall_s")
+
+    def share(kind: str, cpu: bool = False) -> float | None:
+        f, st = tot(kind, "forward_cpu_s" if cpu else "forward_s"), tot(kind, "stats_cpu_s" if cpu else "stats_s")
+        return st / f if f > 0 else None
+
+    return {
+        "train_tokens_per_s": train,
+        "collect_tokens_per_s": tok / wall if wall > 0 else None,
+        "collect_train_tokens_per_s": tot("train", "tokens") / tot("train", "wall_s") if tot("train", "wall_s") > 0 else None,
+        "class_stats_share_of_forward": share("train"),
+        "class_stats_share_of_forward_cpu": share("train", cpu=True),
+        "ncc_share_of_val_forward": share("val"),
+        "ncc_share_of_val_forward_cpu": share("val", cpu=True),
+        "collect_checkpoints": len(fresh),
+        "processes": workers,
+    }
+
+
+def _speed_notes(speed: dict) -> list[str]:
+    out = []
+    tr = {k: v for k, v in speed["train_tokens_per_s"].items() if isinstance(v, (int, float))}
+    if tr:
+        how = f", {speed['processes']} processes of one thread each" if speed["processes"] > 1 else ""
+        out.append(f"Training throughput (tokens/s{how}): " + ", ".join(f"{k} {v:,.0f}" for k, v in tr.items()) + ".")
+    if speed["collect_tokens_per_s"]:
+        def pct(v):
+            return f"{v:.1%}" if v is not None else "n/a"
+
+        out.append(
+            f"Collection: {speed['collect_tokens_per_s']:,.0f} tokens/s per process over {speed['collect_checkpoints']} "
+            f"checkpoint(s) (train pass {speed['collect_train_tokens_per_s']:,.0f} tokens/s). The class-statistics "
+            f"accumulation costs {pct(speed['class_stats_share_of_forward'])} of the feature forward in wall time "
+            f"({pct(speed['class_stats_share_of_forward_cpu'])} in CPU time; target ≤ 10%); the NC4 decisions (nearest of "
+            f"all kept class means and the LM-head argmax, float64) cost {pct(speed['ncc_share_of_val_forward'])} of the val "
+            "forward — with these tiny models the forward itself is very cheap, so the ratios overstate what a real model sees."
+        )
+    return out
+
+
+__all__ = ["run_demo", "findings", "QUICK", "FULL", "DemoProfile"]
