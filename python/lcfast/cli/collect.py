@@ -28,6 +28,7 @@ def register(app: typer.Typer) -> None:
         save_every: float = typer.Option(60.0, "--save-every", help="Seconds between state saves (resume points)."),
         skip_nonfinite: bool = typer.Option(False, "--skip-nonfinite", help="Skip and count non-finite features instead of failing."),
         restart: bool = typer.Option(False, "--restart", help="Discard saved states of this output dir and start over."),
+        shard: Optional[str] = typer.Option(None, "--shard", help="i/n: collect only part i of n (array jobs without torchrun); then 'lcfast merge OUT'."),
         backend: str = typer.Option("auto", "--backend", help="Statistics backend: auto, torch, triton."),
         progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
         json_out: bool = typer.Option(False, "--json", help="Print the collect.json summaries as JSON."),
@@ -39,6 +40,7 @@ def register(app: typer.Typer) -> None:
 
         from lcfast.errors import UsageError
         from lcfast.pipeline.collect import CollectOptions, collect as do_collect, print_collect_summary
+        from lcfast.pipeline.collect_parts import parse_shard_spec
 
         if backend not in ("auto", "torch", "triton"):
             raise UsageError(f"--backend {backend}: expected auto, torch or triton")
@@ -47,7 +49,7 @@ def register(app: typer.Typer) -> None:
         opts = CollectOptions(
             exact=exact, covariance=covariance, min_count=min_count, batch_size=batch_size, device=device,
             max_tokens=max_tokens, save_every_s=save_every, backend=backend, skip_nonfinite=skip_nonfinite,
-            restart=restart,
+            restart=restart, part=parse_shard_spec(shard),
         )
         console = Console(stderr=True)
         summaries = do_collect(run, checkpoint=checkpoint, data=data, out=out, opts=opts, console=console, progress=progress)
@@ -55,8 +57,29 @@ def register(app: typer.Typer) -> None:
             return
         if json_out:
             print(json.dumps(summaries, indent=2, default=str))
+        elif any(s.get("status") == "part done" for s in summaries):
+            for s in summaries:
+                Console().print(f"{s['model']}/{s['checkpoint']}: shard {s['shard']} of the {s['pass']} pass done "
+                                f"({s['tokens']:,} positions) -> {s['state']}; {s['next']}")
         else:
             print_collect_summary(summaries, Console())
+
+    @app.command()
+    def merge(
+        out: Path = typer.Argument(..., help="Collect output dir holding the parts of 'lcfast collect --shard i/n --out OUT'."),
+        json_out: bool = typer.Option(False, "--json", help="Print what was merged as JSON."),
+    ) -> None:
+        """Merge the finished --shard parts of each pass into its state (fingerprints must agree)."""
+        from rich.console import Console
+
+        from lcfast.pipeline.collect import merge as do_merge
+
+        res = do_merge(out)
+        if json_out:
+            print(json.dumps(res, indent=2))
+        else:
+            for r in res:
+                Console().print(f"{r['file']}: {r['status']} ({r['parts']} parts)")
 
     @app.command()
     def measure(

@@ -67,6 +67,10 @@ def register(app: typer.Typer) -> None:
                       batch_size=batch_size, lr=lr, weight_decay=weight_decay, seed=seed, device=device,
                       steps_per_epoch=steps_per_epoch, eval_tokens=eval_tokens, compile=compile,
                       progress=progress, window_size=window)
+        from lcfast import dist
+
+        if not dist.is_main():  # under torchrun only rank 0 reports
+            return
         if json_out:
             print(json.dumps(m, indent=2, sort_keys=True))
             return

@@ -94,10 +94,17 @@ def _read_hf_weights(folder: Path) -> tuple[dict[str, torch.Tensor], str]:
 def _torch_load(path: Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise DataError(f"{path}: weight file not found")
+    import warnings
+
     try:
-        sd = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # e.g. "Detected pickle protocol 4": the error below says it all
+            warnings.simplefilter("ignore")
+            sd = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - unpickling errors come in many types
-        raise DataError(f"{path}: cannot read weights with weights_only=True ({type(e).__name__}: {e})") from None
+        msg = " ".join(str(e).split())
+        if "WeightsUnpickler error:" in msg:  # torch's long advice to disable the safety net: keep the reason
+            msg = "refused by the weights-only unpickler: " + msg.split("WeightsUnpickler error:", 1)[1].split(" Check the documentation")[0].strip()
+        raise DataError(f"{path}: cannot read weights with weights_only=True ({type(e).__name__}: {msg})") from None
     if not isinstance(sd, dict):
         raise DataError(f"{path}: expected a state dict, found {type(sd).__name__}")
     return sd

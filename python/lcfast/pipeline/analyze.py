@@ -91,6 +91,23 @@ class AnalysisResult:
 # ----------------------------------------------------------------------------------------------
 
 
+
+def _save_fig(fig, path) -> None:
+    """savefig through the atomic writer (temp file + rename): a killed run never leaves half a PNG."""
+    import io
+
+    from lcfast.pipeline.checkpoint import atomic_write_bytes
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format=str(path).rsplit(".", 1)[-1])
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def atomic_write_text(path, text: str) -> None:
+    from lcfast.pipeline.checkpoint import atomic_write_text as _w
+
+    _w(path, text)
+
 def _read_csv(path: Path) -> pd.DataFrame:
     if not path.exists():
         raise DataError(f"{path}: no such file")
@@ -348,7 +365,7 @@ def _scatter(data, metric, target, row, color, path: Path) -> None:
         ax.set_ylabel(target)
         ax.set_title(f"{metric}: R²={row['r2']:.3f}, ρ={row['spearman_rho']:.3f}, n={row['n']}", fontsize=9)
         ax.grid(alpha=0.3)
-        fig.savefig(path)
+        _save_fig(fig, path)
     finally:
         plt.close(fig)
 
@@ -405,7 +422,7 @@ def _epoch_plot(data, epochs, metric, scale, color, path: Path) -> bool:
         ax.set_ylabel(metric)
         ax.set_title(f"{metric} over training ({len(groups)} models with ≥2 checkpoints)", fontsize=9)
         ax.grid(alpha=0.3)
-        fig.savefig(path)
+        _save_fig(fig, path)
     finally:
         plt.close(fig)
     return True
@@ -526,8 +543,8 @@ def run_analysis(
             out.mkdir(parents=True, exist_ok=True)
             if plots:
                 res.plots = make_plots(res, out)
-            corr.to_csv(out / CORRELATIONS_FILE, index=False)
-            data.to_csv(out / DATA_FILE, index=False)
+            atomic_write_text(out / CORRELATIONS_FILE, corr.to_csv(index=False))  # atomic: a kill keeps the old file
+            atomic_write_text(out / DATA_FILE, data.to_csv(index=False))
             res.files = {
                 "correlations": str(out / CORRELATIONS_FILE),
                 "data": str(out / DATA_FILE),
@@ -545,7 +562,7 @@ def run_analysis(
                 "notes": notes,
                 "correlations": json.loads(corr.to_json(orient="records")),
             }
-            (out / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+            atomic_write_text(out / SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
         except OSError as e:
             raise DataError(f"--out {out}: cannot write ({e.strerror or e})") from e
     return res

@@ -19,6 +19,7 @@ from typing import Iterator
 import torch
 
 from lcfast.errors import DataError
+from lcfast.faults import kill_point
 
 MODEL_FORMAT = "lcfast-gptneo/1"
 
@@ -39,20 +40,34 @@ def fsync_dir(path: str | os.PathLike) -> None:
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write `data` to `path` atomically: temporary file in the same folder, fsync, os.replace, fsync
+    of the folder. On any failure (disk full, permission, ...) the previous file is untouched, the
+    temporary file is removed and a one-line DataError naming `path` is raised."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:
+        raise DataError(f"{path}: cannot write ({_os_reason(e)})") from None
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        kill_point(path.name)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+        if isinstance(e, OSError):
+            raise DataError(f"{path}: cannot write ({_os_reason(e)}); the previous file, if any, is unchanged") from None
         raise
     fsync_dir(path.parent)
+
+
+def _os_reason(e: OSError) -> str:
+    """'No space left on device' etc.: the OS reason of an OSError without the path repeated."""
+    return " ".join(str(e.strerror or e).split()) or type(e).__name__
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
@@ -77,10 +92,13 @@ def read_json(path: str | os.PathLike, what: str = "JSON file") -> dict:
 @contextlib.contextmanager
 def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary folder beside `path`; on success it replaces `path` (an existing folder there
-    is removed first), on error it is deleted."""
+    is moved aside first and removed after), on error it is deleted and `path` is untouched."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+    except OSError as e:
+        raise DataError(f"{path}: cannot write ({_os_reason(e)})") from None
     try:
         yield tmp
         for p in tmp.iterdir():
@@ -88,6 +106,7 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
                 with open(p, "rb") as f:
                     os.fsync(f.fileno())
         fsync_dir(tmp)
+        kill_point(path.name)
         if path.exists():
             old = path.with_name(f".{path.name}.old")
             shutil.rmtree(old, ignore_errors=True)
@@ -97,8 +116,12 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
         else:
             os.replace(tmp, path)
         fsync_dir(path.parent)
-    except BaseException:
+    except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(e, DataError) and str(tmp) in str(e):  # a file inside: name the destination
+            raise DataError(str(e).replace(str(tmp), str(path))) from None
+        if isinstance(e, OSError):
+            raise DataError(f"{path}: cannot write ({_os_reason(e)}); the previous version, if any, is unchanged") from None
         raise
 
 

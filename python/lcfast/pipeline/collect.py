@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 
 from lcfast.errors import DataError, UsageError
+from lcfast.pipeline.collect_parts import Part
 from lcfast.pipeline.train import resolve_device  # noqa: F401 (also used by measure and demo)
 
 STATE_VERSION = "1"
@@ -340,6 +341,7 @@ class CollectOptions:
     backend: str = "auto"
     skip_nonfinite: bool = False
     restart: bool = False
+    part: Part | None = None  # `--shard i/n`: collect part i of n alone (array jobs), then `lcfast merge`
 
 
 _TIMINGS = ("forward_s", "stats_s", "data_s", "wall_s", "forward_cpu_s", "stats_cpu_s")
@@ -418,7 +420,8 @@ def _run_pass(
                 acc.update(H, y, backend=opts.backend)
             except DataError as e:
                 hint = " (rerun with --skip-nonfinite to skip and count them)" if "non-finite" in str(e) and not opts.skip_nonfinite else ""
-                raise DataError(f"{shard.path}: windows {done}..{done + count - 1} of {label}: {e}{hint}") from None
+                msg = str(e).replace("; pass nonfinite='skip' to drop and count them", "")  # the CLI's hint below
+                raise DataError(f"{shard.path}: windows {done}..{done + count - 1} of {label}: {msg}{hint}") from None
         tokens += int(mask.sum())
         done += count
         since_save += count
@@ -487,24 +490,33 @@ def collect_checkpoint(
     t_start = time.perf_counter()
 
     rank, world = dist_rank_world()
+    grouped = world > 1  # a torch.distributed group: all-reduce at the end of each pass
+    if opts.part is not None:  # --shard i/n: this process is part i of n, without a group
+        if grouped:
+            raise UsageError(f"--shard {opts.part.spec}: not under torchrun (the ranks already split the windows)")
+        rank, world = opts.part.index, opts.part.count
     if world > 1 and opts.max_tokens is not None:
-        raise UsageError("--max-tokens: not supported with torchrun (ranks own contiguous blocks of the windows)")
+        raise UsageError("--max-tokens: not supported with torchrun or --shard (parts own contiguous blocks of all the windows)")
+    partial: dict[str, Path] = {}  # --shard: passes of which this process wrote only its part
     if out_dir.exists() and not out_dir.is_dir():
         raise UsageError(f"--out {out_dir}: exists and is not a directory")
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise DataError(f"--out {out_dir}: cannot create the output folder ({' '.join(str(e.strerror or e).split())})") from None
     if opts.restart:
-        if rank == 0:
+        if rank == 0 and opts.part is None:
             for name in list(PASS_FILES.values()) + [COLLECT_JSON]:
                 (out_dir / name).unlink(missing_ok=True)
         for name in PASS_FILES.values():
             (out_dir / f"{Path(name).stem}.rank{rank}of{world}.safetensors").unlink(missing_ok=True)
-        if world > 1:
+        if grouped:
             import torch.distributed as dist
 
             dist.barrier()
 
     pbar = None
-    if progress and rank == 0:
+    if progress and (rank == 0 or opts.part is not None):
         from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
@@ -573,9 +585,11 @@ def collect_checkpoint(
         if start > 0:  # timings of a resumed pass: add those of the part done before
             for k in _TIMINGS:
                 setattr(r, k, getattr(r, k) + float(prior.get(k, 0.0)))
-        if world == 1:
+        if world == 1 or not grouped:  # single process, or --shard: this part's state is complete
             save(n_windows, {"tokens": r.tokens, "skipped_nonfinite": r.skipped_nonfinite, "val_nll": r.val_nll,
                              "val_correct": r.val_correct, **{k: getattr(r, k) for k in _TIMINGS}})
+            if not grouped and world > 1:
+                partial[kind] = path
             return acc, r
         # all ranks: sum the accumulators and counters; rank 0 writes the total, then the parts go
         save(n_windows, {"tokens": r.tokens, "skipped_nonfinite": r.skipped_nonfinite, "val_nll": r.val_nll,
@@ -601,6 +615,8 @@ def collect_checkpoint(
             lambda: ClassStats(C, d, covariance=opts.covariance, device=device, nonfinite=nonfinite),
             lambda p: _load_classstats(p, device), {},
         )
+        if partial:
+            return _part_summary(src, out_dir, opts, partial, results)
         means = train.means
         kept = (train.counts >= opts.min_count).to("cpu")
         if not bool(kept.any()):
@@ -615,6 +631,8 @@ def collect_checkpoint(
                 lambda p: _load_classstats(p, device),
                 {"means_fingerprint": stats_fingerprint(means), "min_count": str(opts.min_count)},
             )
+            if partial:
+                return _part_summary(src, out_dir, opts, partial, results)
         kept_means = means.index_select(0, kept_ids.to(means.device))
         _, results["val"] = run_pass(
             "val", shards["val"],
@@ -623,6 +641,8 @@ def collect_checkpoint(
             {"means_fingerprint": stats_fingerprint(kept_means), "min_count": str(opts.min_count)},
             head=(W, b),
         )
+        if partial:
+            return _part_summary(src, out_dir, opts, partial, results)
     finally:
         if pbar is not None:
             pbar.stop()
@@ -674,6 +694,24 @@ def collect_checkpoint(
     if rank == 0:
         atomic_write_json(out_dir / COLLECT_JSON, summary)
     return summary
+
+
+def _part_summary(src, out_dir: Path, opts: CollectOptions, partial: dict[str, Path], results: dict) -> dict:
+    """What `collect --shard i/n` returns when it stopped after writing its part of a pass (the
+    next pass needs the merged means): nothing but the part state is written."""
+    kind, path = next(iter(partial.items()))
+    r = results[kind]
+    return {"model": src.name, "checkpoint": src.checkpoint, "out_dir": str(out_dir), "shard": opts.part.spec,
+            "status": "part done", "pass": kind, "state": str(path), "windows": r.windows, "tokens": r.tokens,
+            "next": f"when all {opts.part.count} parts are done: lcfast merge {out_dir}, then rerun the shards"
+                    " (or one plain 'lcfast collect') for the next pass"}
+
+
+def merge(out_dir: str | Path) -> list[dict]:
+    """`lcfast merge OUT`: add the finished `--shard i/n` parts of each pass into its state file."""
+    from lcfast.pipeline.collect_parts import merge_dir
+
+    return merge_dir(Path(out_dir), read_state_meta, {PASS_FILES[k]: k for k in ("train", "train_exact", "val")})
 
 
 # --------------------------------------------------------------------------------------------

@@ -418,11 +418,13 @@ def _run_demo(out, quick, device, console, progress, profile, workers, stack) ->
     df_all["is_final"] = [final_epochs.get(m) == e for m, e in zip(df_all["model"], df_all["epochs"])]
     final = df_all[df_all["is_final"]].drop(columns=["is_final"]).sort_values(["n_params", "epochs"], kind="stable")
     meas_csv = root / "measurements.csv"
-    final.to_csv(meas_csv, index=False)
+    from lcfast.pipeline.checkpoint import atomic_write_text
+
+    atomic_write_text(meas_csv, final.to_csv(index=False))  # atomic: a kill never leaves half a CSV
     dev_csv = None
     if (~df_all["is_final"]).any():
         dev_csv = root / "measurements_over_training.csv"
-        df_all.drop(columns=["is_final"]).sort_values(["n_params", "model", "epochs"], kind="stable").to_csv(dev_csv, index=False)
+        atomic_write_text(dev_csv, df_all.drop(columns=["is_final"]).sort_values(["n_params", "model", "epochs"], kind="stable").to_csv(index=False))
     log.timings["measure"] = time.perf_counter() - t
 
     t = stage("6/7 analyze")

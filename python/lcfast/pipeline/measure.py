@@ -185,6 +185,12 @@ def measure_collection(
             "nc4_agreement left empty (recollect with the same --min-count)"
         )
         ncc = None
+    n_kept = int((stats.counts >= mc).sum())
+    if n_kept < 2:
+        raise DataError(
+            f"--min-count {mc}: {n_kept} class{'' if n_kept == 1 else 'es'} of {cdir} {'has' if n_kept == 1 else 'have'} "
+            f"≥ {mc} train samples (most frequent: {int(stats.counts.max())}); the NC metrics need at least 2 kept classes"
+        )
     W, b = _load_head(s, cdir)
     W = W.to(dev)
     b = b.to(dev) if b is not None else None

@@ -14,6 +14,14 @@ the same device and thread count). An epoch is n_train_tokens // (B * T) steps u
 steps_per_epoch is given. Schedule: linear warm-up over `warmup_frac` of all steps, cosine decay to
 `min_lr_frac * lr`; AdamW (betas 0.9/0.95, weight decay on matrices and embeddings only); gradient
 norm clipped to `grad_clip`; bf16 autocast on CUDA.
+
+Distributed (`torchrun --nproc-per-node N -m lcfast train …`): DistributedDataParallel, NCCL on
+CUDA, gloo on CPU. `--batch-size` stays the *global* batch B (it must be divisible by N): rank r
+trains on rows [r·B/N, (r+1)·B/N) of the same `random_windows(B, T, seed, s)` batch, so the ranks'
+data are disjoint and an N-process run follows the same trajectory as the single-process run (equal
+up to the float rounding of the gradient all-reduce), its config is the same, and it can be resumed
+with another N. Evaluation splits the validation windows between the ranks and all-reduces the sums;
+rank 0 alone writes the config, checkpoints and metrics, and shows progress.
 """
 
 from __future__ import annotations
@@ -30,6 +38,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from lcfast import dist
 from lcfast.errors import DataError, UsageError
 from lcfast.model.gptneo import GPTNeo, GPTNeoConfig, param_groups
 from lcfast.pipeline import checkpoint as ckpt
@@ -199,14 +208,16 @@ def evaluate(model, shard, context: int, batch_size: int, eval_tokens: int, devi
     n_labels_total = int(shard.n_tokens) - 1
     if n_win <= 0 or n_labels_total <= 0:
         raise DataError(f"{getattr(shard, 'path', 'val shard')}: too few tokens to evaluate (need at least 2)")
+    # under torch.distributed each rank evaluates a contiguous share of the windows; sums all-reduced
+    first, mine = dist.rank_slice(n_win, dist.rank(), dist.world_size())
     was_training = model.training
     model.eval()
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     hits = torch.zeros((), dtype=torch.int64, device=device)
-    count = 0
-    task = progress.add_task("eval", total=n_win, loss="", tps="") if progress is not None else None
-    for start in range(0, n_win, batch_size):
-        cnt = min(batch_size, n_win - start)
+    count = torch.zeros((), dtype=torch.int64, device=device)
+    task = progress.add_task("eval", total=mine, loss="", tps="") if progress is not None else None
+    for start in range(first, first + mine, batch_size):
+        cnt = min(batch_size, first + mine - start)
         w, lengths = shard.seq_windows(T, start, cnt)
         w = torch.from_numpy(np.ascontiguousarray(w, dtype=np.int64)).to(device)
         # window k holds `lengths[k]` real tokens, i.e. lengths[k] - 1 labels (the last window is ragged)
@@ -218,12 +229,16 @@ def evaluate(model, shard, context: int, batch_size: int, eval_tokens: int, devi
         y = w[:, 1:][mask]
         loss_sum += F.cross_entropy(logits, y, reduction="sum").double()
         hits += (logits.argmax(-1) == y).sum()
-        count += int(valid.sum())
+        count += valid.sum()
         if task is not None:
             progress.advance(task, cnt)
     if task is not None:
         progress.remove_task(task)
     model.train(was_training)
+    dist.all_reduce_sum(loss_sum)
+    dist.all_reduce_sum(hits)
+    dist.all_reduce_sum(count)
+    count = int(count)
     val_loss = float(loss_sum) / count
     return {"val_loss": val_loss, "val_acc": int(hits) / count, "perplexity": math.exp(min(val_loss, 700.0)),
             "val_tokens": count}
@@ -241,18 +256,30 @@ def _save_checkpoint(out: Path, model: GPTNeo, opt, epoch: int, step: int, histo
             "epoch": epoch, "step": step, "elapsed": elapsed, "history": history,
             "model_fingerprint": model.fingerprint(),
         })
-    ckpt.atomic_write_text(out / "metrics.jsonl", "".join(json.dumps(r, sort_keys=True) + "\n" for r in history))
+    _write_metrics(out, history)
     for e, p in list_checkpoints(out).items():  # optimizer state is only needed to resume: keep the latest
         if e < epoch and (p / "state.safetensors").exists():
             (p / "state.safetensors").unlink()
 
 
+def _write_metrics(out: Path, history: list[dict]) -> None:
+    text = "".join(json.dumps(r, sort_keys=True) + "\n" for r in history)
+    p = out / "metrics.jsonl"
+    if not (p.is_file() and p.read_text(encoding="utf-8") == text):
+        ckpt.atomic_write_text(p, text)
+
+
 def _load_resume_state(out: Path, model: GPTNeo, opt) -> tuple[int, int, list[dict], float]:
     """Restore the latest checkpoint with optimizer state; (epoch, step, history, elapsed)."""
     root = out / "checkpoints"
-    if root.is_dir():  # leftovers of a checkpoint write that was killed before its rename
-        for junk in root.glob(f".{_EPOCH_PREFIX}*"):
+    if root.is_dir() and dist.is_main():  # leftovers of a checkpoint write killed before its rename
+        for junk in sorted(root.glob(f".{_EPOCH_PREFIX}*")):
+            final = root / junk.name[1:-len(".old")] if junk.name.endswith(".old") else None
+            if final is not None and not final.exists() and junk.is_dir():
+                os.replace(junk, final)  # killed between moving the old version aside and the new in
+                continue
             shutil.rmtree(junk, ignore_errors=True) if junk.is_dir() else junk.unlink(missing_ok=True)
+    dist.barrier()
     cks = [(e, p) for e, p in list_checkpoints(out).items() if (p / "state.safetensors").is_file()]
     if not cks:
         return 0, 0, [], 0.0
@@ -330,8 +357,31 @@ def train_run(
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise UsageError(f"--seed must be a non-negative integer, got {seed!r}")
     seed = int(seed)
-    dev = resolve_device(device)
+    if dist.is_initialized() or (dist.launched() and dist._env_int("WORLD_SIZE", 1) > 1):
+        ctx = dist.init(device)  # under torchrun: join (or reuse) the process group
+    else:
+        ctx = dist.Context(device=resolve_device(device))
+    try:
+        return _train(ctx, data_dir, out_dir, layers=layers, width=width, heads=heads, context=context,
+                      epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, seed=seed,
+                      steps_per_epoch=steps_per_epoch, eval_tokens=eval_tokens, compile=compile,
+                      progress=progress, window_size=window_size, warmup_frac=warmup_frac,
+                      min_lr_frac=min_lr_frac, grad_clip=grad_clip, callback=callback)
+    finally:
+        dist.shutdown(ctx)
+
+
+def _train(ctx: dist.Context, data_dir, out_dir, *, layers, width, heads, context, epochs, batch_size, lr,
+           weight_decay, seed, steps_per_epoch, eval_tokens, compile, progress, window_size, warmup_frac,
+           min_lr_frac, grad_clip, callback) -> dict:
+    dev = ctx.device
     out = Path(out_dir)
+    world, rank = ctx.world, ctx.rank
+    if batch_size % world:
+        raise UsageError(f"--batch-size {batch_size} must be divisible by the number of processes ({world}): "
+                         "it is the global batch, split between the ranks")
+    local_b = batch_size // world
+    progress = progress and ctx.is_main
 
     train, val = open_data(data_dir)
     vocab = int(train.vocab_size)
@@ -355,33 +405,67 @@ def train_run(
         "data": data_info(data_dir, train, val),
     }
     run_cfg = json.loads(json.dumps(run_cfg))  # normalise (tuples -> lists) for comparison with the file
-    resuming = _check_existing_run(out, run_cfg)
-    if not resuming:
-        out.mkdir(parents=True, exist_ok=True)
-        import lcfast
+    # rank 0 validates --out and writes the config; every rank then learns the outcome (or the error)
+    err, resuming = None, False
+    if ctx.is_main:
+        try:
+            resuming = _check_existing_run(out, run_cfg)
+            if not resuming:
+                try:
+                    out.mkdir(parents=True, exist_ok=True)
+                except OSError as e:
+                    raise DataError(f"--out {out}: cannot create the run folder ({ckpt._os_reason(e)})") from None
+                import lcfast
 
-        ckpt.atomic_write_json(out / "config.json", {
-            **run_cfg, "lcfast_version": lcfast.__version__, "torch_version": torch.__version__,
-            "runtime": {"device": str(dev), "compile": bool(compile)},
-        })
+                ckpt.atomic_write_json(out / "config.json", {
+                    **run_cfg, "lcfast_version": lcfast.__version__, "torch_version": torch.__version__,
+                    "runtime": {"device": str(dev), "compile": bool(compile), "world_size": world,
+                                "backend": ctx.backend},
+                })
+        except Exception as e:  # noqa: BLE001 - re-raised on every rank by dist.agree
+            err = e
+    dist.agree(err)
+    if err is not None:
+        raise err
+    resuming = bool(dist.broadcast_object(resuming))
 
     torch.manual_seed(seed)
-    model = GPTNeo(cfg)  # initialised on CPU: same weights whatever the device
+    model = GPTNeo(cfg)  # initialised on CPU: same weights whatever the device (and on every rank)
     n_params = model.n_params()
     model.to(dev)
     use_fused = dev.type == "cuda"
     opt = torch.optim.AdamW(param_groups(model, weight_decay), lr=lr, betas=(0.9, 0.95), eps=1e-8,
                             **({"fused": True} if use_fused else {}))
-    start_epoch, step, history, elapsed = _load_resume_state(out, model, opt) if resuming else (0, 0, [], 0.0)
+    err, state = None, (0, 0, [], 0.0)
+    try:
+        if resuming:
+            state = _load_resume_state(out, model, opt)
+    except Exception as e:  # noqa: BLE001
+        err = e
+    dist.agree(err)
+    if err is not None:
+        raise err
+    start_epoch, step, history, elapsed = state
     if start_epoch >= epochs:
+        if ctx.is_main and history:  # a kill after the last checkpoint but before metrics.jsonl
+            _write_metrics(out, history)
         final = dict(history[-1]) if history else {}
         return {**final, "run_dir": str(out), "n_params": n_params, "model_fingerprint": model.fingerprint(),
-                "resumed_from_epoch": start_epoch, "already_complete": True}
-    fwd = torch.compile(model) if compile else model
+                "resumed_from_epoch": start_epoch, "already_complete": True, "world_size": world}
+    net = model
+    if ctx.distributed:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        net = DDP(model, device_ids=[dev.index] if dev.type == "cuda" else None)
+    fwd = torch.compile(net) if compile else net
+    # evaluation runs on the plain module under DDP: ranks may evaluate different numbers of batches,
+    # and DDP's forward would wait for the others (buffer broadcast)
+    eval_fwd = fwd if not ctx.distributed else (torch.compile(model) if compile else model)
     model.train()
     amp = dict(device_type="cuda", dtype=torch.bfloat16, enabled=dev.type == "cuda")
     min_lr = lr * min_lr_frac
     resumed_from = start_epoch
+    rows = slice(rank * local_b, (rank + 1) * local_b)
 
     with _progress(progress) as bar:
         for epoch in range(start_epoch + 1, epochs + 1):
@@ -391,7 +475,7 @@ def train_run(
             t0 = time.perf_counter()
             last_ui = t0
             for i in range(spe):
-                w = train.random_windows(batch_size, context, seed, step)
+                w = train.random_windows(batch_size, context, seed, step)[rows]  # this rank's disjoint rows
                 wt = torch.from_numpy(np.ascontiguousarray(w, dtype=np.int64))
                 if dev.type == "cuda":
                     wt = wt.pin_memory().to(dev, non_blocking=True)
@@ -403,7 +487,7 @@ def train_run(
                     logits = fwd(x)
                 loss = F.cross_entropy(logits.float().reshape(-1, vocab), y.reshape(-1))
                 opt.zero_grad(set_to_none=True)
-                loss.backward()
+                loss.backward()  # DDP: gradients averaged over the ranks = the global batch's mean
                 if grad_clip > 0:
                     torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
                 opt.step()
@@ -416,25 +500,34 @@ def train_run(
                                tps=f"{(i + 1) * batch_size * context / max(now - t0, 1e-9):,.0f} tok/s")
                     last_ui = now
                     if callback is not None:
-                        callback({"step": step, "epoch": epoch, "loss": cur, "lr": cur_lr})
+                        callback({"step": step, "epoch": epoch, "loss": cur, "lr": cur_lr, "rank": rank})
             if dev.type == "cuda":
                 torch.cuda.synchronize(dev)
             train_time = time.perf_counter() - t0
-            train_loss = float(loss_acc) / spe
+            dist.all_reduce_sum(loss_acc)
+            train_loss = float(loss_acc) / (spe * world)
             bar.remove_task(task)
-            ev = evaluate(fwd, val, context, batch_size, eval_tokens, dev, progress=bar)
+            ev = evaluate(eval_fwd, val, context, batch_size, eval_tokens, dev, progress=bar)
             elapsed += time.perf_counter() - t0
             rec = {"epoch": epoch, "step": step, "train_loss": train_loss, **ev,
                    "tokens_per_s": spe * batch_size * context / max(train_time, 1e-9), "elapsed": elapsed}
             history.append(rec)
-            _save_checkpoint(out, model, opt, epoch, step, history, elapsed)
+            err = None
+            if ctx.is_main:
+                try:
+                    _save_checkpoint(out, model, opt, epoch, step, history, elapsed)
+                except Exception as e:  # noqa: BLE001
+                    err = e
+            dist.agree(err)
+            if err is not None:
+                raise err
             if progress:
                 bar.console.print(
                     f"epoch {epoch}/{epochs}  train_loss {train_loss:.4f}  val_loss {ev['val_loss']:.4f}  "
                     f"val_acc {ev['val_acc']:.4f}  ppl {ev['perplexity']:.2f}  {rec['tokens_per_s']:,.0f} tok/s"
                 )
     return {**history[-1], "run_dir": str(out), "n_params": n_params, "model_fingerprint": model.fingerprint(),
-            "resumed_from_epoch": resumed_from, "already_complete": False}
+            "resumed_from_epoch": resumed_from, "already_complete": False, "world_size": world}
 
 
 def load_run(run_dir: str | os.PathLike, checkpoint: str | int | None = "last", device: str | torch.device = "cpu"):

@@ -46,6 +46,7 @@ from typing import Any
 import torch
 
 from lcfast.errors import DataError, UsageError
+from lcfast.faults import kill_point
 
 __all__ = [
     "ClassStats",
@@ -249,13 +250,14 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        kill_point(path.name)  # crash-safety tests: LCFAST_TEST_KILL_AT (inert otherwise)
         os.replace(tmp, path)
     except OSError as exc:
         try:
             os.unlink(tmp)
         except OSError:
             pass
-        raise DataError(f"{path}: could not write ({exc.strerror or exc})") from None
+        raise DataError(f"{path}: could not write ({exc.strerror or exc}); the previous file, if any, is unchanged") from None
     try:  # make the rename durable
         dfd = os.open(folder, os.O_RDONLY)
         try:
