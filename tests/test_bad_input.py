@@ -150,7 +150,7 @@ def case_state_other_model(w, base):
 
 
 def case_state_other_shard(w, base):
-    from conftest import make_docs
+    from textgen import make_docs
 
     c = _coll_copy(w, base)
     data2 = _tokenize(make_docs(120, seed=7), base / "data" / "tokenizer.json", w / "data2")
@@ -183,14 +183,14 @@ def case_state_corrupt_measure(w, base):
 
 
 def case_vocab_mismatch(w, base):
-    from conftest import make_docs
+    from textgen import make_docs
 
     data = _tokenize(make_docs(150, seed=3), "train:280", w / "d280")
     return ["collect", base / "run", "--data", data, "--out", w / "c", *COLLECT_ARGS], 1, "train.lcshard: vocab mismatch: shard vocab"
 
 
 def case_tokenizer_mismatch(w, base):
-    from conftest import make_docs
+    from textgen import make_docs
     from lcfast import TokenShard
 
     vocab = TokenShard(base / "data" / "train.lcshard").vocab_size
@@ -203,7 +203,7 @@ def _nan_run(w, base) -> Path:
     """A copy of the run whose embedding row of a frequent token is NaN: features of the positions
     at and after it (within a window) are non-finite, the others finite."""
     from lcfast import TokenShard
-    from lcfast.pipeline import checkpoint as ckpt
+    from lcfast import io as ckpt
 
     run = w / "nanrun"
     shutil.copytree(base / "run", run)
@@ -394,7 +394,8 @@ def test_skip_nonfinite_counts_and_skips(base, tmp_path, monkeypatch):
 def test_disk_full_during_checkpoint(base, tmp_path, monkeypatch):
     """ENOSPC while `lcfast train` saves its 2nd checkpoint: exit 1, one line naming the file, the
     1st checkpoint and metrics.jsonl as they were, no temporary files left behind."""
-    from lcfast.pipeline.train import list_checkpoints, train_run
+    from lcfast.model.checkpoint import list_checkpoints
+    from lcfast.pipeline.train import train_run
 
     run = tmp_path / "run"
 

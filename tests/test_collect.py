@@ -73,14 +73,14 @@ OPTS = dict(batch_size=8, device="cpu")
 
 
 def _tensors(path):
-    from lcfast.pipeline.checkpoint import load_tensors
+    from lcfast.io import load_tensors
 
     return load_tensors(path)[0]
 
 
 def test_collect_matches_direct_computation(tiny, tmp_path):
     from lcfast.data.shards import TokenShard
-    from lcfast.pipeline.train import load_run
+    from lcfast.model.checkpoint import load_run
     from lcfast.stats.classstats import ClassStats
     from lcfast.stats.ncc import NCCStats
 
@@ -234,7 +234,7 @@ def _save_as_transformers(model, folder: Path):
 
 
 def test_transformers_checkpoint_dir(tiny, tmp_path):
-    from lcfast.pipeline.train import load_run
+    from lcfast.model.checkpoint import load_run
 
     model, _ = load_run(tiny["run"], 2)
     hf = tmp_path / "hf-model"

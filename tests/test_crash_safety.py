@@ -15,8 +15,9 @@ import pytest
 import torch
 
 from lcfast.errors import DataError
-from lcfast.pipeline import checkpoint as ckpt
-from lcfast.pipeline.train import list_checkpoints, train_run
+from lcfast import io as ckpt
+from lcfast.model.checkpoint import list_checkpoints
+from lcfast.pipeline.train import train_run
 
 TRAIN = dict(layers=1, width=16, heads=2, context=8, batch_size=4, lr=1e-2, weight_decay=0.1, seed=0,
              device="cpu", steps_per_epoch=2, eval_tokens=64, progress=False, window_size=8)
@@ -56,7 +57,7 @@ def _one_thread():
 
 # -- the atomic writers -----------------------------------------------------------------------------
 def _write_file_then_kill(path: Path, kill_at: str) -> subprocess.CompletedProcess:
-    code = ("import sys; from lcfast.pipeline.checkpoint import atomic_write_bytes; "
+    code = ("import sys; from lcfast.io import atomic_write_bytes; "
             "atomic_write_bytes(sys.argv[1], b'new content')")
     return subprocess.run([sys.executable, "-c", code, str(path)], env=_env(LCFAST_TEST_KILL_AT=kill_at),
                           capture_output=True, text=True, timeout=60)

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from lcfast.pipeline.train import list_checkpoints, load_run, train_run
+from lcfast.model.checkpoint import list_checkpoints, load_run
+from lcfast.pipeline.train import train_run
 
 TRAIN = dict(layers=1, width=16, heads=2, context=8, batch_size=4, lr=1e-2, weight_decay=0.1, seed=0,
              device="cpu", steps_per_epoch=3, eval_tokens=200, progress=False, window_size=8)

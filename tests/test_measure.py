@@ -28,7 +28,7 @@ def test_rows_match_measure_embeddings(tiny, tmp_path):
     import lcfast
     from lcfast.data.shards import TokenShard
     from lcfast.metrics.measure import CANONICAL_KEYS
-    from lcfast.pipeline.train import load_run
+    from lcfast.model.checkpoint import load_run
 
     df = measure([tiny["run"]], tmp_path / "m", progress=False)
     csv = pd.read_csv(tmp_path / "m" / "measurements.csv")

@@ -10,7 +10,7 @@ import transformers  # test dependency (pyproject [test]); a plain import on pur
 
 from lcfast.errors import DataError, UsageError
 from lcfast.model import GPTNeo, GPTNeoConfig, load_hf_gptneo, load_model
-from lcfast.pipeline.checkpoint import load_model_file, save_model
+from lcfast.model.checkpoint import load_model_file, save_model
 
 V, CTX, WIN = 97, 24, 5
 

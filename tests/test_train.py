@@ -13,7 +13,8 @@ import torch
 from lcfast.errors import DataError, UsageError
 from lcfast.pipeline import train as train_mod
 from lcfast.pipeline.sweep import run_name, run_sweep
-from lcfast.pipeline.train import is_complete, list_checkpoints, load_run, lr_at, train_run
+from lcfast.model.checkpoint import list_checkpoints, load_run
+from lcfast.pipeline.train import is_complete, lr_at, train_run
 
 VOCAB = 300
 TINY = dict(layers=2, width=16, heads=2, context=8, batch_size=4, lr=1e-2, weight_decay=0.1, seed=0,

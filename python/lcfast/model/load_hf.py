@@ -17,6 +17,8 @@ from pathlib import Path
 import torch
 
 from lcfast.errors import DataError
+from lcfast.io import load_tensors, read_json
+from lcfast.model.checkpoint import load_model_file, load_run, load_state_strict
 from lcfast.model.gptneo import GPTNeo, GPTNeoConfig
 
 _HF_ACTIVATIONS = {"gelu_new", "gelu_pytorch_tanh", "gelu_fast", "gelu", "relu", "silu", "swish"}
@@ -70,8 +72,6 @@ def hf_key_to_ours(key: str) -> str | None:
 
 
 def _read_hf_weights(folder: Path) -> tuple[dict[str, torch.Tensor], str]:
-    from lcfast.pipeline.checkpoint import load_tensors
-
     st, st_index = folder / "model.safetensors", folder / "model.safetensors.index.json"
     pt, pt_index = folder / "pytorch_model.bin", folder / "pytorch_model.bin.index.json"
     if st.is_file():
@@ -112,8 +112,6 @@ def _torch_load(path: Path) -> dict[str, torch.Tensor]:
 
 def load_hf_gptneo(path: str | os.PathLike, device: str | torch.device = "cpu") -> GPTNeo:
     """A transformers GPT-Neo folder -> our GPTNeo (float32, eval mode)."""
-    from lcfast.pipeline.checkpoint import load_state_strict, read_json
-
     folder = Path(path)
     cfg = hf_config_to_ours(read_json(folder / "config.json", "model config"), str(folder / "config.json"))
     raw, source = _read_hf_weights(folder)
@@ -134,8 +132,6 @@ def load_hf_gptneo(path: str | os.PathLike, device: str | torch.device = "cpu") 
 def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> GPTNeo:
     """Open a model from a transformers GPT-Neo folder, a lcfast run or checkpoint folder, or a lcfast
     model.safetensors file (dispatch on what config.json / the safetensors header says)."""
-    from lcfast.pipeline.checkpoint import load_model_file, read_json
-
     p = Path(path)
     if not p.exists():
         raise DataError(f"{p}: model path not found")
@@ -147,8 +143,6 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> G
         if cfg.get("model_type") is not None:
             return load_hf_gptneo(p, device)
         if str(cfg.get("format", "")).startswith("lcfast-run"):
-            from lcfast.pipeline.train import load_run
-
             return load_run(p, "last", device=device)[0]
         raise DataError(f"{cfg_path}: neither a transformers config (model_type) nor a lcfast run config")
     if (p / "model.safetensors").is_file():

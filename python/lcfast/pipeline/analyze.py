@@ -96,7 +96,7 @@ def _save_fig(fig, path) -> None:
     """savefig through the atomic writer (temp file + rename): a killed run never leaves half a PNG."""
     import io
 
-    from lcfast.pipeline.checkpoint import atomic_write_bytes
+    from lcfast.io import atomic_write_bytes
 
     buf = io.BytesIO()
     fig.savefig(buf, format=str(path).rsplit(".", 1)[-1])
@@ -104,7 +104,7 @@ def _save_fig(fig, path) -> None:
 
 
 def atomic_write_text(path, text: str) -> None:
-    from lcfast.pipeline.checkpoint import atomic_write_text as _w
+    from lcfast.io import atomic_write_text as _w
 
     _w(path, text)
 

@@ -74,7 +74,7 @@ class ModelSource:
 
 
 def _read_json(path: Path) -> dict:
-    from lcfast.pipeline.checkpoint import read_json
+    from lcfast.io import read_json
 
     obj = read_json(path, "config")
     if not isinstance(obj, dict):
@@ -96,7 +96,7 @@ def is_hf_dir(path: Path) -> bool:
 
 def run_epochs(run_dir: Path) -> list[int]:
     """The epochs with a finished checkpoint in a run dir, ascending."""
-    from lcfast.pipeline.train import list_checkpoints
+    from lcfast.model.checkpoint import list_checkpoints
 
     return sorted(list_checkpoints(run_dir))
 
@@ -163,7 +163,7 @@ def _parse_epoch(ck: str) -> int:
 def load_source(src: ModelSource):
     """Load the model of a source (evaluation mode, CPU)."""
     if src.kind == "run":
-        from lcfast.pipeline.train import load_run
+        from lcfast.model.checkpoint import load_run
 
         model, cfg = load_run(src.path, src.epoch)
         if isinstance(cfg, dict):
@@ -462,7 +462,7 @@ def collect_checkpoint(
     """Collect one checkpoint into `out_dir` (default RUN/collect/<checkpoint>); returns the
     collect.json summary (also written there). Passes already complete are reused."""
     from lcfast.data.shards import TokenShard
-    from lcfast.pipeline.checkpoint import atomic_write_json
+    from lcfast.io import atomic_write_json
     from lcfast.stats.classstats import ClassStats
     from lcfast.stats.classstats import tensor_fingerprint as stats_fingerprint
     from lcfast.stats.ncc import NCCStats

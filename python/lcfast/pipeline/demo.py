@@ -70,7 +70,7 @@ def _stamp_ok(path: Path, want: dict) -> bool:
 
 
 def _write_stamp(path: Path, obj: dict) -> None:
-    from lcfast.pipeline.checkpoint import atomic_write_json
+    from lcfast.io import atomic_write_json
 
     atomic_write_json(path, obj)
 
@@ -236,7 +236,7 @@ def _finished_run(run: Path, kw: dict) -> dict | None:
 
 def _collected(run: Path, checkpoint: str) -> bool:
     """Whether every checkpoint that `collect RUN --checkpoint checkpoint` covers has its collect.json."""
-    from lcfast.pipeline.train import list_checkpoints
+    from lcfast.model.checkpoint import list_checkpoints
 
     epochs = sorted(list_checkpoints(run))
     want = epochs if checkpoint == "all" else epochs[-1:]
@@ -304,7 +304,7 @@ def _run_demo(out, quick, device, console, progress, profile, workers, stack) ->
     import torch
     from rich.console import Console
 
-    from lcfast.pipeline.checkpoint import atomic_write_json
+    from lcfast.io import atomic_write_json
     from lcfast.pipeline.measure import measure, print_measure_table
     from lcfast.pipeline.sweep import run_name
 
@@ -418,7 +418,7 @@ def _run_demo(out, quick, device, console, progress, profile, workers, stack) ->
     df_all["is_final"] = [final_epochs.get(m) == e for m, e in zip(df_all["model"], df_all["epochs"])]
     final = df_all[df_all["is_final"]].drop(columns=["is_final"]).sort_values(["n_params", "epochs"], kind="stable")
     meas_csv = root / "measurements.csv"
-    from lcfast.pipeline.checkpoint import atomic_write_text
+    from lcfast.io import atomic_write_text
 
     atomic_write_text(meas_csv, final.to_csv(index=False))  # atomic: a kill never leaves half a CSV
     dev_csv = None

@@ -71,7 +71,7 @@ def find_collections(paths: Iterable[str | Path]) -> list[Path]:
 
 
 def _read_summary(cdir: Path) -> dict:
-    from lcfast.pipeline.checkpoint import read_json
+    from lcfast.io import read_json
 
     s = read_json(cdir / COLLECT_JSON, "collect summary")
     for key in ("model", "checkpoint", "model_fingerprint", "files", "source"):
@@ -258,7 +258,7 @@ def measure(
     """Measure every collection under `paths`; writes measurements.csv + per_token/*.parquet."""
     import pandas as pd
 
-    from lcfast.pipeline.checkpoint import atomic_write_bytes
+    from lcfast.io import atomic_write_bytes
 
     if not (cdnv_power > 0 and math.isfinite(cdnv_power)):
         raise UsageError(f"--cdnv-power {cdnv_power}: must be a positive number")

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from lcfast.errors import UsageError
-from lcfast.pipeline.checkpoint import atomic_write_json, atomic_write_text
+from lcfast.io import atomic_write_json, atomic_write_text
 from lcfast.pipeline.train import DEFAULT_EVAL_TOKENS, train_run
 
 SUMMARY_COLUMNS = ["name", "layers", "width", "epochs", "seed", "status", "n_params", "step", "train_loss",

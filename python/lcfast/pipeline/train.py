@@ -40,12 +40,11 @@ import torch.nn.functional as F
 
 from lcfast import dist
 from lcfast.errors import DataError, UsageError
+from lcfast.io import atomic_dir, atomic_write_json, atomic_write_text, load_tensors, os_reason, read_json, save_tensors
+from lcfast.model.checkpoint import EPOCH_PREFIX, RUN_FORMAT, list_checkpoints, load_state_strict, save_model
 from lcfast.model.gptneo import GPTNeo, GPTNeoConfig, param_groups
-from lcfast.pipeline import checkpoint as ckpt
 
-RUN_FORMAT = "lcfast-run/1"
 DEFAULT_EVAL_TOKENS = 1 << 20
-_EPOCH_PREFIX = "epoch_"
 
 
 # -- data -----------------------------------------------------------------------------------------
@@ -130,17 +129,6 @@ def lr_at(step: int, total: int, lr: float, warmup: int, min_lr: float) -> float
 
 
 # -- run folder -----------------------------------------------------------------------------------
-def list_checkpoints(run_dir: str | os.PathLike) -> dict[int, Path]:
-    """Finished checkpoints of a run: epoch -> folder (a folder counts once its state.json exists)."""
-    root = Path(run_dir) / "checkpoints"
-    out: dict[int, Path] = {}
-    if root.is_dir():
-        for p in root.iterdir():
-            if p.name.startswith(_EPOCH_PREFIX) and p.name[len(_EPOCH_PREFIX):].isdigit() and (p / "state.json").is_file():
-                out[int(p.name[len(_EPOCH_PREFIX):])] = p
-    return dict(sorted(out.items()))
-
-
 def is_complete(run_dir: str | os.PathLike) -> bool:
     """True when the run's config exists and its final epoch's checkpoint is written."""
     cfg_path = Path(run_dir) / "config.json"
@@ -173,7 +161,7 @@ def _check_existing_run(out: Path, new_cfg: dict) -> bool:
         if out.is_dir() and any(out.iterdir()):
             raise UsageError(f"--out {out}: folder exists, is not empty and holds no lcfast run (config.json)")
         return False
-    old = ckpt.read_json(cfg_path, "run config")
+    old = read_json(cfg_path, "run config")
     if old.get("format") != RUN_FORMAT:
         raise UsageError(f"--out {out}: config.json is not a lcfast run config (format {old.get('format')!r})")
     old_vocab = old.get("model", {}).get("vocab_size")
@@ -244,15 +232,58 @@ def evaluate(model, shard, context: int, batch_size: int, eval_tokens: int, devi
             "val_tokens": count}
 
 
+# -- optimizer and RNG state ----------------------------------------------------------------------
+def optimizer_to_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
+    """Split an optimizer state dict into tensors (safetensors) and a JSON-able remainder."""
+    sd = opt.state_dict()
+    tensors: dict[str, torch.Tensor] = {}
+    scalars: dict[str, dict] = {}
+    for pid, st in sd["state"].items():
+        for key, val in st.items():
+            if torch.is_tensor(val):
+                tensors[f"opt.{pid}.{key}"] = val
+            else:
+                scalars.setdefault(str(pid), {})[key] = val
+    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
+
+
+def optimizer_from_tensors(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], meta: dict) -> None:
+    state: dict[int, dict] = {}
+    for name, t in tensors.items():
+        if not name.startswith("opt."):
+            continue
+        _, pid, key = name.split(".", 2)
+        state.setdefault(int(pid), {})[key] = t
+    for pid, st in meta.get("scalars", {}).items():
+        state.setdefault(int(pid), {}).update(st)
+    opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+
+
+def rng_to_tensors() -> dict[str, torch.Tensor]:
+    out = {"rng.cpu": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        for i, s in enumerate(torch.cuda.get_rng_state_all()):
+            out[f"rng.cuda.{i}"] = s
+    return out
+
+
+def rng_from_tensors(tensors: dict[str, torch.Tensor]) -> None:
+    if "rng.cpu" in tensors:
+        torch.set_rng_state(tensors["rng.cpu"])
+    cuda = [tensors[k] for k in sorted((k for k in tensors if k.startswith("rng.cuda.")), key=lambda k: int(k.rsplit(".", 1)[1]))]
+    if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(cuda)
+
+
 # -- checkpoints ----------------------------------------------------------------------------------
 def _save_checkpoint(out: Path, model: GPTNeo, opt, epoch: int, step: int, history: list[dict], elapsed: float) -> None:
-    final = out / "checkpoints" / f"{_EPOCH_PREFIX}{epoch}"
-    with ckpt.atomic_dir(final) as tmp:
-        ckpt.save_model(tmp / "model.safetensors", model, {"epoch": str(epoch), "step": str(step)})
-        opt_tensors, opt_meta = ckpt.optimizer_to_tensors(opt)
-        ckpt.save_tensors(tmp / "state.safetensors", {**opt_tensors, **ckpt.rng_to_tensors()},
+    final = out / "checkpoints" / f"{EPOCH_PREFIX}{epoch}"
+    with atomic_dir(final) as tmp:
+        save_model(tmp / "model.safetensors", model, {"epoch": str(epoch), "step": str(step)})
+        opt_tensors, opt_meta = optimizer_to_tensors(opt)
+        save_tensors(tmp / "state.safetensors", {**opt_tensors, **rng_to_tensors()},
                           {"optimizer": opt_meta, "step": str(step), "epoch": str(epoch)})
-        ckpt.atomic_write_json(tmp / "state.json", {
+        atomic_write_json(tmp / "state.json", {
             "epoch": epoch, "step": step, "elapsed": elapsed, "history": history,
             "model_fingerprint": model.fingerprint(),
         })
@@ -266,14 +297,14 @@ def _write_metrics(out: Path, history: list[dict]) -> None:
     text = "".join(json.dumps(r, sort_keys=True) + "\n" for r in history)
     p = out / "metrics.jsonl"
     if not (p.is_file() and p.read_text(encoding="utf-8") == text):
-        ckpt.atomic_write_text(p, text)
+        atomic_write_text(p, text)
 
 
 def _load_resume_state(out: Path, model: GPTNeo, opt) -> tuple[int, int, list[dict], float]:
     """Restore the latest checkpoint with optimizer state; (epoch, step, history, elapsed)."""
     root = out / "checkpoints"
     if root.is_dir() and dist.is_main():  # leftovers of a checkpoint write killed before its rename
-        for junk in sorted(root.glob(f".{_EPOCH_PREFIX}*")):
+        for junk in sorted(root.glob(f".{EPOCH_PREFIX}*")):
             final = root / junk.name[1:-len(".old")] if junk.name.endswith(".old") else None
             if final is not None and not final.exists() and junk.is_dir():
                 os.replace(junk, final)  # killed between moving the old version aside and the new in
@@ -284,15 +315,15 @@ def _load_resume_state(out: Path, model: GPTNeo, opt) -> tuple[int, int, list[di
     if not cks:
         return 0, 0, [], 0.0
     epoch, p = cks[-1]
-    state = ckpt.read_json(p / "state.json", "checkpoint state")
-    tensors, _ = ckpt.load_tensors(p / "model.safetensors", "model weights")
-    ckpt.load_state_strict(model, tensors, str(p / "model.safetensors"), assign=False)
-    st, meta = ckpt.load_tensors(p / "state.safetensors", "optimizer state")
+    state = read_json(p / "state.json", "checkpoint state")
+    tensors, _ = load_tensors(p / "model.safetensors", "model weights")
+    load_state_strict(model, tensors, str(p / "model.safetensors"), assign=False)
+    st, meta = load_tensors(p / "state.safetensors", "optimizer state")
     try:
-        ckpt.optimizer_from_tensors(opt, st, json.loads(meta["optimizer"]))
+        optimizer_from_tensors(opt, st, json.loads(meta["optimizer"]))
     except (KeyError, ValueError, RuntimeError) as e:
         raise DataError(f"{p / 'state.safetensors'}: optimizer state does not fit the model ({e})") from None
-    ckpt.rng_from_tensors(st)
+    rng_from_tensors(st)
     return int(state["epoch"]), int(state["step"]), list(state.get("history", [])), float(state.get("elapsed", 0.0))
 
 
@@ -414,10 +445,10 @@ def _train(ctx: dist.Context, data_dir, out_dir, *, layers, width, heads, contex
                 try:
                     out.mkdir(parents=True, exist_ok=True)
                 except OSError as e:
-                    raise DataError(f"--out {out}: cannot create the run folder ({ckpt._os_reason(e)})") from None
+                    raise DataError(f"--out {out}: cannot create the run folder ({os_reason(e)})") from None
                 import lcfast
 
-                ckpt.atomic_write_json(out / "config.json", {
+                atomic_write_json(out / "config.json", {
                     **run_cfg, "lcfast_version": lcfast.__version__, "torch_version": torch.__version__,
                     "runtime": {"device": str(dev), "compile": bool(compile), "world_size": world,
                                 "backend": ctx.backend},
@@ -530,33 +561,5 @@ def _train(ctx: dist.Context, data_dir, out_dir, *, layers, width, heads, contex
             "resumed_from_epoch": resumed_from, "already_complete": False, "world_size": world}
 
 
-def load_run(run_dir: str | os.PathLike, checkpoint: str | int | None = "last", device: str | torch.device = "cpu"):
-    """(model in eval mode, run config) for a run of `train_run`. `checkpoint`: "last" or an epoch number.
-    The run config is config.json plus "checkpoint": {epoch, path, metrics of that epoch}."""
-    run = Path(run_dir)
-    cfg = ckpt.read_json(run / "config.json", "run config")
-    if cfg.get("format") != RUN_FORMAT:
-        raise DataError(f"{run / 'config.json'}: not a lcfast run config (format {cfg.get('format')!r})")
-    cks = list_checkpoints(run)
-    if not cks:
-        raise DataError(f"{run}: no finished checkpoint yet (train it with 'lcfast train ... --out {run}')")
-    if checkpoint in ("last", None):
-        epoch = max(cks)
-    else:
-        try:
-            epoch = int(checkpoint)
-        except (TypeError, ValueError):
-            raise UsageError(f"checkpoint must be 'last' or an epoch number, got {checkpoint!r}") from None
-        if epoch not in cks:
-            raise DataError(f"{run}: no checkpoint for epoch {epoch} (have {sorted(cks)})")
-    path = cks[epoch]
-    model = ckpt.load_model_file(path / "model.safetensors", device)
-    if model.config.to_dict() != cfg.get("model"):
-        raise DataError(f"{path / 'model.safetensors'}: model config differs from {run / 'config.json'}")
-    state = ckpt.read_json(path / "state.json", "checkpoint state")
-    metrics = next((r for r in state.get("history", []) if r.get("epoch") == epoch), None)
-    return model, {**cfg, "checkpoint": {"epoch": epoch, "path": str(path), "metrics": metrics}}
-
-
-__all__ = ["train_run", "load_run", "evaluate", "open_data", "list_checkpoints", "is_complete", "lr_at",
-           "default_heads", "resolve_device", "DEFAULT_EVAL_TOKENS", "RUN_FORMAT"]
+__all__ = ["train_run", "evaluate", "open_data", "is_complete", "lr_at",
+           "default_heads", "resolve_device", "DEFAULT_EVAL_TOKENS"]
