@@ -99,7 +99,7 @@ def _save_fig(fig, path) -> None:
     from lcfast.io import atomic_write_bytes
 
     buf = io.BytesIO()
-    fig.savefig(buf, format=str(path).rsplit(".", 1)[-1])
+    fig.savefig(buf, format=str(path).rsplit(".", 1)[-1], bbox_inches="tight")
     atomic_write_bytes(path, buf.getvalue())
 
 
