@@ -9,7 +9,6 @@ torch.load only with weights_only=True, no remote code) closes the file."""
 from __future__ import annotations
 
 import ast
-import errno
 import hashlib
 import os
 import shutil
@@ -21,6 +20,7 @@ import pytest
 import torch
 
 from lcfast.cli.app import main
+from diskfull import make_disk_full
 
 CTX = 8
 TRAIN_ARGS = ["--layers", "1", "--width", "16", "--heads", "2", "--context", str(CTX), "--window", str(CTX),
@@ -408,22 +408,7 @@ def test_disk_full_during_checkpoint(base, tmp_path, monkeypatch):
                   steps_per_epoch=2, eval_tokens=64, device="cpu", progress=False, epochs=2, callback=stop)
     assert sorted(list_checkpoints(run)) == [1]
     before = snapshot(run)
-    real_fdopen = os.fdopen
-
-    class Full:
-        def __init__(self, fh):
-            self.fh = fh
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *a):
-            self.fh.close()
-
-        def write(self, data):
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-
-    monkeypatch.setattr(os, "fdopen", lambda fd, *a, **k: Full(real_fdopen(fd, *a, **k)))
+    make_disk_full(monkeypatch)
     code, err = cli(["train", "--data", base / "data", "--out", run, *TRAIN_ARGS, "--epochs", "2"])
     monkeypatch.undo()
     lines = err.strip().splitlines()

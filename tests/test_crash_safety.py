@@ -4,7 +4,6 @@ rename): the previous artifact survives, and a rerun ends exactly where an unint
 
 from __future__ import annotations
 
-import errno
 import os
 import signal
 import subprocess
@@ -18,6 +17,7 @@ from lcfast.errors import DataError
 from lcfast import io as ckpt
 from lcfast.model.checkpoint import list_checkpoints
 from lcfast.pipeline.train import train_run
+from diskfull import make_disk_full
 
 TRAIN = dict(layers=1, width=16, heads=2, context=8, batch_size=4, lr=1e-2, weight_decay=0.1, seed=0,
              device="cpu", steps_per_epoch=2, eval_tokens=64, progress=False, window_size=8)
@@ -111,25 +111,7 @@ def test_classstats_save_killed_keeps_previous_state(tmp_path):
 def test_disk_full_leaves_previous_file_and_one_line_error(tmp_path, monkeypatch):
     f = tmp_path / "metrics.jsonl"
     f.write_text("old\n")
-    real_fdopen = os.fdopen
-
-    class Full:
-        def __init__(self, fh):
-            self.fh = fh
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *a):
-            self.fh.close()
-
-        def write(self, data):
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-
-        def __getattr__(self, k):
-            return getattr(self.fh, k)
-
-    monkeypatch.setattr(os, "fdopen", lambda fd, *a, **k: Full(real_fdopen(fd, *a, **k)))
+    make_disk_full(monkeypatch)
     with pytest.raises(DataError) as ei:
         ckpt.atomic_write_text(f, "new\n")
     msg = str(ei.value)
