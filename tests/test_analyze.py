@@ -16,13 +16,12 @@ from lcfast.errors import DataError, UsageError
 from lcfast.pipeline.analyze import analyze, correlate, run_analysis
 from lcfast.pipeline.report import write_report
 
-# The repo is <root>/main (or a CI clone) with shared/ beside it: <root>/shared/reference.
-REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"
-
-
 def _ref(name: str) -> Path:
-    p = REFERENCE / name
-    assert p.is_file(), f"reference table missing: {p} (shared/ must sit beside the repository)"
+    """The paper's table `name`, as packaged in lcfast.reference (a clone carries its own copy)."""
+    from lcfast.reference import table_path
+
+    p = table_path(name)
+    assert p.is_file(), f"packaged reference table missing: {p}"
     return p
 
 
@@ -256,3 +255,13 @@ def test_write_report(tmp_path):
     # Without measurements or plots it still writes a valid report.
     p2 = write_report(tmp_path / "r2", None, corr, [], [])
     assert "## Models" not in p2.read_text() and "nc1_cdnv" in p2.read_text()
+
+
+def test_packaged_paper_table_by_name(tmp_path, capsys):
+    """`paper:NAME` reads the copy shipped in lcfast/reference (no ../shared needed); a bad name is a usage error."""
+    code, out, err = _run(["analyze", "paper:lc-2024_10_24", "--out", str(tmp_path / "o"), "--no-plots", "--json"], capsys)
+    assert code == 0, err
+    rows = {r["metric"]: r for r in json.loads(out)}
+    assert rows["nc1_cdnv"]["n"] == 230 or rows.get("cdnv", {}).get("n") == 230
+    code, out, err = _run(["analyze", "paper:lc-1999", "--out", str(tmp_path / "p")], capsys)
+    assert code == 2 and "paper:lc-1999" in err and "lc-2024_10_24" in err

@@ -23,7 +23,7 @@ def register(app: typer.Typer) -> None:
     @app.command("analyze")
     def analyze_cmd(
         csvs: List[Path] = typer.Argument(
-            ..., help="Tables with one row per model/checkpoint: `lcfast measure` CSVs or the paper's lc-2024_*.csv."
+            ..., help="Tables with one row per model/checkpoint: `lcfast measure` CSVs, the paper's lc-2024_*.csv, or paper:lc-2024_10_24 (the packaged copy)."
         ),
         target: str = typer.Option("val_loss", "--target", help="Column to correlate every metric with."),
         out: Path = typer.Option(..., "--out", help="Output folder: correlations.csv, data.csv, analysis.json and PNG plots."),
@@ -41,7 +41,9 @@ def register(app: typer.Typer) -> None:
         from rich.table import Table
 
         from lcfast.pipeline.analyze import run_analysis
+        from lcfast.reference import resolve_table
 
+        csvs = [resolve_table(c) for c in csvs]
         err = Console(stderr=True)
         with err.status("analyzing…", spinner="dots") if not json_out else _null():
             res = run_analysis(csvs, target=target, out_dir=out, metrics=metric or None, plots=not no_plots)

@@ -2,7 +2,7 @@
 
 `analyze(csv_paths, target="val_loss", out_dir=...)` reads one or more tables — lcfast's own
 `lcfast measure` CSVs (one row per (model, checkpoint), canonical metric keys of DESIGN §3) and the
-paper's artifact tables (`../shared/reference/lc-2024_*.csv`, their own column names) — and, for
+paper's artifact tables (packaged as `lcfast/reference/lc-2024_*.csv`, their own column names) — and, for
 every metric column, fits `target ~ slope · x + intercept` where x is ln(metric) when the metric
 is positive on every row used (`scale = "log"`) and the metric itself otherwise (`scale =
 "linear"`). It reports R², slope, intercept, Pearson r, Spearman ρ with its p-value and n, writes
