@@ -174,3 +174,38 @@ def test_degenerate_tolerance_documented_value():
     ps = pairwise_torch(M, torch.ones(4, dtype=F64))
     ref = pairwise_naive(M, torch.ones(4, dtype=F64))
     assert ps.degenerate == ref.degenerate >= 1
+
+
+@pytest.mark.parametrize("block", [7, 64])
+def test_near_duplicates_resolved_exactly(block):
+    """Close but distinct means (relative squared distance 1e-4 … 1e-12, above the degenerate
+    tolerance) carry huge CDNVs that dominate the mean; the Gram form's rounding (BLAS-dependent)
+    would put a relative error of up to ~1e-3 on them. The sweep resolves such pairs from explicit
+    differences, so it agrees with the exact full grid to 1e-9 whatever the BLAS."""
+    M, var = _rand(40, 24, seed=11)
+    for k, rel in enumerate([1e-4, 1e-6, 1e-8, 1e-10, 1e-12]):
+        a, b = 2 * k, 2 * k + 1
+        u = torch.randn(24, generator=torch.Generator().manual_seed(k), dtype=F64)
+        M[b] = M[a] + math.sqrt(rel) * M[a].norm() * u / u.norm()
+    v = torch.randn(24, generator=torch.Generator().manual_seed(99), dtype=F64)
+    M[30] = 3.0 * M[31] + 1e-5 * M[31].norm() * v / v.norm()  # nearly parallel: dhat² ≈ 1e-11, far apart
+    want = pairwise_naive(M, var, exact=True)
+    assert want.degenerate == 0
+    got = pairwise_torch(M, var, block=block)
+    assert got.degenerate == want.degenerate
+    for k in ("cdnv", "cos", "logk"):
+        _close_moments(getattr(got, k), getattr(want, k), rtol=1e-9)
+    # row sums are accumulated shifted by the mean CDNV (≈2e8 here, set by the near pairs), so a row
+    # of O(1) CDNVs keeps ~eps·2e8 absolute: 1e-6 relative is what that design gives, not the Gram form
+    assert torch.allclose(got.row_cdnv_sum, want.row_cdnv_sum, rtol=1e-6, atol=0)
+    assert torch.equal(got.row_count, want.row_count)
+
+
+def test_refine_band_is_where_the_gram_form_is_trusted():
+    """Outside the band the Gram form's rounding (≤ 16√d·eps of the norms) is < 1e-9 relative."""
+    from lcfast.stats.pairwise import refine_band
+
+    for d in (1, 64, 4096):
+        band = refine_band(d)
+        assert DEGENERATE_TOL < band < 1e-3
+        assert 16 * math.sqrt(d) * torch.finfo(F64).eps / band <= 1e-9 * (1 + 1e-12)

@@ -28,6 +28,15 @@ Gram-form distance of two equal means (measured on exact duplicates spanning 6 o
 in norm: ≤ 4, 9, 21 eps·(‖m_i‖²+‖m_j‖²) at d = 64, 1024, 4096) and far below any real separation
 (relative squared distance 2e-13, i.e. means equal to ~6 significant digits).
 
+Near pairs are resolved exactly. The Gram form's absolute rounding (a few √d·eps of
+‖m_i‖² + ‖m_j‖²) is harmless for well-separated means but ill-conditioned for close ones: a pair at
+relative squared distance 1e-10 carries a relative error of ~1e-6 in dist², hence in its (huge)
+CDNV, and the exact rounding depends on the BLAS kernel (it moved with the torch build). Every pair
+inside the band `refine_band(d)` (dist² ≤ band·(‖m_i‖² + ‖m_j‖²) or dhat² ≤ 2·band) is therefore
+recomputed from explicit differences before the degenerate rule and the moments see it, as the
+Triton kernel's phase 2 does (its log-kernel too: the shifted buffer dhat² − K would lose the
+digits of a tiny dhat²); outside the band the Gram form is good to ~1e-9 relative.
+
 The Gram sums for the ETF errors (ΣG, ΣG², tr G over the full C×C G = M Mᵀ) need no sweep:
 ΣG = ‖Σ_c m_c‖², tr G = Σ‖m_c‖², ‖G‖_F² = ‖MᵀM‖_F² (d×d) — computed in O(C·d²) (or O(C²·d)
 through C×C tiles when C < d, which is then the smaller matrix).
@@ -46,7 +55,7 @@ from lcfast.errors import UsageError
 from lcfast.stats.classstats import load_launcher, resolve_backend
 from lcfast.stats.results import Moments, PairwiseSums
 
-__all__ = ["pairwise_torch", "pairwise_sweep", "gram_sums", "cross_gram_sums", "etf_error", "DEGENERATE_TOL"]
+__all__ = ["pairwise_torch", "pairwise_sweep", "gram_sums", "cross_gram_sums", "etf_error", "DEGENERATE_TOL", "refine_band"]
 
 F64 = torch.float64
 DEGENERATE_TOL = 1e3 * torch.finfo(F64).eps
@@ -86,6 +95,30 @@ def cross_gram_sums(W: torch.Tensor, M: torch.Tensor, block: int = 2048) -> tupl
             Ai = W[i : i + block] @ M.T
             asq += float((Ai * Ai).sum())
     return asum, asq, atr
+
+
+def refine_band(d: int) -> float:
+    """Relative band (of ‖m_i‖² + ‖m_j‖² for dist², of 2 for dhat²) inside which the Gram-form
+    value is replaced by the exact sum of squared differences: the Gram form's rounding
+    (≲ 16·√d·eps64 relative to the norms) stays below 1e-9 of any value outside it."""
+    return 16.0 * math.sqrt(max(d, 1)) * torch.finfo(F64).eps * 1e9
+
+
+def _exact_pairs(near, Mk, nk, i0, j0, chunk=4096):
+    """(rows, cols, dist², dhat²) of the `near` entries of a tile, summed from explicit differences
+    of the float64 means (memory: chunk × d), or None when there are none."""
+    idx = near.nonzero()
+    if idx.shape[0] == 0:
+        return None
+    d2, t2 = [], []
+    for c0 in range(0, idx.shape[0], chunk):
+        a, b = (idx[c0 : c0 + chunk] + torch.tensor([i0, j0], device=idx.device)).unbind(1)
+        dm = Mk[a] - Mk[b]
+        d2.append((dm * dm).sum(1))
+        dh = Mk[a] / nk[a].sqrt()[:, None] - Mk[b] / nk[b].sqrt()[:, None]
+        t2.append((dh * dh).sum(1))
+    r, c = idx.unbind(1)
+    return r, c, torch.cat(d2), torch.cat(t2)
 
 
 def _flat(buf: torch.Tensor, r: int, c: int) -> torch.Tensor:
@@ -186,6 +219,8 @@ def pairwise_torch(
     rcount = torch.zeros(K, dtype=F64, device=dev)
     n_valid = 0
     two_tol = 2.0 * tol
+    band = max(refine_band(d), tol)
+    two_band = 2.0 * band
 
     for i0 in range(0, K, bs):
         i1 = min(i0 + bs, K)
@@ -198,21 +233,36 @@ def pairwise_torch(
             bj = j1 - j0
             D2 = torch.mm(ALi, AR[j0:j1].T, out=_flat(bufs[0], bi, bj))
             T = torch.mm(BLi, BR[j0:j1].T, out=_flat(bufs[1], bi, bj))
-            if j0 == i0:
-                valid = tri[:bi, :bj].clone()
+            ex = None  # pairs near the band, resolved exactly
+            if j0 == i0 or float(D2.min()) <= band * (nki_max + float(nk[j0:j1].max())) \
+                    or float(T.min()) <= two_band - Kt:
+                near = (D2 <= band * (nki[:, None] + nk[None, j0:j1])) | (T <= two_band - Kt)
+                if j0 == i0:
+                    near &= tri[:bi, :bj]
+                ex = _exact_pairs(near, Mk, nk, i0, j0)
+                if ex is not None:
+                    er, ec, ed2, et2 = ex
+                    D2[er, ec] = ed2
+                    T[er, ec] = et2 - Kt
+            if j0 == i0 or ex is not None or float(D2.min()) <= tol * (nki_max + float(nk[j0:j1].max())) \
+                    or float(T.min()) <= two_tol - Kt:
                 deg = (D2 <= tol * (nki[:, None] + nk[None, j0:j1])) | (T <= two_tol - Kt)
-                degenerate += int((deg & valid).sum())
-                valid &= ~deg
-            elif float(D2.min()) <= tol * (nki_max + float(nk[j0:j1].max())) or float(T.min()) <= two_tol - Kt:
-                deg = (D2 <= tol * (nki[:, None] + nk[None, j0:j1])) | (T <= two_tol - Kt)
-                degenerate += int(deg.sum())
-                valid = ~deg
+                if ex is not None:  # decided on the exact values (T holds dhat² − Kt: rounded at ~eps·Kt)
+                    deg[er, ec] = (ed2 <= tol * (nki[er] + nk[j0 + ec])) | (et2 <= two_tol)
+                if j0 == i0:
+                    valid = tri[:bi, :bj] & ~deg
+                    degenerate += int((deg & tri[:bi, :bj]).sum())
+                else:
+                    valid = ~deg
+                    degenerate += int(deg.sum())
             else:
                 valid = None
             if p != 1.0:
                 D2.clamp_min_(0).pow_(p)
             cd = torch.add(hvi[:, None], hv[None, j0:j1], out=_flat(bufs[2], bi, bj)).div_(D2).sub_(Kc)
             L = torch.add(c_kt, T, alpha=s_l, out=_flat(bufs[3], bi, bj)).log_()
+            if ex is not None:  # log dhat² − Kl from the exact dhat², not from the shifted T
+                L[er, ec] = et2.log() - Kl
             if valid is None:
                 n_valid += bi * bj
                 rcount[i0:i1] += bj
