@@ -37,7 +37,7 @@ from lcfast.stats.classstats import ClassStats
 from lcfast.stats.ncc import NCCStats
 from lcfast.stats.pairwise import DEGENERATE_TOL, cross_gram_sums, etf_error, pairwise_sweep
 
-__all__ = ["CANONICAL_KEYS", "PAPER_KEYS", "PROFILES", "measure_embeddings", "measure_stats", "measure_all"]
+__all__ = ["CANONICAL_KEYS", "PAPER_KEYS", "PROFILES", "profile_cdnv_power", "measure_embeddings", "measure_stats", "measure_all"]
 
 F64 = torch.float64
 
@@ -108,7 +108,9 @@ def _mean_var1(x: torch.Tensor) -> tuple[float | None, float | None]:
     return mean, var
 
 
-def _resolve_profile(profile: str, cdnv_power: float | None) -> float:
+def profile_cdnv_power(profile: str, cdnv_power: float | None) -> float:
+    """The CDNV exponent a profile uses: `cdnv_power`, or the profile's default (canonical 1,
+    paper 2 — the only one it accepts). UsageError for an unknown profile or a conflicting power."""
     if profile not in PROFILES:
         raise UsageError(f"measure: profile must be one of {', '.join(PROFILES)}, got {profile!r}")
     if profile == "paper":
@@ -163,7 +165,7 @@ def measure_all(
     """(metrics dict, per-token DataFrame or None) with one pairwise sweep for both.
     profile "canonical" → CANONICAL_KEYS, "paper" → PAPER_KEYS (docs/metrics.md); cdnv_power
     defaults to 1 (canonical) / 2 (paper, the only power it accepts)."""
-    cdnv_power = _resolve_profile(profile, cdnv_power)
+    cdnv_power = profile_cdnv_power(profile, cdnv_power)
     paper = profile == "paper"
     if isinstance(stats, (str, os.PathLike)):
         stats = ClassStats.load(stats)
@@ -408,7 +410,7 @@ def measure_embeddings(
     below min_count stay NC4 candidates at their own means; unseen classes sit at the origin) and no
     covariance is accumulated (no paper column needs it). With `return_table=True` returns
     (dict, per-token DataFrame)."""
-    power = _resolve_profile(profile, cdnv_power)
+    power = profile_cdnv_power(profile, cdnv_power)
     paper = profile == "paper"
     if H.dim() != 2 or Y.dim() != 1 or Y.numel() != H.shape[0]:
         raise UsageError(f"measure_embeddings: H must be [N, d] and Y [N], got {tuple(H.shape)} and {tuple(Y.shape)}")
