@@ -163,7 +163,7 @@ def test_pooling_paper_table_with_paper_profile_and_canonical_rows(tmp_path, cap
     pp.to_csv(prof, index=False)
     # lcfast canonical tables: one at power 1, one at power 2 (its nc1_cdnv is the paper's cdnv)
     p1, p2 = tmp_path / "canon_p1.csv", tmp_path / "canon_p2.csv"
-    c1 = _measure_csv(p1)
+    _measure_csv(p1)
     c2 = _measure_csv(p2, seed=3)
     c2["model"] = "P2" + c2["model"]
     c2["cdnv_power"] = 2.0

@@ -188,7 +188,7 @@ def test_paper_columns_match_brute_force(min_count, with_bias):
 
 
 def test_paper_columns_in_float32_features():
-    H, Y, W, b, Hv, Yv = imbalanced(seed=11)
+    H, Y, W, _, Hv, Yv = imbalanced(seed=11)
     want = paper_reference(H.float(), Y, W.float(), Hv.float(), Yv, W.shape[0], 2)
     got = measure_embeddings(H.float(), Y, W.float(), None, Hv.float(), Yv, min_count=2, profile="paper", backend="torch")
     assert_matches_reference(got, want, rel=1e-9)
@@ -242,7 +242,7 @@ def test_simplex_etf_known_values():
 
 def test_interference_mean_is_minus_mean_square_norm_over_c_minus_1():
     """For centred means Σ_{c<c'} ⟨m_c, m_c'⟩ = −Σ‖m_c‖²/2: the paper's table has this identity."""
-    H, Y, W, b, Hv, Yv = imbalanced(seed=2)
+    H, Y, W, *_ = imbalanced(seed=2)
     r = measure_embeddings(H, Y, W, profile="paper", min_count=2)
     C = r["n_classes"]
     mean_sq = r["norms_mean"] ** 2 + r["norms_var"] * (C - 1) / C
@@ -297,7 +297,7 @@ def test_profiles_and_errors():
 
 
 def test_old_decisions_without_all_classes_leave_hits_empty_with_a_warning():
-    H, Y, W, b, Hv, Yv = imbalanced(seed=6)
+    H, Y, W, _, Hv, Yv = imbalanced(seed=6)
     C, d = W.shape
     st = ClassStats(C, d)
     st.update(H, Y)
@@ -309,7 +309,7 @@ def test_old_decisions_without_all_classes_leave_hits_empty_with_a_warning():
 
 
 def test_single_kept_class():
-    H, Y, W, b, Hv, Yv = imbalanced(seed=7)
+    H, Y, W, _, Hv, Yv = imbalanced(seed=7)
     r = measure_embeddings(H, Y, W, None, Hv, Yv, min_count=int(torch.bincount(Y).max()), profile="paper")
     assert r["n_classes"] == 1
     for k in ("cdnv", "interfere_mean", "etf_error", "dual_error", "norms_var", "norms_log_mean", "simdot_var"):

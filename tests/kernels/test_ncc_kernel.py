@@ -169,7 +169,7 @@ def test_all_classes_matches_naive_and_twin(device, block_c):
 
 def test_all_classes_when_every_class_is_kept_and_errors(device):
     H, means, kept, W, b = problem(B=9, d=8, C=12, seed=9)
-    n, l, a = run_all(device, H, means, kept, W, b)
+    n, _, a = run_all(device, H, means, kept, W, b)
     assert torch.equal(a, n)
     with pytest.raises(UsageError):  # all_classes needs the full table, not K rows
         ncc_triton(H.float().to(device), means[kept[:5]].float().to(device), kept[:5].to(device), W.float().to(device),
