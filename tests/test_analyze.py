@@ -60,14 +60,16 @@ def _measure_csv(path: Path, seed: int = 0) -> pd.DataFrame:
 
 
 # ---------------------------------------------------------------------------------------------
-# The paper's own tables (DESIGN §8)
+# The paper's own tables
 # ---------------------------------------------------------------------------------------------
 
 
 def test_paper_table_10_24_r2():
     corr = analyze([_ref("lc-2024_10_24.csv")], target="val_loss", plots=False).set_index("metric")
-    cdnv, kern = corr.loc["nc1_cdnv"], corr.loc["gnc2_log_var"]
+    cdnv, kern = corr.loc["cdnv"], corr.loc["gnc2_log_var"]
     assert cdnv["scale"] == "log" and kern["scale"] == "log"
+    # the paper's cdnv (‖Δμ‖⁴) keeps its name: it is not the canonical nc1_cdnv (‖Δμ‖²)
+    assert "nc1_cdnv" not in corr.index
     assert cdnv["source_column"] == "cdnv" and kern["source_column"] == "log_kern_var"
     assert cdnv["r2"] == pytest.approx(0.916, abs=0.005)
     assert kern["r2"] == pytest.approx(0.898, abs=0.005)
@@ -78,22 +80,31 @@ def test_paper_table_10_24_r2():
     direct = stats.linregress(np.log(raw["cdnv"]), raw["val_loss"])
     assert cdnv["r2"] == pytest.approx(direct.rvalue**2, rel=1e-12)
     assert cdnv["slope"] == pytest.approx(direct.slope, rel=1e-12)
-    # hits/misses -> NC4 agreement; the paper's hits column is not analysed on its own.
-    agree = corr.loc["nc4_agreement"]
-    assert agree["source_column"] == "hits/(hits+misses)"
+    # hits/misses -> the paper's NC4 hit rate (nearest of all C means): not the canonical
+    # nc4_agreement (nearest kept mean); the paper's hits column is not analysed on its own.
+    agree = corr.loc["hit_rate"]
+    assert agree["source_column"] == "hits/(hits+misses)" and "nc4_agreement" not in corr.index
     assert agree["spearman_rho"] < -0.9  # more agreement, lower loss
     assert "hits" not in corr.index and "misses" not in corr.index
-    # Columns whose meaning differs from DESIGN §3 keep their own names; ordering is by R².
+    # Same quantity -> canonical key; other definitions keep their names (docs/metrics.md).
+    assert corr.loc["nc2_etf_error", "source_column"] == "etf_error"
+    assert corr.loc["nc3_dual_error", "source_column"] == "dual_error"
+    assert corr.loc["nc2_norm_mean", "source_column"] == "norms_mean"
     assert "interfere_var" in corr.index and "nc2_interference_var" not in corr.index
+    assert "simcos_var" in corr.index and "nc3_dual_cos_var" not in corr.index  # ddof 1 vs 0
     assert list(corr["r2"].dropna()) == sorted(corr["r2"].dropna(), reverse=True)
 
 
 def test_paper_table_05_18_maps_and_parses_ids():
     res = run_analysis([_ref("lc-2024_05_18.csv")], plots=False)
     corr = res.correlations.set_index("metric")
-    assert corr.loc["nc1_cdnv", "source_column"] == "cdnv_mean"
-    assert corr.loc["nc1_cdnv", "r2"] == pytest.approx(0.916, abs=0.005)
-    assert "nc3_dual_cos_var" in corr.index and "sims_std" not in res.data.columns
+    assert corr.loc["cdnv", "source_column"] == "cdnv_mean"
+    assert corr.loc["cdnv", "r2"] == pytest.approx(0.916, abs=0.005)
+    assert "simcos_var" in corr.index and "sims_std" not in res.data.columns
+    # 05_18's interference is of cosines (the canonical key); its norms are of ‖m_c‖² (tagged)
+    assert corr.loc["nc2_interference_mean", "source_column"] == "interfere_mean"
+    assert "norms_mean[05_18]" in corr.index and "nc2_norm_mean" not in corr.index
+    assert corr.loc["match_rate", "source_column"] == "matches/(matches+misses)"
     row = res.data.set_index(["model", "checkpoint"]).loc[("01x0064_10L", 9)]
     assert (row["layers"], row["width"], row["epochs"], row["epoch"]) == (1, 64, 10, 10)
     assert "Unnamed: 0" not in res.data.columns  # the index column of the 05_18 file
@@ -103,11 +114,94 @@ def test_two_paper_tables_merge_and_keep_conflicting_columns_apart():
     res = run_analysis([_ref("lc-2024_05_18.csv"), _ref("lc-2024_10_24.csv")], plots=False)
     assert len(res.data) == 230
     cols = set(res.data.columns)
-    # Same name, different definitions in the two tables -> kept per file.
-    assert {"norms_mean[lc-2024_05_18]", "norms_mean[lc-2024_10_24]"} <= cols and "norms_mean" not in cols
-    # Same meaning (cdnv vs cdnv_mean, float32 round-off apart) -> one canonical column.
-    assert "nc1_cdnv" in cols and not any(c.startswith("nc1_cdnv[") for c in cols)
+    # Same name, different definitions in the two tables -> kept apart by name.
+    assert {"norms_mean[05_18]", "nc2_norm_mean"} <= cols and "norms_mean" not in cols
+    assert {"nc2_interference_mean", "interfere_mean"} <= cols  # cosines (05_18) vs raw dots (10_24)
+    # Same meaning (cdnv vs cdnv_mean, float32 round-off apart) -> one column, pooled.
+    assert "cdnv" in cols and not any(c.startswith("cdnv[") for c in cols)
+    assert set(res.pooled) == {"cdnv", "nc3_dual_cos_mean", "simcos_var"}
+    assert any("interfere_mean" in a for a in res.kept_apart)
     assert any("merged" in n for n in res.notes)
+
+
+# ---------------------------------------------------------------------------------------------
+# Pooling like with like (own small tables in the paper's and lcfast's shapes)
+# ---------------------------------------------------------------------------------------------
+
+
+def _paper_like(path: Path, n: int = 6, seed: int = 1) -> pd.DataFrame:
+    """A table with the paper's lc-2024_10_24 columns and model ids."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n):
+        cdnv = 0.3 * math.exp(-0.3 * i)
+        rows.append({
+            "model": f"0{1 + i % 2}x0{64 * (1 + i)}_01L@0", "n_params": 10_000 * (i + 1),
+            "val_acc": 0.3 + 0.01 * i, "val_loss": 3.0 + 0.4 * math.log(cdnv) + rng.normal(0, 0.01),
+            "perplex": 20.0 - i, "cdnv": cdnv, "norms_mean": 7.0 + i, "norms_var": 3.0 + 0.1 * i,
+            "etf_error": 1.4 - 0.01 * i, "interfere_mean": -0.002 - 1e-4 * i, "interfere_var": 400.0 + i,
+            "log_kern_mean": -0.28, "log_kern_var": 0.09 - 0.005 * i, "dual_error": 1.41 - 0.01 * i,
+            "simdot_mean": 0.7, "simdot_var": 2.9, "simcos_mean": 0.13 + 0.01 * i, "simcos_var": 0.09,
+            "dists_mean": 1.28, "dists_var": 0.08, "hits": 1000 + 100 * i, "misses": 9000 - 100 * i,
+            "norms_log_mean": 2.0, "norms_log_var": 0.07,
+        })
+    df = pd.DataFrame(rows)
+    df.to_csv(path, index=False)
+    return df
+
+
+def test_pooling_paper_table_with_paper_profile_and_canonical_rows(tmp_path, capsys):
+    paper = tmp_path / "paper.csv"
+    _paper_like(paper)
+    # a `lcfast measure --profile paper` table: the paper's column names, profile=paper, power 2
+    prof = tmp_path / "profile_paper.csv"
+    pp = _paper_like(tmp_path / "tmp.csv", n=3, seed=2).drop(columns=["perplex"])
+    pp["model"] = ["mine", "mine", "other"]
+    pp["checkpoint"] = ["epoch_1", "epoch_2", "epoch_1"]
+    pp["profile"], pp["cdnv_power"], pp["n_classes"], pp["perplexity"] = "paper", 2.0, 300, 9.0
+    pp.to_csv(prof, index=False)
+    # lcfast canonical tables: one at power 1, one at power 2 (its nc1_cdnv is the paper's cdnv)
+    p1, p2 = tmp_path / "canon_p1.csv", tmp_path / "canon_p2.csv"
+    _measure_csv(p1)
+    c2 = _measure_csv(p2, seed=3)
+    c2["model"] = "P2" + c2["model"]
+    c2["cdnv_power"] = 2.0
+    c2["nc2_etf_error"] = 1.3
+    c2.to_csv(p2, index=False)
+    out = tmp_path / "an"
+    res = run_analysis([paper, prof, p1, p2], out_dir=out, plots=False)
+    d = res.data
+    # cdnv: the paper table, the paper-profile rows and the power-2 canonical rows, nothing else
+    assert res.pooled["cdnv"] == ["canon_p2.csv", "paper.csv", "profile_paper.csv"]
+    assert d["cdnv"].notna().sum() == 6 + 3 + len(c2)
+    assert set(d.loc[d["nc1_cdnv"].notna(), "source"]) == {"canon_p1.csv"}
+    assert d.loc[d["source"] == "canon_p2.csv", "cdnv"].tolist() == pytest.approx(c2["nc1_cdnv"].tolist())
+    # same quantity under the canonical key, from every table that has it
+    assert res.pooled["nc2_etf_error"] == ["canon_p2.csv", "paper.csv", "profile_paper.csv"]
+    assert res.pooled["gnc2_log_var"] == ["canon_p1.csv", "canon_p2.csv", "paper.csv", "profile_paper.csv"]
+    # the paper's NC4 (all C means) and the canonical one (kept means) stay apart
+    assert "hit_rate" in res.pooled and "nc4_agreement" in res.pooled
+    assert set(d.loc[d["hit_rate"].notna(), "source"]) == {"paper.csv", "profile_paper.csv"}
+    assert any(a.startswith("nc1_cdnv ≠ cdnv") for a in res.kept_apart)
+    assert any(a.startswith("nc4_agreement ≠ hit_rate") for a in res.kept_apart)
+    summary = json.loads((out / "analysis.json").read_text())
+    assert summary["pooled_columns"]["cdnv"] == res.pooled["cdnv"] and summary["kept_apart"] == res.kept_apart
+    # the CLI says it in one line; the markdown report too
+    code, _, err = _run(["analyze", str(paper), str(prof), "--out", str(tmp_path / "cli"), "--no-plots"], capsys)
+    assert code == 0, err
+    lines = [ln for ln in err.splitlines() if ln.startswith("pooled across tables:")]
+    assert len(lines) == 1 and "cdnv" in lines[0] and "paper.csv + profile_paper.csv" in lines[0]
+    corr = analyze([paper, p2], plots=False)
+    text = write_report(tmp_path / "rep", None, corr, [], []).read_text()
+    assert "Pooled across tables: " in text and "docs/metrics.md" in text
+
+
+def test_one_table_reports_no_pooling(tmp_path):
+    paper = tmp_path / "paper.csv"
+    _paper_like(paper)
+    res = run_analysis([paper], plots=False)
+    assert res.pooled == {} and res.kept_apart == []
+    assert "cdnv" in res.correlations["metric"].tolist()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -262,6 +356,6 @@ def test_packaged_paper_table_by_name(tmp_path, capsys):
     code, out, err = _run(["analyze", "paper:lc-2024_10_24", "--out", str(tmp_path / "o"), "--no-plots", "--json"], capsys)
     assert code == 0, err
     rows = {r["metric"]: r for r in json.loads(out)}
-    assert rows["nc1_cdnv"]["n"] == 230 or rows.get("cdnv", {}).get("n") == 230
+    assert rows["cdnv"]["n"] == 230  # the paper's cdnv (power 2) keeps its own name
     code, out, err = _run(["analyze", "paper:lc-1999", "--out", str(tmp_path / "p")], capsys)
     assert code == 2 and "paper:lc-1999" in err and "lc-2024_10_24" in err

@@ -350,6 +350,17 @@ def case_fewer_than_two_kept_classes(w, base):
     return ["measure", c, "--out", w / "m", "--min-count", str(k), "--no-progress"], 1, f"--min-count {k}: 1 class of"
 
 
+def case_profile_unknown(w, base):
+    c = _coll_copy(w, base)
+    return ["measure", c, "--out", w / "m", "--profile", "papr", "--no-progress"], 2, "--profile papr: expected one of canonical, paper"
+
+
+def case_profile_paper_other_power(w, base):
+    c = _coll_copy(w, base)
+    return (["measure", c, "--out", w / "m", "--profile", "paper", "--cdnv-power", "1", "--no-progress"], 2,
+            "--cdnv-power 1.0: --profile paper defines cdnv with power 2")
+
+
 CASES = {name[len("case_"):]: fn for name, fn in sorted(globals().items()) if name.startswith("case_")}
 
 

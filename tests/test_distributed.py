@@ -80,6 +80,7 @@ def _assert_same_stats(a_dir: Path, b_dir: Path) -> None:
     na, nb = NCCStats.load(a_dir / "val_ncc.safetensors"), NCCStats.load(b_dir / "val_ncc.safetensors")
     assert int(na.totals.sum()) > 100
     assert torch.equal(na.totals, nb.totals) and torch.equal(na.hits, nb.hits)
+    assert na.hits_all is not None and torch.equal(na.hits_all, nb.hits_all)  # the paper's NC4, all-reduced too
     sa = json.loads((a_dir / "collect.json").read_text())
     sb = json.loads((b_dir / "collect.json").read_text())
     for k in ("tokens", "skipped_nonfinite"):

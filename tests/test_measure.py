@@ -86,6 +86,37 @@ def test_min_count_cdnv_power_and_exact(tiny, tmp_path):
         assert ex[k] == pytest.approx(base[k], rel=1e-9), k
 
 
+def test_profile_paper_rows_match_measure_embeddings(tiny, tmp_path, capsys):
+    """`lcfast measure --profile paper`: the paper's columns, equal to measure_embeddings(profile="paper")
+    on the raw features (NC4 over all C means, from the collected all-class decisions)."""
+    import lcfast
+    from lcfast.data.shards import TokenShard
+    from lcfast.metrics.measure import CANONICAL_KEYS, PAPER_KEYS
+    from lcfast.model.checkpoint import load_run
+
+    code, _ = _cli(capsys, "measure", tiny["run"] / "collect" / "epoch_2", "--out", tmp_path / "p", "--profile", "paper",
+                   "--no-progress")
+    assert code == 0
+    csv = pd.read_csv(tmp_path / "p" / "measurements.csv")
+    assert set(PAPER_KEYS) <= set(csv.columns) and not set(CANONICAL_KEYS) - set(PAPER_KEYS) & set(csv.columns)
+    row = csv.iloc[0]
+    assert row["profile"] == "paper" and row["cdnv_power"] == 2
+    model, cfg = load_run(tiny["run"], 2)
+    T = cfg["model"]["context"]
+    H, Y = features_of(model, TokenShard(str(tiny["data"] / "train.lcshard")), T)
+    Hv, Yv = features_of(model, TokenShard(str(tiny["data"] / "val.lcshard")), T)
+    ref = lcfast.measure_embeddings(H, Y, W=model.lm_head_weight.detach(), H_val=Hv, Y_val=Yv, backend="torch",
+                                    profile="paper")
+    for k in PAPER_KEYS:
+        assert ref[k] is not None, k
+        if k in ("hits", "misses", "n_classes", "n_samples", "degenerate_pairs"):
+            assert int(row[k]) == ref[k], k
+        else:
+            assert row[k] == pytest.approx(ref[k], rel=1e-6, abs=1e-9), k
+    canon = measure([tiny["run"] / "collect" / "epoch_2"], tmp_path / "c", progress=False).iloc[0]
+    assert canon["profile"] == "canonical" and row["etf_error"] == pytest.approx(canon["nc2_etf_error"], rel=1e-12)
+
+
 def test_measure_errors(tiny, tmp_path, capsys):
     code, err = _cli(capsys, "measure", tmp_path / "nope", "--out", tmp_path / "o", "--no-progress")
     assert code == 2 and "nope" in err and len(err.strip().splitlines()) == 1

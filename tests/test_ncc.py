@@ -108,3 +108,51 @@ def test_nccstats_bad_input(tmp_path):
     with pytest.raises(DataError, match="x.safetensors"):
         NCCStats.load(junk)
     assert NCCStats(50, means, kept, W).agreement is None
+
+
+def test_ncc_all_classes_matches_full_matrix_and_breaks_ties_to_the_lowest_id():
+    means, kept, W, b, H, Y = _setup(4, K_every=2)
+    means[[5, 9, 13]] = 0.0  # unseen classes (not kept): exact ties at the origin
+    H[:10] *= 1e-3            # rows nearest to the origin: class 5 wins the tie
+    ids = kept.nonzero().squeeze(1)
+    ref = ncc_naive(H, means, ids, W, b, all_classes=True)
+    for block in (7, 1024):
+        got = ncc_torch(H, means, ids, W, b, block=block, row_block=64, all_classes=True)
+        assert all(torch.equal(g, r) for g, r in zip(got, ref))
+    assert (ref[2][:10] == 5).all() and not bool(kept[ref[2]].all())
+    assert torch.equal(ncc_predict(H, means, ids, W, b, backend="torch", all_classes=True)[2], ref[2])
+
+
+def test_nccstats_all_classes_save_load_merge(tmp_path):
+    means, kept, W, b, H, Y = _setup(5)
+    whole = NCCStats(50, means, kept, W, b, all_classes=True).update(H, Y, backend="torch")
+    ids = kept.nonzero().squeeze(1)
+    sel = kept[Y]
+    _, lm, nall = ncc_naive(H[sel], means, ids, W, b, all_classes=True)
+    assert torch.equal(whole.hits_all, torch.bincount(Y[sel], weights=(nall == lm).double(), minlength=50).long())
+    assert whole.agreement_all == pytest.approx(float((nall == lm).double().mean()))
+    # the canonical decisions are those of an accumulator without the extra candidates
+    canon = NCCStats(50, means, kept, W, b).update(H, Y, backend="torch")
+    assert torch.equal(canon.hits, whole.hits) and canon.hits_all is None and canon.agreement_all is None
+    a = NCCStats(50, means, kept, W, b, all_classes=True).update(H[:100], Y[:100], backend="torch")
+    p = tmp_path / "ncc.safetensors"
+    a.save(p)
+    back = NCCStats.load(p, means=means, W=W, b=b)
+    assert back.all_classes
+    back.update(H[100:], Y[100:], backend="torch")  # resume
+    assert torch.equal(back.hits_all, whole.hits_all) and torch.equal(back.hits, whole.hits)
+    rest = NCCStats(50, means, kept, W, b, all_classes=True).update(H[100:], Y[100:], backend="torch")
+    assert torch.equal(NCCStats.load(p).merge(rest).hits_all, whole.hits_all)
+    with pytest.raises(UsageError, match="full means table"):  # the all-class search needs every mean
+        NCCStats.load(p, means=means[kept], W=W)
+    with pytest.raises(DataError, match="differ"):  # a non-kept mean changed: other decisions
+        m2 = means.clone()
+        m2[~kept] += 1
+        NCCStats.load(p, means=m2, W=W)
+    with pytest.raises(DataError, match="hits_all"):
+        canon.merge(NCCStats.load(p))
+    # a state saved without the all-class decisions (an older lcfast) loads and resumes as it was
+    q = tmp_path / "old.safetensors"
+    NCCStats(50, means, kept, W, b).update(H[:100], Y[:100], backend="torch").save(q)
+    old = NCCStats.load(q, means=means, W=W, b=b)
+    assert not old.all_classes and old.update(H[100:], Y[100:], backend="torch").hits_all is None

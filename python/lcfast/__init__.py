@@ -4,7 +4,7 @@ The public API is imported lazily so that `lcfast --help` does not pay for impor
 
     lcfast.TokenShard, lcfast.tokenize_files, lcfast.count_tokens   token engine (Rust core)
     lcfast.ClassStats                                              per-class accumulators
-    lcfast.measure_embeddings, lcfast.measure_stats                every NC metric (DESIGN §3)
+    lcfast.measure_embeddings, lcfast.measure_stats                every NC metric (docs/metrics.md)
 """
 
 from __future__ import annotations

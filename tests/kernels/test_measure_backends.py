@@ -60,3 +60,22 @@ def test_triton_and_torch_backends_agree(device, monkeypatch, min_count, power):
             assert t is not None and math.isfinite(t), k
             assert t == pytest.approx(v, rel=1e-5, abs=1e-9), k
     assert ref["n_classes"] < 48 and ref["nc4_agreement"] is not None
+
+
+@pytest.mark.parametrize("min_count", [1, 3])
+def test_paper_profile_triton_and_torch_agree(device, min_count):
+    """profile="paper" through the kernels (raw-dot moment in the sweep, all-class NC4 search)
+    equals the torch path, which tests/test_paper_profile.py checks against the brute force."""
+    H, Y, W, b, Hv, Yv = _data(device, seed=1)
+    Hv[:6] = 0.01 * Hv[:6]  # near the origin, where the unseen classes' means sit
+    kw = dict(W=W, b=b, H_val=Hv, Y_val=Yv, min_count=min_count, profile="paper")
+    tri = measure_embeddings(H, Y, backend="triton", **kw)
+    ref = measure_embeddings(H.cpu(), Y.cpu(), W=W.cpu(), b=b.cpu(), H_val=Hv.cpu(), Y_val=Yv.cpu(),
+                             min_count=min_count, profile="paper", backend="torch")
+    assert list(tri) == list(ref)
+    for k, v in ref.items():
+        assert v is not None, k
+        if isinstance(v, int):
+            assert tri[k] == v, k
+        else:
+            assert tri[k] == pytest.approx(v, rel=1e-5, abs=1e-9), k

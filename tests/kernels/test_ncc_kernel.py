@@ -132,3 +132,47 @@ def test_bad_inputs(device):
         ncc_triton(f(H), f(means[:4]), kept.to(device), f(W), f(b))
     with pytest.raises(UsageError):
         ncc_triton(f(H), f(means), kept.to(device), f(W), f(b), precision="fp8")
+
+
+# ---------------------------------------------------------------------------------------------
+# all_classes: the nearest of all C means (the paper's NC4) from the same search
+# ---------------------------------------------------------------------------------------------
+
+
+def run_all(device, H, means, kept, W, b=None, **kw):
+    to = lambda t: None if t is None else t.to(device)  # noqa: E731
+    out = ncc_triton(to(H.float()), to(means.float()), to(kept), to(W.float()), to(None if b is None else b.float()),
+                     all_classes=True, **kw)
+    assert len(out) == 3 and all(t.dtype == torch.int64 and t.shape == (H.shape[0],) for t in out)
+    return [t.cpu() for t in out]
+
+
+@pytest.mark.parametrize("block_c", [16, 32])
+def test_all_classes_matches_naive_and_twin(device, block_c):
+    """Unseen classes at the origin (exact ties among them: the lowest id wins), classes that are
+    not kept at their own means, rows near the origin and near a non-kept mean."""
+    H, means, kept, W, b = problem(B=70, d=24, C=60, seed=8, kept_every=2)
+    means[[7, 19, 41, 59]] = 0.0  # unseen in training (odd ids: not kept)
+    H[:8] = 0.01 * H[:8]          # nearest of all means: the origin, i.e. class 7
+    H[8:16] = means[13] + 0.05 * H[8:16]  # near a non-kept class's mean
+    ref = ncc_naive(H.float().to(F64), means.float().to(F64), kept, W.float().to(F64), b.float().to(F64), all_classes=True)
+    got = run_all(device, H, means, kept, W, b, block_c=block_c)
+    twin = ncc_torch(H, means, kept, W, b, block=13, all_classes=True)
+    for r, g_, t in zip(ref, got, twin):
+        assert torch.equal(g_, r) and torch.equal(t, r)
+    assert (got[2][:8] == 7).all() and (got[2][8:16] == 13).all()
+    assert not set(got[2].tolist()) <= set(kept.tolist())  # non-kept winners do occur
+    # the kept-only decisions are the same as without all_classes
+    n, l = run(device, H, means, kept, W, b, block_c=block_c)
+    assert torch.equal(n, got[0]) and torch.equal(l, got[1])
+
+
+def test_all_classes_when_every_class_is_kept_and_errors(device):
+    H, means, kept, W, b = problem(B=9, d=8, C=12, seed=9)
+    n, _, a = run_all(device, H, means, kept, W, b)
+    assert torch.equal(a, n)
+    with pytest.raises(UsageError):  # all_classes needs the full table, not K rows
+        ncc_triton(H.float().to(device), means[kept[:5]].float().to(device), kept[:5].to(device), W.float().to(device),
+                   all_classes=True)
+    with pytest.raises(UsageError):
+        ncc_torch(H, means[kept[:5]], kept[:5], W, all_classes=True)

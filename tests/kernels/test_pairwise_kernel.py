@@ -136,3 +136,43 @@ def test_bad_inputs(device):
         pairwise_triton(M.to(device), var.to(device), precision="fp8")
     with pytest.raises(UsageError):
         pairwise_triton(M.to(device), var.to(device), block=24)
+
+
+# ---------------------------------------------------------------------------------------------
+# raw dot products (the paper profile's interference): every pair, degenerate ones included
+# ---------------------------------------------------------------------------------------------
+
+
+def assert_dots_close(got, want, rtol):
+    assert got.dot is not None and want.dot is not None
+    assert got.dot.n == want.dot.n
+    if want.dot.n:
+        scale = abs(want.dot.mean) + math.sqrt(want.dot.var)
+        assert got.dot.mean == pytest.approx(want.dot.mean, rel=rtol, abs=rtol * scale)
+        assert got.dot.m2 == pytest.approx(want.dot.m2, rel=10 * rtol, abs=1e-12)
+
+
+@pytest.mark.parametrize("block", [16, 32])
+def test_raw_dot_products_match_naive_and_twin(device, block):
+    M, var = centred(70, 37, seed=21)
+    M[3] = M[17]             # duplicate: degenerate, yet its dot product counts
+    M[8] = 0.0               # zero norm (after centring below: tiny but nonzero, still "zero")
+    M[21] = 2.5 * M[22]
+    want = pairwise_naive(M, var, cdnv_power=2.0, raw_dot=True)
+    assert want.dot.n == 70 * 69 // 2 and want.degenerate > 0
+    got = pairwise_triton(M.to(device), var.to(device), cdnv_power=2.0, block=block, raw_dot=True)
+    assert_dots_close(got, want, rtol=2e-6)
+    assert_sums_close(got, want, rtol=2e-5)  # the other moments are unchanged by the extra one
+    twin = pairwise_torch(M, var, cdnv_power=2.0, block=block, raw_dot=True)
+    assert_dots_close(twin, want, rtol=1e-12)
+    # without raw_dot nothing is computed
+    assert pairwise_triton(M.to(device), var.to(device), block=block).dot is None
+
+
+@pytest.mark.parametrize("C", [1, 2, 3])
+def test_raw_dot_products_tiny(device, C):
+    M, var = centred(C, 5, seed=C)
+    want = pairwise_naive(M, var, raw_dot=True)
+    got = pairwise_triton(M.to(device), var.to(device), raw_dot=True)
+    assert_dots_close(got, want, rtol=2e-6)
+    assert_dots_close(pairwise_torch(M, var, raw_dot=True), want, rtol=1e-12)

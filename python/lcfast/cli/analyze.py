@@ -1,4 +1,4 @@
-"""`lcfast analyze CSV…`: correlation of each metric with a target across models (DESIGN §2)."""
+"""`lcfast analyze CSV…`: correlation of each metric with a target across models (metrics: docs/metrics.md)."""
 
 from __future__ import annotations
 
@@ -33,7 +33,11 @@ def register(app: typer.Typer) -> None:
         no_plots: bool = typer.Option(False, "--no-plots", help="Skip the PNG plots."),
         json_out: bool = typer.Option(False, "--json", help="Print the correlation table as JSON."),
     ) -> None:
-        """R², slope (on ln(metric) where positive), Spearman ρ and p-value of each metric vs TARGET; PNG plots."""
+        """R², slope (on ln(metric) where positive), Spearman ρ and p-value of each metric vs TARGET; PNG plots.
+
+        Several tables pool a column only where its definition agrees (docs/metrics.md): the paper's
+        columns join the canonical keys they equal, its cdnv (‖Δμ‖⁴) stays apart from nc1_cdnv
+        unless a row's cdnv_power is 2. One line says which columns were pooled."""
         import json
 
         from rich.console import Console
@@ -79,6 +83,10 @@ def register(app: typer.Typer) -> None:
                 f"wrote {Path(out) / 'correlations.csv'}, {Path(out) / 'data.csv'}, {Path(out) / 'analysis.json'}"
                 + (f" and {len(res.plots)} PNG plots" if res.plots else "")
             )
+        if len(csvs) > 1:
+            from lcfast.pipeline.analyze import pooling_line
+
+            err.print(pooling_line(res.pooled, res.kept_apart), markup=False, soft_wrap=True)  # one line
         for n in res.derived:
             err.print(f"[dim]derived: {escape(n)}[/dim]")
         for n in res.notes:

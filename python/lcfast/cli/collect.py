@@ -86,13 +86,21 @@ def register(app: typer.Typer) -> None:
         runs: List[Path] = typer.Argument(..., help="Run dirs (their collect/*), collect output dirs, or folders of runs."),
         out: Path = typer.Option(..., "--out", help="Output dir: measurements.csv and per_token/*.parquet."),
         min_count: Optional[int] = typer.Option(None, "--min-count", help="Keep classes with ≥ k train samples (default: collect's)."),
-        cdnv_power: float = typer.Option(1.0, "--cdnv-power", help="Exponent on the squared mean distance in CDNV (paper's artifacts: 2)."),
+        profile: str = typer.Option(
+            "canonical", "--profile",
+            help="canonical: lcfast's metric keys; paper: the paper's own columns and definitions (cdnv, "
+                 "interfere_*, hits/misses, …) — see docs/metrics.md.",
+        ),
+        cdnv_power: Optional[float] = typer.Option(
+            None, "--cdnv-power",
+            help="Exponent p on the squared mean distance in CDNV (default 1; --profile paper: 2, the only one it takes).",
+        ),
         backend: str = typer.Option("auto", "--backend", help="auto, torch, triton."),
         device: str = typer.Option("auto", "--device", help="Where the metrics run: auto, cpu, cuda."),
         progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
         json_out: bool = typer.Option(False, "--json", help="Print the rows as JSON."),
     ) -> None:
-        """Every NC metric: one CSV row per (model, checkpoint), plus a per-token parquet table."""
+        """Every NC metric (docs/metrics.md): one CSV row per (model, checkpoint), plus a per-token parquet table."""
         from rich.console import Console
 
         from lcfast.errors import UsageError
@@ -101,7 +109,7 @@ def register(app: typer.Typer) -> None:
         if backend not in ("auto", "torch", "triton"):
             raise UsageError(f"--backend {backend}: expected auto, torch or triton")
         df = do_measure(runs, out, min_count=min_count, cdnv_power=cdnv_power, backend=backend, device=device,
-                        console=Console(stderr=True), progress=progress)
+                        console=Console(stderr=True), progress=progress, profile=profile)
         if json_out:
             print(df.to_json(orient="records", indent=2))
         else:

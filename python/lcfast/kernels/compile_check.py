@@ -41,9 +41,10 @@ def _variants():
     for prec in PW.PRECISIONS:
         cfg = PW._default_config(prec)
         t = dict(pw_t, m_ptr="*bf16" if prec == "bf16" else "*fp32")
-        for pm in ((1, 0) if prec == "ieee" else (1,)):
-            yield (f"pairwise {prec} pow_mode={pm}", PW._pairwise_kernel, t,
-                   dict(PREC="ieee" if prec == "bf16" else prec, POW_MODE=pm, UPCAST=False,
+        # (power, raw dots): the canonical default, a general power, and the paper profile's variant
+        for pm, dots in (((1, False), (0, False), (2, True)) if prec == "ieee" else ((1, False), (2, True))):
+            yield (f"pairwise {prec} pow_mode={pm}{' dots' if dots else ''}", PW._pairwise_kernel, t,
+                   dict(PREC="ieee" if prec == "bf16" else prec, POW_MODE=pm, UPCAST=False, DOTS=dots,
                         BLOCK=cfg["block"], BLOCK_K=cfg["block_k"]), cfg["num_warps"])
     ex_t = dict(m64_ptr="*fp64", stride_m64="i32", sqx_ptr="*fp64", var_ptr="*fp64", tiles_ptr="*i32",
                 part_ptr="*fp64", row_cdnv_ptr="*fp64", row_cos_ptr="*fp64", row_cnt_ptr="*fp64", C="i32", D="i32",
@@ -51,13 +52,17 @@ def _variants():
     blk = min(PW._default_config("ieee")["block"], 64)
     yield ("pairwise exact tiles", PW._exact_tile_kernel, ex_t, dict(POW_MODE=0, BLOCK=blk), 8 if blk >= 64 else 4)
     nc_t = dict(h_ptr="*bf16", stride_h="i32", B="i32", mu_ptr="*fp32", stride_mu="i32", musq_ptr="*fp32", K="i32",
-                w_ptr="*fp32", stride_w="i32", b_ptr="*fp32", C="i32", D="i32", ncc_out="*i64", lm_out="*i64")
+                w_ptr="*fp32", stride_w="i32", b_ptr="*fp32", C="i32", D="i32", ncc_out="*i64", lm_out="*i64",
+                rmu_ptr="*fp32", stride_rmu="i32", rmusq_ptr="*fp32", K2="i32", kid_ptr="*i64", rid_ptr="*i64",
+                all_out="*i64")
     for prec in ("ieee", "tf32x3", "tf32", "bf16"):
         cfg = NC._default_config(prec)
-        t = dict(nc_t, mu_ptr="*bf16", w_ptr="*bf16") if prec == "bf16" else nc_t
-        yield (f"ncc {prec}", NC._ncc_kernel, t,
-               dict(HAS_BIAS=True, PREC="ieee" if prec == "bf16" else prec, OP_BF16=prec == "bf16", UPCAST=False,
-                    BLOCK_B=cfg["block_b"], BLOCK_C=cfg["block_c"], BLOCK_K=cfg["block_k"]), cfg["num_warps"])
+        t = dict(nc_t, mu_ptr="*bf16", w_ptr="*bf16", rmu_ptr="*bf16") if prec == "bf16" else nc_t
+        for rest in (False, True):  # True: NC4 over all C means too (the paper profile)
+            yield (f"ncc {prec}{' all-classes' if rest else ''}", NC._ncc_kernel, t,
+                   dict(HAS_BIAS=True, PREC="ieee" if prec == "bf16" else prec, OP_BF16=prec == "bf16", UPCAST=False,
+                        HAS_REST=rest, BLOCK_B=cfg["block_b"], BLOCK_C=cfg["block_c"], BLOCK_K=cfg["block_k"]),
+                   cfg["num_warps"])
 
 
 def _ptxas_usage(ptx: str, arch: int) -> dict:

@@ -12,6 +12,12 @@ One program per BLOCK_B validation rows. It walks the class dimension in BLOCK_C
 2. the LM head W (C×d) and bias b: logit = h·w_c + b_c, running (max, argmax) over the full
    vocabulary.
 
+With ``all_classes=True`` (the paper's NC4, docs/metrics.md) a third walk (constexpr HAS_REST)
+visits the C − K means that are not kept, with their own running (min, argmin); the kernel then
+compares it with the kept walk's and writes the class id of the nearest of *all* C means (ties to
+the lower class id, as argmin over the full table). The kept walk is unchanged, so the canonical
+``ncc_pred`` is bit-identical with and without it, and the extra work is C − K mean rows.
+
 Only B ints per output leave the kernel; the B×K distance and B×C logit matrices never exist.
 Ties resolve to the lowest index, as ``torch.argmin``/``argmax`` do: within a tile through the
 reduction's left tie-break, across tiles because a later tile must be strictly better. The
@@ -63,22 +69,11 @@ def _tile_scores(h_ptr, stride_h, rows64, rmask, c_ptr, stride_c, cols64, cmask,
 
 
 @triton.jit
-def _ncc_kernel(
-    h_ptr, stride_h, B,
-    mu_ptr, stride_mu, musq_ptr, K,
-    w_ptr, stride_w, b_ptr, C,
-    D,
-    ncc_out, lm_out,
-    HAS_BIAS: tl.constexpr, PREC: tl.constexpr, OP_BF16: tl.constexpr, UPCAST: tl.constexpr,
-    BLOCK_B: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_K: tl.constexpr,
-):
-    pid = tl.program_id(0)
-    rows = pid * BLOCK_B + tl.arange(0, BLOCK_B)
-    rmask = rows < B
-    rows64 = rows.to(tl.int64)
+def _nearest(h_ptr, stride_h, rows64, rmask, mu_ptr, stride_mu, musq_ptr, K, D,
+             PREC: tl.constexpr, OP_BF16: tl.constexpr, UPCAST: tl.constexpr,
+             BLOCK_B: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_K: tl.constexpr):
+    """Running (min, argmin) over the K rows of mu of ‖μ_c‖² − 2 h·μ_c; first row wins ties."""
     cc = tl.arange(0, BLOCK_C)
-
-    # 1) nearest kept mean: argmin_c ‖μ_c‖² − 2 h·μ_c
     best = tl.full((BLOCK_B,), float("inf"), tl.float32)
     best_i = tl.zeros((BLOCK_B,), dtype=tl.int32)
     for c0 in range(0, K, BLOCK_C):
@@ -92,7 +87,39 @@ def _ncc_kernel(
         better = tmin < best
         best = tl.where(better, tmin, best)
         best_i = tl.where(better, targ + c0, best_i)
+    return best, best_i
+
+
+@triton.jit
+def _ncc_kernel(
+    h_ptr, stride_h, B,
+    mu_ptr, stride_mu, musq_ptr, K,
+    w_ptr, stride_w, b_ptr, C,
+    D,
+    ncc_out, lm_out,
+    rmu_ptr, stride_rmu, rmusq_ptr, K2, kid_ptr, rid_ptr, all_out,
+    HAS_BIAS: tl.constexpr, PREC: tl.constexpr, OP_BF16: tl.constexpr, UPCAST: tl.constexpr,
+    HAS_REST: tl.constexpr,
+    BLOCK_B: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_K: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    rows = pid * BLOCK_B + tl.arange(0, BLOCK_B)
+    rmask = rows < B
+    rows64 = rows.to(tl.int64)
+    cc = tl.arange(0, BLOCK_C)
+
+    # 1) nearest kept mean: argmin_c ‖μ_c‖² − 2 h·μ_c
+    best, best_i = _nearest(h_ptr, stride_h, rows64, rmask, mu_ptr, stride_mu, musq_ptr, K, D,
+                            PREC, OP_BF16, UPCAST, BLOCK_B, BLOCK_C, BLOCK_K)
     tl.store(ncc_out + rows, best_i.to(tl.int64), mask=rmask)
+    if HAS_REST:
+        # 1b) the means not kept (unseen classes at the origin): nearest of all C class means
+        rbest, rbest_i = _nearest(h_ptr, stride_h, rows64, rmask, rmu_ptr, stride_rmu, rmusq_ptr, K2, D,
+                                  PREC, OP_BF16, UPCAST, BLOCK_B, BLOCK_C, BLOCK_K)
+        kid = tl.load(kid_ptr + best_i, mask=rmask, other=0)
+        rid = tl.load(rid_ptr + rbest_i, mask=rmask, other=0)
+        take = (rbest < best) | ((rbest == best) & (rid < kid))
+        tl.store(all_out + rows, tl.where(take, rid, kid), mask=rmask)
 
     # 2) language-model prediction: argmax_c w_c·h + b_c over the full vocabulary
     top = tl.full((BLOCK_B,), float("-inf"), tl.float32)
@@ -134,11 +161,14 @@ def ncc_triton(
     block_c: int | None = None,
     block_k: int | None = None,
     num_warps: int | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(ncc_pred int64[B], lm_pred int64[B]) class ids for the rows of H (B×d).
+    all_classes: bool = False,
+):
+    """(ncc_pred int64[B], lm_pred int64[B]) class ids for the rows of H (B×d); with
+    ``all_classes=True`` also ncc_all_pred int64[B], the nearest of all C means (module docstring).
 
     means: the class means, either all C rows (C×d, indexed by ``kept_ids``) or only the kept rows
-    (K×d, row k is class ``kept_ids[k]``); a ``means`` with C rows is always the full table. kept_ids: K ≥ 1 class ids. W: C×d LM head, b: C bias or None.
+    (K×d, row k is class ``kept_ids[k]``); a ``means`` with C rows is always the full table
+    (required with ``all_classes``). kept_ids: K ≥ 1 class ids. W: C×d LM head, b: C bias or None.
     """
     if precision not in PRECISIONS:
         raise UsageError(f"ncc_triton: precision must be one of {PRECISIONS}, got {precision!r}")
@@ -157,6 +187,8 @@ def ncc_triton(
     if b is not None and b.reshape(-1).shape[0] != C:
         raise UsageError(f"ncc_triton: b must have {C} entries, got {tuple(b.shape)}")
     dev = check_device(H, means, kept_ids, W, b, what="ncc_triton")
+    if all_classes and means.shape[0] != C:
+        raise UsageError(f"ncc_triton: all_classes needs the full means table [{C}, {d}], got {tuple(means.shape)}")
     if means.shape[0] == C:
         mu = means.index_select(0, kept_ids)
     elif means.shape[0] == K:
@@ -168,11 +200,23 @@ def ncc_triton(
     mu = mu.detach().to(op_dtype).contiguous()
     musq = (mu.to(torch.float64) ** 2).sum(1).to(torch.float32).contiguous()
     bias = b.detach().reshape(-1).contiguous() if b is not None else musq
+    rest = None
+    if all_classes:
+        m = torch.ones(C, dtype=torch.bool, device=dev)
+        m[kept_ids] = False
+        rest = m.nonzero().squeeze(1)
+    has_rest = rest is not None and rest.numel() > 0
+    if has_rest:
+        rmu = means.index_select(0, rest).detach().to(op_dtype).contiguous()
+        rmusq = (rmu.to(torch.float64) ** 2).sum(1).to(torch.float32).contiguous()
+    else:  # placeholders: the kernel never reads them
+        rmu, rmusq = mu, musq
 
     ncc_idx = torch.empty(B, dtype=torch.int64, device=dev)
     lm_pred = torch.empty(B, dtype=torch.int64, device=dev)
+    all_pred = torch.empty(B, dtype=torch.int64, device=dev) if has_rest else None
     if B == 0:
-        return ncc_idx, lm_pred
+        return (ncc_idx, lm_pred, ncc_idx.clone()) if all_classes else (ncc_idx, lm_pred)
     cfg = _default_config(precision)
     bb = block_b or cfg["block_b"]
     bc = block_c or cfg["block_c"]
@@ -186,8 +230,13 @@ def ncc_triton(
         W, W.stride(0), bias, C,
         d,
         ncc_idx, lm_pred,
-        HAS_BIAS=b is not None, PREC=prec, OP_BF16=precision == "bf16", UPCAST=INTERPRET,
+        rmu, rmu.stride(0), rmusq, rest.numel() if has_rest else 0,
+        kept_ids, rest if has_rest else kept_ids, all_pred if has_rest else ncc_idx,
+        HAS_BIAS=b is not None, PREC=prec, OP_BF16=precision == "bf16", UPCAST=INTERPRET, HAS_REST=has_rest,
         BLOCK_B=bb, BLOCK_C=bc, BLOCK_K=bk,
         num_warps=nw,
     )
-    return kept_ids[ncc_idx], lm_pred
+    ncc_pred = kept_ids[ncc_idx]
+    if all_classes:
+        return ncc_pred, lm_pred, (all_pred if has_rest else ncc_pred.clone())
+    return ncc_pred, lm_pred

@@ -16,9 +16,11 @@ Strategy
   the log kernel −½·log‖m̂_c − m̂_c′‖² = log(1/‖m̂_c − m̂_c′‖), and G². Element values are float32
   (the Gram entries carry fp32 rounding anyway); every sum is float64 (row sums of ≤ BLOCK values
   in float32, then float64).
-* Output: per program a row of a P×10 float64 table — the count of valid pairs, and for each of
+* Output: per program a row of a P×13 float64 table — the count of valid pairs, and for each of
   cdnv / cos / logk the sum and the M2 about the tile's own mean; the degenerate-pair count,
-  Σ_{c<c′} G² and the number of flagged pairs (below) — merged on the host with Chan's formula in
+  Σ_{c<c′} G² and the number of flagged pairs (below); with ``raw_dot=True`` (constexpr DOTS) the
+  count, sum and M2 of the raw Gram entries G = ⟨m_c, m_c′⟩ over every pair c < c′ of the tile,
+  degenerate or not (the paper's interference; never redone in phase 2) — merged on the host with Chan's formula in
   float64 (vectorised: the exact all-at-once form of ``Moments.merge``). Per-class row sums
   (row_cdnv_sum, row_cos_sum, row_count) go out through float64 atomics on both the tile's rows and
   columns (each pair counts for both its classes). Never anything of size C×C.
@@ -76,7 +78,7 @@ PRECISIONS = ("ieee", "tf32x3", "tf32", "bf16")
 #: kernels sit above stats/ in the layering, so the value is restated here and a test pins it)
 DEGENERATE_TOL = 1e3 * torch.finfo(torch.float64).eps
 
-_NPART = 10  # columns of the per-program partial table
+_NPART = 13  # columns of the per-program partial table (10..12: raw dot products, DOTS only)
 
 
 @triton.jit
@@ -150,12 +152,13 @@ def _pairwise_kernel(
     part_ptr,
     row_cdnv_ptr, row_cos_ptr, row_cnt_ptr,
     C, D, power, tol, thr,
-    PREC: tl.constexpr, POW_MODE: tl.constexpr, UPCAST: tl.constexpr,
+    PREC: tl.constexpr, POW_MODE: tl.constexpr, UPCAST: tl.constexpr, DOTS: tl.constexpr,
     BLOCK: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
     """Phase 1: Gram tile by tl.dot, float32 epilogue. A tile holding a pair within the Gram's
     rounding of a degenerate threshold emits no pair values (only ΣG² and its flag): phase 2
-    (_exact_tile_kernel) redoes that tile exactly."""
+    (_exact_tile_kernel) redoes that tile exactly. DOTS: also the count, sum and M2 of the raw
+    Gram entries over every pair of the tile (degenerate or not, so never left to phase 2)."""
     pid = tl.program_id(0)
     ti = tl.load(tiles_ptr + 2 * pid)
     tj = tl.load(tiles_ptr + 2 * pid + 1)
@@ -186,10 +189,16 @@ def _pairwise_kernel(
     xi = tl.load(sqx_ptr + oi, mask=mi, other=0.0)
     xj = tl.load(sqx_ptr + oj, mask=mj, other=0.0)
     upper = (oi[:, None] < oj[None, :]) & mj[None, :]
-    base = part_ptr + pid * 10
+    base = part_ptr + pid * 13
     gp = tl.where(upper, g, 0.0)
     tl.store(base + 8, _tile_sum(gp * gp))
     n_pair = _tile_sum(upper.to(tl.float32))
+    if DOTS:
+        sg = _tile_sum(gp)
+        eg = tl.where(upper, g - (sg / tl.maximum(n_pair, 1.0)).to(tl.float32), 0.0)
+        tl.store(base + 10, n_pair)
+        tl.store(base + 11, sg)
+        tl.store(base + 12, _tile_sum(eg * eg))
 
     pair = upper & (xi[:, None] > 0.0) & (xj[None, :] > 0.0)
     xsum = (xi[:, None] + xj[None, :]).to(tl.float32)
@@ -249,7 +258,7 @@ def _exact_tile_kernel(
     ok = pair & (e2 > tol * (xi[:, None] + xj[None, :])) & (eh2 > 2.0 * tol)
     vi = tl.load(var_ptr + oi, mask=mi, other=0.0)
     vj = tl.load(var_ptr + oj, mask=mj, other=0.0)
-    base = part_ptr + pid * 10
+    base = part_ptr + pid * 13
     keep = pid >= 0
     n_ok = _emit(ok, e2, eh2, vi, vj, power, oi, oj, mi, mj, keep, base,
                  row_cdnv_ptr, row_cos_ptr, row_cnt_ptr, POW_MODE)
@@ -308,13 +317,15 @@ def pairwise_triton(
     num_warps: int | None = None,
     group: int | None = None,
     info: dict | None = None,
+    raw_dot: bool = False,
 ) -> PairwiseSums:
     """One fused sweep over the class pairs c < c′ of the centred means M (C×d) and variances var (C).
 
     See the module docstring for the strategy; ``precision`` is one of :data:`PRECISIONS`, ``tol``
     the degenerate-pair tolerance (default :data:`DEGENERATE_TOL`, the twin's). Per-class row sums
     come back on M's device (row_count int64). Pass a dict as ``info`` to receive launch facts
-    (tiles, tiles and pairs re-evaluated exactly).
+    (tiles, tiles and pairs re-evaluated exactly). ``raw_dot=True``: also the moments of the raw
+    dot products ⟨m_c, m_c′⟩ over every pair (``PairwiseSums.dot``, the paper's interference).
     """
     if precision not in PRECISIONS:
         raise UsageError(f"pairwise_triton: precision must be one of {PRECISIONS}, got {precision!r}")
@@ -357,6 +368,8 @@ def pairwise_triton(
         gsq_exact = float((S * S).sum())
     if info is not None:
         info.update(tiles=0, refined_tiles=0, precision=precision)
+    if raw_dot:
+        out.dot = Moments()
     if C < 2:
         out.gram_sq_sum = gsq_exact if gsq_exact is not None else float((sqx ** 2).sum())
         out.row_count = row_cnt.to(torch.int64)
@@ -376,7 +389,7 @@ def pairwise_triton(
         part,
         row_cdnv, row_cos, row_cnt,
         C, d, p, tol, tol + _refine_threshold(precision, d),
-        PREC=prec, POW_MODE=pow_mode, UPCAST=INTERPRET and op_dtype != torch.float32,
+        PREC=prec, POW_MODE=pow_mode, UPCAST=INTERPRET and op_dtype != torch.float32, DOTS=bool(raw_dot),
         BLOCK=blk, BLOCK_K=bk,
         num_warps=nw,
     )
@@ -410,6 +423,8 @@ def pairwise_triton(
     out.cdnv = _merge(part[:, 0], part[:, 1], part[:, 2])
     out.cos = _merge(part[:, 0], part[:, 3], part[:, 4])
     out.logk = _merge(part[:, 0], part[:, 5], part[:, 6])
+    if raw_dot:
+        out.dot = _merge(part[:, 10], part[:, 11], part[:, 12])
     out.degenerate = int(round(float(part[:, 7].sum())))
     sq = (sqn.cpu() ** 2).sum()
     out.gram_sq_sum = gsq_exact if gsq_exact is not None else float(sq + 2.0 * part[:P, 8].sum())

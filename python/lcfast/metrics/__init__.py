@@ -1,7 +1,7 @@
-"""lcfast.metrics: every NC metric of DESIGN §3 (measure.py) and the per-token table (per_token.py).
+"""lcfast.metrics: every NC metric of docs/metrics.md (measure.py) and the per-token table (per_token.py).
 
-    measure_embeddings(H, Y, W=None, b=None, H_val=None, Y_val=None, min_count=1, backend="auto")
-    measure_stats(stats, W=None, b=None, ncc=None, min_count=1, backend="auto")
+    measure_embeddings(H, Y, W=None, b=None, H_val=None, Y_val=None, min_count=1, backend="auto", profile="canonical")
+    measure_stats(stats, W=None, b=None, ncc=None, min_count=1, backend="auto", profile="canonical")
     measure_all(stats, ...) -> (dict, DataFrame)   both from one pairwise sweep
     per_token_table(stats, ...) -> DataFrame
 """
@@ -15,6 +15,7 @@ _LAZY = {
     "measure_stats": "lcfast.metrics.measure",
     "measure_all": "lcfast.metrics.measure",
     "CANONICAL_KEYS": "lcfast.metrics.measure",
+    "PAPER_KEYS": "lcfast.metrics.measure",
     "per_token_table": "lcfast.metrics.per_token",
     "TABLE_COLUMNS": "lcfast.metrics.per_token",
 }

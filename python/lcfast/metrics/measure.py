@@ -1,21 +1,31 @@
-"""Every NC metric of DESIGN §3 from class statistics — `measure_stats` (saved/streamed state, what
-`lcfast measure` calls) and `measure_embeddings` (raw tensors; accumulates a ClassStats and an
-NCCStats, then takes the same code path).
+"""Every NC metric from class statistics — `measure_stats` (saved/streamed state, what `lcfast
+measure` calls) and `measure_embeddings` (raw tensors; accumulates a ClassStats and an NCCStats,
+then takes the same code path). Definitions, directions and how the two profiles relate:
+docs/metrics.md.
 
-Conventions (DESIGN §3): kept classes have n_c ≥ min_count; μ_G is the *unweighted* mean of the kept
-μ_c; m_c = μ_c − μ_G; means/variances are population statistics; accumulation in float64.
-Keys whose inputs are missing are None (no W → nc3_*, nc4; no validation data / NCCStats → nc4;
-no covariance → nc1_pinv), as are statistics that are undefined on the data (fewer than 2 kept
-classes, no non-degenerate pair, a coefficient of variation with mean 0) — never inf/NaN.
+Two profiles, from the same one-pass statistics and one pairwise sweep / one NCC search:
+* "canonical" (default): `CANONICAL_KEYS` — kept classes have n_c ≥ min_count; μ_G is the
+  *unweighted* mean of the kept μ_c; m_c = μ_c − μ_G; means/variances are population statistics;
+  accumulation in float64.
+* "paper": `PAPER_KEYS` — the columns of the paper's own tables (rhubarbwu/linguistic-collapse's
+  analyze.py over rhubarbwu/neural-collapse) under its names and definitions: cdnv with
+  ‖μ_c − μ_c'‖⁴, interference as raw dot products ⟨m_c, m_c'⟩ over all pairs, per-class variances
+  with ddof = 1 and pairwise ones with ddof = 0, NC4 over all C class means (hits / misses).
 
-Degenerate pairs (counted in `degenerate_pairs`, excluded from every pairwise mean): see
-`lcfast.stats.pairwise` — ‖m_c − m_c'‖² ≤ tol·(‖m_c‖² + ‖m_c'‖²), ‖m̂_c − m̂_c'‖² ≤ 2 tol, or a
-zero-norm m_c (‖m_c‖² ≤ tol·max‖m‖²), tol = 1e3·eps(float64) unless given.
+Keys whose inputs are missing are None (no W → nc3_* / dual, simdot, simcos, dists; no NCCStats →
+nc4 / hits, misses; no covariance → nc1_pinv), as are statistics that are undefined on the data
+(fewer than 2 kept classes, no non-degenerate pair, a coefficient of variation with mean 0, the
+log of a zero norm) — never inf/NaN.
+
+Degenerate pairs (counted in `degenerate_pairs`, excluded from every pairwise mean except the raw
+dot products): see `lcfast.stats.pairwise` — ‖m_c − m_c'‖² ≤ tol·(‖m_c‖² + ‖m_c'‖²),
+‖m̂_c − m̂_c'‖² ≤ 2 tol, or a zero-norm m_c (‖m_c‖² ≤ tol·max‖m‖²), tol = 1e3·eps(float64) unless given.
 Zero-norm m_c are also left out of nc2_lognorm_var (log 0) and, with zero-norm w_c, of the nc3 cosines.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import warnings
 from typing import Any, Callable
@@ -27,9 +37,13 @@ from lcfast.stats.classstats import ClassStats
 from lcfast.stats.ncc import NCCStats
 from lcfast.stats.pairwise import DEGENERATE_TOL, cross_gram_sums, etf_error, pairwise_sweep
 
-__all__ = ["CANONICAL_KEYS", "measure_embeddings", "measure_stats", "measure_all"]
+__all__ = ["CANONICAL_KEYS", "PAPER_KEYS", "PROFILES", "profile_cdnv_power", "measure_embeddings", "measure_stats", "measure_all"]
 
 F64 = torch.float64
+
+PROFILES = ("canonical", "paper")
+#: the paper's CDNV exponent on the squared distance (its analyze.py: dist_exp=2)
+PAPER_CDNV_POWER = 2.0
 
 CANONICAL_KEYS = (
     "n_classes",
@@ -52,6 +66,61 @@ CANONICAL_KEYS = (
     "nc4_agreement",
     "degenerate_pairs",
 )
+
+#: profile="paper": the columns of the paper's lc-2024_10_24 table (docs/metrics.md), plus the
+#: same bookkeeping as the canonical profile (n_classes, n_samples, degenerate_pairs)
+PAPER_KEYS = (
+    "n_classes",
+    "n_samples",
+    "cdnv",
+    "norms_mean",
+    "norms_var",
+    "norms_log_mean",
+    "norms_log_var",
+    "etf_error",
+    "interfere_mean",
+    "interfere_var",
+    "log_kern_mean",
+    "log_kern_var",
+    "dual_error",
+    "simdot_mean",
+    "simdot_var",
+    "simcos_mean",
+    "simcos_var",
+    "dists_mean",
+    "dists_var",
+    "hits",
+    "misses",
+    "degenerate_pairs",
+)
+
+
+def _finite(x) -> float | None:
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
+def _mean_var1(x: torch.Tensor) -> tuple[float | None, float | None]:
+    """(mean, sample variance with ddof = 1) of a 1-D tensor; None where undefined."""
+    n = x.numel()
+    mean = _finite(x.mean()) if n else None
+    var = _finite(x.var(correction=1)) if n >= 2 else None
+    return mean, var
+
+
+def profile_cdnv_power(profile: str, cdnv_power: float | None) -> float:
+    """The CDNV exponent a profile uses: `cdnv_power`, or the profile's default (canonical 1,
+    paper 2 — the only one it accepts). UsageError for an unknown profile or a conflicting power."""
+    if profile not in PROFILES:
+        raise UsageError(f"measure: profile must be one of {', '.join(PROFILES)}, got {profile!r}")
+    if profile == "paper":
+        if cdnv_power is not None and float(cdnv_power) != PAPER_CDNV_POWER:
+            raise UsageError(
+                f"measure: profile 'paper' defines cdnv with power {PAPER_CDNV_POWER:g} (‖μ_c − μ_c'‖⁴); "
+                f"got cdnv_power={cdnv_power}"
+            )
+        return PAPER_CDNV_POWER
+    return 1.0 if cdnv_power is None else float(cdnv_power)
 
 
 def _cv(x: torch.Tensor) -> float | None:
@@ -87,12 +156,17 @@ def measure_all(
     min_count: int = 1,
     backend: str = "auto",
     *,
-    cdnv_power: float = 1.0,
+    profile: str = "canonical",
+    cdnv_power: float | None = None,
     tol: float | None = None,
     decode: Callable[[int], str] | None = None,
     table: bool = True,
 ):
-    """(metrics dict, per-token DataFrame or None) with one pairwise sweep for both."""
+    """(metrics dict, per-token DataFrame or None) with one pairwise sweep for both.
+    profile "canonical" → CANONICAL_KEYS, "paper" → PAPER_KEYS (docs/metrics.md); cdnv_power
+    defaults to 1 (canonical) / 2 (paper, the only power it accepts)."""
+    cdnv_power = profile_cdnv_power(profile, cdnv_power)
+    paper = profile == "paper"
     if isinstance(stats, (str, os.PathLike)):
         stats = ClassStats.load(stats)
     if not isinstance(stats, ClassStats):
@@ -133,6 +207,15 @@ def measure_all(
     norms = n2.sqrt()
     scale = float(n2.max())
     nonzero = n2 > tol * scale if scale > 0 else torch.zeros(C, dtype=torch.bool, device=dev)
+
+    if paper:
+        r, ps, dual = _paper_metrics(ids_d, counts, M, norms, var, N, W, ncc, cdnv_power, backend, tol)
+        tab = None
+        if table:
+            from lcfast.metrics.per_token import build_table
+
+            tab = build_table(ids, counts, norms, var, dual, ps, ncc, decode)
+        return r, tab
 
     r: dict[str, Any] = {k: None for k in CANONICAL_KEYS}
     r["n_classes"] = C
@@ -211,6 +294,71 @@ def measure_all(
     return r, tab
 
 
+def _dual_cos(Wk: torch.Tensor, M: torch.Tensor, wn: torch.Tensor, norms: torch.Tensor, good: torch.Tensor):
+    """cos(w_c, m_c) on `good` classes, NaN elsewhere (the per-token table's dual_cos)."""
+    dual = torch.full((M.shape[0],), float("nan"), dtype=F64, device=M.device)
+    dual[good] = (Wk * M).sum(1)[good] / (wn[good] * norms[good])
+    return dual
+
+
+def _paper_metrics(ids_d, counts, M, norms, var, N, W, ncc, cdnv_power, backend, tol):
+    """PAPER_KEYS from the kept classes' centred means M, norms ‖m_c‖ and variances σ²_c: one
+    pairwise sweep (cdnv at power 2, log kernel, raw dot products), O(C·d) per-class vectors, and
+    the all-class NC4 decisions of `ncc`. Returns (dict, sweep, dual cosines for the table)."""
+    C = M.shape[0]
+    r: dict[str, Any] = {k: None for k in PAPER_KEYS}
+    r["n_classes"] = C
+    r["n_samples"] = int(round(N))
+    # per-class vectors: mean and sample variance (ddof = 1), as the paper's Tensor.var()
+    r["norms_mean"], r["norms_var"] = _mean_var1(norms)
+    if bool((norms > 0).all()):  # the paper's log of a zero norm is −inf: left None here
+        r["norms_log_mean"], r["norms_log_var"] = _mean_var1(norms.log())
+    ps = None
+    r["degenerate_pairs"] = 0
+    if C >= 2:
+        ps = pairwise_sweep(M, var, cdnv_power=cdnv_power, backend=backend, tol=tol, raw_dot=True)
+        r["degenerate_pairs"] = int(ps.degenerate)
+        if ps.cdnv.n > 0:  # pairwise statistics: mean and population variance over pairs c < c'
+            r["cdnv"] = _finite(ps.cdnv.mean)
+            r["log_kern_mean"] = _finite(ps.logk.mean)
+            r["log_kern_var"] = _finite(ps.logk.var)
+        if ps.dot is not None and ps.dot.n > 0:
+            r["interfere_mean"] = _finite(ps.dot.mean)
+            r["interfere_var"] = _finite(ps.dot.var)
+        r["etf_error"] = etf_error(ps.gram_sum, ps.gram_sq_sum, ps.gram_trace, C)
+    dual = None
+    if W is not None:
+        Wk = W.to(M.device, F64)[ids_d]
+        wn = Wk.norm(dim=1)
+        dots = (Wk * M).sum(1)
+        r["simdot_mean"], r["simdot_var"] = _mean_var1(dots)
+        both = (wn > 0) & (norms > 0)
+        # a zero vector has cosine 0 with anything and unit-normalises to 0 (as the paper's
+        # cosine_similarity and x / (‖x‖ + eps) do), so every kept class counts
+        cos = torch.where(both, dots / torch.where(both, wn * norms, 1.0), 0.0)
+        r["simcos_mean"], r["simcos_var"] = _mean_var1(cos)
+        wh = Wk / torch.where(wn > 0, wn, 1.0)[:, None]
+        mh = M / torch.where(norms > 0, norms, 1.0)[:, None]
+        r["dists_mean"], r["dists_var"] = _mean_var1((wh - mh).norm(dim=1))
+        if C >= 2:
+            asum, asq, atr = cross_gram_sums(Wk, M)
+            r["dual_error"] = etf_error(asum, asq, atr, C)
+        dual = _dual_cos(Wk, M, wn, norms, both)
+    if ncc is not None:
+        if ncc.hits_all is None:
+            warnings.warn(
+                "hits/misses: these NC4 decisions were made over the kept class means only (collected by an "
+                "older lcfast); the paper's NC4 searches all C means: recollect the val pass "
+                "(lcfast collect --restart) for hits/misses",
+                stacklevel=3,
+            )
+        else:
+            idc = ids_d.cpu()
+            hits = int(ncc.hits_all[idc].sum())
+            r["hits"], r["misses"] = hits, int(ncc.totals[idc].sum()) - hits
+    return r, ps, dual
+
+
 def measure_stats(
     stats: ClassStats | str | os.PathLike,
     W: torch.Tensor | None = None,
@@ -219,15 +367,17 @@ def measure_stats(
     min_count: int = 1,
     backend: str = "auto",
     *,
-    cdnv_power: float = 1.0,
+    profile: str = "canonical",
+    cdnv_power: float | None = None,
     tol: float | None = None,
 ) -> dict:
-    """Every canonical metric (DESIGN §3) from accumulated class statistics (a ClassStats or the
-    path of a saved one) and, for NC4, an NCCStats accumulated with the same kept classes.
-    `cdnv_power`: exponent p of the distance in (σ²_c + σ²_c')/(2 (‖μ_c − μ_c'‖²)^p) (the paper's
-    artifacts used 2). `b` is accepted for symmetry with measure_embeddings (NC4 decisions already
-    include it)."""
-    r, _ = measure_all(stats, W, b, ncc, min_count, backend, cdnv_power=cdnv_power, tol=tol, table=False)
+    """Every metric of `profile` (docs/metrics.md) from accumulated class statistics (a ClassStats
+    or the path of a saved one) and, for NC4, an NCCStats accumulated with the same kept classes
+    (profile "paper": with `all_classes=True`, for hits/misses).
+    `cdnv_power`: exponent p of the distance in (σ²_c + σ²_c')/(2 (‖μ_c − μ_c'‖²)^p), default 1
+    (canonical nc1_cdnv); the paper profile's cdnv is p = 2. `b` is accepted for symmetry with
+    measure_embeddings (NC4 decisions already include it). Returns {key: float | int | None}."""
+    r, _ = measure_all(stats, W, b, ncc, min_count, backend, profile=profile, cdnv_power=cdnv_power, tol=tol, table=False)
     return r
 
 
@@ -241,7 +391,8 @@ def measure_embeddings(
     min_count: int = 1,
     backend: str = "auto",
     *,
-    cdnv_power: float = 1.0,
+    profile: str = "canonical",
+    cdnv_power: float | None = None,
     covariance: bool = True,
     n_classes: int | None = None,
     tol: float | None = None,
@@ -249,13 +400,18 @@ def measure_embeddings(
     return_table: bool = False,
     decode: Callable[[int], str] | None = None,
 ):
-    """Every canonical metric from raw tensors: H [N, d] features, Y [N] labels (next tokens),
-    W [C, d] / b [C] the LM head, H_val / Y_val validation features for NC4.
+    """Every metric of `profile` ("canonical": CANONICAL_KEYS, "paper": PAPER_KEYS; docs/metrics.md)
+    from raw tensors: H [N, d] features, Y [N] labels (next tokens), W [C, d] / b [C] the LM head,
+    H_val / Y_val validation features for NC4 (any float dtype; accumulated in float64).
 
     The number of classes is W.shape[0], else `n_classes`, else 1 + the largest label.
-    Samples of classes below min_count are dropped before accumulating, so Σ_W (nc1_pinv,
-    `covariance=True`) is exactly over kept samples. With `return_table=True` returns
+    Canonical: samples of classes below min_count are dropped before accumulating, so Σ_W
+    (nc1_pinv, `covariance=True`) is exactly over kept samples. Paper: nothing is dropped (classes
+    below min_count stay NC4 candidates at their own means; unseen classes sit at the origin) and no
+    covariance is accumulated (no paper column needs it). With `return_table=True` returns
     (dict, per-token DataFrame)."""
+    power = profile_cdnv_power(profile, cdnv_power)
+    paper = profile == "paper"
     if H.dim() != 2 or Y.dim() != 1 or Y.numel() != H.shape[0]:
         raise UsageError(f"measure_embeddings: H must be [N, d] and Y [N], got {tuple(H.shape)} and {tuple(Y.shape)}")
     if H.shape[0] == 0:
@@ -283,18 +439,19 @@ def measure_embeddings(
     Y = Y.to(H.device, torch.int64)
     counts = torch.bincount(Y, minlength=C)
     kept = counts >= min_count
-    if not bool(kept.all()):
+    if not bool(kept.all()) and not paper:
         sel = kept[Y]
         H, Y = H[sel], Y[sel]
-    st = ClassStats(C, d, covariance=covariance, device=H.device)
+    st = ClassStats(C, d, covariance=covariance and not paper, device=H.device)
     for i in range(0, H.shape[0], chunk):
         st.update(H[i : i + chunk], Y[i : i + chunk], backend=backend)
     ncc = None
     if W is not None and H_val is not None:
         if H_val.dim() != 2 or H_val.shape[1] != d or Y_val.dim() != 1 or Y_val.numel() != H_val.shape[0]:
             raise UsageError(f"measure_embeddings: H_val must be [N, {d}] and Y_val [N], got {tuple(H_val.shape)}, {tuple(Y_val.shape)}")
-        ncc = NCCStats(C, st.means, kept.cpu(), W, b)
+        ncc = NCCStats(C, st.means, kept.cpu(), W, b, all_classes=paper)
         for i in range(0, H_val.shape[0], chunk):
             ncc.update(H_val[i : i + chunk], Y_val[i : i + chunk], backend=backend)
-    r, tab = measure_all(st, W, b, ncc, min_count, backend, cdnv_power=cdnv_power, tol=tol, decode=decode, table=return_table)
+    r, tab = measure_all(st, W, b, ncc, min_count, backend, profile=profile, cdnv_power=power, tol=tol,
+                         decode=decode, table=return_table)
     return (r, tab) if return_table else r

@@ -1,4 +1,4 @@
-"""The per-token table (DESIGN §3): one row per kept class.
+"""The per-token table (docs/metrics.md): one row per kept class.
 
 Columns:
     id                 class (token) id
@@ -7,7 +7,8 @@ Columns:
     norm               ‖m_c‖ = ‖μ_c − μ_G‖
     var                σ²_c (population, trace of the class covariance)
     dual_cos           cos(w_c, m_c) (NaN without W, or when ‖w_c‖ or ‖m_c‖ is 0)
-    cdnv_mean          mean CDNV against all other kept classes (non-degenerate partners)
+    cdnv_mean          mean CDNV against all other kept classes (non-degenerate partners), at the
+                       measurement's cdnv_power (2 with profile="paper")
     interference_mean  mean cos(m_c, m_c') against all other kept classes
     partners           number of non-degenerate partners those means are over
     nc4_hits, nc4_total, nc4_hit_rate   NC4 decisions at validation positions labelled c

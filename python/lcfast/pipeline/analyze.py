@@ -1,18 +1,23 @@
 """Correlate neural-collapse metrics with a target (default: validation loss) across models.
 
 `analyze(csv_paths, target="val_loss", out_dir=...)` reads one or more tables — lcfast's own
-`lcfast measure` CSVs (one row per (model, checkpoint), canonical metric keys of DESIGN §3) and the
-paper's artifact tables (packaged as `lcfast/reference/lc-2024_*.csv`, their own column names) — and, for
-every metric column, fits `target ~ slope · x + intercept` where x is ln(metric) when the metric
-is positive on every row used (`scale = "log"`) and the metric itself otherwise (`scale =
-"linear"`). It reports R², slope, intercept, Pearson r, Spearman ρ with its p-value and n, writes
-`out_dir/correlations.csv`, `out_dir/data.csv` (the normalised table that was analysed),
-`out_dir/analysis.json`, and PNG plots in `out_dir`: `scatter_<metric>_vs_<target>.png` (each
-metric vs the target, coloured by parameter count on a log scale) and `epochs_<metric>.png` (each
-metric vs epoch, one line per model, when some model has several checkpoints).
+`lcfast measure` CSVs (one row per (model, checkpoint): the canonical metric keys, or with
+`--profile paper` the paper's columns) and the paper's artifact tables (lc-2024_10_24 and the older
+lc-2024_05_18, packaged in lcfast/reference, their own column names) — and, for every metric column, fits
+`target ~ slope · x + intercept` where x is ln(metric) when the metric is positive on every row used
+(`scale = "log"`) and the metric itself otherwise (`scale = "linear"`). It reports R², slope,
+intercept, Pearson r, Spearman ρ with its p-value and n, writes `out_dir/correlations.csv`,
+`out_dir/data.csv` (the normalised table that was analysed), `out_dir/analysis.json`, and PNG plots
+in `out_dir`: `scatter_<metric>_vs_<target>.png` (each metric vs the target, coloured by parameter
+count on a log scale) and `epochs_<metric>.png` (each metric vs epoch, one line per model, when
+some model has several checkpoints).
 
-Paper columns are renamed to canonical keys only where the meaning was checked to match
-(`PAPER_COLUMNS`, `_derive`); every other column keeps its own name.
+Like with like (docs/metrics.md): a column pools rows of several tables only where its definition
+is the same in each. Paper columns are renamed to canonical keys where they are the same quantity
+(`PAPER_TO_CANONICAL`, `PAPER_05_18_TO_SHARED`); the paper's cdnv (‖Δμ‖⁴) stays `cdnv`, and a
+canonical row's nc1_cdnv joins it only when its `cdnv_power` is 2; older-table columns that share a
+name but not a definition get a `[05_18]` tag. `AnalysisResult.pooled` lists the columns that
+pooled several files, `.kept_apart` the related quantities that were not merged.
 """
 
 from __future__ import annotations
@@ -46,24 +51,47 @@ META_COLUMNS = {
     "lr", "batch_size", "tokens", "train_tokens", "val_tokens", "variant", "cdnv_power", "exact",
 }
 OUTCOME_COLUMNS = {"val_loss", "val_acc", "perplexity", "train_loss", "train_acc", "val_ppl", "collect_val_loss"}
-# Bookkeeping counts, not collapse metrics (hits/misses are turned into nc4_agreement).
-BOOKKEEPING_COLUMNS = {"n_classes", "n_samples", "degenerate_pairs", "min_count", "hits", "misses", "matches"}
+# Bookkeeping counts, not collapse metrics (hits/misses and matches/misses become hit rates).
+BOOKKEEPING_COLUMNS = {"n_classes", "n_samples", "degenerate_pairs", "min_count", "hits", "misses", "matches", "profile"}
 
-# Paper column -> canonical key, only where the meaning matches DESIGN §3 (checked against the
-# paper's code and by cross-checking its two tables). Kept under their own names (meaning differs
-# or could not be confirmed): norms_* (05_18 squares the norms; centring unclear), interfere_*
-# (10_24's interfere_var is ~1e6× the variance of cosines), etf_error, dual_error (the paper's
-# ‖W/‖W‖_F − M/‖M‖_F‖, not lcfast's ETF distance of W Mᵀ), dists_*, simdot_*, log_dist_*.
-PAPER_COLUMNS = {
-    "cdnv": "nc1_cdnv",  # pairwise mean of (σ²_c+σ²_c′)/(2‖μ_c−μ_c′‖²)
-    "cdnv_mean": "nc1_cdnv",  # 05_18 name; equals 10_24's cdnv
-    "log_kern_mean": "gnc2_log_mean",  # log inverse distance of normalised centred means
+# The paper's lc-2024_10_24 columns (and `lcfast measure --profile paper`'s, the same definitions)
+# that are the same quantity as a canonical key, checked against the paper's code
+# (docs/metrics.md). Every other paper column keeps its name: cdnv (‖Δμ‖⁴, not nc1_cdnv's ‖Δμ‖²),
+# norms_var / norms_log_* / simdot_* / simcos_var / dists_* (sample variances, ddof 1, or no
+# canonical twin), interfere_* (raw dot products, not cosines). Its dual_error is the ETF
+# distance of W Mᵀ (the paper's self_duality_error), exactly nc3_dual_error.
+PAPER_TO_CANONICAL = {
+    "etf_error": "nc2_etf_error",
+    "dual_error": "nc3_dual_error",
+    "norms_mean": "nc2_norm_mean",
+    "log_kern_mean": "gnc2_log_mean",
     "log_kern_var": "gnc2_log_var",
-    "simcos_mean": "nc3_dual_cos_mean",  # cos(w_c, m_c)
-    "simcos_var": "nc3_dual_cos_var",
-    "sims_mean": "nc3_dual_cos_mean",  # 05_18 name; equals 10_24's simcos_mean
-    "perplex": "perplexity",
+    "simcos_mean": "nc3_dual_cos_mean",
 }
+# The older lc-2024_05_18 table (the paper's code of May 2024): columns that are the same quantity
+# as a canonical key or a 10_24 column (checked against that code and, value by value, against the
+# 10_24 table on its 230 models); the rest keep their names, and the 05_18 columns that share a
+# name but not a definition with a 10_24 column (norms_* of ‖m_c‖², log_dist_* of uncentred
+# means, dists_* of another formula) are tagged [05_18].
+PAPER_05_18_TO_SHARED = {
+    "cdnv_mean": "cdnv",  # power 2, mean over pairs: the 10_24 cdnv (float32 round-off apart)
+    "sims_mean": "nc3_dual_cos_mean",  # cos(w_c, m_c): the 10_24 simcos_mean
+    "interfere_mean": "nc2_interference_mean",  # mean over pairs of cos(m_c, m_c'): not 10_24's raw dots
+}
+_05_18_TAGGED = ("norms_mean", "norms_log_mean", "dists_mean")
+_05_18_MARKERS = {"cdnv_mean", "sims_mean", "matches", "log_dist_mean", "norms_scl_mean"}
+OTHER_RENAMES = {"perplex": "perplexity"}
+# Quantities that look alike but are defined differently: listed as kept apart when both occur.
+KEPT_APART = (
+    ("nc1_cdnv", "cdnv", "CDNV with ‖Δμ‖² vs the paper's ‖Δμ‖⁴"),
+    ("nc2_interference_mean", "interfere_mean", "cosines vs raw dot products"),
+    ("nc2_interference_var", "interfere_var", "cosines vs raw dot products"),
+    ("nc2_lognorm_var", "norms_log_var", "ddof 0 vs 1"),
+    ("nc3_dual_cos_var", "simcos_var", "ddof 0 vs 1"),
+    ("nc4_agreement", "hit_rate", "nearest kept mean vs nearest of all C means"),
+    ("nc4_agreement", "match_rate", "LM argmax over the vocabulary vs over seen classes"),
+    ("hit_rate", "match_rate", "all C classes vs seen classes only"),
+)
 
 _PAPER_MODEL_RE = re.compile(
     r"^(?P<layers>\d+)x(?P<width>\d+)_(?P<epochs>\d+)(?P<variant>[A-Za-z]+)(?P<seed>\d*)@(?P<ckpt>\d+)$"
@@ -81,6 +109,8 @@ class AnalysisResult:
     metrics: list[str]
     renamed: dict[str, dict[str, str]] = field(default_factory=dict)
     derived: list[str] = field(default_factory=list)
+    pooled: dict[str, list[str]] = field(default_factory=dict)
+    kept_apart: list[str] = field(default_factory=list)
     plots: list[Path] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     files: dict[str, str] = field(default_factory=dict)
@@ -126,27 +156,101 @@ def _read_csv(path: Path) -> pd.DataFrame:
     return df.drop(columns=drop)
 
 
+def _is_05_18(df: pd.DataFrame) -> bool:
+    return bool(_05_18_MARKERS & set(df.columns))
+
+
+def _renames(df: pd.DataFrame) -> dict[str, str]:
+    """Column renames that put this table's columns under the names of their definitions."""
+    if _is_05_18(df):
+        table = {**PAPER_05_18_TO_SHARED, **{c: f"{c}[05_18]" for c in _05_18_TAGGED}}
+    else:
+        table = dict(PAPER_TO_CANONICAL)
+    table.update(OTHER_RENAMES)
+    renamed = {c: k for c, k in table.items() if c in df.columns and k not in df.columns}
+    # Two columns mapping to one key: keep the first, leave the other under its name.
+    seen: set[str] = set()
+    for c in list(renamed):
+        if renamed[c] in seen:
+            del renamed[c]
+        seen.add(renamed.get(c, ""))
+    return renamed
+
+
+def _rate(df: pd.DataFrame, num: str, name: str, tag: str, derived: list[str]) -> None:
+    if name in df.columns or num not in df.columns or "misses" not in df.columns:
+        return
+    h = pd.to_numeric(df[num], errors="coerce")
+    tot = h + pd.to_numeric(df["misses"], errors="coerce")
+    df[name] = h / tot.where(tot > 0)
+    derived.append(f"{tag}{name} = {num}/({num}+misses)")
+
+
 def _derive(df: pd.DataFrame, tag: str) -> tuple[pd.DataFrame, list[str]]:
-    """Canonical keys computed from paper columns (each checked against the other paper table)."""
+    """Columns computed from others, each the same quantity as its name elsewhere (docs/metrics.md)."""
     derived: list[str] = []
-    if "nc4_agreement" not in df.columns:
-        hits = "hits" if "hits" in df.columns else "matches" if "matches" in df.columns else None
-        if hits and "misses" in df.columns:
-            h = pd.to_numeric(df[hits], errors="coerce")
-            tot = h + pd.to_numeric(df["misses"], errors="coerce")
-            df["nc4_agreement"] = h / tot.where(tot > 0)
-            derived.append(f"{tag}nc4_agreement = {hits}/({hits}+misses)")
-    if "nc3_dual_cos_var" not in df.columns and "sims_std" in df.columns:
-        # 05_18's sims_std² equals 10_24's simcos_var on all 230 shared models.
-        df["nc3_dual_cos_var"] = pd.to_numeric(df["sims_std"], errors="coerce") ** 2
-        df = df.drop(columns=["sims_std"])
-        derived.append(f"{tag}nc3_dual_cos_var = sims_std²")
+    if _is_05_18(df):
+        # NCC and LM argmax both over the classes seen in training (the code of May 2024)
+        _rate(df, "matches", "match_rate", tag, derived)
+        if "simcos_var" not in df.columns and "sims_std" in df.columns:
+            # both ddof 1: 05_18's sims_std² equals 10_24's simcos_var on all 230 shared models
+            df["simcos_var"] = pd.to_numeric(df["sims_std"], errors="coerce") ** 2
+            df = df.drop(columns=["sims_std"])
+            derived.append(f"{tag}simcos_var = sims_std²")
+    else:
+        _rate(df, "hits", "hit_rate", tag, derived)  # NCC over all C class means
+    if "nc1_cdnv" in df.columns and "cdnv_power" in df.columns:
+        # a canonical row's CDNV is the paper's cdnv when its power is 2; other powers keep apart
+        p = pd.to_numeric(df["cdnv_power"], errors="coerce")
+        v = pd.to_numeric(df["nc1_cdnv"], errors="coerce")
+        moved = []
+        for pw in sorted(set(p.dropna()) - {1.0}):
+            rows = (p == pw) & v.notna()
+            if not rows.any():
+                continue
+            dst = "cdnv" if pw == 2.0 else f"nc1_cdnv[p={pw:g}]"
+            if dst not in df.columns:
+                df[dst] = np.nan
+            df.loc[rows & df[dst].isna(), dst] = v[rows]
+            df.loc[rows, "nc1_cdnv"] = np.nan
+            moved.append(f"{tag}{dst} ← nc1_cdnv of the rows with cdnv_power {pw:g}")
+        derived.extend(moved)
     if "unc3" not in df.columns and {"nc3_dual_cos_mean", "nc3_dual_cos_var"} <= set(df.columns):
         mean = pd.to_numeric(df["nc3_dual_cos_mean"], errors="coerce")
         var = pd.to_numeric(df["nc3_dual_cos_var"], errors="coerce")
         df["unc3"] = np.sqrt(var.clip(lower=0)) / mean
         derived.append(f"{tag}unc3 = sqrt(nc3_dual_cos_var)/nc3_dual_cos_mean")
     return df, derived
+
+
+def pooling(data: pd.DataFrame) -> tuple[dict[str, list[str]], list[str]]:
+    """(columns holding values from several source files → those files, related quantities kept
+    apart as 'a ≠ b (why)') of a table that `load_tables` assembled."""
+    pooled: dict[str, list[str]] = {}
+    by_source = data.attrs.get("columns_by_source", {})
+    for c in data.columns:
+        if c in META_COLUMNS or c in OUTCOME_COLUMNS or c in BOOKKEEPING_COLUMNS or c == "source":
+            continue
+        if not pd.api.types.is_numeric_dtype(data[c]):
+            continue
+        files = sorted(f for f, cols in by_source.items() if c in cols)
+        if len(files) > 1:
+            pooled[str(c)] = files
+    apart = [f"{a} ≠ {b} ({why})" for a, b, why in KEPT_APART
+             if a in data.columns and b in data.columns and data[a].notna().any() and data[b].notna().any()]
+    return pooled, apart
+
+
+def pooling_line(pooled: dict[str, list[str]], apart: list[str]) -> str:
+    """One line: which columns pooled which files, and what was kept apart."""
+    groups: dict[tuple[str, ...], list[str]] = {}
+    for c, files in pooled.items():
+        groups.setdefault(tuple(files), []).append(c)
+    parts = [f"{', '.join(cols)} ({' + '.join(files)})" for files, cols in groups.items()]
+    line = "pooled across tables: " + ("; ".join(parts) if parts else "no column")
+    if apart:
+        line += "; kept apart: " + "; ".join(apart)
+    return line
 
 
 def _parse_paper_models(df: pd.DataFrame) -> bool:
@@ -185,28 +289,25 @@ def load_tables(csv_paths, notes: list[str] | None = None) -> tuple[pd.DataFrame
     if not paths:
         raise UsageError("analyze: give at least one CSV file")
     frames, renamed_all, derived_all = [], {}, []
+    by_source: dict[str, set[str]] = {}  # columns holding values, per file (what `pooling` reports)
     for p in paths:
         df = _read_csv(p)
         if len(df.columns) == 0:
             raise DataError(f"{p}: no columns")
-        renamed = {c: k for c, k in PAPER_COLUMNS.items() if c in df.columns and k not in df.columns}
-        # Two paper columns mapping to one key: keep the first, leave the other under its name.
-        seen: set[str] = set()
-        for c in list(renamed):
-            if renamed[c] in seen:
-                del renamed[c]
-            seen.add(renamed.get(c, ""))
+        renamed = _renames(df)
         df = df.rename(columns=renamed)
         tag = f"{p.name}: " if len(paths) > 1 else ""
         df, derived = _derive(df, tag)
         if _parse_paper_models(df):
             derived.append(f"{tag}model/layers/width/epochs/checkpoint/epoch parsed from paper ids 'LLxWWWW_EEv@k'")
         df["source"] = p.name
+        by_source[p.name] = {str(c) for c in df.columns if df[c].notna().any()}
         if renamed:
             renamed_all[str(p)] = dict(renamed)
         derived_all.extend(derived)
         frames.append(df)
     if len(frames) == 1:
+        frames[0].attrs["columns_by_source"] = by_source
         return frames[0], renamed_all, derived_all
     data = pd.concat(frames, ignore_index=True, sort=False)
     if {"model", "checkpoint"} <= set(data.columns):
@@ -230,6 +331,7 @@ def load_tables(csv_paths, notes: list[str] | None = None) -> tuple[pd.DataFrame
                     f"{', '.join(map(str, conflicts))}"
                 )
             notes.append(msg)
+    data.attrs["columns_by_source"] = by_source
     return data, renamed_all, derived_all
 
 
@@ -475,6 +577,7 @@ def run_analysis(
     paths = [Path(p) for p in ([csv_paths] if isinstance(csv_paths, (str, Path)) else csv_paths)]
     data, renamed, derived = load_tables(paths, notes)
     names = ", ".join(str(p) for p in paths)
+    pooled, apart = pooling(data) if len(paths) > 1 else ({}, [])
 
     if target not in data.columns:
         numeric = [c for c in data.columns if pd.api.types.is_numeric_dtype(data[c])]
@@ -533,7 +636,7 @@ def run_analysis(
 
     res = AnalysisResult(
         correlations=corr, data=data, target=target, inputs=[str(p) for p in paths], metrics=chosen,
-        renamed=renamed, derived=derived, notes=notes,
+        renamed=renamed, derived=derived, notes=notes, pooled=pooled, kept_apart=apart,
     )
     if out_dir is not None:
         out = Path(out_dir)
@@ -558,6 +661,8 @@ def run_analysis(
                 "fit": "target = slope * t(metric) + intercept; t = ln where the metric is > 0 on every row, else identity",
                 "renamed_columns": renamed,
                 "derived_columns": derived,
+                "pooled_columns": pooled,
+                "kept_apart": apart,
                 "plots": [str(p.relative_to(out)) for p in res.plots],
                 "notes": notes,
                 "correlations": json.loads(corr.to_json(orient="records")),
@@ -584,6 +689,6 @@ def analyze(
     df = res.correlations
     df.attrs.update(
         target=res.target, plots=[str(p) for p in res.plots], notes=list(res.notes),
-        renamed=res.renamed, derived=list(res.derived),
+        renamed=res.renamed, derived=list(res.derived), pooled=dict(res.pooled), kept_apart=list(res.kept_apart),
     )
     return df

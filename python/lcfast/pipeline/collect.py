@@ -8,8 +8,9 @@ For one model checkpoint, `collect_checkpoint` runs
 2. with `exact=True`, a **second train pass** over the same windows accumulating Σ‖h − μ_y‖²
    (and Σ(h − μ_y)(h − μ_y)ᵀ) about the means of pass 1 — the paper's two-pass variances;
 3. a **val pass**: every val position feeds an `NCCStats` (nearest kept class mean vs the model's
-   argmax of W h + b) built from the train means of the kept classes; the same pass records the
-   model's val loss/accuracy over those positions.
+   argmax of W h + b) built from the train means of the kept classes — and, from the same search,
+   the nearest of all C class means (the paper's NC4, for `lcfast measure --profile paper`); the
+   same pass records the model's val loss/accuracy over those positions.
 
 Every pass saves its accumulator atomically (safetensors + metadata in the header) every
 `save_every_s` seconds / `save_every_windows` windows, and a rerun continues from the last save:
@@ -636,8 +637,10 @@ def collect_checkpoint(
         kept_means = means.index_select(0, kept_ids.to(means.device))
         _, results["val"] = run_pass(
             "val", shards["val"],
-            lambda: NCCStats(C, kept_means, kept, W, b),
-            lambda p: _load_ncc(p, kept_means, W, b),
+            # all_classes: the paper's NC4 (nearest of all C means) from the same search; a state
+            # saved by an older lcfast without it resumes as it was (measure then says so)
+            lambda: NCCStats(C, means, kept, W, b, all_classes=True),
+            lambda p: _load_ncc(p, means, W, b),
             {"means_fingerprint": stats_fingerprint(kept_means), "min_count": str(opts.min_count)},
             head=(W, b),
         )

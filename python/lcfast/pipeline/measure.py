@@ -9,7 +9,10 @@ the model's LM head, runs `measure_stats` and writes
 
 A row holds model, checkpoint, n_params, layers, width, epochs (the checkpoint's epoch), seed,
 val_loss, val_acc, perplexity (from the run's metrics.jsonl for that epoch; for a transformers
-checkpoint, from collect's own val pass) and every canonical metric key.
+checkpoint, from collect's own val pass), `profile`, and every metric key of that profile
+(docs/metrics.md): the canonical keys, or with `profile="paper"` the columns of the paper's own
+tables under its names and definitions (such rows can be appended to the paper's lc-2024_10_24
+table; `lcfast analyze` pools them with it).
 """
 
 from __future__ import annotations
@@ -158,13 +161,17 @@ def measure_collection(
     cdir: str | Path,
     *,
     min_count: int | None = None,
-    cdnv_power: float = 1.0,
+    cdnv_power: float | None = None,
     backend: str = "auto",
     device: str = "auto",
     per_token: bool = True,
+    profile: str = "canonical",
 ) -> tuple[dict, "object | None", list[str]]:
     """(CSV row, per-token DataFrame or None, notes) of one collect output dir."""
-    from lcfast.metrics.measure import CANONICAL_KEYS, measure_all
+    from lcfast.metrics.measure import CANONICAL_KEYS, PAPER_KEYS, profile_cdnv_power, measure_all
+
+    cdnv_power = profile_cdnv_power(profile, cdnv_power)
+    keys = PAPER_KEYS if profile == "paper" else CANONICAL_KEYS
 
     cdir = Path(cdir)
     s = _read_summary(cdir)
@@ -182,7 +189,7 @@ def measure_collection(
     if mc != collect_mc:
         notes.append(
             f"{s['model']}/{s['checkpoint']}: NC4 was collected with --min-count {collect_mc}, not {mc}: "
-            "nc4_agreement left empty (recollect with the same --min-count)"
+            f"{'hits/misses' if profile == 'paper' else 'nc4_agreement'} left empty (recollect with the same --min-count)"
         )
         ncc = None
     n_kept = int((stats.counts >= mc).sum())
@@ -199,9 +206,10 @@ def measure_collection(
         notes.append(f"{s['model']}/{s['checkpoint']}: no tokenizer.json beside the shards: token strings left empty")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        metrics, table = measure_all(stats, W, b, ncc, mc, backend, cdnv_power=cdnv_power, decode=decode, table=per_token)
+        metrics, table = measure_all(stats, W, b, ncc, mc, backend, profile=profile, cdnv_power=cdnv_power,
+                                     decode=decode, table=per_token)
     notes += [f"{s['model']}/{s['checkpoint']}: {' '.join(str(w.message).split())}" for w in caught]
-    metrics = {k: metrics.get(k) for k in CANONICAL_KEYS}
+    metrics = {k: metrics.get(k) for k in keys}
 
     run_dir = Path(s["source"]["path"])
     rec = run_metrics(run_dir, s.get("epoch")) if s["source"]["kind"] == "run" else {}
@@ -225,6 +233,7 @@ def measure_collection(
         "val_loss": vl,
         "val_acc": va,
         "perplexity": ppl,
+        "profile": profile,
         **metrics,
         "heads": s.get("heads"),
         "context": s.get("context"),
@@ -249,19 +258,27 @@ def measure(
     out_dir: str | Path,
     *,
     min_count: int | None = None,
-    cdnv_power: float = 1.0,
+    cdnv_power: float | None = None,
     backend: str = "auto",
     device: str = "auto",
     console=None,
     progress: bool = True,
+    profile: str = "canonical",
 ):
-    """Measure every collection under `paths`; writes measurements.csv + per_token/*.parquet."""
+    """Measure every collection under `paths`; writes measurements.csv + per_token/*.parquet.
+    `profile`: "canonical" (default) or "paper" (docs/metrics.md); `cdnv_power` defaults to the
+    profile's (1, or 2 — the only one the paper profile accepts)."""
     import pandas as pd
 
     from lcfast.io import atomic_write_bytes
+    from lcfast.metrics.measure import PROFILES
 
-    if not (cdnv_power > 0 and math.isfinite(cdnv_power)):
+    if profile not in PROFILES:
+        raise UsageError(f"--profile {profile}: expected one of {', '.join(PROFILES)}")
+    if cdnv_power is not None and not (cdnv_power > 0 and math.isfinite(cdnv_power)):
         raise UsageError(f"--cdnv-power {cdnv_power}: must be a positive number")
+    if profile == "paper" and cdnv_power is not None and cdnv_power != 2:
+        raise UsageError(f"--cdnv-power {cdnv_power}: --profile paper defines cdnv with power 2 (‖μ_c − μ_c′‖⁴)")
     cdirs = find_collections(list(paths))
     out = Path(out_dir)
     (out / "per_token").mkdir(parents=True, exist_ok=True)
@@ -280,7 +297,8 @@ def measure(
         for cdir in cdirs:
             if pbar is not None:
                 pbar.update(task, what=str(cdir))
-            row, table, n = measure_collection(cdir, min_count=min_count, cdnv_power=cdnv_power, backend=backend, device=device)
+            row, table, n = measure_collection(cdir, min_count=min_count, cdnv_power=cdnv_power, backend=backend,
+                                               device=device, profile=profile)
             notes.extend(n)
             key = f"{row['model']}/{row['checkpoint']}"
             if key in names:  # the same model/checkpoint name twice (two sweeps, two --out): tell them apart
@@ -320,8 +338,10 @@ def print_measure_table(df, console, columns: list[str] | None = None) -> None:
     """A rich table of the headline columns of measurements.csv."""
     from rich.table import Table
 
-    cols = columns or [c for c in ("model", "checkpoint", "n_params", "val_loss", "nc1_cdnv", "nc2_norm_cov",
-                                   "nc2_interference_mean", "gnc2_log_var", "nc3_dual_cos_mean", "nc4_agreement") if c in df.columns]
+    heads = ("nc1_cdnv", "nc2_norm_cov", "nc2_interference_mean", "gnc2_log_var", "nc3_dual_cos_mean", "nc4_agreement")
+    if "nc1_cdnv" not in df.columns:  # --profile paper
+        heads = ("cdnv", "norms_var", "interfere_mean", "log_kern_var", "simcos_mean", "hits", "misses")
+    cols = columns or [c for c in ("model", "checkpoint", "n_params", "val_loss") + heads if c in df.columns]
     t = Table(title="lcfast measure")
     for c in cols:
         t.add_column(c, justify="left" if c in ("model", "checkpoint") else "right")

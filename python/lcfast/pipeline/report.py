@@ -107,6 +107,11 @@ def write_report(
                   f"Linear fit of {target} against each metric — against ln(metric) where `scale` is `log` "
                   "(the metric is positive on every row) — with R², slope, Spearman ρ and its p-value; "
                   "sorted by R².", "", markdown_table(c[show])]
+        if c.attrs.get("pooled") or c.attrs.get("kept_apart"):
+            from lcfast.pipeline.analyze import pooling_line
+
+            line = pooling_line(c.attrs.get("pooled") or {}, c.attrs.get("kept_apart") or [])
+            parts += ["", line[0].upper() + line[1:] + " (definitions: docs/metrics.md)."]
 
     plots = [Path(p) for p in plots or ()]
     if plots:

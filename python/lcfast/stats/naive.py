@@ -73,8 +73,9 @@ def _pair_values(M, var, cdnv_power, tol, exact=True):
     return dist2, cos, logk, cdnv, deg, upper
 
 
-def pairwise_naive(M, var, cdnv_power=1.0, tol=None, exact=True) -> PairwiseSums:
-    """PairwiseSums from full C×C grids (exact=True: differences materialised, C×C×d)."""
+def pairwise_naive(M, var, cdnv_power=1.0, tol=None, exact=True, raw_dot=False) -> PairwiseSums:
+    """PairwiseSums from full C×C grids (exact=True: differences materialised, C×C×d);
+    raw_dot=True: also the moments of ⟨m_c, m_c'⟩ over every pair c < c' (the full Gram's upper triangle)."""
     from lcfast.stats.pairwise import DEGENERATE_TOL
 
     tol = DEGENERATE_TOL if tol is None else tol
@@ -87,6 +88,8 @@ def pairwise_naive(M, var, cdnv_power=1.0, tol=None, exact=True) -> PairwiseSums
     ok = upper & ~deg
     out.degenerate = int((upper & deg).sum())
     out.cdnv, out.cos, out.logk = Moments.of(cdnv[ok]), Moments.of(cos[ok]), Moments.of(logk[ok])
+    if raw_dot:
+        out.dot = Moments.of(G[upper])
     sym = ok | ok.T
     out.row_cdnv_sum = torch.where(sym, cdnv, torch.zeros((), dtype=F64)).sum(1)
     out.row_cos_sum = torch.where(sym, cos, torch.zeros((), dtype=F64)).sum(1)
@@ -94,17 +97,22 @@ def pairwise_naive(M, var, cdnv_power=1.0, tol=None, exact=True) -> PairwiseSums
     return out
 
 
-def ncc_naive(H, means, kept_ids, W, b=None):
-    """(ncc_pred, lm_pred) through the full B×K distance matrix and B×C logits."""
+def ncc_naive(H, means, kept_ids, W, b=None, all_classes=False):
+    """(ncc_pred, lm_pred) through the full B×K distance matrix and B×C logits; all_classes=True
+    (means: the full [C, d] table) adds ncc_all_pred, the argmin over the full B×C distance matrix."""
     H = H.to(F64)
     kept_ids = kept_ids.to(torch.int64)
     mu = means.to(F64)
-    if mu.shape[0] != kept_ids.numel():
+    full = mu
+    if mu.shape[0] != kept_ids.numel() or mu.shape[0] == W.shape[0]:
         mu = mu[kept_ids]
     dist = (H * H).sum(1, keepdim=True) - 2 * H @ mu.T + (mu * mu).sum(1)  # the full B×K matrix
     logits = H @ W.to(F64).T
     if b is not None:
         logits = logits + b.to(F64)
+    if all_classes:
+        dall = (H * H).sum(1, keepdim=True) - 2 * H @ full.T + (full * full).sum(1)  # B×C
+        return kept_ids[dist.argmin(1)], logits.argmax(1), dall.argmin(1)
     return kept_ids[dist.argmin(1)], logits.argmax(1)
 
 

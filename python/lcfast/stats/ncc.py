@@ -12,8 +12,18 @@ running argmin / argmax (first index wins ties, like torch.argmin on the full ma
 at most row_block × block scores exist at once, never the B×C matrix. ‖h − μ‖² is ranked as
 ‖μ‖² − 2 h·μ (‖h‖² is common to a row). Everything is computed in float64.
 
+With `all_classes=True` (and the full [C, d] `means` table) the same search also returns
+
+    ncc_all_pred[i] = argmin_c ‖h_i − means[c]‖² over *all* C classes   (the paper's NC4)
+
+classes unseen in training sitting at the origin (ClassStats.means is 0 there) and classes below
+min_count at their own means. No second search: the means not kept are visited after the kept ones
+(K + (C − K) = C rows in all) and the two running minima are compared, ties going to the lower class
+id as argmin over the full table would.
+
 `NCCStats` accumulates, per class (by the true label of the validation position, kept labels only),
-hits (ncc_pred == lm_pred) and totals; `.agreement` = Σhits / Σtotals (nc4_agreement).
+hits (ncc_pred == lm_pred) and totals; `.agreement` = Σhits / Σtotals (nc4_agreement). With
+`all_classes=True` also `hits_all` (ncc_all_pred == lm_pred), the paper's `hits` (docs/metrics.md).
 """
 
 from __future__ import annotations
@@ -50,6 +60,28 @@ def _kept_means(means: torch.Tensor, kept_ids: torch.Tensor, n_vocab: int) -> to
     raise UsageError(f"ncc: means must have {K} (kept) or {n_vocab} rows, got {means.shape[0]}")
 
 
+def rest_ids(kept_ids: torch.Tensor, n_classes: int) -> torch.Tensor:
+    """The class ids not in kept_ids, ascending (int64, on kept_ids' device)."""
+    m = torch.ones(n_classes, dtype=torch.bool, device=kept_ids.device)
+    m[kept_ids] = False
+    return m.nonzero().squeeze(1)
+
+
+def _running_min(h: torch.Tensor, mu: torch.Tensor, mn: torch.Tensor, block: int):
+    """(min score, argmin row) of ‖μ‖² − 2 h·μ over the rows of mu, in blocks; first row wins ties."""
+    n = h.shape[0]
+    best = torch.full((n,), float("inf"), dtype=F64, device=h.device)
+    arg = torch.zeros(n, dtype=torch.int64, device=h.device)
+    for k0 in range(0, mu.shape[0], block):
+        k1 = min(mu.shape[0], k0 + block)
+        s = torch.addmm(mn[k0:k1].unsqueeze(0), h, mu[k0:k1].T, alpha=-2.0)
+        v, i = s.min(1)
+        upd = v < best
+        best = torch.where(upd, v, best)
+        arg = torch.where(upd, i + k0, arg)
+    return best, arg
+
+
 @torch.no_grad()
 def ncc_torch(
     H: torch.Tensor,
@@ -59,8 +91,11 @@ def ncc_torch(
     b: torch.Tensor | None = None,
     block: int = 1024,
     row_block: int = 2048,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(ncc_pred int64[B], lm_pred int64[B]); see the module docstring."""
+    *,
+    all_classes: bool = False,
+):
+    """(ncc_pred int64[B], lm_pred int64[B]), with all_classes=True (ncc_pred, lm_pred,
+    ncc_all_pred); see the module docstring. all_classes needs the full [C, d] means table."""
     if H.dim() != 2 or W.dim() != 2 or H.shape[1] != W.shape[1] or means.dim() != 2 or means.shape[1] != H.shape[1]:
         raise UsageError(
             f"ncc_torch: H [B, d], means [K, d], W [C, d] must share d; got {tuple(H.shape)}, {tuple(means.shape)}, {tuple(W.shape)}"
@@ -71,6 +106,8 @@ def ncc_torch(
     kept_ids = kept_ids.to(H.device, torch.int64).reshape(-1)
     if kept_ids.numel() == 0:
         raise UsageError("ncc_torch: no kept classes")
+    if all_classes and means.shape[0] != C:
+        raise UsageError(f"ncc_torch: all_classes needs the full means table [{C}, d], got {tuple(means.shape)}")
     dev = H.device
     mu = _kept_means(means.to(dev), kept_ids, C).to(F64)
     Wd = W.to(dev, F64)
@@ -79,21 +116,25 @@ def ncc_torch(
     B = H.shape[0]
     ncc_pred = torch.empty(B, dtype=torch.int64, device=dev)
     lm_pred = torch.empty(B, dtype=torch.int64, device=dev)
-    K = mu.shape[0]
+    ncc_all = torch.empty(B, dtype=torch.int64, device=dev) if all_classes else None
+    if all_classes:
+        rest = rest_ids(kept_ids, C)
+        mu_r = means.to(dev).index_select(0, rest).to(F64)
+        mn_r = (mu_r * mu_r).sum(1)
     for r0 in range(0, B, row_block):
         r1 = min(B, r0 + row_block)
         h = H[r0:r1].to(F64)
         n = r1 - r0
-        best = torch.full((n,), float("inf"), dtype=F64, device=dev)
-        arg = torch.zeros(n, dtype=torch.int64, device=dev)
-        for k0 in range(0, K, block):
-            k1 = min(K, k0 + block)
-            s = torch.addmm(mn[k0:k1].unsqueeze(0), h, mu[k0:k1].T, alpha=-2.0)
-            v, i = s.min(1)
-            upd = v < best
-            best = torch.where(upd, v, best)
-            arg = torch.where(upd, i + k0, arg)
+        best, arg = _running_min(h, mu, mn, block)
         ncc_pred[r0:r1] = kept_ids[arg]
+        if all_classes:
+            if rest.numel():
+                best_r, arg_r = _running_min(h, mu_r, mn_r, block)
+                kid, rid = kept_ids[arg], rest[arg_r]
+                take = (best_r < best) | ((best_r == best) & (rid < kid))
+                ncc_all[r0:r1] = torch.where(take, rid, kid)
+            else:
+                ncc_all[r0:r1] = kept_ids[arg]
         best = torch.full((n,), -float("inf"), dtype=F64, device=dev)
         arg = torch.zeros(n, dtype=torch.int64, device=dev)
         for c0 in range(0, C, block):
@@ -107,16 +148,18 @@ def ncc_torch(
             best = torch.where(upd, v, best)
             arg = torch.where(upd, i + c0, arg)
         lm_pred[r0:r1] = arg
+    if all_classes:
+        return ncc_pred, lm_pred, ncc_all
     return ncc_pred, lm_pred
 
 
-def ncc_predict(H, means, kept_ids, W, b=None, backend: str = "auto", block: int = 1024):
+def ncc_predict(H, means, kept_ids, W, b=None, backend: str = "auto", block: int = 1024, *, all_classes: bool = False):
     """Dispatch: "auto" (Triton on CUDA), "torch" or "triton"."""
     be = resolve_backend(backend, H, family="ncc")
     if be == "triton":
         launch = load_launcher("ncc", "ncc_triton")
-        return launch(H, means, kept_ids, W, b)
-    return ncc_torch(H, means, kept_ids, W, b, block=block)
+        return launch(H, means, kept_ids, W, b, all_classes=all_classes)
+    return ncc_torch(H, means, kept_ids, W, b, block=block, all_classes=all_classes)
 
 
 def _as_kept_mask(kept: torch.Tensor, n_classes: int) -> torch.Tensor:
@@ -136,26 +179,38 @@ def _as_kept_mask(kept: torch.Tensor, n_classes: int) -> torch.Tensor:
 class NCCStats:
     """Per-class NC4 decisions over validation features.
 
-    NCCStats(n_classes, means, kept, W, b=None): means [C, d] (or [K, d] for the kept classes),
-    kept a bool mask [C] or class ids, W [C, d], b [C] or None.
+    NCCStats(n_classes, means, kept, W, b=None, all_classes=False): means [C, d] (or [K, d] for the
+    kept classes), kept a bool mask [C] or class ids, W [C, d], b [C] or None.
     update(H_val, Y_val, backend="auto"): only positions whose label is kept count.
     hits [C], totals [C] (int64), agreement (float, None when no position counted),
     merge / save / load like ClassStats (means and W are not stored: `load(path, means=..., W=...)`
     to continue updating).
+    all_classes=True (means: the full [C, d] table): the same search also decides over all C
+    class means (the paper's NC4) into hits_all [C] / agreement_all; None otherwise (and for states
+    saved without it).
     """
 
-    def __init__(self, n_classes: int, means: torch.Tensor | None, kept, W: torch.Tensor | None, b=None) -> None:
+    def __init__(
+        self, n_classes: int, means: torch.Tensor | None, kept, W: torch.Tensor | None, b=None, *, all_classes: bool = False
+    ) -> None:
         self.n_classes = int(n_classes)
         self.kept = _as_kept_mask(kept, self.n_classes)
         self.kept_ids = self.kept.nonzero().squeeze(1)
         self.hits = torch.zeros(self.n_classes, dtype=torch.int64)
         self.totals = torch.zeros(self.n_classes, dtype=torch.int64)
+        self.hits_all = torch.zeros(self.n_classes, dtype=torch.int64) if all_classes else None
         self.meta: dict[str, Any] = {}
         self._means = None
+        self._all_means = None
         self.W = None
         self.b = None
         if means is not None or W is not None:
             self.bind(means, W, b)
+
+    @property
+    def all_classes(self) -> bool:
+        """Whether the decisions over all C class means (hits_all) are accumulated."""
+        return self.hits_all is not None
 
     def bind(self, means: torch.Tensor, W: torch.Tensor, b: torch.Tensor | None = None) -> "NCCStats":
         """Attach the means and classifier needed by `update`."""
@@ -166,12 +221,25 @@ class NCCStats:
         K = int(self.kept_ids.numel())
         if means.dim() != 2 or means.shape[1] != W.shape[1] or means.shape[0] not in (K, self.n_classes):
             raise UsageError(f"NCCStats: means must be [{self.n_classes} or {K}, {W.shape[1]}], got {tuple(means.shape)}")
+        if self.all_classes and means.shape[0] != self.n_classes:
+            raise UsageError(
+                f"NCCStats: the all-class decisions need the full means table [{self.n_classes}, {W.shape[1]}], "
+                f"got {tuple(means.shape)}"
+            )
         mk = means if means.shape[0] == K else means[self.kept_ids.to(means.device)]
         if not bool(torch.isfinite(mk).all()):
             raise DataError("NCCStats: the kept class means contain non-finite values")
         fp = tensor_fingerprint(mk)
         if self.meta.get("means_fingerprint", fp) != fp:
             raise DataError("NCCStats: these means differ from the ones the stored decisions were made with")
+        if self.all_classes:
+            if not bool(torch.isfinite(means).all()):
+                raise DataError("NCCStats: the class means contain non-finite values")
+            fpa = tensor_fingerprint(means)
+            if self.meta.get("all_means_fingerprint", fpa) != fpa:
+                raise DataError("NCCStats: these means differ from the ones the stored decisions were made with")
+            self.meta["all_means_fingerprint"] = fpa
+            self._all_means = means
         self.meta["means_fingerprint"] = fp
         self._means = mk
         self.W = W
@@ -199,9 +267,16 @@ class NCCStats:
         H = H_val.to(dev)
         if not bool(torch.isfinite(H).all()):
             raise DataError("NCCStats.update: validation features contain non-finite values")
-        ncc, lm = ncc_predict(H, self._means.to(dev), self.kept_ids.to(dev), self.W, self.b, backend=backend)
-        hit = (ncc == lm).to(torch.int64)
         Yc = Y.cpu()
+        if self.all_classes:
+            ncc, lm, ncc_all = ncc_predict(
+                H, self._all_means.to(dev), self.kept_ids.to(dev), self.W, self.b, backend=backend, all_classes=True
+            )
+            hit_all = (ncc_all == lm).to(F64).cpu()
+            self.hits_all += torch.bincount(Yc, weights=hit_all, minlength=self.n_classes).round().to(torch.int64)
+        else:
+            ncc, lm = ncc_predict(H, self._means.to(dev), self.kept_ids.to(dev), self.W, self.b, backend=backend)
+        hit = (ncc == lm).to(torch.int64)
         self.totals += torch.bincount(Yc, minlength=self.n_classes)
         self.hits += torch.bincount(Yc, weights=hit.cpu().to(F64), minlength=self.n_classes).round().to(torch.int64)
         return self
@@ -211,16 +286,27 @@ class NCCStats:
         t = int(self.totals.sum())
         return None if t == 0 else int(self.hits.sum()) / t
 
+    @property
+    def agreement_all(self) -> float | None:
+        """Σhits_all / Σtotals (NC4 over all C class means); None without all-class decisions."""
+        t = int(self.totals.sum())
+        return None if t == 0 or self.hits_all is None else int(self.hits_all.sum()) / t
+
     def merge(self, other: "NCCStats") -> "NCCStats":
         if not isinstance(other, NCCStats) or other.n_classes != self.n_classes:
             raise DataError("NCCStats.merge: different number of classes")
         if not torch.equal(other.kept, self.kept):
             raise DataError("NCCStats.merge: the two accumulators use different kept-class sets")
-        a, b = self.meta.get("means_fingerprint"), other.meta.get("means_fingerprint")
-        if a and b and a != b:
-            raise DataError("NCCStats.merge: the two accumulators used different class means")
+        for key in ("means_fingerprint", "all_means_fingerprint"):
+            a, b = self.meta.get(key), other.meta.get(key)
+            if a and b and a != b:
+                raise DataError("NCCStats.merge: the two accumulators used different class means")
+        if self.all_classes != other.all_classes:
+            raise DataError("NCCStats.merge: one accumulator has the all-class decisions (hits_all), the other not")
         self.hits += other.hits
         self.totals += other.totals
+        if self.all_classes:
+            self.hits_all += other.hits_all
         return self
 
     def all_reduce(self, group=None) -> "NCCStats":
@@ -229,10 +315,14 @@ class NCCStats:
         if not (dist.is_available() and dist.is_initialized()):
             raise UsageError("NCCStats.all_reduce: torch.distributed is not initialised (init_process_group first)")
         dev = self.W.device if self.W is not None else torch.device("cpu")
-        t = torch.cat([self.hits, self.totals]).to(dev)
+        parts = [self.hits, self.totals] + ([self.hits_all] if self.all_classes else [])
+        t = torch.cat(parts).to(dev)
         dist.all_reduce(t, op=dist.ReduceOp.SUM, group=group)
         t = t.cpu()
-        self.hits, self.totals = t[: self.n_classes].clone(), t[self.n_classes :].clone()
+        C = self.n_classes
+        self.hits, self.totals = t[:C].clone(), t[C : 2 * C].clone()
+        if self.all_classes:
+            self.hits_all = t[2 * C :].clone()
         return self
 
     def save(self, path: str | os.PathLike, meta: dict[str, Any] | None = None) -> Path:
@@ -244,6 +334,8 @@ class NCCStats:
         header["lcfast"] = json.dumps({"format": "lcfast.NCCStats", "version": "1", "n_classes": self.n_classes})
         header["positions_seen"] = str(int(self.totals.sum()))
         tensors = {"hits": self.hits.contiguous(), "totals": self.totals.contiguous(), "kept": self.kept.to(torch.uint8)}
+        if self.all_classes:
+            tensors["hits_all"] = self.hits_all.contiguous()
         path = Path(path)
         atomic_write_bytes(path, st_save(tensors, metadata=header))
         return path
@@ -265,8 +357,17 @@ class NCCStats:
         hits, totals = tensors["hits"].to(torch.int64), tensors["totals"].to(torch.int64)
         if bool((hits < 0).any()) or bool((hits > totals).any()):
             raise DataError(f"{path}: hits must lie in [0, totals]")
-        st = cls(C, None, tensors["kept"].to(torch.bool), None)
+        hits_all = tensors.get("hits_all")  # absent in states saved without the all-class decisions
+        if hits_all is not None:
+            if tuple(hits_all.shape) != (C,):
+                raise DataError(f"{path}: tensor 'hits_all' malformed (expected shape ({C},))")
+            hits_all = hits_all.to(torch.int64)
+            if bool((hits_all < 0).any()) or bool((hits_all > totals).any()):
+                raise DataError(f"{path}: hits_all must lie in [0, totals]")
+        st = cls(C, None, tensors["kept"].to(torch.bool), None, all_classes=hits_all is not None)
         st.hits, st.totals = hits, totals
+        if hits_all is not None:
+            st.hits_all = hits_all
         st.meta = {k: v for k, v in raw.items() if k not in ("lcfast", "positions_seen")}
         check_expected_meta(path, raw, expect)
         if means is not None or W is not None:

@@ -37,12 +37,17 @@ recomputed from explicit differences before the degenerate rule and the moments 
 Triton kernel's phase 2 does (its log-kernel too: the shifted buffer dhat² − K would lose the
 digits of a tiny dhat²); outside the band the Gram form is good to ~1e-9 relative.
 
+With `raw_dot=True` the sweep also carries the raw dot products G_ij = ⟨m_i, m_j⟩ over *every*
+pair (the paper's interference, docs/metrics.md): G = (‖m_i‖² + ‖m_j‖² − dist²)/2 from the first
+GEMM's tile — elementwise, no third GEMM — summed shifted by the exact mean (ΣG − tr G)/(C(C−1));
+pairs touching a zero-norm mean (which the blocked sweep skips) are added from Z×C products.
+
 The Gram sums for the ETF errors (ΣG, ΣG², tr G over the full C×C G = M Mᵀ) need no sweep:
 ΣG = ‖Σ_c m_c‖², tr G = Σ‖m_c‖², ‖G‖_F² = ‖MᵀM‖_F² (d×d) — computed in O(C·d²) (or O(C²·d)
 through C×C tiles when C < d, which is then the smaller matrix).
 
-Memory: the four augmented copies of M and M̂ (4·C·(d+2) float64) plus four block² float64 tiles
-and a block² mask: O(C·d + block²). Measured (bench/bench_stats.py): see the report in the bench.
+Memory: the four augmented copies of M and M̂ (4·C·(d+2) float64) plus four (five with raw_dot)
+block² float64 tiles and a block² mask: O(C·d + block²). Measured (bench/bench_stats.py): see the report in the bench.
 """
 
 from __future__ import annotations
@@ -157,13 +162,15 @@ def pairwise_torch(
     cdnv_power: float = 1.0,
     block: int = 512,
     tol: float | None = None,
+    raw_dot: bool = False,
 ) -> PairwiseSums:
     """All pairwise sums over c < c' of the rows of M (C×d centred means) with variances var (C,).
     See the module docstring; returns `PairwiseSums` (row sums/counts indexed like M's rows).
 
     Moments use shifted sums: per tile Σ(x − K) and Σ(x − K)² (BLAS dot) with K a sampled estimate
     of the mean (fixed, deterministic), so M2 = S2 − S1²/n does not cancel; the shifts of dhat²
-    and of log dhat² are folded into the second GEMM / the log's argument (no extra pass)."""
+    and of log dhat² are folded into the second GEMM / the log's argument (no extra pass).
+    `raw_dot=True` adds the moments of ⟨m_c, m_c'⟩ over all pairs (`PairwiseSums.dot`)."""
     if M.dim() != 2 or var.dim() != 1 or var.shape[0] != M.shape[0]:
         raise UsageError(f"pairwise_torch: M must be [C, d] and var [C], got {tuple(M.shape)} and {tuple(var.shape)}")
     block = int(block)
@@ -181,6 +188,8 @@ def pairwise_torch(
     row_cos = torch.zeros(C, dtype=F64, device=dev)
     row_cnt = torch.zeros(C, dtype=torch.int64, device=dev)
     out.row_cdnv_sum, out.row_cos_sum, out.row_count = row_cdnv, row_cos, row_cnt
+    if raw_dot:
+        out.dot = Moments()
     if C < 2:
         return out
 
@@ -191,6 +200,8 @@ def pairwise_torch(
     K = int(nz.numel())
     Z = C - K
     degenerate = Z * K + Z * (Z - 1) // 2  # every pair touching a zero-norm mean
+    if raw_dot and Z:
+        out.dot = _zero_row_dots(M, zero, block)
     if K < 2:
         out.degenerate = degenerate
         return out
@@ -210,7 +221,11 @@ def pairwise_torch(
 
     bs = min(block, K)
     tri = torch.ones(bs, bs, dtype=torch.bool, device=dev).triu(1)
-    bufs = [torch.empty(bs * bs, dtype=F64, device=dev) for _ in range(4)]
+    bufs = [torch.empty(bs * bs, dtype=F64, device=dev) for _ in range(5 if raw_dot else 4)]
+    # raw dot products: G = (‖m_i‖² + ‖m_j‖² − dist²)/2 from the first GEMM's tile (no third GEMM),
+    # summed shifted by their exact mean over all pairs, (ΣG − tr G)/(C(C−1)), like the other moments
+    Kd = (out.gram_sum - out.gram_trace) / (C * (C - 1))
+    accd = torch.zeros(2, dtype=F64, device=dev)
     c_kt = torch.tensor(s_l * Kt, dtype=F64, device=dev)
     z = torch.zeros((), dtype=F64, device=dev)
     acc = torch.zeros(6, dtype=F64, device=dev)  # S1, S2 of cdnv-Kc, dhat²-Kt, log dhat²-Kl
@@ -257,6 +272,12 @@ def pairwise_torch(
                     degenerate += int(deg.sum())
             else:
                 valid = None
+            if raw_dot:  # every pair of the tile, degenerate or not (before D2 is overwritten)
+                Gd = torch.add(nki[:, None], nk[None, j0:j1], out=_flat(bufs[4], bi, bj)).sub_(D2).mul_(0.5).sub_(Kd)
+                if j0 == i0:
+                    Gd.masked_fill_(~tri[:bi, :bj], 0.0)
+                gf = Gd.view(-1)
+                accd += torch.stack([gf.sum(), torch.dot(gf, gf)])
             if p != 1.0:
                 D2.clamp_min_(0).pow_(p)
             cd = torch.add(hvi[:, None], hv[None, j0:j1], out=_flat(bufs[2], bi, bj)).div_(D2).sub_(Kc)
@@ -298,9 +319,28 @@ def pairwise_torch(
         out.cdnv = mom(s[0], s[1], Kc)
         out.cos = mom(s[2], s[3], Kt, -0.5, 1.0)
         out.logk = mom(s[4], s[5], Kl, -0.5, 0.0)
+    if raw_dot:
+        nd = K * (K - 1) / 2
+        s1, s2 = accd.tolist()
+        out.dot = Moments(nd, Kd + s1 / nd, max(s2 - s1 * s1 / nd, 0.0)).merge(out.dot)
     row_cdnv[nz] = rc + Kc * rcount
     row_cos[nz] = rcount - 0.5 * (rt + Kt * rcount)
     row_cnt[nz] = rcount.round().to(torch.int64)
+    return out
+
+
+def _zero_row_dots(M: torch.Tensor, zero: torch.Tensor, block: int) -> Moments:
+    """Moments of ⟨m_z, m_j⟩ over the pairs touching a zero-norm class z (which the blocked sweep
+    leaves out): (z, j) for every other class j, each pair once. Z×C products, in row blocks."""
+    zi = zero.nonzero().squeeze(1)
+    C = M.shape[0]
+    out = Moments()
+    for a in range(0, int(zi.numel()), block):
+        rows = zi[a : a + block]
+        G = M[rows] @ M.T  # [b, C]
+        # a pair of two zero-norm classes is counted from its smaller index only
+        take = ~zero[None, :] | (torch.arange(C, device=M.device)[None, :] > rows[:, None])
+        out = out.merge(Moments.of(G[take]))
     return out
 
 
@@ -311,13 +351,14 @@ def pairwise_sweep(
     backend: str = "auto",
     block: int = 512,
     tol: float | None = None,
+    raw_dot: bool = False,
 ) -> PairwiseSums:
     """Dispatch the sweep: backend "auto" (Triton on CUDA), "torch" or "triton"."""
     be = resolve_backend(backend, M, family="pairwise")
     if be == "triton":
         launch = load_launcher("pairwise", "pairwise_triton")
-        return launch(M, var, cdnv_power=cdnv_power, precision="ieee", tol=tol)
-    return pairwise_torch(M, var, cdnv_power=cdnv_power, block=block, tol=tol)
+        return launch(M, var, cdnv_power=cdnv_power, precision="ieee", tol=tol, raw_dot=raw_dot)
+    return pairwise_torch(M, var, cdnv_power=cdnv_power, block=block, tol=tol, raw_dot=raw_dot)
 
 
 def etf_error(gram_sum: float, gram_sq_sum: float, gram_trace: float, C: int) -> float | None:

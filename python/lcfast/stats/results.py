@@ -67,6 +67,9 @@ class PairwiseSums:
     cdnv:   moments of (σ²_c + σ²_c') / (2 (‖m_c − m_c'‖²)^p) over non-degenerate pairs
     cos:    moments of cos(m_c, m_c') (interference)
     logk:   moments of log(1 / ‖m̂_c − m̂_c'‖) (GNC2 log kernel)
+    dot:    moments of the raw dot product ⟨m_c, m_c'⟩ over *all* pairs c < c' (degenerate ones
+        included: the dot product is defined for every pair) — the paper's interference
+        (docs/metrics.md); None unless the sweep was asked for it (`raw_dot=True`)
     gram_sum, gram_sq_sum, gram_trace: ΣG_ij, ΣG_ij², tr G over the full C×C Gram G = M Mᵀ
         (both triangles and the diagonal: what the ETF error needs), never materialised.
     row_cdnv_sum, row_cos_sum, row_count: per class c, the sums of its pair values against every
@@ -77,6 +80,7 @@ class PairwiseSums:
     cdnv: Moments = field(default_factory=Moments)
     cos: Moments = field(default_factory=Moments)
     logk: Moments = field(default_factory=Moments)
+    dot: Moments | None = None
     degenerate: int = 0
     gram_sum: float = 0.0
     gram_sq_sum: float = 0.0
