@@ -215,6 +215,9 @@ class HFCausalLM:
         self.softcap = getattr(tc, "final_logit_softcapping", None)
         self.logit_scale = getattr(tc, "logit_scale", None) if type(hf_model).__name__.startswith("Cohere") else None
         self._fp: str | None = None
+        from transformers import PreTrainedModel
+
+        self._inner = [m for m in hf_model.modules() if isinstance(m, PreTrainedModel) and m is not hf_model]
 
     # -- what collect and measure read ---------------------------------------------------------
     @property
@@ -281,12 +284,12 @@ class HFCausalLM:
             hs = getattr(out, "hidden_states", None)
             if hs is None and isinstance(out, dict):
                 hs = out.get("hidden_states")
-            got["hs"] = hs
+            if hs:
+                got["hs"] = hs
 
         hooks = [self.head.register_forward_pre_hook(capture_input, with_kwargs=True)]
-        base = getattr(self.hf, "base_model", None)
-        if hidden and base is not None and base is not self.hf:
-            hooks.append(base.register_forward_hook(capture_hidden))
+        if hidden:  # the inner model(s) return hidden_states before the head runs (OPT calls its decoder directly)
+            hooks += [m.register_forward_hook(capture_hidden) for m in self._inner]
         try:
             self.hf(input_ids=idx, use_cache=False, output_hidden_states=hidden, return_dict=True)
         except _HeadReached:

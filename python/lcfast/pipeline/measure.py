@@ -276,7 +276,7 @@ def measure_collection(
     notes += [f"{s['model']}/{s['checkpoint']}: {' '.join(str(w.message).split())}" for w in caught]
     metrics = {k: metrics.get(k) for k in CANONICAL_KEYS}
     if table is not None and ids is not None:
-        table["id"] = ids[torch.as_tensor(table["id"].to_numpy())].numpy()
+        table["id"] = ids[torch.from_numpy(table["id"].to_numpy(copy=True))].numpy()
 
     run_dir = Path(s["source"]["path"])
     rec = run_metrics(run_dir, s.get("epoch")) if s["source"]["kind"] == "run" else {}
