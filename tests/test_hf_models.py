@@ -210,7 +210,7 @@ def test_classes_top_k(tmp_path, tiny_shards, tiny_bpe_tokenizer):
 
 
 def counts_of(stats, layout, ids) -> np.ndarray:
-    return layout.slot_stats(stats, 0).counts[torch.as_tensor(np.asarray(ids))].numpy()
+    return layout.slot_stats(stats, 0).counts[torch.as_tensor(np.array(ids, dtype=np.int64))].numpy()
 
 
 def test_bfloat16_forward(tmp_path, tiny_shards, tiny_bpe_tokenizer):
@@ -237,8 +237,12 @@ def test_shards_parts_merge_with_layers(tmp_path, tiny_shards, tiny_bpe_tokenize
     """--shard i/n + merge of a per-layer collection = the single-process one."""
     from lcfast.stats.classstats import ClassStats
 
+    from lcfast.data.tokenize import tokenize_files
+
     hfmodels.save("gpt_neox", tmp_path / "n", tiny_bpe_tokenizer, seed=5)
-    base = ["--data", str(tiny_shards), "--device", "cpu", "--no-progress", "--context", str(T), "--layers", "all"]
+    small = tmp_path / "small"  # a few thousand tokens: --shard parts cannot be capped with --max-tokens
+    tokenize_files([_corpus(tmp_path)], tiny_bpe_tokenizer, small, val_fraction=0.2)
+    base = ["--data", str(small), "--device", "cpu", "--no-progress", "--context", str(T), "--layers", "all"]
     for args in ([str(tmp_path / "n"), "--out", str(tmp_path / "one")],
                  [str(tmp_path / "n"), "--out", str(tmp_path / "parts"), "--shard", "0/2"],
                  [str(tmp_path / "n"), "--out", str(tmp_path / "parts"), "--shard", "1/2"]):

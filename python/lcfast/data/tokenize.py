@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import time
 from dataclasses import dataclass
@@ -121,7 +122,7 @@ def _hf_source(s: str) -> Source:
         return Source("hf_disk", path=Path(head), split=tail or None)
     if rest.startswith((".", "/", "~")):
         raise UsageError(f"INPUT {s}: no such dataset folder (hf:PATH is a folder written by save_to_disk)")
-    parts = rest.split(":")
+    parts = re.split(r":(?![^\[]*\])", rest)  # a split slice such as train[:10%] keeps its colon
     if len(parts) > 3 or not all(parts[:1]):
         raise UsageError(f"INPUT {s!r}: expected hf:NAME[:CONFIG][:SPLIT]")
     name, config, split = parts[0], None, None
@@ -195,9 +196,10 @@ def _open_hf(src: Source):
             return ds
         snap = hub_snapshot(src.name, "dataset", "INPUT")
         try:
+            cache = str(datasets_cache_dir())
             if snap is not None:  # the repo's files, as `huggingface-cli download --repo-type dataset` left them
-                return datasets.load_dataset(str(snap), src.config, split=src.split, streaming=True)
-            return datasets.load_dataset(src.name, src.config, split=src.split)  # datasets' own cache
+                return datasets.load_dataset(str(snap), src.config, split=src.split, streaming=True, cache_dir=cache)
+            return datasets.load_dataset(src.name, src.config, split=src.split, cache_dir=cache)  # datasets' own cache
         except Exception as e:  # noqa: BLE001 - offline miss, unknown config or split, ...
             msg = _one_line(e)
             if snap is None and (isinstance(e, (ConnectionError, FileNotFoundError)) or "NotFound" in type(e).__name__
