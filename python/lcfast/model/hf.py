@@ -344,8 +344,11 @@ def load_hf_causal_lm(path: str | os.PathLike, dtype: torch.dtype = torch.float3
             hf_model = transformers.AutoModelForCausalLM.from_pretrained(
                 str(path), local_files_only=True, trust_remote_code=False, **_dtype_kwargs(transformers, dtype))
     except (OSError, ValueError, KeyError, RuntimeError, TypeError, ImportError) as e:
-        raise DataError(f"{path}: transformers cannot load this model as a causal LM "
-                        f"({type(e).__name__}: {' '.join(str(e).split())[:300]})") from None
+        why = f"{type(e).__name__}: {' '.join(str(e).split())[:240]}"
+        if cfg.get("auto_map"):
+            why = (f"its config.json points to its own modeling code (auto_map), which lcfast never runs "
+                   f"(trust_remote_code stays off); transformers {transformers.__version__} says: {why}")
+        raise DataError(f"{path}: transformers cannot load this model as a causal LM ({why})") from None
     finally:
         tlog.set_verbosity(verbosity)
         if bars:

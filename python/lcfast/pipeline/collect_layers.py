@@ -237,11 +237,12 @@ def check_memory(layout: SlotLayout, *, exact: bool, covariance: bool, device: t
     where = "the --max-memory budget" if budget is not None else f"free on {device}"
     ways = []
     if S > 1:
-        ways.append(f"fewer layers (about {fit_layers} besides the head fit)" if fit_layers else "no --layers")
-    ways.append(f"--classes top:{fit_k}" if fit_k >= 2 else "a machine with more memory")
+        ways.append(f"choose at most {fit_layers} layer{'s' * (fit_layers > 1)} (--layers i,j,…)" if fit_layers
+                    else "drop --layers")
+    ways.append(f"keep the most frequent classes (--classes top:{fit_k})" if fit_k >= 2 else "use a machine with more memory")
     raise UsageError(
         f"{what}: the class statistics need {human(need)} ({S} slot{'s' * (S > 1)} × {K:,} classes × {D:,} dims × 2 float64"
-        f"{', twice for --exact' if exact else ''}) but {human(have)} is {where}; use {' or '.join(ways)}"
+        f"{', twice for --exact' if exact else ''}) but {human(have)} is {where}; {' or '.join(ways)}"
     )
 
 
