@@ -17,6 +17,13 @@ the same windows in the same batches in the same order, so the totals are bit-id
 uninterrupted run. A state written for another model, shard, set of means or options is refused
 with a `DataError` naming the file (`restart=True` discards it).
 
+The model is a lcfast run, a transformers GPT-Neo folder (both on lcfast's own GPT-Neo) or any
+transformers causal LM (`lcfast.model.hf`: the head input read by a forward hook), run in
+`--dtype`; windows are `--context` tokens long (default: the model's maximum, at most 2048 for
+transformers models). `--layers` adds the class statistics of chosen hidden states and
+`--classes top:K` restricts them to the K most frequent classes, in the same forward and the same
+accumulator (`lcfast.pipeline.collect_layers`); their memory is estimated before the first forward.
+
 The forward and the statistics are timed separately (CUDA synchronised), so `collect.json` says
 what share of the collection the statistics cost on top of the model forward.
 """
