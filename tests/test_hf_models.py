@@ -172,6 +172,22 @@ def test_per_layer_metrics_match_hidden_states(tmp_path, tiny_shards, tiny_bpe_t
             assert 0 <= row["nc4_agreement"] <= 1
         else:
             assert math.isnan(row["nc3_dual_cos_mean"]) and math.isnan(row["nc4_agreement"])
+    # --exact: the second pass about each slot's means gives the population variances of every layer
+    collect(tmp_path / "llama", data=tiny_shards, out=tmp_path / "cx",
+            opts=CollectOptions(**OPTS, layers="0,2", exact=True), progress=False)
+    from lcfast.stats.classstats import ClassStats
+
+    sx = json.loads((tmp_path / "cx" / "collect.json").read_text())
+    from lcfast.pipeline.collect_layers import SlotLayout
+
+    lx = SlotLayout.from_json(sx["layout"])
+    ex = ClassStats.load(tmp_path / "cx" / "train_exact.safetensors")
+    for j, slot in enumerate(lx.slots):
+        feats = (h if slot == "head" else hs[slot])[valid].double()
+        mu, n = class_means(feats, y[valid], lx.n_classes)
+        var = torch.zeros(lx.n_classes, dtype=torch.float64).index_add_(0, y[valid], ((feats - mu[y[valid]]) ** 2).sum(1))
+        var = var / n.clamp_min(1)
+        torch.testing.assert_close(lx.slot_stats(ex, j).variances, var, rtol=1e-9, atol=1e-12)
     # without --layers nothing changes: no layer column, the head row only
     collect(tmp_path / "llama", data=tiny_shards, out=tmp_path / "c0", opts=CollectOptions(**OPTS), progress=False)
     df0 = measure([tmp_path / "c0"], tmp_path / "m0", backend="torch", device="cpu", progress=False)
