@@ -314,3 +314,19 @@ def test_default_context_is_capped():
         window_length(65, 64, src)
     with pytest.raises(UsageError, match="pass --context"):
         window_length(None, None, src)
+
+
+def test_sharded_safetensors_folder(tmp_path, tiny_shards, tiny_bpe_tokenizer):
+    """A checkpoint saved in several safetensors shards (model.safetensors.index.json) collects like
+    the single-file one."""
+    from lcfast.stats.classstats import ClassStats
+
+    model = hfmodels.save("llama", tmp_path / "one", tiny_bpe_tokenizer, seed=8)
+    model.save_pretrained(tmp_path / "sharded", max_shard_size="20KB")
+    shutil.copyfile(tiny_bpe_tokenizer, tmp_path / "sharded" / "tokenizer.json")
+    assert (tmp_path / "sharded" / "model.safetensors.index.json").is_file()
+    assert len(list((tmp_path / "sharded").glob("model-*.safetensors"))) > 1
+    for name in ("one", "sharded"):
+        collect(tmp_path / name, data=tiny_shards, out=tmp_path / f"c_{name}", opts=CollectOptions(**OPTS), progress=False)
+    a, b = (ClassStats.load(tmp_path / f"c_{n}" / "train_stats.safetensors") for n in ("one", "sharded"))
+    assert torch.equal(a.counts, b.counts) and torch.equal(a.means, b.means)
