@@ -37,6 +37,7 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--dtype", default="float32")
     ap.add_argument("--stories", type=int, default=3000)
+    ap.add_argument("--layers", default="all", help="the per-layer run's --layers (the other is the head alone)")
     ap.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
     args = ap.parse_args()
 
@@ -65,7 +66,7 @@ def main() -> None:
         collect(work / "model", data=work / "tok", out=work / "warm", progress=False,
                 opts=CollectOptions(device=args.device, batch_size=args.batch_size, max_tokens=1, context=args.context,
                                     dtype=args.dtype))
-        for layers in (None, "all"):
+        for layers in (None, args.layers):
             opts = CollectOptions(device=args.device, batch_size=args.batch_size, max_tokens=args.max_tokens,
                                   context=args.context, layers=layers, dtype=args.dtype)
             t0 = time.perf_counter()

@@ -67,7 +67,7 @@ def case_hf_tokenizer_mismatch(w, base):
 
 def case_stats_memory_refused(w, base):
     return ["collect", base / "llama", "--data", base / "data", "--out", w / "c", *COLLECT, "--layers", "all",
-            "--max-memory", "50kB"], 2, "--layers all: the class statistics need 326.4 kB (3 slots × 400 classes × 16 dims"
+            "--max-memory", "50kB"], 2, "--layers all: the class statistics need 652.8 kB at their peak (3 slots × 400 classes × 16 dims"
 
 
 def case_layers_invalid(w, base):

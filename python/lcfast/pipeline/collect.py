@@ -565,7 +565,6 @@ def collect_checkpoint(
         )
         if partial:
             return _part_summary(src, out_dir, opts, partial, results)
-        means = train.means
         K = layout.per_slot
         kept_slot = (train.counts[:K] >= opts.min_count).to("cpu")  # the head slot decides (counts equal in every slot)
         if not bool(kept_slot.any()):
@@ -574,6 +573,11 @@ def collect_checkpoint(
         kept_ids = kept_in_slot if layout.class_ids is None else layout.class_ids[kept_in_slot]
         kept = torch.zeros(C, dtype=torch.bool)
         kept[kept_ids] = True
+        head_means = (train if layout.trivial else layout.slot_stats(train, 0)).means
+        kept_means = head_means.index_select(0, kept_in_slot.to(head_means.device))
+        # the full S·K×d means only for the exact pass; the first pass's state is freed before the next pass
+        means = train.means if opts.exact else None
+        del train, head_means
         if opts.exact:
             cov_kept = None
             if opts.covariance:  # (the within-class covariance of this pass covers exactly the kept classes)
@@ -589,7 +593,7 @@ def collect_checkpoint(
             )
             if partial:
                 return _part_summary(src, out_dir, opts, partial, results)
-        kept_means = layout.head_means(train).index_select(0, kept_in_slot.to(means.device))
+            del means
         _, results["val"] = run_pass(
             "val", shards["val"],
             lambda: NCCStats(C, kept_means, kept, W, b),

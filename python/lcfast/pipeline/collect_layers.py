@@ -145,10 +145,6 @@ class SlotLayout:
         K = self.per_slot
         return stats.select(torch.arange(j * K, (j + 1) * K), dim=self.dims[j])
 
-    def head_means(self, stats) -> torch.Tensor:
-        """Means of the head slot [K, d0]."""
-        return stats.means[: self.per_slot, : self.dims[0]]
-
     def to_json(self) -> dict:
         return {"slots": list(self.slots), "n_classes": self.n_classes, "classes_per_slot": self.per_slot,
                 "dims": list(self.dims), "head_layer": self.head_layer, "n_hidden_states": self.n_hidden_states,
@@ -175,11 +171,12 @@ class SlotLayout:
 
 
 def stats_bytes(n_slots: int, n_classes: int, dim: int, *, exact: bool = False, covariance: bool = False) -> int:
-    """Bytes of the class statistics collect keeps: per slot and class a reference point and a sum
-    (2 × d float64) plus 2 scalars; --exact holds a second accumulator of the same size; the
-    covariance adds d × d."""
-    one = n_slots * n_classes * (2 * dim + 2) * F64_BYTES + (dim * dim * F64_BYTES if covariance else 0)
-    return one * (2 if exact else 1)
+    """Peak bytes of the class statistics during collect: per slot and class a reference point and a
+    sum (2 × d float64), as much again while a state is saved (safetensors serialises it in memory)
+    or the means are formed at the end of a pass; --exact keeps the first pass's means (d more) beside
+    the second pass's state. The covariance adds d × d (twice, saved)."""
+    vectors = 5 if exact else 4
+    return n_slots * n_classes * (vectors * dim + 4) * F64_BYTES + (2 * dim * dim * F64_BYTES if covariance else 0)
 
 
 def available_bytes(device: torch.device) -> int | None:
@@ -241,8 +238,8 @@ def check_memory(layout: SlotLayout, *, exact: bool, covariance: bool, device: t
                     else "drop --layers")
     ways.append(f"keep the most frequent classes (--classes top:{fit_k})" if fit_k >= 2 else "use a machine with more memory")
     raise UsageError(
-        f"{what}: the class statistics need {human(need)} ({S} slot{'s' * (S > 1)} × {K:,} classes × {D:,} dims × 2 float64"
-        f"{', twice for --exact' if exact else ''}) but {human(have)} is {where}; {' or '.join(ways)}"
+        f"{what}: the class statistics need {human(need)} at their peak ({S} slot{'s' * (S > 1)} × {K:,} classes × "
+        f"{D:,} dims × {5 if exact else 4} float64) but {human(have)} is {where}; {' or '.join(ways)}"
     )
 
 
