@@ -221,6 +221,7 @@ def test_classes_top_k(tmp_path, tiny_shards, tiny_bpe_tokenizer):
     df = measure([tmp_path / "top"], tmp_path / "m", backend="torch", device="cpu", progress=False)
     head = df[df["head"]].iloc[0]
     assert head["classes"] == "top:40" and head["n_classes"] <= 40
+    assert head["layer"] == 2 and list(df["layer"]) == [0, 2]  # the head is hidden_states[2], even unasked
     tab = pd.read_parquet(tmp_path / "m" / head["per_token"])
     assert set(tab["id"]) <= set(ids.tolist()) and (tab["n"].to_numpy() == counts_of(sf, lf, tab["id"])).all()
 

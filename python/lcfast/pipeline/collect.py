@@ -350,10 +350,11 @@ def _slot_layout(model, opts: CollectOptions, train_shard, T: int, C: int, d: in
     slots: list = ["head"]
     if chosen:
         last = n_states - 1
-        # is the last hidden state the head's input? (lcfast's GPT-Neo: by construction; others: look)
+        # is the last hidden state the head's input? (lcfast's GPT-Neo: by construction; others: look).
+        # Then the head row is that layer's row, and the layer needs no slot of its own.
         if not hasattr(model, "hf"):
             head_layer = last
-        elif last in chosen:
+        else:
             win, lengths = train_shard.seq_windows(T, 0, 1)
             x = torch.from_numpy(np.ascontiguousarray(win[:, :-1], dtype=np.int64)).to(device)
             with torch.inference_mode():
