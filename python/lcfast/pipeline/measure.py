@@ -10,7 +10,8 @@ the model's LM head, runs `measure_stats` and writes
 A collection made with `collect --layers` gives one row per (model, checkpoint, layer): a `layer`
 column (transformers' hidden_states index, 0 = embeddings) and a `head` column (True for the LM
 head's input, the only row with NC3/NC4; its layer is the last one when that hidden state is the
-head's input). `collect --classes top:K` rows are over the K kept classes (`classes` column).
+head's input). The per-token table is the head row's. `collect --classes top:K` rows are over the K
+kept classes (`classes` column; per-token ids are token ids).
 
 A row holds model, checkpoint, n_params, layers, width, epochs (the checkpoint's epoch), seed,
 val_loss, val_acc, perplexity (from the run's metrics.jsonl for that epoch; for a transformers
