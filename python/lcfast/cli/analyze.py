@@ -54,6 +54,9 @@ def register(app: typer.Typer) -> None:
         corr = res.correlations
         if json_out:
             print(json.dumps(json.loads(corr.to_json(orient="records")), indent=2))
+        elif len(corr) == 0:  # fewer than 3 models, measured through depth: plots only (see the notes)
+            Console().print(f"wrote {Path(out) / 'data.csv'}, {Path(out) / 'analysis.json'}"
+                            + (f" and {len(res.plots)} depth plots" if res.plots else ""))
         else:
             table = Table(title=f"metric vs {target}  ({len(res.data)} rows from {', '.join(p.name for p in csvs)})")
             console = Console()

@@ -36,9 +36,9 @@ def _root(
 
 
 def _register_all() -> None:
-    from lcfast.cli import analyze, bench, collect, corpus, data, demo, doctor, train
+    from lcfast.cli import analyze, bench, collect, corpus, data, demo, doctor, export, train
 
-    for module in (demo, corpus, data, train, collect, analyze, bench, doctor):
+    for module in (demo, corpus, data, train, collect, export, analyze, bench, doctor):
         module.register(app)
 
 

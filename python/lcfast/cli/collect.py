@@ -15,7 +15,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def collect(
-        run: Path = typer.Argument(..., help="A `lcfast train` run dir, or a GPT-Neo checkpoint dir (config.json + model.safetensors)."),
+        run: str = typer.Argument(..., metavar="MODEL", help="A `lcfast train` run dir, a transformers causal-LM folder (config.json + safetensors), or hf:ORG/NAME from the local Hugging Face cache."),
         checkpoint: str = typer.Option("last", "--checkpoint", "-c", help="Epoch K, 'last' or 'all' (every epoch: NC over training)."),
         data: Optional[Path] = typer.Option(None, "--data", help="Tokenized data dir (train/val shards + tokenizer.json); default: the run's."),
         out: Optional[Path] = typer.Option(None, "--out", help="Output dir (default RUN/collect/<checkpoint>)."),
@@ -30,6 +30,11 @@ def register(app: typer.Typer) -> None:
         restart: bool = typer.Option(False, "--restart", help="Discard saved states of this output dir and start over."),
         shard: Optional[str] = typer.Option(None, "--shard", help="i/n: collect only part i of n (array jobs without torchrun); then 'lcfast merge OUT'."),
         backend: str = typer.Option("auto", "--backend", help="Statistics backend: auto, torch, triton."),
+        context: Optional[int] = typer.Option(None, "--context", help="Window length T (default: the model's max positions, at most 2048)."),
+        dtype: str = typer.Option("float32", "--dtype", help="Forward dtype: float32, bfloat16, float16 (statistics stay float64)."),
+        layers: Optional[str] = typer.Option(None, "--layers", help="Also the class statistics of these hidden states: all or 0,6,12 (0 = embeddings)."),
+        classes: Optional[str] = typer.Option(None, "--classes", help="all, or top:K: class statistics of the K most frequent classes only (less memory)."),
+        max_memory: Optional[str] = typer.Option(None, "--max-memory", help="Refuse to start when the statistics need more than this (e.g. 8GB; default: free memory)."),
         progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
         json_out: bool = typer.Option(False, "--json", help="Print the collect.json summaries as JSON."),
     ) -> None:
@@ -40,6 +45,7 @@ def register(app: typer.Typer) -> None:
 
         from lcfast.errors import UsageError
         from lcfast.pipeline.collect import CollectOptions, collect as do_collect, print_collect_summary
+        from lcfast.pipeline.collect_layers import parse_size
         from lcfast.pipeline.collect_parts import parse_shard_spec
 
         if backend not in ("auto", "torch", "triton"):
@@ -49,7 +55,8 @@ def register(app: typer.Typer) -> None:
         opts = CollectOptions(
             exact=exact, covariance=covariance, min_count=min_count, batch_size=batch_size, device=device,
             max_tokens=max_tokens, save_every_s=save_every, backend=backend, skip_nonfinite=skip_nonfinite,
-            restart=restart, part=parse_shard_spec(shard),
+            restart=restart, part=parse_shard_spec(shard), context=context, dtype=dtype, layers=layers, classes=classes,
+            max_memory=parse_size(max_memory),
         )
         console = Console(stderr=True)
         summaries = do_collect(run, checkpoint=checkpoint, data=data, out=out, opts=opts, console=console, progress=progress)

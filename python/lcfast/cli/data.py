@@ -32,9 +32,10 @@ def register(app: typer.Typer) -> None:
     @app.command("tokenize")
     def tokenize_cmd(
         inputs: List[str] = typer.Argument(
-            ..., metavar="INPUT...", help=".txt (documents split on blank lines), .jsonl / .parquet (field 'text'), a directory of those, or hf:NAME[:SPLIT]."
+            ..., metavar="INPUT...", help=".txt (documents split on blank lines), .jsonl / .parquet (field 'text'), a directory of those, hf:PATH (a save_to_disk dataset) or hf:NAME[:CONFIG][:SPLIT] (local Hugging Face cache)."
         ),
-        tokenizer: str = typer.Option(..., "--tokenizer", "-t", help="tokenizer.json path, hub name, or train:VOCAB (byte-level BPE trained on the input)."),
+        tokenizer: str = typer.Option(..., "--tokenizer", "-t", help="tokenizer.json path, a model folder (its tokenizer.json), hf:ORG/NAME (local cache), hub name, or train:VOCAB (byte-level BPE trained on the input)."),
+        text_column: str = typer.Option("text", "--text-column", help="Column holding the documents in .parquet and hf: inputs."),
         out: Path = typer.Option(..., "--out", "-o", help="Output folder: train.lcshard, val.lcshard, tokenizer.json, meta.json."),
         val_fraction: float = typer.Option(0.01, "--val-fraction", help="Share of documents in the val split (hash of text and seed)."),
         seed: int = typer.Option(0, "--seed", help="Seed of the train/val split."),
@@ -66,7 +67,8 @@ def register(app: typer.Typer) -> None:
                 prog.update(task, completed=done, total=total or None)
 
             meta = tokenize_files(
-                inputs, tokenizer, out, val_fraction=val_fraction, seed=seed, eos=eos, threads=threads, progress=progress
+                inputs, tokenizer, out, val_fraction=val_fraction, seed=seed, eos=eos, threads=threads, progress=progress,
+                text_column=text_column,
             )
         if json_out is not None:
             _write_json(json_out, meta)

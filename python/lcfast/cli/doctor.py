@@ -32,7 +32,7 @@ def doctor_report() -> dict:
         rep["rust_extension"] = f"ok ({_core.__version__})"
     except Exception as e:  # noqa: BLE001
         rep["rust_extension"] = f"FAILED: {e}"
-    for mod in ("torch", "triton", "numpy", "tokenizers", "safetensors", "pandas", "scipy", "datasets"):
+    for mod in ("torch", "triton", "numpy", "tokenizers", "safetensors", "pandas", "scipy", "transformers", "datasets"):
         rep[mod] = _version(mod)
     try:
         import torch

@@ -7,12 +7,20 @@ Inputs (documents):
                  (``null`` is skipped; a missing field is an error).
   * ``.parquet`` — the string column ``text`` (read with pyarrow, streamed to Rust in batches).
   * a directory — every .txt/.jsonl/.parquet file below it, recursively, in sorted order.
-  * ``hf:NAME[:SPLIT]`` — a Hugging Face dataset through ``datasets`` (its ``text`` column;
-    split defaults to ``train``).
+  * ``hf:PATH[:SPLIT]`` — a Hugging Face dataset written with ``save_to_disk`` (memory-mapped;
+    a DatasetDict's split defaults to ``train``).
+  * ``hf:NAME[:CONFIG][:SPLIT]`` — a Hugging Face dataset from the local caches only, never
+    downloaded: its files in the hub cache (``huggingface-cli download --repo-type dataset NAME``),
+    streamed; else what an earlier ``load_dataset`` left in the datasets cache (offline). With two
+    parts, the second is the split when it looks like one (train, validation, test, …, or a slice
+    such as ``train[:10%]``), else the config. Split defaults to ``train``.
+  The text column of .parquet and ``hf:`` inputs is ``text`` unless ``text_column`` says otherwise;
+  rows are read in batches, so a dataset larger than memory tokenizes in bounded memory.
 Empty and whitespace-only documents are skipped (and counted).
 
-Tokenizer: a tokenizer.json path, a hub name (``tokenizers.Tokenizer.from_pretrained``, needs
-the hub or its cache), or ``train:VOCAB`` (byte-level BPE trained on the inputs with the
+Tokenizer: a tokenizer.json path, a model folder holding one (a transformers model: tokenize with
+the model's own tokenizer), ``hf:ORG/NAME`` (that model's tokenizer.json in the local hub cache), a
+hub name (``tokenizers.Tokenizer.from_pretrained``, needs the hub or its cache), or ``train:VOCAB`` (byte-level BPE trained on the inputs with the
 ``tokenizers`` library, special token ``<|endoftext|>``).
 
 Tokenization, EOS insertion, the train/val split, counting and shard writing run in Rust
@@ -25,6 +33,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import time
 from dataclasses import dataclass
@@ -42,21 +51,32 @@ MAX_TRAIN_VOCAB = 1 << 24
 PARQUET_BATCH = 8192
 
 
+_SPLIT_NAMES = {"train", "validation", "valid", "val", "test", "dev", "eval", "evaluation"}
+
+
 @dataclass
 class Source:
-    """One input: kind in {"txt", "jsonl", "parquet", "hf"}; ``path`` or hub ``name``/``split``."""
+    """One input: kind in {"txt", "jsonl", "parquet", "hf", "hf_disk"}; ``path`` (files and
+    save_to_disk folders) or hub ``name`` / ``config`` / ``split``."""
 
     kind: str
     path: Path | None = None
     name: str | None = None
     split: str | None = None
+    config: str | None = None
 
     @property
     def label(self) -> str:
-        return f"hf:{self.name}:{self.split}" if self.kind == "hf" else str(self.path)
+        if self.kind == "hf":
+            return f"hf:{self.name}" + (f":{self.config}" if self.config else "") + f":{self.split}"
+        if self.kind == "hf_disk":
+            return f"hf:{self.path}" + (f":{self.split}" if self.split else "")
+        return str(self.path)
 
     @property
     def size(self) -> int:
+        if self.kind == "hf_disk":
+            return sum(f.stat().st_size for f in self.path.rglob("*.arrow"))
         return self.path.stat().st_size if self.path is not None else 0
 
 
@@ -69,11 +89,7 @@ def resolve_inputs(inputs: Iterable[str | os.PathLike]) -> list[Source]:
     for raw in inputs:
         s = str(raw)
         if s.startswith("hf:"):
-            rest = s[3:]
-            name, _, split = rest.partition(":")
-            if not name:
-                raise UsageError(f"INPUT {s!r}: expected hf:NAME[:SPLIT]")
-            out.append(Source("hf", name=name, split=split or "train"))
+            out.append(_hf_source(s))
             continue
         p = Path(s)
         if p.is_dir():
@@ -94,12 +110,39 @@ def resolve_inputs(inputs: Iterable[str | os.PathLike]) -> list[Source]:
     return out
 
 
+def _hf_source(s: str) -> Source:
+    """hf:PATH[:SPLIT] (a save_to_disk folder) or hf:NAME[:CONFIG][:SPLIT]."""
+    rest = s[3:]
+    if not rest:
+        raise UsageError(f"INPUT {s!r}: expected hf:NAME[:CONFIG][:SPLIT] or hf:PATH (a dataset saved with save_to_disk)")
+    if Path(rest).is_dir():
+        return Source("hf_disk", path=Path(rest))
+    head, _, tail = rest.rpartition(":")
+    if head and Path(head).is_dir():
+        return Source("hf_disk", path=Path(head), split=tail or None)
+    if rest.startswith((".", "/", "~")):
+        raise UsageError(f"INPUT {s}: no such dataset folder (hf:PATH is a folder written by save_to_disk)")
+    parts = re.split(r":(?![^\[]*\])", rest)  # a split slice such as train[:10%] keeps its colon
+    if len(parts) > 3 or not all(parts[:1]):
+        raise UsageError(f"INPUT {s!r}: expected hf:NAME[:CONFIG][:SPLIT]")
+    name, config, split = parts[0], None, None
+    if len(parts) == 2:
+        second = parts[1]
+        if second.split("[")[0].split("+")[0] in _SPLIT_NAMES or "[" in second:
+            split = second
+        else:
+            config = second
+    elif len(parts) == 3:
+        config, split = parts[1] or None, parts[2]
+    return Source("hf", name=name, config=config, split=split or "train")
+
+
 # ---------------------------------------------------------------------------------------------
 # Document streams (Python side): parquet, hf, and .txt/.jsonl through the Rust reader.
 
 
-def _parquet_batches(src: Source, batch_rows: int = PARQUET_BATCH) -> Iterator[tuple[list[str], int, float]]:
-    """Yield (texts, nulls, fraction_done) batches of a parquet file's `text` column."""
+def _parquet_batches(src: Source, batch_rows: int = PARQUET_BATCH, text_column: str = "text") -> Iterator[tuple[list[str], int, float]]:
+    """Yield (texts, nulls, fraction_done) batches of a parquet file's text column."""
     try:
         import pyarrow as pa
         import pyarrow.parquet as pq
@@ -110,17 +153,17 @@ def _parquet_batches(src: Source, batch_rows: int = PARQUET_BATCH) -> Iterator[t
         schema = pf.schema_arrow
     except Exception as e:  # noqa: BLE001 - pyarrow raises many types
         raise DataError(f"{src.path}: not a readable parquet file ({_one_line(e)})") from e
-    idx = schema.get_field_index("text")
+    idx = schema.get_field_index(text_column)
     if idx < 0:
         cols = ", ".join(schema.names[:8]) or "none"
-        raise DataError(f"{src.path}: no column 'text' (columns: {cols})")
+        raise DataError(f"{src.path}: no column {text_column!r} (columns: {cols})")
     typ = schema.field(idx).type
     if not (pa.types.is_string(typ) or pa.types.is_large_string(typ) or getattr(pa.types, "is_string_view", lambda t: False)(typ)):
-        raise DataError(f"{src.path}: column 'text' has type {typ}, expected strings")
+        raise DataError(f"{src.path}: column {text_column!r} has type {typ}, expected strings")
     total = max(pf.metadata.num_rows, 1)
     done = 0
     try:
-        for batch in pf.iter_batches(batch_size=batch_rows, columns=["text"]):
+        for batch in pf.iter_batches(batch_size=batch_rows, columns=[text_column]):
             col = batch.column(0).to_pylist()
             done += len(col)
             texts = [t for t in col if t is not None]
@@ -129,30 +172,74 @@ def _parquet_batches(src: Source, batch_rows: int = PARQUET_BATCH) -> Iterator[t
         raise DataError(f"{src.path}: cannot read parquet data ({_one_line(e)})") from e
 
 
-def _hf_batches(src: Source, batch_rows: int = 4096) -> Iterator[tuple[list[str], int, float]]:
+def _open_hf(src: Source):
+    """The `datasets` Dataset / IterableDataset of an hf: source, offline (never a download)."""
+    from lcfast.model.hf import datasets_cache_dir, hub_cache_dir, hub_snapshot, offline, require
+
+    datasets = require("datasets", f"INPUT {src.label}: reading Hugging Face datasets")
+    # datasets' notes ("Using the latest cached version …") and progress bars would break the one-line contract
+    datasets.utils.logging.set_verbosity_error()
+    datasets.disable_progress_bars()
+    with offline():
+        if src.kind == "hf_disk":
+            try:
+                ds = datasets.load_from_disk(str(src.path))
+            except Exception as e:  # noqa: BLE001 - not a save_to_disk folder, corrupt arrow, ...
+                raise DataError(f"INPUT {src.label}: not a dataset written by save_to_disk ({_one_line(e)[:200]})") from e
+            if isinstance(ds, datasets.DatasetDict):
+                split = src.split or "train"
+                if split not in ds:
+                    raise DataError(f"INPUT {src.label}: no split {split!r} (splits: {', '.join(ds)}); name one as hf:PATH:SPLIT")
+                ds = ds[split]
+            elif src.split:
+                raise UsageError(f"INPUT {src.label}: this folder holds one dataset, not splits: drop ':{src.split}'")
+            return ds
+        snap = hub_snapshot(src.name, "dataset", "INPUT")
+        try:
+            cache = str(datasets_cache_dir())
+            if snap is not None:  # the repo's files, as `huggingface-cli download --repo-type dataset` left them
+                return datasets.load_dataset(str(snap), src.config, split=src.split, streaming=True, cache_dir=cache)
+            return datasets.load_dataset(src.name, src.config, split=src.split, cache_dir=cache)  # datasets' own cache
+        except Exception as e:  # noqa: BLE001 - offline miss, unknown config or split, ...
+            msg = _one_line(e)
+            if snap is None and (isinstance(e, (ConnectionError, FileNotFoundError)) or "NotFound" in type(e).__name__
+                                 or "offline" in msg.lower()):
+                raise DataError(
+                    f"INPUT {src.label}: not in the local Hugging Face caches (datasets: {datasets_cache_dir()}, "
+                    f"hub: {hub_cache_dir()}); lcfast never downloads: fetch it first (e.g. 'huggingface-cli download "
+                    f"--repo-type dataset {src.name}') or give hf:PATH of a save_to_disk folder"
+                ) from e
+            raise DataError(f"INPUT {src.label}: cannot load the dataset ({msg[:300]})") from e
+
+
+def _hf_batches(src: Source, batch_rows: int = 4096, text_column: str = "text") -> Iterator[tuple[list[str], int, float]]:
+    """Yield (texts, nulls, fraction_done) batches of an hf: source's text column: only that
+    column, `batch_rows` rows at a time (memory-mapped or streamed: memory stays bounded)."""
+    ds = _open_hf(src)
+    cols = list(getattr(ds, "column_names", None) or [])
+    if cols and text_column not in cols:
+        raise DataError(f"INPUT {src.label}: no column {text_column!r} (columns: {', '.join(cols[:12])}); "
+                        "name the text column with --text-column")
+    if cols and len(cols) > 1:
+        ds = ds.select_columns([text_column])
     try:
-        import datasets  # noqa: F401
-    except ImportError as e:
-        raise UsageError(
-            f"INPUT hf:{src.name}: reading Hugging Face datasets needs the 'datasets' package "
-            "(pip install 'lcfast[hf]')"
-        ) from e
-    try:
-        ds = datasets.load_dataset(src.name, split=src.split)
-    except Exception as e:  # noqa: BLE001 - offline, unknown name, bad split, ...
-        raise DataError(f"INPUT hf:{src.name}:{src.split}: cannot load the dataset ({_one_line(e)})") from e
-    if "text" not in (ds.column_names or []):
-        raise DataError(f"INPUT hf:{src.name}:{src.split}: no column 'text' (columns: {', '.join(ds.column_names or [])})")
-    n = max(len(ds), 1)
+        n = max(len(ds), 1)
+    except TypeError:  # a streamed dataset has no length
+        n = 0
     done = 0
-    for batch in ds.iter(batch_size=batch_rows):
-        col = batch["text"]
-        done += len(col)
-        texts = [t for t in col if isinstance(t, str)]
-        yield texts, len(col) - len(texts), done / n
+    try:
+        for batch in ds.iter(batch_size=batch_rows):
+            col = batch[text_column]
+            done += len(col)
+            texts = [t for t in col if isinstance(t, str)]
+            if len(texts) + sum(t is None for t in col) != len(col):
+                raise DataError(f"INPUT {src.label}: column {text_column!r} holds non-text values")
+            yield texts, len(col) - len(texts), (done / n if n else 0.0)
+    except KeyError:
+        raise DataError(f"INPUT {src.label}: no column {text_column!r}; name the text column with --text-column") from None
 
 
-def iter_documents(sources: list[Source], chunk_bytes: int = 1 << 20) -> Iterator[list[str]]:
+def iter_documents(sources: list[Source], chunk_bytes: int = 1 << 20, text_column: str = "text") -> Iterator[list[str]]:
     """Batches of documents from all sources, in order (used to train a tokenizer)."""
     from lcfast.data.shards import _core
 
@@ -161,10 +248,10 @@ def iter_documents(sources: list[Source], chunk_bytes: int = 1 << 20) -> Iterato
         if src.kind in ("txt", "jsonl"):
             yield from core.DocReader(str(src.path), chunk_bytes)
         elif src.kind == "parquet":
-            for texts, _, _ in _parquet_batches(src):
+            for texts, _, _ in _parquet_batches(src, text_column=text_column):
                 yield texts
         else:
-            for texts, _, _ in _hf_batches(src):
+            for texts, _, _ in _hf_batches(src, text_column=text_column):
                 yield texts
 
 
@@ -172,7 +259,7 @@ def iter_documents(sources: list[Source], chunk_bytes: int = 1 << 20) -> Iterato
 # Tokenizers
 
 
-def train_bpe(sources: list[Source], vocab_size: int, path: Path):
+def train_bpe(sources: list[Source], vocab_size: int, path: Path, text_column: str = "text"):
     """Train a byte-level BPE (GPT-2 style, ``<|endoftext|>`` special) on the sources; save to path."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
@@ -189,7 +276,7 @@ def train_bpe(sources: list[Source], vocab_size: int, path: Path):
     seen = [0]
 
     def docs():
-        for batch in iter_documents(sources):
+        for batch in iter_documents(sources, text_column=text_column):
             for d in batch:
                 if d.strip():
                     seen[0] += 1
@@ -203,7 +290,7 @@ def train_bpe(sources: list[Source], vocab_size: int, path: Path):
     return tok
 
 
-def load_tokenizer(spec: str, sources: list[Source], out_tok: Path) -> tuple[object, str, bool]:
+def load_tokenizer(spec: str, sources: list[Source], out_tok: Path, text_column: str = "text") -> tuple[object, str, bool]:
     """Resolve --tokenizer into a `tokenizers.Tokenizer` saved at ``out_tok``.
 
     Returns (tokenizer, description, trained).
@@ -221,7 +308,15 @@ def load_tokenizer(spec: str, sources: list[Source], out_tok: Path) -> tuple[obj
             raise UsageError(
                 f"--tokenizer {spec!r}: VOCAB must be between {MIN_TRAIN_VOCAB} (256 bytes + EOS) and {MAX_TRAIN_VOCAB}"
             )
-        return train_bpe(sources, vocab, out_tok), f"trained byte-level BPE (vocab {vocab})", True
+        return train_bpe(sources, vocab, out_tok, text_column), f"trained byte-level BPE (vocab {vocab})", True
+    if spec.startswith("hf:"):  # a model's tokenizer from the local hub cache
+        from lcfast.model.hf import hub_cache_dir, hub_snapshot
+
+        snap = hub_snapshot(spec[3:], "model", "--tokenizer")
+        if snap is None or not (snap / "tokenizer.json").is_file():
+            raise DataError(f"--tokenizer {spec}: no tokenizer.json for {spec[3:]} in the local Hugging Face cache "
+                            f"{hub_cache_dir()} (lcfast never downloads: fetch the model first)")
+        spec = str(snap / "tokenizer.json")
     p = Path(spec)
     if p.is_dir() and (p / "tokenizer.json").is_file():
         p = p / "tokenizer.json"
@@ -236,7 +331,10 @@ def load_tokenizer(spec: str, sources: list[Source], out_tok: Path) -> tuple[obj
             os.replace(tmp, out_tok)
         return tok, str(p), False
     if p.is_dir():
-        raise UsageError(f"--tokenizer {spec}: directory has no tokenizer.json")
+        extra = (" (a transformers model folder with only a sentencepiece/vocab tokenizer: convert it once with "
+                 "AutoTokenizer.from_pretrained(DIR).save_pretrained(DIR), which writes tokenizer.json)"
+                 if (p / "config.json").is_file() else "")
+        raise UsageError(f"--tokenizer {spec}: directory has no tokenizer.json{extra}")
     if p.suffix == ".json" or spec.startswith((".", "/", "~")):
         raise UsageError(f"--tokenizer {spec}: no such tokenizer file")
     try:
@@ -310,6 +408,7 @@ def tokenize_files(
     threads: int = 0,
     chunk_bytes: int = 4 << 20,
     progress: Callable[[int, int], None] | None = None,
+    text_column: str = "text",
 ) -> dict:
     """Tokenize ``inputs`` into ``out_dir``: train.lcshard, val.lcshard, tokenizer.json, meta.json.
 
@@ -323,6 +422,7 @@ def tokenize_files(
         threads: Rust worker threads (0 = RAYON_NUM_THREADS or all cores).
         chunk_bytes: text bytes per parallel chunk (memory bound).
         progress: called as ``progress(done_bytes, total_bytes)``.
+        text_column: the column holding the documents in .parquet and ``hf:`` inputs.
 
     Returns the summary also written to meta.json: inputs, documents and tokens per split,
     vocab_size, dtype, tokenizer fingerprint, eos id, timing. Per-token counts are stored in each
@@ -338,13 +438,17 @@ def tokenize_files(
     if threads < 0:
         raise UsageError(f"--threads must be >= 0, got {threads}")
     sources = resolve_inputs(inputs)
+    if text_column != "text" and any(src.kind == "jsonl" for src in sources):
+        raise UsageError(f"--text-column {text_column}: .jsonl inputs are read by their 'text' field only")
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out}: exists and is not a directory")
     out.mkdir(parents=True, exist_ok=True)
     out_tok = out / "tokenizer.json"
 
-    tok, tok_desc, trained = load_tokenizer(str(tokenizer), sources, out_tok)
+    if not str(text_column or "").strip():
+        raise UsageError("--text-column: give the name of the column that holds the text")
+    tok, tok_desc, trained = load_tokenizer(str(tokenizer), sources, out_tok, text_column)
     eos_id, eos_text = find_eos(tok, EOS_TOKEN if trained and eos is None else eos, str(tokenizer))
     t_tok = time.perf_counter()
 
@@ -369,7 +473,8 @@ def tokenize_files(
                 rep.update(documents=r["documents"], skipped_empty=r["skipped_empty"], bytes=r["bytes"])
             else:
                 docs = skipped = 0
-                gen = _parquet_batches(src) if src.kind == "parquet" else _hf_batches(src)
+                gen = (_parquet_batches(src, text_column=text_column) if src.kind == "parquet"
+                       else _hf_batches(src, text_column=text_column))
                 for texts, nulls, frac in gen:
                     w, s = job.add_texts(texts)
                     docs += w

@@ -346,7 +346,9 @@ def _paper_metrics(ids_d, counts, M, norms, var, N, W, ncc, cdnv_power, backend,
         dual = _dual_cos(Wk, M, wn, norms, both)
     if ncc is not None:
         if ncc.hits_all is None:
+            why = ncc.meta.get("no_all_classes")  # set where the all-C search cannot exist (--classes top:K)
             warnings.warn(
+                f"hits/misses left empty: {why}" if why else
                 "hits/misses: these NC4 decisions were made over the kept class means only (collected by an "
                 "older lcfast); the paper's NC4 searches all C means: recollect the val pass "
                 "(lcfast collect --restart) for hits/misses",

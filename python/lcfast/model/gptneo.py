@@ -192,6 +192,31 @@ class GPTNeo(nn.Module):
             x = block(x, mask)
         return self.ln_f(x)
 
+    def features_and_hidden(self, idx: torch.Tensor, layers: list[int]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """(final-layer-norm outputs [B, T, width], [hidden state i [B, T, width] for i in layers]) in
+        transformers' convention: state 0 is the embeddings, state i < L the output of block i, state L
+        the final-layer-norm output (the LM head's input)."""
+        B, T = idx.shape
+        if T > self.config.context:
+            raise UsageError(f"sequence length {T} exceeds the model's context {self.config.context}")
+        want = set(layers)
+        pos = torch.arange(T, device=idx.device)
+        x = self.wte(idx) + self.wpe(pos)
+        mask = self._local_mask(T, idx.device)
+        states = {0: x} if 0 in want else {}
+        for i, block in enumerate(self.h, 1):
+            x = block(x, mask)
+            if i in want and i < len(self.h):
+                states[i] = x
+        h = self.ln_f(x)
+        states[len(self.h)] = h
+        return h, [states[i] for i in layers]
+
+    @property
+    def n_hidden_states(self) -> int:
+        """L + 1: the embeddings and the output of each block (the last one final-layer-normed)."""
+        return self.config.layers + 1
+
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         """Logits [B, T, vocab_size]."""
         return F.linear(self.features(idx), self.lm_head_weight)

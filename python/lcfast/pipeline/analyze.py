@@ -10,7 +10,9 @@ intercept, Pearson r, Spearman ρ with its p-value and n, writes `out_dir/correl
 `out_dir/data.csv` (the normalised table that was analysed), `out_dir/analysis.json`, and PNG plots
 in `out_dir`: `scatter_<metric>_vs_<target>.png` (each metric vs the target, coloured by parameter
 count on a log scale) and `epochs_<metric>.png` (each metric vs epoch, one line per model, when
-some model has several checkpoints).
+some model has several checkpoints). Tables of
+`collect --layers` collections (a `layer` column) give `depth_<metric>.png`: each metric against
+the layer, one line per model; their correlations use the LM-head rows only (`head` True).
 
 Like with like (docs/metrics.md): a column pools rows of several tables only where its definition
 is the same in each. Paper columns are renamed to canonical keys where they are the same quantity
@@ -49,6 +51,7 @@ META_COLUMNS = {
     "model", "checkpoint", "source", "run", "path", "name", "n_params", "params", "layers",
     "width", "heads", "context", "vocab_size", "dim", "epochs", "epoch", "seed", "step", "steps",
     "lr", "batch_size", "tokens", "train_tokens", "val_tokens", "variant", "cdnv_power", "exact",
+    "layer", "head",
 }
 OUTCOME_COLUMNS = {"val_loss", "val_acc", "perplexity", "train_loss", "train_acc", "val_ppl", "collect_val_loss"}
 # Bookkeeping counts, not collapse metrics (hits/misses and matches/misses become hit rates).
@@ -312,6 +315,8 @@ def load_tables(csv_paths, notes: list[str] | None = None) -> tuple[pd.DataFrame
     data = pd.concat(frames, ignore_index=True, sort=False)
     if {"model", "checkpoint"} <= set(data.columns):
         key = data["model"].astype(str) + "\x00" + data["checkpoint"].astype(str)
+        if "layer" in data.columns:  # one row per (model, checkpoint, layer)
+            key = key + "\x00" + data["layer"].astype(str)
         dup = key.duplicated(keep=False) & data.groupby(key)["source"].transform("nunique").gt(1)
         if dup.any():
             n_keys = key[dup].nunique()
@@ -530,6 +535,71 @@ def _epoch_plot(data, epochs, metric, scale, color, path: Path) -> bool:
     return True
 
 
+def head_rows(data: pd.DataFrame) -> pd.Series:
+    """Rows of the LM head's input (what the correlations use): all rows, unless a `layer` column
+    says some rows are hidden layers (`head` False)."""
+    if "layer" not in data.columns or "head" not in data.columns:
+        return pd.Series(True, index=data.index)
+    h = data["head"]
+    return h.isna() | h.astype(str).str.lower().isin(("true", "1", "1.0"))
+
+
+def depth_data(data: pd.DataFrame) -> pd.DataFrame | None:
+    """Rows with a layer, for models measured at ≥ 2 depths (None when there are none)."""
+    if "layer" not in data.columns or "model" not in data.columns:
+        return None
+    layer = pd.to_numeric(data["layer"], errors="coerce")
+    d = data[layer.notna()].assign(layer=layer[layer.notna()])
+    line = d["model"].astype(str) + ("/" + d["checkpoint"].astype(str) if "checkpoint" in d.columns else "")
+    d = d.assign(_line=line)
+    d = d[d.groupby("_line")["layer"].transform("nunique") > 1]
+    return d if len(d) else None
+
+
+def _depth_plot(depth: pd.DataFrame, metric: str, path: Path) -> bool:
+    import matplotlib.pyplot as plt
+
+    frame = depth.assign(y=pd.to_numeric(depth[metric], errors="coerce")).dropna(subset=["y"])
+    groups = [(k, g.sort_values("layer")) for k, g in frame.groupby("_line", sort=False) if g["layer"].nunique() > 1]
+    if not groups:
+        return False
+    fig, ax = plt.subplots(figsize=(5.2, 4.0), dpi=100)
+    fig.subplots_adjust(left=0.15, right=0.97, bottom=0.13, top=0.92)
+    try:
+        for name, g in groups:
+            ax.plot(g["layer"], g["y"], marker="o", ms=3, lw=1, alpha=0.85, label=name)
+        if len(groups) <= 12:
+            ax.legend(fontsize=7, loc="best")
+        if (frame["y"] > 0).all() and frame["y"].max() / max(frame["y"].min(), 1e-300) > 20:
+            ax.set_yscale("log")
+        from matplotlib.ticker import MaxNLocator
+
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlabel("layer (hidden state; 0 = embeddings)")
+        ax.set_ylabel(metric)
+        ax.set_title(f"{metric} through depth ({len(groups)} model{'s' * (len(groups) > 1)})", fontsize=9)
+        ax.grid(alpha=0.3)
+        _save_fig(fig, path)
+    finally:
+        plt.close(fig)
+    return True
+
+
+def make_depth_plots(depth: pd.DataFrame, metrics: list[str], out_dir: Path) -> list[Path]:
+    """`depth_<metric>.png` for every metric: the metric against the layer, one line per model."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    for old in out_dir.glob("depth_*.png"):
+        old.unlink()
+    plots = []
+    for m in metrics:
+        p = out_dir / f"depth_{_safe(m)}.png"
+        if m in depth.columns and _depth_plot(depth, m, p):
+            plots.append(p)
+    return plots
+
+
 def make_plots(result: AnalysisResult, out_dir: Path) -> list[Path]:
     """Scatter of each metric vs the target; metric-vs-epoch plots when models have several checkpoints."""
     import matplotlib
@@ -577,6 +647,12 @@ def run_analysis(
     paths = [Path(p) for p in ([csv_paths] if isinstance(csv_paths, (str, Path)) else csv_paths)]
     data, renamed, derived = load_tables(paths, notes)
     names = ", ".join(str(p) for p in paths)
+    depth = depth_data(data)
+    if depth is not None:
+        n_layer_rows = int((~head_rows(data)).sum())
+        if n_layer_rows:
+            notes.append(f"{n_layer_rows} hidden-layer rows (collect --layers) are plotted against depth, not correlated")
+        data = data[head_rows(data)].reset_index(drop=True)
     pooled, apart = pooling(data) if len(paths) > 1 else ({}, [])
 
     if target not in data.columns:
@@ -592,6 +668,8 @@ def run_analysis(
         notes.append(f"{n_bad} rows without a finite {target} were left out")
         data = data[np.isfinite(y.to_numpy(dtype=np.float64))].reset_index(drop=True)
     if len(data) < 3:
+        if depth is not None and out_dir is not None:  # one or two models through depth: plots, no correlation
+            return _depth_only(depth, target, paths, data, renamed, derived, notes, Path(out_dir), plots, metrics)
         raise DataError(f"{names}: {len(data)} rows with a finite {target}; a correlation needs at least 3")
 
     available = metric_columns(data, target)
@@ -646,6 +724,8 @@ def run_analysis(
             out.mkdir(parents=True, exist_ok=True)
             if plots:
                 res.plots = make_plots(res, out)
+                if depth is not None:
+                    res.plots += make_depth_plots(depth, [m for m in chosen if m in depth.columns], out)
             atomic_write_text(out / CORRELATIONS_FILE, corr.to_csv(index=False))  # atomic: a kill keeps the old file
             atomic_write_text(out / DATA_FILE, data.to_csv(index=False))
             res.files = {
@@ -670,6 +750,32 @@ def run_analysis(
             atomic_write_text(out / SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
         except OSError as e:
             raise DataError(f"--out {out}: cannot write ({e.strerror or e})") from e
+    return res
+
+
+def _depth_only(depth, target, paths, data, renamed, derived, notes, out: Path, plots: bool, metrics) -> AnalysisResult:
+    """Fewer than 3 models: no correlation, but each metric against depth (and the same files)."""
+    chosen = list(dict.fromkeys(metrics)) if metrics else metric_columns(depth, target)
+    notes.append(f"{len(data)} model row(s) with a finite {target}: no correlation (it needs at least 3); "
+                 "depth plots only")
+    corr = pd.DataFrame([], columns=CORRELATION_COLUMNS)
+    res = AnalysisResult(correlations=corr, data=depth.drop(columns=["_line"]), target=target,
+                         inputs=[str(p) for p in paths], metrics=chosen, renamed=renamed, derived=derived, notes=notes)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out}: exists and is not a directory")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        if plots:
+            res.plots = make_depth_plots(depth, chosen, out)
+        atomic_write_text(out / CORRELATIONS_FILE, corr.to_csv(index=False))
+        atomic_write_text(out / DATA_FILE, res.data.to_csv(index=False))
+        res.files = {"correlations": str(out / CORRELATIONS_FILE), "data": str(out / DATA_FILE),
+                     "summary": str(out / SUMMARY_FILE)}
+        summary = {"target": target, "inputs": res.inputs, "n_rows": int(len(res.data)), "metrics": chosen,
+                   "plots": [str(p.relative_to(out)) for p in res.plots], "notes": notes, "correlations": []}
+        atomic_write_text(out / SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
+    except OSError as e:
+        raise DataError(f"--out {out}: cannot write ({e.strerror or e})") from e
     return res
 
 

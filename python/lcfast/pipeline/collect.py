@@ -18,6 +18,13 @@ the same windows in the same batches in the same order, so the totals are bit-id
 uninterrupted run. A state written for another model, shard, set of means or options is refused
 with a `DataError` naming the file (`restart=True` discards it).
 
+The model is a lcfast run, a transformers GPT-Neo folder (both on lcfast's own GPT-Neo) or any
+transformers causal LM (`lcfast.model.hf`: the head input read by a forward hook), run in
+`--dtype`; windows are `--context` tokens long (default: the model's maximum, at most 2048 for
+transformers models). `--layers` adds the class statistics of chosen hidden states and
+`--classes top:K` restricts them to the K most frequent classes, in the same forward and the same
+accumulator (`lcfast.pipeline.collect_layers`); their memory is estimated before the first forward.
+
 The forward and the statistics are timed separately (CUDA synchronised), so `collect.json` says
 what share of the collection the statistics cost on top of the model forward.
 """
@@ -26,9 +33,8 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -37,6 +43,17 @@ import torch
 import torch.nn.functional as F
 
 from lcfast.errors import DataError, UsageError
+from lcfast.model.sources import (  # noqa: F401 (model sources live in lcfast.model; re-exported for callers)
+    ModelSource,
+    check_compat,
+    is_hf_dir,
+    is_run_dir,
+    load_source,
+    model_facts,
+    model_head,
+    resolve_sources,
+    run_epochs,
+)
 from lcfast.pipeline.collect_parts import Part
 from lcfast.pipeline.train import resolve_device  # noqa: F401 (also used by measure and demo)
 
@@ -47,7 +64,6 @@ PASS_FILES = {
     "train_exact": "train_exact.safetensors",
     "val": "val_ncc.safetensors",
 }
-_EPOCH_RE = re.compile(r"^epoch_(\d+)$")
 
 #: called after every state save with (pass kind, windows done, windows total); tests use it to
 #: simulate a kill right after a save.
@@ -56,125 +72,6 @@ SaveHook = Callable[[str, int, int], None]
 
 # --------------------------------------------------------------------------------------------
 # where the model and the data come from
-
-
-@dataclass
-class ModelSource:
-    """One model checkpoint to collect: a `lcfast train` run's epoch, or a transformers GPT-Neo dir."""
-
-    kind: str  # "run" | "hf"
-    path: Path  # run dir, or the transformers checkpoint dir
-    checkpoint: str  # "epoch_K" for runs, "model" for a transformers dir
-    epoch: int | None
-    data_dir: Path
-    run_config: dict = field(default_factory=dict)
-
-    @property
-    def name(self) -> str:
-        return self.path.name
-
-
-def _read_json(path: Path) -> dict:
-    from lcfast.io import read_json
-
-    obj = read_json(path, "config")
-    if not isinstance(obj, dict):
-        raise DataError(f"{path}: expected a JSON object")
-    return obj
-
-
-def is_run_dir(path: Path) -> bool:
-    """A `lcfast train` run: config.json plus a checkpoints/ folder."""
-    return (path / "config.json").is_file() and (path / "checkpoints").is_dir()
-
-
-def is_hf_dir(path: Path) -> bool:
-    """A transformers checkpoint: config.json plus weights (and no lcfast run layout)."""
-    if not (path / "config.json").is_file() or is_run_dir(path):
-        return False
-    return any((path / n).is_file() for n in ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin"))
-
-
-def run_epochs(run_dir: Path) -> list[int]:
-    """The epochs with a finished checkpoint in a run dir, ascending."""
-    from lcfast.model.checkpoint import list_checkpoints
-
-    return sorted(list_checkpoints(run_dir))
-
-
-def resolve_sources(run: str | Path, checkpoint: str | int = "last", data: str | Path | None = None) -> list[ModelSource]:
-    """Turn a RUN argument and --checkpoint/--data into the checkpoints to collect."""
-    path = Path(run)
-    if not path.exists():
-        raise UsageError(f"RUN {path}: no such directory")
-    if not path.is_dir():
-        raise UsageError(f"RUN {path}: not a directory (expected a lcfast train run or a GPT-Neo checkpoint dir)")
-    ck = str(checkpoint).strip().lower()
-    if is_run_dir(path):
-        cfg = _read_json(path / "config.json")
-        if data is not None:
-            data_dir = Path(data)
-        else:
-            d = cfg.get("data", {}).get("dir") if isinstance(cfg.get("data"), dict) else None
-            if not d:
-                raise UsageError(f"{path / 'config.json'} names no data dir: pass --data DIR")
-            data_dir = Path(d)
-            if not data_dir.is_dir():
-                raise UsageError(f"{path}: its data dir {data_dir} is gone: pass --data DIR")
-        epochs = run_epochs(path)
-        if not epochs:
-            raise DataError(f"{path}: no finished checkpoint in this run (train at least one epoch first)")
-        if ck == "all":
-            chosen = epochs
-        elif ck == "last":
-            chosen = [epochs[-1]]
-        else:
-            k = _parse_epoch(ck)
-            if k not in epochs:
-                raise UsageError(
-                    f"--checkpoint {checkpoint}: {path} has no checkpoint for epoch {k} (has {', '.join(map(str, epochs))})"
-                )
-            chosen = [k]
-        return [ModelSource("run", path, f"epoch_{k}", k, data_dir, cfg) for k in chosen]
-    if is_hf_dir(path):
-        if data is None:
-            raise UsageError(f"RUN {path} is a transformers checkpoint: pass --data DIR with the token shards")
-        if ck not in ("last", "all"):
-            raise UsageError(f"--checkpoint {checkpoint}: {path} is a single transformers checkpoint (use last)")
-        cfg = _read_json(path / "config.json")
-        return [ModelSource("hf", path, "model", None, Path(data), cfg)]
-    raise UsageError(
-        f"RUN {path}: neither a lcfast train run (config.json + checkpoints/) "
-        "nor a GPT-Neo checkpoint (config.json + model.safetensors)"
-    )
-
-
-def _parse_epoch(ck: str) -> int:
-    m = _EPOCH_RE.match(ck)
-    s = m.group(1) if m else ck
-    try:
-        k = int(s)
-    except ValueError:
-        raise UsageError(f"--checkpoint {ck}: expected an epoch number, 'last' or 'all'") from None
-    if k < 0:
-        raise UsageError(f"--checkpoint {ck}: epochs are ≥ 0")
-    return k
-
-
-def load_source(src: ModelSource):
-    """Load the model of a source (evaluation mode, CPU)."""
-    if src.kind == "run":
-        from lcfast.model.checkpoint import load_run
-
-        model, cfg = load_run(src.path, src.epoch)
-        if isinstance(cfg, dict):
-            src.run_config = {**src.run_config, **cfg}
-    else:
-        from lcfast.model.load_hf import load_model
-
-        model = load_model(src.path)
-    model.eval()
-    return model
 
 
 def data_paths(data_dir: Path) -> dict[str, Path]:
@@ -186,55 +83,6 @@ def data_paths(data_dir: Path) -> dict[str, Path]:
         if not out[k].is_file():
             raise DataError(f"{out[k]}: missing (expected a tokenized data dir with train.lcshard and val.lcshard)")
     return out
-
-
-# --------------------------------------------------------------------------------------------
-# model facts
-
-
-def model_head(model) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """LM head weight W (C×d) and bias b (C) or None, detached."""
-    b = getattr(model, "lm_head_bias", None)
-    return model.lm_head_weight.detach(), (b.detach() if b is not None else None)
-
-
-def model_facts(model, src: ModelSource) -> dict:
-    """What the measurements table wants about the model (and the context of the windows)."""
-    c = model.config
-    tr = src.run_config.get("train") if isinstance(src.run_config.get("train"), dict) else {}
-    return {
-        "n_params": int(model.n_params()),
-        "layers": int(c.layers),
-        "width": int(c.width),
-        "heads": int(c.heads),
-        "context": int(c.context),
-        "seed": tr.get("seed"),
-        "n_classes": int(c.vocab_size),
-        "dim": int(c.width),
-    }
-
-
-def check_compat(model, src: ModelSource, shards: dict) -> None:
-    """Refuse shards the model cannot have been trained on: a vocabulary that does not fit (a lcfast
-    run must match exactly; a transformers model may have a padded one), another tokenizer than the
-    run's, or an empty shard."""
-    C = int(model.config.vocab_size)
-    data = src.run_config.get("data") if isinstance(src.run_config.get("data"), dict) else {}
-    want = data.get("tokenizer_fingerprint") if src.kind == "run" else None
-    for split, shard in shards.items():
-        if shard.vocab_size > C or (src.kind == "run" and shard.vocab_size != C):
-            raise DataError(
-                f"{shard.path}: vocab mismatch: shard vocab {shard.vocab_size}, model ({src.path} {src.checkpoint}) "
-                f"{C} classes; tokenize with the model's tokenizer"
-            )
-        got = str(shard.tokenizer_fingerprint or "")
-        if want and got and got != want:
-            raise DataError(
-                f"{shard.path}: tokenizer mismatch: the shard's tokenizer ({got[:12]}) is not the one "
-                f"{src.path} was trained with ({want[:12]})"
-            )
-        if shard.n_tokens < 2:
-            raise DataError(f"{shard.path}: empty {split} shard ({shard.n_tokens} tokens): nothing to collect")
 
 
 # --------------------------------------------------------------------------------------------
@@ -343,6 +191,11 @@ class CollectOptions:
     skip_nonfinite: bool = False
     restart: bool = False
     part: Part | None = None  # `--shard i/n`: collect part i of n alone (array jobs), then `lcfast merge`
+    context: int | None = None  # window length T (default: the model's max positions, at most 2048)
+    dtype: str = "float32"  # parameters and activations of the forward; statistics stay float64
+    layers: str | None = None  # `--layers all|0,6,12`: also the class statistics of these hidden states
+    classes: str | None = None  # `--classes top:K`: class statistics of the K most frequent classes only
+    max_memory: int | None = None  # bytes the statistics may use (default: what is free on the device)
 
 
 _TIMINGS = ("forward_s", "stats_s", "data_s", "wall_s", "forward_cpu_s", "stats_cpu_s")
@@ -373,13 +226,18 @@ def _run_pass(
     prior: dict | None = None,
     rank: int = 0,
     world: int = 1,
+    layout=None,
 ) -> PassResult:
     """Feed windows [start, n_windows) of `shard` (this rank's block) through `model` into `acc`;
     save periodically.
 
-    Train passes: `acc` is a ClassStats (it skips/counts non-finite rows itself when asked).
+    Train passes: `acc` is a ClassStats (it skips/counts non-finite rows itself when asked), fed
+    through `layout` (a `SlotLayout`: hidden-state slots, kept classes) when given.
     Val pass: `acc` is an NCCStats; the same features also give the model's val loss/accuracy.
     `prior` carries the counters of a resumed state (tokens, skipped, val nll/correct)."""
+    hidden_ids = layout.hidden if layout is not None and kind != "val" else []
+    remap = layout.remap(device) if layout is not None and kind != "val" else None
+    to_logits = getattr(model, "logits", None)
     prior = prior or {}
     fwd, st, dat = _Timer(device), _Timer(device), _Timer(torch.device("cpu"))
     tokens0 = tokens = int(prior.get("tokens", 0))
@@ -403,7 +261,12 @@ def _run_pass(
             y = win[:, 1:][mask].to(device, non_blocking=True)
             mask_d = mask.to(device, non_blocking=True)
         with fwd, torch.inference_mode():
-            H = model.features(x)[mask_d]
+            if hidden_ids:
+                H, hidden = model.features_and_hidden(x, hidden_ids)
+                hidden = [h[mask_d] for h in hidden]
+            else:
+                H, hidden = model.features(x), []
+            H = H[mask_d]
             if kind == "val":
                 if opts.skip_nonfinite:
                     finite = torch.isfinite(H).all(dim=1)
@@ -412,13 +275,19 @@ def _run_pass(
                         H, y = H[finite], y[finite]
                 # the model's own loss / accuracy on these positions (logits in row chunks)
                 for i in range(0, H.shape[0], 8192):
-                    logits = F.linear(H[i : i + 8192].float(), W.float(), None if b is None else b.float())
+                    if to_logits is not None:  # a transformers model: its own logit scale / soft-capping
+                        logits = to_logits(H[i : i + 8192], W, b)
+                    else:
+                        logits = F.linear(H[i : i + 8192].float(), W.float(), None if b is None else b.float())
                     yy = y[i : i + 8192]
                     nll += float(F.cross_entropy(logits, yy, reduction="sum"))
                     correct += int((logits.argmax(dim=1) == yy).sum())
         with st, torch.inference_mode():
             try:
-                acc.update(H, y, backend=opts.backend)
+                if layout is not None and kind != "val":
+                    layout.update(acc, H, hidden, y, remap, opts.backend)
+                else:
+                    acc.update(H, y, backend=opts.backend)
             except DataError as e:
                 hint = " (rerun with --skip-nonfinite to skip and count them)" if "non-finite" in str(e) and not opts.skip_nonfinite else ""
                 msg = str(e).replace("; pass nonfinite='skip' to drop and count them", "")  # the CLI's hint below
@@ -447,7 +316,62 @@ def _run_pass(
 
 
 def default_out_dir(src: ModelSource) -> Path:
+    if src.repo:
+        raise UsageError(f"MODEL hf:{src.repo}: pass --out DIR (lcfast does not write into the Hugging Face cache)")
     return src.path / "collect" / src.checkpoint
+
+
+def window_length(context: int | None, max_context: int | None, src: ModelSource) -> int:
+    """--context T, checked against the model's maximum; by default that maximum, at most 2048
+    (a Llama config says 131,072)."""
+    from lcfast.model.hf import MAX_DEFAULT_CONTEXT
+
+    if context is None:
+        if max_context is None:
+            raise UsageError(f"{src.path / 'config.json'} gives no maximum sequence length: pass --context T")
+        return min(int(max_context), MAX_DEFAULT_CONTEXT) if src.kind == "hf" else int(max_context)
+    if max_context is not None and context > max_context:
+        raise UsageError(f"--context {context}: longer than the model's maximum sequence length {max_context}")
+    return int(context)
+
+
+def _slot_layout(model, opts: CollectOptions, train_shard, T: int, C: int, d: int, top_k: int | None, device):
+    """Which statistics the train passes accumulate (see lcfast.pipeline.collect_layers)."""
+    from lcfast.pipeline import collect_layers as cl
+
+    n_states = int(getattr(model, "n_hidden_states", 0) or 0)
+    if opts.layers is not None and n_states < 1:
+        raise UsageError(f"--layers: {type(model).__name__} does not expose its hidden states")
+    chosen = cl.parse_layers(opts.layers, n_states) if opts.layers is not None else []
+    class_ids = None
+    if top_k is not None and top_k < C:
+        class_ids = cl.top_classes(train_shard.counts(), top_k)
+    head_layer = None
+    dims = [d]
+    slots: list = ["head"]
+    if chosen:
+        last = n_states - 1
+        # is the last hidden state the head's input? (lcfast's GPT-Neo: by construction; others: look).
+        # Then the head row is that layer's row, and the layer needs no slot of its own.
+        if not hasattr(model, "hf"):
+            head_layer = last
+        else:
+            win, lengths = train_shard.seq_windows(T, 0, 1)
+            x = torch.from_numpy(np.ascontiguousarray(win[:, :-1], dtype=np.int64)).to(device)
+            with torch.inference_mode():
+                h, (hl,) = model.features_and_hidden(x, [last])
+            n = max(int(lengths[0]) - 1, 1)
+            head_layer = last if h.shape == hl.shape and torch.equal(h[:, :n], hl[:, :n]) else None
+        for i in chosen:
+            if i != head_layer:
+                slots.append(i)
+        if len(slots) > 1:
+            x = torch.zeros(1, 1, dtype=torch.int64, device=device)
+            with torch.inference_mode():
+                _, hs = model.features_and_hidden(x, slots[1:])
+            dims += [int(h.shape[-1]) for h in hs]
+    return cl.SlotLayout(slots=slots, n_classes=C, dims=dims, class_ids=class_ids, head_layer=head_layer,
+                         n_hidden_states=n_states or None)
 
 
 def collect_checkpoint(
@@ -475,20 +399,36 @@ def collect_checkpoint(
         raise UsageError(f"--min-count {opts.min_count}: must be ≥ 1")
     if opts.max_tokens is not None and opts.max_tokens < 1:
         raise UsageError(f"--max-tokens {opts.max_tokens}: must be ≥ 1")
+    from lcfast.model.hf import dtype_name, parse_dtype
+    from lcfast.pipeline import collect_layers as cl
+
+    dtype = parse_dtype(opts.dtype)
+    top_k = cl.parse_classes(opts.classes)
+    cl.parse_layers(opts.layers, None)  # the syntax now; the range once the model is open
+    if opts.context is not None and opts.context < 1:
+        raise UsageError(f"--context {opts.context}: must be ≥ 1")
     device = resolve_device(opts.device)
     out_dir = Path(out_dir) if out_dir is not None else default_out_dir(src)
     paths = data_paths(src.data_dir)
     shards = {"train": TokenShard(str(paths["train"])), "val": TokenShard(str(paths["val"]))}
     if model is None:
-        model = load_source(src)
+        model = load_source(src, dtype)
     check_compat(model, src, shards)
     facts = model_facts(model, src)
-    T, C, d = facts["context"], facts["n_classes"], facts["dim"]
+    C, d = facts["n_classes"], facts["dim"]
+    T = window_length(opts.context, facts["context"], src)
+    facts = {**facts, "context": T, "max_context": facts["context"]}
     model_fp = str(model.fingerprint())
     model = model.to(device).eval()
     W, b = model_head(model)
     nonfinite = "skip" if opts.skip_nonfinite else "error"
     t_start = time.perf_counter()
+    layout = _slot_layout(model, opts, shards["train"], T, C, d, top_k, device)
+    est = cl.check_memory(layout, exact=opts.exact, covariance=opts.covariance, device=device,
+                          budget=opts.max_memory, layers_flag=opts.layers)
+    layout_want = {} if layout.trivial else {"layout": layout.key()}
+    if dtype != torch.float32:
+        layout_want["dtype"] = dtype_name(dtype)
 
     rank, world = dist_rank_world()
     grouped = world > 1  # a torch.distributed group: all-reduce at the end of each pass
@@ -582,7 +522,8 @@ def collect_checkpoint(
                 setattr(r, k, float(prior.get(k, 0.0)))
             return acc, r
         r = _run_pass(kind, acc, model, shard, T, n_windows, start, batch_size, device, opts, save, pbar,
-                      f"{src.name}/{src.checkpoint} {kind}", head=head, prior=prior, rank=rank, world=world)
+                      f"{src.name}/{src.checkpoint} {kind}", head=head, prior=prior, rank=rank, world=world,
+                      layout=layout)
         if start > 0:  # timings of a resumed pass: add those of the part done before
             for k in _TIMINGS:
                 setattr(r, k, getattr(r, k) + float(prior.get(k, 0.0)))
@@ -611,37 +552,62 @@ def collect_checkpoint(
 
     results: dict[str, PassResult] = {}
     try:
+        if layout.class_ids is not None and (rank == 0 or opts.part is not None):
+            from lcfast.io import save_tensors
+
+            save_tensors(out_dir / cl.CLASSES_FILE, {"class_ids": layout.class_ids.contiguous()},
+                         {"classes": f"top:{layout.per_slot}", "shard_fingerprint": str(shards["train"].fingerprint)})
+        # with hidden-state slots, the covariance covers the head slot's classes only
+        cov0 = layout.head_mask(device) if opts.covariance and not layout.trivial else None
         train, results["train"] = run_pass(
             "train", shards["train"],
-            lambda: ClassStats(C, d, covariance=opts.covariance, device=device, nonfinite=nonfinite),
-            lambda p: _load_classstats(p, device), {},
+            lambda: ClassStats(layout.total_classes, layout.dim, covariance=opts.covariance, device=device,
+                               nonfinite=nonfinite, cov_classes=cov0),
+            lambda p: _load_classstats(p, device), layout_want,
         )
         if partial:
             return _part_summary(src, out_dir, opts, partial, results)
-        means = train.means
-        kept = (train.counts >= opts.min_count).to("cpu")
-        if not bool(kept.any()):
+        K = layout.per_slot
+        kept_slot = (train.counts[:K] >= opts.min_count).to("cpu")  # the head slot decides (counts equal in every slot)
+        if not bool(kept_slot.any()):
             raise DataError(f"{paths['train']}: no class has ≥ {opts.min_count} samples (--min-count)")
-        kept_ids = kept.nonzero().squeeze(1)
+        kept_in_slot = kept_slot.nonzero().squeeze(1)
+        kept_ids = kept_in_slot if layout.class_ids is None else layout.class_ids[kept_in_slot]
+        kept = torch.zeros(C, dtype=torch.bool)
+        kept[kept_ids] = True
+        head_means = (train if layout.trivial else layout.slot_stats(train, 0)).means
+        kept_means = head_means.index_select(0, kept_in_slot.to(head_means.device))
+        # the paper's NC4 (nearest of all C means, docs/metrics.md) needs the head slot's full table;
+        # with --classes top:K only K classes were collected, so it is not decided (measure says so)
+        all_means = head_means if layout.class_ids is None else None
+        # the full S·K×d means only for the exact pass; the first pass's state is freed before the next pass
+        means = train.means if opts.exact else None
+        del train, head_means
         if opts.exact:
+            cov_kept = None
+            if opts.covariance:  # (the within-class covariance of this pass covers exactly the kept classes)
+                cov_kept = torch.zeros(layout.total_classes, dtype=torch.bool)
+                cov_kept[:K] = kept_slot
+                cov_kept = cov_kept.to(device)
             _, results["train_exact"] = run_pass(
                 "train_exact", shards["train"],
-                # (the within-class covariance of this pass covers exactly the kept classes)
                 lambda: ClassStats.second_pass(means, covariance=opts.covariance, device=device, nonfinite=nonfinite,
-                                               cov_classes=kept.to(device) if opts.covariance else None),
+                                               cov_classes=cov_kept),
                 lambda p: _load_classstats(p, device),
-                {"means_fingerprint": stats_fingerprint(means), "min_count": str(opts.min_count)},
+                {"means_fingerprint": stats_fingerprint(means), "min_count": str(opts.min_count), **layout_want},
             )
             if partial:
                 return _part_summary(src, out_dir, opts, partial, results)
-        kept_means = means.index_select(0, kept_ids.to(means.device))
+            del means
         _, results["val"] = run_pass(
             "val", shards["val"],
-            # all_classes: the paper's NC4 (nearest of all C means) from the same search; a state
-            # saved by an older lcfast without it resumes as it was (measure then says so)
-            lambda: NCCStats(C, means, kept, W, b, all_classes=True),
-            lambda p: _load_ncc(p, means, W, b),
-            {"means_fingerprint": stats_fingerprint(kept_means), "min_count": str(opts.min_count)},
+            # all_classes: the paper's NC4 from the same search; a state saved by an older lcfast
+            # without it resumes as it was (measure then says so)
+            lambda: NCCStats(C, kept_means if all_means is None else all_means, kept, W, b,
+                             all_classes=all_means is not None),
+            lambda p: _load_ncc(p, kept_means if all_means is None else all_means, W, b),
+            {"means_fingerprint": stats_fingerprint(kept_means), "min_count": str(opts.min_count),
+             **({"dtype": layout_want["dtype"]} if "dtype" in layout_want else {})},
             head=(W, b),
         )
         if partial:
@@ -672,8 +638,11 @@ def collect_checkpoint(
         },
         "options": {"exact": opts.exact, "covariance": opts.covariance, "min_count": opts.min_count,
                     "batch_size": opts.batch_size, "max_tokens": opts.max_tokens, "device": str(device),
-                    "backend": opts.backend, "skip_nonfinite": opts.skip_nonfinite},
+                    "backend": opts.backend, "skip_nonfinite": opts.skip_nonfinite, "dtype": dtype_name(dtype),
+                    "layers": opts.layers, "classes": opts.classes or "all"},
         "kept_classes": int(kept.sum()),
+        **({} if layout.trivial else {"layout": layout.to_json()}),
+        "stats_bytes": est,
         "files": {k: PASS_FILES[k] for k in results},
         "passes": {k: r.as_dict() for k, r in results.items()},
         "val_pass": {

@@ -7,6 +7,12 @@ the model's LM head, runs `measure_stats` and writes
     out_dir/measurements.csv                     one row per (model, checkpoint)
     out_dir/per_token/<model>_<checkpoint>.parquet  the per-token table with decoded token strings
 
+A collection made with `collect --layers` gives one row per (model, checkpoint, layer): a `layer`
+column (transformers' hidden_states index, 0 = embeddings) and a `head` column (True for the LM
+head's input, the only row with NC3/NC4; its layer is the last one when that hidden state is the
+head's input). The per-token table is the head row's. `collect --classes top:K` rows are over the K
+kept classes (`classes` column; per-token ids are token ids).
+
 A row holds model, checkpoint, n_params, layers, width, epochs (the checkpoint's epoch), seed,
 val_loss, val_acc, perplexity (from the run's metrics.jsonl for that epoch; for a transformers
 checkpoint, from collect's own val pass), `profile`, and every metric key of that profile
@@ -102,21 +108,85 @@ def _load_state(cdir: Path, kind: str, summary: dict, device: torch.device | str
 
 def _load_head(summary: dict, cdir: Path) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The LM head of the collected model, checked against the collected fingerprint."""
-    from lcfast.pipeline.collect import ModelSource, load_source, model_head
+    from lcfast.model.hf import parse_dtype
+    from lcfast.model.sources import ModelSource, load_source, model_head
 
     src = summary["source"]
     path = Path(src["path"])
     if not path.exists():
         raise DataError(f"{cdir / COLLECT_JSON}: its model {path} is gone (needed for the LM head W)")
-    ms = ModelSource(src["kind"], path, summary["checkpoint"], summary.get("epoch"), Path(summary.get("data_dir", ".")))
-    model = load_source(ms)
+    cfg = {}
+    if src["kind"] == "hf" and (path / "config.json").is_file():
+        from lcfast.io import read_json
+
+        cfg = read_json(path / "config.json", "model config")
+    ms = ModelSource(src["kind"], path, summary["checkpoint"], summary.get("epoch"), Path(summary.get("data_dir", ".")),
+                     cfg if isinstance(cfg, dict) else {})
+    model = load_source(ms, parse_dtype(summary.get("options", {}).get("dtype", "float32")))
     fp = str(model.fingerprint())
     if fp != summary["model_fingerprint"]:
         raise DataError(
             f"{path} ({summary['checkpoint']}): model changed since collection (fingerprint {fp} != "
             f"{summary['model_fingerprint']}); rerun `lcfast collect --restart`"
         )
-    return model_head(model)
+    W, b = model_head(model)
+    return W.float(), (b.float() if b is not None else None)  # exact for bfloat16/float16 heads
+
+
+def _layout(cdir: Path, summary: dict):
+    """The SlotLayout of a collection made with --layers / --classes (None: the head alone)."""
+    if "layout" not in summary:
+        return None
+    from lcfast.io import load_tensors
+    from lcfast.pipeline.collect_layers import SlotLayout
+
+    lay = summary["layout"]
+    ids = None
+    if lay.get("classes_file"):
+        path = cdir / lay["classes_file"]
+        if not path.is_file():
+            raise DataError(f"{path}: missing (the kept classes of --classes {lay.get('classes')}); rerun `lcfast collect`")
+        ids = load_tensors(path, "kept classes")[0].get("class_ids")
+        if ids is None or ids.dim() != 1 or int(ids.numel()) != int(lay["classes_per_slot"]):
+            raise DataError(f"{path}: malformed kept-class list; rerun `lcfast collect`")
+        ids = ids.to(torch.int64)
+    return SlotLayout.from_json(lay, ids)
+
+
+def _compact_ncc(ncc, ids: torch.Tensor):
+    """NC4 decisions restricted to the kept classes `ids` (every counted position has a kept label,
+    so the agreement is unchanged)."""
+    from lcfast.stats.ncc import NCCStats
+
+    out = NCCStats(int(ids.numel()), None, ncc.kept[ids], None)
+    out.hits, out.totals, out.meta = ncc.hits[ids].clone(), ncc.totals[ids].clone(), dict(ncc.meta)
+    out.meta["no_all_classes"] = ("--classes top:K collected only K class means, and the paper's NC4 searches "
+                                  "all C of them (docs/metrics.md)")
+    return out
+
+
+def layer_rows(cdir: Path, head_row: dict, *, min_count: int, cdnv_power: float | None, backend: str, device: str,
+               profile: str = "canonical") -> list[dict]:
+    """One row per hidden-state slot of a `collect --layers` collection: NC1, NC2, GNC2 of
+    `hidden_states[i]` under `profile`'s keys (NC3/NC4 belong to the classifier's input: left empty)."""
+    from lcfast.metrics.measure import CANONICAL_KEYS, PAPER_KEYS, measure_all, profile_cdnv_power
+
+    keys = PAPER_KEYS if profile == "paper" else CANONICAL_KEYS
+    cdnv_power = profile_cdnv_power(profile, cdnv_power)
+
+    s = _read_summary(cdir)
+    layout = _layout(cdir, s)
+    if layout is None or len(layout.slots) < 2:
+        return []
+    stats = _load_state(cdir, "train_exact" if s.get("options", {}).get("exact") else "train", s, resolve_device(device))
+    rows = []
+    for j, slot in enumerate(layout.slots[1:], 1):
+        metrics, _ = measure_all(layout.slot_stats(stats, j), None, None, None, min_count, backend,
+                                 profile=profile, cdnv_power=cdnv_power, table=False)
+        row = {**head_row, **{k: metrics.get(k) for k in keys}, "layer": int(slot), "head": False}
+        row.pop("per_token", None)
+        rows.append(row)
+    return rows
 
 
 def run_metrics(run_dir: Path, epoch: int | None) -> dict:
@@ -182,6 +252,11 @@ def measure_collection(
         # the exact second pass has the same counts and means, and σ²_c = Σ‖h − μ_c‖²/n_c directly
         stats = _load_state(cdir, "train_exact", s, dev)
     ncc = _load_state(cdir, "val", s)
+    layout = _layout(cdir, s)
+    if layout is not None:  # --layers / --classes: the head slot, over the kept classes
+        stats = layout.slot_stats(stats, 0)
+        if layout.class_ids is not None:
+            ncc = _compact_ncc(ncc, layout.class_ids)
     collect_mc = int(s.get("options", {}).get("min_count", 1))
     mc = collect_mc if min_count is None else int(min_count)
     if mc < 1:
@@ -199,9 +274,14 @@ def measure_collection(
             f"≥ {mc} train samples (most frequent: {int(stats.counts.max())}); the NC metrics need at least 2 kept classes"
         )
     W, b = _load_head(s, cdir)
+    ids = layout.class_ids if layout is not None else None
+    if ids is not None:
+        W, b = W[ids], (b[ids] if b is not None else None)
     W = W.to(dev)
     b = b.to(dev) if b is not None else None
     decode = token_decoder(s.get("tokenizer")) if per_token else None
+    if decode is not None and ids is not None:
+        decode = (lambda f: lambda i: f(int(ids[int(i)])))(decode)
     if per_token and decode is None:
         notes.append(f"{s['model']}/{s['checkpoint']}: no tokenizer.json beside the shards: token strings left empty")
     with warnings.catch_warnings(record=True) as caught:
@@ -210,6 +290,8 @@ def measure_collection(
                                      decode=decode, table=per_token)
     notes += [f"{s['model']}/{s['checkpoint']}: {' '.join(str(w.message).split())}" for w in caught]
     metrics = {k: metrics.get(k) for k in keys}
+    if table is not None and ids is not None:
+        table["id"] = ids[torch.from_numpy(table["id"].to_numpy(copy=True))].numpy()
 
     run_dir = Path(s["source"]["path"])
     rec = run_metrics(run_dir, s.get("epoch")) if s["source"]["kind"] == "run" else {}
@@ -246,6 +328,12 @@ def measure_collection(
         "model_fingerprint": s["model_fingerprint"],
         "collect_dir": str(cdir),
     }
+    if layout is not None and len(layout.slots) > 1:  # the head row of a per-layer collection
+        row["layer"], row["head"] = layout.head_layer, True
+        if layout.head_layer is None:
+            notes.append(f"{s['model']}/{s['checkpoint']}: the LM head's input is not any hidden_states[i]: its row has no layer")
+    if ids is not None:
+        row["classes"] = f"top:{int(ids.numel())}"
     return row, table, notes
 
 
@@ -311,13 +399,18 @@ def measure(
                 buf = _parquet_bytes(table)
                 atomic_write_bytes(out / "per_token" / f"{output_name(row)}.parquet", buf)
                 row["per_token"] = f"per_token/{output_name(row)}.parquet"
-            rows.append(row)
+            more = layer_rows(cdir, row, min_count=row["min_count"], cdnv_power=cdnv_power, backend=backend, device=device,
+                              profile=profile)
+            rows.extend(sorted([row, *more], key=lambda r: (r.get("layer") is None, r.get("layer") or 0)))
             if pbar is not None:
                 pbar.advance(task)
     finally:
         if pbar is not None:
             pbar.stop()
     df = pd.DataFrame(rows)
+    if "layer" in df.columns:  # one row per (model, checkpoint, layer): the layer beside the checkpoint
+        df["layer"] = df["layer"].astype("Int64")
+        df = df[["model", "checkpoint", "layer"] + [c for c in df.columns if c not in ("model", "checkpoint", "layer")]]
     atomic_write_bytes(out / "measurements.csv", df.to_csv(index=False).encode("utf-8"))
     if notes and console is not None:
         for n in notes:
@@ -341,7 +434,7 @@ def print_measure_table(df, console, columns: list[str] | None = None) -> None:
     heads = ("nc1_cdnv", "nc2_norm_cov", "nc2_interference_mean", "gnc2_log_var", "nc3_dual_cos_mean", "nc4_agreement")
     if "nc1_cdnv" not in df.columns:  # --profile paper
         heads = ("cdnv", "norms_var", "interfere_mean", "log_kern_var", "simcos_mean", "hits", "misses")
-    cols = columns or [c for c in ("model", "checkpoint", "n_params", "val_loss") + heads if c in df.columns]
+    cols = columns or [c for c in ("model", "checkpoint", "layer", "n_params", "val_loss") + heads if c in df.columns]
     t = Table(title="lcfast measure")
     for c in cols:
         t.add_column(c, justify="left" if c in ("model", "checkpoint") else "right")
@@ -351,7 +444,7 @@ def print_measure_table(df, console, columns: list[str] | None = None) -> None:
 
 
 def _fmt(v) -> str:
-    if v is None:
+    if v is None or type(v).__name__ == "NAType":  # pandas' missing integer (a head row without a layer)
         return "-"
     if isinstance(v, float):
         if not math.isfinite(v):

@@ -403,6 +403,31 @@ class ClassStats:
         new._ws = {}
         return new
 
+    def select(self, ids: torch.Tensor, dim: int | None = None) -> "ClassStats":
+        """A new accumulator holding only classes `ids` (int64 [K], in that order) and the first `dim`
+        feature columns (default all; the dropped columns must be zero padding). The covariance
+        comes along only when every class that entered it is among `ids`."""
+        ids = torch.as_tensor(ids, dtype=torch.int64, device=self.device)
+        d = self.dim if dim is None else int(dim)
+        if not 1 <= d <= self.dim:
+            raise UsageError(f"ClassStats.select: dim must lie in [1, {self.dim}], got {d}")
+        covered = self.cov_classes if self.cov_classes is not None else self._n > 0
+        inside = torch.zeros(self.n_classes, dtype=torch.bool, device=self.device)
+        inside[ids] = True
+        keep_cov = self._cov is not None and not bool((covered.to(self.device) & ~inside).any())
+        new = ClassStats(int(ids.numel()), d, covariance=keep_cov, device=self.device, dtype=self.dtype,
+                         nonfinite=self.nonfinite,
+                         cov_classes=self.cov_classes[ids] if keep_cov and self.cov_classes is not None else None)
+        new._n = self._n[ids].clone()
+        new._ref = self._ref[ids, :d].clone()
+        new._s1 = self._s1[ids, :d].clone()
+        new._s2 = self._s2[ids].clone()
+        if keep_cov:
+            new._cov = self._cov[:d, :d].clone()
+        new.pass_kind, new.ref_fixed, new.skipped = self.pass_kind, self.ref_fixed, self.skipped
+        new.meta = dict(self.meta)
+        return new
+
     # ---- accumulation ---------------------------------------------------------------------
 
     def update(self, H: torch.Tensor, Y: torch.Tensor, backend: str = "auto") -> "ClassStats":

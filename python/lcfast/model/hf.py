@@ -1,0 +1,362 @@
+"""Any transformers causal LM as a feature extractor: `HFCausalLM` wraps an `AutoModelForCausalLM`
+and returns, for token ids, the input of its output embedding (the LM head) — captured with a
+forward pre-hook on `get_output_embeddings()`, so final norms, projections and other quirks are the
+model's own — and, on request, transformers' `hidden_states[i]` (0 = embeddings) from the same
+forward.
+
+The forward stops as soon as the head's input is captured (the pre-hook raises), so the B×T×V logits
+are never built; `HFCausalLM.logits` applies W h + b (+ the model's own final soft-capping or
+logit scale, where its config has one) when the caller wants them.
+
+Also here: where the Hugging Face caches are (`hub_cache_dir`, `datasets_cache_dir`), resolving
+`hf:ORG/NAME` to a snapshot folder of the local hub cache (never a download), and `require`, which
+imports an optional dependency of the `[hf]` extra or fails with one line saying how to install it.
+
+transformers is imported only by the functions that need it (commands on lcfast's own models
+never import it). Weights load through transformers' safetensors / weights-only path;
+`trust_remote_code` is never set.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+from pathlib import Path
+
+import torch
+
+from lcfast.errors import DataError, UsageError
+
+#: forward dtypes accepted by --dtype
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+#: the default --context is the model's own maximum, at most this
+MAX_DEFAULT_CONTEXT = 2048
+#: the [hf] extra: what `pip install 'lcfast[hf]'` brings
+HF_EXTRA = "pip install 'lcfast[hf]'"
+# config.json keys that do not change what the model computes (left out of the fingerprint)
+_VOLATILE_CONFIG_KEYS = {"transformers_version", "torch_dtype", "dtype", "_name_or_path", "architectures", "use_cache"}
+
+
+def require(module: str, what: str):
+    """Import an optional dependency of the [hf] extra, or raise a one-line UsageError."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        raise UsageError(f"{what} needs the '{module}' package, which lcfast does not install by default: {HF_EXTRA}"
+                         f" ({' '.join(str(e).split())})") from None
+
+
+def parse_dtype(name: str | None) -> torch.dtype:
+    """--dtype NAME -> torch dtype (UsageError naming the flag)."""
+    key = str(name or "float32").strip().lower()
+    key = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16", "half": "float16"}.get(key, key)
+    if key not in DTYPES:
+        raise UsageError(f"--dtype {name}: expected one of {', '.join(DTYPES)}")
+    return DTYPES[key]
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).replace("torch.", "")
+
+
+# --------------------------------------------------------------------------------------------
+# the local Hugging Face caches (the rules of huggingface_hub / datasets, read from the environment)
+
+
+def hub_cache_dir() -> Path:
+    """The hub cache: HF_HUB_CACHE, else HF_HOME/hub, else $XDG_CACHE_HOME/huggingface/hub, else
+    ~/.cache/huggingface/hub."""
+    for var in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
+        if os.environ.get(var):
+            return Path(os.environ[var]).expanduser()
+    return _hf_home() / "hub"
+
+
+def datasets_cache_dir() -> Path:
+    """The datasets cache: HF_DATASETS_CACHE, else HF_HOME/datasets."""
+    if os.environ.get("HF_DATASETS_CACHE"):
+        return Path(os.environ["HF_DATASETS_CACHE"]).expanduser()
+    return _hf_home() / "datasets"
+
+
+def _hf_home() -> Path:
+    if os.environ.get("HF_HOME"):
+        return Path(os.environ["HF_HOME"]).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "huggingface"
+
+
+_REPO_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
+
+
+def hub_snapshot(repo: str, kind: str = "model", flag: str = "MODEL") -> Path | None:
+    """The snapshot folder of `repo` ("ORG/NAME", optionally "@REVISION") in the local hub cache, or
+    None when the cache has no such repo. Revision: a ref (default "main") or a commit hash."""
+    name, _, rev = repo.partition("@")
+    if not _REPO_RE.match(name):
+        raise UsageError(f"{flag} hf:{repo}: expected hf:ORG/NAME (a Hugging Face repo id)")
+    root = hub_cache_dir() / f"{kind}s--{name.replace('/', '--')}"
+    if not root.is_dir():
+        return None
+    rev = rev or "main"
+    ref = root / "refs" / rev
+    commit = ref.read_text().strip() if ref.is_file() else rev
+    snap = root / "snapshots" / commit
+    if snap.is_dir():
+        return snap
+    snaps = sorted(p for p in (root / "snapshots").glob("*") if p.is_dir()) if (root / "snapshots").is_dir() else []
+    if not ref.is_file() and rev == "main" and len(snaps) == 1:
+        return snaps[0]  # a cache written without refs (e.g. copied by hand): its only snapshot
+    return None
+
+
+def resolve_hub_model(repo: str, flag: str = "MODEL") -> Path:
+    """`hf:ORG/NAME` -> its snapshot folder in the local hub cache (never downloads)."""
+    snap = hub_snapshot(repo, "model", flag)
+    if snap is None or not (snap / "config.json").is_file():
+        where = hub_cache_dir()
+        raise DataError(
+            f"{flag} hf:{repo}: not in the local Hugging Face cache {where} (lcfast never downloads: fetch it first, "
+            f"e.g. 'huggingface-cli download {repo.partition('@')[0]}', or set HF_HUB_CACHE / HF_HOME)"
+        )
+    return snap
+
+
+@contextlib.contextmanager
+def offline():
+    """Hugging Face libraries in offline mode (environment and, when already imported, their
+    constants), restored afterwards: nothing is fetched from the network."""
+    import sys
+
+    keys = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE")
+    old_env = {k: os.environ.get(k) for k in keys}
+    patched = []
+    for mod, attr in (("huggingface_hub.constants", "HF_HUB_OFFLINE"), ("datasets.config", "HF_HUB_OFFLINE"),
+                      ("datasets.config", "HF_DATASETS_OFFLINE")):
+        m = sys.modules.get(mod)
+        if m is not None and hasattr(m, attr):
+            patched.append((m, attr, getattr(m, attr)))
+            setattr(m, attr, True)
+    try:
+        for k in keys:
+            os.environ[k] = "1"
+        yield
+    finally:
+        for k, v in old_env.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        for m, attr, v in patched:
+            setattr(m, attr, v)
+
+
+# --------------------------------------------------------------------------------------------
+# the model
+
+
+class _HeadReached(Exception):
+    """Raised by the pre-hook on the output embedding: the features are captured, stop the forward."""
+
+
+def hf_config_dict(path: Path) -> dict:
+    from lcfast.io import read_json
+
+    cfg = read_json(path / "config.json", "model config")
+    if not isinstance(cfg, dict):
+        raise DataError(f"{path / 'config.json'}: expected a JSON object")
+    return cfg
+
+
+def max_positions(cfg: dict) -> int | None:
+    """The longest sequence a transformers config allows (None when it says nothing)."""
+    text = cfg.get("text_config") if isinstance(cfg.get("text_config"), dict) else {}
+    for src in (cfg, text):
+        for key in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length", "n_ctx"):
+            v = src.get(key)
+            if isinstance(v, int) and not isinstance(v, bool) and v > 0:
+                return v
+    return None
+
+
+def _dtype_kwargs(transformers, dtype: torch.dtype) -> dict:
+    # transformers ≥ 4.56 names it `dtype` (and 5.x defaults to the checkpoint's dtype); older `torch_dtype`
+    major, minor = (int(x) for x in re.findall(r"\d+", transformers.__version__)[:2])
+    return {"dtype": dtype} if (major, minor) >= (4, 56) else {"torch_dtype": dtype}
+
+
+class HFCausalLM:
+    """A transformers causal LM, read as lcfast reads its own: `features(idx)` is the LM head's input.
+
+    Attributes: `hf` (the transformers model), `path`, `config` (config.json as a dict),
+    `lm_head_weight` W [C, d], `lm_head_bias` b [C] or None, `n_hidden_states` (L + 1),
+    `max_context` (config's max positions or None), `dtype`.
+    """
+
+    def __init__(self, hf_model, path: Path, config: dict):
+        self.hf = hf_model
+        self.path = Path(path)
+        self.config = config
+        head = hf_model.get_output_embeddings()
+        if head is None or not isinstance(getattr(head, "weight", None), torch.Tensor):
+            raise DataError(f"{path}: {type(hf_model).__name__} has no output embedding (get_output_embeddings() is None)")
+        self.head = head
+        self.max_context = max_positions(config)
+        tc = hf_model.config.get_text_config() if hasattr(hf_model.config, "get_text_config") else hf_model.config
+        self.n_layers = int(getattr(tc, "num_hidden_layers", 0) or 0)
+        self.width = int(getattr(tc, "hidden_size", 0) or self.head.weight.shape[1])
+        self.heads = getattr(tc, "num_attention_heads", None)
+        # transformations of the logits after the head (argmax-preserving; they matter for the loss)
+        self.softcap = getattr(tc, "final_logit_softcapping", None)
+        self.logit_scale = getattr(tc, "logit_scale", None) if type(hf_model).__name__.startswith("Cohere") else None
+        self._fp: str | None = None
+        from transformers import PreTrainedModel
+
+        self._inner = [m for m in hf_model.modules() if isinstance(m, PreTrainedModel) and m is not hf_model]
+
+    # -- what collect and measure read ---------------------------------------------------------
+    @property
+    def lm_head_weight(self) -> torch.Tensor:
+        return self.head.weight
+
+    @property
+    def lm_head_bias(self) -> torch.Tensor | None:
+        b = getattr(self.head, "bias", None)
+        return b if isinstance(b, torch.Tensor) else None
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self.head.weight.shape[0])
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.head.weight.dtype
+
+    @property
+    def n_hidden_states(self) -> int:
+        return self.n_layers + 1
+
+    def n_params(self) -> int:
+        """Distinct parameters (tied weights counted once)."""
+        return sum(p.numel() for p in self.hf.parameters())
+
+    def fingerprint(self) -> str:
+        """sha256 over config.json (without version/dtype bookkeeping keys), the forward dtype and,
+        per tensor, its name, shape and up to 1024 evenly strided values (as float32)."""
+        if self._fp is None:
+            cfg = {k: v for k, v in self.config.items() if k not in _VOLATILE_CONFIG_KEYS and not k.startswith("_")}
+            h = hashlib.sha256(json.dumps(cfg, sort_keys=True, default=str).encode())
+            h.update(dtype_name(self.dtype).encode())
+            for name, t in sorted(self.hf.state_dict().items()):
+                if not t.is_floating_point():
+                    continue
+                flat = t.detach().reshape(-1)
+                n = flat.numel()
+                if n > 1024:
+                    flat = flat[torch.arange(1024, device=flat.device) * (n // 1024)]
+                h.update(f"{name}:{tuple(t.shape)}:".encode())
+                h.update(flat.to(device="cpu", dtype=torch.float32).contiguous().numpy().tobytes())
+            self._fp = h.hexdigest()[:20]
+        return self._fp
+
+    def to(self, device):
+        self.hf.to(device)
+        return self
+
+    def eval(self):
+        self.hf.eval()
+        return self
+
+    # -- the forward ---------------------------------------------------------------------------
+    def _run(self, idx: torch.Tensor, hidden: bool):
+        got: dict = {}
+
+        def capture_input(module, args, kwargs):
+            got["h"] = args[0] if args else next(iter(kwargs.values()))
+            raise _HeadReached
+
+        def capture_hidden(module, args, out):
+            hs = getattr(out, "hidden_states", None)
+            if hs is None and isinstance(out, dict):
+                hs = out.get("hidden_states")
+            if hs:
+                got["hs"] = hs
+
+        hooks = [self.head.register_forward_pre_hook(capture_input, with_kwargs=True)]
+        if hidden:  # the inner model(s) return hidden_states before the head runs (OPT calls its decoder directly)
+            hooks += [m.register_forward_hook(capture_hidden) for m in self._inner]
+        try:
+            self.hf(input_ids=idx, use_cache=False, output_hidden_states=hidden, return_dict=True)
+        except _HeadReached:
+            pass
+        finally:
+            for hk in hooks:
+                hk.remove()
+        if "h" not in got:
+            raise DataError(f"{self.path}: the forward of {type(self.hf).__name__} never called its output embedding "
+                            "(get_output_embeddings()): cannot capture the LM head's input")
+        if hidden and not got.get("hs"):
+            raise DataError(f"{self.path}: {type(self.hf).__name__} returned no hidden_states (needed for --layers)")
+        return got["h"], got.get("hs")
+
+    def features(self, idx: torch.Tensor) -> torch.Tensor:
+        """LM-head inputs [B, T, d] for token ids idx [B, T] (the model's dtype)."""
+        return self._run(idx, False)[0]
+
+    def features_and_hidden(self, idx: torch.Tensor, layers: list[int]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """(LM-head inputs [B, T, d], [hidden_states[i] [B, T, d_i] for i in layers]) from one forward."""
+        h, hs = self._run(idx, True)
+        if len(hs) != self.n_hidden_states:
+            raise DataError(f"{self.path}: {len(hs)} hidden states, expected num_hidden_layers + 1 = {self.n_hidden_states}")
+        return h, [hs[i] for i in layers]
+
+    def logits(self, H: torch.Tensor, W: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
+        """The model's logits for head inputs H [N, d] (float32): W h + b, then its own logit scale
+        or final soft-capping when the config has one."""
+        z = torch.nn.functional.linear(H.float(), W.float(), None if b is None else b.float())
+        if self.logit_scale:
+            z = z * float(self.logit_scale)
+        if self.softcap:
+            z = torch.tanh(z / float(self.softcap)) * float(self.softcap)
+        return z
+
+
+def load_hf_causal_lm(path: str | os.PathLike, dtype: torch.dtype = torch.float32) -> HFCausalLM:
+    """Open a local transformers folder (config.json + safetensors, sharded or not) with
+    AutoModelForCausalLM, offline, in `dtype`, evaluation mode, on the CPU."""
+    path = Path(path)
+    cfg = hf_config_dict(path)
+    transformers = require("transformers", f"{path}: a {cfg.get('model_type', 'transformers')} model")
+    import warnings
+
+    tlog = transformers.utils.logging
+    verbosity, bars = tlog.get_verbosity(), tlog.is_progress_bar_enabled()
+    tlog.set_verbosity_error()  # config notes and loading progress bars would break the one-line contract
+    tlog.disable_progress_bar()
+    try:
+        with offline(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            hf_model = transformers.AutoModelForCausalLM.from_pretrained(
+                str(path), local_files_only=True, trust_remote_code=False, **_dtype_kwargs(transformers, dtype))
+    except (OSError, ValueError, KeyError, RuntimeError, TypeError, ImportError) as e:
+        why = f"{type(e).__name__}: {' '.join(str(e).split())[:240]}"
+        if cfg.get("auto_map"):
+            why = (f"its config.json points to its own modeling code (auto_map), which lcfast never runs "
+                   f"(trust_remote_code stays off); transformers {transformers.__version__} says: {why}")
+        raise DataError(f"{path}: transformers cannot load this model as a causal LM ({why})") from None
+    finally:
+        tlog.set_verbosity(verbosity)
+        if bars:
+            tlog.enable_progress_bar()
+    hf_model.eval()
+    return HFCausalLM(hf_model, path, cfg)
+
+
+__all__ = ["HFCausalLM", "load_hf_causal_lm", "require", "parse_dtype", "dtype_name", "hub_cache_dir",
+           "datasets_cache_dir", "hub_snapshot", "resolve_hub_model", "offline", "max_positions", "DTYPES",
+           "MAX_DEFAULT_CONTEXT", "HF_EXTRA"]
