@@ -8,6 +8,7 @@
 //! - [`windows`]: random training windows and sequential collection windows
 
 pub mod ambiguity;
+pub mod classstats;
 pub mod count;
 pub mod error;
 pub mod shard;
