@@ -4,7 +4,8 @@ Families (DESIGN §5):
 
 * class statistics update — per-class counts, Σ(h − r_c), Σ‖h − r_c‖² with the per-class
   reference shift r_c that ``ClassStats`` uses, accumulated in place (``out=``). Fast paths:
-  ``class_stats_torch`` (index_put scatter) and, on CUDA, ``class_stats_triton`` with both strategies
+  ``class_stats_torch`` (index_put scatter), on CPU the fused Rust loop that ``ClassStats.update``
+  runs there (``lcfast._core.class_stats_accumulate``), and, on CUDA, ``class_stats_triton`` with both strategies
   ("segmented" and the per-row "atomic" baseline); naive twin: one-hot matmul (``class_stats_naive``).
   Run on uniform *and* Zipf labels (skew is what breaks atomics); the atomic profile of the labels
   (atomics per column, worst per-address contention) is recorded for both strategies.
@@ -250,7 +251,7 @@ class _Ctx:
 
 
 def _class_stats_family(ctx: _Ctx, size: dict, case_suffix: str = "") -> None:
-    from lcfast.stats.classstats import class_stats_torch
+    from lcfast.stats.classstats import _fused_core, class_stats_torch
     from lcfast.stats.naive import class_stats_naive
 
     dev = ctx.device
@@ -292,6 +293,15 @@ def _class_stats_family(ctx: _Ctx, size: dict, case_suffix: str = "") -> None:
         impls: list[tuple[str, Callable[[Any], Any]]] = []
         ws: dict = {}
         impls.append(("torch: index_put scatter", lambda o: class_stats_torch(H, Yd, C, shift=ref_shift, out=o, workspace=ws)))
+        core = _fused_core()
+        if dev.type == "cpu" and core is not None and H.dtype in (torch.float32, F64):
+            # the fused one-pass loop that ClassStats.update runs on CPU (same sums, per-class shift)
+            def fused(o, core=core, Yn=Yd.numpy()):
+                core.class_stats_accumulate(H.numpy(), Yn, ref_shift.numpy(), o[1].numpy(), o[2].numpy(), o[0].numpy(),
+                                            None, torch.get_num_threads())
+                return o
+
+            impls.append(("rust: fused (ClassStats CPU path)", fused))
         if ctx.use_triton:
             from lcfast.kernels.class_stats import class_stats_triton
 
