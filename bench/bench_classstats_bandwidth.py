@@ -9,7 +9,8 @@ traffic of an in-place update (H read once, labels, and per class present a read
 reference row and a read-modify-write of its float64 row; `lcfast.benchmarks.classstats_min_bytes`),
 a plain float32 tensor copy moving the same number of bytes, and the ratio (per round, median).
 Default size: C = 8192, d = 256, B = 16384 float32 rows (issue 13). The machine's load average is
-recorded at the start and end of every case (the dev machine is shared).
+recorded at the start and end of every case (the dev machine is shared). `commit` is the checkout
+the script ran from; `lcfast_imported_from` says which lcfast was measured (PYTHONPATH).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import time
 
 import torch
 
+import lcfast
 from lcfast.benchmarks import classstats_bandwidth
 
 
@@ -50,6 +52,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--min-run-time", type=float, default=0.3)
     ap.add_argument("--json", help="write the results here")
+    ap.add_argument("--label", default="", help="free text stored in the JSON (e.g. which code was measured)")
     args = ap.parse_args()
     B, rounds = (4096, 2) if args.quick else (args.B, args.rounds)
     res = {
@@ -57,6 +60,8 @@ def main() -> None:
         "machine": {"cpus": os.cpu_count(), "torch_threads_default": torch.get_num_threads(), "torch": torch.__version__,
                     "platform": platform.platform(), "processor": platform.processor()},
         "commit": _commit(),
+        "label": args.label,
+        "lcfast_imported_from": os.path.dirname(lcfast.__file__),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "cases": [],
     }
