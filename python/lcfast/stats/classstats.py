@@ -433,7 +433,8 @@ class ClassStats:
     # ---- accumulation ---------------------------------------------------------------------
 
     def update(self, H: torch.Tensor, Y: torch.Tensor, backend: str = "auto") -> "ClassStats":
-        """Accumulate one batch (in place; returns self)."""
+        """Accumulate one batch (in place; returns self). On CPU the torch backend runs the fused
+        one-pass loop when it applies (module docstring), else the torch ops."""
         if H.dim() != 2 or H.shape[1] != self.dim:
             raise UsageError(f"ClassStats.update: H must be [N, {self.dim}], got shape {tuple(H.shape)}")
         if Y.dim() != 1 or Y.numel() != H.shape[0]:
