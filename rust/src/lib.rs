@@ -6,8 +6,10 @@
 //! - [`count`]: token histograms and imbalance statistics
 //! - [`ambiguity`]: n-gram context ambiguity, H(next | context)
 //! - [`windows`]: random training windows and sequential collection windows
+//! - [`classstats`]: the fused CPU accumulation behind `ClassStats.update` (per-class sums)
 
 pub mod ambiguity;
+pub mod classstats;
 pub mod count;
 pub mod error;
 pub mod shard;

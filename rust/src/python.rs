@@ -2,12 +2,16 @@
 //! released); errors become `lcfast.errors.DataError` / `UsageError` / `OSError`.
 
 use numpy::ndarray::Array2;
-use numpy::{PyArray1, PyArray2, PyReadonlyArray1};
+use numpy::{
+    PyArray1, PyArray2, PyReadonlyArray1, PyReadonlyArray2, PyReadwriteArray1, PyReadwriteArray2,
+    PyUntypedArrayMethods,
+};
 use pyo3::exceptions::{PyOSError, PyStopIteration};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 
 use crate::ambiguity as amb;
+use crate::classstats;
 use crate::count;
 use crate::error::{Error, ErrorKind};
 use crate::shard::{self, Shard as RShard, NO_EOS};
@@ -535,6 +539,81 @@ fn is_val(text: &str, seed: u64, val_fraction: f64) -> bool {
     tokenize::is_val(text, seed, val_fraction)
 }
 
+/// Fused per-class accumulation for ClassStats.update on CPU (rust/src/classstats.rs):
+/// for each row i, x = h[i] − refs[y[i]]; s1[y] += x; s2[y] += ‖x‖²; n[y] += 1; x_out[i] = x.
+/// h: float32 or float64 [B, d] C-contiguous; y int64 [B]; refs, s1 float64 [C, d]; s2, n float64 [C];
+/// x_out: optional float64 [B, d]. The caller checks finiteness first (`rows_finite`).
+#[pyfunction]
+#[pyo3(signature = (h, y, refs, s1, s2, n, x_out = None, threads = 1))]
+#[allow(clippy::too_many_arguments)]
+fn class_stats_accumulate(
+    py: Python<'_>,
+    h: &Bound<'_, PyAny>,
+    y: PyReadonlyArray1<'_, i64>,
+    refs: PyReadonlyArray2<'_, f64>,
+    mut s1: PyReadwriteArray2<'_, f64>,
+    mut s2: PyReadwriteArray1<'_, f64>,
+    mut n: PyReadwriteArray1<'_, f64>,
+    x_out: Option<PyReadwriteArray2<'_, f64>>,
+    threads: usize,
+) -> PyResult<()> {
+    let usage = |what: &str, e: &dyn std::fmt::Display| {
+        to_py(Error::usage(format!("class_stats_accumulate: {what}: {e}")))
+    };
+    let y = y.as_slice().map_err(|e| usage("y", &e))?;
+    let d = refs.shape()[1];
+    let refs = refs.as_slice().map_err(|e| usage("refs", &e))?;
+    let s1 = s1.as_slice_mut().map_err(|e| usage("s1", &e))?;
+    let s2 = s2.as_slice_mut().map_err(|e| usage("s2", &e))?;
+    let n = n.as_slice_mut().map_err(|e| usage("n", &e))?;
+    let mut x_out = x_out;
+    let xo = match x_out.as_mut() {
+        Some(x) => Some(x.as_slice_mut().map_err(|e| usage("x_out", &e))?),
+        None => None,
+    };
+    if let Ok(h) = h.extract::<PyReadonlyArray2<'_, f32>>() {
+        if h.shape()[1] != d {
+            return Err(usage(
+                "h",
+                &format!("has {} columns, refs {d}", h.shape()[1]),
+            ));
+        }
+        let h = h.as_slice().map_err(|e| usage("h", &e))?;
+        py.detach(|| classstats::accumulate(h, y, d, refs, s1, s2, n, xo, threads))
+            .py()
+    } else if let Ok(h) = h.extract::<PyReadonlyArray2<'_, f64>>() {
+        if h.shape()[1] != d {
+            return Err(usage(
+                "h",
+                &format!("has {} columns, refs {d}", h.shape()[1]),
+            ));
+        }
+        let h = h.as_slice().map_err(|e| usage("h", &e))?;
+        py.detach(|| classstats::accumulate(h, y, d, refs, s1, s2, n, xo, threads))
+            .py()
+    } else {
+        Err(usage("h", &"must be a 2-D float32 or float64 numpy array"))
+    }
+}
+
+/// Whether every element of h (float32 or float64, C-contiguous) is finite with |h| ≤ 1e140
+/// (the precondition of class_stats_accumulate: no row can overflow ‖h − r‖²).
+#[pyfunction]
+#[pyo3(signature = (h, threads = 1))]
+fn class_stats_rows_finite(py: Python<'_>, h: &Bound<'_, PyAny>, threads: usize) -> PyResult<bool> {
+    let usage =
+        |e: &dyn std::fmt::Display| to_py(Error::usage(format!("class_stats_rows_finite: h: {e}")));
+    if let Ok(h) = h.extract::<PyReadonlyArray2<'_, f32>>() {
+        let h = h.as_slice().map_err(|e| usage(&e))?;
+        Ok(py.detach(|| classstats::rows_finite(h, threads)))
+    } else if let Ok(h) = h.extract::<PyReadonlyArray2<'_, f64>>() {
+        let h = h.as_slice().map_err(|e| usage(&e))?;
+        Ok(py.detach(|| classstats::rows_finite(h, threads)))
+    } else {
+        Err(usage(&"must be a 2-D float32 or float64 numpy array"))
+    }
+}
+
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
@@ -552,5 +631,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(is_val, m)?)?;
     m.add_function(wrap_pyfunction!(xxh3_64, m)?)?;
     m.add_function(wrap_pyfunction!(write_shard, m)?)?;
+    m.add_function(wrap_pyfunction!(class_stats_accumulate, m)?)?;
+    m.add_function(wrap_pyfunction!(class_stats_rows_finite, m)?)?;
     Ok(())
 }

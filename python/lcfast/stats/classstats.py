@@ -30,6 +30,15 @@ second moments about them).
 
 Torch primitive `class_stats_torch` has the signature of the Triton launcher
 `lcfast.kernels.class_stats.class_stats_triton` and is its reference ("twin").
+
+On CPU (float64 state, float32/float64 features) `ClassStats.update` with the torch backend runs
+the same accumulation fused in one pass (`lcfast._core.class_stats_accumulate`, Rust:
+rust/src/classstats.rs): the torch path materialises B×d float64 temporaries and scatters them
+element by element, about 7× the minimum memory traffic; the fused loop reads H once and each
+touched accumulator row once per row of its class (rows grouped by class, as the Triton kernel
+does), at about the speed of a plain copy of the same bytes (bench/bench_classstats_bandwidth.py).
+It is used only when the whole batch is finite and of safe magnitude (checked first, so a refused
+batch never half-updates the state); any other batch, device or dtype takes the torch path.
 """
 
 from __future__ import annotations
@@ -40,6 +49,7 @@ import importlib.util
 import json
 import os
 import tempfile
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -155,6 +165,23 @@ def _scatter(counts, sums, sqsums, Y, X, q) -> None:
     sums.index_put_((Y,), X, accumulate=True)
     sqsums.index_put_((Y,), q, accumulate=True)
     counts.add_(torch.bincount(Y, minlength=counts.shape[0]).to(counts.dtype))
+
+
+# The fused CPU accumulation (module docstring). Tests switch it off to exercise the torch path.
+_FUSED_ENABLED = True
+# |h|, |r| ≤ this bound keeps ‖h − r‖² finite in float64 (same constant as rust/src/classstats.rs)
+_FUSED_LIMIT = 1e140
+
+
+def _fused_core():
+    """lcfast._core when it has the fused accumulation (an older build may not), else None."""
+    if not _FUSED_ENABLED:
+        return None
+    try:
+        from lcfast import _core
+    except ImportError:  # the torch path computes the same sums
+        return None
+    return _core if hasattr(_core, "class_stats_accumulate") else None
 
 
 def _check_shapes(H, Y, n_classes, shift, centers, what):
@@ -431,7 +458,8 @@ class ClassStats:
     # ---- accumulation ---------------------------------------------------------------------
 
     def update(self, H: torch.Tensor, Y: torch.Tensor, backend: str = "auto") -> "ClassStats":
-        """Accumulate one batch (in place; returns self)."""
+        """Accumulate one batch (in place; returns self). On CPU the torch backend runs the fused
+        one-pass loop when it applies (module docstring), else the torch ops."""
         if H.dim() != 2 or H.shape[1] != self.dim:
             raise UsageError(f"ClassStats.update: H must be [N, {self.dim}], got shape {tuple(H.shape)}")
         if Y.dim() != 1 or Y.numel() != H.shape[0]:
@@ -463,8 +491,10 @@ class ClassStats:
                 X, _, _ = _deviations(H, Y, self._ref, None, self._ws)
                 self._add_cov(X, Y)
             return self
-        # torch: deviations first, a finiteness check on the row norms, then scatter into the state
         self._set_refs(H, Y)
+        if self._fused_update(H, Y):
+            return self
+        # torch: deviations first, a finiteness check on the row norms, then scatter into the state
         X, _, q = _deviations(H, Y, self._ref, None, self._ws)
         if not bool(torch.isfinite(q.sum())):
             bad = ~torch.isfinite(q)
@@ -479,6 +509,39 @@ class ClassStats:
         if self._cov is not None:
             self._add_cov(X, Y)
         return self
+
+    def _fused_update(self, H: torch.Tensor, Y: torch.Tensor) -> bool:
+        """The one-pass Rust accumulation (module docstring); False (nothing done) when it does
+        not apply: not CPU / float64 state / float32-float64 features, extension missing, or a
+        batch with a non-finite or huge value (the torch path then errors or skips exactly as
+        documented). Same sums as the torch path up to float64 rounding."""
+        core = _fused_core()
+        if core is None or H.device.type != "cpu" or self.dtype != F64 or H.dtype not in (torch.float32, F64):
+            return False
+        state = (self._ref, self._s1, self._s2, self._n)
+        if not all(t.is_contiguous() for t in state):
+            return False
+        threads = torch.get_num_threads()
+        Hn = H.contiguous().numpy()
+        if not core.class_stats_rows_finite(Hn, threads) or not self._refs_within_limit():
+            return False
+        X = None
+        if self._cov is not None:  # the kernel also writes the deviations for the scatter matrix
+            X = _buffer(self._ws, "x", tuple(H.shape), H.device)
+        core.class_stats_accumulate(Hn, Y.contiguous().numpy(), *(t.numpy() for t in state),
+                                    None if X is None else X.numpy(), threads)
+        if X is not None:
+            self._add_cov(X, Y)
+        return True
+
+    def _refs_within_limit(self) -> bool:
+        """max |r_c| ≤ _FUSED_LIMIT, cached per reference tensor and version (references change
+        rarely: new classes, merge, all_reduce, load), so steady-state updates never re-read them."""
+        key = self.__dict__.get("_ref_amax_key")
+        if key is None or key[0]() is not self._ref or key[1] != self._ref._version:
+            self._ref_amax = float(self._ref.abs().amax()) if self._ref.numel() else 0.0
+            self._ref_amax_key = (weakref.ref(self._ref), self._ref._version)
+        return self._ref_amax <= _FUSED_LIMIT
 
     def _drop_nonfinite(self, H, Y, bad):
         nbad = int(bad.sum())
@@ -511,7 +574,12 @@ class ClassStats:
                 new = (first < B) & (self._n == 0)
                 ids = new.nonzero().squeeze(1)
                 rows = H.index_select(0, first[ids]).to(self.dtype)
+            key = self.__dict__.get("_ref_amax_key")
+            fresh = key is not None and key[0]() is self._ref and key[1] == self._ref._version
             self._ref[ids] = rows
+            if fresh:  # extend the cached max |r| by the new rows instead of re-reading all C rows
+                self._ref_amax = max(self._ref_amax, float(rows.abs().amax()))
+                self._ref_amax_key = (key[0], self._ref._version)
 
     def _add_cov(self, X: torch.Tensor, Y: torch.Tensor) -> None:
         if self.cov_classes is not None:
