@@ -212,6 +212,14 @@ class Staging:
     def write_json(self, dest: str | os.PathLike, obj, sort_keys: bool = True) -> None:
         self.write_text(dest, json.dumps(obj, indent=2, sort_keys=sort_keys) + "\n")
 
+    def forget(self, dest: str | os.PathLike) -> None:
+        """Drop `dest` from the set (its temporary, if written, is removed)."""
+        dest = Path(dest)
+        for item in [it for it in self._items if it[1] == dest]:
+            self._items.remove(item)
+            with contextlib.suppress(OSError):
+                os.unlink(item[0])
+
     def commit(self) -> None:
         dirs: dict[Path, None] = {}
         for tmp, dest in self._items:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 from typing import List, Optional
 
@@ -17,9 +15,9 @@ def _write_json(path: Path, obj: dict, flag: str = "--json") -> None:
         raise UsageError(f"{flag} {path}: is a directory")
     if not path.parent.exists():
         raise UsageError(f"{flag} {path}: folder {path.parent} does not exist")
-    tmp = path.with_name(f".{path.name}.tmp.{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    from lcfast.io import atomic_write_json
+
+    atomic_write_json(path, obj, sort_keys=False)
 
 
 def _fmt_int(n: int) -> str:

@@ -103,10 +103,6 @@ def _save_fig(fig, path) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
-def atomic_write_text(path, text: str) -> None:
-    from lcfast.io import atomic_write_text as _w
-
-    _w(path, text)
 
 def _read_csv(path: Path) -> pd.DataFrame:
     if not path.exists():
@@ -428,16 +424,23 @@ def _epoch_plot(data, epochs, metric, scale, color, path: Path) -> bool:
     return True
 
 
-def make_plots(result: AnalysisResult, out_dir: Path) -> list[Path]:
-    """Scatter of each metric vs the target; metric-vs-epoch plots when models have several checkpoints."""
+def make_plots(result: AnalysisResult, out_dir: Path, stage=None) -> list[Path]:
+    """Scatter of each metric vs the target; metric-vs-epoch plots when models have several checkpoints.
+
+    The plots are published together once all are drawn (into `stage`, a `lcfast.io.Staging`, when
+    given: the caller publishes them with its other outputs and then calls `remove_stale_plots`)."""
     import matplotlib
 
+    from lcfast.io import staged
+
+    if stage is None:
+        with staged() as st:
+            plots = make_plots(result, out_dir, st)
+        remove_stale_plots(out_dir, plots)
+        return plots
     matplotlib.use("Agg", force=True)
     data, target = result.data, result.target
-    pdir = out_dir
-    pdir.mkdir(parents=True, exist_ok=True)
-    for old in list(pdir.glob("scatter_*.png")) + list(pdir.glob("epochs_*.png")):
-        old.unlink()  # plots of an earlier analysis in the same folder would be stale
+    pdir = Path(out_dir)
     color = _color_setup(data)
     if color is None:
         result.notes.append("no positive n_params column: scatter plots are not coloured by parameter count")
@@ -446,16 +449,27 @@ def make_plots(result: AnalysisResult, out_dir: Path) -> list[Path]:
         if row["n"] < 1 or row["metric"] not in data.columns:
             continue
         p = pdir / f"scatter_{_safe(row['metric'])}_vs_{_safe(target)}.png"
-        _scatter(data, row["metric"], target, row, color, p)
+        _scatter(data, row["metric"], target, row, color, stage.path(p))
         plots.append(p)
     epochs = epoch_axis(data)
     if epochs is not None:
         scales = dict(zip(result.correlations["metric"], result.correlations["scale"]))
         for m in [target] + list(result.correlations["metric"]):
             p = pdir / f"epochs_{_safe(m)}.png"
-            if _epoch_plot(data, epochs, m, scales.get(m, "log"), color, p):
+            if _epoch_plot(data, epochs, m, scales.get(m, "log"), color, stage.path(p)):
                 plots.append(p)
+            else:
+                stage.forget(p)
     return plots
+
+
+def remove_stale_plots(out_dir: Path, keep: list[Path]) -> None:
+    """Delete the plots of an earlier analysis in `out_dir` that this one did not redraw (they would
+    be stale); called only after the new plots are published."""
+    keep_names = {Path(p).name for p in keep}
+    for old in list(Path(out_dir).glob("scatter_*.png")) + list(Path(out_dir).glob("epochs_*.png")):
+        if old.name not in keep_names:
+            old.unlink(missing_ok=True)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -536,36 +550,53 @@ def run_analysis(
         renamed=renamed, derived=derived, notes=notes,
     )
     if out_dir is not None:
+        from lcfast.io import refuse_overwriting_inputs
+
         out = Path(out_dir)
         if out.exists() and not out.is_dir():
             raise UsageError(f"--out {out}: exists and is not a directory")
+        refuse_overwriting_inputs([out / CORRELATIONS_FILE, out / DATA_FILE, out / SUMMARY_FILE], paths, "--out")
         try:
             out.mkdir(parents=True, exist_ok=True)
-            if plots:
-                res.plots = make_plots(res, out)
-            atomic_write_text(out / CORRELATIONS_FILE, corr.to_csv(index=False))  # atomic: a kill keeps the old file
-            atomic_write_text(out / DATA_FILE, data.to_csv(index=False))
-            res.files = {
-                "correlations": str(out / CORRELATIONS_FILE),
-                "data": str(out / DATA_FILE),
-                "summary": str(out / SUMMARY_FILE),
-            }
-            summary = {
-                "target": target,
-                "inputs": res.inputs,
-                "n_rows": int(len(data)),
-                "metrics": chosen,
-                "fit": "target = slope * t(metric) + intercept; t = ln where the metric is > 0 on every row, else identity",
-                "renamed_columns": renamed,
-                "derived_columns": derived,
-                "plots": [str(p.relative_to(out)) for p in res.plots],
-                "notes": notes,
-                "correlations": json.loads(corr.to_json(orient="records")),
-            }
-            atomic_write_text(out / SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
         except OSError as e:
             raise DataError(f"--out {out}: cannot write ({e.strerror or e})") from e
+        # all outputs are published together once complete; an error or interrupt leaves the old ones
+        try:
+            _write_outputs(res, out, plots, corr, data, target, chosen, renamed, derived, notes)
+        except OSError as e:
+            raise DataError(f"--out {out}: cannot write ({e.strerror or e})") from None
     return res
+
+
+def _write_outputs(res, out, plots, corr, data, target, chosen, renamed, derived, notes) -> None:
+    """Stage every output of `run_analysis` and publish them together; then drop stale plots."""
+    from lcfast.io import staged
+
+    with staged() as st:
+        if plots:
+            res.plots = make_plots(res, out, st)
+        st.write_text(out / CORRELATIONS_FILE, corr.to_csv(index=False))
+        st.write_text(out / DATA_FILE, data.to_csv(index=False))
+        res.files = {
+            "correlations": str(out / CORRELATIONS_FILE),
+            "data": str(out / DATA_FILE),
+            "summary": str(out / SUMMARY_FILE),
+        }
+        summary = {
+            "target": target,
+            "inputs": res.inputs,
+            "n_rows": int(len(data)),
+            "metrics": chosen,
+            "fit": "target = slope * t(metric) + intercept; t = ln where the metric is > 0 on every row, else identity",
+            "renamed_columns": renamed,
+            "derived_columns": derived,
+            "plots": [str(p.relative_to(out)) for p in res.plots],
+            "notes": notes,
+            "correlations": json.loads(corr.to_json(orient="records")),
+        }
+        st.write_text(out / SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
+    if plots:
+        remove_stale_plots(out, res.plots)
 
 
 def analyze(

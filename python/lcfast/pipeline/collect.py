@@ -268,31 +268,20 @@ class _Timer:
 # state files
 
 
+_RESTART_HINT = "; delete it or rerun with --restart"
+
+
 def read_state_meta(path: Path) -> dict[str, str]:
     """The metadata dict of a safetensors state file (header only)."""
-    from safetensors import safe_open
+    from lcfast.io import read_tensor_meta
 
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            return dict(f.metadata() or {})
-    except Exception as e:  # noqa: BLE001 - any unreadable header is a corrupt state
-        raise DataError(f"{path}: unreadable state file ({type(e).__name__}: {e}); delete it or rerun with --restart") from None
+    return read_tensor_meta(path, "state file", _RESTART_HINT)
 
 
 def _check_state(path: Path, meta: dict[str, str], want: dict[str, str]) -> None:
-    for key, val in want.items():
-        got = meta.get(key)
-        if got != val:
-            what = {
-                "model_fingerprint": "another model",
-                "shard_fingerprint": "another shard",
-                "means_fingerprint": "other class means",
-                "pass": "another pass",
-            }.get(key, f"another {key}")
-            raise DataError(
-                f"{path}: state was written for {what} ({key} {got!r}, now {val!r}); "
-                "rerun with --restart to discard it, or use another --out"
-            )
+    from lcfast.io import check_meta
+
+    check_meta(path, meta, want, "; rerun with --restart to discard it, or use another --out")
 
 
 # --------------------------------------------------------------------------------------------

@@ -256,15 +256,26 @@ def measure(
     progress: bool = True,
 ):
     """Measure every collection under `paths`; writes measurements.csv + per_token/*.parquet."""
-    import pandas as pd
-
-    from lcfast.io import atomic_write_bytes
+    from lcfast.io import staged
 
     if not (cdnv_power > 0 and math.isfinite(cdnv_power)):
         raise UsageError(f"--cdnv-power {cdnv_power}: must be a positive number")
     cdirs = find_collections(list(paths))
     out = Path(out_dir)
-    (out / "per_token").mkdir(parents=True, exist_ok=True)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out}: exists and is not a directory")
+    with staged() as st:  # measurements.csv and the per-token tables are published together, when all are done
+        df, notes = _measure_into(st, cdirs, out, min_count, cdnv_power, backend, device, console, progress)
+    if notes and console is not None:
+        for n in notes:
+            console.print(f"[yellow]note:[/] {n}")
+    df.attrs["notes"] = notes
+    return df
+
+
+def _measure_into(st, cdirs, out: Path, min_count, cdnv_power, backend, device, console, progress):
+    import pandas as pd
+
     rows, notes = [], []
     names: dict[str, int] = {}
     pbar = task = None
@@ -290,8 +301,7 @@ def measure(
             else:
                 names[key] = 0
             if table is not None:
-                buf = _parquet_bytes(table)
-                atomic_write_bytes(out / "per_token" / f"{output_name(row)}.parquet", buf)
+                st.write_bytes(out / "per_token" / f"{output_name(row)}.parquet", _parquet_bytes(table))
                 row["per_token"] = f"per_token/{output_name(row)}.parquet"
             rows.append(row)
             if pbar is not None:
@@ -300,12 +310,8 @@ def measure(
         if pbar is not None:
             pbar.stop()
     df = pd.DataFrame(rows)
-    atomic_write_bytes(out / "measurements.csv", df.to_csv(index=False).encode("utf-8"))
-    if notes and console is not None:
-        for n in notes:
-            console.print(f"[yellow]note:[/] {n}")
-    df.attrs["notes"] = notes
-    return df
+    st.write_bytes(out / "measurements.csv", df.to_csv(index=False).encode("utf-8"))
+    return df, notes
 
 
 def _parquet_bytes(table) -> bytes:

@@ -26,10 +26,9 @@ from typing import Any
 import torch
 
 from lcfast.errors import DataError, UsageError
+from lcfast.io import atomic_write_bytes, check_meta
 from lcfast.stats.classstats import (
     _meta_to_strings,
-    atomic_write_bytes,
-    check_expected_meta,
     load_launcher,
     read_safetensors,
     resolve_backend,
@@ -268,7 +267,7 @@ class NCCStats:
         st = cls(C, None, tensors["kept"].to(torch.bool), None)
         st.hits, st.totals = hits, totals
         st.meta = {k: v for k, v in raw.items() if k not in ("lcfast", "positions_seen")}
-        check_expected_meta(path, raw, expect)
+        check_meta(path, raw, expect)
         if means is not None or W is not None:
             st.bind(means, W, b)
         return st
