@@ -93,15 +93,8 @@ class AnalysisResult:
 
 
 def _save_fig(fig, path) -> None:
-    """savefig through the atomic writer (temp file + rename): a killed run never leaves half a PNG."""
-    import io
-
-    from lcfast.io import atomic_write_bytes
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format=str(path).rsplit(".", 1)[-1], bbox_inches="tight")
-    atomic_write_bytes(path, buf.getvalue())
-
+    """PNG of `fig` written to `path` (a staged temporary: see `make_plots`)."""
+    fig.savefig(path, format="png", bbox_inches="tight")
 
 
 def _read_csv(path: Path) -> pd.DataFrame:

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from lcfast.errors import DataError, UsageError
+from lcfast.errors import DataError, UsageError, interrupt_note
 from lcfast.pipeline.collect_parts import Part
 from lcfast.pipeline.train import resolve_device  # noqa: F401 (also used by measure and demo)
 
@@ -791,8 +791,26 @@ def _collect_sources(srcs, checkpoint, out, opts, console, progress, on_save) ->
         od = None
         if out_root is not None:
             od = out_root / src.checkpoint if len(srcs) > 1 or str(checkpoint).lower() == "all" else out_root
-        res.append(collect_checkpoint(src, od, opts, console=console, progress=progress, on_save=on_save))
+        where = od if od is not None else default_out_dir(src)
+        with interrupt_note(lambda where=where: interrupted_note(where)):
+            res.append(collect_checkpoint(src, od, opts, console=console, progress=progress, on_save=on_save))
     return res
+
+
+def interrupted_note(out_dir: Path) -> str:
+    """What an interrupted `collect` kept in `out_dir`: its latest resume state, or none yet."""
+    from lcfast.io import read_tensor_meta
+
+    states = sorted((p for p in Path(out_dir).glob("*.safetensors") if p.is_file()), key=lambda p: p.stat().st_mtime)
+    if not states:
+        return f"no resume state in {out_dir} yet; rerun the same command to start again"
+    p = states[-1]
+    try:
+        meta = read_tensor_meta(p, "state file")
+        where = f" ({meta.get('pass', '?')} pass at window {meta.get('windows_done', '?')} of {meta.get('n_windows', '?')})"
+    except DataError:
+        where = ""
+    return f"resume state {p}{where} is intact; rerun the same command to resume"
 
 
 def print_collect_summary(summaries: list[dict], console) -> None:
