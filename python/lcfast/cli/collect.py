@@ -72,9 +72,11 @@ def register(app: typer.Typer) -> None:
         """Merge the finished --shard parts of each pass into its state (fingerprints must agree)."""
         from rich.console import Console
 
+        from lcfast.errors import interrupt_note
         from lcfast.pipeline.collect import merge as do_merge
 
-        res = do_merge(out)
+        with interrupt_note(lambda: f"the part states in {out} are intact; rerun the same command to merge them"):
+            res = do_merge(out)
         if json_out:
             print(json.dumps(res, indent=2))
         else:
@@ -96,12 +98,15 @@ def register(app: typer.Typer) -> None:
         from rich.console import Console
 
         from lcfast.errors import UsageError
+        from lcfast.cli.data import unchanged_note
+        from lcfast.errors import interrupt_note
         from lcfast.pipeline.measure import measure as do_measure, print_measure_table
 
         if backend not in ("auto", "torch", "triton"):
             raise UsageError(f"--backend {backend}: expected auto, torch or triton")
-        df = do_measure(runs, out, min_count=min_count, cdnv_power=cdnv_power, backend=backend, device=device,
-                        console=Console(stderr=True), progress=progress)
+        with interrupt_note(lambda: unchanged_note(out)):
+            df = do_measure(runs, out, min_count=min_count, cdnv_power=cdnv_power, backend=backend, device=device,
+                            console=Console(stderr=True), progress=progress)
         if json_out:
             print(df.to_json(orient="records", indent=2))
         else:

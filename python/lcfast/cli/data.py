@@ -20,6 +20,11 @@ def _write_json(path: Path, obj: dict, flag: str = "--json") -> None:
     atomic_write_json(path, obj, sort_keys=False)
 
 
+def unchanged_note(out) -> str:
+    """What an interrupted command that publishes its outputs only when complete kept."""
+    return f"{out} is unchanged (outputs are published only when complete); rerun the same command"
+
+
 def _fmt_int(n: int) -> str:
     return f"{n:,}"
 
@@ -46,6 +51,7 @@ def register(app: typer.Typer) -> None:
         from rich.table import Table
 
         from lcfast.data.tokenize import tokenize_files
+        from lcfast.errors import interrupt_note
 
         err = Console(stderr=True)
         with Progress(
@@ -63,9 +69,11 @@ def register(app: typer.Typer) -> None:
             def progress(done: int, total: int) -> None:
                 prog.update(task, completed=done, total=total or None)
 
-            meta = tokenize_files(
-                inputs, tokenizer, out, val_fraction=val_fraction, seed=seed, eos=eos, threads=threads, progress=progress
-            )
+            with interrupt_note(lambda: unchanged_note(out)):
+                meta = tokenize_files(
+                    inputs, tokenizer, out, val_fraction=val_fraction, seed=seed, eos=eos, threads=threads,
+                    progress=progress,
+                )
         if json_out is not None:
             _write_json(json_out, meta)
         t = Table(title=f"lcfast tokenize → {out}")
@@ -104,6 +112,10 @@ def register(app: typer.Typer) -> None:
         if memory_mb <= 0:
             raise UsageError(f"--memory-mb must be positive, got {memory_mb:g}")
         err = Console(stderr=True)
+        if json_path is not None:
+            from lcfast.io import refuse_overwriting_inputs
+
+            refuse_overwriting_inputs([json_path], [p for s in shards for p in ([s] if Path(s).is_file() else [])], "--json")
         if err.is_terminal:
             with err.status("counting ..."):
                 res = count_tokens(shards, ambiguity=ambiguity, top=top, memory_bytes=int(memory_mb * 2**20))
