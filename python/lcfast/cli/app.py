@@ -71,6 +71,29 @@ def _on_sigterm(signum, frame) -> None:
     raise Interrupted("", signum)
 
 
+def _redeliver_swallowed_interrupt(unraisable) -> None:
+    """sys.unraisablehook: Python swallows an exception raised where it cannot propagate (a weakref
+    callback or __del__ running when Ctrl-C arrived, which happens often inside matplotlib). An
+    interrupt lost that way is raised again 20 ms later from a SIGALRM handler, in ordinary code
+    (were it swallowed again, this repeats). Signals sent from here would be handled, and lost,
+    inside this very hook."""
+    exc = unraisable.exc_value
+    if not isinstance(exc, KeyboardInterrupt):
+        sys.__unraisablehook__(unraisable)
+        return
+    import signal
+
+    signum = int(getattr(exc, "signum", signal.SIGINT))
+
+    def again(_sig, _frame):
+        from lcfast.errors import Interrupted
+
+        raise Interrupted("", signum)
+
+    _STATE.setdefault("alarm", signal.signal(signal.SIGALRM, again))  # the handler to restore
+    signal.setitimer(signal.ITIMER_REAL, 0.02)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI. Returns on success; otherwise exits the process with 1 (data error), 2 (usage
     error), or 128 + the signal number after Ctrl-C (130) or SIGTERM (143), which are handled alike:
@@ -83,6 +106,7 @@ def main(argv: list[str] | None = None) -> None:
         prev_term = signal.signal(signal.SIGTERM, _on_sigterm)
     except ValueError:  # not the main thread
         prev_term = None
+    prev_hook, sys.unraisablehook = sys.unraisablehook, _redeliver_swallowed_interrupt
     try:
         code = _invoke(args)
     except Abort:
@@ -123,6 +147,10 @@ def main(argv: list[str] | None = None) -> None:
         print(f"lcfast: error: {_one_line(f'{type(e).__name__}: {e}')}", file=sys.stderr)
         code = 1
     finally:
+        sys.unraisablehook = prev_hook
+        if "alarm" in _STATE:  # a redelivered interrupt's timer (see above) must not outlive main()
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, _STATE.pop("alarm"))
         if prev_term is not None:
             signal.signal(signal.SIGTERM, prev_term)
     if code:

@@ -185,8 +185,9 @@ _IN_JOB = False  # (worker processes) whether a job is running
 
 
 def _worker_signal(signum, frame) -> None:
-    """Worker processes on SIGINT/SIGTERM: between jobs, exit at once; inside one, unwind it as an
-    interrupt (atomic writers remove their temporaries) and exit in `_worker_call`."""
+    """Worker processes on SIGTERM (sent by the main process when it stops): between jobs, exit at
+    once; inside one, unwind it as an interrupt (atomic writers remove their temporaries) and exit
+    in `_worker_call`. Ctrl-C is ignored: it reaches the main process, which stops the workers."""
     import os
 
     if not _IN_JOB:
@@ -202,7 +203,7 @@ def _init_worker() -> None:
     import torch
 
     torch.set_num_threads(1)
-    signal.signal(signal.SIGINT, _worker_signal)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _worker_signal)
 
 
