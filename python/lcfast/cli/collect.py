@@ -27,7 +27,7 @@ def register(app: typer.Typer) -> None:
         max_tokens: Optional[int] = typer.Option(None, "--max-tokens", help="Stop each pass after about N positions."),
         save_every: float = typer.Option(60.0, "--save-every", help="Seconds between state saves (resume points)."),
         skip_nonfinite: bool = typer.Option(False, "--skip-nonfinite", help="Skip and count non-finite features instead of failing."),
-        restart: bool = typer.Option(False, "--restart", help="Discard saved states of this output dir and start over."),
+        restart: bool = typer.Option(False, "--restart", help="Start over, ignoring the saved states of this output dir (each is replaced when its pass saves)."),
         shard: Optional[str] = typer.Option(None, "--shard", help="i/n: collect only part i of n (array jobs without torchrun); then 'lcfast merge OUT'."),
         backend: str = typer.Option("auto", "--backend", help="Statistics backend: auto, torch, triton."),
         progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),

@@ -8,13 +8,19 @@ from typing import List, Optional
 import typer
 
 
-def _write_json(path: Path, obj: dict, flag: str = "--json") -> None:
+def _check_json_path(path: Path, inputs, flag: str = "--json") -> None:
+    """Refuse a bad --json before any work (after it, the failure would waste or half-report it)."""
     from lcfast.errors import UsageError
+    from lcfast.io import refuse_overwriting_inputs
 
     if path.is_dir():
         raise UsageError(f"{flag} {path}: is a directory")
     if not path.parent.exists():
         raise UsageError(f"{flag} {path}: folder {path.parent} does not exist")
+    refuse_overwriting_inputs([path], inputs, flag)
+
+
+def _write_json(path: Path, obj: dict) -> None:
     from lcfast.io import atomic_write_json
 
     atomic_write_json(path, obj, sort_keys=False)
@@ -51,7 +57,12 @@ def register(app: typer.Typer) -> None:
         from rich.table import Table
 
         from lcfast.data.tokenize import tokenize_files
-        from lcfast.errors import interrupt_note
+        from lcfast.errors import UsageError, interrupt_note
+
+        if json_out is not None:
+            if json_out.resolve().parent == out.resolve() and json_out.name in ("train.lcshard", "val.lcshard", "tokenizer.json"):
+                raise UsageError(f"--json {json_out}: is one of the outputs in --out {out}")
+            _check_json_path(json_out, [*inputs, tokenizer])
 
         err = Console(stderr=True)
         with Progress(
@@ -113,9 +124,7 @@ def register(app: typer.Typer) -> None:
             raise UsageError(f"--memory-mb must be positive, got {memory_mb:g}")
         err = Console(stderr=True)
         if json_path is not None:
-            from lcfast.io import refuse_overwriting_inputs
-
-            refuse_overwriting_inputs([json_path], [p for s in shards for p in ([s] if Path(s).is_file() else [])], "--json")
+            _check_json_path(json_path, shards)
         if err.is_terminal:
             with err.status("counting ..."):
                 res = count_tokens(shards, ambiguity=ambiguity, top=top, memory_bytes=int(memory_mb * 2**20))

@@ -427,9 +427,11 @@ def make_plots(result: AnalysisResult, out_dir: Path, stage=None) -> list[Path]:
     from lcfast.io import staged
 
     if stage is None:
+        ours = (Path(out_dir) / SUMMARY_FILE).is_file()
         with staged() as st:
             plots = make_plots(result, out_dir, st)
-        remove_stale_plots(out_dir, plots)
+        if ours:
+            remove_stale_plots(out_dir, plots)
         return plots
     matplotlib.use("Agg", force=True)
     data, target = result.data, result.target
@@ -457,8 +459,9 @@ def make_plots(result: AnalysisResult, out_dir: Path, stage=None) -> list[Path]:
 
 
 def remove_stale_plots(out_dir: Path, keep: list[Path]) -> None:
-    """Delete the plots of an earlier analysis in `out_dir` that this one did not redraw (they would
-    be stale); called only after the new plots are published."""
+    """Delete the plots of an earlier analysis in `out_dir` (a folder an analysis wrote: it has
+    analysis.json) that this one did not redraw (they would be stale); called only after the new
+    plots are published."""
     keep_names = {Path(p).name for p in keep}
     for old in list(Path(out_dir).glob("scatter_*.png")) + list(Path(out_dir).glob("epochs_*.png")):
         if old.name not in keep_names:
@@ -549,20 +552,26 @@ def run_analysis(
         if out.exists() and not out.is_dir():
             raise UsageError(f"--out {out}: exists and is not a directory")
         refuse_overwriting_inputs([out / CORRELATIONS_FILE, out / DATA_FILE, out / SUMMARY_FILE], paths, "--out")
+        ours = (out / SUMMARY_FILE).is_file()  # an earlier analysis wrote this folder: its outputs may be replaced
+        theirs = [n for n in (CORRELATIONS_FILE, DATA_FILE) if (out / n).exists()]
+        if theirs and not ours:
+            raise UsageError(f"--out {out}: holds {' and '.join(theirs)} that no lcfast analysis wrote "
+                             f"(no {SUMMARY_FILE}); choose another --out")
         try:
             out.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise DataError(f"--out {out}: cannot write ({e.strerror or e})") from e
         # all outputs are published together once complete; an error or interrupt leaves the old ones
         try:
-            _write_outputs(res, out, plots, corr, data, target, chosen, renamed, derived, notes)
+            _write_outputs(res, out, plots, corr, data, target, chosen, renamed, derived, notes, ours)
         except OSError as e:
             raise DataError(f"--out {out}: cannot write ({e.strerror or e})") from None
     return res
 
 
-def _write_outputs(res, out, plots, corr, data, target, chosen, renamed, derived, notes) -> None:
-    """Stage every output of `run_analysis` and publish them together; then drop stale plots."""
+def _write_outputs(res, out, plots, corr, data, target, chosen, renamed, derived, notes, ours: bool) -> None:
+    """Stage every output of `run_analysis` and publish them together; then drop the stale plots of
+    the earlier analysis in `out` (`ours`: there was one)."""
     from lcfast.io import staged
 
     with staged() as st:
@@ -588,7 +597,7 @@ def _write_outputs(res, out, plots, corr, data, target, chosen, renamed, derived
             "correlations": json.loads(corr.to_json(orient="records")),
         }
         st.write_text(out / SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
-    if plots:
+    if plots and ours:
         remove_stale_plots(out, res.plots)
 
 

@@ -15,7 +15,7 @@ Every pass saves its accumulator atomically (safetensors + metadata in the heade
 `save_every_s` seconds / `save_every_windows` windows, and a rerun continues from the last save:
 the same windows in the same batches in the same order, so the totals are bit-identical to an
 uninterrupted run. A state written for another model, shard, set of means or options is refused
-with a `DataError` naming the file (`restart=True` discards it).
+with a `DataError` naming the file (`restart=True` ignores it; the new pass's saves replace it).
 
 The forward and the statistics are timed separately (CUDA synchronised), so `collect.json` says
 what share of the collection the statistics cost on top of the model forward.
@@ -493,16 +493,8 @@ def collect_checkpoint(
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise DataError(f"--out {out_dir}: cannot create the output folder ({' '.join(str(e.strerror or e).split())})") from None
-    if opts.restart:
-        if rank == 0 and opts.part is None:
-            for name in list(PASS_FILES.values()) + [COLLECT_JSON]:
-                (out_dir / name).unlink(missing_ok=True)
-        for name in PASS_FILES.values():
-            (out_dir / f"{Path(name).stem}.rank{rank}of{world}.safetensors").unlink(missing_ok=True)
-        if grouped:
-            import torch.distributed as dist
-
-            dist.barrier()
+    # --restart ignores the saved states instead of deleting them: each is replaced (atomically) by
+    # the new pass's first save, so a restart that fails early loses nothing
 
     pbar = None
     if progress and (rank == 0 or opts.part is not None):
@@ -536,14 +528,14 @@ def collect_checkpoint(
             path = final.with_name(f"{final.stem}.rank{rank}of{world}{final.suffix}")
             n_windows = int(shard.n_seq_windows(T, rank, world))
             want_here = {**want, "n_windows": str(n_windows), "rank": str(rank), "world": str(world)}
-            if final.exists():
+            if final.exists() and not opts.restart:
                 meta = read_state_meta(final)
                 _check_state(final, meta, want)
                 if meta.get("windows_done") != meta.get("n_windows"):
                     raise DataError(f"{final}: an unfinished single-process state: resume it without torchrun, or --restart")
                 path, n_windows, want_here = final, n_total, want
         start, acc, batch_size, prior = 0, None, opts.batch_size, {}
-        if path.exists():
+        if path.exists() and not opts.restart:
             meta = read_state_meta(path)
             _check_state(path, meta, want_here)
             acc = load_acc(path)
