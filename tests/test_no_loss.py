@@ -227,6 +227,18 @@ def test_failing_run_changes_nothing(w, case):
     assert temporaries(w) == []
 
 
+def test_docs_name_only_cases_that_exist():
+    """docs/bad-input.md ("No loss") names cases of FAILING and tests of this file: all must exist."""
+    import re
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "bad-input.md").read_text(encoding="utf-8")
+    section = doc[doc.index("## No loss"):]
+    cases = set(re.findall(r"\| `([a-z0-9_]+)` \|$", section, flags=re.M))
+    assert len(cases) >= 7 and cases <= set(FAILING), cases - set(FAILING)
+    tests = set(re.findall(r"`(test_[a-z0-9_]+)", section))
+    assert tests and all(callable(globals().get(t)) for t in tests), [t for t in tests if t not in globals()]
+
+
 @pytest.mark.skipif(not LCFAST.is_file(), reason=f"console script {LCFAST} not installed")
 def test_train_rerun_with_a_valid_seed_after_a_bad_one(w):
     """The issue's case: `--seed 2**64` failed after writing config.json, so the corrected rerun was
