@@ -351,3 +351,69 @@ def test_outputs_follow_the_umask(tmp_path, tiny_shards, umask):
     assert r.returncode == 0
     assert stat.S_IMODE((w / "corpus" / "corpus.json").stat().st_mode) == 0o640
     assert stat.S_IMODE((w / "corpus" / "stories.txt").stat().st_mode) == 0o666 & ~umask
+
+
+# -- the persistence layer itself -------------------------------------------------------------------
+def test_staged_outputs_are_published_together_or_not_at_all(tmp_path):
+    from lcfast.io import staged
+
+    (tmp_path / "a.txt").write_text("old a")
+    with pytest.raises(RuntimeError):
+        with staged() as st:
+            st.write_text(tmp_path / "a.txt", "new a")
+            st.write_text(tmp_path / "sub" / "b.txt", "new b")
+            assert temporaries(tmp_path)  # written, not yet published
+            raise RuntimeError("a later output failed")
+    assert (tmp_path / "a.txt").read_text() == "old a" and not (tmp_path / "sub" / "b.txt").exists()
+    assert temporaries(tmp_path) == []
+    with staged() as st:
+        st.write_text(tmp_path / "a.txt", "new a")
+        with st.open(tmp_path / "sub" / "b.txt", "w", encoding="utf-8") as f:
+            f.write("new b")
+        assert (tmp_path / "a.txt").read_text() == "old a"
+    assert (tmp_path / "a.txt").read_text() == "new a" and (tmp_path / "sub" / "b.txt").read_text() == "new b"
+    assert temporaries(tmp_path) == []
+
+
+def test_sweep_removes_only_what_dead_writers_left(tmp_path):
+    from lcfast import io as lio
+
+    p = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = int(p.stdout)  # exited: its pid is free (unless reused in between, which would keep the file)
+    host = lio._HOST
+    other_host = "ffffff" if host != "ffffff" else "eeeeee"
+    names = {
+        f".a.json.lc{dead}-{host}.1a2b.tmp": True,  # a dead writer's file
+        f".epoch_2.lc{dead}-{host}.1a2b.tmp": True,  # ... and folder
+        f"..train.lcshard.lc{dead}-{host}.1a2b.tmp.tmp.{dead}": True,  # the Rust shard writer's
+        f"..train.lcshard.lc{dead}-{host}.1a2b.tmp.offsets.tmp.{dead}": True,
+        f".a.json.lc{os.getpid()}-{host}.1a2b.tmp": False,  # a live writer's
+        f".a.json.lc{os.getppid()}-{host}.1a2b.tmp": False,
+        f".a.json.lc{dead}-{other_host}.1a2b.tmp": False,  # another host's (shared filesystem)
+        ".a.json.tmp": False, ".hidden": False, "a.json": False,  # not lcfast temporaries
+    }
+    for n in names:
+        (tmp_path / n).mkdir() if n.startswith(".epoch_2") else (tmp_path / n).write_text("x")
+    removed = {p.name for p in lio.sweep_temporaries(tmp_path)}
+    assert removed == {n for n, gone in names.items() if gone}
+    assert {p.name for p in tmp_path.iterdir()} == {n for n, gone in names.items() if not gone}
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_new_files_follow_the_umask_and_replaced_ones_keep_their_mode(tmp_path, umask):
+    from lcfast.io import atomic_dir, atomic_write_text
+
+    old = os.umask(umask)
+    try:
+        atomic_write_text(tmp_path / "new.txt", "x")
+        (tmp_path / "kept.txt").write_text("old")
+        (tmp_path / "kept.txt").chmod(0o640)
+        atomic_write_text(tmp_path / "kept.txt", "new")
+        with atomic_dir(tmp_path / "ck") as d:
+            atomic_write_text(d / "inside.json", "{}")
+    finally:
+        os.umask(old)
+    mode = lambda p: stat.S_IMODE(p.stat().st_mode)  # noqa: E731
+    assert mode(tmp_path / "new.txt") == 0o666 & ~umask
+    assert mode(tmp_path / "kept.txt") == 0o640 and (tmp_path / "kept.txt").read_text() == "new"
+    assert mode(tmp_path / "ck") == 0o777 & ~umask and mode(tmp_path / "ck" / "inside.json") == 0o666 & ~umask

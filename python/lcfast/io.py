@@ -11,9 +11,9 @@ lost") live in one place:
 * On any failure, interrupt included, the temporaries are removed and the previous file is
   untouched; an OSError becomes a one-line DataError naming the destination.
 * A run killed with SIGKILL leaves its temporaries behind. They are named
-  ``.<name>.lc<pid>-<host>.<random>.tmp`` so that the next write of the same name (and
-  `sweep_temporaries`, which commands call on their output folders) can tell a dead process's
-  leftovers from a live writer's and remove them.
+  ``.<name>.lc<pid>-<host>.<random>.tmp`` so that the next write into the same folder can tell a
+  dead process's leftovers from a live writer's (another process, another host on a shared
+  filesystem) and remove them (`sweep_temporaries`).
 * New files get the mode a plain ``open(path, "w")`` would give (0o666 minus the umask), or the
   mode of the file they replace; temporary files are private until then.
 
@@ -53,7 +53,7 @@ _HOST = _host_tag()
 # .<name>.lc<pid>-<host>.<random>.tmp  (files and folders written here)
 _TEMP_RE = re.compile(r"^\.(?P<name>.+)\.lc(?P<pid>\d+)-(?P<host>[0-9a-f]{6})\.[0-9a-z]+\.tmp$")
 # what the Rust shard writer adds to a path it writes: .<path name>.tmp.<pid> / .offsets.tmp.<pid>
-_RUST_RE = re.compile(r"^\.(?P<inner>.+)\.(?:offsets\.)?tmp\.(?P<pid>\d+)$")
+_RUST_RE = re.compile(r"^\.(?P<inner>.+?\.tmp)\.(?:offsets\.)?tmp\.(?P<pid>\d+)$")
 
 
 def temp_path(path: str | os.PathLike) -> Path:
@@ -168,6 +168,7 @@ class Staging:
 
     def __init__(self) -> None:
         self._items: list[tuple[Path, Path]] = []  # (temporary, destination)
+        self._swept: set[Path] = set()
         self.committed = False
 
     def path(self, dest: str | os.PathLike) -> Path:
@@ -180,7 +181,9 @@ class Staging:
             dest.parent.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise _cannot_write(dest, e) from None
-        sweep_temporaries(dest.parent, dest.name)
+        if dest.parent not in self._swept:  # what killed writers left here (dead pids on this host only)
+            sweep_temporaries(dest.parent)
+            self._swept.add(dest.parent)
         tmp = temp_path(dest)
         self._items.append((tmp, dest))
         return tmp
@@ -301,7 +304,7 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        sweep_temporaries(path.parent, path.name)
+        sweep_temporaries(path.parent)
         tmp = temp_path(path)
         os.mkdir(tmp, 0o700)
     except OSError as e:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -186,15 +187,39 @@ def train_bpe(sources: list[Source], vocab_size: int, path: Path):
         show_progress=False,
     )
     seen = [0]
+    stop = threading.Event()
 
     def docs():
         for batch in iter_documents(sources):
+            if stop.is_set():
+                return
             for d in batch:
                 if d.strip():
                     seen[0] += 1
                     yield d
 
-    tok.train_from_iterator(docs(), trainer=trainer)
+    # The trainer pulls the documents from its own threads and keeps the calling thread in Rust until
+    # it is done (minutes on a big corpus), where Python cannot act on Ctrl-C. So it trains in a
+    # thread of its own and this thread waits, ready to be interrupted (the trainer then stops
+    # reading, and the half-trained thread dies with the process).
+    failed: list[BaseException] = []
+
+    def train():
+        try:
+            tok.train_from_iterator(docs(), trainer=trainer)
+        except BaseException as e:  # noqa: BLE001 - re-raised in the calling thread
+            failed.append(e)
+
+    worker = threading.Thread(target=train, name="lcfast-bpe", daemon=True)
+    worker.start()
+    try:
+        while worker.is_alive():
+            worker.join(0.1)
+    except BaseException:
+        stop.set()
+        raise
+    if failed:
+        raise failed[0]
     if seen[0] == 0:
         labels = ", ".join(s.label for s in sources[:3]) + (" ..." if len(sources) > 3 else "")
         raise DataError(f"INPUT {labels}: no documents found (empty corpus)")
