@@ -100,7 +100,8 @@ def one_line(err: str) -> str:
 
 
 # -- corpus synth / tokenize: outputs published only when complete -------------------------------
-def test_synth_interrupted_keeps_previous_corpus(tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_synth_interrupted_keeps_previous_corpus(tmp_path, sig):
     out = tmp_path / "corpus"
     r = run(["corpus", "synth", "--out", out, "--stories", "50", "--json"])
     assert r.returncode == 0, r.stderr
@@ -108,9 +109,10 @@ def test_synth_interrupted_keeps_previous_corpus(tmp_path):
     p = start(["corpus", "synth", "--out", out, "--stories", "60000", "--json"])
     wait_until(p, temp_exists(out, ".stories.txt."), "the temporary stories file")
     time.sleep(0.3)
-    rc, err, dt = interrupt(p)
-    assert rc == 130 and dt < 10
-    assert one_line(err) == f"lcfast: interrupted; {out} is unchanged (outputs are published only when complete); rerun the same command"
+    rc, err, dt = interrupt(p, sig)
+    assert rc == 128 + sig and dt < 10
+    how = "interrupted" if sig == signal.SIGINT else "interrupted by SIGTERM"
+    assert one_line(err) == f"lcfast: {how}; {out} is unchanged (outputs are published only when complete); rerun the same command"
     assert snapshot(out) == before and dotfiles(out) == []
     r = run(["corpus", "synth", "--out", out, "--stories", "2000", "--json"])  # the rerun completes
     assert r.returncode == 0 and json.loads(r.stdout)["n_stories"] == 2000
@@ -140,12 +142,25 @@ def test_tokenize_interrupted_keeps_previous_shards(tmp_path, tiny_shards, big_c
     assert snapshot(out) == before and dotfiles(out) == [] and snapshot(big_corpus.parent) == inputs
 
 
+def test_tokenize_interrupted_while_training_its_tokenizer(tmp_path, big_corpus):
+    """`--tokenizer train:VOCAB`: the BPE trainer holds the calling thread in Rust for as long as it
+    trains (it used to ignore Ctrl-C until it was done); now the interrupt is acted on at once."""
+    out = tmp_path / "d"
+    p = start(["tokenize", big_corpus, "--tokenizer", "train:2000", "--out", out])
+    wait_until(p, out.is_dir, "the output folder")
+    time.sleep(1.5)
+    rc, err, dt = interrupt(p)
+    assert rc == 130 and dt < 5, (rc, dt, err)
+    assert one_line(err).startswith(f"lcfast: interrupted; {out} is unchanged")
+    assert list(out.iterdir()) == []
+
+
 # -- train: checkpoints, resume ------------------------------------------------------------------
 def _train_args(data, out, epochs=2, spe=200):
     return ["train", "--data", data, "--out", out, *TRAIN, "--epochs", epochs, "--steps-per-epoch", spe]
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("sig", [signal.SIGINT])
 def test_train_interrupted_keeps_checkpoint_and_resumes(tmp_path, tiny_shards, sig):
     """Interrupted in epoch 2 (of 200 steps): epoch_1 is intact, the rerun resumes from it. (That a
     resumed run ends bit-identical to an uninterrupted one: test_crash_safety.py.)"""
@@ -178,7 +193,7 @@ def trained_run(tmp_path_factory, tiny_shards) -> Path:
     return out
 
 
-COLLECT = ["--device", "cpu", "--no-progress", "--batch-size", "2", "--max-tokens", "8000", "--save-every", "0.05"]
+COLLECT = ["--device", "cpu", "--no-progress", "--batch-size", "2", "--max-tokens", "4000", "--save-every", "0.05"]
 
 
 def test_collect_interrupted_keeps_state_and_resumes_exactly(tmp_path, trained_run):
@@ -287,8 +302,10 @@ def test_doctor_exits_1_when_a_required_component_fails(tmp_path):
         r = subprocess.run([str(LCFAST), "doctor", *extra], capture_output=True, text=True, env=e, timeout=120)
         assert r.returncode == 1, (extra, r.stderr)
         assert one_line(r.stderr) == "lcfast: error: doctor: scipy failed (see above)"
-    r = run(["doctor", "--json"])
-    assert r.returncode == 0 and json.loads(r.stdout)["failed"] == []
+    assert "scipy" in json.loads(r.stdout)["failed"]
+    from lcfast.cli.doctor import doctor_report, failed_checks
+
+    assert failed_checks(doctor_report()) == []  # this environment is healthy
 
 
 def test_bench_exits_1_when_an_implementation_fails(tmp_path):

@@ -137,6 +137,23 @@ def _final_mode(path: Path, directory: bool = False) -> int:
         return (0o777 if directory else 0o666) & ~_umask()
 
 
+@contextlib.contextmanager
+def _signals_deferred() -> Iterator[None]:
+    """Hold SIGINT/SIGTERM back for the few renames that publish outputs, so an interrupt never
+    lands between two of them; it is delivered (and raised) right after."""
+    import signal
+
+    try:
+        old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    except (AttributeError, ValueError, OSError):  # not POSIX
+        old = None
+    try:
+        yield
+    finally:
+        if old is not None:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
 # -- atomic files ---------------------------------------------------------------------------------
 def fsync_dir(path: str | os.PathLike) -> None:
     """fsync a directory so that a rename inside it is durable (no-op where unsupported)."""
@@ -235,14 +252,15 @@ class Staging:
                 os.chmod(tmp, _final_mode(dest))
             except OSError as e:
                 raise _cannot_write(dest, e) from None
-        for tmp, dest in self._items:
-            kill_point(dest.name)  # crash-safety tests: LCFAST_TEST_KILL_AT (inert otherwise)
-            try:
-                os.replace(tmp, dest)
-            except OSError as e:
-                raise _cannot_write(dest, e) from None
-            dirs[dest.parent] = None
-        self.committed = True
+        with _signals_deferred():
+            for tmp, dest in self._items:
+                kill_point(dest.name)  # crash-safety tests: LCFAST_TEST_KILL_AT (inert otherwise)
+                try:
+                    os.replace(tmp, dest)
+                except OSError as e:
+                    raise _cannot_write(dest, e) from None
+                dirs[dest.parent] = None
+            self.committed = True
         for d in dirs:
             fsync_dir(d)
 
@@ -318,14 +336,15 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
         fsync_dir(tmp)
         os.chmod(tmp, _final_mode(path, directory=True))
         kill_point(path.name)
-        if path.exists():
-            old = path.with_name(f".{path.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(path, old)
-            os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, path)
+        with _signals_deferred():
+            if path.exists():
+                old = path.with_name(f".{path.name}.old")
+                shutil.rmtree(old, ignore_errors=True)
+                os.replace(path, old)
+                os.replace(tmp, path)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(tmp, path)
         fsync_dir(path.parent)
     except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
