@@ -90,8 +90,11 @@ def _redeliver_swallowed_interrupt(unraisable) -> None:
 
         raise Interrupted("", signum)
 
-    _STATE.setdefault("alarm", signal.signal(signal.SIGALRM, again))  # the handler to restore
-    signal.setitimer(signal.ITIMER_REAL, 0.02)
+    try:
+        _STATE.setdefault("alarm", signal.signal(signal.SIGALRM, again))  # the handler to restore
+        signal.setitimer(signal.ITIMER_REAL, 0.02)
+    except (ValueError, OSError, AttributeError):  # not the main thread, or no SIGALRM (Windows)
+        sys.__unraisablehook__(unraisable)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -118,7 +121,8 @@ def main(argv: list[str] | None = None) -> None:
         hint = f" (see 'lcfast {e.ctx.command_path.split(' ', 1)[-1] if e.ctx else ''} --help')".replace(
             "lcfast lcfast", "lcfast"
         )
-        print(f"lcfast: usage error: {_one_line(e.format_message())}{hint}", file=sys.stderr)
+        if _one_line(e.format_message()):  # (no message: `lcfast` alone, the help was printed)
+            print(f"lcfast: usage error: {_one_line(e.format_message())}{hint}", file=sys.stderr)
         code = 2
     except ClickException as e:
         if debug:
