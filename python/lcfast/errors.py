@@ -25,3 +25,43 @@ class UsageError(LcfastError, ValueError):
     """Bad command-line or API argument (exit 2)."""
 
     exit_code = 2
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C (SIGINT) or SIGTERM, with what was kept: the CLI prints
+    `lcfast: interrupted; <kept>` and exits 128 + signal number (130 for Ctrl-C).
+
+    Raised by `interrupt_note` (and by the CLI's SIGTERM handler); a plain KeyboardInterrupt is
+    reported the same way, without the note."""
+
+    def __init__(self, kept: str = "", signum: int = 2) -> None:
+        super().__init__(kept)
+        self.kept = kept
+        self.signum = signum
+
+
+class interrupt_note:
+    """Context manager: an interrupt inside the block becomes `Interrupted(describe())`, so the
+    message says what is intact and how to continue (the innermost note wins).
+
+        with interrupt_note(lambda: f"checkpoint {last} is intact; rerun to resume"):
+            ...
+
+    `describe` is called only when an interrupt happens (it sees the state at that moment)."""
+
+    def __init__(self, describe) -> None:
+        self.describe = describe
+
+    def __enter__(self) -> "interrupt_note":
+        return self
+
+    def __exit__(self, typ, exc, tb) -> bool:
+        if exc is None or not isinstance(exc, KeyboardInterrupt):
+            return False
+        if isinstance(exc, Interrupted) and exc.kept:
+            return False
+        try:
+            kept = str(self.describe() or "")
+        except Exception:  # noqa: BLE001 - a failing description must not hide the interrupt
+            kept = ""
+        raise Interrupted(kept, getattr(exc, "signum", 2)) from None

@@ -2,7 +2,9 @@
 
 Every atomic save in lcfast calls `kill_point(name)` after the new content is complete and fsynced
 in its temporary file/folder and *before* the rename that publishes it, `name` being the final
-file or folder name (e.g. "model.safetensors", "epoch_2", "train_stats.safetensors").
+file or folder name (e.g. "model.safetensors", "epoch_2", "train_stats.safetensors"). Outputs
+published together (`lcfast.io.staged`: shards + meta.json, an analysis) are all complete by the
+time the first of them reaches its save point.
 
     LCFAST_TEST_KILL_AT=<pattern>[@<n>]
 

@@ -44,12 +44,15 @@ def register(app: typer.Typer) -> None:
         from rich.markup import escape
         from rich.table import Table
 
+        from lcfast.cli.data import unchanged_note
+        from lcfast.errors import interrupt_note
         from lcfast.pipeline.analyze import run_analysis
         from lcfast.reference import resolve_table
 
         csvs = [resolve_table(c) for c in csvs]
         err = Console(stderr=True)
-        with err.status("analyzing…", spinner="dots") if not json_out else _null():
+        status = err.status("analyzing…", spinner="dots") if not json_out else _null()
+        with interrupt_note(lambda: unchanged_note(out)), status:
             res = run_analysis(csvs, target=target, out_dir=out, metrics=metric or None, plots=not no_plots)
         corr = res.correlations
         if json_out:

@@ -7,6 +7,7 @@ traceback only with --debug.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 
@@ -49,44 +50,115 @@ def _one_line(msg: str) -> str:
     return " ".join(str(msg).split())
 
 
+def _invoke(args: list[str]) -> int:
+    """Run the command line `args`; its exit status (exceptions other than exits propagate).
+
+    The click command is driven directly, not through Typer's `main`: in non-standalone mode that
+    turns Ctrl-C and `typer.Exit(n)` into a *return value* (and drops the note of an
+    `Interrupted`), which is how `lcfast` once exited 0 after an interrupt."""
+    cmd = typer.main.get_command(app)
+    try:
+        with cmd.make_context("lcfast", list(args)) as ctx:
+            cmd.invoke(ctx)
+    except Exit as e:
+        return int(e.exit_code or 0)
+    return 0
+
+
+def _on_sigterm(signum, frame) -> None:
+    from lcfast.errors import Interrupted
+
+    raise Interrupted("", signum)
+
+
+def _redeliver_swallowed_interrupt(unraisable) -> None:
+    """sys.unraisablehook: Python swallows an exception raised where it cannot propagate (a weakref
+    callback or __del__ running when Ctrl-C arrived, which happens often inside matplotlib). An
+    interrupt lost that way is raised again 20 ms later from a SIGALRM handler, in ordinary code
+    (were it swallowed again, this repeats). Signals sent from here would be handled, and lost,
+    inside this very hook."""
+    exc = unraisable.exc_value
+    if not isinstance(exc, KeyboardInterrupt):
+        sys.__unraisablehook__(unraisable)
+        return
+    import signal
+
+    signum = int(getattr(exc, "signum", signal.SIGINT))
+
+    def again(_sig, _frame):
+        from lcfast.errors import Interrupted
+
+        raise Interrupted("", signum)
+
+    try:
+        _STATE.setdefault("alarm", signal.signal(signal.SIGALRM, again))  # the handler to restore
+        signal.setitimer(signal.ITIMER_REAL, 0.02)
+    except (ValueError, OSError, AttributeError):  # not the main thread, or no SIGALRM (Windows)
+        sys.__unraisablehook__(unraisable)
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Run the CLI; exits the process with 0, 1 (data error) or 2 (usage error)."""
+    """Run the CLI. Returns on success; otherwise exits the process with 1 (data error), 2 (usage
+    error), or 128 + the signal number after Ctrl-C (130) or SIGTERM (143), which are handled alike:
+    temporaries removed, finished outputs kept, one line saying what is intact."""
     args = sys.argv[1:] if argv is None else argv
     debug = "--debug" in args or os.environ.get("LCFAST_DEBUG") == "1"
+    import signal
+
+    try:  # SIGTERM (kill, a batch scheduler, torchrun stopping its workers) cleans up like Ctrl-C
+        prev_term = signal.signal(signal.SIGTERM, _on_sigterm)
+    except ValueError:  # not the main thread
+        prev_term = None
+    prev_hook, sys.unraisablehook = sys.unraisablehook, _redeliver_swallowed_interrupt
     try:
-        app(args=args, prog_name="lcfast", standalone_mode=False)
-    except Exit as e:  # typer.Exit
-        sys.exit(e.exit_code)
+        code = _invoke(args)
     except Abort:
         print("lcfast: aborted", file=sys.stderr)
-        sys.exit(130)
+        code = 130
     except UsageError as e:
         if debug:
             raise
         hint = f" (see 'lcfast {e.ctx.command_path.split(' ', 1)[-1] if e.ctx else ''} --help')".replace(
             "lcfast lcfast", "lcfast"
         )
-        print(f"lcfast: usage error: {_one_line(e.format_message())}{hint}", file=sys.stderr)
-        sys.exit(2)
+        if _one_line(e.format_message()):  # (no message: `lcfast` alone, the help was printed)
+            print(f"lcfast: usage error: {_one_line(e.format_message())}{hint}", file=sys.stderr)
+        code = 2
     except ClickException as e:
         if debug:
             raise
         print(f"lcfast: error: {_one_line(e.format_message())}", file=sys.stderr)
-        sys.exit(e.exit_code or 1)
+        code = e.exit_code or 1
     except LcfastError as e:
         if debug:
             raise
         kind = "usage error" if e.exit_code == 2 else "error"
         print(f"lcfast: {kind}: {_one_line(str(e))}", file=sys.stderr)
-        sys.exit(e.exit_code)
-    except KeyboardInterrupt:
-        print("lcfast: interrupted", file=sys.stderr)
-        sys.exit(130)
+        code = e.exit_code
+    except KeyboardInterrupt as e:
+        signum = int(getattr(e, "signum", signal.SIGINT))
+        kept = _one_line(getattr(e, "kept", "") or "")
+        how = "interrupted" if signum == signal.SIGINT else f"interrupted by {signal.Signals(signum).name}"
+        print(f"lcfast: {how}" + (f"; {kept}" if kept else ""), file=sys.stderr)
+        code = 128 + signum
+    except BrokenPipeError:  # `lcfast … | head`: the reader went away
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = 1
     except (OSError, MemoryError) as e:
         if debug:
             raise
         print(f"lcfast: error: {_one_line(f'{type(e).__name__}: {e}')}", file=sys.stderr)
-        sys.exit(1)
+        code = 1
+    finally:
+        sys.unraisablehook = prev_hook
+        if "alarm" in _STATE:  # a redelivered interrupt's timer (see above) must not outlive main()
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, _STATE.pop("alarm"))
+        if prev_term is not None:
+            signal.signal(signal.SIGTERM, prev_term)
+    if code:
+        sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -34,10 +34,9 @@ def register(app: typer.Typer) -> None:
         console.print(render_table(report))
         failed = [r for r in report["rows"] if r["note"].startswith("FAILED")]
         if json_path is not None:
-            from lcfast.stats.classstats import atomic_write_bytes
+            from lcfast.io import atomic_write_text
 
-            atomic_write_bytes(json_path, (json.dumps(report, indent=2, default=str) + "\n").encode())
-            json_path.chmod(0o644)
+            atomic_write_text(json_path, json.dumps(report, indent=2, default=str) + "\n")
             console.print(f"wrote {json_path}")
         console.print(f"{len(report['rows'])} rows in {report['wall_s']:.1f} s"
                       + (f"; [red]{len(failed)} implementation(s) FAILED[/]" if failed else ""))

@@ -27,7 +27,7 @@ def register(app: typer.Typer) -> None:
         max_tokens: Optional[int] = typer.Option(None, "--max-tokens", help="Stop each pass after about N positions."),
         save_every: float = typer.Option(60.0, "--save-every", help="Seconds between state saves (resume points)."),
         skip_nonfinite: bool = typer.Option(False, "--skip-nonfinite", help="Skip and count non-finite features instead of failing."),
-        restart: bool = typer.Option(False, "--restart", help="Discard saved states of this output dir and start over."),
+        restart: bool = typer.Option(False, "--restart", help="Start over, ignoring the saved states of this output dir (each is replaced when its pass saves)."),
         shard: Optional[str] = typer.Option(None, "--shard", help="i/n: collect only part i of n (array jobs without torchrun); then 'lcfast merge OUT'."),
         backend: str = typer.Option("auto", "--backend", help="Statistics backend: auto, torch, triton."),
         context: Optional[int] = typer.Option(None, "--context", help="Window length T (default: the model's max positions, at most 2048)."),
@@ -79,9 +79,11 @@ def register(app: typer.Typer) -> None:
         """Merge the finished --shard parts of each pass into its state (fingerprints must agree)."""
         from rich.console import Console
 
+        from lcfast.errors import interrupt_note
         from lcfast.pipeline.collect import merge as do_merge
 
-        res = do_merge(out)
+        with interrupt_note(lambda: f"the part states in {out} are intact; rerun the same command to merge them"):
+            res = do_merge(out)
         if json_out:
             print(json.dumps(res, indent=2))
         else:
@@ -111,12 +113,15 @@ def register(app: typer.Typer) -> None:
         from rich.console import Console
 
         from lcfast.errors import UsageError
+        from lcfast.cli.data import unchanged_note
+        from lcfast.errors import interrupt_note
         from lcfast.pipeline.measure import measure as do_measure, print_measure_table
 
         if backend not in ("auto", "torch", "triton"):
             raise UsageError(f"--backend {backend}: expected auto, torch or triton")
-        df = do_measure(runs, out, min_count=min_count, cdnv_power=cdnv_power, backend=backend, device=device,
-                        console=Console(stderr=True), progress=progress, profile=profile)
+        with interrupt_note(lambda: unchanged_note(out)):
+            df = do_measure(runs, out, min_count=min_count, cdnv_power=cdnv_power, backend=backend, device=device,
+                            console=Console(stderr=True), progress=progress, profile=profile)
         if json_out:
             print(df.to_json(orient="records", indent=2))
         else:

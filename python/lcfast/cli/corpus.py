@@ -30,7 +30,8 @@ def synth(
     from rich.table import Table
 
     from lcfast.data.synth import META_FILE, STORIES_FILE, write_corpus
-    from lcfast.errors import UsageError
+    from lcfast.cli.data import unchanged_note
+    from lcfast.errors import UsageError, interrupt_note
 
     n = stories
     if n < 1:
@@ -48,7 +49,8 @@ def synth(
         disable=json_out,
     ) as prog:
         task = prog.add_task("synth", total=n)
-        meta = write_corpus(out, n_stories=n, seed=seed, progress=lambda k: prog.update(task, completed=k))
+        with interrupt_note(lambda: unchanged_note(out)):
+            meta = write_corpus(out, n_stories=n, seed=seed, progress=lambda k: prog.update(task, completed=k))
 
     if json_out:
         print(json.dumps(meta, indent=2))

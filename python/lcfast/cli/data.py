@@ -2,24 +2,33 @@
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 from typing import List, Optional
 
 import typer
 
 
-def _write_json(path: Path, obj: dict, flag: str = "--json") -> None:
+def _check_json_path(path: Path, inputs, flag: str = "--json") -> None:
+    """Refuse a bad --json before any work (after it, the failure would waste or half-report it)."""
     from lcfast.errors import UsageError
+    from lcfast.io import refuse_overwriting_inputs
 
     if path.is_dir():
         raise UsageError(f"{flag} {path}: is a directory")
     if not path.parent.exists():
         raise UsageError(f"{flag} {path}: folder {path.parent} does not exist")
-    tmp = path.with_name(f".{path.name}.tmp.{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    refuse_overwriting_inputs([path], inputs, flag)
+
+
+def _write_json(path: Path, obj: dict) -> None:
+    from lcfast.io import atomic_write_json
+
+    atomic_write_json(path, obj, sort_keys=False)
+
+
+def unchanged_note(out) -> str:
+    """What an interrupted command that publishes its outputs only when complete kept."""
+    return f"{out} is unchanged (outputs are published only when complete); rerun the same command"
 
 
 def _fmt_int(n: int) -> str:
@@ -49,6 +58,12 @@ def register(app: typer.Typer) -> None:
         from rich.table import Table
 
         from lcfast.data.tokenize import tokenize_files
+        from lcfast.errors import UsageError, interrupt_note
+
+        if json_out is not None:
+            if json_out.resolve().parent == out.resolve() and json_out.name in ("train.lcshard", "val.lcshard", "tokenizer.json"):
+                raise UsageError(f"--json {json_out}: is one of the outputs in --out {out}")
+            _check_json_path(json_out, [*inputs, tokenizer])
 
         err = Console(stderr=True)
         with Progress(
@@ -66,10 +81,11 @@ def register(app: typer.Typer) -> None:
             def progress(done: int, total: int) -> None:
                 prog.update(task, completed=done, total=total or None)
 
-            meta = tokenize_files(
-                inputs, tokenizer, out, val_fraction=val_fraction, seed=seed, eos=eos, threads=threads, progress=progress,
-                text_column=text_column,
-            )
+            with interrupt_note(lambda: unchanged_note(out)):
+                meta = tokenize_files(
+                    inputs, tokenizer, out, val_fraction=val_fraction, seed=seed, eos=eos, threads=threads,
+                    progress=progress, text_column=text_column,
+                )
         if json_out is not None:
             _write_json(json_out, meta)
         t = Table(title=f"lcfast tokenize → {out}")
@@ -108,6 +124,8 @@ def register(app: typer.Typer) -> None:
         if memory_mb <= 0:
             raise UsageError(f"--memory-mb must be positive, got {memory_mb:g}")
         err = Console(stderr=True)
+        if json_path is not None:
+            _check_json_path(json_path, shards)
         if err.is_terminal:
             with err.status("counting ..."):
                 res = count_tokens(shards, ambiguity=ambiguity, top=top, memory_bytes=int(memory_mb * 2**20))

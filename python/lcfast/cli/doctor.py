@@ -34,6 +34,8 @@ def doctor_report() -> dict:
         rep["rust_extension"] = f"FAILED: {e}"
     for mod in ("torch", "triton", "numpy", "tokenizers", "safetensors", "pandas", "scipy", "transformers", "datasets"):
         rep[mod] = _version(mod)
+    for mod in ("pyarrow", "matplotlib"):
+        rep[mod] = _version(mod)
     try:
         import torch
 
@@ -47,19 +49,34 @@ def doctor_report() -> dict:
     return rep
 
 
+#: what lcfast cannot work without (triton and datasets are optional: CPU twins, hf: inputs only)
+REQUIRED = ("rust_extension", "torch", "numpy", "tokenizers", "safetensors", "pandas", "scipy", "pyarrow", "matplotlib")
+
+
+def failed_checks(rep: dict) -> list[str]:
+    """The required components of a `doctor_report` that are missing or failed to load."""
+    return [k for k in REQUIRED if str(rep.get(k, "missing")).startswith(("FAILED", "missing"))]
+
+
 def register(app: typer.Typer) -> None:
     @app.command()
     def doctor(json_out: bool = typer.Option(False, "--json", help="Print JSON instead of a table.")) -> None:
-        """Versions, Rust extension, torch/triton, CUDA and Triton-interpreter status."""
+        """Versions, Rust extension, torch/triton, CUDA and Triton-interpreter status.
+
+        Exits 1 when a required component is missing or fails to load (also with --json)."""
         rep = doctor_report()
+        failed = failed_checks(rep)
         if json_out:
-            print(json.dumps(rep, indent=2))
-            return
-        table = Table(title="lcfast doctor")
-        table.add_column("component")
-        table.add_column("status")
-        for k, v in rep.items():
-            table.add_row(k, str(v))
-        Console().print(table)
-        if str(rep["rust_extension"]).startswith("FAILED"):
+            print(json.dumps({**rep, "failed": failed}, indent=2))
+        else:
+            table = Table(title="lcfast doctor")
+            table.add_column("component")
+            table.add_column("status")
+            for k, v in rep.items():
+                table.add_row(k, f"[red]{v}[/]" if k in failed else str(v))
+            Console().print(table)
+        if failed:
+            import sys
+
+            print(f"lcfast: error: doctor: {', '.join(failed)} failed (see above)", file=sys.stderr)
             raise typer.Exit(1)

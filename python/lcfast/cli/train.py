@@ -105,10 +105,13 @@ def register(app: typer.Typer) -> None:
                                                 ("--seeds", seeds))}
         from lcfast.pipeline.sweep import run_sweep
 
-        rows = run_sweep(data, out, layers=grid["--layers"], widths=grid["--widths"], epochs=grid["--epochs"],
-                         seeds=grid["--seeds"], heads=heads, context=context, batch_size=batch_size, lr=lr,
-                         weight_decay=weight_decay, device=device, steps_per_epoch=steps_per_epoch,
-                         eval_tokens=eval_tokens, compile=compile, progress=progress, window_size=window)
+        from lcfast.errors import interrupt_note
+
+        with interrupt_note(lambda: f"finished runs under {out} are intact; rerun the same command to continue"):
+            rows = run_sweep(data, out, layers=grid["--layers"], widths=grid["--widths"], epochs=grid["--epochs"],
+                             seeds=grid["--seeds"], heads=heads, context=context, batch_size=batch_size, lr=lr,
+                             weight_decay=weight_decay, device=device, steps_per_epoch=steps_per_epoch,
+                             eval_tokens=eval_tokens, compile=compile, progress=progress, window_size=window)
         from rich.console import Console
 
         Console().print(_metrics_table(f"sweep {out} (summary: {out / 'sweep.csv'})", rows,

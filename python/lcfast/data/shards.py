@@ -19,11 +19,33 @@ HEADER_SIZE = 128
 SUFFIX = ".lcshard"
 
 
+_WARM: list = []
+
+
 def _core():
+    """The Rust extension, with rust-numpy's NumPy API capsules fetched once, signals blocked.
+
+    rust-numpy fetches them lazily on its first array call by importing a numpy module (Python
+    code); an interrupt landing there would make it panic (`expect`) instead of raising
+    KeyboardInterrupt. Blocked, the signal is delivered right after, in ordinary code."""
     try:
         from lcfast import _core
     except ImportError as e:  # pragma: no cover - broken install
         raise DataError(f"lcfast's Rust extension is not available ({e}); run 'maturin develop --release'") from e
+    if not _WARM:
+        import signal
+
+        sigs = {signal.SIGINT, signal.SIGTERM}
+        try:
+            old = signal.pthread_sigmask(signal.SIG_BLOCK, sigs)
+        except (AttributeError, ValueError, OSError):  # not POSIX, or not the main thread
+            old = None
+        try:
+            _core.top_k(np.zeros(1, dtype=np.int64), 1)  # array API + borrow-checking API
+            _WARM.append(True)
+        finally:
+            if old is not None:
+                signal.pthread_sigmask(signal.SIG_SETMASK, old)
     return _core
 
 

@@ -19,8 +19,6 @@ separated by a blank line — no blank line inside a story) and `out_dir/corpus.
 from __future__ import annotations
 
 import hashlib
-import json
-import os
 import random
 import re
 import time
@@ -649,14 +647,15 @@ def write_corpus(
     except OSError as e:
         raise DataError(f"--out {out}: cannot create directory ({e.strerror or e})") from e
 
+    from lcfast.io import staged
+
     t0 = time.perf_counter()
     counts: Counter = Counter()
     sha = hashlib.sha256()
     n_chars = 0
-    path = out / STORIES_FILE
-    tmp = out / f".{STORIES_FILE}.tmp-{os.getpid()}"
-    try:
-        with open(tmp, "w", encoding="utf-8", newline="\n") as f:
+    # stories.txt and corpus.json are published together, once both are complete
+    with staged() as st:
+        with st.open(out / STORIES_FILE, "w", encoding="utf-8", newline="\n") as f:
             buf: list[str] = []
             for i, story in enumerate(generate_stories(n_stories, seed)):
                 counts.update(w.lower() for w in _WORD_RE.findall(story))
@@ -673,39 +672,25 @@ def write_corpus(
                 chunk = "\n\n".join(buf) + "\n"
                 f.write(chunk)
                 sha.update(chunk.encode("utf-8"))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        raise DataError(f"{path}: cannot write corpus ({e.strerror or e})") from e
+        n_words = sum(counts.values())
+        meta = {
+            "generator": GENERATOR_NAME,
+            "generator_version": GENERATOR_VERSION,
+            "n_stories": n_stories,
+            "seed": seed,
+            "n_words": n_words,
+            "n_word_types": len(counts),
+            "mean_words_per_story": n_words / n_stories,
+            "n_chars": n_chars,
+            "top_words": [[w, c] for w, c in counts.most_common(20)],
+            "files": {"stories": STORIES_FILE},
+            "format": "one story per line; stories separated by one blank line",
+            "sha256": sha.hexdigest(),
+            "seconds": round(time.perf_counter() - t0, 3),
+        }
+        st.write_json(out / META_FILE, meta, sort_keys=False)
     if progress:
         progress(n_stories)
-
-    n_words = sum(counts.values())
-    meta = {
-        "generator": GENERATOR_NAME,
-        "generator_version": GENERATOR_VERSION,
-        "n_stories": n_stories,
-        "seed": seed,
-        "n_words": n_words,
-        "n_word_types": len(counts),
-        "mean_words_per_story": n_words / n_stories,
-        "n_chars": n_chars,
-        "top_words": [[w, c] for w, c in counts.most_common(20)],
-        "files": {"stories": STORIES_FILE},
-        "format": "one story per line; stories separated by one blank line",
-        "sha256": sha.hexdigest(),
-        "seconds": round(time.perf_counter() - t0, 3),
-    }
-    mpath = out / META_FILE
-    mtmp = out / f".{META_FILE}.tmp-{os.getpid()}"
-    try:
-        mtmp.write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-        os.replace(mtmp, mpath)
-    except OSError as e:
-        mtmp.unlink(missing_ok=True)
-        raise DataError(f"{mpath}: cannot write ({e.strerror or e})") from e
     return meta
 
 

@@ -31,10 +31,10 @@ and identical documents always land in the same split.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -274,24 +274,49 @@ def train_bpe(sources: list[Source], vocab_size: int, path: Path, text_column: s
         show_progress=False,
     )
     seen = [0]
+    stop = threading.Event()
 
     def docs():
         for batch in iter_documents(sources, text_column=text_column):
+            if stop.is_set():
+                return
             for d in batch:
                 if d.strip():
                     seen[0] += 1
                     yield d
 
-    tok.train_from_iterator(docs(), trainer=trainer)
+    # The trainer pulls the documents from its own threads and keeps the calling thread in Rust until
+    # it is done (minutes on a big corpus), where Python cannot act on Ctrl-C. So it trains in a
+    # thread of its own and this thread waits, ready to be interrupted (the trainer then stops
+    # reading, and the half-trained thread dies with the process).
+    failed: list[BaseException] = []
+
+    def train():
+        try:
+            tok.train_from_iterator(docs(), trainer=trainer)
+        except BaseException as e:  # noqa: BLE001 - re-raised in the calling thread
+            failed.append(e)
+
+    worker = threading.Thread(target=train, name="lcfast-bpe", daemon=True)
+    worker.start()
+    try:
+        while worker.is_alive():
+            worker.join(0.1)
+    except BaseException:
+        stop.set()
+        raise
+    if failed:
+        raise failed[0]
     if seen[0] == 0:
         labels = ", ".join(s.label for s in sources[:3]) + (" ..." if len(sources) > 3 else "")
         raise DataError(f"INPUT {labels}: no documents found (empty corpus)")
-    _atomic_write_text(path, tok.to_str())
+    Path(path).write_text(tok.to_str(), encoding="utf-8")
     return tok
 
 
-def load_tokenizer(spec: str, sources: list[Source], out_tok: Path, text_column: str = "text") -> tuple[object, str, bool]:
-    """Resolve --tokenizer into a `tokenizers.Tokenizer` saved at ``out_tok``.
+def load_tokenizer(spec: str, sources: list[Source], out_tok: Path | None, text_column: str = "text") -> tuple[object, str, bool]:
+    """Resolve --tokenizer into a `tokenizers.Tokenizer` and save it at ``out_tok`` (a plain write:
+    callers pass a staged temporary; None when --tokenizer already is the output file).
 
     Returns (tokenizer, description, trained).
     """
@@ -308,6 +333,8 @@ def load_tokenizer(spec: str, sources: list[Source], out_tok: Path, text_column:
             raise UsageError(
                 f"--tokenizer {spec!r}: VOCAB must be between {MIN_TRAIN_VOCAB} (256 bytes + EOS) and {MAX_TRAIN_VOCAB}"
             )
+        if out_tok is None:
+            raise UsageError(f"--tokenizer {spec!r}: cannot train into the tokenizer file being read")
         return train_bpe(sources, vocab, out_tok, text_column), f"trained byte-level BPE (vocab {vocab})", True
     if spec.startswith("hf:"):  # a model's tokenizer from the local hub cache
         from lcfast.model.hf import hub_cache_dir, hub_snapshot
@@ -325,10 +352,8 @@ def load_tokenizer(spec: str, sources: list[Source], out_tok: Path, text_column:
             tok = Tokenizer.from_file(str(p))
         except Exception as e:  # noqa: BLE001 - tokenizers raises plain Exception
             raise DataError(f"--tokenizer {p}: not a valid tokenizer.json ({_one_line(e)})") from e
-        if p.resolve() != out_tok.resolve():
-            tmp = out_tok.with_name(f".{out_tok.name}.tmp.{os.getpid()}")
-            shutil.copyfile(p, tmp)
-            os.replace(tmp, out_tok)
+        if out_tok is not None:
+            shutil.copyfile(p, out_tok)
         return tok, str(p), False
     if p.is_dir():
         extra = (" (a transformers model folder with only a sentencepiece/vocab tokenizer: convert it once with "
@@ -346,7 +371,8 @@ def load_tokenizer(spec: str, sources: list[Source], out_tok: Path, text_column:
             f"--tokenizer {spec}: not a local file, and loading it from the Hugging Face hub failed "
             f"({_one_line(e)[:200]})"
         ) from e
-    _atomic_write_text(out_tok, tok.to_str())
+    if out_tok is not None:
+        Path(out_tok).write_text(tok.to_str(), encoding="utf-8")
     return tok, f"hub:{spec}", False
 
 
@@ -428,8 +454,6 @@ def tokenize_files(
     vocab_size, dtype, tokenizer fingerprint, eos id, timing. Per-token counts are stored in each
     shard's counts section (``TokenShard.counts()``, np.int64 [vocab_size]).
     """
-    from lcfast.data.shards import _core
-
     t0 = time.perf_counter()
     if not isinstance(val_fraction, (int, float)) or not 0.0 <= float(val_fraction) <= 1.0:
         raise UsageError(f"--val-fraction must be in [0, 1], got {val_fraction}")
@@ -443,18 +467,42 @@ def tokenize_files(
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out}: exists and is not a directory")
-    out.mkdir(parents=True, exist_ok=True)
     out_tok = out / "tokenizer.json"
-
     if not str(text_column or "").strip():
         raise UsageError("--text-column: give the name of the column that holds the text")
-    tok, tok_desc, trained = load_tokenizer(str(tokenizer), sources, out_tok, text_column)
-    eos_id, eos_text = find_eos(tok, EOS_TOKEN if trained and eos is None else eos, str(tokenizer))
-    t_tok = time.perf_counter()
-
     train_path, val_path = out / "train.lcshard", out / "val.lcshard"
+    from lcfast.io import refuse_overwriting_inputs, staged
+
+    refuse_overwriting_inputs([train_path, val_path, out / "meta.json"], [s.path for s in sources if s.path], "--out")
+    spec = Path(str(tokenizer))
+    spec = spec / "tokenizer.json" if spec.is_dir() else spec
+    tok_is_output = spec.is_file() and out_tok.is_file() and os.path.samefile(spec, out_tok)
+    # Every output (shards, tokenizer, meta.json) is written to a temporary file and published only
+    # when all are complete: a failure, an empty corpus or an interrupt leaves the folder as it was.
+    with staged() as st:
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise DataError(f"--out {out}: cannot create the folder ({' '.join(str(e.strerror or e).split())})") from None
+        tok_file = out_tok if tok_is_output else st.path(out_tok)
+        tok, tok_desc, trained = load_tokenizer(str(tokenizer), sources, None if tok_is_output else tok_file, text_column)
+        eos_id, eos_text = find_eos(tok, EOS_TOKEN if trained and eos is None else eos, str(tokenizer))
+        t_tok = time.perf_counter()
+        meta = _tokenize_into(
+            st, sources, tok_file, train_path, val_path, val_fraction, seed, eos_id, chunk_bytes, threads, progress,
+            tok_desc, trained, eos_text, t0, t_tok, text_column,
+        )
+    return meta
+
+
+def _tokenize_into(st, sources, tok_file, train_path, val_path, val_fraction, seed, eos_id, chunk_bytes, threads,
+                   progress, tok_desc, trained, eos_text, t0, t_tok, text_column="text") -> dict:
+    """Run the Rust job into staged temporaries of the shards; stage meta.json; return it."""
+    from lcfast.data.shards import _core
+
     job = _core().TokenizeJob(
-        str(out_tok), str(train_path), str(val_path), float(val_fraction), int(seed), int(eos_id), int(chunk_bytes), int(threads)
+        str(tok_file), str(st.path(train_path)), str(st.path(val_path)), float(val_fraction), int(seed), int(eos_id),
+        int(chunk_bytes), int(threads)
     )
 
     total = sum(s.size for s in sources)
@@ -491,9 +539,7 @@ def tokenize_files(
         raise
     t_end = time.perf_counter()
 
-    if summary["documents"] == 0:
-        for p in (train_path, val_path):
-            p.unlink(missing_ok=True)
+    if summary["documents"] == 0:  # nothing is published: the shards already there stay
         labels = ", ".join(r["source"] for r in reports[:3]) + (" ..." if len(reports) > 3 else "")
         raise DataError(f"INPUT {labels}: no documents found (empty corpus)")
 
@@ -554,17 +600,9 @@ def tokenize_files(
         "text_bytes": summary["text_bytes"],
         "warnings": warnings,
     }
-    _atomic_write_text(out / "meta.json", json.dumps(meta, indent=2) + "\n")
+    st.write_json(train_path.parent / "meta.json", meta, sort_keys=False)
     return meta
 
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp.{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def _one_line(e: object) -> str:

@@ -124,8 +124,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"triton {triton.__version__}, target sm_{a.arch}")
     rows = compile_all(a.arch)
     if a.json:
-        with open(a.json, "w") as f:
-            json.dump({"triton": triton.__version__, "arch": a.arch, "kernels": rows}, f, indent=2, default=str)
+        from lcfast.io import atomic_write_text
+
+        atomic_write_text(a.json, json.dumps({"triton": triton.__version__, "arch": a.arch, "kernels": rows},
+                                             indent=2, default=str))
     return 0 if all(r["ok"] for r in rows) else 1
 
 

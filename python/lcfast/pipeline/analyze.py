@@ -126,20 +126,9 @@ class AnalysisResult:
 
 
 def _save_fig(fig, path) -> None:
-    """savefig through the atomic writer (temp file + rename): a killed run never leaves half a PNG."""
-    import io
+    """PNG of `fig` written to `path` (a staged temporary: see `make_plots`)."""
+    fig.savefig(path, format="png", bbox_inches="tight")
 
-    from lcfast.io import atomic_write_bytes
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format=str(path).rsplit(".", 1)[-1], bbox_inches="tight")
-    atomic_write_bytes(path, buf.getvalue())
-
-
-def atomic_write_text(path, text: str) -> None:
-    from lcfast.io import atomic_write_text as _w
-
-    _w(path, text)
 
 def _read_csv(path: Path) -> pd.DataFrame:
     if not path.exists():
@@ -585,31 +574,41 @@ def _depth_plot(depth: pd.DataFrame, metric: str, path: Path) -> bool:
     return True
 
 
-def make_depth_plots(depth: pd.DataFrame, metrics: list[str], out_dir: Path) -> list[Path]:
-    """`depth_<metric>.png` for every metric: the metric against the layer, one line per model."""
+def make_depth_plots(depth: pd.DataFrame, metrics: list[str], out_dir: Path, stage) -> list[Path]:
+    """`depth_<metric>.png` for every metric: the metric against the layer, one line per model, drawn
+    into `stage` (a `lcfast.io.Staging`: the caller publishes them with its other outputs)."""
     import matplotlib
 
     matplotlib.use("Agg", force=True)
-    for old in out_dir.glob("depth_*.png"):
-        old.unlink()
     plots = []
     for m in metrics:
-        p = out_dir / f"depth_{_safe(m)}.png"
-        if m in depth.columns and _depth_plot(depth, m, p):
+        p = Path(out_dir) / f"depth_{_safe(m)}.png"
+        if m in depth.columns and _depth_plot(depth, m, stage.path(p)):
             plots.append(p)
+        else:
+            stage.forget(p)
     return plots
 
 
-def make_plots(result: AnalysisResult, out_dir: Path) -> list[Path]:
-    """Scatter of each metric vs the target; metric-vs-epoch plots when models have several checkpoints."""
+def make_plots(result: AnalysisResult, out_dir: Path, stage=None) -> list[Path]:
+    """Scatter of each metric vs the target; metric-vs-epoch plots when models have several checkpoints.
+
+    The plots are published together once all are drawn (into `stage`, a `lcfast.io.Staging`, when
+    given: the caller publishes them with its other outputs and then calls `remove_stale_plots`)."""
     import matplotlib
 
+    from lcfast.io import staged
+
+    if stage is None:
+        ours = (Path(out_dir) / SUMMARY_FILE).is_file()
+        with staged() as st:
+            plots = make_plots(result, out_dir, st)
+        if ours:
+            remove_stale_plots(out_dir, plots)
+        return plots
     matplotlib.use("Agg", force=True)
     data, target = result.data, result.target
-    pdir = out_dir
-    pdir.mkdir(parents=True, exist_ok=True)
-    for old in list(pdir.glob("scatter_*.png")) + list(pdir.glob("epochs_*.png")):
-        old.unlink()  # plots of an earlier analysis in the same folder would be stale
+    pdir = Path(out_dir)
     color = _color_setup(data)
     if color is None:
         result.notes.append("no positive n_params column: scatter plots are not coloured by parameter count")
@@ -618,16 +617,28 @@ def make_plots(result: AnalysisResult, out_dir: Path) -> list[Path]:
         if row["n"] < 1 or row["metric"] not in data.columns:
             continue
         p = pdir / f"scatter_{_safe(row['metric'])}_vs_{_safe(target)}.png"
-        _scatter(data, row["metric"], target, row, color, p)
+        _scatter(data, row["metric"], target, row, color, stage.path(p))
         plots.append(p)
     epochs = epoch_axis(data)
     if epochs is not None:
         scales = dict(zip(result.correlations["metric"], result.correlations["scale"]))
         for m in [target] + list(result.correlations["metric"]):
             p = pdir / f"epochs_{_safe(m)}.png"
-            if _epoch_plot(data, epochs, m, scales.get(m, "log"), color, p):
+            if _epoch_plot(data, epochs, m, scales.get(m, "log"), color, stage.path(p)):
                 plots.append(p)
+            else:
+                stage.forget(p)
     return plots
+
+
+def remove_stale_plots(out_dir: Path, keep: list[Path]) -> None:
+    """Delete the plots of an earlier analysis in `out_dir` (a folder an analysis wrote: it has
+    analysis.json) that this one did not redraw (they would be stale); called only after the new
+    plots are published."""
+    keep_names = {Path(p).name for p in keep}
+    for old in [p for pat in ("scatter_*.png", "epochs_*.png", "depth_*.png") for p in Path(out_dir).glob(pat)]:
+        if old.name not in keep_names:
+            old.unlink(missing_ok=True)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -718,39 +729,33 @@ def run_analysis(
     )
     if out_dir is not None:
         out = Path(out_dir)
-        if out.exists() and not out.is_dir():
-            raise UsageError(f"--out {out}: exists and is not a directory")
+        ours = _check_out(out, paths)
         try:
             out.mkdir(parents=True, exist_ok=True)
-            if plots:
-                res.plots = make_plots(res, out)
-                if depth is not None:
-                    res.plots += make_depth_plots(depth, [m for m in chosen if m in depth.columns], out)
-            atomic_write_text(out / CORRELATIONS_FILE, corr.to_csv(index=False))  # atomic: a kill keeps the old file
-            atomic_write_text(out / DATA_FILE, data.to_csv(index=False))
-            res.files = {
-                "correlations": str(out / CORRELATIONS_FILE),
-                "data": str(out / DATA_FILE),
-                "summary": str(out / SUMMARY_FILE),
-            }
-            summary = {
-                "target": target,
-                "inputs": res.inputs,
-                "n_rows": int(len(data)),
-                "metrics": chosen,
-                "fit": "target = slope * t(metric) + intercept; t = ln where the metric is > 0 on every row, else identity",
-                "renamed_columns": renamed,
-                "derived_columns": derived,
-                "pooled_columns": pooled,
-                "kept_apart": apart,
-                "plots": [str(p.relative_to(out)) for p in res.plots],
-                "notes": notes,
-                "correlations": json.loads(corr.to_json(orient="records")),
-            }
-            atomic_write_text(out / SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
         except OSError as e:
             raise DataError(f"--out {out}: cannot write ({e.strerror or e})") from e
+        # all outputs are published together once complete; an error or interrupt leaves the old ones
+        try:
+            _write_outputs(res, out, plots, corr, data, target, chosen, renamed, derived, notes, ours, depth=depth)
+        except OSError as e:
+            raise DataError(f"--out {out}: cannot write ({e.strerror or e})") from None
     return res
+
+
+def _check_out(out: Path, paths: list[Path]) -> bool:
+    """Refuse an --out that would overwrite an input or a user's files; True when an earlier analysis
+    wrote `out` (its outputs may then be replaced)."""
+    from lcfast.io import refuse_overwriting_inputs
+
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out}: exists and is not a directory")
+    refuse_overwriting_inputs([out / CORRELATIONS_FILE, out / DATA_FILE, out / SUMMARY_FILE], paths, "--out")
+    ours = (out / SUMMARY_FILE).is_file()
+    theirs = [n for n in (CORRELATIONS_FILE, DATA_FILE) if (out / n).exists()]
+    if theirs and not ours:
+        raise UsageError(f"--out {out}: holds {' and '.join(theirs)} that no lcfast analysis wrote "
+                         f"(no {SUMMARY_FILE}); choose another --out")
+    return ours
 
 
 def _depth_only(depth, target, paths, data, renamed, derived, notes, out: Path, plots: bool, metrics) -> AnalysisResult:
@@ -761,22 +766,51 @@ def _depth_only(depth, target, paths, data, renamed, derived, notes, out: Path, 
     corr = pd.DataFrame([], columns=CORRELATION_COLUMNS)
     res = AnalysisResult(correlations=corr, data=depth.drop(columns=["_line"]), target=target,
                          inputs=[str(p) for p in paths], metrics=chosen, renamed=renamed, derived=derived, notes=notes)
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {out}: exists and is not a directory")
+    ours = _check_out(out, paths)
     try:
         out.mkdir(parents=True, exist_ok=True)
-        if plots:
-            res.plots = make_depth_plots(depth, chosen, out)
-        atomic_write_text(out / CORRELATIONS_FILE, corr.to_csv(index=False))
-        atomic_write_text(out / DATA_FILE, res.data.to_csv(index=False))
-        res.files = {"correlations": str(out / CORRELATIONS_FILE), "data": str(out / DATA_FILE),
-                     "summary": str(out / SUMMARY_FILE)}
-        summary = {"target": target, "inputs": res.inputs, "n_rows": int(len(res.data)), "metrics": chosen,
-                   "plots": [str(p.relative_to(out)) for p in res.plots], "notes": notes, "correlations": []}
-        atomic_write_text(out / SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
+        _write_outputs(res, out, plots, corr, res.data, target, chosen, renamed, derived, notes, ours, depth=depth,
+                       scatter=False)
     except OSError as e:
-        raise DataError(f"--out {out}: cannot write ({e.strerror or e})") from e
+        raise DataError(f"--out {out}: cannot write ({e.strerror or e})") from None
     return res
+
+
+def _write_outputs(res, out, plots, corr, data, target, chosen, renamed, derived, notes, ours: bool, *,
+                   depth=None, scatter: bool = True) -> None:
+    """Stage every output of `run_analysis` and publish them together; then drop the stale plots of
+    the earlier analysis in `out` (`ours`: there was one)."""
+    from lcfast.io import staged
+
+    with staged() as st:
+        if plots:
+            res.plots = make_plots(res, out, st) if scatter else []
+            if depth is not None:
+                res.plots += make_depth_plots(depth, [m for m in chosen if m in depth.columns], out, st)
+        st.write_text(out / CORRELATIONS_FILE, corr.to_csv(index=False))
+        st.write_text(out / DATA_FILE, data.to_csv(index=False))
+        res.files = {
+            "correlations": str(out / CORRELATIONS_FILE),
+            "data": str(out / DATA_FILE),
+            "summary": str(out / SUMMARY_FILE),
+        }
+        summary = {
+            "target": target,
+            "inputs": res.inputs,
+            "n_rows": int(len(data)),
+            "metrics": chosen,
+            "fit": "target = slope * t(metric) + intercept; t = ln where the metric is > 0 on every row, else identity",
+            "renamed_columns": renamed,
+            "derived_columns": derived,
+            "pooled_columns": res.pooled,
+            "kept_apart": res.kept_apart,
+            "plots": [str(p.relative_to(out)) for p in res.plots],
+            "notes": notes,
+            "correlations": json.loads(corr.to_json(orient="records")),
+        }
+        st.write_text(out / SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
+    if plots and ours:
+        remove_stale_plots(out, res.plots)
 
 
 def analyze(

@@ -16,7 +16,7 @@ Every pass saves its accumulator atomically (safetensors + metadata in the heade
 `save_every_s` seconds / `save_every_windows` windows, and a rerun continues from the last save:
 the same windows in the same batches in the same order, so the totals are bit-identical to an
 uninterrupted run. A state written for another model, shard, set of means or options is refused
-with a `DataError` naming the file (`restart=True` discards it).
+with a `DataError` naming the file (`restart=True` ignores it; the new pass's saves replace it).
 
 The model is a lcfast run, a transformers GPT-Neo folder (both on lcfast's own GPT-Neo) or any
 transformers causal LM (`lcfast.model.hf`: the head input read by a forward hook), run in
@@ -42,7 +42,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from lcfast.errors import DataError, UsageError
+from lcfast.errors import DataError, UsageError, interrupt_note
 from lcfast.model.sources import (  # noqa: F401 (model sources live in lcfast.model; re-exported for callers)
     ModelSource,
     check_compat,
@@ -117,31 +117,20 @@ class _Timer:
 # state files
 
 
+_RESTART_HINT = "; delete it or rerun with --restart"
+
+
 def read_state_meta(path: Path) -> dict[str, str]:
     """The metadata dict of a safetensors state file (header only)."""
-    from safetensors import safe_open
+    from lcfast.io import read_tensor_meta
 
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            return dict(f.metadata() or {})
-    except Exception as e:  # noqa: BLE001 - any unreadable header is a corrupt state
-        raise DataError(f"{path}: unreadable state file ({type(e).__name__}: {e}); delete it or rerun with --restart") from None
+    return read_tensor_meta(path, "state file", _RESTART_HINT)
 
 
 def _check_state(path: Path, meta: dict[str, str], want: dict[str, str]) -> None:
-    for key, val in want.items():
-        got = meta.get(key)
-        if got != val:
-            what = {
-                "model_fingerprint": "another model",
-                "shard_fingerprint": "another shard",
-                "means_fingerprint": "other class means",
-                "pass": "another pass",
-            }.get(key, f"another {key}")
-            raise DataError(
-                f"{path}: state was written for {what} ({key} {got!r}, now {val!r}); "
-                "rerun with --restart to discard it, or use another --out"
-            )
+    from lcfast.io import check_meta
+
+    check_meta(path, meta, want, "; rerun with --restart to discard it, or use another --out")
 
 
 # --------------------------------------------------------------------------------------------
@@ -445,16 +434,8 @@ def collect_checkpoint(
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise DataError(f"--out {out_dir}: cannot create the output folder ({' '.join(str(e.strerror or e).split())})") from None
-    if opts.restart:
-        if rank == 0 and opts.part is None:
-            for name in list(PASS_FILES.values()) + [COLLECT_JSON]:
-                (out_dir / name).unlink(missing_ok=True)
-        for name in PASS_FILES.values():
-            (out_dir / f"{Path(name).stem}.rank{rank}of{world}.safetensors").unlink(missing_ok=True)
-        if grouped:
-            import torch.distributed as dist
-
-            dist.barrier()
+    # --restart ignores the saved states instead of deleting them: each is replaced (atomically) by
+    # the new pass's first save, so a restart that fails early loses nothing
 
     pbar = None
     if progress and (rank == 0 or opts.part is not None):
@@ -488,14 +469,14 @@ def collect_checkpoint(
             path = final.with_name(f"{final.stem}.rank{rank}of{world}{final.suffix}")
             n_windows = int(shard.n_seq_windows(T, rank, world))
             want_here = {**want, "n_windows": str(n_windows), "rank": str(rank), "world": str(world)}
-            if final.exists():
+            if final.exists() and not opts.restart:
                 meta = read_state_meta(final)
                 _check_state(final, meta, want)
                 if meta.get("windows_done") != meta.get("n_windows"):
                     raise DataError(f"{final}: an unfinished single-process state: resume it without torchrun, or --restart")
                 path, n_windows, want_here = final, n_total, want
         start, acc, batch_size, prior = 0, None, opts.batch_size, {}
-        if path.exists():
+        if path.exists() and not opts.restart:
             meta = read_state_meta(path)
             _check_state(path, meta, want_here)
             acc = load_acc(path)
@@ -774,8 +755,26 @@ def _collect_sources(srcs, checkpoint, out, opts, console, progress, on_save) ->
         od = None
         if out_root is not None:
             od = out_root / src.checkpoint if len(srcs) > 1 or str(checkpoint).lower() == "all" else out_root
-        res.append(collect_checkpoint(src, od, opts, console=console, progress=progress, on_save=on_save))
+        where = od if od is not None else default_out_dir(src)
+        with interrupt_note(lambda where=where: interrupted_note(where)):
+            res.append(collect_checkpoint(src, od, opts, console=console, progress=progress, on_save=on_save))
     return res
+
+
+def interrupted_note(out_dir: Path) -> str:
+    """What an interrupted `collect` kept in `out_dir`: its latest resume state, or none yet."""
+    from lcfast.io import read_tensor_meta
+
+    states = sorted((p for p in Path(out_dir).glob("*.safetensors") if p.is_file()), key=lambda p: p.stat().st_mtime)
+    if not states:
+        return f"no resume state in {out_dir} yet; rerun the same command to start again"
+    p = states[-1]
+    try:
+        meta = read_tensor_meta(p, "state file")
+        where = f" ({meta.get('pass', '?')} pass at window {meta.get('windows_done', '?')} of {meta.get('n_windows', '?')})"
+    except DataError:
+        where = ""
+    return f"resume state {p}{where} is intact; rerun the same command to resume"
 
 
 def print_collect_summary(summaries: list[dict], console) -> None:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lcfast.errors import DataError, UsageError
+from lcfast.io import meta_mismatch
 
 #: metadata that must agree between the parts of one pass (everything but the part's own progress)
 _PART_KEYS_VARY = {"rank", "windows_done", "progress", "n_windows", "batch_size", "merged_from",
@@ -127,12 +128,10 @@ def merge_dir(out_dir: str | Path, read_meta, pass_kinds: dict[str, str]) -> lis
             if (m.get("rank"), m.get("world")) != (str(i), str(n)):
                 raise DataError(f"{p}: its metadata says part {m.get('rank')}/{m.get('world')}, the file name {i}/{n}")
             mine = {k: v for k, v in m.items() if k not in _PART_KEYS_VARY}
-            for k in sorted(set(ref) | set(mine)):
-                if ref.get(k) != mine.get(k):
-                    what = {"model_fingerprint": "another model", "shard_fingerprint": "another shard",
-                            "means_fingerprint": "other class means"}.get(k, f"another {k}")
-                    raise DataError(f"{p}: cannot merge with {parts[ref_i].name}: written for {what} "
-                                    f"({k} {mine.get(k)!r} vs {ref.get(k)!r})")
+            bad = meta_mismatch(mine, {k: ref.get(k) for k in sorted(set(ref) | set(mine))})
+            if bad is not None:
+                k, what, have, want = bad
+                raise DataError(f"{p}: cannot merge with {parts[ref_i].name}: written for {what} ({k} {have!r} vs {want!r})")
             done, count = int(m.get("windows_done", -1)), int(m.get("n_windows", -2))
             if done != count:
                 raise DataError(f"{p}: shard {i}/{n} is unfinished ({done} of {count} windows); rerun it first")

@@ -181,12 +181,63 @@ def findings(df) -> tuple[list[str], dict]:
 # ---- jobs (run in worker processes on CPU) -----------------------------------------------------
 
 
+_IN_JOB = False  # (worker processes) whether a job is running
+
+
+def _worker_signal(signum, frame) -> None:
+    """Worker processes on SIGTERM (sent by the main process when it stops): between jobs, exit at
+    once; inside one, unwind it as an interrupt (atomic writers remove their temporaries) and exit
+    in `_worker_call`. Ctrl-C is ignored: it reaches the main process, which stops the workers."""
+    import os
+
+    if not _IN_JOB:
+        os._exit(128 + signum)
+    raise KeyboardInterrupt
+
+
 def _init_worker() -> None:
     """One intra-op thread per worker: the demo's models are tiny, and on a busy 2-core machine two
     OpenMP threads per process spin against each other (measured 5-20× slower than one thread)."""
+    import signal
+
     import torch
 
     torch.set_num_threads(1)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _worker_signal)
+
+
+def _worker_call(fn, *args):
+    """Run one job in a worker process; an interrupt ends the process once the job has unwound
+    (the pool's own loop would otherwise report it and wait for the next job)."""
+    import os
+
+    global _IN_JOB
+    _IN_JOB = True
+    try:
+        return fn(*args)
+    except KeyboardInterrupt:
+        os._exit(130)
+    finally:
+        _IN_JOB = False
+
+
+def _stop_pool(pool, grace_s: float = 10.0) -> None:
+    """Stop a worker pool now: cancel the queued jobs, ask the workers to stop (SIGTERM: they unwind
+    their job, so no temporary file is left), and kill those still running after `grace_s`."""
+    import time as _time
+
+    procs = list(getattr(pool, "_processes", {}).values())  # no public handle before Python 3.14
+    pool.shutdown(wait=False, cancel_futures=True)
+    for p in procs:
+        if p.is_alive():
+            p.terminate()
+    deadline = _time.monotonic() + grace_s
+    for p in procs:
+        p.join(max(0.0, deadline - _time.monotonic()))
+        if p.is_alive():
+            p.kill()
+            p.join(1.0)
 
 
 def _train_job(data_dir: str, run_dir: str, kw: dict) -> dict:
@@ -268,15 +319,19 @@ def _run_jobs(fn, jobs: list[tuple], labels: list[str], pool, console, title: st
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    with Progress(TextColumn(f"[bold]{title}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[what]}"),
-                  TimeElapsedColumn(), console=console) as bar:
-        task = bar.add_task(title, total=len(jobs), what="one-thread worker processes")
-        futs = {pool.submit(fn, *job): i for i, job in enumerate(jobs)}
-        for f in as_completed(futs):
-            i = futs[f]
-            results[i] = f.result()
-            on_done(i, results[i])
-            bar.advance(task)
+    try:
+        with Progress(TextColumn(f"[bold]{title}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[what]}"),
+                      TimeElapsedColumn(), console=console) as bar:
+            task = bar.add_task(title, total=len(jobs), what="one-thread worker processes")
+            futs = {pool.submit(_worker_call, fn, *job): i for i, job in enumerate(jobs)}
+            for f in as_completed(futs):
+                i = futs[f]
+                results[i] = f.result()
+                on_done(i, results[i])
+                bar.advance(task)
+    except BaseException:  # an interrupt or a failed job: the workers must not outlive this process
+        _stop_pool(pool)
+        raise
     return results
 
 
@@ -296,7 +351,11 @@ def run_demo(
     intra-op thread; 1 = in this process, as on a GPU)."""
     import contextlib
 
-    with contextlib.ExitStack() as stack:
+    from lcfast.errors import interrupt_note
+
+    work = Path(out) / "work" / (profile or (QUICK if quick else FULL)).name
+    note = f"finished steps under {work} are intact; rerun the same command to continue"
+    with interrupt_note(lambda: note), contextlib.ExitStack() as stack:
         return _run_demo(out, quick, device, console, progress, profile, workers, stack)
 
 
@@ -313,6 +372,9 @@ def _run_demo(out, quick, device, console, progress, profile, workers, stack) ->
     root = Path(out)
     if root.exists() and not root.is_dir():
         raise UsageError(f"--out {root}: exists and is not a directory")
+    if root.is_dir() and any(root.iterdir()) and not ((root / "work").is_dir() or (root / "demo.json").is_file()):
+        # the demo replaces report.md, measurements.csv, … in OUT: only in a folder that is its own
+        raise UsageError(f"--out {root}: folder exists, is not empty and holds no lcfast demo; use another --out")
     from lcfast.pipeline.collect import resolve_device
 
     resolve_device(device)  # a bad --device fails now, not after the corpus and tokenizer

@@ -356,9 +356,7 @@ def measure(
     """Measure every collection under `paths`; writes measurements.csv + per_token/*.parquet.
     `profile`: "canonical" (default) or "paper" (docs/metrics.md); `cdnv_power` defaults to the
     profile's (1, or 2 — the only one the paper profile accepts)."""
-    import pandas as pd
-
-    from lcfast.io import atomic_write_bytes
+    from lcfast.io import staged
     from lcfast.metrics.measure import PROFILES
 
     if profile not in PROFILES:
@@ -369,7 +367,20 @@ def measure(
         raise UsageError(f"--cdnv-power {cdnv_power}: --profile paper defines cdnv with power 2 (‖μ_c − μ_c′‖⁴)")
     cdirs = find_collections(list(paths))
     out = Path(out_dir)
-    (out / "per_token").mkdir(parents=True, exist_ok=True)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out}: exists and is not a directory")
+    with staged() as st:  # measurements.csv and the per-token tables are published together, when all are done
+        df, notes = _measure_into(st, cdirs, out, min_count, cdnv_power, backend, device, console, progress, profile)
+    if notes and console is not None:
+        for n in notes:
+            console.print(f"[yellow]note:[/] {n}")
+    df.attrs["notes"] = notes
+    return df
+
+
+def _measure_into(st, cdirs, out: Path, min_count, cdnv_power, backend, device, console, progress, profile):
+    import pandas as pd
+
     rows, notes = [], []
     names: dict[str, int] = {}
     pbar = task = None
@@ -396,8 +407,7 @@ def measure(
             else:
                 names[key] = 0
             if table is not None:
-                buf = _parquet_bytes(table)
-                atomic_write_bytes(out / "per_token" / f"{output_name(row)}.parquet", buf)
+                st.write_bytes(out / "per_token" / f"{output_name(row)}.parquet", _parquet_bytes(table))
                 row["per_token"] = f"per_token/{output_name(row)}.parquet"
             more = layer_rows(cdir, row, min_count=row["min_count"], cdnv_power=cdnv_power, backend=backend, device=device,
                               profile=profile)
@@ -411,12 +421,8 @@ def measure(
     if "layer" in df.columns:  # one row per (model, checkpoint, layer): the layer beside the checkpoint
         df["layer"] = df["layer"].astype("Int64")
         df = df[["model", "checkpoint", "layer"] + [c for c in df.columns if c not in ("model", "checkpoint", "layer")]]
-    atomic_write_bytes(out / "measurements.csv", df.to_csv(index=False).encode("utf-8"))
-    if notes and console is not None:
-        for n in notes:
-            console.print(f"[yellow]note:[/] {n}")
-    df.attrs["notes"] = notes
-    return df
+    st.write_bytes(out / "measurements.csv", df.to_csv(index=False).encode("utf-8"))
+    return df, notes
 
 
 def _parquet_bytes(table) -> bytes:

@@ -15,6 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from lcfast.errors import DataError
+from lcfast.io import atomic_write_text
 
 REPORT_FILE = "report.md"
 
@@ -125,11 +126,5 @@ def write_report(
         parts += ["", "## Notes", ""] + [f"- {' '.join(n.split())}" for n in notes]
 
     path = out / REPORT_FILE
-    tmp = out / f".{REPORT_FILE}.tmp-{os.getpid()}"
-    try:
-        tmp.write_text("\n".join(parts).rstrip() + "\n", encoding="utf-8")
-        os.replace(tmp, path)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        raise DataError(f"{path}: cannot write ({e.strerror or e})") from e
+    atomic_write_text(path, "\n".join(parts).rstrip() + "\n")
     return path

@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 
 from lcfast import dist
-from lcfast.errors import DataError, UsageError
+from lcfast.errors import DataError, UsageError, interrupt_note
 from lcfast.io import atomic_dir, atomic_write_json, atomic_write_text, load_tensors, os_reason, read_json, save_tensors
 from lcfast.model.checkpoint import EPOCH_PREFIX, RUN_FORMAT, list_checkpoints, load_state_strict, save_model
 from lcfast.model.gptneo import GPTNeo, GPTNeoConfig, param_groups
@@ -180,6 +180,8 @@ def _check_existing_run(out: Path, new_cfg: dict) -> bool:
         )
     diffs = _config_diff({"model": old.get("model"), "train": old.get("train")},
                          {"model": new_cfg["model"], "train": new_cfg["train"]})
+    if diffs and not list_checkpoints(out) and not (out / "metrics.jsonl").exists():
+        return False  # an earlier attempt that stopped before its first checkpoint: start afresh
     if diffs:
         raise UsageError(f"--out {out}: holds a run with a different config ({'; '.join(diffs[:4])}); use another --out")
     return True
@@ -393,13 +395,22 @@ def train_run(
     else:
         ctx = dist.Context(device=resolve_device(device))
     try:
-        return _train(ctx, data_dir, out_dir, layers=layers, width=width, heads=heads, context=context,
-                      epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, seed=seed,
-                      steps_per_epoch=steps_per_epoch, eval_tokens=eval_tokens, compile=compile,
-                      progress=progress, window_size=window_size, warmup_frac=warmup_frac,
-                      min_lr_frac=min_lr_frac, grad_clip=grad_clip, callback=callback)
+        with interrupt_note(lambda: interrupted_note(out_dir)):
+            return _train(ctx, data_dir, out_dir, layers=layers, width=width, heads=heads, context=context,
+                          epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, seed=seed,
+                          steps_per_epoch=steps_per_epoch, eval_tokens=eval_tokens, compile=compile,
+                          progress=progress, window_size=window_size, warmup_frac=warmup_frac,
+                          min_lr_frac=min_lr_frac, grad_clip=grad_clip, callback=callback)
     finally:
         dist.shutdown(ctx)
+
+
+def interrupted_note(run_dir) -> str:
+    """What an interrupted `train` kept: the latest checkpoint, or that there is none yet."""
+    cks = list_checkpoints(run_dir)
+    if cks:
+        return f"checkpoint {list(cks.values())[-1]} is intact; rerun the same command to resume"
+    return f"no checkpoint of {run_dir} was written yet; rerun the same command to start it"
 
 
 def _train(ctx: dist.Context, data_dir, out_dir, *, layers, width, heads, context, epochs, batch_size, lr,
@@ -436,23 +447,11 @@ def _train(ctx: dist.Context, data_dir, out_dir, *, layers, width, heads, contex
         "data": data_info(data_dir, train, val),
     }
     run_cfg = json.loads(json.dumps(run_cfg))  # normalise (tuples -> lists) for comparison with the file
-    # rank 0 validates --out and writes the config; every rank then learns the outcome (or the error)
+    # rank 0 validates --out (reading only); every rank then learns the outcome (or the error)
     err, resuming = None, False
     if ctx.is_main:
         try:
             resuming = _check_existing_run(out, run_cfg)
-            if not resuming:
-                try:
-                    out.mkdir(parents=True, exist_ok=True)
-                except OSError as e:
-                    raise DataError(f"--out {out}: cannot create the run folder ({os_reason(e)})") from None
-                import lcfast
-
-                atomic_write_json(out / "config.json", {
-                    **run_cfg, "lcfast_version": lcfast.__version__, "torch_version": torch.__version__,
-                    "runtime": {"device": str(dev), "compile": bool(compile), "world_size": world,
-                                "backend": ctx.backend},
-                })
         except Exception as e:  # noqa: BLE001 - re-raised on every rank by dist.agree
             err = e
     dist.agree(err)
@@ -460,6 +459,8 @@ def _train(ctx: dist.Context, data_dir, out_dir, *, layers, width, heads, contex
         raise err
     resuming = bool(dist.broadcast_object(resuming))
 
+    # Everything the flags can break (seed, model, optimizer) is built before the first write, so a
+    # bad value never leaves a config.json behind that would refuse the corrected rerun.
     torch.manual_seed(seed)
     model = GPTNeo(cfg)  # initialised on CPU: same weights whatever the device (and on every rank)
     n_params = model.n_params()
@@ -467,6 +468,25 @@ def _train(ctx: dist.Context, data_dir, out_dir, *, layers, width, heads, contex
     use_fused = dev.type == "cuda"
     opt = torch.optim.AdamW(param_groups(model, weight_decay), lr=lr, betas=(0.9, 0.95), eps=1e-8,
                             **({"fused": True} if use_fused else {}))
+    err = None
+    if ctx.is_main and not resuming:
+        try:
+            try:
+                out.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise DataError(f"--out {out}: cannot create the run folder ({os_reason(e)})") from None
+            import lcfast
+
+            atomic_write_json(out / "config.json", {
+                **run_cfg, "lcfast_version": lcfast.__version__, "torch_version": torch.__version__,
+                "runtime": {"device": str(dev), "compile": bool(compile), "world_size": world,
+                            "backend": ctx.backend},
+            })
+        except Exception as e:  # noqa: BLE001
+            err = e
+    dist.agree(err)
+    if err is not None:
+        raise err
     err, state = None, (0, 0, [], 0.0)
     try:
         if resuming:

@@ -48,7 +48,6 @@ import importlib
 import importlib.util
 import json
 import os
-import tempfile
 import weakref
 from pathlib import Path
 from typing import Any
@@ -56,14 +55,13 @@ from typing import Any
 import torch
 
 from lcfast.errors import DataError, UsageError
-from lcfast.faults import kill_point
+from lcfast.io import atomic_write_bytes, check_meta, load_tensors
 
 __all__ = [
     "ClassStats",
     "class_stats_torch",
     "resolve_backend",
     "tensor_fingerprint",
-    "atomic_write_bytes",
 ]
 
 F64 = torch.float64
@@ -265,50 +263,9 @@ def tensor_fingerprint(t: torch.Tensor) -> str:
     return h.hexdigest()[:16]
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write `data` to `path` atomically: temp file in the same folder, fsync, os.replace."""
-    path = Path(path)
-    folder = path.parent if str(path.parent) else Path(".")
-    if not folder.is_dir():
-        raise UsageError(f"{path}: folder {folder} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        kill_point(path.name)  # crash-safety tests: LCFAST_TEST_KILL_AT (inert otherwise)
-        os.replace(tmp, path)
-    except OSError as exc:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise DataError(f"{path}: could not write ({exc.strerror or exc}); the previous file, if any, is unchanged") from None
-    try:  # make the rename durable
-        dfd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-    except OSError:
-        pass
-
-
 def read_safetensors(path: str | os.PathLike, kind: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """Tensors and string metadata of a safetensors file; DataError naming the file otherwise."""
-    from safetensors import safe_open
-
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: {kind} state file not found")
-    try:
-        with safe_open(str(path), framework="pt", device="cpu") as f:
-            meta = dict(f.metadata() or {})
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except Exception as exc:  # SafetensorError, OSError, struct errors on truncated files
-        raise DataError(f"{path}: not a readable {kind} state file ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
-    return tensors, meta
+    """Tensors and string metadata of a state file; DataError naming the file otherwise."""
+    return load_tensors(path, f"{kind} state file")
 
 
 def _meta_to_strings(meta: dict[str, Any]) -> dict[str, str]:
@@ -316,16 +273,6 @@ def _meta_to_strings(meta: dict[str, Any]) -> dict[str, str]:
     for k, v in (meta or {}).items():
         out[str(k)] = v if isinstance(v, str) else json.dumps(v)
     return out
-
-
-def check_expected_meta(path, meta: dict[str, Any], expect: dict[str, Any] | None) -> None:
-    """Refuse a state whose metadata does not match `expect` (one clear line)."""
-    for k, want in (expect or {}).items():
-        have = meta.get(k)
-        want_s = want if isinstance(want, str) else json.dumps(want)
-        have_s = have if (have is None or isinstance(have, str)) else json.dumps(have)
-        if have_s != want_s:
-            raise DataError(f"{path}: state does not match: {k} is {have_s!r}, expected {want_s!r}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -837,7 +784,7 @@ class ClassStats:
         st.skipped = int(info.get("skipped", 0))
         user = {k: v for k, v in raw.items() if k not in ("lcfast", "pass_kind", "tokens_seen")}
         st.meta = user
-        check_expected_meta(path, raw, expect)
+        check_meta(path, raw, expect)
         return st
 
     def __repr__(self) -> str:

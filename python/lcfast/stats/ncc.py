@@ -36,10 +36,9 @@ from typing import Any
 import torch
 
 from lcfast.errors import DataError, UsageError
+from lcfast.io import atomic_write_bytes, check_meta
 from lcfast.stats.classstats import (
     _meta_to_strings,
-    atomic_write_bytes,
-    check_expected_meta,
     load_launcher,
     read_safetensors,
     resolve_backend,
@@ -369,7 +368,7 @@ class NCCStats:
         if hits_all is not None:
             st.hits_all = hits_all
         st.meta = {k: v for k, v in raw.items() if k not in ("lcfast", "positions_seen")}
-        check_expected_meta(path, raw, expect)
+        check_meta(path, raw, expect)
         if means is not None or W is not None:
             st.bind(means, W, b)
         return st
