@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
+from lcfast import validate
 from lcfast.errors import DataError, LcfastError, UsageError
 
 EOS_TOKEN = "<|endoftext|>"
@@ -331,12 +332,10 @@ def tokenize_files(
     from lcfast.data.shards import _core
 
     t0 = time.perf_counter()
-    if not isinstance(val_fraction, (int, float)) or not 0.0 <= float(val_fraction) <= 1.0:
-        raise UsageError(f"--val-fraction must be in [0, 1], got {val_fraction}")
-    if not isinstance(seed, int) or seed < 0 or seed >= 2**64:
-        raise UsageError(f"--seed must be a non-negative integer below 2^64, got {seed}")
-    if threads < 0:
-        raise UsageError(f"--threads must be >= 0, got {threads}")
+    val_fraction = validate.number("--val-fraction", val_fraction, min=0, max=1)
+    seed = validate.seed("--seed", seed)
+    threads = validate.integer("--threads", threads, min=0, max=validate.THREADS_MAX)
+    chunk_bytes = validate.integer("chunk_bytes", chunk_bytes, min=1)
     sources = resolve_inputs(inputs)
     out = Path(out_dir)
     if out.exists() and not out.is_dir():

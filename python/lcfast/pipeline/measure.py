@@ -23,6 +23,7 @@ from typing import Iterable
 
 import torch
 
+from lcfast import validate
 from lcfast.errors import DataError, UsageError
 from lcfast.pipeline.collect import COLLECT_JSON, PASS_FILES, read_state_meta, resolve_device
 
@@ -260,8 +261,9 @@ def measure(
 
     from lcfast.io import atomic_write_bytes
 
-    if not (cdnv_power > 0 and math.isfinite(cdnv_power)):
-        raise UsageError(f"--cdnv-power {cdnv_power}: must be a positive number")
+    cdnv_power = validate.number("--cdnv-power", cdnv_power, min=0, min_open=True, max=validate.CDNV_POWER_MAX)
+    if min_count is not None:
+        min_count = validate.integer("--min-count", min_count, min=1)
     cdirs = find_collections(list(paths))
     out = Path(out_dir)
     (out / "per_token").mkdir(parents=True, exist_ok=True)
