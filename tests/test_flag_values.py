@@ -268,3 +268,19 @@ def test_api_entry_points_raise_usage_error(tmp_path, tiny_shards):
         with pytest.raises(UsageError, match=flag):
             call()
     assert files_under(tmp_path) == []
+
+
+def test_weight_decay_beyond_one_over_lr(tmp_path):
+    """A decay above 1 with lr × wd ≥ 1 would zero or flip the weights every step."""
+    args = [a.format(w=tmp_path) for a in BASE["train"]]
+    code, err = run_cli([*args, "--weight-decay", "1e20"])
+    assert code == 2 and err.strip() == (
+        "lcfast: usage error: --weight-decay 1e+20: with --lr 0.001 AdamW would scale the weights by "
+        "1 − lr·wd = -1e+17 every step; lr × weight decay must be < 1"), err
+    assert files_under(tmp_path) == []
+    from lcfast.pipeline.train import check_args
+
+    ok = dict(layers=1, width=16, heads=None, context=8, epochs=1, batch_size=4, seed=0, steps_per_epoch=None,
+              eval_tokens=64, window_size=8)
+    check_args(**ok, lr=1e-3, weight_decay=2.0)  # a large but meaningful decay is fine
+    check_args(**ok, lr=1e30, weight_decay=0.1)  # an absurd lr is left to the non-finite-loss stop

@@ -19,6 +19,15 @@ Tokenization, EOS insertion, the train/val split, counting and shard writing run
 (rayon, chunks of a few MB: memory stays bounded). A document goes to val iff
 XXH3-64(text, seed) / 2^64 < val_fraction — deterministic, independent of the number of threads,
 and identical documents always land in the same split.
+
+Long documents: memory is bounded by the chunk size, not by the longest document. A document
+longer than 1 MiB (``lcfast._core.SEGMENT_BYTES``) is read, tokenized and written in segments of
+at most that size, cut right before a space followed by a non-space character; for byte-level BPE
+with the GPT-2 split pattern (GPT-2, GPT-Neo, ``train:VOCAB``) the ids are exactly those of the
+whole document (a stretch of 512 KiB without such a space is cut at a character boundary, where the
+ids may differ; they still decode to the same text). Such a document stays one document (one EOS)
+and its split is decided by the hash of its first segment. A ``.txt`` file is read in pieces, so a
+100 MB single line costs tens of MB; a ``.jsonl`` line is parsed whole (its text is then segmented).
 """
 
 from __future__ import annotations
@@ -310,6 +319,7 @@ def tokenize_files(
     eos: str | None = None,
     threads: int = 0,
     chunk_bytes: int = 4 << 20,
+    segment_bytes: int | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> dict:
     """Tokenize ``inputs`` into ``out_dir``: train.lcshard, val.lcshard, tokenizer.json, meta.json.
@@ -323,6 +333,8 @@ def tokenize_files(
         eos: end-of-text token text (default: auto-detect; ``<|endoftext|>`` for trained BPE).
         threads: Rust worker threads (0 = RAYON_NUM_THREADS or all cores).
         chunk_bytes: text bytes per parallel chunk (memory bound).
+        segment_bytes: documents longer than this are read, tokenized and written in segments
+            (default ``lcfast._core.SEGMENT_BYTES``, 1 MiB; see the module docstring).
         progress: called as ``progress(done_bytes, total_bytes)``.
 
     Returns the summary also written to meta.json: inputs, documents and tokens per split,
@@ -336,6 +348,8 @@ def tokenize_files(
     seed = validate.seed("--seed", seed)
     threads = validate.integer("--threads", threads, min=0, max=validate.THREADS_MAX)
     chunk_bytes = validate.integer("chunk_bytes", chunk_bytes, min=1)
+    if segment_bytes is not None:
+        segment_bytes = validate.integer("segment_bytes", segment_bytes, min=64)
     sources = resolve_inputs(inputs)
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
@@ -349,7 +363,8 @@ def tokenize_files(
 
     train_path, val_path = out / "train.lcshard", out / "val.lcshard"
     job = _core().TokenizeJob(
-        str(out_tok), str(train_path), str(val_path), float(val_fraction), int(seed), int(eos_id), int(chunk_bytes), int(threads)
+        str(out_tok), str(train_path), str(val_path), float(val_fraction), int(seed), int(eos_id), int(chunk_bytes),
+        int(threads), int(segment_bytes or _core().SEGMENT_BYTES)
     )
 
     total = sum(s.size for s in sources)
@@ -430,7 +445,8 @@ def tokenize_files(
         "split": {
             "val_fraction": float(val_fraction),
             "seed": int(seed),
-            "rule": "document goes to val iff XXH3-64(utf8 text, seed) / 2^64 < val_fraction",
+            "rule": "document goes to val iff XXH3-64(utf8 text, seed) / 2^64 < val_fraction "
+                    "(a document longer than 1 MiB: the text of its first segment)",
         },
         "shards": {
             "train": {"path": "train.lcshard", **summary["train"]},
