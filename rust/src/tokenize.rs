@@ -428,6 +428,7 @@ pub struct DocReader {
     line_started: bool,
     line_offset: u64,
     carry: Vec<u8>,
+    bom_checked: bool,
     line: Vec<u8>,
     done: bool,
     /// jsonl lines with `"text": null`
@@ -463,6 +464,7 @@ impl DocReader {
             line_started: false,
             line_offset: 0,
             carry: Vec::new(),
+            bom_checked: false,
             line: Vec::new(),
             done: false,
             null_texts: 0,
@@ -563,12 +565,20 @@ impl DocReader {
                 (v, newline, false)
             }
         };
+        if !self.bom_checked {
+            // a UTF-8 BOM opening the file is dropped (it may arrive over several reads)
+            if !newline && !eof && bytes.len() < 3 && b"\xEF\xBB\xBF".starts_with(&bytes) {
+                self.carry = bytes;
+                return Ok(0);
+            }
+            if bytes.starts_with(b"\xEF\xBB\xBF") {
+                bytes.drain(..3);
+            }
+            self.bom_checked = true;
+        }
         if !self.line_started && (!bytes.is_empty() || newline) {
             self.line_started = true;
             self.line_no += 1;
-            if self.line_no == 1 && bytes.starts_with(b"\xEF\xBB\xBF") {
-                bytes.drain(..3);
-            }
         }
         if newline || eof {
             if bytes.last() == Some(&b'\r') {
