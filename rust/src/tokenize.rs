@@ -360,22 +360,30 @@ pub struct Segment {
 
 /// Where to cut `s` (longer than `cap`) so that its first part has at most `cap` bytes.
 ///
-/// Right before a space that is followed by a non-whitespace character, searched in the upper
-/// half of `s[..cap]` (segments are ≥ cap/2 bytes). The GPT-2 split pattern (what the fast path
-/// and `train:VOCAB` tokenizers use) always has a piece boundary there — the piece ending before
-/// it cannot contain the space, and a whitespace run followed by a non-space leaves its last
-/// character to the next piece — and the next piece, " word", is the same whether or not the text
-/// before it is present (also with `add_prefix_space`: the segment already starts with a space).
-/// So the segments encode to exactly the ids of the whole document (tests check this). A stretch
-/// of `cap/2` bytes without such a space is cut at a character boundary instead; the ids next to
-/// that cut may differ from the whole document's (they still decode to the same text).
+/// Right before a single space between two non-whitespace characters ("x| y"), searched in the
+/// upper half of `s[..cap]` (segments are ≥ cap/2 bytes). The GPT-2 split pattern (what the fast
+/// path and `train:VOCAB` tokenizers use) always has a piece boundary there — no piece of
+/// non-whitespace characters takes a following space, and the next piece is the space with the
+/// run of letters / digits / other symbols after it — and that piece, " y…", is the same whether or
+/// not the text before it is present (also with `add_prefix_space`: the segment already starts
+/// with a space, and next to an added token, which splits the text into sections: "x " ends its
+/// section with the single-space piece either way). So the segments encode to exactly the ids of
+/// the whole document (tests check this). Not covered: an added token that contains a space or
+/// strips the space after it (`rstrip`), and tokenizers off the fast path, whose normalizers may
+/// look across the cut. A stretch of `cap/2` bytes without such a space is cut at a character
+/// boundary instead; the ids next to that cut may differ (they still decode to the same text,
+/// unless the tokenizer adds a prefix space to every text it encodes).
 pub fn safe_cut(s: &str, cap: usize) -> usize {
     let b = s.as_bytes();
     let hi = cap.min(s.len().saturating_sub(2));
     let lo = (cap / 2).max(1);
     if hi >= lo {
         for p in (lo..=hi).rev() {
-            if b[p] == b' ' && s[p + 1..].chars().next().is_some_and(|c| !c.is_whitespace()) {
+            if b[p] == b' '
+                && s[p + 1..].chars().next().is_some_and(|c| !c.is_whitespace())
+                && s.is_char_boundary(p)
+                && s[..p].chars().next_back().is_some_and(|c| !c.is_whitespace())
+            {
                 return p;
             }
         }
@@ -1265,11 +1273,14 @@ pub(crate) mod tests {
             for sg in &segs {
                 enc.encode(&sg.text, &mut parts).unwrap();
             }
-            let space_cuts = segs.iter().skip(1).all(|s| s.text.starts_with(' ')
-                && s.text[1..].chars().next().is_some_and(|c| !c.is_whitespace()));
+            let space_cuts = segs.windows(2).all(|w| w[1].text.starts_with(' ')
+                && w[1].text[1..].chars().next().is_some_and(|c| !c.is_whitespace())
+                && w[0].text.chars().next_back().is_some_and(|c| !c.is_whitespace()));
             if space_cuts {
                 prop_assert_eq!(parts, whole);
-            } else {
+            } else if !prefix {
+                // a hard cut (no " y" in reach): other ids, same text (with add_prefix_space the
+                // second part would gain a space: documented on safe_cut)
                 let dec = |ids: &[u32]| enc.tokenizer().decode(ids, false).unwrap();
                 prop_assert_eq!(dec(&parts), dec(&whole));
             }
@@ -1294,7 +1305,7 @@ pub(crate) mod tests {
         assert_eq!(t.header().n_docs, 3);
         let enc = tiny_encoder();
         let mut want = vec![];
-        enc.encode_generic(long.trim_end(), &mut want).unwrap();
+        enc.encode_generic(&long, &mut want).unwrap();
         want.push(eos);
         assert_eq!(t.document(1), want);
     }
