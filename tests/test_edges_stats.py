@@ -10,9 +10,12 @@ import warnings
 import numpy as np
 import pytest
 import torch
-
 from lcfast.errors import UsageError
-from lcfast.metrics.measure import DegenerateInputWarning, measure_embeddings, measure_stats
+from lcfast.metrics.measure import (
+    DegenerateInputWarning,
+    measure_embeddings,
+    measure_stats,
+)
 from lcfast.stats.classstats import ClassStats
 from lcfast.stats.ncc import NCCStats
 

@@ -22,7 +22,6 @@ from pathlib import Path
 
 import pytest
 import typer
-
 from lcfast.cli.app import app, main
 from lcfast.errors import UsageError
 

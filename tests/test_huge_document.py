@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from lcfast import TokenShard
 from lcfast.data.tokenize import tokenize_files
 

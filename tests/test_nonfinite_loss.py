@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from lcfast.cli.app import main
 
 TRAIN = ["--layers", "1", "--width", "16", "--heads", "2", "--context", "8", "--window", "8", "--batch-size", "4",

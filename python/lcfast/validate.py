@@ -26,6 +26,8 @@ CDNV_POWER_MAX = 16.0
 SAVE_EVERY_MAX = 1e7
 #: worker threads of the token engine
 THREADS_MAX = 1024
+#: `bench --repeats`: timed calls per implementation (a paper-size row takes seconds per call)
+BENCH_REPEATS_MAX = 10_000
 
 
 def _show(v) -> str:
@@ -167,5 +169,17 @@ def check_memory(flags: str, what: str, parts: dict[str, float], device=None, hi
     return need
 
 
-__all__ = ["integer", "number", "seed", "check_memory", "available_memory", "fmt_bytes", "INT64_MAX", "SEED_MAX",
-           "CDNV_POWER_MAX", "SAVE_EVERY_MAX", "THREADS_MAX"]
+__all__ = [
+    "BENCH_REPEATS_MAX",
+    "CDNV_POWER_MAX",
+    "INT64_MAX",
+    "SAVE_EVERY_MAX",
+    "SEED_MAX",
+    "THREADS_MAX",
+    "available_memory",
+    "check_memory",
+    "fmt_bytes",
+    "integer",
+    "number",
+    "seed",
+]

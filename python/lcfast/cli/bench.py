@@ -8,9 +8,7 @@ from pathlib import Path
 import typer
 
 from lcfast.cli.options import IntOption
-
-#: timed calls per implementation; more is a typo (each call of a paper-size row takes seconds)
-REPEATS_MAX = 10_000
+from lcfast.validate import BENCH_REPEATS_MAX
 
 
 def register(app: typer.Typer) -> None:
@@ -22,7 +20,7 @@ def register(app: typer.Typer) -> None:
         sizes: str = typer.Option("small", "--sizes", help="small (CPU, < 1 min), paper (C=50,257, d=1,024, B=65,536), large (C=128,256, d=4,096) or tiny (rehearsal)."),
         json_path: Path = typer.Option(None, "--json", help="Write the full report (every timing) as JSON here."),
         only: str = typer.Option(None, "--only", help="Comma-separated families: class_stats,pairwise,ncc."),
-        repeats: int = IntOption(None, "--repeats", help="Timed calls per implementation (default 3 on CPU, 10 on CUDA).", max=REPEATS_MAX),
+        repeats: int = IntOption(None, "--repeats", help="Timed calls per implementation (default 3 on CPU, 10 on CUDA).", max=BENCH_REPEATS_MAX),
         triton_on_cpu: bool = typer.Option(False, "--triton-on-cpu", help="Also run the Triton kernels on CPU (needs TRITON_INTERPRET=1; a rehearsal, not a measurement)."),
     ) -> None:
         """Time each fast path and its naive twin side by side; print a table, optionally write JSON."""

@@ -51,4 +51,4 @@ def SeedOption(default, *names: str, help: str, **kw):
     return typer.Option(default, *names, help=help, callback=check, **kw)
 
 
-__all__ = ["IntOption", "FloatOption", "SeedOption"]
+__all__ = ["FloatOption", "IntOption", "SeedOption"]

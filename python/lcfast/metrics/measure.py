@@ -303,7 +303,7 @@ def measure_embeddings(
     if W is not None:
         C = int(W.shape[0])
     elif n_classes is not None:
-        C = int(n_classes)
+        C = validate.integer("measure_embeddings: n_classes", n_classes, min=1)
     else:
         C = int(Y.max()) + 1
         if Y_val is not None and Y_val.numel():
@@ -313,6 +313,7 @@ def measure_embeddings(
     if W is not None and W.shape[1] != d:
         raise UsageError(f"measure_embeddings: W has feature dim {W.shape[1]}, H has {d}")
     min_count = validate.integer("min_count", min_count, min=1)
+    chunk = validate.integer("measure_embeddings: chunk", chunk, min=1)
     Y = Y.to(H.device, torch.int64)
     counts = torch.bincount(Y, minlength=C)
     kept = counts >= min_count

@@ -45,6 +45,7 @@ from typing import Any
 
 import torch
 
+from lcfast import validate
 from lcfast.errors import DataError, UsageError
 from lcfast.faults import kill_point
 from lcfast.stats.inputs import as_tensor
@@ -338,9 +339,8 @@ class ClassStats:
         nonfinite: str = "error",
         cov_classes: torch.Tensor | None = None,
     ) -> None:
-        n_classes, dim = int(n_classes), int(dim)
-        if n_classes < 1 or dim < 1:
-            raise UsageError(f"ClassStats: n_classes and dim must be ≥ 1, got {n_classes}, {dim}")
+        n_classes = validate.integer("ClassStats: n_classes", n_classes, min=1)
+        dim = validate.integer("ClassStats: dim", dim, min=1)
         if nonfinite not in ("error", "skip"):
             raise UsageError(f"ClassStats: nonfinite must be 'error' or 'skip', got {nonfinite!r}")
         if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:

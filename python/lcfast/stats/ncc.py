@@ -25,6 +25,7 @@ from typing import Any
 
 import torch
 
+from lcfast import validate
 from lcfast.errors import DataError, UsageError
 from lcfast.stats.inputs import as_tensor
 from lcfast.stats.classstats import (
@@ -146,7 +147,7 @@ class NCCStats:
     """
 
     def __init__(self, n_classes: int, means: torch.Tensor | None, kept, W: torch.Tensor | None, b=None) -> None:
-        self.n_classes = int(n_classes)
+        self.n_classes = validate.integer("NCCStats: n_classes", n_classes, min=1)
         self.kept = _as_kept_mask(kept, self.n_classes)
         self.kept_ids = self.kept.nonzero().squeeze(1)
         self.hits = torch.zeros(self.n_classes, dtype=torch.int64)
