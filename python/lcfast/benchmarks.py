@@ -595,6 +595,10 @@ def run_bench(
         if not _common.INTERPRET:
             raise UsageError("--triton-on-cpu needs TRITON_INTERPRET=1 in the environment")
         use_triton = True
+    if repeats is not None:
+        from lcfast import validate
+
+        repeats = validate.integer("--repeats", repeats, min=1, max=validate.BENCH_REPEATS_MAX)
     if repeats is None:
         repeats = 10 if dev.type == "cuda" else 3
     if budget_s is None:

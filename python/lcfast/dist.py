@@ -163,6 +163,15 @@ def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
     return t
 
 
+def all_reduce_min(t: torch.Tensor) -> torch.Tensor:
+    """Minimum of `t` over all ranks, in place (identity for a world of one); returns t."""
+    if is_initialized() and world_size() > 1:
+        import torch.distributed as tdist
+
+        tdist.all_reduce(t, op=tdist.ReduceOp.MIN)
+    return t
+
+
 def broadcast_object(obj, src: int = 0):
     """`obj` of rank `src` on every rank (identity for a world of one)."""
     if is_initialized() and world_size() > 1:
@@ -210,4 +219,4 @@ def rank_slice(n: int, rank: int, world: int) -> tuple[int, int]:
 
 
 __all__ = ["Context", "init", "shutdown", "launched", "is_initialized", "rank", "world_size", "is_main",
-           "barrier", "all_reduce_sum", "broadcast_object", "agree", "rank_slice", "resolve_device"]
+           "barrier", "all_reduce_sum", "all_reduce_min", "broadcast_object", "agree", "rank_slice", "resolve_device"]

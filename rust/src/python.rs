@@ -239,7 +239,7 @@ impl TokenizeJob {
 #[pymethods]
 impl TokenizeJob {
     #[new]
-    #[pyo3(signature = (tokenizer_path, train_path, val_path, val_fraction, seed, eos_id, chunk_bytes = 4 << 20, threads = 0))]
+    #[pyo3(signature = (tokenizer_path, train_path, val_path, val_fraction, seed, eos_id, chunk_bytes = 4 << 20, threads = 0, segment_bytes = tokenize::SEGMENT_BYTES))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -251,6 +251,7 @@ impl TokenizeJob {
         eos_id: u32,
         chunk_bytes: usize,
         threads: usize,
+        segment_bytes: usize,
     ) -> PyResult<Self> {
         let job = py
             .detach(|| {
@@ -261,6 +262,7 @@ impl TokenizeJob {
                     eos_id,
                     chunk_bytes,
                     threads,
+                    segment_bytes,
                 };
                 RJob::new(enc, &train_path, &val_path, cfg)
             })
@@ -363,10 +365,10 @@ struct DocReader {
 #[pymethods]
 impl DocReader {
     #[new]
-    #[pyo3(signature = (path, chunk_bytes = 1 << 20))]
-    fn new(path: std::path::PathBuf, chunk_bytes: usize) -> PyResult<Self> {
+    #[pyo3(signature = (path, chunk_bytes = 1 << 20, segment_bytes = tokenize::SEGMENT_BYTES))]
+    fn new(path: std::path::PathBuf, chunk_bytes: usize, segment_bytes: usize) -> PyResult<Self> {
         Ok(DocReader {
-            inner: RDocReader::open(&path).py()?,
+            inner: RDocReader::open(&path).py()?.with_segment_bytes(segment_bytes),
             chunk_bytes: chunk_bytes.max(1),
         })
     }
@@ -620,6 +622,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("SHARD_VERSION", shard::VERSION)?;
     m.add("HEADER_SIZE", shard::HEADER_SIZE)?;
     m.add("MAX_AMBIGUITY_K", amb::MAX_K)?;
+    m.add("SEGMENT_BYTES", tokenize::SEGMENT_BYTES)?;
     m.add_class::<Shard>()?;
     m.add_class::<Encoder>()?;
     m.add_class::<TokenizeJob>()?;

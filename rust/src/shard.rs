@@ -591,6 +591,13 @@ impl ShardWriter {
 
     /// Append one document (ids must be < vocab_size).
     pub fn push_doc(&mut self, ids: &[u32]) -> Result<()> {
+        self.push_tokens(ids)?;
+        self.end_doc()
+    }
+
+    /// Append tokens to the current document without ending it (a long document arrives in
+    /// pieces); `end_doc` closes it.
+    pub fn push_tokens(&mut self, ids: &[u32]) -> Result<()> {
         self.buf.clear();
         for &t in ids {
             if t >= self.vocab_size {
@@ -612,6 +619,11 @@ impl ShardWriter {
         f.write_all(&self.buf)
             .map_err(|e| Error::io(&self.tmp, "write failed", e))?;
         self.n_tokens += ids.len() as u64;
+        Ok(())
+    }
+
+    /// End the current document: its offset goes into the document table.
+    pub fn end_doc(&mut self) -> Result<()> {
         self.n_docs += 1;
         let o = self.offs.as_mut().expect("writer is open");
         o.write_all(&self.n_tokens.to_le_bytes())

@@ -12,6 +12,10 @@
 //!   document, assigns it to train or val by a seeded hash of its text (deterministic and
 //!   independent of the thread count), and streams it into the two [`ShardWriter`]s, which count
 //!   every id as they write.
+//! - Memory is bounded by the chunk size, not by the longest document: a document longer than
+//!   [`SEGMENT_BYTES`] is read, tokenized and written in [`Segment`]s cut at whitespace
+//!   ([`safe_cut`]: for GPT-2-style byte-level BPE the ids are exactly those of the whole
+//!   document); its split is decided by the hash of its first segment.
 
 use std::cell::RefCell;
 use std::fs::File;
@@ -340,14 +344,99 @@ fn present<'de, D: serde::Deserializer<'de>>(
     serde::Deserialize::deserialize(d).map(Some)
 }
 
-/// Streams the documents of one `.txt` / `.jsonl` file in chunks of about `chunk_bytes` bytes.
+/// Documents longer than this many bytes are read, tokenized and written in segments of at most
+/// about this size, so memory stays bounded whatever the document (a 100 MB single-line file
+/// included). See [`safe_cut`] for where a document is cut and why the tokens do not change.
+pub const SEGMENT_BYTES: usize = 1 << 20;
+
+/// A piece of a document: a document of at most [`SEGMENT_BYTES`] is one segment (`first` and
+/// `last`); a longer one arrives as consecutive segments in order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Segment {
+    pub text: String,
+    pub first: bool,
+    pub last: bool,
+}
+
+/// Where to cut `s` (longer than `cap`) so that its first part has at most `cap` bytes.
+///
+/// Right before a single space between two non-whitespace characters ("x| y"), searched in the
+/// upper half of `s[..cap]` (segments are ≥ cap/2 bytes). The GPT-2 split pattern (what the fast
+/// path and `train:VOCAB` tokenizers use) always has a piece boundary there — no piece of
+/// non-whitespace characters takes a following space, and the next piece is the space with the
+/// run of letters / digits / other symbols after it — and that piece, " y…", is the same whether or
+/// not the text before it is present (also with `add_prefix_space`: the segment already starts
+/// with a space, and next to an added token, which splits the text into sections: "x " ends its
+/// section with the single-space piece either way). So the segments encode to exactly the ids of
+/// the whole document (tests check this). Not covered: an added token that contains a space or
+/// strips the space after it (`rstrip`), and tokenizers off the fast path, whose normalizers may
+/// look across the cut. A stretch of `cap/2` bytes without such a space is cut at a character
+/// boundary instead; the ids next to that cut may differ (they still decode to the same text,
+/// unless the tokenizer adds a prefix space to every text it encodes).
+pub fn safe_cut(s: &str, cap: usize) -> usize {
+    let b = s.as_bytes();
+    let hi = cap.min(s.len().saturating_sub(2));
+    let lo = (cap / 2).max(1);
+    if hi >= lo {
+        for p in (lo..=hi).rev() {
+            if b[p] == b' '
+                && s[p + 1..].chars().next().is_some_and(|c| !c.is_whitespace())
+                && s.is_char_boundary(p)
+                && s[..p].chars().next_back().is_some_and(|c| !c.is_whitespace())
+            {
+                return p;
+            }
+        }
+    }
+    let mut p = cap.min(s.len()).max(1);
+    while p > 1 && !s.is_char_boundary(p) {
+        p -= 1;
+    }
+    if !s.is_char_boundary(p) {
+        p = s.char_indices().nth(1).map_or(s.len(), |(i, _)| i);
+    }
+    p
+}
+
+/// `text` as segments of at most about `cap` bytes (one segment if it fits or is blank).
+pub fn segments_of(text: String, cap: usize) -> Vec<Segment> {
+    if text.len() <= cap || text.trim().is_empty() {
+        return vec![Segment { text, first: true, last: true }];
+    }
+    let mut out = vec![];
+    let mut rest: &str = &text;
+    while rest.len() > cap {
+        let c = safe_cut(rest, cap);
+        out.push(Segment { text: rest[..c].to_string(), first: out.is_empty(), last: false });
+        rest = &rest[c..];
+    }
+    out.push(Segment { text: rest.to_string(), first: out.is_empty(), last: true });
+    out
+}
+
+/// Streams the documents of one `.txt` / `.jsonl` file in chunks of about `chunk_bytes` bytes,
+/// as [`Segment`]s. A `.txt` file is read in pieces of at most the buffer size, never a whole
+/// line at once, so a huge single-line document costs O(segment) memory; a `.jsonl` line is one
+/// JSON value and is held whole while it is parsed (its document is still tokenized in segments).
 pub struct DocReader {
     path: PathBuf,
     format: Format,
     reader: BufReader<File>,
     line_no: u64,
     bytes_read: u64,
+    segment_bytes: usize,
+    // .txt state: the current document's text not yet emitted, whether part of it was emitted,
+    // the whitespace-only start of the current line (a blank line ends the document), whether
+    // the current line has shown a non-whitespace character, and bytes carried to the next read
+    // (an incomplete UTF-8 character or a '\r' that may precede a '\n')
     pending: String,
+    doc_open: bool,
+    ws_line: String,
+    line_text: bool,
+    line_started: bool,
+    line_offset: u64,
+    carry: Vec<u8>,
+    bom_checked: bool,
     line: Vec<u8>,
     done: bool,
     /// jsonl lines with `"text": null`
@@ -375,109 +464,255 @@ impl DocReader {
             reader: BufReader::with_capacity(1 << 20, f),
             line_no: 0,
             bytes_read: 0,
+            segment_bytes: SEGMENT_BYTES,
             pending: String::new(),
+            doc_open: false,
+            ws_line: String::new(),
+            line_text: false,
+            line_started: false,
+            line_offset: 0,
+            carry: Vec::new(),
+            bom_checked: false,
             line: Vec::new(),
             done: false,
             null_texts: 0,
         })
     }
 
+    /// Segment size (default [`SEGMENT_BYTES`]; tests use small ones).
+    pub fn with_segment_bytes(mut self, n: usize) -> DocReader {
+        self.segment_bytes = n.max(16);
+        self
+    }
+
+    /// Read buffer size (default 1 MiB; tests use tiny ones to split lines and characters).
+    #[cfg(test)]
+    fn with_buffer(mut self, n: usize) -> DocReader {
+        self.reader = BufReader::with_capacity(n.max(1), self.reader.into_inner());
+        self
+    }
+
     pub fn bytes_read(&self) -> u64 {
         self.bytes_read
     }
 
-    /// Next chunk of documents (None at end of file). Documents may be empty or whitespace-only
-    /// (jsonl); the caller decides what to do with those.
+    /// Next chunk of document texts (None at end of file): the segments of
+    /// [`next_segments`](Self::next_segments), i.e. whole documents unless they are longer
+    /// than the segment size. Documents may be empty or whitespace-only (jsonl).
     pub fn next_chunk(&mut self, chunk_bytes: usize) -> Result<Option<Vec<String>>> {
+        Ok(self
+            .next_segments(chunk_bytes)?
+            .map(|v| v.into_iter().map(|s| s.text).collect()))
+    }
+
+    /// Next chunk of about `chunk_bytes` bytes of segments (None at end of file).
+    pub fn next_segments(&mut self, chunk_bytes: usize) -> Result<Option<Vec<Segment>>> {
         if self.done {
             return Ok(None);
         }
-        let mut docs = Vec::new();
+        let mut out = Vec::new();
         let mut size = 0usize;
-        while size < chunk_bytes {
-            self.line.clear();
-            let n = self
+        while size < chunk_bytes && !self.done {
+            size += match self.format {
+                Format::Txt => self.read_txt_piece(&mut out)?,
+                Format::Jsonl => self.read_jsonl_line(&mut out)?,
+            };
+        }
+        if out.is_empty() && self.done {
+            return Ok(None);
+        }
+        Ok(Some(out))
+    }
+
+    fn emit(&mut self, out: &mut Vec<Segment>, text: String, last: bool) -> usize {
+        let n = text.len();
+        out.push(Segment { text, first: !self.doc_open, last });
+        self.doc_open = !last;
+        n
+    }
+
+    /// End of the current .txt document (a blank line or the end of the file).
+    fn end_doc(&mut self, out: &mut Vec<Segment>) -> usize {
+        if self.pending.is_empty() && !self.doc_open {
+            return 0;
+        }
+        let text = std::mem::take(&mut self.pending);
+        self.emit(out, text, true)
+    }
+
+    /// Cut the pending document while it is longer than a segment.
+    fn cut_pending(&mut self, out: &mut Vec<Segment>) -> usize {
+        let mut n = 0;
+        while self.pending.len() > self.segment_bytes {
+            let c = safe_cut(&self.pending, self.segment_bytes);
+            let head: String = self.pending.drain(..c).collect();
+            n += self.emit(out, head, false);
+        }
+        n
+    }
+
+    /// Read up to the next '\n' or the end of the buffer and feed it to the current document.
+    /// Returns the bytes of text it emitted as segments.
+    fn read_txt_piece(&mut self, out: &mut Vec<Segment>) -> Result<usize> {
+        let (mut bytes, newline, eof) = {
+            let buf = self
                 .reader
-                .read_until(b'\n', &mut self.line)
+                .fill_buf()
                 .map_err(|e| Error::io(&self.path, "read failed", e))?;
-            if n == 0 {
-                self.done = true;
-                if !self.pending.is_empty() {
-                    docs.push(std::mem::take(&mut self.pending));
-                }
-                break;
+            if buf.is_empty() {
+                (std::mem::take(&mut self.carry), false, true)
+            } else {
+                let (take, newline) = match buf.iter().position(|&c| c == b'\n') {
+                    Some(i) => (i + 1, true),
+                    None => (buf.len(), false),
+                };
+                let mut v = std::mem::take(&mut self.carry);
+                v.extend_from_slice(&buf[..take - newline as usize]);
+                self.reader.consume(take);
+                self.bytes_read += take as u64;
+                (v, newline, false)
             }
+        };
+        if !self.bom_checked {
+            // a UTF-8 BOM opening the file is dropped (it may arrive over several reads)
+            if !newline && !eof && bytes.len() < 3 && b"\xEF\xBB\xBF".starts_with(&bytes) {
+                self.carry = bytes;
+                return Ok(0);
+            }
+            if bytes.starts_with(b"\xEF\xBB\xBF") {
+                bytes.drain(..3);
+            }
+            self.bom_checked = true;
+        }
+        if !self.line_started && (!bytes.is_empty() || newline) {
+            self.line_started = true;
             self.line_no += 1;
-            self.bytes_read += n as u64;
-            let mut l: &[u8] = &self.line;
-            if self.line_no == 1 && l.starts_with(b"\xEF\xBB\xBF") {
-                l = &l[3..];
+        }
+        if newline || eof {
+            if bytes.last() == Some(&b'\r') {
+                bytes.pop();
             }
-            if l.last() == Some(&b'\n') {
-                l = &l[..l.len() - 1];
+        } else {
+            // keep a trailing '\r' (it may precede the '\n' of the next read) and an incomplete
+            // UTF-8 character for the next read
+            let mut keep = 0;
+            if bytes.last() == Some(&b'\r') {
+                keep = 1;
+            } else if let Err(e) = std::str::from_utf8(&bytes) {
+                if e.error_len().is_none() {
+                    keep = bytes.len() - e.valid_up_to();
+                }
             }
-            if l.last() == Some(&b'\r') {
-                l = &l[..l.len() - 1];
-            }
-            let s = std::str::from_utf8(l).map_err(|e| {
-                Error::data(format!(
+            self.carry = bytes.split_off(bytes.len() - keep);
+        }
+        let text = match std::str::from_utf8(&bytes) {
+            Ok(t) => t,
+            Err(e) => {
+                return Err(Error::data(format!(
                     "{}: line {} is not valid UTF-8 (byte {})",
                     self.path.display(),
                     self.line_no,
-                    e.valid_up_to()
-                ))
-            })?;
-            match self.format {
-                Format::Txt => {
-                    if s.trim().is_empty() {
-                        if !self.pending.is_empty() {
-                            size += self.pending.len();
-                            docs.push(std::mem::take(&mut self.pending));
-                        }
-                    } else {
-                        if !self.pending.is_empty() {
-                            self.pending.push('\n');
-                        }
-                        self.pending.push_str(s);
-                    }
-                }
-                Format::Jsonl => {
-                    if s.trim().is_empty() {
-                        continue;
-                    }
-                    let rec: TextRecord = serde_json::from_str(s).map_err(|e| {
-                        let what = if e.is_data() {
-                            "has no string field \"text\"".to_string()
-                        } else {
-                            format!("is not valid JSON ({})", one_line(&e.to_string()))
-                        };
-                        Error::data(format!(
-                            "{}: line {} {what}",
-                            self.path.display(),
-                            self.line_no
-                        ))
-                    })?;
-                    match rec.text {
-                        Some(Some(t)) => {
-                            size += t.len();
-                            docs.push(t);
-                        }
-                        Some(None) => self.null_texts += 1,
-                        None => {
-                            return Err(Error::data(format!(
-                                "{}: line {} has no string field \"text\"",
-                                self.path.display(),
-                                self.line_no
-                            )))
-                        }
-                    }
-                }
+                    self.line_offset + e.valid_up_to() as u64
+                )))
             }
+        };
+        self.line_offset += bytes.len() as u64;
+        let mut n = 0;
+        if !text.is_empty() {
+            if self.line_text {
+                self.pending.push_str(text);
+            } else if text.trim().is_empty() {
+                self.ws_line.push_str(text);
+            } else {
+                // the line is not blank: it joins the document (after a '\n' if it is not the first)
+                self.line_text = true;
+                if !self.pending.is_empty() || self.doc_open {
+                    self.pending.push('\n');
+                }
+                self.pending.push_str(&self.ws_line);
+                self.ws_line.clear();
+                self.pending.push_str(text);
+            }
+            n += self.cut_pending(out);
         }
-        if docs.is_empty() && self.done {
-            return Ok(None);
+        if newline || eof {
+            if !self.line_text {
+                n += self.end_doc(out); // a blank line (or the end) ends the document
+            }
+            self.ws_line.clear();
+            self.line_text = false;
+            self.line_started = false;
+            self.line_offset = 0;
         }
-        Ok(Some(docs))
+        if eof {
+            n += self.end_doc(out);
+            self.done = true;
+        }
+        Ok(n)
+    }
+
+    /// One .jsonl line: its `text` as the segments of one document.
+    fn read_jsonl_line(&mut self, out: &mut Vec<Segment>) -> Result<usize> {
+        self.line.clear();
+        let n = self
+            .reader
+            .read_until(b'\n', &mut self.line)
+            .map_err(|e| Error::io(&self.path, "read failed", e))?;
+        if n == 0 {
+            self.done = true;
+            return Ok(0);
+        }
+        self.line_no += 1;
+        self.bytes_read += n as u64;
+        let mut l: &[u8] = &self.line;
+        if self.line_no == 1 && l.starts_with(b"\xEF\xBB\xBF") {
+            l = &l[3..];
+        }
+        if l.last() == Some(&b'\n') {
+            l = &l[..l.len() - 1];
+        }
+        if l.last() == Some(&b'\r') {
+            l = &l[..l.len() - 1];
+        }
+        let s = std::str::from_utf8(l).map_err(|e| {
+            Error::data(format!(
+                "{}: line {} is not valid UTF-8 (byte {})",
+                self.path.display(),
+                self.line_no,
+                e.valid_up_to()
+            ))
+        })?;
+        if s.trim().is_empty() {
+            return Ok(0);
+        }
+        let rec: TextRecord = serde_json::from_str(s).map_err(|e| {
+            let what = if e.is_data() {
+                "has no string field \"text\"".to_string()
+            } else {
+                format!("is not valid JSON ({})", one_line(&e.to_string()))
+            };
+            Error::data(format!(
+                "{}: line {} {what}",
+                self.path.display(),
+                self.line_no
+            ))
+        })?;
+        match rec.text {
+            Some(Some(t)) => {
+                let n = t.len().max(1); // an empty text still counts towards the chunk
+                out.extend(segments_of(t, self.segment_bytes));
+                Ok(n)
+            }
+            Some(None) => {
+                self.null_texts += 1;
+                Ok(0)
+            }
+            None => Err(Error::data(format!(
+                "{}: line {} has no string field \"text\"",
+                self.path.display(),
+                self.line_no
+            ))),
+        }
     }
 }
 
@@ -491,6 +726,8 @@ pub struct JobConfig {
     pub chunk_bytes: usize,
     /// rayon threads; 0 = RAYON_NUM_THREADS or the number of cores.
     pub threads: usize,
+    /// Longer documents are tokenized and written in segments of about this size ([`SEGMENT_BYTES`]).
+    pub segment_bytes: usize,
 }
 
 impl Default for JobConfig {
@@ -501,6 +738,7 @@ impl Default for JobConfig {
             eos_id: 0,
             chunk_bytes: 4 << 20,
             threads: 0,
+            segment_bytes: SEGMENT_BYTES,
         }
     }
 }
@@ -533,6 +771,8 @@ pub struct TokenizeJob {
     documents: u64,
     skipped_empty: u64,
     text_bytes: u64,
+    /// the split of the document being written (a long one spans several calls)
+    in_val: bool,
 }
 
 impl TokenizeJob {
@@ -572,6 +812,7 @@ impl TokenizeJob {
             documents: 0,
             skipped_empty: 0,
             text_bytes: 0,
+            in_val: false,
         })
     }
 
@@ -582,38 +823,62 @@ impl TokenizeJob {
         self.pool.current_num_threads()
     }
 
-    /// Tokenize a chunk of documents in parallel and append them in order.
+    /// Tokenize a chunk of documents in parallel and append them in order (documents longer
+    /// than the segment size are cut into segments first, see [`safe_cut`]).
     /// Returns (documents written, empty documents skipped).
     pub fn add_texts<S: AsRef<str> + Sync>(&mut self, docs: &[S]) -> Result<(u64, u64)> {
+        let cap = self.cfg.segment_bytes.max(16);
+        if docs.iter().all(|d| d.as_ref().len() <= cap) {
+            let segs: Vec<Segment> = docs
+                .iter()
+                .map(|d| Segment { text: d.as_ref().to_string(), first: true, last: true })
+                .collect();
+            return self.add_segments(&segs);
+        }
+        let mut segs = vec![];
+        for d in docs {
+            segs.extend(segments_of(d.as_ref().to_string(), cap));
+        }
+        self.add_segments(&segs)
+    }
+
+    /// Tokenize segments in parallel and append them in order. A document's split (train/val) is
+    /// decided by its first segment — for a document of one segment, its whole text, as
+    /// [`is_val`] says; a longer one by its first segment's text — and EOS follows its last.
+    /// A blank single-segment document is skipped. Returns (documents completed, skipped).
+    pub fn add_segments(&mut self, segs: &[Segment]) -> Result<(u64, u64)> {
         let enc = &self.enc;
-        let (eos, seed, frac) = (self.cfg.eos_id, self.cfg.seed, self.cfg.val_fraction);
-        type Encoded = Option<Result<(bool, Vec<u32>)>>;
+        type Encoded = Option<Result<Vec<u32>>>;
         let encoded: Vec<Encoded> = self.pool.install(|| {
-            docs.par_iter()
+            segs.par_iter()
                 .with_max_len(64)
-                .map(|d| {
-                    let d = d.as_ref();
-                    if d.trim().is_empty() {
+                .map(|sg| {
+                    if sg.first && sg.last && sg.text.trim().is_empty() {
                         return None;
                     }
-                    let mut ids = Vec::with_capacity(d.len() / 3 + 2);
-                    Some(enc.encode(d, &mut ids).map(|()| {
-                        ids.push(eos);
-                        (is_val(d, seed, frac), ids)
-                    }))
+                    let mut ids = Vec::with_capacity(sg.text.len() / 3 + 2);
+                    Some(enc.encode(&sg.text, &mut ids).map(|()| ids))
                 })
                 .collect()
         });
+        let (eos, seed, frac) = (self.cfg.eos_id, self.cfg.seed, self.cfg.val_fraction);
         let (mut written, mut skipped) = (0, 0);
-        for (d, r) in docs.iter().zip(encoded) {
-            self.text_bytes += d.as_ref().len() as u64;
-            match r {
-                None => skipped += 1,
-                Some(r) => {
-                    let (val, ids) = r?;
-                    if val { &mut self.val } else { &mut self.train }.push_doc(&ids)?;
-                    written += 1;
-                }
+        for (sg, r) in segs.iter().zip(encoded) {
+            self.text_bytes += sg.text.len() as u64;
+            let Some(r) = r else {
+                skipped += 1;
+                continue;
+            };
+            let ids = r?;
+            if sg.first {
+                self.in_val = is_val(&sg.text, seed, frac);
+            }
+            let w = if self.in_val { &mut self.val } else { &mut self.train };
+            w.push_tokens(&ids)?;
+            if sg.last {
+                w.push_tokens(&[eos])?;
+                w.end_doc()?;
+                written += 1;
             }
         }
         self.documents += written;
@@ -629,15 +894,15 @@ impl TokenizeJob {
         path: &Path,
         progress: &mut dyn FnMut(u64) -> Result<()>,
     ) -> Result<FileReport> {
-        let mut reader = DocReader::open(path)?;
+        let mut reader = DocReader::open(path)?.with_segment_bytes(self.cfg.segment_bytes);
         let chunk = self.cfg.chunk_bytes.max(1);
         let mut report = FileReport::default();
         std::thread::scope(|s| -> Result<()> {
-            let (tx, rx) = std::sync::mpsc::sync_channel::<Result<(Vec<String>, u64)>>(1);
+            let (tx, rx) = std::sync::mpsc::sync_channel::<Result<(Vec<Segment>, u64)>>(1);
             let handle = s.spawn(move || {
                 loop {
                     let r = reader
-                        .next_chunk(chunk)
+                        .next_segments(chunk)
                         .map(|c| c.map(|docs| (docs, reader.bytes_read())));
                     match r {
                         Ok(Some(x)) => {
@@ -655,8 +920,8 @@ impl TokenizeJob {
                 reader.null_texts
             });
             for item in rx.iter() {
-                let (docs, bytes) = item?;
-                let (w, sk) = self.add_texts(&docs)?;
+                let (segs, bytes) = item?;
+                let (w, sk) = self.add_segments(&segs)?;
                 report.documents += w;
                 report.skipped_empty += sk;
                 report.bytes = bytes;
@@ -902,6 +1167,149 @@ pub(crate) mod tests {
         assert!(e.msg.contains("line 1 is not valid UTF-8"), "{}", e.msg);
     }
 
+    /// The .txt rule, the simple way: lines (BOM dropped, "\r\n" = "\n"), blank lines separate
+    /// documents, a document's lines are joined with "\n".
+    fn reference_docs(raw: &str) -> Vec<String> {
+        let raw = raw.strip_prefix('\u{feff}').unwrap_or(raw);
+        let (mut docs, mut cur) = (vec![], Vec::<&str>::new());
+        let mut lines: Vec<&str> = raw.split('\n').collect();
+        if raw.ends_with('\n') {
+            lines.pop();
+        }
+        for l in lines {
+            let l = l.strip_suffix('\r').unwrap_or(l);
+            if l.trim().is_empty() {
+                if !cur.is_empty() {
+                    docs.push(cur.join("\n"));
+                    cur.clear();
+                }
+            } else {
+                cur.push(l);
+            }
+        }
+        if !cur.is_empty() {
+            docs.push(cur.join("\n"));
+        }
+        docs
+    }
+
+    fn read_all(path: &Path, buf: usize, seg: usize) -> Vec<Segment> {
+        let mut r = DocReader::open(path).unwrap().with_segment_bytes(seg).with_buffer(buf);
+        let mut all = vec![];
+        while let Some(c) = r.next_segments(37).unwrap() {
+            all.extend(c);
+        }
+        all
+    }
+
+    fn txt_strategy() -> impl Strategy<Value = String> {
+        let atoms = prop_oneof![
+            Just("word".to_string()),
+            Just("the son".to_string()),
+            Just(" ".to_string()),
+            Just("  ".to_string()),
+            Just("\n".to_string()),
+            Just("\r\n".to_string()),
+            Just("\n\n".to_string()),
+            Just(" \t \n".to_string()),
+            Just("\t".to_string()),
+            Just("é".to_string()),
+            Just("日本語".to_string()),
+            Just("🙂".to_string()),
+            Just("\r".to_string()),
+            Just("\u{a0}".to_string()),
+        ];
+        (any::<bool>(), proptest::collection::vec(atoms, 0..80))
+            .prop_map(|(bom, v)| format!("{}{}", if bom { "\u{feff}" } else { "" }, v.concat()))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(400))]
+        /// Read in pieces of any size, with any segment size, the segments put back together are
+        /// exactly the documents of the simple rule; first/last flags frame each document.
+        #[test]
+        fn txt_reader_in_pieces_equals_the_simple_rule(raw in txt_strategy(), buf in 1usize..12, seg in 16usize..48) {
+            let d = crate::shard::tests::tmpdir("pieces");
+            let p = d.join("x.txt");
+            std::fs::write(&p, &raw).unwrap();
+            let segs = read_all(&p, buf, seg);
+            let mut docs = vec![];
+            for sg in &segs {
+                if sg.first {
+                    docs.push(String::new());
+                }
+                prop_assert!(!docs.is_empty());
+                docs.last_mut().unwrap().push_str(&sg.text);
+                prop_assert!(sg.last || sg.text.len() <= seg, "segment of {} bytes > {}", sg.text.len(), seg);
+            }
+            prop_assert!(segs.last().map_or(true, |s| s.last));
+            prop_assert_eq!(docs, reference_docs(&raw));
+            // one big buffer, default segments: the same documents, one segment each
+            let whole: Vec<String> = read_all(&p, 1 << 20, SEGMENT_BYTES).into_iter().map(|s| s.text).collect();
+            prop_assert_eq!(whole, reference_docs(&raw));
+        }
+
+        /// Segments cut at " X" encode to exactly the ids of the whole text (fast path, with and
+        /// without add_prefix_space); a hard cut (no such space in reach) still round-trips.
+        #[test]
+        fn segments_encode_like_the_whole(words in proptest::collection::vec(
+                prop_oneof![Just("the"), Just("son"), Just("in"), Just("é"), Just("9,5"), Just("!?"), Just("🙂"),
+                            Just("'s"), Just("<|endoftext|>"), Just("sun.")], 1..120),
+                seps in proptest::collection::vec(prop_oneof![Just(" "), Just("  "), Just("\n"), Just(" \n "),
+                            Just("\t "), Just(""), Just("   ")], 120),
+                cap in 16usize..80, prefix in any::<bool>()) {
+            let text: String = words.iter().zip(&seps).map(|(w, s)| format!("{w}{s}")).collect();
+            let json = if prefix {
+                tiny_tokenizer_json().replacen(r#""type":"ByteLevel","add_prefix_space":false"#,
+                                               r#""type":"ByteLevel","add_prefix_space":true"#, 1)
+            } else {
+                tiny_tokenizer_json()
+            };
+            let enc = Encoder::from_bytes(json.as_bytes(), "t").unwrap();
+            let segs = segments_of(text.clone(), cap);
+            prop_assert_eq!(segs.iter().map(|s| s.text.as_str()).collect::<String>(), text.clone());
+            let (mut whole, mut parts) = (vec![], vec![]);
+            enc.encode(&text, &mut whole).unwrap();
+            for sg in &segs {
+                enc.encode(&sg.text, &mut parts).unwrap();
+            }
+            let space_cuts = segs.windows(2).all(|w| w[1].text.starts_with(' ')
+                && w[1].text[1..].chars().next().is_some_and(|c| !c.is_whitespace())
+                && w[0].text.chars().next_back().is_some_and(|c| !c.is_whitespace()));
+            if space_cuts {
+                prop_assert_eq!(parts, whole);
+            } else if !prefix {
+                // a hard cut (no " y" in reach): other ids, same text (with add_prefix_space the
+                // second part would gain a space: documented on safe_cut)
+                let dec = |ids: &[u32]| enc.tokenizer().decode(ids, false).unwrap();
+                prop_assert_eq!(dec(&parts), dec(&whole));
+            }
+        }
+    }
+
+    #[test]
+    fn long_document_is_one_document_in_its_split() {
+        let d = crate::shard::tests::tmpdir("long");
+        let input = d.join("in.txt");
+        let long: String = (0..400).map(|i| format!("the son {i} is in the sun. ")).collect();
+        std::fs::write(&input, format!("short one\n\n{long}\n\nlast")).unwrap();
+        let enc = tiny_encoder();
+        let eos = enc.token_to_id("<|endoftext|>").unwrap();
+        let cfg = JobConfig { val_fraction: 0.0, eos_id: eos, segment_bytes: 256, chunk_bytes: 1000, threads: 2, ..Default::default() };
+        let (tp, vp) = (d.join("t.lcshard"), d.join("v.lcshard"));
+        let mut job = TokenizeJob::new(enc, &tp, &vp, cfg).unwrap();
+        let rep = job.add_file(&input, &mut |_| Ok(())).unwrap();
+        assert_eq!(rep.documents, 3);
+        job.finish().unwrap();
+        let t = Shard::open(&tp, true).unwrap();
+        assert_eq!(t.header().n_docs, 3);
+        let enc = tiny_encoder();
+        let mut want = vec![];
+        enc.encode_generic(&long, &mut want).unwrap();
+        want.push(eos);
+        assert_eq!(t.document(1), want);
+    }
+
     #[test]
     fn job_round_trip_and_thread_independence() {
         let d = crate::shard::tests::tmpdir("job");
@@ -920,6 +1328,7 @@ pub(crate) mod tests {
                 eos_id: eos,
                 chunk_bytes: 700,
                 threads,
+                segment_bytes: SEGMENT_BYTES,
             };
             let (tp, vp) = (
                 d.join(format!("t{threads}.lcshard")),

@@ -9,6 +9,9 @@ from typing import List, Optional
 
 import typer
 
+from lcfast.cli.options import FloatOption, IntOption
+from lcfast.validate import CDNV_POWER_MAX, SAVE_EVERY_MAX
+
 
 def register(app: typer.Typer) -> None:
     """Attach this module's commands to the root app."""
@@ -19,18 +22,19 @@ def register(app: typer.Typer) -> None:
         checkpoint: str = typer.Option("last", "--checkpoint", "-c", help="Epoch K, 'last' or 'all' (every epoch: NC over training)."),
         data: Optional[Path] = typer.Option(None, "--data", help="Tokenized data dir (train/val shards + tokenizer.json); default: the run's."),
         out: Optional[Path] = typer.Option(None, "--out", help="Output dir (default RUN/collect/<checkpoint>)."),
-        min_count: int = typer.Option(1, "--min-count", help="Classes with fewer train samples are not kept (NC4 means)."),
+        min_count: int = IntOption(1, "--min-count", help="Classes with fewer train samples are not kept (NC4 means)."),
         exact: bool = typer.Option(False, "--exact", help="Two train passes: means, then Σ‖h − μ_c‖² (the paper's way)."),
         covariance: bool = typer.Option(False, "--covariance", help="Also accumulate the d×d within-class covariance (for nc1_pinv)."),
-        batch_size: int = typer.Option(16, "--batch-size", "-b", help="Windows (of the model's context) per forward."),
+        batch_size: int = IntOption(16, "--batch-size", "-b", help="Windows (of the model's context) per forward."),
         device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N."),
-        max_tokens: Optional[int] = typer.Option(None, "--max-tokens", help="Stop each pass after about N positions."),
-        save_every: float = typer.Option(60.0, "--save-every", help="Seconds between state saves (resume points)."),
+        max_tokens: Optional[int] = IntOption(None, "--max-tokens", help="Stop each pass after about N positions."),
+        save_every: float = FloatOption(60.0, "--save-every", help="Seconds between state saves (resume points).",
+                                        min=0, min_open=True, max=SAVE_EVERY_MAX),
         skip_nonfinite: bool = typer.Option(False, "--skip-nonfinite", help="Skip and count non-finite features instead of failing."),
         restart: bool = typer.Option(False, "--restart", help="Start over, ignoring the saved states of this output dir (each is replaced when its pass saves)."),
         shard: Optional[str] = typer.Option(None, "--shard", help="i/n: collect only part i of n (array jobs without torchrun); then 'lcfast merge OUT'."),
         backend: str = typer.Option("auto", "--backend", help="Statistics backend: auto, torch, triton."),
-        context: Optional[int] = typer.Option(None, "--context", help="Window length T (default: the model's max positions, at most 2048)."),
+        context: Optional[int] = IntOption(None, "--context", help="Window length T (default: the model's max positions, at most 2048)."),
         dtype: str = typer.Option("float32", "--dtype", help="Forward dtype: float32, bfloat16, float16 (statistics stay float64)."),
         layers: Optional[str] = typer.Option(None, "--layers", help="Also the class statistics of these hidden states: all or 0,6,12 (0 = embeddings)."),
         classes: Optional[str] = typer.Option(None, "--classes", help="all, or top:K: class statistics of the K most frequent classes only (less memory)."),
@@ -50,8 +54,6 @@ def register(app: typer.Typer) -> None:
 
         if backend not in ("auto", "torch", "triton"):
             raise UsageError(f"--backend {backend}: expected auto, torch or triton")
-        if save_every <= 0:
-            raise UsageError(f"--save-every {save_every}: must be > 0 seconds")
         opts = CollectOptions(
             exact=exact, covariance=covariance, min_count=min_count, batch_size=batch_size, device=device,
             max_tokens=max_tokens, save_every_s=save_every, backend=backend, skip_nonfinite=skip_nonfinite,
@@ -94,15 +96,16 @@ def register(app: typer.Typer) -> None:
     def measure(
         runs: List[Path] = typer.Argument(..., help="Run dirs (their collect/*), collect output dirs, or folders of runs."),
         out: Path = typer.Option(..., "--out", help="Output dir: measurements.csv and per_token/*.parquet."),
-        min_count: Optional[int] = typer.Option(None, "--min-count", help="Keep classes with ≥ k train samples (default: collect's)."),
+        min_count: Optional[int] = IntOption(None, "--min-count", help="Keep classes with ≥ k train samples (default: collect's)."),
         profile: str = typer.Option(
             "canonical", "--profile",
             help="canonical: lcfast's metric keys; paper: the paper's own columns and definitions (cdnv, "
                  "interfere_*, hits/misses, …) — see docs/metrics.md.",
         ),
-        cdnv_power: Optional[float] = typer.Option(
+        cdnv_power: Optional[float] = FloatOption(
             None, "--cdnv-power",
             help="Exponent p on the squared mean distance in CDNV (default 1; --profile paper: 2, the only one it takes).",
+            min=0, min_open=True, max=CDNV_POWER_MAX,
         ),
         backend: str = typer.Option("auto", "--backend", help="auto, torch, triton."),
         device: str = typer.Option("auto", "--device", help="Where the metrics run: auto, cpu, cuda."),

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 
+from lcfast.cli.options import IntOption, SeedOption
 from lcfast.data.synth import DEFAULT_N_STORIES, DEFAULT_SEED
 
 corpus_app = typer.Typer(
@@ -18,8 +19,8 @@ corpus_app = typer.Typer(
 @corpus_app.command("synth")
 def synth(
     out: Path = typer.Option(..., "--out", help="Output folder (gets stories.txt and corpus.json)."),
-    stories: int = typer.Option(DEFAULT_N_STORIES, "--stories", help="Number of stories (≥ 1)."),
-    seed: int = typer.Option(DEFAULT_SEED, "--seed", help="Random seed; the same seed gives the same corpus."),
+    stories: int = IntOption(DEFAULT_N_STORIES, "--stories", help="Number of stories (≥ 1)."),
+    seed: int = SeedOption(DEFAULT_SEED, "--seed", help="Random seed; the same seed gives the same corpus."),
     json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON instead of a table."),
 ) -> None:
     """Write the deterministic synthetic stories corpus to OUT/stories.txt (+ OUT/corpus.json)."""
@@ -34,8 +35,6 @@ def synth(
     from lcfast.errors import UsageError, interrupt_note
 
     n = stories
-    if n < 1:
-        raise UsageError(f"--stories must be a positive integer, got {n}")
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out}: exists and is not a directory")
     console = Console(stderr=True)

@@ -7,6 +7,9 @@ from typing import List, Optional
 
 import typer
 
+from lcfast.cli.options import FloatOption, IntOption, SeedOption
+from lcfast.validate import THREADS_MAX
+
 
 def _check_json_path(path: Path, inputs, flag: str = "--json") -> None:
     """Refuse a bad --json before any work (after it, the failure would waste or half-report it)."""
@@ -46,10 +49,10 @@ def register(app: typer.Typer) -> None:
         tokenizer: str = typer.Option(..., "--tokenizer", "-t", help="tokenizer.json path, a model folder (its tokenizer.json), hf:ORG/NAME (local cache), hub name, or train:VOCAB (byte-level BPE trained on the input)."),
         text_column: str = typer.Option("text", "--text-column", help="Column holding the documents in .parquet and hf: inputs."),
         out: Path = typer.Option(..., "--out", "-o", help="Output folder: train.lcshard, val.lcshard, tokenizer.json, meta.json."),
-        val_fraction: float = typer.Option(0.01, "--val-fraction", help="Share of documents in the val split (hash of text and seed)."),
-        seed: int = typer.Option(0, "--seed", help="Seed of the train/val split."),
+        val_fraction: float = FloatOption(0.01, "--val-fraction", help="Share of documents in the val split (hash of text and seed).", min=0, max=1),
+        seed: int = SeedOption(0, "--seed", help="Seed of the train/val split."),
         eos: Optional[str] = typer.Option(None, "--eos", help="End-of-text token appended after every document (default: auto-detect)."),
-        threads: int = typer.Option(0, "--threads", help="Worker threads (0 = RAYON_NUM_THREADS or all cores)."),
+        threads: int = IntOption(0, "--threads", help="Worker threads (0 = RAYON_NUM_THREADS or all cores).", min=0, max=THREADS_MAX),
         json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the summary (meta.json) here."),
     ) -> None:
         """Tokenize a corpus into train/val token shards with per-token counts."""
@@ -110,19 +113,16 @@ def register(app: typer.Typer) -> None:
     def count_cmd(
         shards: List[Path] = typer.Argument(..., metavar="SHARD...", help=".lcshard files (or folders of them); same tokenizer."),
         json_path: Optional[Path] = typer.Option(None, "--json", help="Write the statistics as JSON here."),
-        ambiguity: int = typer.Option(0, "--ambiguity", help="Context-ambiguity statistics for context lengths 1..K (0 = off)."),
-        top: int = typer.Option(20, "--top", help="Number of most frequent tokens to list."),
-        memory_mb: float = typer.Option(1024, "--memory-mb", help="Approximate memory for the ambiguity tables."),
+        ambiguity: int = IntOption(0, "--ambiguity", help="Context-ambiguity statistics for context lengths 1..K (0 = off).", min=0),
+        top: int = IntOption(20, "--top", help="Number of most frequent tokens to list.", min=0),
+        memory_mb: float = FloatOption(1024, "--memory-mb", help="Approximate memory for the ambiguity tables.", min=0, min_open=True),
     ) -> None:
         """Token frequencies, imbalance (classes seen, classes >= k, entropy, Gini) and context ambiguity."""
         from rich.console import Console
         from rich.table import Table
 
         from lcfast.data.counts import count_tokens
-        from lcfast.errors import UsageError
 
-        if memory_mb <= 0:
-            raise UsageError(f"--memory-mb must be positive, got {memory_mb:g}")
         err = Console(stderr=True)
         if json_path is not None:
             _check_json_path(json_path, shards)

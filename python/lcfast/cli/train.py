@@ -7,6 +7,8 @@ from pathlib import Path
 
 import typer
 
+from lcfast import validate
+from lcfast.cli.options import FloatOption, IntOption, SeedOption
 from lcfast.errors import UsageError
 
 _EVAL_TOKENS = 1 << 20  # = lcfast.pipeline.train.DEFAULT_EVAL_TOKENS (not imported: keeps --help torch-free)
@@ -19,7 +21,9 @@ def _int_list(flag: str, text: str) -> list[int]:
         raise UsageError(f"{flag} {text!r}: expected comma-separated integers, e.g. 1,2,4") from None
     if not vals:
         raise UsageError(f"{flag} {text!r}: expected at least one integer")
-    return vals
+    if flag == "--seeds":
+        return [validate.seed(flag, v) for v in vals]
+    return [validate.integer(flag, v, min=1) for v in vals]
 
 
 def _metrics_table(title: str, rows: list[dict], cols: list[str]):
@@ -42,20 +46,20 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def train(
         data: Path = typer.Option(..., "--data", help="Data folder from 'lcfast tokenize' (train/val shards)."),
-        layers: int = typer.Option(..., "--layers", help="Transformer blocks."),
-        width: int = typer.Option(..., "--width", help="Hidden size d."),
+        layers: int = IntOption(..., "--layers", help="Transformer blocks."),
+        width: int = IntOption(..., "--width", help="Hidden size d."),
         out: Path = typer.Option(..., "--out", help="Run folder (created; rerun the same command to resume)."),
-        heads: int = typer.Option(None, "--heads", help="Attention heads (default: width // 64, at least 1)."),
-        context: int = typer.Option(256, "--context", help="Sequence length T (also the model's max positions)."),
-        window: int = typer.Option(256, "--window", help="Local-attention window (GPT-Neo: 256)."),
-        epochs: int = typer.Option(1, "--epochs", help="Epochs (one epoch = train tokens / (B*T) steps)."),
-        batch_size: int = typer.Option(32, "--batch-size", help="Sequences per step B."),
-        lr: float = typer.Option(1e-3, "--lr", help="Peak learning rate (warm-up, then cosine decay to lr/10)."),
-        weight_decay: float = typer.Option(0.1, "--weight-decay", help="AdamW weight decay (matrices, embeddings)."),
-        seed: int = typer.Option(0, "--seed", help="Seed of initialisation and batch order."),
+        heads: int = IntOption(None, "--heads", help="Attention heads (default: width // 64, at least 1)."),
+        context: int = IntOption(256, "--context", help="Sequence length T (also the model's max positions)."),
+        window: int = IntOption(256, "--window", help="Local-attention window (GPT-Neo: 256)."),
+        epochs: int = IntOption(1, "--epochs", help="Epochs (one epoch = train tokens / (B*T) steps)."),
+        batch_size: int = IntOption(32, "--batch-size", help="Sequences per step B."),
+        lr: float = FloatOption(1e-3, "--lr", help="Peak learning rate (warm-up, then cosine decay to lr/10).", min=0, min_open=True),
+        weight_decay: float = FloatOption(0.1, "--weight-decay", help="AdamW weight decay (matrices, embeddings).", min=0),
+        seed: int = SeedOption(0, "--seed", help="Seed of initialisation and batch order."),
         device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N."),
-        steps_per_epoch: int = typer.Option(None, "--steps-per-epoch", help="Override the steps of an epoch."),
-        eval_tokens: int = typer.Option(_EVAL_TOKENS, "--eval-tokens", help="Cap on validation tokens per evaluation."),
+        steps_per_epoch: int = IntOption(None, "--steps-per-epoch", help="Override the steps of an epoch."),
+        eval_tokens: int = IntOption(_EVAL_TOKENS, "--eval-tokens", help="Cap on validation tokens per evaluation."),
         compile: bool = typer.Option(False, "--compile", help="torch.compile the model."),
         progress: bool = typer.Option(True, "--progress/--no-progress", help="Show the progress bar."),
         json_out: bool = typer.Option(False, "--json", help="Print the final metrics as JSON."),
@@ -88,15 +92,15 @@ def register(app: typer.Typer) -> None:
         widths: str = typer.Option(..., "--widths", help="Comma-separated widths, e.g. 64,128,256."),
         epochs: str = typer.Option("1", "--epochs", help="Comma-separated epoch counts (separate runs)."),
         seeds: str = typer.Option("0", "--seeds", help="Comma-separated seeds."),
-        heads: int = typer.Option(None, "--heads", help="Attention heads (default: width // 64 per width)."),
-        context: int = typer.Option(256, "--context", help="Sequence length T."),
-        window: int = typer.Option(256, "--window", help="Local-attention window."),
-        batch_size: int = typer.Option(32, "--batch-size", help="Sequences per step B."),
-        lr: float = typer.Option(1e-3, "--lr", help="Peak learning rate."),
-        weight_decay: float = typer.Option(0.1, "--weight-decay", help="AdamW weight decay."),
+        heads: int = IntOption(None, "--heads", help="Attention heads (default: width // 64 per width)."),
+        context: int = IntOption(256, "--context", help="Sequence length T."),
+        window: int = IntOption(256, "--window", help="Local-attention window."),
+        batch_size: int = IntOption(32, "--batch-size", help="Sequences per step B."),
+        lr: float = FloatOption(1e-3, "--lr", help="Peak learning rate.", min=0, min_open=True),
+        weight_decay: float = FloatOption(0.1, "--weight-decay", help="AdamW weight decay.", min=0),
         device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N."),
-        steps_per_epoch: int = typer.Option(None, "--steps-per-epoch", help="Override the steps of an epoch."),
-        eval_tokens: int = typer.Option(_EVAL_TOKENS, "--eval-tokens", help="Cap on validation tokens."),
+        steps_per_epoch: int = IntOption(None, "--steps-per-epoch", help="Override the steps of an epoch."),
+        eval_tokens: int = IntOption(_EVAL_TOKENS, "--eval-tokens", help="Cap on validation tokens."),
         compile: bool = typer.Option(False, "--compile", help="torch.compile the models."),
         progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
     ) -> None:

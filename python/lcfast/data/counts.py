@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lcfast import validate
 from lcfast.errors import DataError, UsageError
 
 KS = (1, 10, 100)
@@ -72,15 +73,13 @@ def count_tokens(
     """
     from lcfast.data.shards import TokenShard, _core, expand_shard_paths
 
-    if isinstance(ambiguity, bool) or not isinstance(ambiguity, (int, np.integer)):
-        raise UsageError(f"--ambiguity must be an integer, got {ambiguity!r}")
     core = _core()
-    if not 0 <= ambiguity <= core.MAX_AMBIGUITY_K:
-        raise UsageError(f"--ambiguity must be between 0 and {core.MAX_AMBIGUITY_K}, got {ambiguity}")
-    if top < 0:
-        raise UsageError(f"--top must be >= 0, got {top}")
-    if memory_bytes <= 0:
-        raise UsageError(f"--memory-mb must be positive, got {memory_bytes / 2**20:g}")
+    ambiguity = validate.integer("--ambiguity", ambiguity, min=0, max=core.MAX_AMBIGUITY_K)
+    top = validate.integer("--top", top, min=0)
+    memory_bytes = validate.integer("--memory-mb", memory_bytes, min=1, max=None, what="a number of bytes")
+    have, where = validate.available_memory()
+    if memory_bytes > have:
+        raise UsageError(f"--memory-mb {memory_bytes / 2**20:g}: more than the {validate.fmt_bytes(have)} {where}")
     ks = [int(k) for k in ks]
     if any(k < 1 for k in ks):
         raise UsageError(f"classes_ge thresholds must be >= 1, got {ks}")

@@ -28,6 +28,7 @@ from itertools import accumulate
 from pathlib import Path
 from typing import Callable, Iterator
 
+from lcfast import validate
 from lcfast.errors import DataError, UsageError
 
 GENERATOR_NAME = "lcfast.synth.stories"
@@ -604,11 +605,30 @@ class _Story:
 _WORD_RE = re.compile(r"[A-Za-z]+")
 
 
+#: a story takes 340–860 bytes of stories.txt (mean ≈ 580): the disk estimate uses this
+STORY_BYTES = 600
+
+
 def _check_args(n: int, seed: int) -> None:
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise UsageError(f"--stories must be a positive integer, got {n!r}")
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise UsageError(f"--seed must be an integer, got {seed!r}")
+    validate.integer("--stories", n, min=1)
+    validate.seed("--seed", seed)
+
+
+def _check_disk(out: Path, n: int) -> None:
+    """Refuse (UsageError) a corpus that cannot fit on the disk of `out` (checked before writing)."""
+    import shutil
+
+    base = out
+    while not base.exists() and base != base.parent:
+        base = base.parent
+    try:
+        free = shutil.disk_usage(base).free
+    except OSError:
+        return
+    need = n * STORY_BYTES
+    if need > free:
+        raise UsageError(f"--stories {n}: the corpus would take about {validate.fmt_bytes(need)}, more than the "
+                         f"{validate.fmt_bytes(free)} free on the disk of {out}")
 
 
 def generate_stories(n: int, seed: int = DEFAULT_SEED) -> Iterator[str]:
@@ -640,6 +660,7 @@ def write_corpus(
     """
     _check_args(n_stories, seed)
     out = Path(out_dir)
+    _check_disk(out, n_stories)
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out}: exists and is not a directory")
     try:

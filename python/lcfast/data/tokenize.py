@@ -27,6 +27,15 @@ Tokenization, EOS insertion, the train/val split, counting and shard writing run
 (rayon, chunks of a few MB: memory stays bounded). A document goes to val iff
 XXH3-64(text, seed) / 2^64 < val_fraction — deterministic, independent of the number of threads,
 and identical documents always land in the same split.
+
+Long documents: memory is bounded by the chunk size, not by the longest document. A document
+longer than 1 MiB (``lcfast._core.SEGMENT_BYTES``) is read, tokenized and written in segments of
+at most that size, cut right before a space followed by a non-space character; for byte-level BPE
+with the GPT-2 split pattern (GPT-2, GPT-Neo, ``train:VOCAB``) the ids are exactly those of the
+whole document (a stretch of 512 KiB without such a space is cut at a character boundary, where the
+ids may differ; they still decode to the same text). Such a document stays one document (one EOS)
+and its split is decided by the hash of its first segment. A ``.txt`` file is read in pieces, so a
+100 MB single line costs tens of MB; a ``.jsonl`` line is parsed whole (its text is then segmented).
 """
 
 from __future__ import annotations
@@ -40,6 +49,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
+from lcfast import validate
 from lcfast.errors import DataError, LcfastError, UsageError
 
 EOS_TOKEN = "<|endoftext|>"
@@ -433,6 +443,7 @@ def tokenize_files(
     eos: str | None = None,
     threads: int = 0,
     chunk_bytes: int = 4 << 20,
+    segment_bytes: int | None = None,
     progress: Callable[[int, int], None] | None = None,
     text_column: str = "text",
 ) -> dict:
@@ -447,6 +458,8 @@ def tokenize_files(
         eos: end-of-text token text (default: auto-detect; ``<|endoftext|>`` for trained BPE).
         threads: Rust worker threads (0 = RAYON_NUM_THREADS or all cores).
         chunk_bytes: text bytes per parallel chunk (memory bound).
+        segment_bytes: documents longer than this are read, tokenized and written in segments
+            (default ``lcfast._core.SEGMENT_BYTES``, 1 MiB; see the module docstring).
         progress: called as ``progress(done_bytes, total_bytes)``.
         text_column: the column holding the documents in .parquet and ``hf:`` inputs.
 
@@ -455,12 +468,12 @@ def tokenize_files(
     shard's counts section (``TokenShard.counts()``, np.int64 [vocab_size]).
     """
     t0 = time.perf_counter()
-    if not isinstance(val_fraction, (int, float)) or not 0.0 <= float(val_fraction) <= 1.0:
-        raise UsageError(f"--val-fraction must be in [0, 1], got {val_fraction}")
-    if not isinstance(seed, int) or seed < 0 or seed >= 2**64:
-        raise UsageError(f"--seed must be a non-negative integer below 2^64, got {seed}")
-    if threads < 0:
-        raise UsageError(f"--threads must be >= 0, got {threads}")
+    val_fraction = validate.number("--val-fraction", val_fraction, min=0, max=1)
+    seed = validate.seed("--seed", seed)
+    threads = validate.integer("--threads", threads, min=0, max=validate.THREADS_MAX)
+    chunk_bytes = validate.integer("chunk_bytes", chunk_bytes, min=1)
+    if segment_bytes is not None:
+        segment_bytes = validate.integer("segment_bytes", segment_bytes, min=64)
     sources = resolve_inputs(inputs)
     if text_column != "text" and any(src.kind == "jsonl" for src in sources):
         raise UsageError(f"--text-column {text_column}: .jsonl inputs are read by their 'text' field only")
@@ -490,19 +503,19 @@ def tokenize_files(
         t_tok = time.perf_counter()
         meta = _tokenize_into(
             st, sources, tok_file, train_path, val_path, val_fraction, seed, eos_id, chunk_bytes, threads, progress,
-            tok_desc, trained, eos_text, t0, t_tok, text_column,
+            tok_desc, trained, eos_text, t0, t_tok, text_column, segment_bytes,
         )
     return meta
 
 
 def _tokenize_into(st, sources, tok_file, train_path, val_path, val_fraction, seed, eos_id, chunk_bytes, threads,
-                   progress, tok_desc, trained, eos_text, t0, t_tok, text_column="text") -> dict:
+                   progress, tok_desc, trained, eos_text, t0, t_tok, text_column="text", segment_bytes=None) -> dict:
     """Run the Rust job into staged temporaries of the shards; stage meta.json; return it."""
     from lcfast.data.shards import _core
 
     job = _core().TokenizeJob(
         str(tok_file), str(st.path(train_path)), str(st.path(val_path)), float(val_fraction), int(seed), int(eos_id),
-        int(chunk_bytes), int(threads)
+        int(chunk_bytes), int(threads), int(segment_bytes or _core().SEGMENT_BYTES)
     )
 
     total = sum(s.size for s in sources)
@@ -582,7 +595,8 @@ def _tokenize_into(st, sources, tok_file, train_path, val_path, val_fraction, se
         "split": {
             "val_fraction": float(val_fraction),
             "seed": int(seed),
-            "rule": "document goes to val iff XXH3-64(utf8 text, seed) / 2^64 < val_fraction",
+            "rule": "document goes to val iff XXH3-64(utf8 text, seed) / 2^64 < val_fraction "
+                    "(a document longer than 1 MiB: the text of its first segment)",
         },
         "shards": {
             "train": {"path": "train.lcshard", **summary["train"]},

@@ -48,7 +48,6 @@ features, 4 warps — no register spills for sm_90 with triton 3.6 and 3.9 (chec
 for the target without a GPU).
 """
 
-from __future__ import annotations
 
 import torch
 import triton

@@ -30,7 +30,6 @@ rounded to bfloat16, fp32 accumulation). In the reduced modes a near-tie can fli
 reports the share of positions on which each mode agrees with the naive float32 torch twin.
 """
 
-from __future__ import annotations
 
 import torch
 import triton

@@ -58,7 +58,6 @@ matters for a near-perfect simplex ETF, where the float64 torch twin resolves mu
 Flagged tiles are always redone exactly, whatever the mode (the band is wider for tf32/bf16).
 """
 
-from __future__ import annotations
 
 import math
 

@@ -12,6 +12,11 @@ Two profiles, from the same one-pass statistics and one pairwise sweep / one NCC
   ‖μ_c − μ_c'‖⁴, interference as raw dot products ⟨m_c, m_c'⟩ over all pairs, per-class variances
   with ddof = 1 and pairwise ones with ddof = 0, NC4 over all C class means (hits / misses).
 
+Degenerate input says so: one kept class, all kept means equal (Σ_B = 0 up to rounding, e.g.
+identical features: NC1 ratios and nc2_norm_mean are None, never 0, which would read as perfect
+collapse) and an all-zero or partly zero classifier each raise a `DegenerateInputWarning` naming
+what is undefined (docs/bad-input.md).
+
 Keys whose inputs are missing are None (no W → nc3_* / dual, simdot, simcos, dists; no NCCStats →
 nc4 / hits, misses; no covariance → nc1_pinv), as are statistics that are undefined on the data
 (fewer than 2 kept classes, no non-degenerate pair, a coefficient of variation with mean 0, the
@@ -32,18 +37,26 @@ from typing import Any, Callable
 
 import torch
 
+from lcfast import validate
 from lcfast.errors import DataError, UsageError
 from lcfast.stats.classstats import ClassStats
+from lcfast.stats.inputs import as_tensor
 from lcfast.stats.ncc import NCCStats
 from lcfast.stats.pairwise import DEGENERATE_TOL, cross_gram_sums, etf_error, pairwise_sweep
 
-__all__ = ["CANONICAL_KEYS", "PAPER_KEYS", "PROFILES", "profile_cdnv_power", "measure_embeddings", "measure_stats", "measure_all"]
+__all__ = ["CANONICAL_KEYS", "PAPER_KEYS", "PROFILES", "DegenerateInputWarning", "profile_cdnv_power",
+           "measure_embeddings", "measure_stats", "measure_all"]
 
 F64 = torch.float64
 
 PROFILES = ("canonical", "paper")
 #: the paper's CDNV exponent on the squared distance (its analyze.py: dist_exp=2)
 PAPER_CDNV_POWER = 2.0
+
+
+class DegenerateInputWarning(UserWarning):
+    """The statistics are degenerate for some metrics (one kept class, all class means equal, a zero
+    classifier): those metrics are None, and this warning says why (`lcfast measure` shows it as a note)."""
 
 CANONICAL_KEYS = (
     "n_classes",
@@ -173,10 +186,10 @@ def measure_all(
         raise UsageError(f"measure: stats must be a ClassStats or a path to one, got {type(stats).__name__}")
     if isinstance(ncc, (str, os.PathLike)):
         ncc = NCCStats.load(ncc)
-    min_count = int(min_count)
-    if min_count < 1:
-        raise UsageError(f"measure: min_count must be ≥ 1, got {min_count}")
-    tol = DEGENERATE_TOL if tol is None else float(tol)
+    W, b = as_tensor(W, "measure: W"), as_tensor(b, "measure: b")
+    min_count = validate.integer("min_count", min_count, min=1)
+    cdnv_power = validate.number("cdnv_power", cdnv_power, min=0, min_open=True, max=validate.CDNV_POWER_MAX)
+    tol = DEGENERATE_TOL if tol is None else validate.number("tol", tol, min=0)
     Call, d = stats.n_classes, stats.dim
     W, b = _check_classifier(W, b, Call, d)
 
@@ -221,12 +234,25 @@ def measure_all(
     r["n_classes"] = C
     r["n_samples"] = int(round(N))
 
-    # ---- NC1 -------------------------------------------------------------------------------
+    # ---- degenerate input: say so (a warning each), never report 0 for "undefined" -------------
+    reasons: list[str] = []
     trW = float((n * var).sum()) / N
     trB = float(n2.sum()) / C
-    r["nc1_trace_ratio"] = trW / trB if trB > 0 else None
+    # Σ_B = 0 up to rounding, relative to the size of the means themselves (all kept means equal,
+    # e.g. identical features): the NC1 ratios are 0/0 or x/0, not "perfect collapse"
+    sb_zero = C < 2 or trB <= tol * float((mu * mu).sum(1).mean())
+    if C < 2:
+        reasons.append(f"a single kept class (min_count={min_count}): the between-class metrics (NC1 ratios, "
+                       "CDNV, NC2, nc3_dual_error) are undefined and reported as None")
+    elif sb_zero:
+        reasons.append(f"all {C} kept class means are equal (Σ_B = 0{', and Σ_W = 0: the features are identical' if trW == 0 else ''}): "
+                       "nc1_trace_ratio, nc1_pinv, nc2_norm_mean and the pairwise metrics are undefined and "
+                       "reported as None, not as perfect collapse")
+
+    # ---- NC1 -------------------------------------------------------------------------------
+    r["nc1_trace_ratio"] = trW / trB if not sb_zero else None
     S = stats.within_scatter()
-    if S is not None and C >= 2:
+    if S is not None and C >= 2 and not sb_zero:
         covered = stats.cov_classes.cpu() if stats.cov_classes is not None else counts > 0
         extra = covered & ~kept
         if bool(extra.any()) and bool((stats.variances.cpu()[extra] > 0).any()):
@@ -260,7 +286,7 @@ def measure_all(
         r["degenerate_pairs"] = 0
 
     # ---- NC2 norms ---------------------------------------------------------------------------
-    r["nc2_norm_mean"] = float(norms.mean())
+    r["nc2_norm_mean"] = float(norms.mean()) if not sb_zero else None
     r["nc2_norm_cov"] = _cv(norms)
     if bool(nonzero.any()):
         r["nc2_lognorm_var"] = float(norms[nonzero].log().var(correction=0))
@@ -282,9 +308,18 @@ def measure_all(
             asum, asq, atr = cross_gram_sums(Wk, M)
             r["nc3_dual_error"] = etf_error(asum, asq, atr, C)
 
+        zero_w = int((wn == 0).sum())
+        if zero_w == C:
+            reasons.append("the classifier W is zero for every kept class: the NC3 metrics are undefined (None)")
+        elif zero_w:
+            reasons.append(f"{zero_w} of {C} kept classes have a zero classifier row w_c: left out of the NC3 cosines")
+
     # ---- NC4 ---------------------------------------------------------------------------------
     if ncc is not None:
         r["nc4_agreement"] = ncc.agreement
+
+    for why in reasons:
+        warnings.warn(f"measure: {why}", DegenerateInputWarning, stacklevel=3)
 
     tab = None
     if table:
@@ -411,7 +446,9 @@ def measure_embeddings(
     (nc1_pinv, `covariance=True`) is exactly over kept samples. Paper: nothing is dropped (classes
     below min_count stay NC4 candidates at their own means; unseen classes sit at the origin) and no
     covariance is accumulated (no paper column needs it). With `return_table=True` returns
-    (dict, per-token DataFrame)."""
+    (dict, per-token DataFrame). Tensors or numpy arrays."""
+    H, Y, W, b, H_val, Y_val = (as_tensor(x, f"measure_embeddings: {name}") for x, name in
+                                ((H, "H"), (Y, "Y"), (W, "W"), (b, "b"), (H_val, "H_val"), (Y_val, "Y_val")))
     power = profile_cdnv_power(profile, cdnv_power)
     paper = profile == "paper"
     if H.dim() != 2 or Y.dim() != 1 or Y.numel() != H.shape[0]:
@@ -426,7 +463,7 @@ def measure_embeddings(
     if W is not None:
         C = int(W.shape[0])
     elif n_classes is not None:
-        C = int(n_classes)
+        C = validate.integer("measure_embeddings: n_classes", n_classes, min=1)
     else:
         C = int(Y.max()) + 1
         if Y_val is not None and Y_val.numel():
@@ -435,9 +472,8 @@ def measure_embeddings(
         raise DataError(f"measure_embeddings: labels must lie in [0, {C}), got range [{int(Y.min())}, {int(Y.max())}]")
     if W is not None and W.shape[1] != d:
         raise UsageError(f"measure_embeddings: W has feature dim {W.shape[1]}, H has {d}")
-    min_count = int(min_count)
-    if min_count < 1:
-        raise UsageError(f"measure_embeddings: min_count must be ≥ 1, got {min_count}")
+    min_count = validate.integer("min_count", min_count, min=1)
+    chunk = validate.integer("measure_embeddings: chunk", chunk, min=1)
     Y = Y.to(H.device, torch.int64)
     counts = torch.bincount(Y, minlength=C)
     kept = counts >= min_count

@@ -40,6 +40,43 @@ def default_attention_layers(layers: int) -> list[str]:
     return ["global" if i % 2 == 0 else "local" for i in range(layers)]
 
 
+def count_params(vocab_size: int, layers: int, width: int, context: int, mlp_dim: int = 0,
+                 tie_embeddings: bool = True) -> int:
+    """Parameters of a GPTNeo with these sizes (tied head counted once); mlp_dim 0 = 4 × width."""
+    w, m = width, mlp_dim or 4 * width
+    block = 2 * w + 4 * w * w + w + 2 * w + (w * m + m) + (m * w + w)  # ln_1, q/k/v/out(+b), ln_2, mlp
+    head = 0 if tie_embeddings else vocab_size * w
+    return vocab_size * w + context * w + layers * block + 2 * w + head
+
+
+def memory_terms(*, vocab_size: int, layers: int, width: int, heads: int, context: int, window_size: int,
+                 n_local: int, batch: int, seq: int, train: bool, logits: bool = True, mlp_dim: int = 0,
+                 tie_embeddings: bool = True, device_type: str = "cpu") -> dict[str, int]:
+    """Rough peak memory (bytes, float32) of a model step on `batch` sequences of length `seq`, as
+    {term: bytes}, from the sizes alone (no config object: a config of 10^9 layers is itself big).
+    train=True: weights, gradients and AdamW moments, logits with the loss and its gradient, and
+    every block's saved activations; train=False: weights and one block's live activations
+    (logits=False: features only, as collection runs the model). `n_local` local-attention layers
+    with a mask (seq > window_size) materialise batch×heads×seq×seq scores on CPU (SDPA's math
+    kernel); the causal path and the fused CUDA kernels do not. Used to refuse impossible requests
+    before anything is allocated; it is an estimate of the largest terms, not a bound."""
+    m = mlp_dim or 4 * width
+    P = count_params(vocab_size, layers, width, context, m, tie_embeddings)
+    bt = batch * seq
+    parts = {"weights": 4 * P}
+    if train:
+        parts["gradients + AdamW state"] = 12 * P
+    if logits:
+        parts["logits"] = bt * vocab_size * 4 * 3
+    per_block = bt * (8 * width + 2 * m) * 4
+    masked = seq > window_size and n_local > 0
+    scores = batch * heads * seq * seq * 4 * (2 if train else 1) if device_type != "cuda" and masked else 0
+    parts["activations"] = layers * per_block + n_local * scores if train else 2 * per_block + scores
+    if masked:
+        parts["attention mask"] = seq * seq
+    return parts
+
+
 @dataclass
 class GPTNeoConfig:
     vocab_size: int
@@ -79,6 +116,19 @@ class GPTNeoConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def n_params(self) -> int:
+        """Parameters of the model this config builds (tied head counted once), without building it."""
+        return count_params(self.vocab_size, self.layers, self.width, self.context, self.mlp_dim, self.tie_embeddings)
+
+    def memory_bytes(self, batch: int, seq: int, *, train: bool, logits: bool = True,
+                     device_type: str = "cpu") -> dict[str, int]:
+        """Rough peak memory of a step on `batch` sequences of length `seq` (see `memory_terms`)."""
+        return memory_terms(vocab_size=self.vocab_size, layers=self.layers, width=self.width, heads=self.heads,
+                            context=self.context, window_size=self.window_size,
+                            n_local=sum(a == "local" for a in self.attention_layers), mlp_dim=self.mlp_dim,
+                            tie_embeddings=self.tie_embeddings, batch=batch, seq=seq, train=train, logits=logits,
+                            device_type=device_type)
 
     @classmethod
     def from_dict(cls, d: dict, source: str = "model config") -> "GPTNeoConfig":
@@ -250,4 +300,4 @@ def param_groups(model: GPTNeo, weight_decay: float) -> list[dict]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-__all__ = ["GPTNeo", "GPTNeoConfig", "default_attention_layers", "param_groups"]
+__all__ = ["GPTNeo", "GPTNeoConfig", "default_attention_layers", "param_groups", "count_params", "memory_terms"]

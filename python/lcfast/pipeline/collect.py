@@ -43,6 +43,7 @@ import torch
 import torch.nn.functional as F
 
 from lcfast.errors import DataError, UsageError, interrupt_note
+from lcfast.model.gptneo import GPTNeo
 from lcfast.model.sources import (  # noqa: F401 (model sources live in lcfast.model; re-exported for callers)
     ModelSource,
     check_compat,
@@ -185,6 +186,46 @@ class CollectOptions:
     layers: str | None = None  # `--layers all|0,6,12`: also the class statistics of these hidden states
     classes: str | None = None  # `--classes top:K`: class statistics of the K most frequent classes only
     max_memory: int | None = None  # bytes the statistics may use (default: what is free on the device)
+
+
+def check_options(opts: CollectOptions) -> CollectOptions:
+    """The numeric options checked (UsageError naming the flag) before anything is read or written."""
+    from lcfast import validate
+
+    validate.integer("--batch-size", opts.batch_size, min=1)
+    validate.integer("--min-count", opts.min_count, min=1)
+    if opts.max_tokens is not None:
+        validate.integer("--max-tokens", opts.max_tokens, min=1)
+    if opts.context is not None:
+        validate.integer("--context", opts.context, min=1)
+    validate.number("--save-every", opts.save_every_s, min=0, min_open=True, max=validate.SAVE_EVERY_MAX)
+    if opts.save_every_windows is not None:
+        validate.integer("save_every_windows", opts.save_every_windows, min=1)
+    return opts
+
+
+def check_memory(cfg, opts: CollectOptions, device: torch.device, T: int | None = None) -> int:
+    """Refuse (UsageError) a collection whose batch cannot fit: the features-only forward of
+    --batch-size windows, the float64 copies the class statistics make of them, the accumulators
+    (and the d×d covariance) and the val pass's logits chunks; the model itself is already loaded."""
+    from lcfast import validate
+    from lcfast.model.gptneo import memory_terms
+
+    B, C, d = opts.batch_size, int(cfg.vocab_size), int(cfg.width)
+    T = int(cfg.context if T is None else T)
+    fwd = memory_terms(vocab_size=C, layers=cfg.layers, width=d, heads=cfg.heads, context=T,
+                       window_size=cfg.window_size, n_local=sum(a == "local" for a in cfg.attention_layers),
+                       mlp_dim=cfg.mlp_dim, batch=B, seq=T, train=False, logits=False, device_type=device.type)
+    parts = {
+        "model forward": fwd["activations"] + fwd.get("attention mask", 0),
+        "features in float64": 2 * B * T * d * 8,
+        "accumulators": 3 * C * d * 8 + (2 * d * d * 8 if opts.covariance else 0),
+        "val logits": 8192 * C * 4 * 2,
+    }
+    by_batch = parts["model forward"] + parts["features in float64"] >= parts["accumulators"] + parts["val logits"]
+    flags = f"--batch-size {B}" if by_batch else f"--batch-size {B} (model: vocabulary {C}, width {d})"
+    return validate.check_memory(flags, "collection", parts, device,
+                                 hint=f"context {T}; lower --batch-size" if by_batch else "")
 
 
 _TIMINGS = ("forward_s", "stats_s", "data_s", "wall_s", "forward_cpu_s", "stats_cpu_s")
@@ -381,21 +422,13 @@ def collect_checkpoint(
     from lcfast.stats.classstats import tensor_fingerprint as stats_fingerprint
     from lcfast.stats.ncc import NCCStats
 
-    opts = opts or CollectOptions()
-    if opts.batch_size < 1:
-        raise UsageError(f"--batch-size {opts.batch_size}: must be ≥ 1")
-    if opts.min_count < 1:
-        raise UsageError(f"--min-count {opts.min_count}: must be ≥ 1")
-    if opts.max_tokens is not None and opts.max_tokens < 1:
-        raise UsageError(f"--max-tokens {opts.max_tokens}: must be ≥ 1")
+    opts = check_options(opts or CollectOptions())
     from lcfast.model.hf import dtype_name, parse_dtype
     from lcfast.pipeline import collect_layers as cl
 
     dtype = parse_dtype(opts.dtype)
     top_k = cl.parse_classes(opts.classes)
     cl.parse_layers(opts.layers, None)  # the syntax now; the range once the model is open
-    if opts.context is not None and opts.context < 1:
-        raise UsageError(f"--context {opts.context}: must be ≥ 1")
     device = resolve_device(opts.device)
     out_dir = Path(out_dir) if out_dir is not None else default_out_dir(src)
     paths = data_paths(src.data_dir)
@@ -407,6 +440,8 @@ def collect_checkpoint(
     C, d = facts["n_classes"], facts["dim"]
     T = window_length(opts.context, facts["context"], src)
     facts = {**facts, "context": T, "max_context": facts["context"]}
+    if isinstance(model, GPTNeo):  # lcfast's own model: its forward's memory is known term by term
+        check_memory(model.config, opts, device, T)
     model_fp = str(model.fingerprint())
     model = model.to(device).eval()
     W, b = model_head(model)
@@ -735,8 +770,8 @@ def collect(
     torchrun, every rank takes a disjoint block of the windows and the accumulators are summed."""
     import dataclasses
 
+    opts = check_options(opts or CollectOptions())
     srcs = resolve_sources(run, checkpoint, data)
-    opts = opts or CollectOptions()
     device, started = init_distributed(opts.device)
     opts = dataclasses.replace(opts, device=device)
     try:

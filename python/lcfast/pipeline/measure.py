@@ -32,6 +32,7 @@ from typing import Iterable
 
 import torch
 
+from lcfast import validate
 from lcfast.errors import DataError, UsageError
 from lcfast.pipeline.collect import COLLECT_JSON, PASS_FILES, read_state_meta, resolve_device
 
@@ -361,10 +362,12 @@ def measure(
 
     if profile not in PROFILES:
         raise UsageError(f"--profile {profile}: expected one of {', '.join(PROFILES)}")
-    if cdnv_power is not None and not (cdnv_power > 0 and math.isfinite(cdnv_power)):
-        raise UsageError(f"--cdnv-power {cdnv_power}: must be a positive number")
+    if cdnv_power is not None:
+        cdnv_power = validate.number("--cdnv-power", cdnv_power, min=0, min_open=True, max=validate.CDNV_POWER_MAX)
     if profile == "paper" and cdnv_power is not None and cdnv_power != 2:
         raise UsageError(f"--cdnv-power {cdnv_power}: --profile paper defines cdnv with power 2 (‖μ_c − μ_c′‖⁴)")
+    if min_count is not None:
+        min_count = validate.integer("--min-count", min_count, min=1)
     cdirs = find_collections(list(paths))
     out = Path(out_dir)
     if out.exists() and not out.is_dir():

@@ -13,9 +13,10 @@ import os
 from pathlib import Path
 from typing import Callable, Iterable
 
+from lcfast import validate
 from lcfast.errors import UsageError
 from lcfast.io import atomic_write_json, atomic_write_text
-from lcfast.pipeline.train import DEFAULT_EVAL_TOKENS, train_run
+from lcfast.pipeline.train import DEFAULT_EVAL_TOKENS, check_args, check_memory, open_data, resolve_device, train_run
 
 SUMMARY_COLUMNS = ["name", "layers", "width", "epochs", "seed", "status", "n_params", "step", "train_loss",
                    "val_loss", "val_acc", "perplexity", "tokens_per_s", "elapsed", "model_fingerprint", "path"]
@@ -29,9 +30,7 @@ def _grid(flag: str, values: Iterable[int]) -> list[int]:
     vals = list(values)
     if not vals:
         raise UsageError(f"{flag} needs at least one value")
-    for v in vals:
-        if isinstance(v, bool) or not isinstance(v, int) or v < (0 if flag == "--seeds" else 1):
-            raise UsageError(f"{flag}: {v!r} is not a {'non-negative' if flag == '--seeds' else 'positive'} integer")
+    vals = [validate.seed(flag, v) if flag == "--seeds" else validate.integer(flag, v, min=1) for v in vals]
     return list(dict.fromkeys(vals))  # de-duplicated, order kept
 
 
@@ -62,6 +61,15 @@ def run_sweep(
     after each run."""
     grid = [(l, w, e, s) for l in _grid("--layers", layers) for w in _grid("--widths", widths)
             for e in _grid("--epochs", epochs) for s in _grid("--seeds", seeds)]
+    # every run's arguments (and its memory need) are checked before the sweep folder is created
+    train, _val = open_data(data_dir)
+    dev = resolve_device(device)
+    for l, w, e, s in grid:
+        a = check_args(layers=l, width=w, heads=heads, context=context, epochs=e, batch_size=batch_size, lr=lr,
+                       weight_decay=weight_decay, seed=s, steps_per_epoch=steps_per_epoch, eval_tokens=eval_tokens,
+                       window_size=window_size)
+        check_memory(vocab_size=int(train.vocab_size), layers=l, width=w, heads=a["heads"], context=a["context"],
+                     window_size=a["window_size"], batch_size=a["batch_size"], world=1, device=dev)
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out}: exists and is not a folder")

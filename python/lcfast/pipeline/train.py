@@ -38,11 +38,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from lcfast import dist
+from lcfast import dist, validate
 from lcfast.errors import DataError, UsageError, interrupt_note
 from lcfast.io import atomic_dir, atomic_write_json, atomic_write_text, load_tensors, os_reason, read_json, save_tensors
 from lcfast.model.checkpoint import EPOCH_PREFIX, RUN_FORMAT, list_checkpoints, load_state_strict, save_model
-from lcfast.model.gptneo import GPTNeo, GPTNeoConfig, param_groups
+from lcfast.model.gptneo import GPTNeo, GPTNeoConfig, memory_terms, param_groups
 
 DEFAULT_EVAL_TOKENS = 1 << 20
 
@@ -83,20 +83,57 @@ def data_info(data_dir, train, val) -> dict:
 
 
 # -- arguments ------------------------------------------------------------------------------------
-def _positive_int(name: str, v) -> int:
-    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v <= 0:
-        raise UsageError(f"{name} must be a positive integer, got {v!r}")
-    return int(v)
+def check_args(*, layers, width, heads, context, epochs, batch_size, lr, weight_decay, seed, steps_per_epoch,
+               eval_tokens, window_size, warmup_frac=0.05, min_lr_frac=0.1, grad_clip=1.0) -> dict:
+    """Every training argument checked and normalised (UsageError naming the flag); no I/O.
+    Shared by train_run and run_sweep, which checks a whole grid before it starts the first run."""
+    a = {
+        "layers": validate.integer("--layers", layers, min=1),
+        "width": validate.integer("--width", width, min=1),
+        "context": validate.integer("--context", context, min=1),
+        "epochs": validate.integer("--epochs", epochs, min=1),
+        "batch_size": validate.integer("--batch-size", batch_size, min=1),
+        "window_size": validate.integer("--window", window_size, min=1),
+        "eval_tokens": validate.integer("--eval-tokens", eval_tokens, min=1),
+        "steps_per_epoch": None if steps_per_epoch is None else validate.integer("--steps-per-epoch", steps_per_epoch, min=1),
+        "lr": validate.number("--lr", lr, min=0, min_open=True),
+        "weight_decay": validate.number("--weight-decay", weight_decay, min=0),
+        "grad_clip": validate.number("grad_clip", grad_clip, min=0),
+        "warmup_frac": validate.number("warmup_frac", warmup_frac, min=0, max=1),
+        "min_lr_frac": validate.number("min_lr_frac", min_lr_frac, min=0, max=1),
+        "seed": validate.seed("--seed", seed),
+    }
+    a["heads"] = default_heads(a["width"]) if heads is None else validate.integer("--heads", heads, min=1)
+    if a["width"] % a["heads"]:
+        raise UsageError(f"--heads {a['heads']} must divide --width {a['width']}")
+    if a["weight_decay"] > 1 and a["lr"] * a["weight_decay"] >= 1:
+        # AdamW scales the decayed weights by (1 − lr·wd) every step: lr·wd ≥ 1 zeroes or flips them.
+        # (An absurd --lr with an ordinary decay is left to the non-finite-loss stop, which names --lr.)
+        raise UsageError(f"--weight-decay {a['weight_decay']:g}: with --lr {a['lr']:g} AdamW would scale the weights "
+                         f"by 1 − lr·wd = {1 - a['lr'] * a['weight_decay']:g} every step; lr × weight decay must be < 1")
+    return a
 
 
-def _nonneg_float(name: str, v, positive: bool = False) -> float:
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        raise UsageError(f"{name} must be a number, got {v!r}") from None
-    if not math.isfinite(f) or f < 0 or (positive and f == 0):
-        raise UsageError(f"{name} must be a {'positive' if positive else 'non-negative'} finite number, got {v!r}")
-    return f
+def check_memory(*, vocab_size: int, layers: int, width: int, heads: int, context: int, window_size: int,
+                 batch_size: int, world: int, device: torch.device) -> int:
+    """Refuse (UsageError, before anything is allocated) a run whose estimated peak memory exceeds
+    what `device` has free: the model with its gradients and AdamW moments, plus the larger of one
+    training step on this rank's share of the batch and one evaluation forward of `batch_size`
+    windows (`lcfast.model.gptneo.memory_terms`). Returns the estimate in bytes."""
+    size = dict(vocab_size=vocab_size, layers=layers, width=width, heads=heads, context=context,
+                window_size=window_size, n_local=layers // 2,  # default_attention_layers: every 2nd is local
+                seq=context, device_type=device.type)
+    step = memory_terms(**size, batch=max(1, batch_size // world), train=True)
+    ev = memory_terms(**size, batch=batch_size, train=False)
+    model_terms = {k: step[k] for k in ("weights", "gradients + AdamW state")}
+    batch_step = {k: v for k, v in step.items() if k not in model_terms}
+    batch_eval = {f"evaluation {k}": v for k, v in ev.items() if k != "weights"}
+    batch = batch_step if sum(batch_step.values()) >= sum(batch_eval.values()) else batch_eval
+    by_batch = [f"--batch-size {batch_size}", f"--context {context}"]
+    by_model = [f"--width {width}", f"--layers {layers}"]
+    flags = by_batch + by_model if sum(batch.values()) >= sum(model_terms.values()) else by_model + by_batch
+    return validate.check_memory(" ".join(flags), "training", {**model_terms, **batch}, device,
+                                 hint=f"vocabulary {vocab_size}; lower the flags named")
 
 
 def default_heads(width: int) -> int:
@@ -330,6 +367,38 @@ def _load_resume_state(out: Path, model: GPTNeo, opt) -> tuple[int, int, list[di
 
 
 # -- training -------------------------------------------------------------------------------------
+#: on CUDA the loss is checked for NaN/inf every this many steps (a host sync); on CPU every step
+NONFINITE_CHECK_EVERY = 16
+
+
+def _nonfinite_code(loss: torch.Tensor, step: int) -> torch.Tensor:
+    """4·step + 1 for a NaN loss, 4·step + 2 for ±inf, 0 when finite (computed on the device)."""
+    kind = torch.isnan(loss).long() + 2 * torch.isinf(loss).long()
+    return (kind > 0).long() * (4 * step) + kind
+
+
+def _stop_if_nonfinite(first_bad: torch.Tensor, lr: float, out: Path, what: str = "loss", epoch: int | None = None) -> None:
+    """Stop the run (DataError, exit 1) if `first_bad` (a `_nonfinite_code`, 0 = none) is set on
+    any rank. Called at the same step on every rank, so under DDP all ranks agree (the earliest bad
+    step of any rank) and stop together; it runs before the epoch's checkpoint is written, so a
+    non-finite model is never saved and the last good checkpoint stays as it was."""
+    bad = first_bad.detach().clone()
+    if dist.is_initialized() and dist.world_size() > 1:
+        none = torch.full_like(bad, 2**62)
+        bad = torch.where(bad > 0, bad, none)
+        dist.all_reduce_min(bad)
+        bad = torch.where(bad == none, torch.zeros_like(bad), bad)
+    code = int(bad)
+    if code == 0:
+        return
+    step, kind = divmod(code, 4)
+    cks = list_checkpoints(out)
+    kept = f"{cks[max(cks)]} (the last good checkpoint) is kept" if cks else "no checkpoint was written"
+    at = f"at step {step}" if epoch is None else f"after epoch {epoch} (step {step})"
+    raise DataError(f"{what} is {'NaN' if kind == 1 else 'inf'} {at}; lower --lr (now {lr:g}) "
+                    f"and train into a new --out; {kept}")
+
+
 def _progress(enabled: bool):
     from rich.console import Console
     from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
@@ -370,37 +439,17 @@ def train_run(
     """Train (or resume, or return at once if complete) the run in `out_dir`; returns the final epoch's
     metrics plus run facts. `callback(info)` is called after every optimizer step with
     {step, epoch, loss, lr}; an exception raised there interrupts the run like a crash would."""
-    layers = _positive_int("--layers", layers)
-    width = _positive_int("--width", width)
-    heads = default_heads(width) if heads is None else _positive_int("--heads", heads)
-    if width % heads:
-        raise UsageError(f"--heads {heads} must divide --width {width}")
-    context = _positive_int("--context", context)
-    epochs = _positive_int("--epochs", epochs)
-    batch_size = _positive_int("--batch-size", batch_size)
-    window_size = _positive_int("--window", window_size)
-    eval_tokens = _positive_int("--eval-tokens", eval_tokens)
-    if steps_per_epoch is not None:
-        steps_per_epoch = _positive_int("--steps-per-epoch", steps_per_epoch)
-    lr = _nonneg_float("--lr", lr, positive=True)
-    weight_decay = _nonneg_float("--weight-decay", weight_decay)
-    grad_clip = _nonneg_float("grad_clip", grad_clip)
-    warmup_frac = _nonneg_float("warmup_frac", warmup_frac)
-    min_lr_frac = _nonneg_float("min_lr_frac", min_lr_frac)
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise UsageError(f"--seed must be a non-negative integer, got {seed!r}")
-    seed = int(seed)
+    a = check_args(layers=layers, width=width, heads=heads, context=context, epochs=epochs, batch_size=batch_size,
+                   lr=lr, weight_decay=weight_decay, seed=seed, steps_per_epoch=steps_per_epoch,
+                   eval_tokens=eval_tokens, window_size=window_size, warmup_frac=warmup_frac,
+                   min_lr_frac=min_lr_frac, grad_clip=grad_clip)
     if dist.is_initialized() or (dist.launched() and dist._env_int("WORLD_SIZE", 1) > 1):
         ctx = dist.init(device)  # under torchrun: join (or reuse) the process group
     else:
         ctx = dist.Context(device=resolve_device(device))
     try:
         with interrupt_note(lambda: interrupted_note(out_dir)):
-            return _train(ctx, data_dir, out_dir, layers=layers, width=width, heads=heads, context=context,
-                          epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, seed=seed,
-                          steps_per_epoch=steps_per_epoch, eval_tokens=eval_tokens, compile=compile,
-                          progress=progress, window_size=window_size, warmup_frac=warmup_frac,
-                          min_lr_frac=min_lr_frac, grad_clip=grad_clip, callback=callback)
+            return _train(ctx, data_dir, out_dir, **a, compile=compile, progress=progress, callback=callback)
     finally:
         dist.shutdown(ctx)
 
@@ -427,6 +476,16 @@ def _train(ctx: dist.Context, data_dir, out_dir, *, layers, width, heads, contex
 
     train, val = open_data(data_dir)
     vocab = int(train.vocab_size)
+    err = None
+    try:  # every rank checks its own device; all refuse together
+        check_memory(vocab_size=vocab, layers=layers, width=width, heads=heads, context=context,
+                     window_size=window_size, batch_size=batch_size, world=world, device=dev)
+    except UsageError as e:
+        err = e
+    dist.agree(err)
+    if err is not None:
+        raise err
+    cfg = GPTNeoConfig(vocab_size=vocab, layers=layers, width=width, heads=heads, context=context, window_size=window_size)
     if int(train.n_tokens) < context + 1:
         raise DataError(f"--data {data_dir}: train.lcshard has {train.n_tokens} tokens, fewer than --context {context} + 1")
     if int(val.n_tokens) < 2:
@@ -434,7 +493,6 @@ def _train(ctx: dist.Context, data_dir, out_dir, *, layers, width, heads, contex
     spe = steps_per_epoch or max(1, int(train.n_tokens) // (batch_size * context))
     total = spe * epochs
     warmup = min(total, int(round(warmup_frac * total)))
-    cfg = GPTNeoConfig(vocab_size=vocab, layers=layers, width=width, heads=heads, context=context, window_size=window_size)
     run_cfg = {
         "format": RUN_FORMAT,
         "model": cfg.to_dict(),
@@ -513,6 +571,7 @@ def _train(ctx: dist.Context, data_dir, out_dir, *, layers, width, heads, contex
     # and DDP's forward would wait for the others (buffer broadcast)
     eval_fwd = fwd if not ctx.distributed else (torch.compile(model) if compile else model)
     model.train()
+    check_every = 1 if dev.type == "cpu" else NONFINITE_CHECK_EVERY
     amp = dict(device_type="cuda", dtype=torch.bfloat16, enabled=dev.type == "cuda")
     min_lr = lr * min_lr_frac
     resumed_from = start_epoch
@@ -525,6 +584,7 @@ def _train(ctx: dist.Context, data_dir, out_dir, *, layers, width, heads, contex
             loss_acc = torch.zeros((), dtype=torch.float64, device=dev)
             t0 = time.perf_counter()
             last_ui = t0
+            first_bad = torch.zeros((), dtype=torch.int64, device=dev)  # first step with a non-finite loss
             for i in range(spe):
                 w = train.random_windows(batch_size, context, seed, step)[rows]  # this rank's disjoint rows
                 wt = torch.from_numpy(np.ascontiguousarray(w, dtype=np.int64))
@@ -544,6 +604,10 @@ def _train(ctx: dist.Context, data_dir, out_dir, *, layers, width, heads, contex
                 opt.step()
                 loss_acc += loss.detach().double()
                 step += 1
+                # recorded on the device (no sync); looked at every `check_every` steps, on every rank
+                first_bad += (first_bad == 0).long() * _nonfinite_code(loss.detach(), step)
+                if (i + 1) % check_every == 0 or i == spe - 1:
+                    _stop_if_nonfinite(first_bad, lr, out)
                 now = time.perf_counter()
                 if callback is not None or now - last_ui > 0.5 or i == spe - 1:
                     cur = float(loss.detach())
@@ -559,6 +623,9 @@ def _train(ctx: dist.Context, data_dir, out_dir, *, layers, width, heads, contex
             train_loss = float(loss_acc) / (spe * world)
             bar.remove_task(task)
             ev = evaluate(eval_fwd, val, context, batch_size, eval_tokens, dev, progress=bar)
+            if not math.isfinite(ev["val_loss"]):  # identical on every rank (all-reduced sums)
+                _stop_if_nonfinite(_nonfinite_code(torch.tensor(ev["val_loss"]), step), lr, out,
+                                   "validation loss", epoch)
             elapsed += time.perf_counter() - t0
             rec = {"epoch": epoch, "step": step, "train_loss": train_loss, **ev,
                    "tokens_per_s": spe * batch_size * context / max(train_time, 1e-9), "elapsed": elapsed}

@@ -54,8 +54,10 @@ from typing import Any
 
 import torch
 
+from lcfast import validate
 from lcfast.errors import DataError, UsageError
 from lcfast.io import atomic_write_bytes, check_meta, load_tensors
+from lcfast.stats.inputs import as_tensor
 
 __all__ = [
     "ClassStats",
@@ -286,13 +288,16 @@ class ClassStats:
     ClassStats(n_classes, dim, covariance=False, device="cpu", dtype=torch.float64,
                nonfinite="error", cov_classes=None)
 
-    update(H, Y, backend="auto")   one batch: H [N, d] (any float dtype), Y [N] integer labels
+    update(H, Y, backend="auto")   one batch: H [N, d] (any float or integer dtype), Y [N] integer
+                                   labels; torch tensors or numpy arrays
     merge(other)                   in place; exact (up to float64 rounding), associative
     all_reduce(group=None)         sum over torch.distributed ranks (every rank ends identical)
     save(path, meta={}) / ClassStats.load(path, expect=None, device="cpu")
     counts [C] int64, means [C,d], variances [C] (σ²_c, population; 0 for unseen classes),
     covariance [d,d] within-class Σ_W over the covered classes (or None), meta dict.
 
+    dtype: of the accumulators, torch.float64 (default) or torch.float32 (counts exact to 2^24 per
+    class); float16/bfloat16 are refused (UsageError): they lose counts.
     nonfinite: "error" (DataError) or "skip" (drop rows with a non-finite feature; counted in
     `.skipped`). cov_classes: optional bool mask [C]; only rows whose label is in it enter the
     covariance (lets collection restrict Σ_W to the classes that will be kept).
@@ -308,13 +313,16 @@ class ClassStats:
         nonfinite: str = "error",
         cov_classes: torch.Tensor | None = None,
     ) -> None:
-        n_classes, dim = int(n_classes), int(dim)
-        if n_classes < 1 or dim < 1:
-            raise UsageError(f"ClassStats: n_classes and dim must be ≥ 1, got {n_classes}, {dim}")
+        n_classes = validate.integer("ClassStats: n_classes", n_classes, min=1)
+        dim = validate.integer("ClassStats: dim", dim, min=1)
         if nonfinite not in ("error", "skip"):
             raise UsageError(f"ClassStats: nonfinite must be 'error' or 'skip', got {nonfinite!r}")
-        if not dtype.is_floating_point:
-            raise UsageError(f"ClassStats: dtype must be floating point, got {dtype}")
+        if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+            raise UsageError(f"ClassStats: dtype must be torch.float64 or torch.float32, got {dtype}")
+        if dtype not in (torch.float64, torch.float32):
+            # half-precision accumulators silently lose counts and sums; features may be any float dtype
+            raise UsageError(f"ClassStats: dtype {dtype} cannot hold the accumulators (counts are exact only up "
+                             "to 2,048 in float16 and 256 in bfloat16); use torch.float64 (the default)")
         self.n_classes = n_classes
         self.dim = dim
         self.device = torch.device(device)
@@ -354,6 +362,7 @@ class ClassStats:
     ) -> "ClassStats":
         """The exact two-pass accumulator: references fixed to `means` [C, d] (from a first pass),
         so S2_c = Σ‖h − μ_c‖² and K = Σ(h − μ_y)(h − μ_y)ᵀ are accumulated directly."""
+        means = as_tensor(means, "ClassStats.second_pass: means")
         if means.dim() != 2:
             raise UsageError(f"ClassStats.second_pass: means must be [C, d], got shape {tuple(means.shape)}")
         dev = means.device if device is None else device
@@ -405,8 +414,10 @@ class ClassStats:
     # ---- accumulation ---------------------------------------------------------------------
 
     def update(self, H: torch.Tensor, Y: torch.Tensor, backend: str = "auto") -> "ClassStats":
-        """Accumulate one batch (in place; returns self). On CPU the torch backend runs the fused
-        one-pass loop when it applies (module docstring), else the torch ops."""
+        """Accumulate one batch (in place; returns self). H [N, d] float (any dtype; torch tensor or
+        numpy array), Y [N] integer labels. On CPU the torch backend runs the fused one-pass loop when
+        it applies (module docstring), else the torch ops."""
+        H, Y = as_tensor(H, "ClassStats.update: H"), as_tensor(Y, "ClassStats.update: Y")
         if H.dim() != 2 or H.shape[1] != self.dim:
             raise UsageError(f"ClassStats.update: H must be [N, {self.dim}], got shape {tuple(H.shape)}")
         if Y.dim() != 1 or Y.numel() != H.shape[0]:
@@ -414,7 +425,9 @@ class ClassStats:
         if Y.dtype.is_floating_point or Y.dtype == torch.bool:
             raise UsageError(f"ClassStats.update: Y must be an integer tensor, got {Y.dtype}")
         if not H.is_floating_point():
-            raise UsageError(f"ClassStats.update: H must be floating point, got {H.dtype}")
+            if H.dtype == torch.bool or H.is_complex():
+                raise UsageError(f"ClassStats.update: H must be real numbers, got {H.dtype}")
+            H = H.to(F64)  # integer features (exact up to 2^53)
         if H.shape[0] == 0:
             return self
         H = H.detach().to(self.device)

@@ -35,8 +35,10 @@ from typing import Any
 
 import torch
 
+from lcfast import validate
 from lcfast.errors import DataError, UsageError
 from lcfast.io import atomic_write_bytes, check_meta
+from lcfast.stats.inputs import as_tensor
 from lcfast.stats.classstats import (
     _meta_to_strings,
     load_launcher,
@@ -192,7 +194,7 @@ class NCCStats:
     def __init__(
         self, n_classes: int, means: torch.Tensor | None, kept, W: torch.Tensor | None, b=None, *, all_classes: bool = False
     ) -> None:
-        self.n_classes = int(n_classes)
+        self.n_classes = validate.integer("NCCStats: n_classes", n_classes, min=1)
         self.kept = _as_kept_mask(kept, self.n_classes)
         self.kept_ids = self.kept.nonzero().squeeze(1)
         self.hits = torch.zeros(self.n_classes, dtype=torch.int64)
@@ -215,6 +217,7 @@ class NCCStats:
         """Attach the means and classifier needed by `update`."""
         if means is None or W is None:
             raise UsageError("NCCStats: both means and W are needed to update")
+        means, W, b = as_tensor(means, "NCCStats: means"), as_tensor(W, "NCCStats: W"), as_tensor(b, "NCCStats: b")
         if W.dim() != 2 or W.shape[0] != self.n_classes:
             raise UsageError(f"NCCStats: W must be [{self.n_classes}, d], got {tuple(W.shape)}")
         K = int(self.kept_ids.numel())
@@ -248,6 +251,7 @@ class NCCStats:
     def update(self, H_val: torch.Tensor, Y_val: torch.Tensor, backend: str = "auto") -> "NCCStats":
         if self._means is None:
             raise UsageError("NCCStats.update: no means / classifier bound (construct with them or call bind())")
+        H_val, Y_val = as_tensor(H_val, "NCCStats.update: H_val"), as_tensor(Y_val, "NCCStats.update: Y_val")
         if H_val.dim() != 2 or Y_val.dim() != 1 or Y_val.numel() != H_val.shape[0]:
             raise UsageError(f"NCCStats.update: H_val [N, d] and Y_val [N] expected, got {tuple(H_val.shape)}, {tuple(Y_val.shape)}")
         if Y_val.numel() == 0:
@@ -264,6 +268,10 @@ class NCCStats:
         if Y.numel() == 0:
             return self
         H = H_val.to(dev)
+        if not H.is_floating_point():
+            if H.dtype == torch.bool or H.is_complex():
+                raise UsageError(f"NCCStats.update: H_val must be real numbers, got {H.dtype}")
+            H = H.to(F64)  # integer features (exact up to 2^53)
         if not bool(torch.isfinite(H).all()):
             raise DataError("NCCStats.update: validation features contain non-finite values")
         Yc = Y.cpu()
