@@ -1,6 +1,6 @@
 """`lcfast bench`: every fast path timed against its naive PyTorch twin, side by side, in one run.
 
-Families (DESIGN §5):
+Families (the fast paths of docs/ARCHITECTURE.md, "Measurement API"):
 
 * class statistics update — per-class counts, Σ(h − r_c), Σ‖h − r_c‖² with the per-class
   reference shift r_c that ``ClassStats`` uses, accumulated in place (``out=``). Fast paths:

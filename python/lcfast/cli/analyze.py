@@ -23,7 +23,7 @@ def register(app: typer.Typer) -> None:
     @app.command("analyze")
     def analyze_cmd(
         csvs: List[Path] = typer.Argument(
-            ..., help="Tables with one row per model/checkpoint: `lcfast measure` CSVs, the paper's lc-2024_*.csv, or paper:lc-2024_10_24 (the packaged copy)."
+            ..., metavar="CSV", help="Tables with one row per model/checkpoint: `lcfast measure` CSVs, the paper's lc-2024_*.csv, or paper:lc-2024_10_24 (the packaged copy)."
         ),
         target: str = typer.Option("val_loss", "--target", help="Column to correlate every metric with."),
         out: Path = typer.Option(..., "--out", help="Output folder: correlations.csv, data.csv, analysis.json and PNG plots."),

@@ -1,4 +1,4 @@
-"""`lcfast corpus …`: the embedded synthetic stories corpus (DESIGN §6)."""
+"""`lcfast corpus …`: the embedded synthetic stories corpus (lcfast.data.synth)."""
 
 from __future__ import annotations
 

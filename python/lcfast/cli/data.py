@@ -44,7 +44,7 @@ def register(app: typer.Typer) -> None:
     @app.command("tokenize")
     def tokenize_cmd(
         inputs: List[str] = typer.Argument(
-            ..., metavar="INPUT...", help=".txt (documents split on blank lines), .jsonl / .parquet (field 'text'), a directory of those, hf:PATH (a save_to_disk dataset) or hf:NAME[:CONFIG][:SPLIT] (local Hugging Face cache)."
+            ..., metavar="INPUT", help=".txt (documents split on blank lines), .jsonl / .parquet (field 'text'), a directory of those, hf:PATH (a save_to_disk dataset) or hf:NAME[:CONFIG][:SPLIT] (local Hugging Face cache)."
         ),
         tokenizer: str = typer.Option(..., "--tokenizer", "-t", help="tokenizer.json path, a model folder (its tokenizer.json), hf:ORG/NAME (local cache), hub name, or train:VOCAB (byte-level BPE trained on the input)."),
         text_column: str = typer.Option("text", "--text-column", help="Column holding the documents in .parquet and hf: inputs."),
@@ -111,7 +111,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command("count")
     def count_cmd(
-        shards: List[Path] = typer.Argument(..., metavar="SHARD...", help=".lcshard files (or folders of them); same tokenizer."),
+        shards: List[Path] = typer.Argument(..., metavar="SHARD", help=".lcshard files (or folders of them); same tokenizer."),
         json_path: Optional[Path] = typer.Option(None, "--json", help="Write the statistics as JSON here."),
         ambiguity: int = IntOption(0, "--ambiguity", help="Context-ambiguity statistics for context lengths 1..K (0 = off).", min=0),
         top: int = IntOption(20, "--top", help="Number of most frequent tokens to list.", min=0),

@@ -1,0 +1,95 @@
+"""The one progress-bar factory of lcfast (tokenize, corpus synth, train, collect, measure, bench, demo).
+
+    with progress_bar(unit="windows", fields=("tps",)) as bar:
+        task = bar.add_task("L1_W32_E1_S0 train", total=n, tps="")
+        bar.update(task, completed=k, tps="12,345 tok/s")
+
+Every bar has the same shape and fits an 80-column terminal: a bold label (the task description), a
+bar, the count ("123/456 windows", or bytes for `bytes_=True`), the caller's fields, the elapsed
+time and an estimate of the time left ("eta 1:23", blank until rich has a speed estimate). The
+returned object is a `rich.progress.Progress`; its tasks, `update`, `advance` and `console` work as
+rich documents them.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+#: width of the bar itself: with a 14-character label, a count and two times, a line stays under 80
+BAR_WIDTH = 20
+
+
+def _eta_column():
+    from rich.progress import ProgressColumn
+    from rich.text import Text
+
+    class EtaColumn(ProgressColumn):
+        """`eta 1:23` while a task runs and rich has a speed estimate; nothing otherwise."""
+
+        max_refresh = 0.5
+
+        def render(self, task):
+            left = task.time_remaining
+            if task.finished or left is None or task.total is None:
+                return Text("")
+            m, s = divmod(int(round(left)), 60)
+            h, m = divmod(m, 60)
+            return Text(f"eta {h}:{m:02d}:{s:02d}" if h else f"eta {m}:{s:02d}", style="progress.remaining")
+
+    return EtaColumn()
+
+
+def _count_column(unit: str):
+    from rich.progress import ProgressColumn
+    from rich.text import Text
+
+    class CountColumn(ProgressColumn):
+        """`done/total unit` with thousands separators (fractional progress is floored)."""
+
+        def render(self, task):
+            done = f"{int(task.completed):,}"
+            total = f"{int(task.total):,}" if task.total is not None else "?"
+            return Text(f"{done}/{total}" + (f" {unit}" if unit else ""), style="progress.download")
+
+    return CountColumn()
+
+
+def progress_bar(
+    *,
+    unit: str | None = "",
+    fields: Sequence[str] = (),
+    bytes_: bool = False,
+    console=None,
+    enabled: bool = True,
+    transient: bool = False,
+):
+    """A `rich.progress.Progress` with lcfast's columns.
+
+    unit: the word after the count ("windows", "steps"); None shows no count. fields: names of task
+    fields shown after the count, each as given (`add_task(..., tps="")`). bytes_: a byte count and
+    transfer speed instead of the count. console: where it draws (default: a stderr console).
+    enabled=False gives a bar that draws nothing (same API). transient: erased when it stops."""
+    from rich.console import Console
+    from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn,
+                               TransferSpeedColumn)
+
+    cols: list = [TextColumn("[bold]{task.description}"), BarColumn(bar_width=BAR_WIDTH)]
+    if bytes_:
+        cols += [DownloadColumn(), TransferSpeedColumn()]
+    elif unit is not None:
+        cols.append(_count_column(unit))
+    cols += [TextColumn(f"{{task.fields[{f}]}}") for f in fields]
+    cols += [TimeElapsedColumn(), _eta_column()]
+    return Progress(*cols, console=console or Console(stderr=True), disable=not enabled, transient=transient)
+
+
+def status(console, message: str):
+    """A spinner with `message` while a step without a count runs (a no-op off a terminal)."""
+    import contextlib
+
+    if console is None or not console.is_terminal:
+        return contextlib.nullcontext()
+    return console.status(message, spinner="dots")
+
+
+__all__ = ["progress_bar", "status", "BAR_WIDTH"]
