@@ -44,12 +44,14 @@ def _count_column(unit: str):
     from rich.text import Text
 
     class CountColumn(ProgressColumn):
-        """`done/total unit` with thousands separators (fractional progress is floored)."""
+        """`done/total unit` with thousands separators (fractional progress is floored); a task's
+        own `unit` field overrides the bar's."""
 
         def render(self, task):
             done = f"{int(task.completed):,}"
             total = f"{int(task.total):,}" if task.total is not None else "?"
-            return Text(f"{done}/{total}" + (f" {unit}" if unit else ""), style="progress.download")
+            u = task.fields.get("unit", unit)
+            return Text(f"{done}/{total}" + (f" {u}" if u else ""), style="progress.download")
 
     return CountColumn()
 
@@ -65,7 +67,8 @@ def progress_bar(
 ):
     """A `rich.progress.Progress` with lcfast's columns.
 
-    unit: the word after the count ("windows", "steps"); None shows no count. fields: names of task
+    unit: the word after the count ("windows", "steps"; a task's `unit` field overrides it); None
+    shows no count. fields: names of task
     fields shown after the count, each as given (`add_task(..., tps="")`). bytes_: a byte count and
     transfer speed instead of the count. console: where it draws (default: a stderr console).
     enabled=False gives a bar that draws nothing (same API). transient: erased when it stops."""

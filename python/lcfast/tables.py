@@ -67,6 +67,16 @@ def _balanced(parts, key_cols, widths, console, *table_args):
     return parts
 
 
+def fits(console, headers: Sequence[str], rows: Sequence[Sequence[str]]) -> bool:
+    """Whether `rows` under `headers` fit `console` as one table, every cell whole."""
+    from rich.cells import cell_len
+
+    headers = [str(h) for h in headers]
+    rows = [[str(c) for c in r] for r in rows]
+    widths = [max([cell_len(h)] + [cell_len(r[i]) for r in rows]) for i, h in enumerate(headers)]
+    return _width(console, _table(None, headers, rows, list(range(len(headers))), {}, set(), widths)) <= console.width
+
+
 def print_table(
     console,
     title: str | None,
@@ -84,6 +94,7 @@ def print_table(
     justify: header → "left" | "right" | "center" (default left). fold: headers of free-text columns
     that may break over lines when they alone do not fit."""
     from rich.cells import cell_len as _len
+    from rich.markup import escape
     from rich.text import Text
 
     def cell_len(c) -> int:
@@ -102,7 +113,7 @@ def print_table(
         return
     if len(rows) == 1:  # one record: one line per field
         side = _table(title, ["", "value"], [[Text(h), rows[0][i]] for i, h in enumerate(headers)], [0, 1],
-                      {}, {"value"} if fold else set(),
+                      {"value": "left" if fold else justify.get(headers[-1], "left")}, {"value"} if fold else set(),
                       [max(cell_len(h) for h in headers), max(cell_len(c) for c in rows[0])])
         if _width(console, side) <= room or fold:
             console.print(side)
@@ -120,12 +131,14 @@ def print_table(
             cur = trial
     parts.append(cur)
     parts = _balanced(parts, key_cols, widths, console, title, headers, rows, justify, fold, room)
+    if title and len(parts) > 1:  # the title once, above the parts (over a narrow part it would wrap)
+        console.print(f"[bold]{escape(title)}[/] (in {len(parts)} parts)", highlight=False)
     for k, cols in enumerate(parts):
-        name = f"{title} ({k + 1}/{len(parts)})" if title and len(parts) > 1 else title
+        name = f"({k + 1}/{len(parts)})" if len(parts) > 1 else title
         t = _table(name, headers, rows, cols, justify, fold, widths)
         if _width(console, t) > room:  # even the keys and one column do not fit: let text columns break
             t = _table(name, headers, rows, cols, justify, fold | {headers[i] for i in key_cols}, widths)
         console.print(t)
 
 
-__all__ = ["print_table"]
+__all__ = ["fits", "print_table"]

@@ -42,7 +42,6 @@ def register(app: typer.Typer) -> None:
 
         from rich.console import Console
         from rich.markup import escape
-        from rich.table import Table
 
         from lcfast.cli.data import unchanged_note
         from lcfast.errors import interrupt_note
@@ -61,28 +60,23 @@ def register(app: typer.Typer) -> None:
             Console().print(f"wrote {Path(out) / 'data.csv'}, {Path(out) / 'analysis.json'}"
                             + (f" and {len(res.plots)} depth plots" if res.plots else ""))
         else:
-            table = Table(title=f"metric vs {target}  ({len(res.data)} rows from {', '.join(p.name for p in csvs)})")
+            from lcfast.pipeline.analyze import format_p
+            from lcfast.tables import fits, print_table
+
             console = Console()
             renamed = any(corr["source_column"] != corr["metric"])
-            show_src = renamed and console.width >= 100
-            rows = []
+            rows, srcs = [], []
             for _, r in corr.iterrows():
-                src = r["source_column"] if r["source_column"] != r["metric"] else ""
-                cells = [
-                    str(r["metric"]), r["scale"], _fmt(r["r2"], ".3f"), _fmt(r["slope"], ".4g"),
-                    _fmt(r["spearman_rho"], "+.3f"), _fmt(r["p_value"], ".2g"), str(r["n"]),
-                ]
-                rows.append(cells + [str(src)] if show_src else cells)
-            heads = ["metric", "scale", "R²", "slope", "ρ", "p", "n"] + (["paper column"] if show_src else [])
-            for i, h in enumerate(heads):
-                if h in ("metric", "paper column"):
-                    table.add_column(h, overflow="fold")
-                else:  # numbers are never truncated: the metric name folds instead
-                    w = max([len(h)] + [len(row[i]) for row in rows])
-                    table.add_column(h, justify="left" if h == "scale" else "right", no_wrap=True, min_width=w)
-            for row in rows:
-                table.add_row(*(escape(c) for c in row))
-            console.print(table)
+                srcs.append(str(r["source_column"]) if r["source_column"] != r["metric"] else "")
+                rows.append([str(r["metric"]), r["scale"], _fmt(r["r2"], ".3f"), _fmt(r["slope"], ".4g"),
+                             _fmt(r["spearman_rho"], "+.3f"), format_p(r["p_value"]), str(r["n"])])
+            heads = ["metric", "scale", "R²", "slope", "ρ", "p", "n"]
+            show_src = renamed and fits(console, heads + ["paper column"], [r + [s] for r, s in zip(rows, srcs)])
+            if show_src:
+                heads, rows = heads + ["paper column"], [r + [s] for r, s in zip(rows, srcs)]
+            print_table(console, f"metric vs {target}  ({len(res.data)} rows from {', '.join(p.name for p in csvs)})",
+                        heads, rows, keys=1, fold=["paper column"],
+                        justify={h: "right" for h in ("R²", "slope", "ρ", "p", "n")})
             if renamed and not show_src:
                 console.print("paper columns renamed to canonical keys: see source_column in correlations.csv")
             console.print(

@@ -402,6 +402,18 @@ def correlate(x, y) -> dict:
     return row
 
 
+def format_p(p, spec: str = ".2g") -> str:
+    """A p-value for people: `< 1e-300` where it underflows to 0 (scipy returns exactly 0 for a
+    perfect rank correlation), "—" when undefined."""
+    try:
+        p = float(p)
+    except (TypeError, ValueError):
+        return "—"
+    if not math.isfinite(p):
+        return "—"
+    return "< 1e-300" if p == 0 else format(p, spec)
+
+
 # ----------------------------------------------------------------------------------------------
 # Plots
 # ----------------------------------------------------------------------------------------------

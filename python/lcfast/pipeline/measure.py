@@ -388,17 +388,16 @@ def _measure_into(st, cdirs, out: Path, min_count, cdnv_power, backend, device, 
     names: dict[str, int] = {}
     pbar = task = None
     if progress:
-        from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+        from lcfast.progress import progress_bar
 
-        pbar = Progress(TextColumn("[bold]measure"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[what]}"),
-                        TimeElapsedColumn(), console=console or Console(stderr=True))
+        pbar = progress_bar(unit="", fields=("what",), console=console)
         pbar.start()
         task = pbar.add_task("measure", total=len(cdirs), what="")
     try:
         for cdir in cdirs:
-            if pbar is not None:
-                pbar.update(task, what=str(cdir))
+            if pbar is not None:  # which collection: model/checkpoint (RUN/collect/epoch_K) or the folder's name
+                p = Path(cdir)
+                pbar.update(task, what=f"{p.parent.parent.name}/{p.name}" if p.parent.name == "collect" else p.name)
             row, table, n = measure_collection(cdir, min_count=min_count, cdnv_power=cdnv_power, backend=backend,
                                                device=device, profile=profile)
             notes.extend(n)
