@@ -60,7 +60,7 @@ def register(app: typer.Typer) -> None:
             Console().print(f"wrote {Path(out) / 'data.csv'}, {Path(out) / 'analysis.json'}"
                             + (f" and {len(res.plots)} depth plots" if res.plots else ""))
         else:
-            from lcfast.pipeline.analyze import format_p
+            from lcfast.pipeline.analyze import EXACT_P_NOTE, format_p, has_exact_p
             from lcfast.tables import fits, print_table
 
             console = Console()
@@ -69,7 +69,8 @@ def register(app: typer.Typer) -> None:
             for _, r in corr.iterrows():
                 srcs.append(str(r["source_column"]) if r["source_column"] != r["metric"] else "")
                 rows.append([str(r["metric"]), r["scale"], _fmt(r["r2"], ".3f"), _fmt(r["slope"], ".4g"),
-                             _fmt(r["spearman_rho"], "+.3f"), format_p(r["p_value"]), str(r["n"])])
+                             _fmt(r["spearman_rho"], "+.3f"), format_p(r["p_value"], rho=r["spearman_rho"], n=r["n"]),
+                             str(r["n"])])
             heads = ["metric", "scale", "R²", "slope", "ρ", "p", "n"]
             show_src = renamed and fits(console, heads + ["paper column"], [r + [s] for r, s in zip(rows, srcs)])
             if show_src:
@@ -77,6 +78,8 @@ def register(app: typer.Typer) -> None:
             print_table(console, f"metric vs {target}  ({len(res.data)} rows from {', '.join(p.name for p in csvs)})",
                         heads, rows, keys=1, fold=["paper column"],
                         justify={h: "right" for h in ("R²", "slope", "ρ", "p", "n")})
+            if has_exact_p(corr):
+                console.print(EXACT_P_NOTE)
             if renamed and not show_src:
                 console.print("paper columns renamed to canonical keys: see source_column in correlations.csv")
             console.print(

@@ -402,16 +402,36 @@ def correlate(x, y) -> dict:
     return row
 
 
-def format_p(p, spec: str = ".2g") -> str:
-    """A p-value for people: `< 1e-300` where it underflows to 0 (scipy returns exactly 0 for a
-    perfect rank correlation), "—" when undefined."""
+#: what a shown p-value of a perfect rank correlation is (tables that show one print this under them)
+EXACT_P_NOTE = ("p of a perfect rank correlation (|ρ| = 1, where scipy's asymptotic p is 0): the exact "
+                "permutation p-value 2/n!")
+
+
+def format_p(p, spec: str = ".2g", rho=None, n=None) -> str:
+    """A Spearman p-value for people; "—" when undefined. scipy gives exactly 0 in two cases: a
+    perfect rank correlation (|ρ| = 1: its t statistic is infinite), shown as the exact permutation
+    p-value 2/n! when `rho` and `n` are given (only the two monotone orders of n distinct values
+    reach |ρ| = 1); else an underflow, shown as `< 1e-300`."""
     try:
         p = float(p)
     except (TypeError, ValueError):
         return "—"
     if not math.isfinite(p):
         return "—"
-    return "< 1e-300" if p == 0 else format(p, spec)
+    if p != 0:
+        return format(p, spec)
+    try:
+        perfect = abs(float(rho)) >= 1 - 1e-12 and 2 <= int(n) <= 170
+    except (TypeError, ValueError):
+        perfect = False
+    return format(2 / math.factorial(int(n)), spec) if perfect else "< 1e-300"
+
+
+def has_exact_p(corr: pd.DataFrame) -> bool:
+    """Whether a correlation table has a p-value that `format_p` shows as the exact 2/n!."""
+    rho = pd.to_numeric(corr.get("spearman_rho"), errors="coerce")
+    p = pd.to_numeric(corr.get("p_value"), errors="coerce")
+    return bool(((p == 0) & (rho.abs() >= 1 - 1e-12)).any()) if rho is not None and p is not None else False
 
 
 # ----------------------------------------------------------------------------------------------
@@ -449,19 +469,26 @@ def _count(v: float, _pos=None) -> str:
 
 
 def _readable_log_axis(axis, lo: float, hi: float, fmt=None) -> None:
-    """Plain tick labels on a log axis (0.25, 1.4 — never 2×10⁰), few enough not to overlap: within
-    a range of less than 30× a handful of round values, else powers of ten; no minor labels."""
+    """Plain tick labels on a log axis (0.25, 1.4 — never 2×10⁰), few enough not to overlap: the
+    values 1, 2, 5 × 10^k in the range when there are 3 to 6 of them, else (a narrow range) a few
+    evenly spaced round values, else (a wide one) powers of ten; no minor labels."""
     from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, MaxNLocator, NullFormatter, NullLocator
 
     fmt = fmt or (lambda v, _pos=None: f"{v:.3g}")
-    if lo > 0 and hi > 0 and hi / lo < 30:
+    if not (lo > 0 and hi > 0):
+        return
+    inside = [m * 10.0**k for k in range(math.floor(math.log10(lo)) - 1, math.ceil(math.log10(hi)) + 1)
+              for m in (1, 2, 5) if lo * 0.97 <= m * 10.0**k <= hi * 1.03]
+    if 3 <= len(inside) <= 6:
+        axis.set_major_locator(FixedLocator(inside))
+    elif len(inside) > 6:
+        axis.set_major_locator(LogLocator(base=10, numticks=6))
+    else:
         ticks = [t for t in MaxNLocator(nbins=4, steps=[1, 2, 2.5, 5, 10]).tick_values(lo, hi)
                  if t > 0 and lo * 0.97 <= t <= hi * 1.03]
         if len(ticks) < 2:
             ticks = [float(f"{lo:.2g}"), float(f"{hi:.2g}")]
         axis.set_major_locator(FixedLocator(ticks))
-    else:
-        axis.set_major_locator(LogLocator(base=10, numticks=6))
     axis.set_major_formatter(FuncFormatter(fmt))
     axis.set_minor_locator(NullLocator())
     axis.set_minor_formatter(NullFormatter())

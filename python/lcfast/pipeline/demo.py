@@ -136,12 +136,14 @@ def _spearman(x, y) -> tuple[float | None, float | None]:
     return float(rho), float(p)
 
 
-def _p(p) -> str:
-    """`= 0.012` or `< 1e-300` (a p-value that underflowed)."""
+def _p(p, rho, n) -> str:
+    """`= 0.012`, or for a perfect rank correlation the exact permutation p (see format_p)."""
     from lcfast.pipeline.analyze import format_p
 
-    s = format_p(p, ".3g")
-    return s if s.startswith("<") else f"= {s}"
+    s = format_p(p, ".3g", rho, n)
+    if s.startswith("<"):
+        return s
+    return f"= {s}" + (" (exact: 2/n!)" if p == 0 else "")
 
 
 def findings(df) -> tuple[list[str], dict]:
@@ -159,11 +161,15 @@ def findings(df) -> tuple[list[str], dict]:
         match = rho > 0
         facts["direction_matches_paper"] = bool(match)
         notes.append(
-            f"Spearman ρ(val_loss, nc1_cdnv) = {rho:+.3f} (p {_p(p)}, {n} final models): "
+            f"Spearman ρ(val_loss, nc1_cdnv) = {rho:+.3f} (p {_p(p, rho, n)}, {n} final models): "
             + ("the paper's direction — models with lower validation loss have lower CDNV (more collapse)."
                if match else
                "NOT the paper's direction — here lower validation loss does not come with lower CDNV.")
         )
+        if p == 0 and abs(rho) >= 1 - 1e-12 and n <= 170:  # scipy's 0 for |ρ| = 1: the exact p (format_p)
+            import math
+
+            p = 2 / math.factorial(n)
         if match and p is not None and p > 0.05:
             notes.append(f"With {n} models the correlation is not significant at 5%; the direction is suggestive only.")
     rp, _ = _spearman(final["n_params"], final["val_loss"])
@@ -584,8 +590,7 @@ def _run_demo(out, quick, device, console, progress, profile, workers, stack) ->
 
         n_train = TokenShard(str(data_dir / "train.lcshard")).n_tokens - 1
         n_ck = sum(len(_epochs_of(Path(run))) if ck == "all" else 1 for run, ck, _, _ in cjobs)
-        console.print(f"class statistics of {n_ck} checkpoints over the {n_train:,} train positions, "
-                      "NC4 decisions over the val shard")
+        console.print(f"{n_ck} checkpoints: class statistics over {n_train:,} train positions, NC4 over val")
     for i in range(len(cjobs)):
         if i not in todo:
             collect_done(i, _collect_job(*cjobs[i][:3], False))
@@ -667,7 +672,9 @@ def _run_demo(out, quick, device, console, progress, profile, workers, stack) ->
     }
     atomic_write_json(root / "demo.json", summary)
     if progress:
-        print_measure_table(final, console)
+        print_measure_table(final, console, columns=[c for c in ("model", "val_loss", "nc1_cdnv", "gnc2_log_var",
+                                                                 "nc4_agreement") if c in final.columns])
+        console.print(f"every metric of every model: {meas_csv}", highlight=False)
         console.print(f"demo finished in {log.timings['total']:.1f} s → {report}")
         for n in notes[:3]:
             console.print(f"• {n}")

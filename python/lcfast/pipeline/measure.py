@@ -390,7 +390,7 @@ def _measure_into(st, cdirs, out: Path, min_count, cdnv_power, backend, device, 
     if progress:
         from lcfast.progress import progress_bar
 
-        pbar = progress_bar(unit="", fields=("what",), console=console)
+        pbar = progress_bar(unit="checkpoints", fields=("what",), console=console)
         pbar.start()
         task = pbar.add_task("measure", total=len(cdirs), what="")
     try:

@@ -163,12 +163,13 @@ def write_report(
 
     if correlations_df is not None and len(correlations_df):
         c = correlations_df
-        from lcfast.pipeline.analyze import format_p
+        from lcfast.pipeline.analyze import EXACT_P_NOTE, format_p, has_exact_p
 
         show = [k for k in ("metric", "scale", "r2", "slope", "spearman_rho", "p_value", "n") if k in c.columns]
         table = c[show].rename(columns={"r2": "R²", "spearman_rho": "Spearman ρ", "p_value": "p"})
-        if "p" in table.columns:  # 0 is an underflow, not a probability of zero
-            table = table.assign(p=[format_p(v, ".3g") for v in table["p"]])
+        if "p" in table.columns:  # scipy's 0 is never the p-value (see format_p)
+            table = table.assign(p=[format_p(v, ".3g", rho, n) for v, rho, n in
+                                    zip(c["p_value"], c.get("spearman_rho", [None] * len(c)), c.get("n", [None] * len(c)))])
         shown_columns += list(table.columns)
         parts += ["", f"## Correlation with `{target}`", "",
                   f"Linear fit of {target} against each metric — against ln(metric) where `scale` is `log` "
@@ -176,7 +177,7 @@ def write_report(
                   f"sorted by R². For a metric that is smaller under more collapse, a positive ρ means that "
                   f"models with a lower {target} are more collapsed (the paper's finding); for one that is "
                   "larger, a negative ρ. Which way each metric goes: the glossary below.", "",
-                  markdown_table(table)]
+                  markdown_table(table)] + (["", EXACT_P_NOTE[0].upper() + EXACT_P_NOTE[1:] + "."] if has_exact_p(c) else [])
         if c.attrs.get("pooled") or c.attrs.get("kept_apart"):
             from lcfast.pipeline.analyze import pooling_line
 
