@@ -43,6 +43,7 @@ import torch
 import torch.nn.functional as F
 
 from lcfast.errors import DataError, UsageError, interrupt_note
+from lcfast.model.features import window_batch
 from lcfast.model.gptneo import GPTNeo
 from lcfast.model.sources import (  # noqa: F401 (model sources live in lcfast.model; re-exported for callers)
     ModelSource,
@@ -232,10 +233,9 @@ _TIMINGS = ("forward_s", "stats_s", "data_s", "wall_s", "forward_cpu_s", "stats_
 
 
 def _windows_for(shard, T: int, max_tokens: int | None) -> int:
-    n = int(shard.n_seq_windows(T))
-    if max_tokens is not None:
-        n = min(n, max(1, math.ceil(max_tokens / T)))
-    return n
+    from lcfast.model.features import n_windows
+
+    return n_windows(shard, T, max_tokens)
 
 
 def _run_pass(
@@ -279,17 +279,13 @@ def _run_pass(
     since_save = 0
     task = progress.add_task(label, total=n_windows, completed=start, tps="") if progress is not None else None
     done = start
-    ar = torch.arange(T)
     W, b = head if head is not None else (None, None)
     while done < n_windows:
         count = min(batch_size, n_windows - done)
         with dat:
-            win, lengths = shard.seq_windows(T, done, count, rank, world)
-            win = torch.from_numpy(np.ascontiguousarray(win, dtype=np.int64))
-            # a window holds lengths[k] valid tokens, hence lengths[k] − 1 valid label positions
-            mask = ar[None, :] < (torch.from_numpy(np.asarray(lengths, dtype=np.int64))[:, None] - 1)
-            x = win[:, :-1].to(device, non_blocking=True)
-            y = win[:, 1:][mask].to(device, non_blocking=True)
+            x, y, mask = window_batch(shard, T, done, count, rank, world)  # the same windows as lcfast.features
+            x = x.to(device, non_blocking=True)
+            y = y.to(device, non_blocking=True)
             mask_d = mask.to(device, non_blocking=True)
         with fwd, torch.inference_mode():
             if hidden_ids:
