@@ -75,8 +75,9 @@ def test_errors(tiny, tmp_path):
         lcfast.load_model(tiny["run"], checkpoint="all")
     with pytest.raises(UsageError, match="no checkpoint for epoch 7"):
         lcfast.load_model(tiny["run"], checkpoint=7)
-    with pytest.raises(UsageError, match="max_tokens"):
-        lcfast.features(tiny["run"], shard, max_tokens=0)
+    for kw in (dict(max_tokens=0), dict(batch_size=0), dict(context=-1)):
+        with pytest.raises(UsageError, match=f"{next(iter(kw))} -?[0-9]+: must be an integer ≥ 1"):
+            lcfast.features(tiny["run"], shard, **kw)
     small = make_tiny(tmp_path / "v", epochs=1, vocab=280)  # another vocabulary than the shard's
     with pytest.raises(DataError, match="vocab mismatch"):
         lcfast.features(small["run"], shard)
