@@ -384,6 +384,15 @@ class _Pool:
         self.executor.shutdown()
 
 
+def _cost(prof: DemoProfile, g: tuple[int, int, int]) -> float:
+    """Relative CPU time per token of a (layers, width, epochs) model: its parameters plus a fixed
+    100k for the per-token work that does not grow with them (fits the demo's measured tok/s within
+    ~30%); for the bars' time estimates only."""
+    from lcfast.model.gptneo import count_params
+
+    return 1e5 + count_params(prof.vocab, g[0], g[1], prof.context)
+
+
 def _epochs_of(run: Path) -> list[int]:
     from lcfast.model.checkpoint import list_checkpoints
 
@@ -404,11 +413,12 @@ def _make_pool(workers: int) -> _Pool | None:
 
 
 def _run_jobs(fn, jobs: list[tuple], labels: list[str], pool, console, title: str, on_done,
-              progress: bool = True) -> list:
+              progress: bool = True, weights: list[float] | None = None) -> list:
     """Run fn(*job) for every job — on `pool` when given, with one progress bar over the jobs that
     also counts the finished share of the running ones (their reports), else in this process, where
-    each job shows its own bars (rich allows one live display at a time). `on_done(i, result)` after
-    each job; results in job order."""
+    each job shows its own bars (rich allows one live display at a time). `weights`: each job's
+    expected cost (the bar and its time estimate move by them; default equal). `on_done(i, result)`
+    after each job; results in job order."""
     results: list = [None] * len(jobs)
     if pool is None:
         for i, job in enumerate(jobs):
@@ -424,9 +434,10 @@ def _run_jobs(fn, jobs: list[tuple], labels: list[str], pool, console, title: st
 
     tag = f"{title}-{time.monotonic_ns()}"  # reports of an earlier stage's jobs are ignored
     share = [0.0] * len(jobs)
+    weights = [float(w) for w in weights] if weights is not None else [1.0] * len(jobs)
     try:
         with progress_bar(unit=None, fields=("done",), console=console, enabled=progress) as bar:
-            task = bar.add_task(title, total=len(jobs), done=f"0/{len(jobs)} models")
+            task = bar.add_task(title, total=sum(weights), done=f"0/{len(jobs)} models")
             futs = {pool.executor.submit(_worker_call, fn, tag, i, *job): i for i, job in enumerate(jobs)}
             pending, n_done = set(futs), 0
             while pending:
@@ -444,7 +455,8 @@ def _run_jobs(fn, jobs: list[tuple], labels: list[str], pool, console, title: st
                     share[i] = 1.0
                     n_done += 1
                     on_done(i, results[i])
-                bar.update(task, completed=sum(share), done=f"{n_done}/{len(jobs)} models")
+                bar.update(task, completed=sum(s * w for s, w in zip(share, weights)),
+                           done=f"{n_done}/{len(jobs)} models")
     except BaseException:  # an interrupt or a failed job: the workers must not outlive this process
         _stop_pool(pool)
         raise
@@ -559,7 +571,8 @@ def _run_demo(out, quick, device, console, progress, profile, workers, stack) ->
         console.print(f"training {len(todo)} models" + (f", {n_workers} at a time" if not in_proc else "")
                       + f" ({prof.steps_per_epoch} steps of {prof.batch_size}×{prof.context} tokens per epoch)")
     _run_jobs(_train_job, [jobs[i] for i in todo], [names[i] for i in todo], pool_for(len(todo)),
-              console if progress else quiet, "train", lambda k, m: train_done(todo[k], m), progress=progress)
+              console if progress else quiet, "train", lambda k, m: train_done(todo[k], m), progress=progress,
+              weights=[_cost(prof, grid[i]) * grid[i][2] for i in todo])
     log.timings["train"] = time.perf_counter() - t
     log.reused["train"] = all(m.get("already_complete") for m in trained.values())
 
@@ -595,7 +608,8 @@ def _run_demo(out, quick, device, console, progress, profile, workers, stack) ->
         if i not in todo:
             collect_done(i, _collect_job(*cjobs[i][:3], False))
     _run_jobs(_collect_job, [cjobs[i] for i in todo], [names[i] for i in todo], pool_for(len(todo)),
-              console if progress else quiet, "collect", collect_done, progress=progress)
+              console if progress else quiet, "collect", collect_done, progress=progress,
+              weights=[_cost(prof, grid[i]) * (grid[i][2] if cjobs[i][1] == "all" else 1) for i in todo])
     log.timings["collect"] = time.perf_counter() - t
     log.reused["collect"] = all(all(p.get("reused") for p in s["passes"].values()) for s in collected)
 
