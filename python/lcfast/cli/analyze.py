@@ -50,8 +50,9 @@ def register(app: typer.Typer) -> None:
 
         csvs = [resolve_table(c) for c in csvs]
         err = Console(stderr=True)
-        status = err.status("analyzing…", spinner="dots") if not json_out else _null()
-        with interrupt_note(lambda: unchanged_note(out)), status:
+        from lcfast.progress import status
+
+        with interrupt_note(lambda: unchanged_note(out)), status(None if json_out else err, "analyzing…"):
             res = run_analysis(csvs, target=target, out_dir=out, metrics=metric or None, plots=not no_plots)
         corr = res.correlations
         if json_out:
@@ -95,10 +96,3 @@ def register(app: typer.Typer) -> None:
         for n in res.notes:
             err.print(f"[yellow]note:[/yellow] {escape(n)}")
 
-
-class _null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *a):
-        return False

@@ -113,10 +113,9 @@ def register(app: typer.Typer) -> None:
         err = Console(stderr=True)
         if json_path is not None:
             _check_json_path(json_path, shards)
-        if err.is_terminal:
-            with err.status("counting ..."):
-                res = count_tokens(shards, ambiguity=ambiguity, top=top, memory_bytes=int(memory_mb * 2**20))
-        else:
+        from lcfast.progress import status
+
+        with status(err, "counting…"):
             res = count_tokens(shards, ambiguity=ambiguity, top=top, memory_bytes=int(memory_mb * 2**20))
         if json_path is not None:
             _write_json(json_path, res)

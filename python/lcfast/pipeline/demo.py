@@ -661,7 +661,7 @@ def _run_demo(out, quick, device, console, progress, profile, workers, stack) ->
     )
     from lcfast.pipeline.report import write_report
 
-    tracked_names = [run_name(l, w, e, prof.seed) for l, w, e in tracked]
+    tracked_names = [run_name(n_layers, w, e, prof.seed) for n_layers, w, e in tracked]
     report = write_report(root, meas_csv, corr, plots, notes, title="lcfast demo: linguistic collapse in miniature",
                           plots_note=_plots_note(corr, tracked_names if dev_csv is not None else []))
     _write_stamp(stamp_path, stamp)
