@@ -484,7 +484,7 @@ def _readable_log_axis(axis, lo: float, hi: float, fmt=None) -> None:
     elif len(inside) > 6:
         axis.set_major_locator(LogLocator(base=10, numticks=6))
     else:
-        ticks = [t for t in MaxNLocator(nbins=4, steps=[1, 2, 2.5, 5, 10]).tick_values(lo, hi)
+        ticks = [t for t in MaxNLocator(nbins=5, steps=[1, 1.5, 2, 2.5, 3, 5, 10]).tick_values(lo, hi)
                  if t > 0 and lo * 0.97 <= t <= hi * 1.03]
         if len(ticks) < 2:
             ticks = [float(f"{lo:.2g}"), float(f"{hi:.2g}")]

@@ -143,7 +143,7 @@ def _p(p, rho, n) -> str:
     s = format_p(p, ".3g", rho, n)
     if s.startswith("<"):
         return s
-    return f"= {s}" + (" (exact: 2/n!)" if p == 0 else "")
+    return f"= 2/{n}! = {s}" if p == 0 else f"= {s}"
 
 
 def findings(df) -> tuple[list[str], dict]:
