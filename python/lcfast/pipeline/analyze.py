@@ -403,8 +403,8 @@ def correlate(x, y) -> dict:
 
 
 #: what a shown p-value of a perfect rank correlation is (tables that show one print this under them)
-EXACT_P_NOTE = ("p of a perfect rank correlation (|ρ| = 1, where scipy's asymptotic p is 0): the exact "
-                "permutation p-value 2/n!")
+EXACT_P_NOTE = ("the p-value shown for a perfect rank correlation (|ρ| = 1, where scipy's asymptotic "
+                "formula gives 0) is the exact permutation p-value 2/n!")
 
 
 def format_p(p, spec: str = ".2g", rho=None, n=None) -> str:

@@ -634,8 +634,8 @@ def _train(ctx: dist.Context, data_dir, out_dir, *, layers, width, heads, contex
                 raise err
             if progress:
                 bar.console.print(
-                    f"epoch {epoch}/{epochs}: loss train {train_loss:.4f} val {ev['val_loss']:.4f}, "
-                    f"acc {ev['val_acc']:.3f}, ppl {ev['perplexity']:.1f}, {rec['tokens_per_s']:,.0f} tok/s"
+                    f"epoch {epoch}/{epochs}: train_loss {train_loss:.4f}, val_loss {ev['val_loss']:.4f}, "
+                    f"val_acc {ev['val_acc']:.3f}, {rec['tokens_per_s']:,.0f} tok/s"  # (ppl = exp(val_loss))
                 )
     return {**history[-1], "run_dir": str(out), "n_params": n_params, "model_fingerprint": model.fingerprint(),
             "resumed_from_epoch": resumed_from, "already_complete": False, "world_size": world}
