@@ -33,6 +33,11 @@ def test_demo_mini_and_rerun(tmp_path):
     assert set(d["timings_s"]) >= {"corpus", "tokenize", "train", "collect", "measure", "analyze", "report", "total"}
     assert d["speed"]["collect_tokens_per_s"] > 0 and len(d["speed"]["train_tokens_per_s"]) == 4
     assert d["findings"]["spearman_val_loss_cdnv"] == s["findings"]["spearman_val_loss_cdnv"]
+    # every figure written is linked; a glossary; which plots and why; nothing internal
+    pngs = {p.relative_to(out).as_posix() for p in out.glob("analysis*/*.png")}
+    links = {ln[ln.index("](") + 2 : -1] for ln in rep.splitlines() if ln.startswith("![")}
+    assert pngs and pngs == links and any(p.startswith("analysis_over_training/epochs_") for p in pngs)
+    assert "## Glossary" in rep and "The scatter plots show" in rep and "target ≤" not in rep and "DESIGN" not in rep
     # a rerun reuses corpus, shards, runs and collections
     again = run_demo(out, profile=MINI, device="cpu", progress=False, workers=1)
     assert all(again["reused"].values()), again["reused"]

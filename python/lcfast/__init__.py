@@ -3,6 +3,8 @@
 The public API is imported lazily so that `lcfast --help` does not pay for importing torch.
 
     lcfast.TokenShard, lcfast.tokenize_files, lcfast.count_tokens   token engine (Rust core)
+    lcfast.load_model, lcfast.features                             a run's (or transformers) model; its
+                                                                   head inputs H and labels Y over a shard
     lcfast.ClassStats                                              per-class accumulators
     lcfast.measure_embeddings, lcfast.measure_stats                every NC metric (docs/metrics.md)
 """
@@ -17,6 +19,8 @@ _LAZY = {
     "TokenShard": "lcfast.data.shards",
     "tokenize_files": "lcfast.data.tokenize",
     "count_tokens": "lcfast.data.counts",
+    "load_model": "lcfast.model.features",
+    "features": "lcfast.model.features",
     "ClassStats": "lcfast.stats.classstats",
     "NCCStats": "lcfast.stats.ncc",
     "measure_embeddings": "lcfast.metrics.measure",

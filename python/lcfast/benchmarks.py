@@ -1,6 +1,6 @@
 """`lcfast bench`: every fast path timed against its naive PyTorch twin, side by side, in one run.
 
-Families (DESIGN §5):
+Families (the fast paths of docs/ARCHITECTURE.md, "Measurement API"):
 
 * class statistics update — per-class counts, Σ(h − r_c), Σ‖h − r_c‖² with the per-class
   reference shift r_c that ``ClassStats`` uses, accumulated in place (``out=``). Fast paths:
@@ -42,7 +42,7 @@ from typing import Any, Callable
 
 import torch
 
-__all__ = ["SIZES", "device_peaks", "run_bench", "render_table", "BenchRow"]
+__all__ = ["SIZES", "device_peaks", "run_bench", "render_table", "print_bench_table", "table_rows", "BenchRow"]
 
 F64 = torch.float64
 
@@ -223,7 +223,7 @@ class _Ctx:
 
     def step(self, what: str) -> None:
         if self.progress is not None:
-            self.progress.update(self.task, description=what)
+            self.progress.update(self.task, what=what)
 
     def advance(self) -> None:
         if self.progress is not None:
@@ -231,7 +231,7 @@ class _Ctx:
 
     def run(self, row: BenchRow, fn: Callable[[], Any]) -> Any:
         """Time fn into row (errors are recorded in the row, never raised)."""
-        self.step(f"{row.family}: {row.impl} ({row.case})")
+        self.step(f"{row.family}: {row.impl}")
         try:
             res, med, times = self.timer(fn)
             row.time_s, row.times_s = med, times
@@ -614,13 +614,12 @@ def run_bench(
     prog = None
     task = None
     if progress:
-        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+        from lcfast.progress import progress_bar
 
-        prog = Progress(TextColumn("[bold]bench[/]"), BarColumn(), TextColumn("{task.description}"),
-                        TimeElapsedColumn(), transient=True)
+        prog = progress_bar(unit="", fields=("what",), transient=True)
         prog.start()
         n_steps = sum(2 if f == "class_stats" else 1 for f in fams)
-        task = prog.add_task("starting", total=n_steps)
+        task = prog.add_task("bench", total=n_steps, what="starting")
     try:
         ctx = _Ctx(dev, timer, peaks, rows, prog, task, use_triton)
         for f in fams:
@@ -657,15 +656,13 @@ def _fmt_time(t: float | None) -> str:
     return f"{t * 1e6:.0f} µs"
 
 
-def render_table(report: dict):
-    """A rich Table of the report's rows."""
-    from rich.table import Table
+_BENCH_HEADERS = ["family", "case", "implementation", "time (median)", "speed-up vs naive", "agreement", "throughput",
+                  "% of peak", "note"]
 
-    t = Table(title=f"lcfast bench — {report['device']} ({report['device_kind']}, sizes={report['sizes_preset']})")
-    for col, kw in [("family", {}), ("case", {}), ("implementation", {}), ("time (median)", {"justify": "right"}),
-                    ("speed-up vs naive", {"justify": "right"}), ("agreement", {"justify": "right"}),
-                    ("throughput", {"justify": "right"}), ("% of peak", {"justify": "right"}), ("note", {})]:
-        t.add_column(col, **kw)
+
+def table_rows(report: dict) -> list[list[str]]:
+    """One row of cells (`_BENCH_HEADERS`) per timed implementation of the report."""
+    out = []
     for r in report["rows"]:
         if r["err"] is None:
             agree = "reference" if r["extra"].get("is_reference") else "—"
@@ -682,9 +679,54 @@ def render_table(report: dict):
         launch = r["extra"].get("launch")
         if launch and launch.get("refined_tiles"):
             note = (note + " " if note else "") + f"{launch['refined_tiles']} tiles re-evaluated exactly"
-        t.add_row(r["family"], r["case"], r["impl"], _fmt_time(r["time_s"]),
-                  f"{r['speedup']:.1f}×" if r["speedup"] else "—", agree, thr, frac, note)
+        out.append([r["family"], r["case"], r["impl"], _fmt_time(r["time_s"]),
+                    f"{r['speedup']:.1f}×" if r["speedup"] else "—", agree, thr, frac, note])
+    return out
+
+
+def _title(report: dict) -> str:
+    return f"lcfast bench — {report['device']} ({report['device_kind']}, sizes={report['sizes_preset']})"
+
+
+def render_table(report: dict):
+    """A rich Table of the report's rows (all columns; see `print_bench_table` for a terminal)."""
+    from rich.table import Table
+
+    t = Table(title=_title(report))
+    for h in _BENCH_HEADERS:
+        t.add_column(h, justify="right" if h in _BENCH_HEADERS[3:8] else "left")
+    for row in table_rows(report):
+        t.add_row(*row)
     return t
+
+
+def print_bench_table(report: dict, console) -> None:
+    """The report on `console`, never cut: one small table per (family, case) whose rows are the
+    implementations by short name (naive, torch, rust, triton…), their descriptions listed below;
+    columns without a value anywhere (% of peak on CPU, an empty note) are left out."""
+    from lcfast.tables import print_table
+
+    console.print(f"[bold]{_title(report)}[/] (speed-up: against the naive twin; median of the timed calls)",
+                  highlight=False)
+    heads = ["impl", "median", "speed-up", "agreement", "throughput", "% of peak", "note"]
+    groups: dict = {}
+    for row in table_rows(report):
+        groups.setdefault((row[0], row[1]), []).append(row)
+    described: dict[str, dict[str, str]] = {}
+    for (family, case), rows in groups.items():
+        cells = []
+        prefixes = [r[2].partition(": ")[0] for r in rows]
+        for r, short in zip(rows, prefixes):
+            if prefixes.count(short) > 1:  # several variants (triton: segmented / atomic): their full names
+                short = r[2]
+            else:
+                described.setdefault(family, {})[short] = r[2].partition(": ")[2]
+            cells.append([short] + r[3:])
+        keep = [i for i, h in enumerate(heads) if i == 0 or any(c[i] not in ("", "—") for c in cells)]
+        print_table(console, f"{family}: {case}", [heads[i] for i in keep], [[c[i] for i in keep] for c in cells],
+                    keys=1, fold=["note"], justify={h: "right" for h in heads[1:6]})
+    for family, d in described.items():
+        console.print(f"{family}: " + "; ".join(f"{k} = {v}" for k, v in d.items() if v), highlight=False)
 
 
 # ------------------------------------------------------------------------------------------------

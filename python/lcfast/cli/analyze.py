@@ -23,7 +23,7 @@ def register(app: typer.Typer) -> None:
     @app.command("analyze")
     def analyze_cmd(
         csvs: List[Path] = typer.Argument(
-            ..., help="Tables with one row per model/checkpoint: `lcfast measure` CSVs, the paper's lc-2024_*.csv, or paper:lc-2024_10_24 (the packaged copy)."
+            ..., metavar="CSV", help="Tables with one row per model/checkpoint: `lcfast measure` CSVs, the paper's lc-2024_*.csv, or paper:lc-2024_10_24 (the packaged copy)."
         ),
         target: str = typer.Option("val_loss", "--target", help="Column to correlate every metric with."),
         out: Path = typer.Option(..., "--out", help="Output folder: correlations.csv, data.csv, analysis.json and PNG plots."),
@@ -42,7 +42,6 @@ def register(app: typer.Typer) -> None:
 
         from rich.console import Console
         from rich.markup import escape
-        from rich.table import Table
 
         from lcfast.cli.data import unchanged_note
         from lcfast.errors import interrupt_note
@@ -51,8 +50,9 @@ def register(app: typer.Typer) -> None:
 
         csvs = [resolve_table(c) for c in csvs]
         err = Console(stderr=True)
-        status = err.status("analyzing…", spinner="dots") if not json_out else _null()
-        with interrupt_note(lambda: unchanged_note(out)), status:
+        from lcfast.progress import status
+
+        with interrupt_note(lambda: unchanged_note(out)), status(None if json_out else err, "analyzing…"):
             res = run_analysis(csvs, target=target, out_dir=out, metrics=metric or None, plots=not no_plots)
         corr = res.correlations
         if json_out:
@@ -61,28 +61,26 @@ def register(app: typer.Typer) -> None:
             Console().print(f"wrote {Path(out) / 'data.csv'}, {Path(out) / 'analysis.json'}"
                             + (f" and {len(res.plots)} depth plots" if res.plots else ""))
         else:
-            table = Table(title=f"metric vs {target}  ({len(res.data)} rows from {', '.join(p.name for p in csvs)})")
+            from lcfast.pipeline.analyze import EXACT_P_NOTE, format_p, has_exact_p
+            from lcfast.tables import fits, print_table
+
             console = Console()
             renamed = any(corr["source_column"] != corr["metric"])
-            show_src = renamed and console.width >= 100
-            rows = []
+            rows, srcs = [], []
             for _, r in corr.iterrows():
-                src = r["source_column"] if r["source_column"] != r["metric"] else ""
-                cells = [
-                    str(r["metric"]), r["scale"], _fmt(r["r2"], ".3f"), _fmt(r["slope"], ".4g"),
-                    _fmt(r["spearman_rho"], "+.3f"), _fmt(r["p_value"], ".2g"), str(r["n"]),
-                ]
-                rows.append(cells + [str(src)] if show_src else cells)
-            heads = ["metric", "scale", "R²", "slope", "ρ", "p", "n"] + (["paper column"] if show_src else [])
-            for i, h in enumerate(heads):
-                if h in ("metric", "paper column"):
-                    table.add_column(h, overflow="fold")
-                else:  # numbers are never truncated: the metric name folds instead
-                    w = max([len(h)] + [len(row[i]) for row in rows])
-                    table.add_column(h, justify="left" if h == "scale" else "right", no_wrap=True, min_width=w)
-            for row in rows:
-                table.add_row(*(escape(c) for c in row))
-            console.print(table)
+                srcs.append(str(r["source_column"]) if r["source_column"] != r["metric"] else "")
+                rows.append([str(r["metric"]), r["scale"], _fmt(r["r2"], ".3f"), _fmt(r["slope"], ".4g"),
+                             _fmt(r["spearman_rho"], "+.3f"), format_p(r["p_value"], rho=r["spearman_rho"], n=r["n"]),
+                             str(r["n"])])
+            heads = ["metric", "scale", "R²", "slope", "ρ", "p", "n"]
+            show_src = renamed and fits(console, heads + ["paper column"], [r + [s] for r, s in zip(rows, srcs)])
+            if show_src:
+                heads, rows = heads + ["paper column"], [r + [s] for r, s in zip(rows, srcs)]
+            print_table(console, f"metric vs {target}  ({len(res.data)} rows from {', '.join(p.name for p in csvs)})",
+                        heads, rows, keys=1, fold=["paper column"],
+                        justify={h: "right" for h in ("R²", "slope", "ρ", "p", "n")})
+            if has_exact_p(corr):
+                console.print(EXACT_P_NOTE)
             if renamed and not show_src:
                 console.print("paper columns renamed to canonical keys: see source_column in correlations.csv")
             console.print(
@@ -98,10 +96,3 @@ def register(app: typer.Typer) -> None:
         for n in res.notes:
             err.print(f"[yellow]note:[/yellow] {escape(n)}")
 
-
-class _null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *a):
-        return False

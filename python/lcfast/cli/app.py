@@ -1,7 +1,7 @@
 """Entry point of the `lcfast` command.
 
 Each command module exposes `register(app)`; this file only assembles them and turns exceptions
-into the contract of DESIGN §2: usage errors exit 2, data errors exit 1, one line each on stderr,
+into the error contract (README "Commands", docs/bad-input.md): usage errors exit 2, data errors exit 1, one line each on stderr,
 traceback only with --debug.
 """
 
@@ -50,6 +50,53 @@ def _one_line(msg: str) -> str:
     return " ".join(str(msg).split())
 
 
+#: the placeholder shown after an option that takes a value, by click type name
+_METAVARS = {"integer": "INT", "float": "FLOAT", "path": "PATH", "text": "TEXT", "boolean": "BOOL"}
+
+
+def _tidy_param(p) -> None:
+    """One convention for every command's help: flags show no type, an option's value is an
+    upper-case word (explicit metavars kept), an argument is its upper-case name, and no Python
+    type (`<list[Path]>`) is shown — Typer ≥ 0.25 prints one per parameter."""
+    if getattr(p, "param_type_name", "") == "argument":
+        p.metavar = (p.metavar or p.name or "ARG").upper().rstrip(".")
+        p.display_type_rich = lambda ctx=None: None
+    elif getattr(p, "is_flag", False) or getattr(p, "count", False):
+        p.metavar = ""
+    elif p.metavar is None:
+        p.metavar = _METAVARS.get(_type_name(p), "VALUE")
+
+
+def _type_name(p) -> str:
+    """click's type name of a parameter ("integer", "path", …), on Typer with or without click."""
+    t = getattr(p, "type", None)  # click parameters
+    if t is not None:
+        return str(getattr(t, "name", ""))
+    desc = getattr(p, "type_descriptor", None)  # Typer ≥ 0.25
+    if desc is None:
+        return ""
+    if getattr(desc, "is_path", False):
+        return "path"
+    return {int: "integer", float: "float", str: "text", bool: "boolean"}.get(getattr(desc, "annotation", None), "")
+
+
+def _tidy_help(cmd) -> None:
+    """Apply `_tidy_param` to every parameter (and the --help flag) of `cmd` and its subcommands."""
+    for p in cmd.params:
+        _tidy_param(p)
+    plain = cmd.get_help_option
+
+    def get_help_option(ctx):
+        opt = plain(ctx)
+        if opt is not None:
+            _tidy_param(opt)
+        return opt
+
+    cmd.get_help_option = get_help_option
+    for sub in (getattr(cmd, "commands", None) or {}).values():
+        _tidy_help(sub)
+
+
 def _invoke(args: list[str]) -> int:
     """Run the command line `args`; its exit status (exceptions other than exits propagate).
 
@@ -57,6 +104,7 @@ def _invoke(args: list[str]) -> int:
     turns Ctrl-C and `typer.Exit(n)` into a *return value* (and drops the note of an
     `Interrupted`), which is how `lcfast` once exited 0 after an interrupt."""
     cmd = typer.main.get_command(app)
+    _tidy_help(cmd)
     try:
         with cmd.make_context("lcfast", list(args)) as ctx:
             cmd.invoke(ctx)

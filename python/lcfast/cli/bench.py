@@ -26,7 +26,7 @@ def register(app: typer.Typer) -> None:
         """Time each fast path and its naive twin side by side; print a table, optionally write JSON."""
         from rich.console import Console
 
-        from lcfast.benchmarks import render_table, run_bench
+        from lcfast.benchmarks import print_bench_table, run_bench
         from lcfast.errors import UsageError
 
         if json_path is not None and json_path.parent and not json_path.parent.exists():
@@ -34,7 +34,7 @@ def register(app: typer.Typer) -> None:
         fams = [f.strip() for f in only.split(",") if f.strip()] if only else None
         report = run_bench(device=device, sizes=sizes, families=fams, repeats=repeats, triton_on_cpu=triton_on_cpu)
         console = Console()
-        console.print(render_table(report))
+        print_bench_table(report, console)
         failed = [r for r in report["rows"] if r["note"].startswith("FAILED")]
         if json_path is not None:
             from lcfast.io import atomic_write_text

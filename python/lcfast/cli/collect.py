@@ -94,7 +94,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def measure(
-        runs: List[Path] = typer.Argument(..., help="Run dirs (their collect/*), collect output dirs, or folders of runs."),
+        runs: List[Path] = typer.Argument(..., metavar="RUN", help="Run dirs (their collect/*), collect output dirs, or folders of runs."),
         out: Path = typer.Option(..., "--out", help="Output dir: measurements.csv and per_token/*.parquet."),
         min_count: Optional[int] = IntOption(None, "--min-count", help="Keep classes with ≥ k train samples (default: collect's)."),
         profile: str = typer.Option(

@@ -1,4 +1,4 @@
-"""`lcfast corpus …`: the embedded synthetic stories corpus (DESIGN §6)."""
+"""`lcfast corpus …`: the embedded synthetic stories corpus (lcfast.data.synth)."""
 
 from __future__ import annotations
 
@@ -27,26 +27,18 @@ def synth(
     import json
 
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-    from rich.table import Table
 
     from lcfast.data.synth import META_FILE, STORIES_FILE, write_corpus
     from lcfast.cli.data import unchanged_note
     from lcfast.errors import UsageError, interrupt_note
+    from lcfast.progress import progress_bar
+    from lcfast.tables import print_table
 
     n = stories
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out}: exists and is not a directory")
     console = Console(stderr=True)
-    with Progress(
-        TextColumn("[bold]synth[/bold] stories"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        transient=True,
-        disable=json_out,
-    ) as prog:
+    with progress_bar(unit="stories", console=console, enabled=not json_out, transient=True) as prog:
         task = prog.add_task("synth", total=n)
         with interrupt_note(lambda: unchanged_note(out)):
             meta = write_corpus(out, n_stories=n, seed=seed, progress=lambda k: prog.update(task, completed=k))
@@ -54,13 +46,10 @@ def synth(
     if json_out:
         print(json.dumps(meta, indent=2))
         return
-    table = Table(title=f"synthetic corpus → {out}")
-    table.add_column("field")
-    table.add_column("value", justify="right")
-    for k in ("n_stories", "seed", "n_words", "n_word_types", "mean_words_per_story", "n_chars", "seconds"):
-        v = meta[k]
-        table.add_row(k, f"{v:,.1f}" if isinstance(v, float) else f"{v:,}" if isinstance(v, int) else str(v))
-    Console().print(table)
+    rows = [[k, f"{v:,.1f}" if isinstance(v, float) else f"{v:,}" if isinstance(v, int) else str(v)]
+            for k, v in ((k, meta[k]) for k in ("n_stories", "seed", "n_words", "n_word_types",
+                                                 "mean_words_per_story", "n_chars", "seconds"))]
+    print_table(Console(), f"synthetic corpus → {out}", ["field", "value"], rows, justify={"value": "right"})
     Console().print(f"wrote {Path(out) / STORIES_FILE} and {Path(out) / META_FILE}")
 
 

@@ -44,7 +44,7 @@ def register(app: typer.Typer) -> None:
     @app.command("tokenize")
     def tokenize_cmd(
         inputs: List[str] = typer.Argument(
-            ..., metavar="INPUT...", help=".txt (documents split on blank lines), .jsonl / .parquet (field 'text'), a directory of those, hf:PATH (a save_to_disk dataset) or hf:NAME[:CONFIG][:SPLIT] (local Hugging Face cache)."
+            ..., metavar="INPUT", help=".txt (documents split on blank lines), .jsonl / .parquet (field 'text'), a directory of those, hf:PATH (a save_to_disk dataset) or hf:NAME[:CONFIG][:SPLIT] (local Hugging Face cache)."
         ),
         tokenizer: str = typer.Option(..., "--tokenizer", "-t", help="tokenizer.json path, a model folder (its tokenizer.json), hf:ORG/NAME (local cache), hub name, or train:VOCAB (byte-level BPE trained on the input)."),
         text_column: str = typer.Option("text", "--text-column", help="Column holding the documents in .parquet and hf: inputs."),
@@ -57,11 +57,11 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Tokenize a corpus into train/val token shards with per-token counts."""
         from rich.console import Console
-        from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn, TransferSpeedColumn
-        from rich.table import Table
 
         from lcfast.data.tokenize import tokenize_files
         from lcfast.errors import UsageError, interrupt_note
+        from lcfast.progress import progress_bar
+        from lcfast.tables import print_table
 
         if json_out is not None:
             if json_out.resolve().parent == out.resolve() and json_out.name in ("train.lcshard", "val.lcshard", "tokenizer.json"):
@@ -69,16 +69,7 @@ def register(app: typer.Typer) -> None:
             _check_json_path(json_out, [*inputs, tokenizer])
 
         err = Console(stderr=True)
-        with Progress(
-            TextColumn("[bold]tokenize"),
-            BarColumn(),
-            DownloadColumn(),
-            TransferSpeedColumn(),
-            TimeElapsedColumn(),
-            console=err,
-            transient=True,
-            disable=not err.is_terminal,
-        ) as prog:
+        with progress_bar(bytes_=True, console=err, enabled=err.is_terminal, transient=True) as prog:
             task = prog.add_task("tokenize", total=None)
 
             def progress(done: int, total: int) -> None:
@@ -91,14 +82,10 @@ def register(app: typer.Typer) -> None:
                 )
         if json_out is not None:
             _write_json(json_out, meta)
-        t = Table(title=f"lcfast tokenize → {out}")
-        t.add_column("split")
-        t.add_column("documents", justify="right")
-        t.add_column("tokens", justify="right")
-        for split in ("train", "val"):
-            t.add_row(split, _fmt_int(meta["documents"][split]), _fmt_int(meta["tokens"][split]))
-        t.add_row("total", _fmt_int(meta["documents"]["total"]), _fmt_int(meta["tokens"]["total"]))
-        Console().print(t)
+        rows = [[split, _fmt_int(meta["documents"][split]), _fmt_int(meta["tokens"][split])]
+                for split in ("train", "val", "total")]
+        print_table(Console(), f"lcfast tokenize → {out}", ["split", "documents", "tokens"], rows,
+                    justify={"documents": "right", "tokens": "right"})
         tim = meta["timing"]
         Console().print(
             f"vocab {meta['vocab_size']:,} ({meta['dtype']}), eos {meta['tokenizer']['eos_token']!r} = {meta['eos_id']}, "
@@ -111,7 +98,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command("count")
     def count_cmd(
-        shards: List[Path] = typer.Argument(..., metavar="SHARD...", help=".lcshard files (or folders of them); same tokenizer."),
+        shards: List[Path] = typer.Argument(..., metavar="SHARD", help=".lcshard files (or folders of them); same tokenizer."),
         json_path: Optional[Path] = typer.Option(None, "--json", help="Write the statistics as JSON here."),
         ambiguity: int = IntOption(0, "--ambiguity", help="Context-ambiguity statistics for context lengths 1..K (0 = off).", min=0),
         top: int = IntOption(20, "--top", help="Number of most frequent tokens to list.", min=0),
@@ -119,55 +106,40 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Token frequencies, imbalance (classes seen, classes >= k, entropy, Gini) and context ambiguity."""
         from rich.console import Console
-        from rich.table import Table
 
         from lcfast.data.counts import count_tokens
+        from lcfast.tables import print_table
 
         err = Console(stderr=True)
         if json_path is not None:
             _check_json_path(json_path, shards)
-        if err.is_terminal:
-            with err.status("counting ..."):
-                res = count_tokens(shards, ambiguity=ambiguity, top=top, memory_bytes=int(memory_mb * 2**20))
-        else:
+        from lcfast.progress import status
+
+        with status(err, "counting…"):
             res = count_tokens(shards, ambiguity=ambiguity, top=top, memory_bytes=int(memory_mb * 2**20))
         if json_path is not None:
             _write_json(json_path, res)
         con = Console()
-        t = Table(title="lcfast count: " + ", ".join(Path(s).name for s in res["shards"]))
-        t.add_column("statistic")
-        t.add_column("value", justify="right")
-        t.add_row("tokens", _fmt_int(res["n_tokens"]))
-        t.add_row("documents", _fmt_int(res["n_docs"]))
-        t.add_row("vocab size", _fmt_int(res["vocab_size"]))
-        t.add_row("classes seen", _fmt_int(res["classes_seen"]))
-        for k, v in res["classes_ge"].items():
-            t.add_row(f"classes with ≥ {k} samples", _fmt_int(v))
-        t.add_row("entropy (bits)", f"{res['entropy_bits']:.4f}")
-        t.add_row("Gini (vocabulary)", f"{res['gini']:.4f}")
-        t.add_row("Gini (seen classes)", f"{res['gini_seen']:.4f}")
-        con.print(t)
+        right = {h: "right" for h in ("value", "id", "count", "share", "k", "positions", "contexts", "ambiguous",
+                                      "H(next | context)")}
+        rows = [["tokens", _fmt_int(res["n_tokens"])], ["documents", _fmt_int(res["n_docs"])],
+                ["vocab size", _fmt_int(res["vocab_size"])], ["classes seen", _fmt_int(res["classes_seen"])]]
+        rows += [[f"classes with ≥ {k} samples", _fmt_int(v)] for k, v in res["classes_ge"].items()]
+        rows += [["entropy (bits)", f"{res['entropy_bits']:.4f}"], ["Gini (vocabulary)", f"{res['gini']:.4f}"],
+                 ["Gini (seen classes)", f"{res['gini_seen']:.4f}"]]
+        print_table(con, "lcfast count: " + ", ".join(Path(s).name for s in res["shards"]), ["statistic", "value"],
+                    rows, justify=right)
         if res["top_tokens"]:
-            tt = Table(title=f"top {len(res['top_tokens'])} tokens")
-            tt.add_column("id", justify="right")
-            tt.add_column("token")
-            tt.add_column("count", justify="right")
-            tt.add_column("share", justify="right")
-            for r in res["top_tokens"]:
-                tt.add_row(str(r["id"]), repr(r["token"]) if "token" in r else "", _fmt_int(r["count"]), f"{100 * r['share']:.2f}%")
-            con.print(tt)
+            rows = [[str(r["id"]), repr(r["token"]) if "token" in r else "", _fmt_int(r["count"]),
+                     f"{100 * r['share']:.2f}%"] for r in res["top_tokens"]]
+            print_table(con, f"top {len(res['top_tokens'])} tokens", ["id", "token", "count", "share"], rows,
+                        justify=right, fold=["token"])
         if res["ambiguity"]:
-            at = Table(title="context ambiguity")
-            at.add_column("context length k", justify="right")
-            at.add_column("positions", justify="right")
-            at.add_column("contexts", justify="right")
-            at.add_column("ambiguous positions", justify="right")
-            at.add_column("H(next | context) bits", justify="right")
-            for r in res["ambiguity"]:
-                at.add_row(
-                    str(r["k"]), _fmt_int(r["positions"]), _fmt_int(r["contexts"]),
-                    f"{100 * r['ambiguous_share']:.2f}%", f"{r['cond_entropy_bits']:.4f}",
-                )
-            con.print(at)
+            rows = [[str(r["k"]), _fmt_int(r["positions"]), _fmt_int(r["contexts"]), f"{100 * r['ambiguous_share']:.2f}%",
+                     f"{r['cond_entropy_bits']:.4f} bits"] for r in res["ambiguity"]]
+            print_table(con, "context ambiguity", ["k", "positions", "contexts", "ambiguous", "H(next | context)"],
+                        rows, justify=right)
+            con.print("k: context length (tokens); ambiguous: share of positions whose context is followed by "
+                      "more than one distinct next token")
         for n in res["notes"]:
             err.print(f"[yellow]note:[/yellow] {n}")

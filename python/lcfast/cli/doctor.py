@@ -9,14 +9,22 @@ import platform
 
 import typer
 from rich.console import Console
-from rich.table import Table
+
+
+#: how to install an optional component that is missing (what it is needed for)
+INSTALL_HINTS = {
+    "transformers": "pip install 'lcfast[hf]' (transformers models: collect MODEL_DIR or hf:ORG/NAME)",
+    "datasets": "pip install 'lcfast[hf]' (Hugging Face datasets: tokenize hf:…)",
+    "triton": "pip install 'lcfast[triton]' (GPU kernels; on CPU the torch twins run)",
+}
 
 
 def _version(mod: str) -> str:
     try:
         m = importlib.import_module(mod)
     except Exception as e:  # noqa: BLE001 - doctor reports every failure
-        return f"missing ({type(e).__name__})"
+        hint = INSTALL_HINTS.get(mod)
+        return f"missing ({type(e).__name__})" + (f": {hint}" if hint else "")
     return str(getattr(m, "__version__", "present"))
 
 
@@ -69,12 +77,12 @@ def register(app: typer.Typer) -> None:
         if json_out:
             print(json.dumps({**rep, "failed": failed}, indent=2))
         else:
-            table = Table(title="lcfast doctor")
-            table.add_column("component")
-            table.add_column("status")
-            for k, v in rep.items():
-                table.add_row(k, f"[red]{v}[/]" if k in failed else str(v))
-            Console().print(table)
+            from rich.text import Text
+
+            from lcfast.tables import print_table
+
+            rows = [[k, Text(str(v), style="red" if k in failed else "")] for k, v in rep.items()]
+            print_table(Console(), "lcfast doctor", ["component", "status"], rows, fold=["status"])
         if failed:
             import sys
 

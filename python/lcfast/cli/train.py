@@ -26,20 +26,24 @@ def _int_list(flag: str, text: str) -> list[int]:
     return [validate.integer(flag, v, min=1) for v in vals]
 
 
-def _metrics_table(title: str, rows: list[dict], cols: list[str]):
-    from rich.table import Table
+def _print_metrics(title: str, rows: list[dict], cols: list[str]) -> None:
+    """The metrics of runs on stdout, never cut (see lcfast.tables)."""
+    from rich.console import Console
 
-    t = Table(title=title)
-    for c in cols:
-        t.add_column(c, justify="left" if c in ("name", "status") else "right")
-    for r in rows:
-        cells = []
-        for c in cols:
-            v = r.get(c)
-            cells.append(f"{v:,.0f}" if c == "tokens_per_s" and v is not None else
-                         f"{v:.4f}" if isinstance(v, float) else "" if v is None else str(v))
-        t.add_row(*cells)
-    return t
+    from lcfast.tables import print_table
+
+    def cell(c, v) -> str:
+        if v is None:
+            return ""
+        if c == "tokens_per_s":
+            return f"{v:,.0f}"
+        if isinstance(v, float):
+            return f"{v:.4f}"
+        return f"{v:,}" if isinstance(v, int) and not isinstance(v, bool) else str(v)
+
+    print_table(Console(), title, cols, [[cell(c, r.get(c)) for c in cols] for r in rows],
+                keys=1 if cols[0] == "name" else 0,
+                justify={c: "right" for c in cols if c not in ("name", "status")})
 
 
 def register(app: typer.Typer) -> None:
@@ -78,11 +82,9 @@ def register(app: typer.Typer) -> None:
         if json_out:
             print(json.dumps(m, indent=2, sort_keys=True))
             return
-        from rich.console import Console
-
         title = f"{out} ({'already complete' if m.get('already_complete') else 'done'})"
-        Console().print(_metrics_table(title, [m], ["epoch", "step", "n_params", "train_loss", "val_loss", "val_acc",
-                                                    "perplexity", "tokens_per_s"]))
+        _print_metrics(title, [m], ["epoch", "step", "n_params", "train_loss", "val_loss", "val_acc", "perplexity",
+                                    "tokens_per_s"])
 
     @app.command()
     def sweep(
@@ -116,8 +118,5 @@ def register(app: typer.Typer) -> None:
                              seeds=grid["--seeds"], heads=heads, context=context, batch_size=batch_size, lr=lr,
                              weight_decay=weight_decay, device=device, steps_per_epoch=steps_per_epoch,
                              eval_tokens=eval_tokens, compile=compile, progress=progress, window_size=window)
-        from rich.console import Console
-
-        Console().print(_metrics_table(f"sweep {out} (summary: {out / 'sweep.csv'})", rows,
-                                       ["name", "status", "n_params", "train_loss", "val_loss", "val_acc",
-                                        "perplexity", "tokens_per_s"]))
+        _print_metrics(f"sweep {out} (summary: {out / 'sweep.csv'})", rows,
+                       ["name", "status", "n_params", "train_loss", "val_loss", "val_acc", "perplexity", "tokens_per_s"])

@@ -1,4 +1,4 @@
-"""The embedded default corpus: deterministic synthetic children's stories (DESIGN §6).
+"""The embedded default corpus: deterministic synthetic children's stories (`lcfast corpus synth`, and the corpus of `lcfast demo`).
 
 `generate_stories(n, seed)` yields `n` short stories in the style of TinyStories: a protagonist
 with a name, a friend, a place, a treasured object, a problem, some dialogue, a resolution and a

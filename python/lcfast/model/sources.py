@@ -69,9 +69,11 @@ def run_epochs(run_dir: Path) -> list[int]:
     return sorted(list_checkpoints(run_dir))
 
 
-def resolve_sources(run: str | Path, checkpoint: str | int = "last", data: str | Path | None = None) -> list[ModelSource]:
+def resolve_sources(run: str | Path, checkpoint: str | int = "last", data: str | Path | None = None,
+                    need_data: bool = True) -> list[ModelSource]:
     """Turn a MODEL argument (run dir, transformers dir or hf:ORG/NAME) and --checkpoint/--data into
-    the checkpoints to collect."""
+    the checkpoints to collect. need_data=False: only the model is wanted (`data_dir` may then be
+    unset: a run's recorded data dir, or ".")."""
     repo = None
     if str(run).startswith(HF_PREFIX):
         from lcfast.model.hf import resolve_hub_model
@@ -89,6 +91,9 @@ def resolve_sources(run: str | Path, checkpoint: str | int = "last", data: str |
         cfg = _read_json(path / "config.json")
         if data is not None:
             data_dir = Path(data)
+        elif not need_data:
+            d = cfg.get("data", {}).get("dir") if isinstance(cfg.get("data"), dict) else None
+            data_dir = Path(d or ".")
         else:
             d = cfg.get("data", {}).get("dir") if isinstance(cfg.get("data"), dict) else None
             if not d:
@@ -112,13 +117,13 @@ def resolve_sources(run: str | Path, checkpoint: str | int = "last", data: str |
             chosen = [k]
         return [ModelSource("run", path, f"epoch_{k}", k, data_dir, cfg) for k in chosen]
     if is_hf_dir(path):
-        if data is None:
+        if data is None and need_data:
             raise UsageError(f"MODEL {run} is a transformers model: pass --data DIR with shards made with its tokenizer "
                              f"(lcfast tokenize INPUT --tokenizer {run} --out DIR)")
         if ck not in ("last", "all"):
             raise UsageError(f"--checkpoint {checkpoint}: {run} is a single transformers checkpoint (use last)")
         cfg = _read_json(path / "config.json")
-        return [ModelSource("hf", path, "model", None, Path(data), cfg, repo=repo)]
+        return [ModelSource("hf", path, "model", None, Path(data if data is not None else "."), cfg, repo=repo)]
     raise UsageError(
         f"MODEL {path}: neither a lcfast train run (config.json + checkpoints/) "
         "nor a transformers model folder (config.json + model.safetensors)"

@@ -43,6 +43,7 @@ import torch
 import torch.nn.functional as F
 
 from lcfast.errors import DataError, UsageError, interrupt_note
+from lcfast.model.features import window_batch
 from lcfast.model.gptneo import GPTNeo
 from lcfast.model.sources import (  # noqa: F401 (model sources live in lcfast.model; re-exported for callers)
     ModelSource,
@@ -232,10 +233,9 @@ _TIMINGS = ("forward_s", "stats_s", "data_s", "wall_s", "forward_cpu_s", "stats_
 
 
 def _windows_for(shard, T: int, max_tokens: int | None) -> int:
-    n = int(shard.n_seq_windows(T))
-    if max_tokens is not None:
-        n = min(n, max(1, math.ceil(max_tokens / T)))
-    return n
+    from lcfast.model.features import n_windows
+
+    return n_windows(shard, T, max_tokens)
 
 
 def _run_pass(
@@ -257,9 +257,10 @@ def _run_pass(
     rank: int = 0,
     world: int = 1,
     layout=None,
+    on_progress: Callable[[str, int, int], None] | None = None,
 ) -> PassResult:
     """Feed windows [start, n_windows) of `shard` (this rank's block) through `model` into `acc`;
-    save periodically.
+    save periodically; `on_progress(kind, windows done, n_windows)` after every batch.
 
     Train passes: `acc` is a ClassStats (it skips/counts non-finite rows itself when asked), fed
     through `layout` (a `SlotLayout`: hidden-state slots, kept classes) when given.
@@ -278,17 +279,13 @@ def _run_pass(
     since_save = 0
     task = progress.add_task(label, total=n_windows, completed=start, tps="") if progress is not None else None
     done = start
-    ar = torch.arange(T)
     W, b = head if head is not None else (None, None)
     while done < n_windows:
         count = min(batch_size, n_windows - done)
         with dat:
-            win, lengths = shard.seq_windows(T, done, count, rank, world)
-            win = torch.from_numpy(np.ascontiguousarray(win, dtype=np.int64))
-            # a window holds lengths[k] valid tokens, hence lengths[k] − 1 valid label positions
-            mask = ar[None, :] < (torch.from_numpy(np.asarray(lengths, dtype=np.int64))[:, None] - 1)
-            x = win[:, :-1].to(device, non_blocking=True)
-            y = win[:, 1:][mask].to(device, non_blocking=True)
+            x, y, mask = window_batch(shard, T, done, count, rank, world)  # the same windows as lcfast.features
+            x = x.to(device, non_blocking=True)
+            y = y.to(device, non_blocking=True)
             mask_d = mask.to(device, non_blocking=True)
         with fwd, torch.inference_mode():
             if hidden_ids:
@@ -328,6 +325,8 @@ def _run_pass(
         if task is not None:
             rate = (tokens - tokens0) / max(time.perf_counter() - t_wall0, 1e-9)
             progress.update(task, completed=done, tps=f"{rate:,.0f} tok/s")
+        if on_progress is not None:
+            on_progress(kind, done, n_windows)
         due = (opts.save_every_windows is not None and since_save >= opts.save_every_windows) or (
             time.perf_counter() - last_save >= opts.save_every_s
         )
@@ -336,6 +335,10 @@ def _run_pass(
             last_save = time.perf_counter()
             since_save = 0
     wall = time.perf_counter() - t_wall0
+    if task is not None:  # the finished pass as one line (the next pass gets a fresh bar)
+        progress.remove_task(task)
+        progress.console.print(f"  {label}: {tokens - tokens0:,} positions in {wall:.1f} s, "
+                               f"{(tokens - tokens0) / max(wall, 1e-9):,.0f} tok/s", highlight=False)
     skipped = skipped_val if kind == "val" else int(getattr(acc, "skipped", 0))
     return PassResult(kind, n_windows, tokens, fwd.total, st.total, dat.total, wall, start, skipped, nll, correct,
                       forward_cpu_s=fwd.cpu, stats_cpu_s=st.cpu, cuda_timed=device.type == "cuda")
@@ -413,9 +416,11 @@ def collect_checkpoint(
     progress: bool = True,
     on_save: SaveHook | None = None,
     model=None,
+    on_progress: Callable[[str, int, int], None] | None = None,
 ) -> dict:
     """Collect one checkpoint into `out_dir` (default RUN/collect/<checkpoint>); returns the
-    collect.json summary (also written there). Passes already complete are reused."""
+    collect.json summary (also written there). Passes already complete are reused.
+    `on_progress(pass kind, windows done, windows of the pass)` is called after every batch."""
     from lcfast.data.shards import TokenShard
     from lcfast.io import atomic_write_json
     from lcfast.stats.classstats import ClassStats
@@ -474,15 +479,11 @@ def collect_checkpoint(
 
     pbar = None
     if progress and (rank == 0 or opts.part is not None):
-        from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+        from lcfast.progress import progress_bar
 
-        pbar = Progress(
-            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("windows"),
-            TextColumn("{task.fields[tps]}"), TimeElapsedColumn(), TimeRemainingColumn(),
-            console=console or Console(stderr=True),
-        )
+        pbar = progress_bar(unit="windows", fields=("tps",), console=console)
         pbar.start()
+        pbar.console.print(f"[bold]{src.name}[/] {src.checkpoint} → {out_dir}", highlight=False)
 
     def run_pass(kind: str, shard, make_acc, load_acc, extra_want: dict[str, str], head=None):
         final = out_dir / PASS_FILES[kind]
@@ -538,8 +539,8 @@ def collect_checkpoint(
                 setattr(r, k, float(prior.get(k, 0.0)))
             return acc, r
         r = _run_pass(kind, acc, model, shard, T, n_windows, start, batch_size, device, opts, save, pbar,
-                      f"{src.name}/{src.checkpoint} {kind}", head=head, prior=prior, rank=rank, world=world,
-                      layout=layout)
+                      f"{kind} pass", head=head, prior=prior, rank=rank, world=world, layout=layout,
+                      on_progress=on_progress)
         if start > 0:  # timings of a resumed pass: add those of the part done before
             for k in _TIMINGS:
                 setattr(r, k, getattr(r, k) + float(prior.get(k, 0.0)))
@@ -765,9 +766,11 @@ def collect(
     console=None,
     progress: bool = True,
     on_save: SaveHook | None = None,
+    on_progress: Callable[[str, int, int], None] | None = None,
 ) -> list[dict]:
     """Collect every selected checkpoint of RUN; returns their collect.json summaries. Under
-    torchrun, every rank takes a disjoint block of the windows and the accumulators are summed."""
+    torchrun, every rank takes a disjoint block of the windows and the accumulators are summed.
+    `on_progress(pass kind, windows done, windows of the pass)` is called after every batch."""
     import dataclasses
 
     opts = check_options(opts or CollectOptions())
@@ -775,7 +778,7 @@ def collect(
     device, started = init_distributed(opts.device)
     opts = dataclasses.replace(opts, device=device)
     try:
-        return _collect_sources(srcs, checkpoint, out, opts, console, progress, on_save)
+        return _collect_sources(srcs, checkpoint, out, opts, console, progress, on_save, on_progress)
     finally:
         if started:
             import torch.distributed as dist
@@ -783,7 +786,7 @@ def collect(
             dist.destroy_process_group()
 
 
-def _collect_sources(srcs, checkpoint, out, opts, console, progress, on_save) -> list[dict]:
+def _collect_sources(srcs, checkpoint, out, opts, console, progress, on_save, on_progress=None) -> list[dict]:
     out_root = Path(out) if out is not None else None
     res = []
     for src in srcs:
@@ -792,7 +795,8 @@ def _collect_sources(srcs, checkpoint, out, opts, console, progress, on_save) ->
             od = out_root / src.checkpoint if len(srcs) > 1 or str(checkpoint).lower() == "all" else out_root
         where = od if od is not None else default_out_dir(src)
         with interrupt_note(lambda where=where: interrupted_note(where)):
-            res.append(collect_checkpoint(src, od, opts, console=console, progress=progress, on_save=on_save))
+            res.append(collect_checkpoint(src, od, opts, console=console, progress=progress, on_save=on_save,
+                                          on_progress=on_progress))
     return res
 
 
@@ -813,25 +817,25 @@ def interrupted_note(out_dir: Path) -> str:
 
 
 def print_collect_summary(summaries: list[dict], console) -> None:
-    """A rich table of what `collect` did: positions, throughput, the statistics' cost, val loss."""
-    from rich.table import Table
-
-    t = Table(title="lcfast collect")
-    for col in ("model", "checkpoint", "train positions", "val positions", "train tok/s", "class stats / forward",
-                "NC4 / val forward", "kept", "val loss", "out"):
-        t.add_column(col)
+    """What `collect` did, as a table that is never cut: positions, throughput, the statistics' cost
+    (their time as a share of the model forward), kept classes, val loss, the output folder."""
+    from lcfast.tables import print_table
 
     def pct(v):
         return f"{v:.1%}" if v is not None else "-"
 
+    heads = ["model", "checkpoint", "train positions", "val positions", "train tok/s", "class stats / forward",
+             "NC4 / val forward", "kept classes", "val loss", "out"]
+    rows = []
     for s in summaries:
         tr, va = s["passes"]["train"], s["passes"]["val"]
         tps = tr.get("tokens_per_s")
         vl = s["val_pass"]["loss"]
-        t.add_row(
+        rows.append([
             s["model"], s["checkpoint"], f"{tr['tokens']:,}", f"{va['tokens']:,}",
             "reused" if tr.get("reused") else (f"{tps:,.0f}" if tps else "-"),
             pct(tr.get("stats_share_of_forward")), pct(va.get("stats_share_of_forward")),
             f"{s['kept_classes']:,}", f"{vl:.4f}" if vl is not None else "-", s.get("out_dir", ""),
-        )
-    console.print(t)
+        ])
+    print_table(console, "lcfast collect", heads, rows, keys=2, fold=["out"],
+                justify={h: "right" for h in heads[2:9]})

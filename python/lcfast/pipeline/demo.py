@@ -82,8 +82,12 @@ def _stage_corpus(work: Path, prof: DemoProfile, console) -> tuple[Path, bool]:
     want = {"n_stories": prof.n_stories, "seed": prof.seed, "generator_version": synth.GENERATOR_VERSION}
     stamp = cdir / "demo_stamp.json"
     if (cdir / synth.STORIES_FILE).is_file() and _stamp_ok(stamp, want):
+        console.print(f"corpus: reused {cdir / synth.STORIES_FILE}", highlight=False)
         return cdir / synth.STORIES_FILE, True
-    meta = synth.write_corpus(cdir, n_stories=prof.n_stories, seed=prof.seed)
+    from lcfast.progress import status
+
+    with status(console, f"writing {prof.n_stories:,} synthetic stories…"):
+        meta = synth.write_corpus(cdir, n_stories=prof.n_stories, seed=prof.seed)
     _write_stamp(stamp, want)
     console.print(f"corpus: {meta['n_stories']:,} stories, {meta['n_words']:,} words, {meta['n_word_types']:,} word types")
     return cdir / synth.STORIES_FILE, False
@@ -107,8 +111,13 @@ def _stage_tokenize(work: Path, stories: Path, prof: DemoProfile, console) -> tu
             "seed": prof.seed}
     stamp = ddir / "demo_stamp.json"
     if all((ddir / n).is_file() for n in ("train.lcshard", "val.lcshard", "tokenizer.json")) and _stamp_ok(stamp, want):
+        console.print(f"tokenize: reused {ddir}", highlight=False)
         return ddir, True
-    meta = tokenize_files([str(stories)], f"train:{prof.vocab}", str(ddir), val_fraction=prof.val_fraction, seed=prof.seed)
+    from lcfast.progress import status
+
+    with status(console, f"training a {prof.vocab:,}-token BPE tokenizer, then writing the shards…"):
+        meta = tokenize_files([str(stories)], f"train:{prof.vocab}", str(ddir), val_fraction=prof.val_fraction,
+                              seed=prof.seed)
     _write_stamp(stamp, want)
     console.print(f"tokenize: vocab {meta['vocab_size']}, train tokens {meta['tokens']['train']:,}, "
                   f"val tokens {meta['tokens']['val']:,}")
@@ -127,6 +136,16 @@ def _spearman(x, y) -> tuple[float | None, float | None]:
     return float(rho), float(p)
 
 
+def _p(p, rho, n) -> str:
+    """`= 0.012`, or for a perfect rank correlation the exact permutation p (see format_p)."""
+    from lcfast.pipeline.analyze import format_p
+
+    s = format_p(p, ".3g", rho, n)
+    if s.startswith("<"):
+        return s
+    return f"= 2/{n}! = {s}" if p == 0 else f"= {s}"
+
+
 def findings(df) -> tuple[list[str], dict]:
     """Plain-language findings of a demo sweep (final checkpoints): does it go the paper's way?"""
     notes: list[str] = []
@@ -142,11 +161,15 @@ def findings(df) -> tuple[list[str], dict]:
         match = rho > 0
         facts["direction_matches_paper"] = bool(match)
         notes.append(
-            f"Spearman ρ(val_loss, nc1_cdnv) = {rho:+.3f} (p = {p:.3g}, {n} final models): "
+            f"Spearman ρ(val_loss, nc1_cdnv) = {rho:+.3f} (p {_p(p, rho, n)}, {n} final models): "
             + ("the paper's direction — models with lower validation loss have lower CDNV (more collapse)."
                if match else
                "NOT the paper's direction — here lower validation loss does not come with lower CDNV.")
         )
+        if p == 0 and abs(rho) >= 1 - 1e-12 and n <= 170:  # scipy's 0 for |ρ| = 1: the exact p (format_p)
+            import math
+
+            p = 2 / math.factorial(n)
         if match and p is not None and p > 0.05:
             notes.append(f"With {n} models the correlation is not significant at 5%; the direction is suggestive only.")
     rp, _ = _spearman(final["n_params"], final["val_loss"])
@@ -182,6 +205,9 @@ def findings(df) -> tuple[list[str], dict]:
 
 
 _IN_JOB = False  # (worker processes) whether a job is running
+_REPORTS = None  # (worker processes) the queue progress reports go to (see `_report`)
+_JOB: tuple[str, int] | None = None  # (worker processes) (stage tag, job index) of the running job
+_LAST_REPORT = [0.0]
 
 
 def _worker_signal(signum, frame) -> None:
@@ -195,31 +221,52 @@ def _worker_signal(signum, frame) -> None:
     raise KeyboardInterrupt
 
 
-def _init_worker() -> None:
+def _init_worker(reports=None) -> None:
     """One intra-op thread per worker: the demo's models are tiny, and on a busy 2-core machine two
-    OpenMP threads per process spin against each other (measured 5-20× slower than one thread)."""
+    OpenMP threads per process spin against each other (measured 5-20× slower than one thread).
+    `reports`: the queue the jobs' progress goes to (`_report`)."""
     import signal
 
     import torch
 
+    global _REPORTS
+    _REPORTS = reports
     torch.set_num_threads(1)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _worker_signal)
 
 
-def _worker_call(fn, *args):
-    """Run one job in a worker process; an interrupt ends the process once the job has unwound
-    (the pool's own loop would otherwise report it and wait for the next job)."""
+def _worker_call(fn, tag: str, index: int, *args):
+    """Run job `index` of stage `tag` in a worker process; an interrupt ends the process once the job
+    has unwound (the pool's own loop would otherwise report it and wait for the next job)."""
     import os
 
-    global _IN_JOB
-    _IN_JOB = True
+    global _IN_JOB, _JOB
+    _IN_JOB, _JOB = True, (tag, index)
+    _LAST_REPORT[0] = 0.0
     try:
         return fn(*args)
     except KeyboardInterrupt:
         os._exit(130)
     finally:
-        _IN_JOB = False
+        _IN_JOB, _JOB = False, None
+
+
+def _report(fraction: float) -> None:
+    """(worker processes) Tell the main process how far the running job is (0..1), at most every
+    half second: its bar moves while the first jobs run, with an estimate of the time left."""
+    import time as _time
+
+    if _REPORTS is None or _JOB is None:
+        return
+    now = _time.monotonic()
+    if now - _LAST_REPORT[0] < 0.5:
+        return
+    _LAST_REPORT[0] = now
+    try:
+        _REPORTS.put_nowait((*_JOB, min(max(float(fraction), 0.0), 1.0)))
+    except Exception:  # noqa: BLE001 - progress is best effort; the job's result is what matters
+        pass
 
 
 def _stop_pool(pool, grace_s: float = 10.0) -> None:
@@ -227,6 +274,7 @@ def _stop_pool(pool, grace_s: float = 10.0) -> None:
     their job, so no temporary file is left), and kill those still running after `grace_s`."""
     import time as _time
 
+    pool = pool.executor
     procs = list(getattr(pool, "_processes", {}).values())  # no public handle before Python 3.14
     pool.shutdown(wait=False, cancel_futures=True)
     for p in procs:
@@ -243,14 +291,45 @@ def _stop_pool(pool, grace_s: float = 10.0) -> None:
 def _train_job(data_dir: str, run_dir: str, kw: dict) -> dict:
     from lcfast.pipeline.train import train_run
 
-    m = train_run(data_dir, run_dir, **kw)
+    steps = kw["epochs"] * (kw.get("steps_per_epoch") or 0)
+    report = (lambda info: _report(info["step"] / steps)) if _REPORTS is not None and steps else None
+    m = train_run(data_dir, run_dir, **kw, callback=report)
     return {k: v for k, v in m.items() if isinstance(v, (int, float, str, bool)) or v is None}
 
 
 def _collect_job(run_dir: str, checkpoint: str, opts: dict, progress: bool) -> list[dict]:
     from lcfast.pipeline.collect import CollectOptions, collect
 
-    return collect(run_dir, checkpoint=checkpoint, opts=CollectOptions(**opts), progress=progress)
+    on_progress = _collect_reporter(Path(run_dir), checkpoint, opts) if _REPORTS is not None else None
+    return collect(run_dir, checkpoint=checkpoint, opts=CollectOptions(**opts), progress=progress,
+                   on_progress=on_progress)
+
+
+def _collect_reporter(run: Path, checkpoint: str, opts: dict):
+    """(worker processes) An `on_progress(kind, done, total)` for collect that reports the job's
+    share done: each pass weighs what its shard holds, every checkpoint a train and a val pass."""
+    from lcfast.data.shards import TokenShard
+    from lcfast.model.sources import run_epochs
+
+    cfg = _read_json(run / "config.json")
+    data = Path(cfg.get("data", {}).get("dir", "")) if isinstance(cfg.get("data"), dict) else None
+    try:
+        weight = {k: float(TokenShard(str(data / f"{k}.lcshard")).n_tokens) for k in ("train", "val")}
+    except Exception:  # noqa: BLE001 - no estimate: the job reports nothing until it ends
+        return None
+    weight["train_exact"] = weight["train"]
+    n_ckpt = len(run_epochs(run)) if checkpoint == "all" else 1
+    total = n_ckpt * (weight["train"] * (2 if opts.get("exact") else 1) + weight["val"])
+    finished = [0.0]
+
+    def on_progress(kind: str, done: int, n: int) -> None:
+        part = weight.get(kind, 0.0) * done / max(n, 1)
+        if done >= n:
+            finished[0] += weight.get(kind, 0.0)
+            part = 0.0
+        _report((finished[0] + part) / max(total, 1.0))
+
+    return on_progress
 
 
 def _workers(device: str, n_jobs: int) -> int:
@@ -294,41 +373,90 @@ def _collected(run: Path, checkpoint: str) -> bool:
     return bool(want) and all((run / "collect" / f"epoch_{e}" / "collect.json").is_file() for e in want)
 
 
-def _make_pool(workers: int):
-    """`workers` spawned one-thread processes (None for in-process work)."""
+@dataclass
+class _Pool:
+    """Worker processes and the queue their jobs report progress on."""
+
+    executor: object  # concurrent.futures.ProcessPoolExecutor
+    reports: object  # multiprocessing Queue of (stage tag, job index, fraction done)
+
+    def shutdown(self) -> None:
+        self.executor.shutdown()
+
+
+def _cost(prof: DemoProfile, g: tuple[int, int, int]) -> float:
+    """Relative CPU time per token of a (layers, width, epochs) model: its parameters plus a fixed
+    100k for the per-token work that does not grow with them (fits the demo's measured tok/s within
+    ~30%); for the bars' time estimates only."""
+    from lcfast.model.gptneo import count_params
+
+    return 1e5 + count_params(prof.vocab, g[0], g[1], prof.context)
+
+
+def _epochs_of(run: Path) -> list[int]:
+    from lcfast.model.checkpoint import list_checkpoints
+
+    return sorted(list_checkpoints(run))
+
+
+def _make_pool(workers: int) -> _Pool | None:
+    """`workers` spawned processes of one thread each (None for in-process work)."""
     if workers <= 1:
         return None
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor
 
-    return ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"), initializer=_init_worker)
+    ctx = mp.get_context("spawn")
+    reports = ctx.Queue()
+    return _Pool(ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
+                                     initargs=(reports,)), reports)
 
 
-def _run_jobs(fn, jobs: list[tuple], labels: list[str], pool, console, title: str, on_done) -> list:
-    """Run fn(*job) for every job — on `pool` when given, with a rich progress bar over jobs, else in
-    this process, where each job shows its own bars (rich allows one live display at a time).
-    `on_done(i, result)` after each job; results in job order."""
+def _run_jobs(fn, jobs: list[tuple], labels: list[str], pool, console, title: str, on_done,
+              progress: bool = True, weights: list[float] | None = None) -> list:
+    """Run fn(*job) for every job — on `pool` when given, with one progress bar over the jobs that
+    also counts the finished share of the running ones (their reports), else in this process, where
+    each job shows its own bars (rich allows one live display at a time). `weights`: each job's
+    expected cost (the bar and its time estimate move by them; default equal). `on_done(i, result)`
+    after each job; results in job order."""
     results: list = [None] * len(jobs)
     if pool is None:
         for i, job in enumerate(jobs):
-            console.print(f"[bold]{title}[/] {i + 1}/{len(jobs)}: {labels[i]}")
+            if progress:
+                console.print(f"[bold]{title}[/] {i + 1}/{len(jobs)}: {labels[i]}")
             results[i] = fn(*job)
             on_done(i, results[i])
         return results
-    from concurrent.futures import as_completed
+    import queue as _queue
+    from concurrent.futures import FIRST_COMPLETED, wait
 
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from lcfast.progress import progress_bar
 
+    tag = f"{title}-{time.monotonic_ns()}"  # reports of an earlier stage's jobs are ignored
+    share = [0.0] * len(jobs)
+    weights = [float(w) for w in weights] if weights is not None else [1.0] * len(jobs)
     try:
-        with Progress(TextColumn(f"[bold]{title}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[what]}"),
-                      TimeElapsedColumn(), console=console) as bar:
-            task = bar.add_task(title, total=len(jobs), what="one-thread worker processes")
-            futs = {pool.submit(_worker_call, fn, *job): i for i, job in enumerate(jobs)}
-            for f in as_completed(futs):
-                i = futs[f]
-                results[i] = f.result()
-                on_done(i, results[i])
-                bar.advance(task)
+        with progress_bar(unit=None, fields=("done",), console=console, enabled=progress) as bar:
+            task = bar.add_task(title, total=sum(weights), done=f"0/{len(jobs)} models")
+            futs = {pool.executor.submit(_worker_call, fn, tag, i, *job): i for i, job in enumerate(jobs)}
+            pending, n_done = set(futs), 0
+            while pending:
+                finished, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
+                while True:
+                    try:
+                        t, i, frac = pool.reports.get_nowait()
+                    except _queue.Empty:
+                        break
+                    if t == tag and results[i] is None:
+                        share[i] = max(share[i], min(frac, 0.99))
+                for f in finished:
+                    i = futs[f]
+                    results[i] = f.result()
+                    share[i] = 1.0
+                    n_done += 1
+                    on_done(i, results[i])
+                bar.update(task, completed=sum(s * w for s, w in zip(share, weights)),
+                           done=f"{n_done}/{len(jobs)} models")
     except BaseException:  # an interrupt or a failed job: the workers must not outlive this process
         _stop_pool(pool)
         raise
@@ -430,7 +558,7 @@ def _run_demo(out, quick, device, console, progress, profile, workers, stack) ->
         trained[names[i]] = m
         if progress:
             how = "reused" if m.get("already_complete") else f"{m.get('n_params', 0):,} params, {m.get('tokens_per_s', 0):,.0f} tok/s"
-            console.print(f"  {names[i]}: val_loss {m.get('val_loss', float('nan')):.4f} ({how})")
+            console.print(f"  {names[i]}: val_loss {m.get('val_loss', float('nan')):.4f} ({how})", highlight=False)
 
     todo = []
     for i, job in enumerate(jobs):
@@ -439,8 +567,12 @@ def _run_demo(out, quick, device, console, progress, profile, workers, stack) ->
             todo.append(i)
         else:
             train_done(i, done)
+    if progress and todo:
+        console.print(f"training {len(todo)} models" + (f", {n_workers} at a time" if not in_proc else "")
+                      + f" ({prof.steps_per_epoch} steps of {prof.batch_size}×{prof.context} tokens per epoch)")
     _run_jobs(_train_job, [jobs[i] for i in todo], [names[i] for i in todo], pool_for(len(todo)),
-              console if progress else quiet, "train", lambda k, m: train_done(todo[k], m))
+              console if progress else quiet, "train", lambda k, m: train_done(todo[k], m), progress=progress,
+              weights=[_cost(prof, grid[i]) * grid[i][2] for i in todo])
     log.timings["train"] = time.perf_counter() - t
     log.reused["train"] = all(m.get("already_complete") for m in trained.values())
 
@@ -456,20 +588,28 @@ def _run_demo(out, quick, device, console, progress, profile, workers, stack) ->
 
     def collect_done(i, res):
         collected.extend(res)
-        if progress:
+        if progress:  # one short line per checkpoint (fits 80 columns)
             for s in res:
                 tr = s["passes"]["train"]
                 how = "reused" if tr.get("reused") else (
-                    f"{tr.get('tokens_per_s') or 0:,.0f} tok/s, class statistics {tr['stats_share_of_forward']:.1%} of the forward")
-                console.print(f"  {s['model']}/{s['checkpoint']}: {tr['tokens']:,} train positions ({how})")
+                    f"{tr.get('tokens_per_s') or 0:,.0f} tok/s, class statistics {tr['stats_share_of_forward']:.1%} "
+                    "of the forward")
+                console.print(f"  {s['model']} {s['checkpoint']}: {how}", highlight=False)
 
     # jobs whose collect.json is there are reruns: done in this process (they only check and reuse)
     todo = [i for i, (run, ck, _, _) in enumerate(cjobs) if not _collected(Path(run), ck)]
+    if progress:
+        from lcfast.data.shards import TokenShard
+
+        n_train = TokenShard(str(data_dir / "train.lcshard")).n_tokens - 1
+        n_ck = sum(len(_epochs_of(Path(run))) if ck == "all" else 1 for run, ck, _, _ in cjobs)
+        console.print(f"{n_ck} checkpoints: class statistics over {n_train:,} train positions, NC4 over val")
     for i in range(len(cjobs)):
         if i not in todo:
             collect_done(i, _collect_job(*cjobs[i][:3], False))
     _run_jobs(_collect_job, [cjobs[i] for i in todo], [names[i] for i in todo], pool_for(len(todo)),
-              console if progress else quiet, "collect", collect_done)
+              console if progress else quiet, "collect", collect_done, progress=progress,
+              weights=[_cost(prof, grid[i]) * (grid[i][2] if cjobs[i][1] == "all" else 1) for i in todo])
     log.timings["collect"] = time.perf_counter() - t
     log.reused["collect"] = all(all(p.get("reused") for p in s["passes"].values()) for s in collected)
 
@@ -491,7 +631,7 @@ def _run_demo(out, quick, device, console, progress, profile, workers, stack) ->
 
     t = stage("6/7 analyze")
     stamp = {"measurements": _file_sha(meas_csv), "over_training": _file_sha(dev_csv) if dev_csv else None,
-             "version": 1}
+             "version": 2}
     stamp_path = root / "analysis" / "demo_stamp.json"
     prev = _read_json(root / "demo.json")
     if _stamp_ok(stamp_path, stamp) and (root / "report.md").is_file() and prev.get("plots") is not None:
@@ -502,7 +642,10 @@ def _run_demo(out, quick, device, console, progress, profile, workers, stack) ->
         plots = prev["plots"]
         log.reused["analyze"] = True
     else:
-        corr, plots = _analyze(root, meas_csv, dev_csv)
+        from lcfast.progress import status
+
+        with status(console if progress else None, "fitting val_loss against every metric, drawing the plots…"):
+            corr, plots = _analyze(root, meas_csv, dev_csv)
         log.reused["analyze"] = False
     log.timings["analyze"] = time.perf_counter() - t
 
@@ -518,7 +661,9 @@ def _run_demo(out, quick, device, console, progress, profile, workers, stack) ->
     )
     from lcfast.pipeline.report import write_report
 
-    report = write_report(root, meas_csv, corr, plots, notes, title="lcfast demo: linguistic collapse in miniature")
+    tracked_names = [run_name(n_layers, w, e, prof.seed) for n_layers, w, e in tracked]
+    report = write_report(root, meas_csv, corr, plots, notes, title="lcfast demo: linguistic collapse in miniature",
+                          plots_note=_plots_note(corr, tracked_names if dev_csv is not None else []))
     _write_stamp(stamp_path, stamp)
     log.timings["report"] = time.perf_counter() - t
     log.timings["total"] = time.perf_counter() - t_all
@@ -541,34 +686,72 @@ def _run_demo(out, quick, device, console, progress, profile, workers, stack) ->
     }
     atomic_write_json(root / "demo.json", summary)
     if progress:
-        print_measure_table(final, console)
+        print_measure_table(final, console, columns=[c for c in ("model", "val_loss", "nc1_cdnv", "gnc2_log_var",
+                                                                 "nc4_agreement") if c in final.columns])
+        console.print(f"every metric of every model: {meas_csv}", highlight=False)
         console.print(f"demo finished in {log.timings['total']:.1f} s → {report}")
         for n in notes[:3]:
             console.print(f"• {n}")
     return summary
 
 
+#: one headline metric per property, as the paper plots them: NC1, NC4, GNC2, NC2 (equinorm,
+#: equiangularity), NC3; the demo adds the best-fitting metric when it is not among them
 _KEY_METRICS = ["nc1_cdnv", "nc4_agreement", "gnc2_log_var", "nc2_norm_cov", "nc3_dual_error", "nc2_interference_var"]
+#: the metrics drawn over training (analysis_over_training/), besides val_loss
+_OVER_TRAINING = ["nc1_cdnv", "nc4_agreement"]
+
+
+def plotted_metrics(corr) -> tuple[list[str], str | None]:
+    """(the metrics the demo plots against val_loss, the best-fitting metric when it was added):
+    the headline metric of each property, and the one with the highest R² if it is not one of them."""
+    have = list(corr["metric"])
+    chosen = [m for m in _KEY_METRICS if m in have]
+    fitted = corr.dropna(subset=["r2"])
+    best = str(fitted.iloc[0]["metric"]) if len(fitted) else None  # sorted by R²
+    if best is not None and best not in chosen:
+        return chosen + [best], best
+    return chosen, None
 
 
 def _analyze(root: Path, meas_csv: Path, dev_csv: Path | None):
-    """Correlations of every metric (analysis/correlations.csv) and the plots of the headline ones;
-    with several checkpoints per model, metric-vs-epoch plots (analysis_over_training/)."""
+    """Correlations of every metric (analysis/correlations.csv) and the plots of the headline ones
+    (see `plotted_metrics`); with several checkpoints per model, metric-vs-epoch plots
+    (analysis_over_training/). Every PNG written is returned (the report links them all)."""
     from dataclasses import replace
 
     from lcfast.pipeline.analyze import make_plots, run_analysis
 
     res = run_analysis([str(meas_csv)], target="val_loss", out_dir=str(root / "analysis"), plots=False)
-    key = res.correlations[res.correlations["metric"].isin(_KEY_METRICS)]
-    key = key.set_index("metric").loc[[m for m in _KEY_METRICS if m in set(key["metric"])]].reset_index()
-    plots = [str(p) for p in make_plots(replace(res, correlations=key), root / "analysis")]
+    chosen, _ = plotted_metrics(res.correlations)
+    key = res.correlations.set_index("metric").loc[chosen].reset_index()
+    plots = [str(p) for p in make_plots(replace(res, correlations=key), root / "analysis", kinds=("scatter",))]
     if dev_csv is not None:
         over = run_analysis([str(dev_csv)], target="val_loss", out_dir=str(root / "analysis_over_training"),
-                            metrics=["nc1_cdnv", "nc4_agreement"], plots=False)
-        plots += [str(p) for p in make_plots(over, root / "analysis_over_training") if Path(p).name.startswith("epochs_")]
+                            metrics=_OVER_TRAINING, plots=False)
+        plots += [str(p) for p in make_plots(over, root / "analysis_over_training", kinds=("epochs",))]
     corr = res.correlations
     corr.attrs["target"] = "val_loss"
     return corr, plots
+
+
+def _plots_note(corr, tracked: list[str]) -> str:
+    """What report.md says about its plots: which metrics, and why these."""
+    chosen, best = plotted_metrics(corr)
+    r2 = dict(zip(corr["metric"], corr["r2"]))
+    heads = [m for m in chosen if m != best]
+    text = ("The scatter plots show val_loss against one headline metric per property, as the paper plots "
+            "them: " + ", ".join(f"`{m}`" for m in heads) + ".")
+    if best is not None:
+        text += (f" `{best}` is added because it fits val_loss best here (R² {r2[best]:.3f}); it is not one "
+                 "of the headline metrics.")
+    text += (" Every other metric's fit is in the correlation table above (and analysis/correlations.csv); "
+             "`lcfast analyze measurements.csv --out DIR` draws them all. Each point is a model: colour = "
+             "parameters, marker = layers, hollow = the shorter training.")
+    if tracked:
+        text += (f" The over-training plots follow {', '.join(tracked)}, measured after every epoch: val_loss, "
+                 + " and ".join(f"`{m}`" for m in _OVER_TRAINING) + ".")
+    return text
 
 
 def _read_json(path: Path) -> dict:
@@ -622,7 +805,7 @@ def _speed_notes(speed: dict) -> list[str]:
             f"Collection: {speed['collect_tokens_per_s']:,.0f} tokens/s per process over {speed['collect_checkpoints']} "
             f"checkpoint(s) (train pass {speed['collect_train_tokens_per_s']:,.0f} tokens/s). The class-statistics "
             f"accumulation costs {pct(speed['class_stats_share_of_forward'])} of the feature forward in wall time "
-            f"({pct(speed['class_stats_share_of_forward_cpu'])} in CPU time; target ≤ 10%); the NC4 decisions (nearest of "
+            f"({pct(speed['class_stats_share_of_forward_cpu'])} in CPU time); the NC4 decisions (nearest of "
             f"all kept class means and the LM-head argmax, float64) cost {pct(speed['ncc_share_of_val_forward'])} of the val "
             "forward — with these tiny models the forward itself is very cheap, so the ratios overstate what a real model sees."
         )

@@ -388,17 +388,16 @@ def _measure_into(st, cdirs, out: Path, min_count, cdnv_power, backend, device, 
     names: dict[str, int] = {}
     pbar = task = None
     if progress:
-        from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+        from lcfast.progress import progress_bar
 
-        pbar = Progress(TextColumn("[bold]measure"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[what]}"),
-                        TimeElapsedColumn(), console=console or Console(stderr=True))
+        pbar = progress_bar(unit="checkpoints", fields=("what",), console=console)
         pbar.start()
         task = pbar.add_task("measure", total=len(cdirs), what="")
     try:
         for cdir in cdirs:
-            if pbar is not None:
-                pbar.update(task, what=str(cdir))
+            if pbar is not None:  # which collection: model/checkpoint (RUN/collect/epoch_K) or the folder's name
+                p = Path(cdir)
+                pbar.update(task, what=f"{p.parent.parent.name}/{p.name}" if p.parent.name == "collect" else p.name)
             row, table, n = measure_collection(cdir, min_count=min_count, cdnv_power=cdnv_power, backend=backend,
                                                device=device, profile=profile)
             notes.extend(n)
@@ -437,19 +436,18 @@ def _parquet_bytes(table) -> bytes:
 
 
 def print_measure_table(df, console, columns: list[str] | None = None) -> None:
-    """A rich table of the headline columns of measurements.csv."""
-    from rich.table import Table
+    """The headline columns of measurements.csv on `console`, never cut: split into parts that fit
+    (each repeating model and checkpoint) when the console is narrow."""
+    from lcfast.tables import print_table
 
     heads = ("nc1_cdnv", "nc2_norm_cov", "nc2_interference_mean", "gnc2_log_var", "nc3_dual_cos_mean", "nc4_agreement")
     if "nc1_cdnv" not in df.columns:  # --profile paper
         heads = ("cdnv", "norms_var", "interfere_mean", "log_kern_var", "simcos_mean", "hits", "misses")
     cols = columns or [c for c in ("model", "checkpoint", "layer", "n_params", "val_loss") + heads if c in df.columns]
-    t = Table(title="lcfast measure")
-    for c in cols:
-        t.add_column(c, justify="left" if c in ("model", "checkpoint") else "right")
-    for _, r in df.iterrows():
-        t.add_row(*[_fmt(r[c]) for c in cols])
-    console.print(t)
+    keys = sum(c in cols for c in ("model", "checkpoint", "layer"))
+    rows = [[_fmt(r[c]) for c in cols] for _, r in df.iterrows()]
+    print_table(console, "lcfast measure", cols, rows, keys=keys,
+                justify={c: "right" for c in cols if c not in ("model", "checkpoint")})
 
 
 def _fmt(v) -> str:
@@ -461,6 +459,6 @@ def _fmt(v) -> str:
         if v != 0 and (abs(v) < 1e-3 or abs(v) >= 1e5):
             return f"{v:.3e}"
         return f"{v:.4f}"
-    if isinstance(v, int) and abs(v) >= 10000:
+    if isinstance(v, int) and not isinstance(v, bool):
         return f"{v:,}"
     return str(v)

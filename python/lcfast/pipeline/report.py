@@ -1,8 +1,9 @@
-"""A short markdown report of a sweep: models and metrics, correlations with the target, plots, notes.
+"""A short markdown report of a sweep: models and metrics, correlations with the target, plots, a
+glossary of every column shown, notes.
 
 `write_report(out_dir, measurements_csv, correlations_df, plots, notes) -> Path` writes
 `out_dir/report.md`. Plot links are relative to `out_dir` where possible, so the folder can be
-moved or browsed on GitHub as is.
+moved or browsed on GitHub as is. The glossary's directions are those of docs/metrics.md.
 """
 
 from __future__ import annotations
@@ -25,6 +26,49 @@ _MODEL_COLUMNS = ["model", "checkpoint", "n_params", "layers", "width", "epochs"
 _METRIC_COLUMNS = ["nc1_cdnv", "nc1_trace_ratio", "nc2_norm_cov", "nc2_interference_var", "nc2_etf_error",
                    "gnc2_log_var", "nc3_dual_cos_mean", "unc3", "nc3_dual_error", "nc4_agreement"]
 MAX_MODEL_ROWS = 60
+
+_DOWN, _UP = "smaller (↓ 0)", "larger (↑ 1)"
+#: column → (what it measures, which way is more collapse); the formulas are in docs/metrics.md
+GLOSSARY = {
+    "model": ("the run's name: L layers, W width, E epochs of training, S seed", ""),
+    "checkpoint": ("the epoch the row was measured at", ""),
+    "n_params": ("parameters of the model", ""),
+    "layers": ("transformer blocks", ""),
+    "width": ("hidden size d (the features' dimension)", ""),
+    "epochs": ("epochs the run was trained for", ""),
+    "epoch": ("the epoch of the checkpoint", ""),
+    "seed": ("seed of initialisation and batch order", ""),
+    "val_loss": ("mean next-token cross-entropy on the validation shard (nats)", ""),
+    "val_acc": ("share of validation tokens the model predicts exactly", ""),
+    "perplexity": ("exp(val_loss)", ""),
+    "nc1_cdnv": ("NC1, variability: within-class spread of the features over the squared distance between "
+                 "class means, averaged over pairs of classes (CDNV)", _DOWN),
+    "nc1_trace_ratio": ("NC1: total within-class over between-class variance, Tr Σ_W / Tr Σ_B", _DOWN),
+    "nc1_pinv": ("NC1 (Papyan et al.): Tr(Σ_W Σ_B⁺)/C", _DOWN),
+    "nc2_norm_mean": ("mean norm of the centred class means", "none (a scale)"),
+    "nc2_norm_cov": ("NC2, equinorm: coefficient of variation of the class-mean norms", _DOWN),
+    "nc2_lognorm_var": ("NC2, equinorm: variance of the log class-mean norms", _DOWN),
+    "nc2_interference_mean": ("NC2, equiangularity: mean cosine between two centred class means",
+                              "→ −1/(C−1) (a simplex)"),
+    "nc2_interference_var": ("NC2, equiangularity: variance of those cosines", _DOWN),
+    "nc2_etf_error": ("NC2: distance of the class means' normalised Gram matrix from a simplex ETF's", _DOWN),
+    "gnc2_log_mean": ("GNC2, hyperspherical uniformity: mean log-kernel energy log(1/‖m̂_c − m̂_c′‖) of the "
+                      "class-mean directions", "smaller (↓)"),
+    "gnc2_log_var": ("GNC2: variance of that energy over pairs of classes", _DOWN),
+    "nc3_dual_cos_mean": ("NC3, self-duality: mean cosine between a class's classifier row w_c and its centred "
+                          "mean", _UP),
+    "nc3_dual_cos_var": ("NC3: variance of those cosines", _DOWN),
+    "unc3": ("UNC3, uniform duality: coefficient of variation of those cosines", _DOWN),
+    "nc3_dual_error": ("NC3: distance of W Mᵀ (classifier rows × class means) from a simplex ETF", _DOWN),
+    "nc4_agreement": ("NC4: share of validation positions where the nearest class mean names the token the "
+                      "model predicts", _UP),
+    "scale": ("log: the fit is on ln(metric) (the metric is positive on every row); linear: on the metric", ""),
+    "R²": ("share of the target's variance the linear fit explains", ""),
+    "slope": ("change of the target per unit of the metric (per unit of ln(metric) on the log scale)", ""),
+    "Spearman ρ": ("rank correlation of the metric with the target", ""),
+    "p": ("p-value of Spearman ρ (chance of |ρ| this large without a relation)", ""),
+    "n": ("rows with a finite metric and target", ""),
+}
 
 
 def _cell(v) -> str:
@@ -51,6 +95,17 @@ def markdown_table(df: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def _caption(p: Path, target: str) -> str:
+    """A heading for a plot file of `lcfast analyze` (scatter_M_vs_T, epochs_M, depth_M)."""
+    stem = p.stem
+    if stem.startswith("scatter_") and stem.endswith(f"_vs_{target}"):
+        return f"`{target}` against `{stem[len('scatter_'):-len(f'_vs_{target}')]}`"
+    for prefix, what in (("epochs_", "over training"), ("depth_", "through depth")):
+        if stem.startswith(prefix):
+            return f"`{stem[len(prefix):]}` {what}"
+    return stem
+
+
 def _rel(path: Path, base: Path) -> str:
     try:
         return Path(os.path.relpath(Path(path).resolve(), base.resolve())).as_posix()
@@ -66,12 +121,15 @@ def write_report(
     notes=(),
     target: str | None = None,
     title: str = "lcfast report",
+    plots_note: str | None = None,
 ) -> Path:
     """Write `out_dir/report.md` and return its path.
 
     measurements_csv: a table of one row per model/checkpoint (read like `lcfast analyze` reads it,
     so the paper's tables work too), or None. correlations_df: the frame `analyze` returned, or None.
-    plots: PNG paths. notes: strings, written verbatim as a list (say what is approximate or missing).
+    plots: PNG paths (scatter_*, epochs_*, depth_* get a section each, with a caption).
+    notes: strings, written verbatim as a list (say what is approximate or missing). plots_note: a
+    paragraph saying which metrics are plotted and why.
     """
     out = Path(out_dir)
     try:
@@ -83,6 +141,7 @@ def write_report(
     target = target or "val_loss"
 
     parts = [f"# {title}", "", f"Generated {_dt.datetime.now().isoformat(timespec='seconds')}."]
+    shown_columns: list[str] = []
 
     if measurements_csv is not None:
         from lcfast.pipeline.analyze import load_tables
@@ -91,6 +150,7 @@ def write_report(
         cols = [c for c in _MODEL_COLUMNS if c in data.columns]
         mcols = [c for c in _METRIC_COLUMNS if c in data.columns and data[c].notna().any()]
         table = data[cols + mcols]
+        shown_columns += list(table.columns)
         sort = [c for c in ("n_params", "model", "epoch", "checkpoint") if c in table.columns]
         if sort:
             table = table.sort_values(sort, kind="stable")
@@ -103,11 +163,21 @@ def write_report(
 
     if correlations_df is not None and len(correlations_df):
         c = correlations_df
+        from lcfast.pipeline.analyze import EXACT_P_NOTE, format_p, has_exact_p
+
         show = [k for k in ("metric", "scale", "r2", "slope", "spearman_rho", "p_value", "n") if k in c.columns]
+        table = c[show].rename(columns={"r2": "R²", "spearman_rho": "Spearman ρ", "p_value": "p"})
+        if "p" in table.columns:  # scipy's 0 is never the p-value (see format_p)
+            table = table.assign(p=[format_p(v, ".3g", rho, n) for v, rho, n in
+                                    zip(c["p_value"], c.get("spearman_rho", [None] * len(c)), c.get("n", [None] * len(c)))])
+        shown_columns += list(table.columns)
         parts += ["", f"## Correlation with `{target}`", "",
                   f"Linear fit of {target} against each metric — against ln(metric) where `scale` is `log` "
                   "(the metric is positive on every row) — with R², slope, Spearman ρ and its p-value; "
-                  "sorted by R².", "", markdown_table(c[show])]
+                  f"sorted by R². For a metric that is smaller under more collapse, a positive ρ means that "
+                  f"models with a lower {target} are more collapsed (the paper's finding); for one that is "
+                  "larger, a negative ρ. Which way each metric goes: the glossary below.", "",
+                  markdown_table(table)] + (["", EXACT_P_NOTE[0].upper() + EXACT_P_NOTE[1:] + "."] if has_exact_p(c) else [])
         if c.attrs.get("pooled") or c.attrs.get("kept_apart"):
             from lcfast.pipeline.analyze import pooling_line
 
@@ -116,14 +186,42 @@ def write_report(
 
     plots = [Path(p) for p in plots or ()]
     if plots:
-        parts += ["", "## Plots", ""]
-        for p in plots:
-            parts.append(f"![{p.stem}]({_rel(p, out)})")
-            parts.append("")
+        parts += ["", "## Plots"]
+        if plots_note:
+            parts += ["", " ".join(str(plots_note).split())]
+        kinds = (("scatter_", None, ""),
+                 ("epochs_", "Over training",
+                  "Each metric after every epoch of the models measured at every checkpoint."),
+                 ("depth_", "Through depth", "Each metric of the hidden states, layer by layer."),
+                 ("", "Other plots", ""))
+        done: set[Path] = set()
+        for prefix, heading, intro in kinds:
+            group = [p for p in plots if p.name.startswith(prefix) and p not in done]
+            if not group:
+                continue
+            done.update(group)
+            if heading:
+                parts += ["", f"### {heading}"] + (["", intro] if intro else [])
+            for p in group:
+                parts += ["", f"{'####' if heading else '###'} {_caption(p, target)}", "",
+                          f"![{p.stem}]({_rel(p, out)})"]
 
     notes = [str(n) for n in notes or ()]
     if notes:
         parts += ["", "## Notes", ""] + [f"- {' '.join(n.split())}" for n in notes]
+
+    known = [c for c in dict.fromkeys(shown_columns) if c in GLOSSARY and c != "metric"]
+    metrics_shown = [m for m in (correlations_df["metric"] if correlations_df is not None and len(correlations_df)
+                                 and "metric" in correlations_df.columns else []) if m in GLOSSARY]
+    known += [m for m in metrics_shown if m not in known]
+    if known:
+        rows = pd.DataFrame([(f"`{c}`", GLOSSARY[c][0], GLOSSARY[c][1] or "") for c in known],
+                            columns=["column", "what it is", "more collapse"])
+        parts += ["", "## Glossary", "",
+                  "What each column means and, for a collapse metric, which way it moves as the representation "
+                  "collapses (smaller ↓, larger ↑, → a value). Features are the LM head's inputs; a class is a "
+                  "next token; C the number of classes kept. Formulas, and how these keys relate to the "
+                  "paper's columns: docs/metrics.md in the lcfast repository.", "", markdown_table(rows)]
 
     path = out / REPORT_FILE
     atomic_write_text(path, "\n".join(parts).rstrip() + "\n")

@@ -242,7 +242,7 @@ def evaluate(model, shard, context: int, batch_size: int, eval_tokens: int, devi
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     hits = torch.zeros((), dtype=torch.int64, device=device)
     count = torch.zeros((), dtype=torch.int64, device=device)
-    task = progress.add_task("eval", total=mine, loss="", tps="") if progress is not None else None
+    task = progress.add_task("eval", total=mine, loss="", tps="", unit="windows") if progress is not None else None
     for start in range(first, first + mine, batch_size):
         cnt = min(batch_size, first + mine - start)
         w, lengths = shard.seq_windows(T, start, cnt)
@@ -400,16 +400,9 @@ def _stop_if_nonfinite(first_bad: torch.Tensor, lr: float, out: Path, what: str 
 
 
 def _progress(enabled: bool):
-    from rich.console import Console
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                               TimeRemainingColumn)
+    from lcfast.progress import progress_bar
 
-    return Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-        TextColumn("loss {task.fields[loss]}"), TextColumn("{task.fields[tps]}"),
-        TimeElapsedColumn(), TimeRemainingColumn(),
-        console=Console(stderr=True), disable=not enabled,
-    )
+    return progress_bar(unit="steps", fields=("loss", "tps"), enabled=enabled)
 
 
 def train_run(
@@ -579,7 +572,7 @@ def _train(ctx: dist.Context, data_dir, out_dir, *, layers, width, heads, contex
 
     with _progress(progress) as bar:
         for epoch in range(start_epoch + 1, epochs + 1):
-            task = bar.add_task(f"epoch {epoch}/{epochs}", total=spe, loss="-", tps="")
+            task = bar.add_task(f"epoch {epoch}/{epochs}", total=spe, loss="", tps="")
             step = (epoch - 1) * spe
             loss_acc = torch.zeros((), dtype=torch.float64, device=dev)
             t0 = time.perf_counter()
@@ -611,7 +604,7 @@ def _train(ctx: dist.Context, data_dir, out_dir, *, layers, width, heads, contex
                 now = time.perf_counter()
                 if callback is not None or now - last_ui > 0.5 or i == spe - 1:
                     cur = float(loss.detach())
-                    bar.update(task, completed=i + 1, loss=f"{cur:.4f}",
+                    bar.update(task, completed=i + 1, loss=f"loss {cur:.4f}",
                                tps=f"{(i + 1) * batch_size * context / max(now - t0, 1e-9):,.0f} tok/s")
                     last_ui = now
                     if callback is not None:
@@ -641,8 +634,8 @@ def _train(ctx: dist.Context, data_dir, out_dir, *, layers, width, heads, contex
                 raise err
             if progress:
                 bar.console.print(
-                    f"epoch {epoch}/{epochs}  train_loss {train_loss:.4f}  val_loss {ev['val_loss']:.4f}  "
-                    f"val_acc {ev['val_acc']:.4f}  ppl {ev['perplexity']:.2f}  {rec['tokens_per_s']:,.0f} tok/s"
+                    f"epoch {epoch}/{epochs}: train_loss {train_loss:.4f}, val_loss {ev['val_loss']:.4f}, "
+                    f"val_acc {ev['val_acc']:.3f}, {rec['tokens_per_s']:,.0f} tok/s"  # (ppl = exp(val_loss))
                 )
     return {**history[-1], "run_dir": str(out), "n_params": n_params, "model_fingerprint": model.fingerprint(),
             "resumed_from_epoch": resumed_from, "already_complete": False, "world_size": world}

@@ -15,10 +15,13 @@ from lcfast.errors import UsageError
 
 
 def as_tensor(x, what: str):
-    """`x` as a torch.Tensor (None passes through). `what` names the argument in the UsageError
+    """`x` as a torch.Tensor (None passes through; a tensor is detached: statistics are never part of
+    an autograd graph, e.g. a model's `lm_head_weight`). `what` names the argument in the UsageError
     raised for anything that is not a tensor or a numeric numpy array / list."""
-    if x is None or isinstance(x, torch.Tensor):
+    if x is None:
         return x
+    if isinstance(x, torch.Tensor):
+        return x.detach()
     if isinstance(x, (list, tuple)) or np.isscalar(x):
         try:
             x = np.asarray(x)
