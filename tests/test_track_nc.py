@@ -20,7 +20,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from lcfast.metrics.measure import CANONICAL_KEYS, measure_stats
 from lcfast.model.checkpoint import load_run
 from lcfast.pipeline.track import TRACK_COLUMNS, TRACK_FILE

@@ -10,7 +10,10 @@ intercept, Pearson r, Spearman ρ with its p-value and n, writes `out_dir/correl
 `out_dir/data.csv` (the normalised table that was analysed), `out_dir/analysis.json`, and PNG plots
 in `out_dir`: `scatter_<metric>_vs_<target>.png` (each metric vs the target, coloured by parameter
 count on a log scale) and `epochs_<metric>.png` (each metric vs epoch, one line per model, when
-some model has several checkpoints). Tables of
+some model has several checkpoints). When a row's collection lies in a run trained with
+`lcfast train --track-nc` (its `collect_dir` is RUN/collect/<checkpoint> and RUN/nc_track.csv
+exists), the epoch plots draw that run's tracked curve (x = epoch as a fraction) with the exact
+points of its collected checkpoints on it (then one exact checkpoint is enough). Tables of
 `collect --layers` collections (a `layer` column) give `depth_<metric>.png`: each metric against
 the layer, one line per model; their correlations use the LM-head rows only (`head` True).
 
@@ -488,35 +491,80 @@ def epoch_axis(data: pd.DataFrame) -> pd.Series | None:
     return None
 
 
-def _epoch_plot(data, epochs, metric, scale, color, path: Path) -> bool:
+def tracked_tables(data: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """{model: its run's nc_track.csv} for the rows whose collection lies in a run trained with
+    `--track-nc` (`collect_dir` = RUN/collect/<checkpoint>, RUN/nc_track.csv present); {} otherwise.
+    A file that cannot be read as a table with an `epoch` column is left out."""
+    from lcfast.pipeline.track import TRACK_FILE
+
+    if "collect_dir" not in data.columns or "model" not in data.columns:
+        return {}
+    out: dict[str, pd.DataFrame] = {}
+    for model, cdir in zip(data["model"].astype(str), data["collect_dir"]):
+        if model in out or not isinstance(cdir, str) or Path(cdir).parent.name != "collect":
+            continue
+        f = Path(cdir).parent.parent / TRACK_FILE
+        if not f.is_file():
+            continue
+        try:
+            t = pd.read_csv(f)
+        except (OSError, ValueError, pd.errors.ParserError):
+            continue
+        if "epoch" in t.columns and len(t):
+            out[model] = t.assign(epoch=pd.to_numeric(t["epoch"], errors="coerce"))
+    return out
+
+
+def _epoch_plot(data, epochs, metric, scale, color, path: Path, tracked: dict | None = None) -> bool:
     import matplotlib.pyplot as plt
     from matplotlib.cm import ScalarMappable
+    from matplotlib.lines import Line2D
 
     y = pd.to_numeric(data[metric], errors="coerce")
     frame = pd.DataFrame({"model": data["model"].astype(str), "epoch": epochs, "y": y})
     if color is not None:
         frame["c"] = color[0]
     frame = frame.dropna(subset=["epoch", "y"])
-    groups = [(k, g.sort_values("epoch")) for k, g in frame.groupby("model", sort=False) if g["epoch"].nunique() > 1]
+    curves = {}  # model -> its tracked curve of this metric (lcfast train --track-nc)
+    for k, t in (tracked or {}).items():
+        if metric in t.columns:
+            tc = pd.DataFrame({"epoch": t["epoch"], "y": pd.to_numeric(t[metric], errors="coerce")}).dropna()
+            if len(tc):
+                curves[k] = tc.sort_values("epoch")
+    groups = [(k, g.sort_values("epoch")) for k, g in frame.groupby("model", sort=False)
+              if g["epoch"].nunique() > 1 or k in curves]
     if not groups:
         return False
     fig, ax = plt.subplots(figsize=(5.2, 4.0), dpi=100)
     fig.subplots_adjust(left=0.15, right=0.97, bottom=0.13, top=0.92)
+    ys = [frame["y"]]
     try:
-        for _, g in groups:
+        for name, g in groups:
             c = "tab:blue"
             if color is not None and np.isfinite(g["c"].iloc[0]) and g["c"].iloc[0] > 0:
                 c = color[2](color[1](g["c"].iloc[0]))
-            ax.plot(g["epoch"], g["y"], marker="o", ms=3, lw=1, color=c, alpha=0.85)
+            if name in curves:  # tracked during training: a line; the exact checkpoints: dots on it
+                tc = curves[name]
+                ax.plot(tc["epoch"], tc["y"], marker=".", ms=3, lw=1, color=c, alpha=0.85)
+                ax.plot(g["epoch"], g["y"], ls="none", marker="o", ms=5, mfc=c, mec="black", mew=0.6)
+                ys.append(tc["y"])
+            else:
+                ax.plot(g["epoch"], g["y"], marker="o", ms=3, lw=1, color=c, alpha=0.85)
         if color is not None:
             sm = ScalarMappable(norm=color[1], cmap=color[2])
             sm.set_array([])
             fig.colorbar(sm, ax=ax, label="parameters")
-        if scale == "log" and (frame["y"] > 0).all():
+        if scale == "log" and all((v > 0).all() for v in ys):
             ax.set_yscale("log")
         ax.set_xlabel("epoch")
         ax.set_ylabel(metric)
-        ax.set_title(f"{metric} over training ({len(groups)} models with ≥2 checkpoints)", fontsize=9)
+        if curves:
+            ax.legend(handles=[Line2D([], [], color="gray", marker=".", ms=3, lw=1, label="tracked during training"),
+                               Line2D([], [], color="gray", ls="none", marker="o", ms=5, mec="black", mew=0.6,
+                                      label="exact (collect of the checkpoint)")], fontsize=7, loc="best")
+            ax.set_title(f"{metric} over training ({len(groups)} models; {len(curves)} tracked)", fontsize=9)
+        else:
+            ax.set_title(f"{metric} over training ({len(groups)} models with ≥2 checkpoints)", fontsize=9)
         ax.grid(alpha=0.3)
         _save_fig(fig, path)
     finally:
@@ -621,10 +669,14 @@ def make_plots(result: AnalysisResult, out_dir: Path, stage=None) -> list[Path]:
         plots.append(p)
     epochs = epoch_axis(data)
     if epochs is not None:
+        tracked = tracked_tables(data)
+        if tracked:
+            result.notes.append(f"epoch plots: tracked curves from the nc_track.csv of {len(tracked)} run(s) "
+                                "(lcfast train --track-nc), exact points from the collected checkpoints")
         scales = dict(zip(result.correlations["metric"], result.correlations["scale"]))
         for m in [target] + list(result.correlations["metric"]):
             p = pdir / f"epochs_{_safe(m)}.png"
-            if _epoch_plot(data, epochs, m, scales.get(m, "log"), color, stage.path(p)):
+            if _epoch_plot(data, epochs, m, scales.get(m, "log"), color, stage.path(p), tracked):
                 plots.append(p)
             else:
                 stage.forget(p)

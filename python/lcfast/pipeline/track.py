@@ -219,4 +219,4 @@ class NCTracker:
         return int(self.rows[-1][0]) if self.rows else None
 
 
-__all__ = ["NCTracker", "TRACK_FILE", "TRACK_COLUMNS", "check_every", "read_track_rows"]
+__all__ = ["TRACK_COLUMNS", "TRACK_FILE", "NCTracker", "check_every", "read_track_rows"]
