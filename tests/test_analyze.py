@@ -9,12 +9,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats
+
 from lcfast.cli.app import main
 from lcfast.errors import DataError, UsageError
 from lcfast.pipeline.analyze import analyze, correlate, run_analysis
 from lcfast.pipeline.report import write_report
-from scipy import stats
-
 
 def _ref(name: str) -> Path:
     """The paper's table `name`, as packaged in lcfast.reference (a clone carries its own copy)."""

@@ -8,6 +8,7 @@ import json
 
 import pandas as pd
 import pytest
+
 from lcfast.pipeline.demo import FULL, QUICK, DemoProfile, findings, run_demo
 from test_collect import _cli, _one_thread  # noqa: F401 (fixture)
 

@@ -320,13 +320,7 @@ def _run_jobs(fn, jobs: list[tuple], labels: list[str], pool, console, title: st
         return results
     from concurrent.futures import as_completed
 
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-    )
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     try:
         with Progress(TextColumn(f"[bold]{title}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[what]}"),
@@ -678,4 +672,4 @@ def _speed_notes(speed: dict) -> list[str]:
     return out
 
 
-__all__ = ["FULL", "QUICK", "DemoProfile", "findings", "run_demo"]
+__all__ = ["run_demo", "findings", "QUICK", "FULL", "DemoProfile"]

@@ -40,22 +40,8 @@ import torch.nn.functional as F
 
 from lcfast import dist, validate
 from lcfast.errors import DataError, UsageError, interrupt_note
-from lcfast.io import (
-    atomic_dir,
-    atomic_write_json,
-    atomic_write_text,
-    load_tensors,
-    os_reason,
-    read_json,
-    save_tensors,
-)
-from lcfast.model.checkpoint import (
-    EPOCH_PREFIX,
-    RUN_FORMAT,
-    list_checkpoints,
-    load_state_strict,
-    save_model,
-)
+from lcfast.io import atomic_dir, atomic_write_json, atomic_write_text, load_tensors, os_reason, read_json, save_tensors
+from lcfast.model.checkpoint import EPOCH_PREFIX, RUN_FORMAT, list_checkpoints, load_state_strict, save_model
 from lcfast.model.gptneo import GPTNeo, GPTNeoConfig, memory_terms, param_groups
 
 DEFAULT_EVAL_TOKENS = 1 << 20
@@ -432,14 +418,8 @@ def _track_finish(tracker, step: int, model, ncc=None, val_loss: float | None = 
 
 def _progress(enabled: bool):
     from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                               TimeRemainingColumn)
 
     return Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -742,13 +722,5 @@ def _train(ctx: dist.Context, data_dir, out_dir, *, layers, width, heads, contex
             "resumed_from_epoch": resumed_from, "already_complete": False, "world_size": world}
 
 
-__all__ = [
-    "DEFAULT_EVAL_TOKENS",
-    "default_heads",
-    "evaluate",
-    "is_complete",
-    "lr_at",
-    "open_data",
-    "resolve_device",
-    "train_run",
-]
+__all__ = ["train_run", "evaluate", "open_data", "is_complete", "lr_at",
+           "default_heads", "resolve_device", "DEFAULT_EVAL_TOKENS"]
