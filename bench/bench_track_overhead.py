@@ -93,7 +93,7 @@ def main() -> None:
     data = demo_data(work)
     here_path = str(HERE.parent / "python")
     models = [tuple(int(v) for v in m.split("x")) for m in args.models.split(",")]
-    variants = [("off", None, here_path)] + [(f"every {n}", int(n), here_path) for n in args.every.split(",")]
+    variants = [("off", None, here_path)] + [(f"every {n}", int(n), here_path) for n in args.every.split(",") if n]
     if args.baseline:
         variants.append(("off@baseline", None, args.baseline))
     res = {

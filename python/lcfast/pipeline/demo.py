@@ -44,7 +44,7 @@ class DemoProfile:
     collect_batch: int = 32
     track_training: str = "none"  # every epoch's checkpoint collected for: "none", "largest" (multi-epoch run), "all"
     eval_tokens: int = 1 << 20
-    track_every: int | None = 10  # train --track-nc --track-every N (None: no tracking): the over-training curves
+    track_every: int | None = 20  # train --track-nc --track-every N (None: no tracking): the over-training curves
 
 
 # Sizes tuned by timing on 2 CPU cores shared with other jobs (we got ~50-60% of them): --quick
