@@ -15,7 +15,10 @@ model, in a rotated order, so the variants see the same load; the machine is sha
 and per-round (paired) ratios are reported with the load average. `lcfast.benchmarks.overhead_summary`
 gives: loop overhead (1 − the training loop's tokens/s ratio: the per-step statistics and the
 mid-epoch rows), CPU overhead (the whole run's CPU time, evaluation with its NC4 decisions and the
-epoch-end row included: the fairer number on a loaded machine) and wall overhead.
+epoch-end row included: the fairer number on a loaded machine), wall overhead, and the in-run
+overheads: the seconds the tracker itself took, timed inside each tracked run, over the rest of
+that run's training loop and over the rest of its epoch (training + evaluation) — immune to the
+load changing between runs; indirect costs (cache pollution) are not in them.
 """
 
 from __future__ import annotations
@@ -125,9 +128,11 @@ def main() -> None:
         for name, _, _ in variants[1:]:
             s = {"model": f"L{layers}_W{width}", **overhead_summary(runs, name)}
             res["summary"].append(s)
+            inrun = "" if s["in_run_overhead"] is None else (f"  in-run: loop {100 * s['in_run_loop_overhead']:+5.1f}%, "
+                                                             f"epoch {100 * s['in_run_overhead']:+5.1f}%")
             print(f"L{layers}_W{width} {name:13s} vs off: loop {100 * s['loop_overhead']:+5.1f}% "
                   f"(paired {100 * s['loop_overhead_paired']:+5.1f}%)  cpu {100 * s['cpu_overhead']:+5.1f}% "
-                  f"(paired {100 * s['cpu_overhead_paired']:+5.1f}%)  wall {100 * s['wall_overhead']:+5.1f}%")
+                  f"(paired {100 * s['cpu_overhead_paired']:+5.1f}%)  wall {100 * s['wall_overhead']:+5.1f}%{inrun}")
     res["loadavg_median"] = statistics.median(r["loadavg_start"][0] for r in res["runs"])
     res["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S")
     if args.json:

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+
 from lcfast.metrics.measure import CANONICAL_KEYS, measure_stats
 from lcfast.model.checkpoint import load_run
 from lcfast.pipeline.track import TRACK_COLUMNS, TRACK_FILE
@@ -180,6 +181,7 @@ def test_without_tracking_nothing_changes(tiny_shards, tmp_path):
     a = train_run(tiny_shards, tmp_path / "a", epochs=1, steps_per_epoch=3, **TRAIN)
     b = train_run(tiny_shards, tmp_path / "b", epochs=1, steps_per_epoch=3, track_nc=True, track_every=2, **TRAIN)
     assert a["model_fingerprint"] == b["model_fingerprint"] and a["val_loss"] == b["val_loss"]
+    assert "track_loop_s" not in a and b["track_loop_s"] > 0 and b["track_end_s"] > 0  # what tracking cost
     assert not (tmp_path / "a" / TRACK_FILE).exists() and len(rows(tmp_path / "b")) == 2
 
 

@@ -800,6 +800,13 @@ def train_throughput(data_dir, out_dir, *, layers: int, width: int, context: int
                         optimizer, and with tracking the statistics and the mid-epoch rows)
     wall_s, cpu_s       the whole train_run (model build, the loop, evaluation — with tracking its NC4
                         decisions and the epoch's row — and the checkpoint), wall and process CPU time
+    track_loop_s        (tracking) wall seconds the tracker took inside the training loop (statistics
+                        updates, mid-epoch rows), timed in the run (the epoch record's track_loop_s)
+    track_end_s         … and at the epoch's end (the NC4 decisions of the evaluation, the last row)
+    in_run_loop_overhead  track_loop_s / (loop time − track_loop_s): the loop's slowdown from one run
+                        (no run-to-run load noise; indirect costs such as cache pollution are not in it)
+    in_run_overhead     (track_loop_s + track_end_s) / (the epoch's training + evaluation time − both):
+                        the same for the whole epoch, evaluation included
     Also the load average before and after (a shared machine). `threads`: torch intra-op threads."""
     from lcfast.pipeline.train import train_run
 
@@ -817,8 +824,12 @@ def train_throughput(data_dir, out_dir, *, layers: int, width: int, context: int
         torch.set_num_threads(prev)
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     tokens = steps * batch_size * context
+    loop_s, tl, te = tokens / float(res["tokens_per_s"]), res.get("track_loop_s"), res.get("track_end_s")
     return {"layers": layers, "width": width, "steps": steps, "tokens": tokens, "track_every": track_every,
             "threads": threads, "loop_tokens_per_s": float(res["tokens_per_s"]), "wall_s": wall, "cpu_s": cpu,
+            "epoch_s": float(res["elapsed"]), "track_loop_s": tl, "track_end_s": te,
+            "in_run_loop_overhead": None if tl is None else tl / max(loop_s - tl, 1e-9),
+            "in_run_overhead": None if tl is None else (tl + te) / max(float(res["elapsed"]) - tl - te, 1e-9),
             "val_loss": float(res["val_loss"]), "loadavg_start": list(load0), "loadavg_end": list(os.getloadavg())}
 
 
@@ -843,4 +854,6 @@ def overhead_summary(runs: list[dict], variant: str, baseline: str = "off") -> d
         "wall_overhead": med(a, "wall_s") / med(b, "wall_s") - 1,
         "loop_overhead_paired": 1 - statistics.median(pair("loop_tokens_per_s")) if rounds else None,
         "cpu_overhead_paired": statistics.median(pair("cpu_s")) - 1 if rounds else None,
+        **{k: (statistics.median(r[k] for r in a) if a and all(r.get(k) is not None for r in a) else None)
+           for k in ("in_run_loop_overhead", "in_run_overhead")},
     }

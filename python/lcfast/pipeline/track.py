@@ -42,6 +42,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import time
 import warnings
 from pathlib import Path
 
@@ -125,8 +126,12 @@ class NCTracker:
     update(h [B, T, d] or [N, d], y [B, T] or [N], loss)   after each optimizer step (detached inputs)
     due(i)                  whether the interval ends after step i (0-based) of the epoch
     reduce()                all-reduce the interval's accumulators (every rank; a no-op for one)
-    ncc(W, b)               an NCCStats for the epoch-end evaluation: the interval's means, W, b
-    finish(step, W, b, ncc=None, val_loss=None) -> row dict   measure, append, write, reset
+    begin_eval(W, b)        at an epoch's end: NC4 decisions against the interval's means and W, b …
+    eval_features(h, y)     … fed with the evaluation's features [n, d] and labels [n] (this rank's)
+    finish(step, W, b, val_loss=None) -> row dict   measure, append, write, reset (every rank)
+    take_seconds()          (loop, epoch end): wall seconds spent in the above since the last call —
+                            in the training loop (updates, mid-epoch rows) and at the epoch's end
+                            (its NC4 decisions and row): what tracking costs
     `write` False on ranks other than 0 (they accumulate and reduce but never write)."""
 
     def __init__(self, out_dir, n_classes: int, dim: int, device: torch.device, every: int, steps_per_epoch: int,
@@ -136,6 +141,9 @@ class NCTracker:
         self.every, self.spe, self.tokens_per_step = int(every), int(steps_per_epoch), int(tokens_per_step)
         self.write, self.backend = write, backend
         self.rows: list[list[str]] = []
+        self.seconds = [0.0, 0.0]  # (in the training loop, at the epoch's end)
+        self._ncc: NCCStats | None = None
+        self._at_end = False
         self._reset()
 
     def _reset(self) -> None:
@@ -163,30 +171,56 @@ class NCTracker:
     def due(self, i: int) -> bool:
         return (i + 1) % self.every == 0 or i == self.spe - 1
 
+    def take_seconds(self) -> tuple[float, float]:
+        t, self.seconds = tuple(self.seconds), [0.0, 0.0]
+        return t
+
+    def _add(self, t0: float) -> None:
+        self.seconds[self._at_end] += time.perf_counter() - t0
+
     @torch.no_grad()
     def update(self, h: torch.Tensor, y: torch.Tensor, loss: torch.Tensor) -> None:
+        t0 = time.perf_counter()
         self.stats.update(h.detach().reshape(-1, self.d), y.reshape(-1), backend=self.backend)
         self.loss_sum += loss.detach().double()
         self.steps += 1
+        self._add(t0)
 
     def reduce(self) -> None:
         if dist.is_initialized() and dist.world_size() > 1:
+            t0 = time.perf_counter()
             self.stats.all_reduce()
             dist.all_reduce_sum(self.loss_sum)
+            self._add(t0)
 
-    def ncc(self, W: torch.Tensor, b: torch.Tensor | None = None) -> NCCStats | None:
-        """NC4 decisions of the evaluation against the interval's class means (kept: seen ≥ once);
-        None when the interval kept no feature (all non-finite)."""
+    def begin_eval(self, W: torch.Tensor, b: torch.Tensor | None = None) -> None:
+        """NC4 decisions of the coming evaluation against the interval's class means (kept: seen
+        ≥ once) and the current W, b; none when the interval kept no feature (all non-finite)."""
+        t0 = time.perf_counter()
+        self._ncc, self._at_end = None, True
         kept = (self.stats.counts >= 1).cpu()
-        if not bool(kept.any()):
-            return None
-        means = self.stats.means.index_select(0, kept.nonzero().squeeze(1).to(self.stats.means.device))
-        return NCCStats(self.C, means, kept, W.detach(), None if b is None else b.detach())
+        if bool(kept.any()):
+            means = self.stats.means.index_select(0, kept.nonzero().squeeze(1).to(self.stats.means.device))
+            self._ncc = NCCStats(self.C, means, kept, W.detach(), None if b is None else b.detach())
+        self._add(t0)
 
-    def finish(self, step: int, W: torch.Tensor, b: torch.Tensor | None = None, ncc: NCCStats | None = None,
+    @torch.no_grad()
+    def eval_features(self, h: torch.Tensor, y: torch.Tensor) -> None:
+        """One evaluation batch's features [n, d] and labels [n] (its valid positions)."""
+        if self._ncc is not None:
+            t0 = time.perf_counter()
+            self._ncc.update(h, y, backend=self.backend)
+            self._add(t0)
+
+    def finish(self, step: int, W: torch.Tensor, b: torch.Tensor | None = None,
                val_loss: float | None = None) -> dict | None:
         """Measure the interval that ends at global `step` and (rank 0) append its row; reset. Returns
-        the row (None on other ranks). Call `reduce()` first (and evaluate into `ncc(...)`)."""
+        the row (None on other ranks). Call `reduce()` first (at an epoch's end: `begin_eval`, then
+        the evaluation through `eval_features`). Every rank calls it (the NC4 decisions are summed)."""
+        t0 = time.perf_counter()
+        ncc, self._ncc = self._ncc, None
+        if ncc is not None and dist.is_initialized() and dist.world_size() > 1:
+            ncc.all_reduce()
         row = None
         if self.write:
             metrics = {}
@@ -212,6 +246,8 @@ class NCTracker:
 
             atomic_write_text(self.path, _csv_text(self.rows))
         self._reset()
+        self._add(t0)
+        self._at_end = False
         return row
 
     @property

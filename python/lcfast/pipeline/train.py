@@ -227,11 +227,11 @@ def _check_existing_run(out: Path, new_cfg: dict) -> bool:
 # -- evaluation -----------------------------------------------------------------------------------
 @torch.no_grad()
 def evaluate(model, shard, context: int, batch_size: int, eval_tokens: int, device: torch.device,
-             progress=None, ncc=None) -> dict:
+             progress=None, on_features=None) -> dict:
     """Mean next-token loss, token accuracy and perplexity over the first sequential windows of
-    `shard` covering up to `eval_tokens` label positions. With `ncc` (an NCCStats; `--track-nc`)
-    the same forward's features (the LM head's input) also feed its NC4 decisions (this rank's
-    windows: the caller all-reduces it)."""
+    `shard` covering up to `eval_tokens` label positions. `on_features(h [n, d], y [n])`, when
+    given (`--track-nc`: the NC4 decisions), is called with the same forward's features (the LM
+    head's input) and labels at each batch's valid positions (this rank's windows)."""
     T = context
     n_win = min(int(shard.n_seq_windows(T)), max(1, math.ceil(eval_tokens / T)))
     n_labels_total = int(shard.n_tokens) - 1
@@ -253,12 +253,12 @@ def evaluate(model, shard, context: int, batch_size: int, eval_tokens: int, devi
         valid = torch.clamp(torch.as_tensor(np.asarray(lengths, dtype=np.int64), device=device) - 1, 0, T)
         mask = torch.arange(T, device=device)[None, :] < valid[:, None]
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            out = model(w[:, :-1], return_features=True) if ncc is not None else model(w[:, :-1])
-        logits, h = out if ncc is not None else (out, None)
+            out = model(w[:, :-1], return_features=True) if on_features is not None else model(w[:, :-1])
+        logits, h = out if on_features is not None else (out, None)
         logits = logits.float()[mask]
         y = w[:, 1:][mask]
-        if ncc is not None:
-            ncc.update(h[mask], y)
+        if on_features is not None:
+            on_features(h[mask], y)
         loss_sum += F.cross_entropy(logits, y, reduction="sum").double()
         hits += (logits.argmax(-1) == y).sum()
         count += valid.sum()
@@ -404,11 +404,11 @@ def _stop_if_nonfinite(first_bad: torch.Tensor, lr: float, out: Path, what: str 
                     f"and train into a new --out; {kept}")
 
 
-def _track_finish(tracker, step: int, model, ncc=None, val_loss: float | None = None) -> None:
+def _track_finish(tracker, step: int, model, val_loss: float | None = None) -> None:
     """Measure and write the tracking interval ending at `step` (rank 0), failing on every rank together."""
     err = None
     try:
-        tracker.finish(step, model.lm_head_weight, model.lm_head_bias, ncc, val_loss)
+        tracker.finish(step, model.lm_head_weight, model.lm_head_bias, val_loss)
     except Exception as e:  # noqa: BLE001 - re-raised on every rank by dist.agree
         err = e
     dist.agree(err)
@@ -688,21 +688,21 @@ def _train(ctx: dist.Context, data_dir, out_dir, *, layers, width, heads, contex
             dist.all_reduce_sum(loss_acc)
             train_loss = float(loss_acc) / (spe * world)
             bar.remove_task(task)
-            ncc = None
             if tracker is not None:  # the epoch's last interval: NC4 decisions from the evaluation
                 tracker.reduce()
-                ncc = tracker.ncc(model.lm_head_weight, model.lm_head_bias)
-            ev = evaluate(eval_fwd, val, context, batch_size, eval_tokens, dev, progress=bar, ncc=ncc)
+                tracker.begin_eval(model.lm_head_weight, model.lm_head_bias)
+            ev = evaluate(eval_fwd, val, context, batch_size, eval_tokens, dev, progress=bar,
+                          on_features=None if tracker is None else tracker.eval_features)
             if not math.isfinite(ev["val_loss"]):  # identical on every rank (all-reduced sums)
                 _stop_if_nonfinite(_nonfinite_code(torch.tensor(ev["val_loss"]), step), lr, out,
                                    "validation loss", epoch)
             if tracker is not None:  # written before the checkpoint: a resume never misses a row
-                if ncc is not None and ctx.distributed:
-                    ncc.all_reduce()
-                _track_finish(tracker, step, model, ncc, ev["val_loss"])
+                _track_finish(tracker, step, model, ev["val_loss"])
             elapsed += time.perf_counter() - t0
             rec = {"epoch": epoch, "step": step, "train_loss": train_loss, **ev,
                    "tokens_per_s": spe * batch_size * context / max(train_time, 1e-9), "elapsed": elapsed}
+            if tracker is not None:  # wall seconds of this epoch spent tracking: in the loop, at its end (NC4)
+                rec["track_loop_s"], rec["track_end_s"] = tracker.take_seconds()
             history.append(rec)
             err = None
             if ctx.is_main:
