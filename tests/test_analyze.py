@@ -257,6 +257,49 @@ def test_single_checkpoint_per_model_has_no_epoch_plots(tmp_path):
     assert names == ["scatter_nc1_cdnv_vs_val_loss.png"]
 
 
+def test_epoch_plots_draw_tracked_curves_with_the_exact_points(tmp_path, monkeypatch):
+    """A row whose collection lies in RUN/collect/<checkpoint> of a run with RUN/nc_track.csv: its
+    epoch plot has the tracked curve (then one exact checkpoint per model is enough); rows without
+    one (another model, a missing file) keep the plain behaviour."""
+    from lcfast.pipeline import analyze as an
+    from lcfast.pipeline.track import TRACK_COLUMNS
+
+    csv = tmp_path / "m.csv"
+    df = _measure_csv(csv)
+    df = df[df["epochs"] == 3].copy()  # the last checkpoint only, as `lcfast demo --quick` collects
+    df["collect_dir"] = [str(tmp_path / "runs" / m / "collect" / "epoch_3") for m in df["model"]]
+    df.to_csv(csv, index=False)
+    tracked = ["L1xW32", "L2xW64"]
+    for m in tracked:
+        run = tmp_path / "runs" / m
+        run.mkdir(parents=True)
+        steps = range(2, 13, 2)
+        t = pd.DataFrame([{c: None for c in TRACK_COLUMNS} | {"step": s, "epoch": s / 4, "nc1_cdnv": 1.0 / s,
+                                                              "nc4_agreement": 0.5 if s % 4 == 0 else None}
+                          for s in steps])
+        t.to_csv(run / "nc_track.csv", index=False)
+    (tmp_path / "runs" / "L2xW128").mkdir(parents=True)  # a run without tracking
+    found = an.tracked_tables(df)
+    assert sorted(found) == tracked and list(found["L1xW32"]["epoch"]) == [0.5, 1, 1.5, 2, 2.5, 3]
+    drawn = []
+    real = an._epoch_plot
+    monkeypatch.setattr(an, "_epoch_plot", lambda *a, **k: drawn.append((a[2], sorted(a[6] or {}))) or real(*a, **k))
+    out = tmp_path / "an"
+    corr = analyze([csv], out_dir=out, metrics=["nc1_cdnv", "nc4_agreement"])
+    names = sorted(p.name for p in out.glob("epochs_*.png"))
+    assert names == ["epochs_nc1_cdnv.png", "epochs_nc4_agreement.png"]  # none without tracking: see below
+    assert ("nc1_cdnv", tracked) in drawn
+    assert any("tracked curves from the nc_track.csv of 2 run(s)" in n for n in corr.attrs["notes"])
+    for p in out.glob("epochs_*.png"):
+        assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # without the files: no epoch plots for single checkpoints (as before)
+    for m in tracked:
+        (tmp_path / "runs" / m / "nc_track.csv").unlink()
+    out2 = tmp_path / "an2"
+    analyze([csv], out_dir=out2, metrics=["nc1_cdnv"])
+    assert not list(out2.glob("epochs_*.png"))
+
+
 def test_correlate_edge_cases():
     assert correlate([1, 2], [3, 4])["note"].startswith("only 2")
     r = correlate([1, 1, 1, 1], [1, 2, 3, 4])

@@ -38,10 +38,32 @@ def test_demo_mini_and_rerun(tmp_path):
     links = {ln[ln.index("](") + 2 : -1] for ln in rep.splitlines() if ln.startswith("![")}
     assert pngs and pngs == links and any(p.startswith("analysis_over_training/epochs_") for p in pngs)
     assert "## Glossary" in rep and "The scatter plots show" in rep and "target ≤" not in rep and "DESIGN" not in rep
+    # every model trained with --track-nc: its curve over training, the exact checkpoints on it
+    for m in df["model"]:
+        track = pd.read_csv(out / "work" / "mini" / "runs" / m / "nc_track.csv")
+        assert list(track["step"]) == list(range(4, 4 * int(m[-4]) + 1, 4))  # (steps_per_epoch 4 < track_every 10)
+    assert "epochs_nc1_cdnv.png" in {p.rsplit("/", 1)[-1] for p in d["plots"]}
+    assert "tracked during training" in rep.lower() and "Tracked vs exact (collect)" in rep
     # a rerun reuses corpus, shards, runs and collections
     again = run_demo(out, profile=MINI, device="cpu", progress=False, workers=1)
     assert all(again["reused"].values()), again["reused"]
     assert again["findings"] == s["findings"]
+
+
+def test_demo_over_training_plots_from_tracking_alone(tmp_path):
+    """Only the last checkpoints collected (as --quick): the over-training figures come from the
+    tracked curves, with the one exact point of each run on its curve."""
+    from dataclasses import replace
+
+    out = tmp_path / "demo"
+    prof = replace(MINI, name="mini_last", track_training="none", track_every=2)
+    s = run_demo(out, profile=prof, device="cpu", progress=False, workers=1)
+    assert not (out / "measurements_over_training.csv").exists()
+    names = {p.rsplit("/", 1)[-1] for p in s["plots"]}
+    assert {"epochs_nc1_cdnv.png", "epochs_nc4_agreement.png"} <= names
+    track = pd.read_csv(out / "work" / "mini_last" / "runs" / "L1_W8_E2_S0" / "nc_track.csv")
+    assert list(track["step"]) == [2, 4, 6, 8] and list(track["epoch"]) == [0.5, 1.0, 1.5, 2.0]
+    assert (out / "analysis_over_training" / "epochs_nc1_cdnv.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_findings_says_when_direction_does_not_match():

@@ -54,7 +54,7 @@ SPEC = {
     ("count", "--top"): ("int", 0, I64),
     ("count", "--memory-mb"): ("float", 0, None, True),
     **{("train", f): ("int", 1, I64) for f in ("--layers", "--width", "--heads", "--context", "--window", "--epochs",
-                                                "--batch-size", "--steps-per-epoch", "--eval-tokens")},
+                                                "--batch-size", "--steps-per-epoch", "--eval-tokens", "--track-every")},
     ("train", "--lr"): ("float", 0, None, True),
     ("train", "--weight-decay"): ("float", 0, None, False),
     ("train", "--seed"): ("seed",),

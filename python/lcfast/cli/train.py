@@ -67,6 +67,10 @@ def register(app: typer.Typer) -> None:
         compile: bool = typer.Option(False, "--compile", help="torch.compile the model."),
         progress: bool = typer.Option(True, "--progress/--no-progress", help="Show the progress bar."),
         json_out: bool = typer.Option(False, "--json", help="Print the final metrics as JSON."),
+        track_nc: bool = typer.Option(False, "--track-nc", help="Track neural collapse from the training forward "
+                                      "(no extra pass) into OUT/nc_track.csv; see the README."),
+        track_every: int = IntOption(None, "--track-every", help="With --track-nc: a row every N optimizer steps "
+                                     "and at each epoch's end (default: one per epoch; at most an epoch)."),
     ) -> None:
         """Train a GPT-Neo-style causal LM; checkpoint + evaluate every epoch; resume by rerunning."""
         from lcfast.pipeline.train import train_run
@@ -74,7 +78,7 @@ def register(app: typer.Typer) -> None:
         m = train_run(data, out, layers=layers, width=width, heads=heads, context=context, epochs=epochs,
                       batch_size=batch_size, lr=lr, weight_decay=weight_decay, seed=seed, device=device,
                       steps_per_epoch=steps_per_epoch, eval_tokens=eval_tokens, compile=compile,
-                      progress=progress, window_size=window)
+                      progress=progress, window_size=window, track_nc=track_nc, track_every=track_every)
         from lcfast import dist
 
         if not dist.is_main():  # under torchrun only rank 0 reports

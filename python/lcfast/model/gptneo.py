@@ -267,9 +267,13 @@ class GPTNeo(nn.Module):
         """L + 1: the embeddings and the output of each block (the last one final-layer-normed)."""
         return self.config.layers + 1
 
-    def forward(self, idx: torch.Tensor) -> torch.Tensor:
-        """Logits [B, T, vocab_size]."""
-        return F.linear(self.features(idx), self.lm_head_weight)
+    def forward(self, idx: torch.Tensor, return_features: bool = False):
+        """Logits [B, T, vocab_size]; with return_features=True, (logits, features [B, T, width]):
+        the LM head's input from the same forward (training reads it for `--track-nc` without a
+        second pass; detach it before keeping it)."""
+        h = self.features(idx)
+        logits = F.linear(h, self.lm_head_weight)
+        return (logits, h) if return_features else logits
 
     def n_params(self, exclude_embeddings: bool = False) -> int:
         """Number of distinct parameters (the tied head counted once); optionally without wte/wpe."""

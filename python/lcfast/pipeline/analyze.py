@@ -10,7 +10,10 @@ intercept, Pearson r, Spearman ρ with its p-value and n, writes `out_dir/correl
 `out_dir/data.csv` (the normalised table that was analysed), `out_dir/analysis.json`, and PNG plots
 in `out_dir`: `scatter_<metric>_vs_<target>.png` (each metric vs the target, coloured by parameter
 count on a log scale) and `epochs_<metric>.png` (each metric vs epoch, one line per model, when
-some model has several checkpoints). Tables of
+some model has several checkpoints). When a row's collection lies in a run trained with
+`lcfast train --track-nc` (its `collect_dir` is RUN/collect/<checkpoint> and RUN/nc_track.csv
+exists), the epoch plots draw that run's tracked curve (x = epoch as a fraction) with the exact
+points of its collected checkpoints on it (then one exact checkpoint is enough). Tables of
 `collect --layers` collections (a `layer` column) give `depth_<metric>.png`: each metric against
 the layer, one line per model; their correlations use the LM-head rows only (`head` True).
 
@@ -615,15 +618,42 @@ def epoch_axis(data: pd.DataFrame) -> pd.Series | None:
     return None
 
 
-def epoch_lines(data: pd.DataFrame, epochs: pd.Series, metric: str) -> list[tuple[str, pd.DataFrame]]:
+def epoch_lines(data: pd.DataFrame, epochs: pd.Series, metric: str,
+                keep: frozenset = frozenset()) -> list[tuple[str, pd.DataFrame]]:
     """(model, its rows sorted by epoch with columns epoch, y and n_params) for every model with a
-    value of `metric` at two or more epochs: the lines of an over-training plot."""
+    value of `metric` at two or more epochs (or at one, for the models in `keep`): the lines of an
+    over-training plot."""
     frame = pd.DataFrame({"model": data["model"].astype(str), "epoch": epochs,
                           "y": pd.to_numeric(data[metric], errors="coerce"),
                           "n_params": pd.to_numeric(data["n_params"], errors="coerce") if "n_params" in data.columns
                           else np.nan})
     frame = frame.dropna(subset=["epoch", "y"])
-    return [(k, g.sort_values("epoch")) for k, g in frame.groupby("model", sort=False) if g["epoch"].nunique() > 1]
+    return [(k, g.sort_values("epoch")) for k, g in frame.groupby("model", sort=False)
+            if g["epoch"].nunique() > 1 or k in keep]
+
+
+def tracked_tables(data: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """{model: its run's nc_track.csv} for the rows whose collection lies in a run trained with
+    `--track-nc` (`collect_dir` = RUN/collect/<checkpoint>, RUN/nc_track.csv present); {} otherwise.
+    A file that cannot be read as a table with an `epoch` column is left out."""
+    from lcfast.pipeline.track import TRACK_FILE
+
+    if "collect_dir" not in data.columns or "model" not in data.columns:
+        return {}
+    out: dict[str, pd.DataFrame] = {}
+    for model, cdir in zip(data["model"].astype(str), data["collect_dir"]):
+        if model in out or not isinstance(cdir, str) or Path(cdir).parent.name != "collect":
+            continue
+        f = Path(cdir).parent.parent / TRACK_FILE
+        if not f.is_file():
+            continue
+        try:
+            t = pd.read_csv(f)
+        except (OSError, ValueError, pd.errors.ParserError):
+            continue
+        if "epoch" in t.columns and len(t):
+            out[model] = t.assign(epoch=pd.to_numeric(t["epoch"], errors="coerce"))
+    return out
 
 
 def _line_label(model: str, g: pd.DataFrame) -> str:
@@ -631,12 +661,21 @@ def _line_label(model: str, g: pd.DataFrame) -> str:
     return f"{model} ({_count(n)} parameters)" if np.isfinite(n) and n > 0 else model
 
 
-def _epoch_plot(data, epochs, metric, scale, color, path: Path) -> bool:
+def _epoch_plot(data, epochs, metric, scale, color, path: Path, tracked: dict | None = None) -> bool:
     """`metric` against the epoch, one line per model: up to 10 models each in its own colour, named
-    in the legend; more, coloured by parameter count with a colour bar. Integer epoch ticks."""
+    in the legend; more, coloured by parameter count with a colour bar. Integer epoch ticks. A model
+    trained with `--track-nc` (in `tracked`) is drawn as its tracked curve with the exact
+    checkpoints as black-edged points on it."""
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
 
-    groups = epoch_lines(data, epochs, metric)
+    curves = {}  # model -> its tracked curve of this metric
+    for k, t in (tracked or {}).items():
+        if metric in t.columns:
+            tc = pd.DataFrame({"epoch": t["epoch"], "y": pd.to_numeric(t[metric], errors="coerce")}).dropna()
+            if len(tc):
+                curves[k] = tc.sort_values("epoch")
+    groups = epoch_lines(data, epochs, metric, keep=frozenset(curves))
     if not groups:
         return False
     fig, ax = plt.subplots(figsize=(5.6, 4.2), dpi=100)
@@ -646,15 +685,28 @@ def _epoch_plot(data, epochs, metric, scale, color, path: Path) -> bool:
             c = f"C{k % 10}"
             if by_size and np.isfinite(g["n_params"].iloc[0]) and g["n_params"].iloc[0] > 0:
                 c = color[2](color[1](g["n_params"].iloc[0]))
-            ax.plot(g["epoch"], g["y"], marker="o", ms=5, lw=1.5, color=c, label=_line_label(name, g))
-        _finish_epoch_axes(fig, ax, groups, metric, scale, color if by_size else None)
+            if name in curves:
+                tc = curves[name]
+                ax.plot(tc["epoch"], tc["y"], lw=1.5, color=c, label=_line_label(name, g))
+                ax.plot(g["epoch"], g["y"], ls="none", marker="o", ms=5, mfc=c, mec="black", mew=0.8)
+            else:
+                ax.plot(g["epoch"], g["y"], marker="o", ms=5, lw=1.5, color=c, label=_line_label(name, g))
+        extra = [tc for tc in curves.values()]
+        _finish_epoch_axes(fig, ax, groups + [("", tc) for tc in extra], metric, scale, color if by_size else None,
+                           n_models=len(groups))
+        if curves and not by_size:
+            handles, _ = ax.get_legend_handles_labels()
+            handles += [Line2D([], [], color="gray", lw=1.5, label="tracked during training (--track-nc)"),
+                        Line2D([], [], color="gray", ls="none", marker="o", ms=5, mec="black", mew=0.8,
+                               label="exact (collect of the checkpoint)")]
+            ax.legend(handles=handles, fontsize=7, loc="best")
         _save_fig(fig, path)
     finally:
         plt.close(fig)
     return True
 
 
-def _finish_epoch_axes(fig, ax, groups, metric: str, scale: str, color) -> None:
+def _finish_epoch_axes(fig, ax, groups, metric: str, scale: str, color, n_models: int | None = None) -> None:
     """Axes of an over-training plot: integer epochs, a log y axis only over a wide range, the legend
     (or, for many models coloured by size, a colour bar), and a title naming the model."""
     from matplotlib.ticker import MaxNLocator
@@ -677,7 +729,8 @@ def _finish_epoch_axes(fig, ax, groups, metric: str, scale: str, color) -> None:
         ax.legend(fontsize=7, loc="best")
     ax.set_xlabel("epoch")
     ax.set_ylabel(metric)
-    who = groups[0][0] if len(groups) == 1 else f"{len(groups)} models"
+    n = len(groups) if n_models is None else n_models
+    who = groups[0][0] if n == 1 else f"{n} models"
     ax.set_title(f"{metric} over training — {who}", fontsize=9)
     ax.grid(alpha=0.3)
 
@@ -781,10 +834,14 @@ def make_plots(result: AnalysisResult, out_dir: Path, stage=None, kinds=("scatte
         plots.append(p)
     epochs = epoch_axis(data) if "epochs" in kinds else None
     if epochs is not None:
+        tracked = tracked_tables(data)
+        if tracked:
+            result.notes.append(f"epoch plots: tracked curves from the nc_track.csv of {len(tracked)} run(s) "
+                                "(lcfast train --track-nc), exact points from the collected checkpoints")
         scales = dict(zip(result.correlations["metric"], result.correlations["scale"]))
         for m in [target] + list(result.correlations["metric"]):
             p = pdir / f"epochs_{_safe(m)}.png"
-            if _epoch_plot(data, epochs, m, scales.get(m, "log"), color, stage.path(p)):
+            if _epoch_plot(data, epochs, m, scales.get(m, "log"), color, stage.path(p), tracked):
                 plots.append(p)
             else:
                 stage.forget(p)

@@ -6,7 +6,9 @@
 Work files live under DIR/work/<profile>/ (corpus/, data/, runs/ with each run's collect/); the
 results of the last demo directly in DIR: report.md, measurements.csv (final checkpoints),
 measurements_over_training.csv, measure/ (every row + per_token/*.parquet), analysis/ (correlations,
-plots), demo.json (timings, speeds, findings). Every stage is reused when its output is there (the
+plots; analysis_over_training/: each metric against the epoch, the curves tracked during training —
+every model trains with `--track-nc` — with the exact points of the collected checkpoints on them),
+demo.json (timings, speeds, findings). Every stage is reused when its output is there (the
 corpus and shards by their stamp, runs and collections by their own resume logic, the analysis by
 the hash of the measurements), so a rerun or an interrupted run continues where it stopped.
 
@@ -42,6 +44,7 @@ class DemoProfile:
     collect_batch: int = 32
     track_training: str = "none"  # every epoch's checkpoint collected for: "none", "largest" (multi-epoch run), "all"
     eval_tokens: int = 1 << 20
+    track_every: int | None = 20  # train --track-nc --track-every N (None: no tracking): the over-training curves
 
 
 # Sizes tuned by timing on 2 CPU cores shared with other jobs (we got ~50-60% of them): --quick
@@ -549,7 +552,9 @@ def _run_demo(out, quick, device, console, progress, profile, workers, stack) ->
     jobs = [
         (str(data_dir), str(runs_dir / n), dict(layers=l, width=w, epochs=e, context=prof.context, batch_size=prof.batch_size,
                                                 lr=prof.lr, seed=prof.seed, device=device, steps_per_epoch=prof.steps_per_epoch,
-                                                eval_tokens=prof.eval_tokens, progress=progress and in_proc))
+                                                eval_tokens=prof.eval_tokens, progress=progress and in_proc,
+                                                track_nc=prof.track_every is not None,
+                                                track_every=None if prof.track_every is None else min(prof.track_every, prof.steps_per_epoch)))
         for (l, w, e), n in zip(grid, names)
     ]
     trained: dict[str, dict] = {}
@@ -631,6 +636,7 @@ def _run_demo(out, quick, device, console, progress, profile, workers, stack) ->
 
     t = stage("6/7 analyze")
     stamp = {"measurements": _file_sha(meas_csv), "over_training": _file_sha(dev_csv) if dev_csv else None,
+             "tracked": {n: _file_sha(runs_dir / n / "nc_track.csv") for n in names if (runs_dir / n / "nc_track.csv").is_file()},
              "version": 2}
     stamp_path = root / "analysis" / "demo_stamp.json"
     prev = _read_json(root / "demo.json")
@@ -651,6 +657,7 @@ def _run_demo(out, quick, device, console, progress, profile, workers, stack) ->
 
     t = stage("7/7 report")
     notes, facts = findings(df_all)
+    notes += _tracking_notes(runs_dir, names, final_epochs, df_all)
     speed = _speed(trained, collected, n_workers)
     notes += _speed_notes(speed)
     notes.append(
@@ -663,7 +670,8 @@ def _run_demo(out, quick, device, console, progress, profile, workers, stack) ->
 
     tracked_names = [run_name(n_layers, w, e, prof.seed) for n_layers, w, e in tracked]
     report = write_report(root, meas_csv, corr, plots, notes, title="lcfast demo: linguistic collapse in miniature",
-                          plots_note=_plots_note(corr, tracked_names if dev_csv is not None else []))
+                          plots_note=_plots_note(corr, tracked_names if dev_csv is not None else [],
+                                                     tracking=prof.track_every is not None))
     _write_stamp(stamp_path, stamp)
     log.timings["report"] = time.perf_counter() - t
     log.timings["total"] = time.perf_counter() - t_all
@@ -726,8 +734,9 @@ def _analyze(root: Path, meas_csv: Path, dev_csv: Path | None):
     chosen, _ = plotted_metrics(res.correlations)
     key = res.correlations.set_index("metric").loc[chosen].reset_index()
     plots = [str(p) for p in make_plots(replace(res, correlations=key), root / "analysis", kinds=("scatter",))]
-    if dev_csv is not None:
-        over = run_analysis([str(dev_csv)], target="val_loss", out_dir=str(root / "analysis_over_training"),
+    over_csv = dev_csv or meas_csv
+    if dev_csv is not None or _has_tracking(over_csv):  # curves tracked during training + exact checkpoints
+        over = run_analysis([str(over_csv)], target="val_loss", out_dir=str(root / "analysis_over_training"),
                             metrics=_OVER_TRAINING, plots=False)
         plots += [str(p) for p in make_plots(over, root / "analysis_over_training", kinds=("epochs",))]
     corr = res.correlations
@@ -735,7 +744,7 @@ def _analyze(root: Path, meas_csv: Path, dev_csv: Path | None):
     return corr, plots
 
 
-def _plots_note(corr, tracked: list[str]) -> str:
+def _plots_note(corr, tracked: list[str], tracking: bool = False) -> str:
     """What report.md says about its plots: which metrics, and why these."""
     chosen, best = plotted_metrics(corr)
     r2 = dict(zip(corr["metric"], corr["r2"]))
@@ -748,10 +757,49 @@ def _plots_note(corr, tracked: list[str]) -> str:
     text += (" Every other metric's fit is in the correlation table above (and analysis/correlations.csv); "
              "`lcfast analyze measurements.csv --out DIR` draws them all. Each point is a model: colour = "
              "parameters, marker = layers, hollow = the shorter training.")
-    if tracked:
-        text += (f" The over-training plots follow {', '.join(tracked)}, measured after every epoch: val_loss, "
-                 + " and ".join(f"`{m}`" for m in _OVER_TRAINING) + ".")
+    over = " and ".join(f"`{m}`" for m in _OVER_TRAINING)
+    if tracking:
+        text += (f" The over-training plots show {over} against the epoch: a line per model tracked during "
+                 "training (`lcfast train --track-nc`), and black-edged points where a checkpoint was collected "
+                 "exactly" + (f" (every epoch of {', '.join(tracked)})" if tracked else "") + ".")
+    elif tracked:
+        text += f" The over-training plots follow {', '.join(tracked)}, measured after every epoch: val_loss, {over}."
     return text
+
+
+def _has_tracking(csv_path: Path) -> bool:
+    from lcfast.pipeline.analyze import load_tables, tracked_tables
+
+    return bool(tracked_tables(load_tables([csv_path])[0]))
+
+
+def _tracking_notes(runs_dir: Path, names: list[str], final_epochs: dict, df) -> list[str]:
+    """Tracked vs exact at each model's last checkpoint: the row of nc_track.csv at the end of its
+    last epoch (the statistics of its last interval) against `collect` of that checkpoint."""
+    import pandas as pd
+
+    parts, n_rows, every = [], 0, set()
+    for n in names:
+        f = runs_dir / n / "nc_track.csv"
+        ex = df[(df["model"] == n) & (df["epochs"] == final_epochs.get(n))]
+        if not f.is_file() or not len(ex):
+            continue
+        t = pd.read_csv(f)
+        end = t[t["epoch"] == final_epochs[n]]
+        if not len(end):
+            continue
+        n_rows += len(t)
+        every.update(int(v) for v in t["interval_steps"])
+        r, e = end.iloc[-1], ex.iloc[-1]
+        parts.append(f"{n} nc1_cdnv {r['nc1_cdnv']:.3g} vs {e['nc1_cdnv']:.3g}, nc4_agreement "
+                     f"{r['nc4_agreement']:.3g} vs {e['nc4_agreement']:.3g}")
+    if not parts:
+        return []
+    return [f"Tracked during training (train --track-nc; {n_rows} rows of nc_track.csv, intervals of "
+            f"{max(every)} steps): the curves of analysis_over_training/. Tracked vs exact (collect) at each "
+            "model's last checkpoint: " + "; ".join(parts) + ". Tracked statistics come from the last interval's "
+            "training batches while the weights moved, not from the frozen checkpoint over the whole train "
+            "shard: read them as a trajectory, the exact points as the measurement (README: tracked vs exact)."]
 
 
 def _read_json(path: Path) -> dict:

@@ -227,9 +227,11 @@ def _check_existing_run(out: Path, new_cfg: dict) -> bool:
 # -- evaluation -----------------------------------------------------------------------------------
 @torch.no_grad()
 def evaluate(model, shard, context: int, batch_size: int, eval_tokens: int, device: torch.device,
-             progress=None) -> dict:
+             progress=None, on_features=None) -> dict:
     """Mean next-token loss, token accuracy and perplexity over the first sequential windows of
-    `shard` covering up to `eval_tokens` label positions."""
+    `shard` covering up to `eval_tokens` label positions. `on_features(h [n, d], y [n])`, when
+    given (`--track-nc`: the NC4 decisions), is called with the same forward's features (the LM
+    head's input) and labels at each batch's valid positions (this rank's windows)."""
     T = context
     n_win = min(int(shard.n_seq_windows(T)), max(1, math.ceil(eval_tokens / T)))
     n_labels_total = int(shard.n_tokens) - 1
@@ -251,9 +253,12 @@ def evaluate(model, shard, context: int, batch_size: int, eval_tokens: int, devi
         valid = torch.clamp(torch.as_tensor(np.asarray(lengths, dtype=np.int64), device=device) - 1, 0, T)
         mask = torch.arange(T, device=device)[None, :] < valid[:, None]
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            logits = model(w[:, :-1])
+            out = model(w[:, :-1], return_features=True) if on_features is not None else model(w[:, :-1])
+        logits, h = out if on_features is not None else (out, None)
         logits = logits.float()[mask]
         y = w[:, 1:][mask]
+        if on_features is not None:
+            on_features(h[mask], y)
         loss_sum += F.cross_entropy(logits, y, reduction="sum").double()
         hits += (logits.argmax(-1) == y).sum()
         count += valid.sum()
@@ -399,6 +404,18 @@ def _stop_if_nonfinite(first_bad: torch.Tensor, lr: float, out: Path, what: str 
                     f"and train into a new --out; {kept}")
 
 
+def _track_finish(tracker, step: int, model, val_loss: float | None = None) -> None:
+    """Measure and write the tracking interval ending at `step` (rank 0), failing on every rank together."""
+    err = None
+    try:
+        tracker.finish(step, model.lm_head_weight, model.lm_head_bias, val_loss)
+    except Exception as e:  # noqa: BLE001 - re-raised on every rank by dist.agree
+        err = e
+    dist.agree(err)
+    if err is not None:
+        raise err
+
+
 def _progress(enabled: bool):
     from lcfast.progress import progress_bar
 
@@ -428,10 +445,19 @@ def train_run(
     min_lr_frac: float = 0.1,
     grad_clip: float = 1.0,
     callback: Callable[[dict], None] | None = None,
+    track_nc: bool = False,
+    track_every: int | None = None,
 ) -> dict:
     """Train (or resume, or return at once if complete) the run in `out_dir`; returns the final epoch's
     metrics plus run facts. `callback(info)` is called after every optimizer step with
-    {step, epoch, loss, lr}; an exception raised there interrupts the run like a crash would."""
+    {step, epoch, loss, lr}; an exception raised there interrupts the run like a crash would.
+    `track_nc`: also track neural collapse from the training forward into RUN/nc_track.csv, one
+    row every `track_every` optimizer steps and at every epoch's end (default: once per epoch;
+    lcfast.pipeline.track)."""
+    if track_every is not None:  # the range and the pairing now; the bound (an epoch) once the data is open
+        track_every = validate.integer("--track-every", track_every, min=1)
+        if not track_nc:
+            raise UsageError(f"--track-every {track_every}: only with --track-nc")
     a = check_args(layers=layers, width=width, heads=heads, context=context, epochs=epochs, batch_size=batch_size,
                    lr=lr, weight_decay=weight_decay, seed=seed, steps_per_epoch=steps_per_epoch,
                    eval_tokens=eval_tokens, window_size=window_size, warmup_frac=warmup_frac,
@@ -441,23 +467,36 @@ def train_run(
     else:
         ctx = dist.Context(device=resolve_device(device))
     try:
-        with interrupt_note(lambda: interrupted_note(out_dir)):
-            return _train(ctx, data_dir, out_dir, **a, compile=compile, progress=progress, callback=callback)
+        with interrupt_note(lambda: interrupted_note(out_dir, track_nc)):
+            return _train(ctx, data_dir, out_dir, **a, compile=compile, progress=progress, callback=callback,
+                          track_nc=track_nc, track_every=track_every)
     finally:
         dist.shutdown(ctx)
 
 
-def interrupted_note(run_dir) -> str:
-    """What an interrupted `train` kept: the latest checkpoint, or that there is none yet."""
+def interrupted_note(run_dir, track_nc: bool = False) -> str:
+    """What an interrupted `train` kept: the latest checkpoint, or that there is none yet (and,
+    tracking, how far nc_track.csv goes)."""
     cks = list_checkpoints(run_dir)
+    track = ""
+    if track_nc:
+        from lcfast.pipeline.track import TRACK_FILE, read_track_rows
+
+        p = Path(run_dir) / TRACK_FILE
+        try:
+            rows = read_track_rows(p) if p.is_file() else []
+        except DataError:
+            rows = []
+        if rows:
+            track = f", {p} has its rows up to step {rows[-1][0]}"
     if cks:
-        return f"checkpoint {list(cks.values())[-1]} is intact; rerun the same command to resume"
+        return f"checkpoint {list(cks.values())[-1]} is intact{track}; rerun the same command to resume"
     return f"no checkpoint of {run_dir} was written yet; rerun the same command to start it"
 
 
 def _train(ctx: dist.Context, data_dir, out_dir, *, layers, width, heads, context, epochs, batch_size, lr,
            weight_decay, seed, steps_per_epoch, eval_tokens, compile, progress, window_size, warmup_frac,
-           min_lr_frac, grad_clip, callback) -> dict:
+           min_lr_frac, grad_clip, callback, track_nc=False, track_every=None) -> dict:
     dev = ctx.device
     out = Path(out_dir)
     world, rank = ctx.world, ctx.rank
@@ -485,6 +524,9 @@ def _train(ctx: dist.Context, data_dir, out_dir, *, layers, width, heads, contex
         raise DataError(f"--data {data_dir}: val.lcshard has {val.n_tokens} tokens, too few to evaluate (need 2)")
     spe = steps_per_epoch or max(1, int(train.n_tokens) // (batch_size * context))
     total = spe * epochs
+    from lcfast.pipeline.track import check_every
+
+    every = check_every(track_nc, track_every, spe)
     warmup = min(total, int(round(warmup_frac * total)))
     run_cfg = {
         "format": RUN_FORMAT,
@@ -548,6 +590,19 @@ def _train(ctx: dist.Context, data_dir, out_dir, *, layers, width, heads, contex
     if err is not None:
         raise err
     start_epoch, step, history, elapsed = state
+    tracker = None
+    if every is not None and start_epoch < epochs:
+        from lcfast.pipeline.track import NCTracker
+
+        tracker = NCTracker(out, vocab, width, dev, every, spe, batch_size * context, write=ctx.is_main)
+        err = None
+        try:  # continue the file from the checkpoint (rows past it are recomputed), or start it
+            tracker.resume(start_epoch * spe)
+        except Exception as e:  # noqa: BLE001
+            err = e
+        dist.agree(err)
+        if err is not None:
+            raise err
     if start_epoch >= epochs:
         if ctx.is_main and history:  # a kill after the last checkpoint but before metrics.jsonl
             _write_metrics(out, history)
@@ -588,19 +643,30 @@ def _train(ctx: dist.Context, data_dir, out_dir, *, layers, width, heads, contex
                 for g in opt.param_groups:
                     g["lr"] = cur_lr
                 with torch.autocast(**amp):
-                    logits = fwd(x)
+                    if tracker is None:
+                        logits = fwd(x)
+                    else:  # the LM head's input from the same forward (no second pass)
+                        logits, feats = fwd(x, return_features=True)
                 loss = F.cross_entropy(logits.float().reshape(-1, vocab), y.reshape(-1))
                 opt.zero_grad(set_to_none=True)
                 loss.backward()  # DDP: gradients averaged over the ranks = the global batch's mean
                 if grad_clip > 0:
                     torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
                 opt.step()
+                if tracker is not None:
+                    # after the step is queued: on CUDA the statistics' host syncs then wait for a
+                    # finished step instead of stalling between the forward and the backward
+                    tracker.update(feats, y, loss)
+                    del feats
                 loss_acc += loss.detach().double()
                 step += 1
                 # recorded on the device (no sync); looked at every `check_every` steps, on every rank
                 first_bad += (first_bad == 0).long() * _nonfinite_code(loss.detach(), step)
                 if (i + 1) % check_every == 0 or i == spe - 1:
                     _stop_if_nonfinite(first_bad, lr, out)
+                if tracker is not None and i < spe - 1 and tracker.due(i):  # (the epoch's last: after evaluation)
+                    tracker.reduce()
+                    _track_finish(tracker, step, model)
                 now = time.perf_counter()
                 if callback is not None or now - last_ui > 0.5 or i == spe - 1:
                     cur = float(loss.detach())
@@ -615,13 +681,21 @@ def _train(ctx: dist.Context, data_dir, out_dir, *, layers, width, heads, contex
             dist.all_reduce_sum(loss_acc)
             train_loss = float(loss_acc) / (spe * world)
             bar.remove_task(task)
-            ev = evaluate(eval_fwd, val, context, batch_size, eval_tokens, dev, progress=bar)
+            if tracker is not None:  # the epoch's last interval: NC4 decisions from the evaluation
+                tracker.reduce()
+                tracker.begin_eval(model.lm_head_weight, model.lm_head_bias)
+            ev = evaluate(eval_fwd, val, context, batch_size, eval_tokens, dev, progress=bar,
+                          on_features=None if tracker is None else tracker.eval_features)
             if not math.isfinite(ev["val_loss"]):  # identical on every rank (all-reduced sums)
                 _stop_if_nonfinite(_nonfinite_code(torch.tensor(ev["val_loss"]), step), lr, out,
                                    "validation loss", epoch)
+            if tracker is not None:  # written before the checkpoint: a resume never misses a row
+                _track_finish(tracker, step, model, ev["val_loss"])
             elapsed += time.perf_counter() - t0
             rec = {"epoch": epoch, "step": step, "train_loss": train_loss, **ev,
                    "tokens_per_s": spe * batch_size * context / max(train_time, 1e-9), "elapsed": elapsed}
+            if tracker is not None:  # wall seconds of this epoch spent tracking: in the loop, at its end (NC4)
+                rec["track_loop_s"], rec["track_end_s"] = tracker.take_seconds()
             history.append(rec)
             err = None
             if ctx.is_main:
