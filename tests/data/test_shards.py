@@ -13,7 +13,7 @@ import pytest
 from lcfast import TokenShard
 from lcfast.errors import DataError, UsageError
 
-DOC = Path(__file__).resolve().parents[1] / "docs" / "shard-format.md"
+DOC = Path(__file__).resolve().parents[2] / "docs" / "shard-format.md"
 
 
 def _reseal(b: bytearray) -> bytearray:

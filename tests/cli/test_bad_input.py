@@ -430,7 +430,7 @@ def test_disk_full_during_checkpoint(base, tmp_path, monkeypatch):
 
 
 # -- security: nothing unpickles user files, no remote code ----------------------------------------------
-PKG = Path(__file__).resolve().parents[1] / "python" / "lcfast"
+PKG = Path(__file__).resolve().parents[2] / "python" / "lcfast"
 _FORBIDDEN_MODULES = {"pickle", "cPickle", "_pickle", "dill", "cloudpickle", "joblib", "shelve", "marshal"}
 
 
@@ -497,7 +497,7 @@ def test_docs_table_lists_every_case():
     """docs/bad-input.md has one row per parametrized case above, and no row without a test."""
     import re
 
-    doc = (Path(__file__).resolve().parents[1] / "docs" / "bad-input.md").read_text(encoding="utf-8")
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "bad-input.md").read_text(encoding="utf-8")
     doc = doc.split("\n## ", 1)[0]  # the first section (later sections have their own test files)
     rows = set(re.findall(r"^\| `([a-z0-9_]+)` \|", doc, flags=re.M))
     assert rows == set(CASES)

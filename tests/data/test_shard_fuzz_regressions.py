@@ -19,7 +19,7 @@ from lcfast import _core
 from lcfast.data.shards import TokenShard, write_shard
 from lcfast.errors import DataError, UsageError
 
-REG = Path(__file__).resolve().parents[1] / "fuzz" / "regressions"
+REG = Path(__file__).resolve().parents[2] / "fuzz" / "regressions"
 HEADER = 128
 
 

@@ -145,7 +145,7 @@ def test_hf_bad_input(name, base, tmp_path, monkeypatch):
 def test_docs_section_lists_every_case():
     import re
 
-    doc = (Path(__file__).resolve().parents[1] / "docs" / "bad-input.md").read_text(encoding="utf-8")
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "bad-input.md").read_text(encoding="utf-8")
     section = doc.split("\n## Hugging Face models and data", 1)[1].split("\n## ", 1)[0]
     assert set(re.findall(r"^\| `([a-z0-9_]+)` \|", section, flags=re.M)) == set(CASES)
 
