@@ -20,10 +20,10 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from helpers import LCFAST, ROOT, one_thread
+
 README = ROOT / "README.md"
 SKIP = re.compile(r"<!--\s*not run by the tests:\s*(.+?)\s*-->")
-LCFAST = Path(sys.executable).with_name("lcfast")
 
 
 def blocks(text: str) -> list[dict]:
@@ -74,14 +74,8 @@ def _demo_layout(root: Path) -> None:
 @pytest.mark.skipif(not LCFAST.is_file(), reason=f"console script {LCFAST} not installed")
 def test_readme_blocks_run(tmp_path):
     """Every runnable block, in README order, exits 0 (its output is shown when it does not)."""
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # the miniature demo's models are tiny
-    try:
+    with one_thread():  # the miniature demo's models are tiny
         _demo_layout(tmp_path)
-    finally:
-        torch.set_num_threads(n)
     env = {**os.environ, "PATH": f"{LCFAST.parent}{os.pathsep}{os.environ.get('PATH', '')}",
            "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     env.pop("LCFAST_TEST_KILL_AT", None)

@@ -9,18 +9,14 @@ torch.load only with weights_only=True, no remote code) closes the file."""
 from __future__ import annotations
 
 import ast
-import hashlib
-import os
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from lcfast.cli.app import main
-from diskfull import make_disk_full
+from helpers import cli, make_disk_full, make_docs, snapshot
 
 CTX = 8
 TRAIN_ARGS = ["--layers", "1", "--width", "16", "--heads", "2", "--context", str(CTX), "--window", str(CTX),
@@ -29,37 +25,7 @@ COLLECT_ARGS = ["--max-tokens", "160", "--device", "cpu", "--no-progress", "--ba
 COLLECT_ARGS_NOCAP = ["--device", "cpu", "--no-progress", "--batch-size", "16"]
 
 
-def cli(args) -> tuple[int, str]:
-    import contextlib
-    import io
-
-    import warnings
-
-    err, out = io.StringIO(), io.StringIO()
-    # warnings print to stderr as they would in a real run (pytest would otherwise capture them)
-    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out), warnings.catch_warnings():
-        warnings.simplefilter("always")
-        warnings.showwarning = lambda m, c, f, ln, file=None, line=None: print(
-            warnings.formatwarning(m, c, f, ln, line), file=sys.stderr, end="")
-        try:
-            main([str(a) for a in args])
-            code = 0
-        except SystemExit as e:
-            code = int(e.code or 0)
-    return code, err.getvalue()
-
-
-def snapshot(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -150,8 +116,6 @@ def case_state_other_model(w, base):
 
 
 def case_state_other_shard(w, base):
-    from textgen import make_docs
-
     c = _coll_copy(w, base)
     data2 = _tokenize(make_docs(120, seed=7), base / "data" / "tokenizer.json", w / "data2")
     return ["collect", base / "run", "--data", data2, "--out", c, *COLLECT_ARGS], 1, "train_stats.safetensors: state was written for another shard"
@@ -183,14 +147,11 @@ def case_state_corrupt_measure(w, base):
 
 
 def case_vocab_mismatch(w, base):
-    from textgen import make_docs
-
     data = _tokenize(make_docs(150, seed=3), "train:280", w / "d280")
     return ["collect", base / "run", "--data", data, "--out", w / "c", *COLLECT_ARGS], 1, "train.lcshard: vocab mismatch: shard vocab"
 
 
 def case_tokenizer_mismatch(w, base):
-    from textgen import make_docs
     from lcfast import TokenShard
 
     vocab = TokenShard(base / "data" / "train.lcshard").vocab_size

@@ -10,20 +10,18 @@ new numeric flag without a range (or without a row here) fails."""
 
 from __future__ import annotations
 
-import contextlib
 import inspect
-import io
 import os
-import shutil
-import subprocess
-import sys
 import typing
 from pathlib import Path
 
 import pytest
 import typer
-from lcfast.cli.app import app, main
+
+from lcfast.cli.app import app
 from lcfast.errors import UsageError
+
+from helpers import cli, console
 
 BIG_INT = "100000000000000000000"  # 1e20 as an integer literal: past int64
 SEED_PAST = str(2**64)
@@ -97,17 +95,6 @@ def bad_values(spec) -> list[str]:
 CASES = [(cmd, flag, v) for (cmd, flag), spec in SPEC.items() for v in bad_values(spec)]
 
 
-def run_cli(args) -> tuple[int, str]:
-    err, out = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):
-        try:
-            main([str(a) for a in args])
-            code = 0
-        except SystemExit as e:
-            code = int(e.code or 0)
-    return code, err.getvalue()
-
-
 def files_under(root: Path) -> list[str]:
     return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
 
@@ -141,7 +128,7 @@ def test_every_numeric_flag_is_in_the_matrix():
 def test_bad_numeric_value_is_a_one_line_usage_error(tmp_path, cmd, flag, value):
     args = [a.format(w=tmp_path) for a in BASE[cmd]] + [flag, value]
     before = files_under(tmp_path)
-    code, err = run_cli(args)
+    code, err = cli(args)
     lines = err.strip().splitlines()
     assert code == 2, err
     assert len(lines) == 1 and lines[0].startswith("lcfast: usage error:"), err
@@ -158,7 +145,7 @@ def test_sweep_grid_lists_are_checked(tmp_path, flag, values):
         args[i + 1] = values
     else:
         args += [flag, values]
-    code, err = run_cli(args)
+    code, err = cli(args)
     assert code == 2 and flag in err and len(err.strip().splitlines()) == 1, err
     assert files_under(tmp_path) == []
 
@@ -177,7 +164,7 @@ def _with(args, flag, value):
 @pytest.mark.parametrize("flag,value", [("--batch-size", "1000000000"), ("--width", "100000000"),
                                         ("--context", "1000000000"), ("--layers", "1000000000")])
 def test_train_refuses_what_memory_cannot_hold(tmp_path, tiny_shards, flag, value):
-    code, err = run_cli(["train", "--data", tiny_shards, "--out", tmp_path / "run", *_with(TRAIN, flag, value)])
+    code, err = cli(["train", "--data", tiny_shards, "--out", tmp_path / "run", *_with(TRAIN, flag, value)])
     assert code == 2, err
     line = err.strip()
     assert len(line.splitlines()) == 1 and f"{flag} {value}" in line
@@ -186,7 +173,7 @@ def test_train_refuses_what_memory_cannot_hold(tmp_path, tiny_shards, flag, valu
 
 
 def test_sweep_refuses_what_memory_cannot_hold(tmp_path, tiny_shards):
-    code, err = run_cli(["sweep", "--data", tiny_shards, "--out", tmp_path / "sw", "--layers", "1", "--widths", "16,8",
+    code, err = cli(["sweep", "--data", tiny_shards, "--out", tmp_path / "sw", "--layers", "1", "--widths", "16,8",
                          "--batch-size", "1000000000", "--context", "8", "--device", "cpu", "--no-progress"])
     assert code == 2 and "--batch-size 1000000000" in err and "would need about" in err, err
     assert not (tmp_path / "sw").exists()
@@ -196,45 +183,39 @@ def test_memory_check_compares_with_what_is_available(tmp_path, tiny_shards, mon
     """The same small run is refused when the machine (LCFAST_MEMORY_AVAILABLE) has 100 KiB, and
     trains when it has what it needs: the estimate is compared, not a hard-coded limit."""
     monkeypatch.setenv("LCFAST_MEMORY_AVAILABLE", str(100 * 1024))
-    code, err = run_cli(["train", "--data", tiny_shards, "--out", tmp_path / "run", *TRAIN])
+    code, err = cli(["train", "--data", tiny_shards, "--out", tmp_path / "run", *TRAIN])
     assert code == 2 and "more than the 100.0 KiB LCFAST_MEMORY_AVAILABLE" in err, err
     assert not (tmp_path / "run").exists()
     monkeypatch.setenv("LCFAST_MEMORY_AVAILABLE", str(2**30))
-    code, err = run_cli(["train", "--data", tiny_shards, "--out", tmp_path / "run", *TRAIN])
+    code, err = cli(["train", "--data", tiny_shards, "--out", tmp_path / "run", *TRAIN])
     assert code == 0, err
 
 
 def test_collect_refuses_what_memory_cannot_hold(tmp_path, tiny_shards):
-    code, err = run_cli(["train", "--data", tiny_shards, "--out", tmp_path / "run", *TRAIN])
+    code, err = cli(["train", "--data", tiny_shards, "--out", tmp_path / "run", *TRAIN])
     assert code == 0, err
-    code, err = run_cli(["collect", tmp_path / "run", "--out", tmp_path / "c", "--device", "cpu", "--no-progress",
+    code, err = cli(["collect", tmp_path / "run", "--out", tmp_path / "c", "--device", "cpu", "--no-progress",
                          "--batch-size", "1000000000"])
     assert code == 2 and "--batch-size 1000000000: collection would need about" in err, err
     assert not (tmp_path / "c").exists()
 
 
 def test_count_memory_mb_beyond_the_machine(tiny_shards):
-    code, err = run_cli(["count", tiny_shards / "train.lcshard", "--memory-mb", "1e20"])
+    code, err = cli(["count", tiny_shards / "train.lcshard", "--memory-mb", "1e20"])
     assert code == 2 and "--memory-mb 1e+20: more than the" in err, err
 
 
 def test_corpus_stories_beyond_the_disk(tmp_path):
-    code, err = run_cli(["corpus", "synth", "--out", tmp_path / "c", "--stories", str(10**15)])
+    code, err = cli(["corpus", "synth", "--out", tmp_path / "c", "--stories", str(10**15)])
     assert code == 2 and f"--stories {10**15}: the corpus would take about" in err and "free on the disk" in err, err
     assert not (tmp_path / "c").exists()
 
 
 # -- the installed console script -----------------------------------------------------------------
-def _console(args, cwd):
-    exe = shutil.which("lcfast", path=os.path.dirname(sys.executable)) or shutil.which("lcfast")
-    cmd = [exe] if exe else [sys.executable, "-m", "lcfast"]
-    return subprocess.run(cmd + [str(a) for a in args], cwd=cwd, capture_output=True, text=True, timeout=120)
-
-
 @pytest.mark.parametrize("extra,flag", [(["--seed", SEED_PAST], "--seed"), (["--seed", "-3"], "--seed"),
                                         (["--lr", "nan"], "--lr"), (["--batch-size", "1000000000"], "--batch-size")])
 def test_console_script_refuses_before_writing(tmp_path, tiny_shards, extra, flag):
-    r = _console(["train", "--data", tiny_shards, "--out", tmp_path / "run", *TRAIN, *extra], tmp_path)
+    r = console(["train", "--data", tiny_shards, "--out", tmp_path / "run", *TRAIN, *extra], cwd=tmp_path, timeout=120, env=os.environ)
     assert r.returncode == 2, r.stderr
     assert len(r.stderr.strip().splitlines()) == 1 and flag in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / "run").exists()
@@ -273,7 +254,7 @@ def test_api_entry_points_raise_usage_error(tmp_path, tiny_shards):
 def test_weight_decay_beyond_one_over_lr(tmp_path):
     """A decay above 1 with lr × wd ≥ 1 would zero or flip the weights every step."""
     args = [a.format(w=tmp_path) for a in BASE["train"]]
-    code, err = run_cli([*args, "--weight-decay", "1e20"])
+    code, err = cli([*args, "--weight-decay", "1e20"])
     assert code == 2 and err.strip() == (
         "lcfast: usage error: --weight-decay 1e+20: with --lr 0.001 AdamW would scale the weights by "
         "1 − lr·wd = -1e+17 every step; lr × weight decay must be < 1"), err

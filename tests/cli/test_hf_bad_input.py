@@ -17,8 +17,7 @@ import pytest
 
 pytest.importorskip("transformers")
 
-import hfmodels  # noqa: E402
-from test_bad_input import cli, snapshot  # noqa: E402
+from helpers import cli, make_docs, make_tiny, save_hf_model, snapshot  # noqa: E402
 
 COLLECT = ["--device", "cpu", "--no-progress", "--context", "32", "--max-tokens", "128"]
 
@@ -27,7 +26,7 @@ COLLECT = ["--device", "cpu", "--no-progress", "--context", "32", "--max-tokens"
 def base(tmp_path_factory, tiny_shards, tiny_bpe_tokenizer):
     """A tiny Llama folder (with the shards' tokenizer.json) and its shards."""
     root = tmp_path_factory.mktemp("hf_bad_input")
-    hfmodels.save("llama", root / "llama", tiny_bpe_tokenizer, seed=0)
+    save_hf_model("llama", root / "llama", tiny_bpe_tokenizer, seed=0)
     shutil.copytree(tiny_shards, root / "data")
     return root
 
@@ -56,8 +55,6 @@ def case_hf_extra_missing(w, base):
 
 def case_hf_tokenizer_mismatch(w, base):
     from lcfast.data.tokenize import tokenize_files
-    from textgen import make_docs
-
     txt = w / "other.txt"
     txt.write_text("\n\n".join(make_docs(150, seed=3)) + "\n", encoding="utf-8")
     tokenize_files([txt], "train:300", w / "d300", val_fraction=0.2)  # another tokenizer, a smaller vocabulary
@@ -109,8 +106,6 @@ def case_hf_remote_code_model(w, base):
 
 
 def case_export_foreign_folder(w, base):
-    from test_collect import make_tiny
-
     t = make_tiny(w / "t", epochs=1)
     (w / "busy").mkdir()
     (w / "busy" / "notes.txt").write_text("mine")
@@ -165,8 +160,6 @@ def test_missing_extra_in_a_fresh_process(base, tmp_path):
 
 def test_commands_without_the_extra_never_import_it(tmp_path):
     """count, train, collect/measure of a lcfast run, export: no transformers, no datasets imported."""
-    from test_collect import make_tiny
-
     t = make_tiny(tmp_path / "t", epochs=1)
     script = f"""
 import sys

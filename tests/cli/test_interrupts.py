@@ -9,14 +9,11 @@ and a rerun that resumes or completes. Also here: `doctor` and `bench` exit non-
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
 import shutil
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -24,69 +21,14 @@ import numpy as np
 import pytest
 import torch
 
-LCFAST = Path(sys.executable).with_name("lcfast")
+from helpers import LCFAST, child_env, console, dotfiles, interrupt, make_docs, one_thread, snapshot, start, wait_until
+
 CTX = 8
 TRAIN = ["--layers", "1", "--width", "16", "--heads", "2", "--context", str(CTX), "--window", str(CTX),
          "--batch-size", "4", "--lr", "0.01", "--seed", "0", "--device", "cpu", "--eval-tokens", "64", "--no-progress",
          "--json"]
 
 pytestmark = pytest.mark.skipif(not LCFAST.is_file(), reason=f"console script {LCFAST} not installed")
-
-
-def env(**extra) -> dict:
-    e = dict(os.environ)
-    e.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONWARNINGS="ignore")
-    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LCFAST_TEST_KILL_AT"):
-        e.pop(k, None)
-    e.update(extra)
-    return e
-
-
-def _as_terminal() -> None:  # the child sees Ctrl-C even if the test runner ignores SIGINT
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
-def start(args, **kw) -> subprocess.Popen:
-    return subprocess.Popen([str(LCFAST), *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=env(), preexec_fn=_as_terminal, **kw)
-
-
-def run(args, timeout=300) -> subprocess.CompletedProcess:
-    return subprocess.run([str(LCFAST), *map(str, args)], capture_output=True, text=True, env=env(),
-                          timeout=timeout, preexec_fn=_as_terminal)
-
-
-def wait_until(proc: subprocess.Popen, pred, what: str, timeout: float = 120) -> None:
-    t0 = time.monotonic()
-    while not pred():
-        if proc.poll() is not None:
-            pytest.fail(f"finished (rc {proc.returncode}) before {what}: {proc.stderr.read()[-2000:]}")
-        if time.monotonic() - t0 > timeout:
-            proc.kill()
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.05)
-
-
-def interrupt(proc: subprocess.Popen, sig=signal.SIGINT, timeout: float = 60) -> tuple[int, str, float]:
-    t0 = time.monotonic()
-    proc.send_signal(sig)
-    try:
-        _, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.communicate()
-        pytest.fail(f"still running {timeout} s after {sig.name}")
-    return proc.returncode, err, time.monotonic() - t0
-
-
-def snapshot(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
-
-
-def dotfiles(root: Path) -> list[str]:
-    """Temporaries are the only names starting with '.' that lcfast writes."""
-    return sorted(str(p.relative_to(root)) for p in root.rglob(".*"))
 
 
 def temp_exists(folder: Path, prefix: str):
@@ -103,7 +45,7 @@ def one_line(err: str) -> str:
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_synth_interrupted_keeps_previous_corpus(tmp_path, sig):
     out = tmp_path / "corpus"
-    r = run(["corpus", "synth", "--out", out, "--stories", "50", "--json"])
+    r = console(["corpus", "synth", "--out", out, "--stories", "50", "--json"])
     assert r.returncode == 0, r.stderr
     before = snapshot(out)
     p = start(["corpus", "synth", "--out", out, "--stories", "60000", "--json"])
@@ -114,15 +56,13 @@ def test_synth_interrupted_keeps_previous_corpus(tmp_path, sig):
     how = "interrupted" if sig == signal.SIGINT else "interrupted by SIGTERM"
     assert one_line(err) == f"lcfast: {how}; {out} is unchanged (outputs are published only when complete); rerun the same command"
     assert snapshot(out) == before and dotfiles(out) == []
-    r = run(["corpus", "synth", "--out", out, "--stories", "2000", "--json"])  # the rerun completes
+    r = console(["corpus", "synth", "--out", out, "--stories", "2000", "--json"])  # the rerun completes
     assert r.returncode == 0 and json.loads(r.stdout)["n_stories"] == 2000
 
 
 @pytest.fixture(scope="module")
 def big_corpus(tmp_path_factory) -> Path:
     """~24 MB of .txt (a few seconds of tokenizing on 2 cores)."""
-    from textgen import make_docs
-
     p = tmp_path_factory.mktemp("big") / "big.txt"
     block = "\n\n".join(make_docs(400, seed=1)) + "\n\n"
     p.write_text(block * max(1, (24 << 20) // len(block.encode())), encoding="utf-8")
@@ -175,7 +115,7 @@ def test_train_interrupted_keeps_checkpoint_and_resumes(tmp_path, tiny_shards, s
                              "rerun the same command to resume")
     assert dotfiles(run_dir) == [] and snapshot(tiny_shards) == data_before
     kept = snapshot(run_dir / "checkpoints" / "epoch_1")
-    r = run(_train_args(tiny_shards, run_dir))
+    r = console(_train_args(tiny_shards, run_dir))
     assert r.returncode == 0, r.stderr
     res = json.loads(r.stdout)
     assert res["resumed_from_epoch"] == 1 and res["epoch"] == 2
@@ -188,7 +128,7 @@ def test_train_interrupted_keeps_checkpoint_and_resumes(tmp_path, tiny_shards, s
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory, tiny_shards) -> Path:
     out = tmp_path_factory.mktemp("irun") / "run"
-    r = run(_train_args(tiny_shards, out, epochs=1, spe=2))
+    r = console(_train_args(tiny_shards, out, epochs=1, spe=2))
     assert r.returncode == 0, r.stderr
     return out
 
@@ -212,16 +152,12 @@ def test_collect_interrupted_keeps_state_and_resumes_exactly(tmp_path, trained_r
                      r"rerun the same command to resume", one_line(err))
     assert m, err
     assert dotfiles(out) == [] and snapshot(run_dir) == before
-    r = run(["collect", run_dir, "--out", out, *COLLECT, "--json"])
+    r = console(["collect", run_dir, "--out", out, *COLLECT, "--json"])
     assert r.returncode == 0, r.stderr
     got = json.loads(r.stdout)[0]
     assert got["passes"]["train"]["resumed_from"] > 0 or got["passes"]["val"]["resumed_from"] > 0
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with one_thread():
         main(["collect", str(run_dir), "--out", str(tmp_path / "ref"), *COLLECT])  # uninterrupted, in process
-    finally:
-        torch.set_num_threads(n)
     for name in ("train_stats.safetensors", "val_ncc.safetensors"):
         a, _ = load_tensors(tmp_path / "ref" / name)
         b, _ = load_tensors(out / name)
@@ -241,7 +177,7 @@ def test_analyze_interrupted_keeps_previous_outputs(tmp_path):
     src = tmp_path / "table.csv"
     df.to_csv(src, index=False)
     out = tmp_path / "an"
-    r = run(["analyze", src, "--out", out, "--metric", "metric_0", "--metric", "metric_1"])
+    r = console(["analyze", src, "--out", out, "--metric", "metric_0", "--metric", "metric_1"])
     assert r.returncode == 0, r.stderr
     before = snapshot(out)
     p = start(["analyze", src, "--out", out])
@@ -251,7 +187,7 @@ def test_analyze_interrupted_keeps_previous_outputs(tmp_path):
     assert rc == 130 and dt < 10, err
     assert one_line(err).startswith(f"lcfast: interrupted; {out} is unchanged")
     assert snapshot(out) == before and dotfiles(out) == []
-    r = run(["analyze", src, "--out", out, "--no-plots"])
+    r = console(["analyze", src, "--out", out, "--no-plots"])
     assert r.returncode == 0, r.stderr
     assert len(pd.read_csv(out / "correlations.csv")) == 12
 
@@ -297,9 +233,9 @@ def test_doctor_exits_1_when_a_required_component_fails(tmp_path):
     fake = tmp_path / "fake"
     (fake / "scipy").mkdir(parents=True)
     (fake / "scipy" / "__init__.py").write_text("raise ImportError('broken scipy for the test')\n")
-    e = env(PYTHONPATH=os.pathsep.join([str(fake), os.environ.get("PYTHONPATH", "")]))
+    e = child_env(PYTHONPATH=os.pathsep.join([str(fake), os.environ.get("PYTHONPATH", "")]))
     for extra in ([], ["--json"]):
-        r = subprocess.run([str(LCFAST), "doctor", *extra], capture_output=True, text=True, env=e, timeout=120)
+        r = console(["doctor", *extra], env=e, timeout=120)
         assert r.returncode == 1, (extra, r.stderr)
         assert one_line(r.stderr) == "lcfast: error: doctor: scipy failed (see above)"
     assert "scipy" in json.loads(r.stdout)["failed"]
@@ -317,9 +253,9 @@ def test_bench_exits_1_when_an_implementation_fails(tmp_path):
         "import lcfast.stats.classstats as c\n"
         "def broken(*a, **k):\n    raise RuntimeError('broken for the test')\n"
         "c.class_stats_torch = broken\n")
-    e = env(PYTHONPATH=os.pathsep.join([str(hook), os.environ.get("PYTHONPATH", "")]))
-    r = subprocess.run([str(LCFAST), "bench", "--sizes", "tiny", "--device", "cpu", "--only", "class_stats",
-                        "--json", str(tmp_path / "b.json")], capture_output=True, text=True, env=e, timeout=300)
+    e = child_env(PYTHONPATH=os.pathsep.join([str(hook), os.environ.get("PYTHONPATH", "")]))
+    r = console(["bench", "--sizes", "tiny", "--device", "cpu", "--only", "class_stats", "--json", tmp_path / "b.json"],
+                env=e)
     assert r.returncode == 1, r.stderr[-2000:]
     assert "FAILED" in r.stdout and (tmp_path / "b.json").is_file()
     rows = json.loads((tmp_path / "b.json").read_text())["rows"]

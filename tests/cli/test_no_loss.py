@@ -13,9 +13,6 @@ left anywhere. Interrupts (SIGINT/SIGTERM): tests/test_interrupts.py. Outputs fo
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import io
 import json
 import os
 import shutil
@@ -27,11 +24,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
-from lcfast.cli.app import main
+from helpers import LCFAST, cli, console, dotfiles, snapshot
 
-LCFAST = Path(sys.executable).with_name("lcfast")
 CTX = 8
 TRAIN = ["--layers", "1", "--width", "16", "--heads", "2", "--context", str(CTX), "--window", str(CTX),
          "--batch-size", "4", "--steps-per-epoch", "2", "--eval-tokens", "64", "--device", "cpu", "--no-progress"]
@@ -39,32 +34,7 @@ COLLECT = ["--max-tokens", "160", "--device", "cpu", "--no-progress", "--batch-s
 USER_FILES = ["data/README.txt", "coll/notes.md", "meas/keep.txt", "an/my_plot_notes.txt", "corpus/extra.txt"]
 
 
-def cli(args) -> tuple[int, str]:
-    err, out = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):
-        try:
-            main([str(a) for a in args])
-            code = 0
-        except SystemExit as e:
-            code = int(e.code or 0)
-    return code, err.getvalue()
-
-
-def snapshot(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
-
-
-def temporaries(root: Path) -> list[str]:
-    return sorted(str(p.relative_to(root)) for p in root.rglob(".*"))
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +64,7 @@ def world(tmp_path_factory, tiny_shards) -> Path:
         assert code == 0, (argv, err)
     for f in USER_FILES:
         (w / f).write_text(f"a user's own file: {f}\n")
-    assert temporaries(w) == []
+    assert dotfiles(w) == []
     return w
 
 
@@ -103,21 +73,6 @@ def w(world, tmp_path) -> Path:
     dst = tmp_path / "w"
     shutil.copytree(world, dst)
     return dst
-
-
-def _env(**extra) -> dict:
-    e = dict(os.environ)
-    e.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONWARNINGS="ignore")
-    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LCFAST_TEST_KILL_AT"):
-        e.pop(k, None)
-    e.update(extra)
-    return e
-
-
-def lcfast(argv, kill_at=None, umask=None, timeout=300) -> subprocess.CompletedProcess:
-    pre = (lambda: os.umask(umask)) if umask is not None else None
-    return subprocess.run([str(LCFAST), *map(str, argv)], capture_output=True, text=True, timeout=timeout,
-                          env=_env(**({"LCFAST_TEST_KILL_AT": kill_at} if kill_at else {})), preexec_fn=pre)
 
 
 # -- failing runs: every case is (argv, exit code); files are prepared in `w` first ------------------
@@ -224,7 +179,7 @@ def test_failing_run_changes_nothing(w, case):
     assert err.startswith("lcfast: ") and len(err.strip().splitlines()) == 1, err
     after = snapshot(w)
     assert after == before, {k: (before.get(k), after.get(k)) for k in set(before) | set(after) if before.get(k) != after.get(k)}
-    assert temporaries(w) == []
+    assert dotfiles(w) == []
 
 
 def test_docs_name_only_cases_that_exist():
@@ -245,7 +200,7 @@ def test_train_rerun_with_a_valid_seed_after_a_bad_one(w):
     refused. Now the model and optimizer are built before the first write. (The one-line message
     for the out-of-range value belongs to the numeric-flag checks.)"""
     before = snapshot(w)
-    r = lcfast(["train", "--data", w / "data", "--out", w / "run_new", *TRAIN, "--seed", str(2**64)])
+    r = console(["train", "--data", w / "data", "--out", w / "run_new", *TRAIN, "--seed", str(2**64)])
     assert r.returncode != 0
     assert snapshot(w) == before and not (w / "run_new" / "config.json").exists()
     code, err = cli(["train", "--data", w / "data", "--out", w / "run_new", *TRAIN, "--seed", "3"])
@@ -264,7 +219,7 @@ def test_collect_restart_that_fails_keeps_what_it_did_not_redo(w):
     after = snapshot(w)
     assert {k for k in before if after.get(k) != before[k]} <= {"coll/train_stats.safetensors"}
     assert ClassStats.load(w / "coll" / "train_stats.safetensors").n_samples > 0
-    assert temporaries(w) == []
+    assert dotfiles(w) == []
 
 
 def test_train_config_of_an_attempt_without_checkpoints_is_replaced(w):
@@ -306,16 +261,16 @@ def test_killed_run_loses_nothing_and_rerun_leaves_no_temporary(w, case):
     make, point, outputs = KILLED[case]
     argv = make(w)
     before = snapshot(w)
-    r = lcfast(argv, kill_at=point)
+    r = console(argv, kill_at=point)
     assert r.returncode == -signal.SIGKILL, r.stderr[-2000:]
     after = snapshot(w)
     mine = (lambda k: k.startswith("an/") and k != "an/my_plot_notes.txt") if outputs is None else (lambda k: k in outputs)
     lost = {k for k in before if not mine(k) and after.get(k) != before[k]}
     assert lost == set()
-    assert temporaries(w), "the kill happened inside a save: its temporary is still there"
-    r = lcfast(argv)
+    assert dotfiles(w), "the kill happened inside a save: its temporary is still there"
+    r = console(argv)
     assert r.returncode == 0, r.stderr[-2000:]
-    assert temporaries(w) == []
+    assert dotfiles(w) == []
     final = snapshot(w)
     assert {k for k in before if not mine(k) and final.get(k) != before[k]} == set()
     for f in USER_FILES:
@@ -339,7 +294,7 @@ def test_outputs_follow_the_umask(tmp_path, tiny_shards, umask):
         ["measure", w / "coll", "--out", w / "meas", "--no-progress"],
     ]
     for argv in cmds:
-        r = lcfast(argv, umask=umask)
+        r = console(argv, umask=umask)
         assert r.returncode == 0, (argv, r.stderr[-2000:])
     made = [p for p in w.rglob("*") if not str(p.relative_to(w)).startswith("data_src")]
     assert made
@@ -347,7 +302,7 @@ def test_outputs_follow_the_umask(tmp_path, tiny_shards, umask):
            if stat.S_IMODE(p.stat().st_mode) != ((0o777 if p.is_dir() else 0o666) & ~umask)}
     assert bad == {}
     (w / "corpus" / "corpus.json").chmod(0o640)
-    r = lcfast(["corpus", "synth", "--out", w / "corpus", "--stories", "41", "--json"], umask=umask)
+    r = console(["corpus", "synth", "--out", w / "corpus", "--stories", "41", "--json"], umask=umask)
     assert r.returncode == 0
     assert stat.S_IMODE((w / "corpus" / "corpus.json").stat().st_mode) == 0o640
     assert stat.S_IMODE((w / "corpus" / "stories.txt").stat().st_mode) == 0o666 & ~umask
@@ -362,17 +317,17 @@ def test_staged_outputs_are_published_together_or_not_at_all(tmp_path):
         with staged() as st:
             st.write_text(tmp_path / "a.txt", "new a")
             st.write_text(tmp_path / "sub" / "b.txt", "new b")
-            assert temporaries(tmp_path)  # written, not yet published
+            assert dotfiles(tmp_path)  # written, not yet published
             raise RuntimeError("a later output failed")
     assert (tmp_path / "a.txt").read_text() == "old a" and not (tmp_path / "sub" / "b.txt").exists()
-    assert temporaries(tmp_path) == []
+    assert dotfiles(tmp_path) == []
     with staged() as st:
         st.write_text(tmp_path / "a.txt", "new a")
         with st.open(tmp_path / "sub" / "b.txt", "w", encoding="utf-8") as f:
             f.write("new b")
         assert (tmp_path / "a.txt").read_text() == "old a"
     assert (tmp_path / "a.txt").read_text() == "new a" and (tmp_path / "sub" / "b.txt").read_text() == "new b"
-    assert temporaries(tmp_path) == []
+    assert dotfiles(tmp_path) == []
 
 
 def test_sweep_removes_only_what_dead_writers_left(tmp_path):

@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-LCFAST = Path(sys.executable).with_name("lcfast")
+from helpers import LCFAST
 
 
 def _console(width: int):

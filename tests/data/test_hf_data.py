@@ -14,11 +14,11 @@ from lcfast.data.shards import TokenShard  # noqa: E402
 from lcfast.data.tokenize import tokenize_files  # noqa: E402
 from lcfast.errors import DataError, UsageError  # noqa: E402
 
+from helpers import make_docs  # noqa: E402
+
 
 @pytest.fixture(scope="module")
 def docs():
-    from textgen import make_docs
-
     return make_docs(120, seed=4)
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from lcfast import TokenShard
 from lcfast.data.tokenize import tokenize_files
 

@@ -9,17 +9,10 @@ import time
 
 import pytest
 
-from lcfast.cli.app import main
 from lcfast.data import synth
 from lcfast.errors import UsageError
 
-
-def _run(argv, capsys):
-    with pytest.raises(SystemExit) as e:
-        main(argv)
-        raise SystemExit(0)
-    cap = capsys.readouterr()
-    return e.value.code, cap.out, cap.err
+from helpers import run_main
 
 
 def _digest(stories) -> str:
@@ -118,8 +111,8 @@ def test_write_corpus(tmp_path):
     assert meta2["sha256"] == meta["sha256"]
 
 
-def test_cli_writes_files(tmp_path, capsys):
-    code, out, err = _run(["corpus", "synth", "--out", str(tmp_path / "o"), "--stories", "40", "--seed", "2", "--json"], capsys)
+def test_cli_writes_files(tmp_path):
+    code, out, err = run_main(["corpus", "synth", "--out", str(tmp_path / "o"), "--stories", "40", "--seed", "2", "--json"])
     assert code == 0, err
     meta = json.loads(out)
     assert meta["n_stories"] == 40 and meta["seed"] == 2
@@ -128,15 +121,15 @@ def test_cli_writes_files(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("value", ["0", "-5"])
-def test_cli_bad_stories_exit_2(tmp_path, capsys, value):
-    code, _, err = _run(["corpus", "synth", "--out", str(tmp_path / "o"), "--stories", value], capsys)
+def test_cli_bad_stories_exit_2(tmp_path, value):
+    code, _, err = run_main(["corpus", "synth", "--out", str(tmp_path / "o"), "--stories", value])
     assert code == 2
     assert "--stories" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "o" / "stories.txt").exists()
 
 
-def test_cli_out_is_a_file_exit_2(tmp_path, capsys):
+def test_cli_out_is_a_file_exit_2(tmp_path):
     f = tmp_path / "file"
     f.write_text("x")
-    code, _, err = _run(["corpus", "synth", "--out", str(f), "--stories", "3"], capsys)
+    code, _, err = run_main(["corpus", "synth", "--out", str(f), "--stories", "3"])
     assert code == 2 and "--out" in err

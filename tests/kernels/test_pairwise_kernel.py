@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
-
-if os.environ.get("LCFAST_TEST_DEVICE", "cpu").strip().lower() in ("", "cpu"):
-    os.environ.setdefault("TRITON_INTERPRET", "1")  # before triton is imported
 
 import pytest
 import torch

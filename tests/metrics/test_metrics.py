@@ -20,14 +20,7 @@ from lcfast.stats.pairwise import DEGENERATE_TOL
 F64 = torch.float64
 
 
-@pytest.fixture(autouse=True)
-def _single_thread():
-    """These tests run many small ops: one intra-op thread avoids OpenMP hand-off stalls on the
-    shared 2-core dev machine (observed 10× slower with 2 threads under load)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _imbalanced(seed=0, C=40, d=12, N=3000, Nv=600, sigma=1.0):

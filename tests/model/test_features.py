@@ -11,7 +11,10 @@ import torch
 import lcfast
 from lcfast.errors import DataError, UsageError
 from lcfast.pipeline.collect import CollectOptions, collect
-from test_collect import _one_thread, features_of, make_tiny  # noqa: F401 (fixture)
+
+from helpers import features_of, make_tiny, save_hf_model
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -54,10 +57,9 @@ def test_max_tokens_path_arguments_and_measure(tiny):
 def test_transformers_folder(tiny, tmp_path):
     """A transformers model's head input (the hook) over the same windows; its context is its own."""
     pytest.importorskip("transformers")
-    import hfmodels
 
     folder = tmp_path / "gpt2"
-    hf = hfmodels.save("gpt2", folder, tiny["data"] / "tokenizer.json")
+    hf = save_hf_model("gpt2", folder, tiny["data"] / "tokenizer.json")
     H, Y = lcfast.features(folder, tiny["data"] / "train.lcshard", max_tokens=100)
     T = 64  # the tiny gpt2's n_positions
     assert len(Y) == 2 * T

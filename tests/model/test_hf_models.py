@@ -22,9 +22,10 @@ import torch
 
 transformers = pytest.importorskip("transformers")
 
-import hfmodels  # noqa: E402
 from lcfast.data.shards import TokenShard  # noqa: E402
 from lcfast.pipeline.collect import CollectOptions, collect  # noqa: E402
+
+from helpers import HF_ARCHS, cli, make_docs, save_hf_model  # noqa: E402
 
 T = 32
 MAX_TOKENS = 2048
@@ -37,17 +38,6 @@ def _threads():
     torch.set_num_threads(2)
     yield
     torch.set_num_threads(n)
-
-
-def cli(*args) -> int:
-    """Exit code of the CLI (in-process)."""
-    from lcfast.cli.app import main
-
-    try:
-        main([str(a) for a in args])
-    except SystemExit as e:
-        return int(e.code or 0)
-    return 0
 
 
 def windows(shard: TokenShard, n: int):
@@ -84,10 +74,9 @@ def class_means(H: torch.Tensor, Y: torch.Tensor, C: int) -> tuple[torch.Tensor,
 
 
 def slots_of(cdir: Path):
+    from lcfast.io import load_tensors
     from lcfast.pipeline.collect_layers import SlotLayout
     from lcfast.stats.classstats import ClassStats
-
-    from lcfast.io import load_tensors
 
     s = json.loads((cdir / "collect.json").read_text())
     f = s["layout"]["classes_file"]
@@ -95,9 +84,9 @@ def slots_of(cdir: Path):
     return s, SlotLayout.from_json(s["layout"], ids), ClassStats.load(cdir / "train_stats.safetensors")
 
 
-@pytest.mark.parametrize("arch", sorted(hfmodels.ARCHS))
+@pytest.mark.parametrize("arch", sorted(HF_ARCHS))
 def test_architecture_matches_transformers(arch, tmp_path, tiny_shards, tiny_bpe_tokenizer):
-    model = hfmodels.save(arch, tmp_path / arch, tiny_bpe_tokenizer, seed=1)
+    model = save_hf_model(arch, tmp_path / arch, tiny_bpe_tokenizer, seed=1)
     (s,) = collect(tmp_path / arch, data=tiny_shards, out=tmp_path / "c", opts=CollectOptions(**OPTS, layers="all"),
                    progress=False)
     assert s["source"]["kind"] == "hf" and s["context"] == T
@@ -152,7 +141,7 @@ def test_per_layer_metrics_match_hidden_states(tmp_path, tiny_shards, tiny_bpe_t
     from lcfast.metrics.measure import measure_embeddings
     from lcfast.pipeline.measure import measure
 
-    model = hfmodels.save("llama", tmp_path / "llama", tiny_bpe_tokenizer, seed=2)
+    model = save_hf_model("llama", tmp_path / "llama", tiny_bpe_tokenizer, seed=2)
     collect(tmp_path / "llama", data=tiny_shards, out=tmp_path / "c", opts=CollectOptions(**OPTS, layers="0,1,2"),
             progress=False)
     df = measure([tmp_path / "c"], tmp_path / "m", backend="torch", device="cpu", progress=False)
@@ -202,7 +191,7 @@ def test_classes_top_k(tmp_path, tiny_shards, tiny_bpe_tokenizer):
 
     from lcfast.pipeline.measure import measure
 
-    hfmodels.save("gpt2", tmp_path / "g", tiny_bpe_tokenizer, seed=3)
+    save_hf_model("gpt2", tmp_path / "g", tiny_bpe_tokenizer, seed=3)
     full = CollectOptions(**OPTS, layers="0")
     collect(tmp_path / "g", data=tiny_shards, out=tmp_path / "full", opts=full, progress=False)
     collect(tmp_path / "g", data=tiny_shards, out=tmp_path / "top", opts=CollectOptions(**OPTS, layers="0", classes="top:40"),
@@ -232,7 +221,7 @@ def counts_of(stats, layout, ids) -> np.ndarray:
 
 def test_bfloat16_forward(tmp_path, tiny_shards, tiny_bpe_tokenizer):
     """--dtype bfloat16: the forward runs in bf16 (W is the bf16 head), the statistics in float64."""
-    model = hfmodels.save("qwen2", tmp_path / "q", tiny_bpe_tokenizer, seed=4)
+    model = save_hf_model("qwen2", tmp_path / "q", tiny_bpe_tokenizer, seed=4)
     (s,) = collect(tmp_path / "q", data=tiny_shards, out=tmp_path / "c",
                    opts=CollectOptions(**OPTS, dtype="bfloat16"), progress=False)
     from lcfast.stats.classstats import ClassStats
@@ -254,19 +243,18 @@ def test_bfloat16_forward(tmp_path, tiny_shards, tiny_bpe_tokenizer):
 
 def test_shards_parts_merge_with_layers(tmp_path, tiny_shards, tiny_bpe_tokenizer):
     """--shard i/n + merge of a per-layer collection = the single-process one."""
+    from lcfast.data.tokenize import tokenize_files
     from lcfast.stats.classstats import ClassStats
 
-    from lcfast.data.tokenize import tokenize_files
-
-    hfmodels.save("gpt_neox", tmp_path / "n", tiny_bpe_tokenizer, seed=5)
+    save_hf_model("gpt_neox", tmp_path / "n", tiny_bpe_tokenizer, seed=5)
     small = tmp_path / "small"  # a few thousand tokens: --shard parts cannot be capped with --max-tokens
     tokenize_files([_corpus(tmp_path)], tiny_bpe_tokenizer, small, val_fraction=0.2)
     base = ["--data", str(small), "--device", "cpu", "--no-progress", "--context", str(T), "--layers", "all"]
     for args in ([str(tmp_path / "n"), "--out", str(tmp_path / "one")],
                  [str(tmp_path / "n"), "--out", str(tmp_path / "parts"), "--shard", "0/2"],
                  [str(tmp_path / "n"), "--out", str(tmp_path / "parts"), "--shard", "1/2"]):
-        assert cli("collect", *args, *base) == 0
-    assert cli("merge", tmp_path / "parts") == 0
+        assert cli(["collect", *args, *base])[0] == 0
+    assert cli(["merge", tmp_path / "parts"])[0] == 0
     a = ClassStats.load(tmp_path / "one" / "train_stats.safetensors")
     b = ClassStats.load(tmp_path / "parts" / "train_stats.safetensors")
     assert torch.equal(a.counts, b.counts)
@@ -277,12 +265,12 @@ def test_shards_parts_merge_with_layers(tmp_path, tiny_shards, tiny_bpe_tokenize
 def test_hub_cache_model(tmp_path, tiny_shards, tiny_bpe_tokenizer, monkeypatch, capsys):
     """hf:ORG/NAME resolves to its snapshot in the local hub cache (HF_HUB_CACHE), never downloads."""
     snap = tmp_path / "hub" / "models--someone--tiny-llama" / "snapshots" / "0123abcd"
-    hfmodels.save("llama", snap, tiny_bpe_tokenizer, seed=6)
+    save_hf_model("llama", snap, tiny_bpe_tokenizer, seed=6)
     (snap.parents[1] / "refs").mkdir()
     (snap.parents[1] / "refs" / "main").write_text("0123abcd")
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
-    assert cli("collect", "hf:someone/tiny-llama", "--data", tiny_shards, "--out", tmp_path / "c",
-               "--device", "cpu", "--no-progress", "--context", T, "--max-tokens", 256, "--json") == 0
+    assert cli(["collect", "hf:someone/tiny-llama", "--data", tiny_shards, "--out", tmp_path / "c",
+               "--device", "cpu", "--no-progress", "--context", T, "--max-tokens", 256, "--json"])[0] == 0
     s = json.loads((tmp_path / "c" / "collect.json").read_text())
     assert s["model"] == "someone--tiny-llama" and Path(s["source"]["path"]) == snap.resolve()
     # the tokenizer of a cached model, for lcfast tokenize
@@ -294,8 +282,6 @@ def test_hub_cache_model(tmp_path, tiny_shards, tiny_bpe_tokenizer, monkeypatch,
 
 
 def _corpus(tmp_path: Path) -> Path:
-    from textgen import make_docs
-
     p = tmp_path / "corpus.txt"
     p.write_text("\n\n".join(make_docs(40, seed=9)) + "\n", encoding="utf-8")
     return p
@@ -322,7 +308,7 @@ def test_sharded_safetensors_folder(tmp_path, tiny_shards, tiny_bpe_tokenizer):
     the single-file one."""
     from lcfast.stats.classstats import ClassStats
 
-    model = hfmodels.save("llama", tmp_path / "one", tiny_bpe_tokenizer, seed=8)
+    model = save_hf_model("llama", tmp_path / "one", tiny_bpe_tokenizer, seed=8)
     model.save_pretrained(tmp_path / "sharded", max_shard_size="20KB")
     shutil.copyfile(tiny_bpe_tokenizer, tmp_path / "sharded" / "tokenizer.json")
     assert (tmp_path / "sharded" / "model.safetensors.index.json").is_file()
@@ -341,7 +327,7 @@ def test_paper_profile_on_layers_and_top_k(tmp_path, tiny_shards, tiny_bpe_token
 
     from lcfast.pipeline.measure import measure
 
-    hfmodels.save("qwen2", tmp_path / "q", tiny_bpe_tokenizer, seed=4)
+    save_hf_model("qwen2", tmp_path / "q", tiny_bpe_tokenizer, seed=4)
     collect(tmp_path / "q", data=tiny_shards, out=tmp_path / "lay", opts=CollectOptions(**OPTS, layers="all"), progress=False)
     collect(tmp_path / "q", data=tiny_shards, out=tmp_path / "plain", opts=CollectOptions(**OPTS), progress=False)
     lay = measure([tmp_path / "lay"], tmp_path / "ml", backend="torch", device="cpu", progress=False, profile="paper")

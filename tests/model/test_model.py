@@ -15,13 +15,7 @@ from lcfast.model.checkpoint import load_model_file, save_model
 V, CTX, WIN = 97, 24, 5
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models: one intra-op thread is faster than two on a shared 2-core machine (no OMP barriers)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _hf_model(tie=True, seed=0):

@@ -11,10 +11,12 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from lcfast.cli.app import main
 from lcfast.errors import DataError, UsageError
 from lcfast.pipeline.analyze import analyze, correlate, run_analysis
 from lcfast.pipeline.report import write_report
+
+from helpers import run_main
+
 
 def _ref(name: str) -> Path:
     """The paper's table `name`, as packaged in lcfast.reference (a clone carries its own copy)."""
@@ -23,14 +25,6 @@ def _ref(name: str) -> Path:
     p = table_path(name)
     assert p.is_file(), f"packaged reference table missing: {p}"
     return p
-
-
-def _run(argv, capsys):
-    with pytest.raises(SystemExit) as e:
-        main(argv)
-        raise SystemExit(0)
-    cap = capsys.readouterr()
-    return e.value.code, cap.out, cap.err
 
 
 def _measure_csv(path: Path, seed: int = 0) -> pd.DataFrame:
@@ -150,7 +144,7 @@ def _paper_like(path: Path, n: int = 6, seed: int = 1) -> pd.DataFrame:
     return df
 
 
-def test_pooling_paper_table_with_paper_profile_and_canonical_rows(tmp_path, capsys):
+def test_pooling_paper_table_with_paper_profile_and_canonical_rows(tmp_path):
     paper = tmp_path / "paper.csv"
     _paper_like(paper)
     # a `lcfast measure --profile paper` table: the paper's column names, profile=paper, power 2
@@ -187,7 +181,7 @@ def test_pooling_paper_table_with_paper_profile_and_canonical_rows(tmp_path, cap
     summary = json.loads((out / "analysis.json").read_text())
     assert summary["pooled_columns"]["cdnv"] == res.pooled["cdnv"] and summary["kept_apart"] == res.kept_apart
     # the CLI says it in one line; the markdown report too
-    code, _, err = _run(["analyze", str(paper), str(prof), "--out", str(tmp_path / "cli"), "--no-plots"], capsys)
+    code, _, err = run_main(["analyze", str(paper), str(prof), "--out", str(tmp_path / "cli"), "--no-plots"])
     assert code == 0, err
     lines = [ln for ln in err.splitlines() if ln.startswith("pooled across tables:")]
     assert len(lines) == 1 and "cdnv" in lines[0] and "paper.csv + profile_paper.csv" in lines[0]
@@ -349,24 +343,24 @@ def test_errors(tmp_path):
         analyze([csv], metrics=["nope"], plots=False)
 
 
-def test_cli(tmp_path, capsys):
+def test_cli(tmp_path):
     csv = tmp_path / "m.csv"
     _measure_csv(csv)
     out = tmp_path / "o"
-    code, stdout, err = _run(["analyze", str(csv), "--out", str(out), "--no-plots", "--json"], capsys)
+    code, stdout, err = run_main(["analyze", str(csv), "--out", str(out), "--no-plots", "--json"])
     assert code == 0, err
     rows = json.loads(stdout)
     assert rows[0]["metric"] == "nc1_cdnv" and (out / "correlations.csv").is_file()
-    code, stdout, _ = _run(["analyze", str(csv), "--out", str(out), "--no-plots"], capsys)
+    code, stdout, _ = run_main(["analyze", str(csv), "--out", str(out), "--no-plots"])
     assert code == 0 and "nc1_cdnv" in stdout and "R²" in stdout
 
-    code, _, err = _run(["analyze", str(tmp_path / "nope.csv"), "--out", str(out)], capsys)
+    code, _, err = run_main(["analyze", str(tmp_path / "nope.csv"), "--out", str(out)])
     assert code == 1 and "nope.csv" in err and len(err.strip().splitlines()) == 1
-    code, _, err = _run(["analyze", str(csv), "--target", "bogus", "--out", str(out)], capsys)
+    code, _, err = run_main(["analyze", str(csv), "--target", "bogus", "--out", str(out)])
     assert code == 2 and "--target" in err and "val_loss" in err
     small = tmp_path / "small.csv"
     pd.read_csv(csv).head(2).to_csv(small, index=False)
-    code, _, err = _run(["analyze", str(small), "--out", str(out)], capsys)
+    code, _, err = run_main(["analyze", str(small), "--out", str(out)])
     assert code == 1 and "small.csv" in err
 
 
@@ -394,11 +388,11 @@ def test_write_report(tmp_path):
     assert "## Models" not in p2.read_text() and "nc1_cdnv" in p2.read_text()
 
 
-def test_packaged_paper_table_by_name(tmp_path, capsys):
+def test_packaged_paper_table_by_name(tmp_path):
     """`paper:NAME` reads the copy shipped in lcfast/reference (no file outside the package needed); a bad name is a usage error."""
-    code, out, err = _run(["analyze", "paper:lc-2024_10_24", "--out", str(tmp_path / "o"), "--no-plots", "--json"], capsys)
+    code, out, err = run_main(["analyze", "paper:lc-2024_10_24", "--out", str(tmp_path / "o"), "--no-plots", "--json"])
     assert code == 0, err
     rows = {r["metric"]: r for r in json.loads(out)}
     assert rows["cdnv"]["n"] == 230  # the paper's cdnv (power 2) keeps its own name
-    code, out, err = _run(["analyze", "paper:lc-1999", "--out", str(tmp_path / "p")], capsys)
+    code, out, err = run_main(["analyze", "paper:lc-1999", "--out", str(tmp_path / "p")])
     assert code == 2 and "paper:lc-1999" in err and "lc-2024_10_24" in err

@@ -2,8 +2,7 @@
 --exact vs one pass, --checkpoint all, refusal of foreign states, transformers dirs, CLI errors.
 
 Everything runs on a tiny real pipeline (synthetic corpus → BPE train:300 → shards → a 1-layer
-model trained 2 steps), built once per module by `make_tiny` (tests/test_measure.py and
-tests/test_pipeline_e2e.py import it)."""
+model trained 2 steps), built once per module by `helpers.make_tiny`."""
 
 from __future__ import annotations
 
@@ -11,57 +10,15 @@ import json
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
 from lcfast.errors import DataError, UsageError
 from lcfast.pipeline.collect import CollectOptions, collect
 
-TINY_MODEL = dict(layers=1, width=16, heads=2, context=16, batch_size=4, lr=3e-3, weight_decay=0.1, seed=0,
-                  device="cpu", steps_per_epoch=1, eval_tokens=4096, progress=False, window_size=8)
+from helpers import Killed, cli, features_of, kill_after, make_tiny
 
-
-def make_tiny(root: Path, epochs: int = 2, vocab: int = 300, n_stories: int = 20, name: str = "run") -> dict:
-    """corpus → data (train:VOCAB) → run trained `epochs` × 1 step; returns the paths."""
-    from lcfast.data.synth import write_corpus
-    from lcfast.data.tokenize import tokenize_files
-    from lcfast.pipeline.train import train_run
-
-    root.mkdir(parents=True, exist_ok=True)
-    corpus = root / "corpus"
-    data = root / f"data{vocab}"
-    if not (data / "train.lcshard").is_file():
-        write_corpus(corpus, n_stories=n_stories, seed=0)
-        tokenize_files([str(corpus / "stories.txt")], f"train:{vocab}", str(data), val_fraction=0.2, seed=0)
-    run = root / name
-    train_run(data, run, epochs=epochs, **TINY_MODEL)
-    return {"root": root, "data": data, "run": run}
-
-
-def features_of(model, shard, T):
-    """All (features, labels) of a shard computed the obvious way: every window of T inputs
-    starting at 0, T, 2T, … in one batch, the ragged last one on its own."""
-    toks = torch.from_numpy(np.asarray(shard.tokens, dtype=np.int64))
-    n_full = (len(toks) - 1) // T
-    with torch.no_grad():
-        x = toks[: n_full * T].reshape(n_full, T)
-        y = toks[1 : n_full * T + 1].reshape(n_full, T)
-        Hs, Ys = [model.features(x).reshape(-1, model.config.width)], [y.reshape(-1)]
-        rest = toks[n_full * T :]
-        if len(rest) > 1:
-            Hs.append(model.features(rest[:-1][None])[0])
-            Ys.append(rest[1:])
-    return torch.cat(Hs).double(), torch.cat(Ys)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: one intra-op thread is faster, and much faster on a busy machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -121,28 +78,12 @@ def test_collect_matches_direct_computation(tiny, tmp_path):
     assert json.loads((tmp_path / "c" / "collect.json").read_text())["model_fingerprint"] == model.fingerprint()
 
 
-class _Kill(Exception):
-    pass
-
-
-def _kill_after(kind: str, n: int):
-    seen = {"n": 0}
-
-    def hook(k, done, total):
-        if k == kind and done < total:
-            seen["n"] += 1
-            if seen["n"] == n:
-                raise _Kill(f"{k} at {done}/{total}")
-
-    return hook
-
-
 @pytest.mark.parametrize("kind", ["train", "val"])
 def test_resume_is_bit_identical(tiny, tmp_path, kind):
     opts = CollectOptions(save_every_windows=1, **OPTS)  # a save after every batch
     ref = collect(tiny["run"], out=tmp_path / "ref", opts=opts, progress=False)[0]
-    with pytest.raises(_Kill):
-        collect(tiny["run"], out=tmp_path / "cut", opts=opts, progress=False, on_save=_kill_after(kind, 2))
+    with pytest.raises(Killed):
+        collect(tiny["run"], out=tmp_path / "cut", opts=opts, progress=False, on_save=kill_after(kind, 2))
     meta = json.loads(json.dumps(_state_meta(tmp_path / "cut" / ("train_stats.safetensors" if kind == "train" else "val_ncc.safetensors"))))
     assert meta["windows_done"] == "16" and meta["pass"] == kind  # the state on disk is the 2nd save
     # a rerun, even with another --batch-size, continues from the save with the saved batches
@@ -251,36 +192,25 @@ def test_transformers_checkpoint_dir(tiny, tmp_path):
     assert s["val_pass"]["loss"] == pytest.approx(ref["val_pass"]["loss"], rel=1e-6)
 
 
-def _cli(capsys, *args):
-    from lcfast.cli.app import main
-
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as e:
-        code = e.code
-    return code, capsys.readouterr().err
-
-
-def test_cli_collect_and_errors(tiny, tmp_path, capsys):
-    code, err = _cli(capsys, "collect", tmp_path / "nope", "--no-progress")
+def test_cli_collect_and_errors(tiny, tmp_path):
+    code, err = cli(["collect", tmp_path / "nope", "--no-progress"])
     assert code == 2 and "nope" in err and len(err.strip().splitlines()) == 1
-    code, err = _cli(capsys, "collect", tiny["run"], "--checkpoint", "7", "--no-progress")
+    code, err = cli(["collect", tiny["run"], "--checkpoint", "7", "--no-progress"])
     assert code == 2 and "--checkpoint" in err and len(err.strip().splitlines()) == 1
-    code, err = _cli(capsys, "collect", tiny["run"], "--batch-size", "0", "--out", tmp_path / "x", "--no-progress")
+    code, err = cli(["collect", tiny["run"], "--batch-size", "0", "--out", tmp_path / "x", "--no-progress"])
     assert code == 2 and "--batch-size" in err
     # vocab mismatch: shards of another tokenizer (vocab 320) for a model of vocab 300
     other = make_tiny(tiny["root"], vocab=320, epochs=1, name="run320")
-    code, err = _cli(capsys, "collect", tiny["run"], "--data", other["data"], "--out", tmp_path / "x", "--no-progress")
+    code, err = cli(["collect", tiny["run"], "--data", other["data"], "--out", tmp_path / "x", "--no-progress"])
     assert code == 1 and "vocab" in err and "train.lcshard" in err and len(err.strip().splitlines()) == 1
     # an empty val shard
     empty = tmp_path / "empty"
     shutil.copytree(tiny["data"], empty)
     _write_empty_shard(tiny["data"] / "val.lcshard", empty / "val.lcshard")
-    code, err = _cli(capsys, "collect", tiny["run"], "--data", empty, "--out", tmp_path / "y", "--no-progress")
+    code, err = cli(["collect", tiny["run"], "--data", empty, "--out", tmp_path / "y", "--no-progress"])
     assert code == 1 and "val.lcshard" in err and "empty" in err.lower() and len(err.strip().splitlines()) == 1
     # success, machine-readable summary
-    code, _ = _cli(capsys, "collect", tiny["run"], "--out", tmp_path / "ok", "--no-progress", "--batch-size", "8")
+    code, _ = cli(["collect", tiny["run"], "--out", tmp_path / "ok", "--no-progress", "--batch-size", "8"])
     assert code == 0 and json.loads((tmp_path / "ok" / "collect.json").read_text())["passes"]["train"]["tokens"] > 0
 
 

@@ -10,7 +10,10 @@ import pandas as pd
 import pytest
 
 from lcfast.pipeline.demo import FULL, QUICK, DemoProfile, findings, run_demo
-from test_collect import _cli, _one_thread  # noqa: F401 (fixture)
+
+from helpers import cli
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 MINI = DemoProfile(name="mini", n_stories=60, seed=0, vocab=300, val_fraction=0.2, context=16, batch_size=8, lr=3e-3,
                    layers=(1,), widths=(8, 16), epochs=(1, 2), steps_per_epoch=4, collect_batch=16,
@@ -78,13 +81,13 @@ def test_findings_says_when_direction_does_not_match():
     assert facts["direction_matches_paper"] is True
 
 
-def test_profiles_and_cli_errors(tmp_path, capsys):
+def test_profiles_and_cli_errors(tmp_path):
     for p in (QUICK, FULL):  # at least 4 models of different size / training
         assert len(p.layers) * len(p.widths) * len(p.epochs) >= 4 and len(p.widths) >= 2 and len(p.epochs) >= 2
         assert 2048 <= p.vocab <= 4096
     f = tmp_path / "file"
     f.write_text("x")
-    code, err = _cli(capsys, "demo", "--out", f)
+    code, err = cli(["demo", "--out", f])
     assert code == 2 and "--out" in err and len(err.strip().splitlines()) == 1
-    code, err = _cli(capsys, "demo", "--device", "tpu", "--out", tmp_path / "d")
+    code, err = cli(["demo", "--device", "tpu", "--out", tmp_path / "d"])
     assert code == 2 and "--device" in err

@@ -4,8 +4,6 @@ equal the single-process ones, and rank 0 alone writes the run folder."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -15,22 +13,10 @@ import torch
 from lcfast.model.checkpoint import list_checkpoints, load_run
 from lcfast.pipeline.train import train_run
 
+from helpers import assert_same_stats, child_env, torchrun
+
 TRAIN = dict(layers=1, width=16, heads=2, context=8, batch_size=4, lr=1e-2, weight_decay=0.1, seed=0,
              device="cpu", steps_per_epoch=3, eval_tokens=200, progress=False, window_size=8)
-
-
-def _env() -> dict:
-    env = dict(os.environ)
-    env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONWARNINGS="ignore", LCFAST_DEBUG="1")
-    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
-        env.pop(k, None)
-    return env
-
-
-def torchrun(args: list[str], nproc: int = 2, timeout: float = 120, env: dict | None = None) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
-           "-m", "lcfast", *args]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env or _env())
 
 
 def _train_args(data: Path, out: Path, epochs: int) -> list[str]:
@@ -42,12 +28,7 @@ def _train_args(data: Path, out: Path, epochs: int) -> list[str]:
             "--eval-tokens", str(t["eval_tokens"]), "--epochs", str(epochs), "--no-progress", "--json"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 COLLECT = ["--device", "cpu", "--no-progress", "--batch-size", "3", "--json"]
@@ -68,34 +49,10 @@ def worker(data: str, run: str, coll: str) -> None:
         tdist.destroy_process_group()
 
 
-def _assert_same_stats(a_dir: Path, b_dir: Path) -> None:
-    from lcfast.stats.classstats import ClassStats
-    from lcfast.stats.ncc import NCCStats
-
-    a, b = ClassStats.load(a_dir / "train_stats.safetensors"), ClassStats.load(b_dir / "train_stats.safetensors")
-    assert a.n_samples > 1000 and torch.equal(a.counts, b.counts)
-    seen = a.counts > 0
-    torch.testing.assert_close(b.means[seen], a.means[seen], rtol=1e-12, atol=1e-12)
-    torch.testing.assert_close(b.variances[seen], a.variances[seen], rtol=1e-10, atol=1e-12)
-    na, nb = NCCStats.load(a_dir / "val_ncc.safetensors"), NCCStats.load(b_dir / "val_ncc.safetensors")
-    assert int(na.totals.sum()) > 100
-    assert torch.equal(na.totals, nb.totals) and torch.equal(na.hits, nb.hits)
-    assert na.hits_all is not None and torch.equal(na.hits_all, nb.hits_all)  # the paper's NC4, all-reduced too
-    sa = json.loads((a_dir / "collect.json").read_text())
-    sb = json.loads((b_dir / "collect.json").read_text())
-    for k in ("tokens", "skipped_nonfinite"):
-        assert sa["passes"]["train"][k] == sb["passes"]["train"][k], k
-    assert sb["val_pass"]["positions"] == sa["val_pass"]["positions"]
-    assert sb["val_pass"]["loss"] == pytest.approx(sa["val_pass"]["loss"], rel=1e-6)  # float32 logits, other batches
-    assert sb["val_pass"]["acc"] == sa["val_pass"]["acc"]
-
-
 def test_ddp_train_and_collect_equal_single_process(tiny_shards, tmp_path):
     single = train_run(tiny_shards, tmp_path / "single", epochs=2, **TRAIN)
     run, coll = tmp_path / "ddp", tmp_path / "ddp_coll"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", __file__,
-           str(tiny_shards), str(run), str(coll)]
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=180, env=_env())
+    r = torchrun([tiny_shards, run, coll], timeout=180, env=child_env(LCFAST_DEBUG="1"), script=__file__)
     assert r.returncode == 0, r.stderr[-3000:]
     # -- train: DDP over 2 gloo ranks = the single-process run (global batch split between the ranks)
     cfg = json.loads((run / "config.json").read_text())
@@ -120,7 +77,7 @@ def test_ddp_train_and_collect_equal_single_process(tiny_shards, tmp_path):
     from lcfast.cli.app import main
 
     main(["collect", str(run), "--out", str(tmp_path / "single_coll"), *COLLECT])
-    _assert_same_stats(tmp_path / "single_coll", coll)
+    assert_same_stats(tmp_path / "single_coll", coll)
     assert json.loads((coll / "collect.json").read_text())["world_size"] == 2
 
 
@@ -175,7 +132,7 @@ def test_shard_collect_and_merge_equal_single_process(tiny_shards, tmp_path):
     assert cli("collect", run, "--out", parts, *args) == 0  # reuses both merged passes, writes collect.json
     s = json.loads((parts / "collect.json").read_text())
     assert s["passes"]["train"]["reused"] and s["passes"]["val"]["reused"]
-    _assert_same_stats(tmp_path / "single", parts)
+    assert_same_stats(tmp_path / "single", parts)
 
 
 if __name__ == "__main__":  # torchrun tests/test_distributed.py DATA RUN COLL

@@ -12,7 +12,10 @@ import pytest
 from lcfast.errors import DataError, UsageError
 from lcfast.pipeline.collect import CollectOptions, collect
 from lcfast.pipeline.measure import ID_COLUMNS, measure
-from test_collect import _cli, _kill_after, _Kill, _one_thread, features_of, make_tiny  # noqa: F401 (fixture)
+
+from helpers import Killed, cli, features_of, kill_after, make_tiny
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 OPTS = dict(batch_size=8, device="cpu")
 
@@ -86,7 +89,7 @@ def test_min_count_cdnv_power_and_exact(tiny, tmp_path):
         assert ex[k] == pytest.approx(base[k], rel=1e-9), k
 
 
-def test_profile_paper_rows_match_measure_embeddings(tiny, tmp_path, capsys):
+def test_profile_paper_rows_match_measure_embeddings(tiny, tmp_path):
     """`lcfast measure --profile paper`: the paper's columns, equal to measure_embeddings(profile="paper")
     on the raw features (NC4 over all C means, from the collected all-class decisions)."""
     import lcfast
@@ -94,8 +97,8 @@ def test_profile_paper_rows_match_measure_embeddings(tiny, tmp_path, capsys):
     from lcfast.metrics.measure import CANONICAL_KEYS, PAPER_KEYS
     from lcfast.model.checkpoint import load_run
 
-    code, _ = _cli(capsys, "measure", tiny["run"] / "collect" / "epoch_2", "--out", tmp_path / "p", "--profile", "paper",
-                   "--no-progress")
+    code, _ = cli(["measure", tiny["run"] / "collect" / "epoch_2", "--out", tmp_path / "p", "--profile", "paper",
+                   "--no-progress"])
     assert code == 0
     csv = pd.read_csv(tmp_path / "p" / "measurements.csv")
     assert set(PAPER_KEYS) <= set(csv.columns) and not set(CANONICAL_KEYS) - set(PAPER_KEYS) & set(csv.columns)
@@ -117,28 +120,28 @@ def test_profile_paper_rows_match_measure_embeddings(tiny, tmp_path, capsys):
     assert canon["profile"] == "canonical" and row["etf_error"] == pytest.approx(canon["nc2_etf_error"], rel=1e-12)
 
 
-def test_measure_errors(tiny, tmp_path, capsys):
-    code, err = _cli(capsys, "measure", tmp_path / "nope", "--out", tmp_path / "o", "--no-progress")
+def test_measure_errors(tiny, tmp_path):
+    code, err = cli(["measure", tmp_path / "nope", "--out", tmp_path / "o", "--no-progress"])
     assert code == 2 and "nope" in err and len(err.strip().splitlines()) == 1
     fresh = make_tiny(tiny["root"], epochs=1, name="fresh")
-    code, err = _cli(capsys, "measure", fresh["run"], "--out", tmp_path / "o", "--no-progress")
+    code, err = cli(["measure", fresh["run"], "--out", tmp_path / "o", "--no-progress"])
     assert code == 1 and "lcfast collect" in err and len(err.strip().splitlines()) == 1
-    code, err = _cli(capsys, "measure", tiny["run"], "--out", tmp_path / "o", "--cdnv-power", "0", "--no-progress")
+    code, err = cli(["measure", tiny["run"], "--out", tmp_path / "o", "--cdnv-power", "0", "--no-progress"])
     assert code == 2 and "--cdnv-power" in err
     # a collection restarted and interrupted is refused until it is finished
     collect(fresh["run"], opts=CollectOptions(**OPTS), progress=False)
     summary = (fresh["run"] / "collect" / "epoch_1" / "collect.json").read_text()
-    with pytest.raises(_Kill):
+    with pytest.raises(Killed):
         collect(fresh["run"], opts=CollectOptions(save_every_windows=1, restart=True, **OPTS), progress=False,
-                on_save=_kill_after("train", 1))
+                on_save=kill_after("train", 1))
     (fresh["run"] / "collect" / "epoch_1" / "collect.json").write_text(summary)
-    code, err = _cli(capsys, "measure", fresh["run"], "--out", tmp_path / "o", "--no-progress")
+    code, err = cli(["measure", fresh["run"], "--out", tmp_path / "o", "--no-progress"])
     assert code == 1 and "incomplete" in err and "train_stats" in err and len(err.strip().splitlines()) == 1
     with pytest.raises(UsageError):
         measure([tiny["run"]], tmp_path / "o", min_count=0, progress=False)
     with pytest.raises(DataError, match="no collected checkpoint"):
         measure([tmp_path], tmp_path / "o", progress=False)
     # success through the CLI: CSV + parquet
-    code, _ = _cli(capsys, "measure", tiny["run"], "--out", tmp_path / "ok", "--no-progress")
+    code, _ = cli(["measure", tiny["run"], "--out", tmp_path / "ok", "--no-progress"])
     assert code == 0 and len(pd.read_csv(tmp_path / "ok" / "measurements.csv")) == 2
     assert sorted(p.name for p in (tmp_path / "ok" / "per_token").iterdir()) == ["run_epoch_1.parquet", "run_epoch_2.parquet"]

@@ -4,58 +4,28 @@ agree on the stop (docs/bad-input.md, "Numbers at the edges")."""
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import io
 import os
 import re
-import shutil
-import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
+
 from lcfast.cli.app import main
+
+from helpers import cli, console, snapshot, torchrun
 
 TRAIN = ["--layers", "1", "--width", "16", "--heads", "2", "--context", "8", "--window", "8", "--batch-size", "4",
          "--steps-per-epoch", "2", "--eval-tokens", "64", "--device", "cpu", "--no-progress"]
 
 
-def run_cli(args) -> tuple[int, str]:
-    err, out = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):
-        try:
-            main([str(a) for a in args])
-            code = 0
-        except SystemExit as e:
-            code = int(e.code or 0)
-    return code, err.getvalue()
-
-
-def snapshot(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir"
-            for p in sorted(root.rglob("*"))}
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-def _console() -> list[str]:
-    exe = shutil.which("lcfast", path=os.path.dirname(sys.executable))
-    return [exe] if exe else [sys.executable, "-m", "lcfast"]
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_huge_lr_stops_with_exit_1_and_one_line(tmp_path, tiny_shards):
     """The real console script: --lr 1e30 makes the loss NaN at the second step (the first update
     throws the weights to ~1e30); the run stops there, before any checkpoint is written."""
-    r = subprocess.run([*_console(), "train", "--data", str(tiny_shards), "--out", str(tmp_path / "run"), *TRAIN,
-                        "--lr", "1e30"], capture_output=True, text=True, timeout=300)
+    r = console(["train", "--data", tiny_shards, "--out", tmp_path / "run", *TRAIN, "--lr", "1e30"], env=os.environ)
     assert r.returncode == 1, (r.stdout, r.stderr)
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1, r.stderr
@@ -92,14 +62,14 @@ def test_nan_in_a_later_epoch_keeps_the_last_good_checkpoint(tmp_path, tiny_shar
     run = tmp_path / "run"
     args = ["train", "--data", tiny_shards, "--out", run, *TRAIN, "--epochs", "3"]
     monkeypatch.setattr(tr, "F", _PoisonedF(after=2))  # epoch 1 (steps 1-2) is good, step 3 is NaN
-    code, err = run_cli(args)
+    code, err = cli(args)
     assert code == 1, err
     ck = run / "checkpoints" / "epoch_1"
     assert err.strip() == (f"lcfast: error: loss is NaN at step 3; lower --lr (now 0.001) and train into a new --out; "
                            f"{ck} (the last good checkpoint) is kept")
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["epoch_1"]  # no NaN epoch_2, no temporaries
     assert (ck / "state.safetensors").is_file()  # the resume point is intact
-    before = snapshot(run)
+    before = snapshot(run, dirs=True)
     from lcfast.io import load_tensors
 
     weights, _ = load_tensors(ck / "model.safetensors")
@@ -107,27 +77,19 @@ def test_nan_in_a_later_epoch_keeps_the_last_good_checkpoint(tmp_path, tiny_shar
 
     # resuming hits the same NaN (every training step poisoned now): stops again, nothing changes
     monkeypatch.setattr(tr, "F", _PoisonedF(after=0))
-    code, err2 = run_cli(args)
+    code, err2 = cli(args)
     assert code == 1 and "loss is NaN at step 3;" in err2 and "epoch_1 (the last good checkpoint) is kept" in err2
-    assert snapshot(run) == before  # byte-identical: config, metrics, the epoch_1 checkpoint
+    assert snapshot(run, dirs=True) == before  # byte-identical: config, metrics, the epoch_1 checkpoint
 
 
 def test_val_loss_nan_is_caught_before_the_checkpoint(tmp_path, tiny_shards):
     """One step at --lr 1e30: the training loss of that step is still finite, the model it leaves
     is not — the evaluation notices and the epoch's checkpoint is not written."""
-    code, err = run_cli(["train", "--data", tiny_shards, "--out", tmp_path / "run",
+    code, err = cli(["train", "--data", tiny_shards, "--out", tmp_path / "run",
                          *TRAIN, "--steps-per-epoch", "1", "--lr", "1e30"])
     assert code == 1, err
     assert re.search(r"validation loss is (NaN|inf) after epoch 1 \(step 1\); lower --lr \(now 1e\+30\)", err), err
     assert not (tmp_path / "run" / "checkpoints" / "epoch_1").exists()
-
-
-def _env() -> dict:
-    env = dict(os.environ)
-    env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONWARNINGS="ignore")
-    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "LCFAST_DEBUG"):
-        env.pop(k, None)
-    return env
 
 
 def ddp_worker(data: str, out: str) -> None:
@@ -141,9 +103,7 @@ def ddp_worker(data: str, out: str) -> None:
 
 
 def test_ddp_ranks_agree_to_stop(tmp_path, tiny_shards):
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", __file__,
-           str(tiny_shards), str(tmp_path / "run")]
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=_env())
+    r = torchrun([tiny_shards, tmp_path / "run"], timeout=240, script=__file__)
     assert r.returncode != 0
     # both ranks stop at the same step with the same line (the two may share a line of the pipe)
     want = "lcfast: error: loss is NaN at step 2; lower --lr (now 0.001) and train into a new --out; no checkpoint was written"

@@ -9,10 +9,12 @@ import json
 import pandas as pd
 import pytest
 
-from test_collect import _cli, _one_thread  # noqa: F401 (fixture)
+from helpers import cli, make_tiny
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def test_cli_end_to_end(tmp_path, capsys):
+def test_cli_end_to_end(tmp_path):
     c, d, r, m, a = (tmp_path / n for n in ("corpus", "data", "run", "measure", "analysis"))
     steps = [
         ("corpus", "synth", "--out", c, "--stories", "20"),
@@ -25,7 +27,7 @@ def test_cli_end_to_end(tmp_path, capsys):
         ("analyze", m / "measurements.csv", "--out", a, "--metric", "nc1_cdnv", "--metric", "nc4_agreement", "--no-plots"),
     ]
     for args in steps:
-        code, err = _cli(capsys, *args)
+        code, err = cli(args)
         assert code == 0, (args[0], err)
     for k in (1, 2, 3):
         s = json.loads((r / "collect" / f"epoch_{k}" / "collect.json").read_text())
@@ -36,7 +38,7 @@ def test_cli_end_to_end(tmp_path, capsys):
     corr = pd.read_csv(a / "correlations.csv").set_index("metric")
     assert corr.loc["nc1_cdnv", "n"] == 3
     # a rerun of collect reuses every pass
-    code, _ = _cli(capsys, "collect", r, "--checkpoint", "all", "--no-progress")
+    code, _ = cli(["collect", r, "--checkpoint", "all", "--no-progress"])
     assert code == 0
     for k in (1, 2, 3):
         s = json.loads((r / "collect" / f"epoch_{k}" / "collect.json").read_text())
@@ -47,8 +49,6 @@ def test_transformers_gptneo_folder(tmp_path, capsys):
     """collect + measure on a folder written by transformers (config.json + model.safetensors)."""
     transformers = pytest.importorskip("transformers")
     import torch
-
-    from test_collect import make_tiny
 
     t = make_tiny(tmp_path / "tiny", epochs=1)
     from lcfast.data.shards import TokenShard
@@ -61,9 +61,9 @@ def test_transformers_gptneo_folder(tmp_path, capsys):
     hf = transformers.GPTNeoForCausalLM(cfg).eval()
     hf.save_pretrained(tmp_path / "neo", safe_serialization=True)
     capsys.readouterr()  # transformers' own progress output
-    code, err = _cli(capsys, "collect", tmp_path / "neo", "--no-progress")
+    code, err = cli(["collect", tmp_path / "neo", "--no-progress"])
     assert code == 2 and "--data" in err and len(err.strip().splitlines()) == 1
-    code, err = _cli(capsys, "collect", tmp_path / "neo", "--data", t["data"], "--device", "cpu", "--no-progress")
+    code, err = cli(["collect", tmp_path / "neo", "--data", t["data"], "--device", "cpu", "--no-progress"])
     assert code == 0, err
     s = json.loads((tmp_path / "neo" / "collect" / "model" / "collect.json").read_text())
     assert s["source"]["kind"] == "hf" and s["context"] == 32 and s["layers"] == 2
@@ -78,7 +78,7 @@ def test_transformers_gptneo_folder(tmp_path, capsys):
         if len(rest) > 1:
             nll += torch.nn.functional.cross_entropy(hf(rest[:-1][None]).logits[0], rest[1:], reduction="sum")
     assert s["val_pass"]["loss"] == pytest.approx(float(nll) / (len(toks) - 1), rel=1e-4)
-    code, err = _cli(capsys, "measure", tmp_path / "neo", "--out", tmp_path / "m", "--no-progress")
+    code, err = cli(["measure", tmp_path / "neo", "--out", tmp_path / "m", "--no-progress"])
     assert code == 0, err
     row = pd.read_csv(tmp_path / "m" / "measurements.csv").iloc[0]
     assert row["model"] == "neo" and row["checkpoint"] == "model" and row["val_loss"] == pytest.approx(s["val_pass"]["loss"])

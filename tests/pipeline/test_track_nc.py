@@ -10,10 +10,7 @@ import csv
 import io
 import json
 import math
-import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -28,25 +25,13 @@ from lcfast.pipeline.train import open_data, train_run
 from lcfast.stats.classstats import ClassStats
 from lcfast.stats.ncc import NCCStats
 
+from helpers import LCFAST, child_env, cli, console, start, torchrun
+
 TRAIN = dict(layers=1, width=16, heads=2, context=8, batch_size=4, lr=1e-2, weight_decay=0.1, seed=0,
              device="cpu", eval_tokens=64, progress=False, window_size=8)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-def _env(**extra) -> dict:
-    env = dict(os.environ)
-    env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONWARNINGS="ignore")
-    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "LCFAST_TEST_KILL_AT"):
-        env.pop(k, None)
-    env.update(extra)
-    return env
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _cli_args(data, out, *, epochs, spe, every=None, lr=TRAIN["lr"]) -> list[str]:
@@ -190,12 +175,7 @@ def test_without_tracking_nothing_changes(tiny_shards, tmp_path):
 def reference(tmp_path_factory, tiny_shards) -> Path:
     """An uninterrupted tracked run: 3 epochs of 4 steps, a row every 3 steps and at epoch ends."""
     run = tmp_path_factory.mktemp("ref") / "run"
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # (module fixtures run before the autouse one: bit-identity needs the same threads)
-    try:
-        train_run(tiny_shards, run, epochs=3, steps_per_epoch=4, track_nc=True, track_every=3, **TRAIN)
-    finally:
-        torch.set_num_threads(n)
+    train_run(tiny_shards, run, epochs=3, steps_per_epoch=4, track_nc=True, track_every=3, **TRAIN)  # (one thread: the module's)
     return run
 
 
@@ -231,14 +211,13 @@ def test_resume_after_a_crash_is_byte_identical(tiny_shards, tmp_path, reference
 
 def test_sigkill_mid_write_leaves_a_valid_file_and_the_rerun_completes_it(tiny_shards, tmp_path, reference):
     run = tmp_path / "run"
-    args = [sys.executable, "-m", "lcfast", *_cli_args(tiny_shards, run, epochs=3, spe=4, every=3)]
-    r = subprocess.run(args, capture_output=True, text=True, timeout=180,
-                       env=_env(LCFAST_TEST_KILL_AT=f"{TRACK_FILE}@5"))  # killed writing the 5th row
+    args = _cli_args(tiny_shards, run, epochs=3, spe=4, every=3)
+    r = console(args, kill_at=f"{TRACK_FILE}@5", timeout=180)  # killed writing the 5th row
     assert r.returncode == -signal.SIGKILL, r.stderr[-2000:]
     ref = (reference / TRACK_FILE).read_text().splitlines(keepends=True)
     assert (run / TRACK_FILE).read_text().splitlines(keepends=True) == ref[:5]  # header + the 4 rows written
     assert [p.name for p in run.iterdir() if p.name.startswith(f".{TRACK_FILE}.")]  # the killed write's temporary
-    r = subprocess.run(args, capture_output=True, text=True, timeout=180, env=_env())
+    r = console(args, timeout=180)
     assert r.returncode == 0, r.stderr[-2000:]
     assert json.loads(r.stdout)["resumed_from_epoch"] == 2
     assert (run / TRACK_FILE).read_bytes() == (reference / TRACK_FILE).read_bytes()
@@ -246,13 +225,10 @@ def test_sigkill_mid_write_leaves_a_valid_file_and_the_rerun_completes_it(tiny_s
 
 
 def test_ctrl_c_exits_130_and_says_what_is_intact(tiny_shards, tmp_path):
-    lcfast = Path(sys.executable).with_name("lcfast")
-    if not lcfast.is_file():
-        pytest.skip(f"console script {lcfast} not installed")
+    if not LCFAST.is_file():
+        pytest.skip(f"console script {LCFAST} not installed")
     run = tmp_path / "run"
-    p = subprocess.Popen([str(lcfast), *_cli_args(tiny_shards, run, epochs=2, spe=400, every=50)],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(),
-                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    p = start(_cli_args(tiny_shards, run, epochs=2, spe=400, every=50))
     t0 = time.monotonic()
     while not (run / "checkpoints" / "epoch_1" / "state.json").is_file():
         assert p.poll() is None and time.monotonic() - t0 < 150, p.communicate()[1][-2000:]
@@ -274,8 +250,7 @@ def test_a_foreign_track_file_is_refused_on_resume(tiny_shards, tmp_path, conten
         train_run(tiny_shards, run, epochs=2, steps_per_epoch=2, track_nc=True, callback=crash_at(3), **TRAIN)
     (run / TRACK_FILE).write_bytes(content.encode("utf-8", "surrogateescape"))
     before = (run / TRACK_FILE).read_bytes()
-    r = subprocess.run([sys.executable, "-m", "lcfast", *_cli_args(tiny_shards, run, epochs=2, spe=2)],
-                       capture_output=True, text=True, timeout=120, env=_env())
+    r = console(_cli_args(tiny_shards, run, epochs=2, spe=2), timeout=120)
     assert r.returncode == 1, r.stderr
     line = r.stderr.strip()
     assert len(line.splitlines()) == 1 and line.startswith(f"lcfast: error: {run / TRACK_FILE}: ")
@@ -295,9 +270,7 @@ def test_tracking_starts_where_a_resumed_untracked_run_is(tiny_shards, tmp_path)
 # -- torchrun ------------------------------------------------------------------------------------
 def test_two_process_gloo_run_equals_single_process(tiny_shards, tmp_path, reference):
     run = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m", "lcfast",
-           *_cli_args(tiny_shards, run, epochs=3, spe=4, every=3)]
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=_env(LCFAST_DEBUG="1"))
+    r = torchrun(_cli_args(tiny_shards, run, epochs=3, spe=4, every=3), timeout=240, env=child_env(LCFAST_DEBUG="1"))
     assert r.returncode == 0, r.stderr[-3000:]
     a, b = rows(reference), rows(run)
     assert len(a) == len(b) == 6
@@ -313,23 +286,8 @@ def test_two_process_gloo_run_equals_single_process(tiny_shards, tmp_path, refer
 
 
 # -- bad values ----------------------------------------------------------------------------------
-def _run_cli(args) -> tuple[int, str]:
-    import contextlib
-
-    from lcfast.cli.app import main
-
-    err, out = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):
-        try:
-            main([str(a) for a in args])
-            code = 0
-        except SystemExit as e:
-            code = int(e.code or 0)
-    return code, err.getvalue()
-
-
 def test_track_every_longer_than_an_epoch_is_a_usage_error(tiny_shards, tmp_path):
-    code, err = _run_cli(_cli_args(tiny_shards, tmp_path / "run", epochs=1, spe=4, every=5))
+    code, err = cli(_cli_args(tiny_shards, tmp_path / "run", epochs=1, spe=4, every=5))
     assert code == 2 and err.strip() == ("lcfast: usage error: --track-every 5: longer than an epoch (4 steps); "
                                          "intervals end at every epoch's end (the checkpoint), so use at most 4"), err
     assert not (tmp_path / "run").exists()
@@ -337,6 +295,6 @@ def test_track_every_longer_than_an_epoch_is_a_usage_error(tiny_shards, tmp_path
 
 def test_track_every_without_track_nc_is_a_usage_error(tiny_shards, tmp_path):
     args = [a for a in _cli_args(tiny_shards, tmp_path / "run", epochs=1, spe=4, every=2) if a != "--track-nc"]
-    r = subprocess.run([sys.executable, "-m", "lcfast", *args], capture_output=True, text=True, timeout=120, env=_env())
+    r = console(args, timeout=120)
     assert r.returncode == 2 and r.stderr.strip() == "lcfast: usage error: --track-every 2: only with --track-nc", r.stderr
     assert not (tmp_path / "run").exists()

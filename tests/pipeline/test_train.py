@@ -11,23 +11,19 @@ import pytest
 import torch
 
 from lcfast.errors import DataError, UsageError
+from lcfast.model.checkpoint import list_checkpoints, load_run
 from lcfast.pipeline import train as train_mod
 from lcfast.pipeline.sweep import run_name, run_sweep
-from lcfast.model.checkpoint import list_checkpoints, load_run
 from lcfast.pipeline.train import is_complete, lr_at, train_run
+
+from helpers import cli
 
 VOCAB = 300
 TINY = dict(layers=2, width=16, heads=2, context=8, batch_size=4, lr=1e-2, weight_decay=0.1, seed=0,
             device="cpu", steps_per_epoch=3, eval_tokens=64, progress=False, window_size=4)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models: one intra-op thread is faster than two on a shared 2-core machine (no OMP barriers)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # -- real shards: a small generated text -> byte-level BPE (train:VOCAB) -> lcfast.tokenize_files --------
@@ -216,30 +212,20 @@ def test_api_errors(data_dir, tmp_path):
         train_run(data_dir, tmp_path / "junk", **TINY)
 
 
-def test_cli_errors(data_dir, tmp_path, capsys):
-    from lcfast.cli.app import main
-
-    def run(*args):
-        try:
-            main(list(args))
-            code = 0
-        except SystemExit as e:
-            code = e.code
-        return code, capsys.readouterr().err
-
-    code, err = run("train", "--data", str(tmp_path / "missing"), "--layers", "1", "--width", "16", "--out", str(tmp_path / "o"))
+def test_cli_errors(data_dir, tmp_path):
+    code, err = cli(["train", "--data", str(tmp_path / "missing"), "--layers", "1", "--width", "16", "--out", str(tmp_path / "o")])
     assert code == 1 and "--data" in err and len(err.strip().splitlines()) == 1
-    code, err = run("train", "--data", str(data_dir), "--layers", "0", "--width", "16", "--out", str(tmp_path / "o"))
+    code, err = cli(["train", "--data", str(data_dir), "--layers", "0", "--width", "16", "--out", str(tmp_path / "o")])
     assert code == 2 and "--layers" in err and len(err.strip().splitlines()) == 1
-    code, err = run("train", "--data", str(data_dir), "--layers", "1", "--width", "16", "--context", "-4", "--out", str(tmp_path / "o"))
+    code, err = cli(["train", "--data", str(data_dir), "--layers", "1", "--width", "16", "--context", "-4", "--out", str(tmp_path / "o")])
     assert code == 2 and "--context" in err
     base = ["train", "--data", str(data_dir), "--layers", "1", "--width", "16", "--context", "8", "--batch-size", "4",
             "--steps-per-epoch", "2", "--eval-tokens", "32", "--device", "cpu", "--no-progress", "--out", str(tmp_path / "o")]
-    code, _ = run(*base)
+    code, _ = cli([*base])
     assert code == 0 and is_complete(tmp_path / "o")
-    code, err = run(*base[:-2], "--lr", "0.5", "--out", str(tmp_path / "o"))
+    code, err = cli([*base[:-2], "--lr", "0.5", "--out", str(tmp_path / "o")])
     assert code == 2 and "different config" in err
-    code, err = run("sweep", "--data", str(data_dir), "--layers", "1,x", "--widths", "16", "--out", str(tmp_path / "s"))
+    code, err = cli(["sweep", "--data", str(data_dir), "--layers", "1,x", "--widths", "16", "--out", str(tmp_path / "s")])
     assert code == 2 and "--layers" in err
 
 

@@ -16,14 +16,7 @@ from lcfast.stats.naive import class_stats_naive, two_pass_naive
 F64 = torch.float64
 
 
-@pytest.fixture(autouse=True)
-def _single_thread():
-    """These tests run many small ops: one intra-op thread avoids OpenMP hand-off stalls on the
-    shared 2-core dev machine (observed 10× slower with 2 threads under load)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _data(seed=0, C=23, d=7, N=600, offset=0.0, dtype=F64):

@@ -10,6 +10,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
+
 from lcfast.errors import UsageError
 from lcfast.metrics.measure import (
     DegenerateInputWarning,

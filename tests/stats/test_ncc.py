@@ -12,14 +12,7 @@ from lcfast.stats.ncc import NCCStats, ncc_predict, ncc_torch
 F64 = torch.float64
 
 
-@pytest.fixture(autouse=True)
-def _single_thread():
-    """These tests run many small ops: one intra-op thread avoids OpenMP hand-off stalls on the
-    shared 2-core dev machine (observed 10× slower with 2 threads under load)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _setup(seed=0, C=50, d=8, B=300, K_every=3):

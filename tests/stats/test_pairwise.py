@@ -22,14 +22,7 @@ from lcfast.stats.results import Moments
 F64 = torch.float64
 
 
-@pytest.fixture(autouse=True)
-def _single_thread():
-    """These tests run many small ops: one intra-op thread avoids OpenMP hand-off stalls on the
-    shared 2-core dev machine (observed 10× slower with 2 threads under load)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _rand(C, d, seed=0):
