@@ -81,8 +81,8 @@ def test_classstats_save_killed_keeps_previous_state(tmp_path):
     code = ("import sys, torch; from lcfast.stats.classstats import ClassStats; "
             "s = ClassStats.load(sys.argv[1]); s.update(torch.ones(4, 3, dtype=torch.float64), torch.arange(4)); "
             "s.save(sys.argv[1], meta={'windows_done': '2'})")
-    r = subprocess.run([sys.executable, "-c", code, str(p)], env=child_env(LCFAST_TEST_KILL_AT="train_stats.safetensors"),
-                       capture_output=True, text=True, timeout=60)
+    r = subprocess.run([sys.executable, "-c", code, str(p)], capture_output=True, text=True, timeout=60,
+                       env=child_env(LCFAST_TEST_KILL_AT="train_stats.safetensors"))
     assert r.returncode == -signal.SIGKILL, r.stderr
     assert p.read_bytes() == before
     assert ClassStats.load(p).meta["windows_done"] == "1"

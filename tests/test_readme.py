@@ -83,7 +83,8 @@ def test_readme_blocks_run(tmp_path):
     for b in blocks(README.read_text(encoding="utf-8")):
         if b["skip"]:
             continue
-        cmd = ["bash", "-euo", "pipefail", "-c", b["code"]] if b["lang"] == "bash" else [sys.executable, "-c", b["code"]]
+        cmd = (["bash", "-euo", "pipefail", "-c", b["code"]] if b["lang"] == "bash"
+               else [sys.executable, "-c", b["code"]])
         t0 = time.perf_counter()
         p = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
         timings.append((b["line"], round(time.perf_counter() - t0, 1)))

@@ -100,7 +100,8 @@ def case_shard_missing(w, base):
 
 def case_empty_corpus(w, base):
     (w / "empty.txt").write_text("\n\n  \n")
-    return ["tokenize", w / "empty.txt", "--tokenizer", base / "data" / "tokenizer.json", "--out", w / "d"], 1, "empty.txt: no documents found (empty corpus)"
+    return (["tokenize", w / "empty.txt", "--tokenizer", base / "data" / "tokenizer.json", "--out", w / "d"], 1,
+            "empty.txt: no documents found (empty corpus)")
 
 
 def _coll_copy(w, base):
@@ -112,13 +113,15 @@ def case_state_other_model(w, base):
     c = _coll_copy(w, base)
     code, err = cli(["train", "--data", base / "data", "--out", w / "run2", *TRAIN_ARGS, "--seed", "1"])
     assert code == 0, err
-    return ["collect", w / "run2", "--out", c, *COLLECT_ARGS], 1, "train_stats.safetensors: state was written for another model"
+    return (["collect", w / "run2", "--out", c, *COLLECT_ARGS], 1,
+            "train_stats.safetensors: state was written for another model")
 
 
 def case_state_other_shard(w, base):
     c = _coll_copy(w, base)
     data2 = _tokenize(make_docs(120, seed=7), base / "data" / "tokenizer.json", w / "data2")
-    return ["collect", base / "run", "--data", data2, "--out", c, *COLLECT_ARGS], 1, "train_stats.safetensors: state was written for another shard"
+    return (["collect", base / "run", "--data", data2, "--out", c, *COLLECT_ARGS], 1,
+            "train_stats.safetensors: state was written for another shard")
 
 
 def case_state_other_means(w, base):
@@ -129,7 +132,8 @@ def case_state_other_means(w, base):
     st = ClassStats.load(c / "train_stats.safetensors")
     st._s1 = st._s1 + 0.5  # e.g. a train state rewritten by another lcfast (same model, shard, counts)
     st.save(c / "train_stats.safetensors")
-    return ["collect", base / "run", "--out", c, *COLLECT_ARGS], 1, "val_ncc.safetensors: state was written for other class means"
+    return (["collect", base / "run", "--out", c, *COLLECT_ARGS], 1,
+            "val_ncc.safetensors: state was written for other class means")
 
 
 def case_state_corrupt(w, base):
@@ -148,7 +152,8 @@ def case_state_corrupt_measure(w, base):
 
 def case_vocab_mismatch(w, base):
     data = _tokenize(make_docs(150, seed=3), "train:280", w / "d280")
-    return ["collect", base / "run", "--data", data, "--out", w / "c", *COLLECT_ARGS], 1, "train.lcshard: vocab mismatch: shard vocab"
+    return (["collect", base / "run", "--data", data, "--out", w / "c", *COLLECT_ARGS], 1,
+            "train.lcshard: vocab mismatch: shard vocab")
 
 
 def case_tokenizer_mismatch(w, base):
@@ -157,7 +162,8 @@ def case_tokenizer_mismatch(w, base):
     vocab = TokenShard(base / "data" / "train.lcshard").vocab_size
     data = _tokenize(make_docs(150, seed=3), f"train:{vocab}", w / "dtok")
     assert TokenShard(data / "train.lcshard").vocab_size == vocab
-    return ["collect", base / "run", "--data", data, "--out", w / "c", *COLLECT_ARGS], 1, "train.lcshard: tokenizer mismatch"
+    return (["collect", base / "run", "--data", data, "--out", w / "c", *COLLECT_ARGS], 1,
+            "train.lcshard: tokenizer mismatch")
 
 
 def _nan_run(w, base) -> Path:
@@ -192,12 +198,14 @@ def case_state_of_another_pass(w, base):
 
 def case_out_not_writable_train(w, base):
     (w / "afile").write_text("x")
-    return ["train", "--data", base / "data", "--out", w / "afile" / "run", *TRAIN_ARGS], 1, "afile/run: cannot create the run folder (Not a directory)"
+    return (["train", "--data", base / "data", "--out", w / "afile" / "run", *TRAIN_ARGS], 1,
+            "afile/run: cannot create the run folder (Not a directory)")
 
 
 def case_out_not_writable_collect(w, base):
     (w / "afile").write_text("x")
-    return ["collect", base / "run", "--out", w / "afile" / "c", *COLLECT_ARGS], 1, "afile/c: cannot create the output folder (Not a directory)"
+    return (["collect", base / "run", "--out", w / "afile" / "c", *COLLECT_ARGS], 1,
+            "afile/c: cannot create the output folder (Not a directory)")
 
 
 def case_negative_batch_train(w, base):
@@ -230,7 +238,8 @@ def case_unknown_device_collect(w, base):
 
 def case_min_count_keeps_no_class(w, base):
     c = _coll_copy(w, base)
-    return ["measure", c, "--out", w / "m", "--min-count", "1000000", "--no-progress"], 1, "--min-count 1000000: 0 classes of"
+    return (["measure", c, "--out", w / "m", "--min-count", "1000000", "--no-progress"], 1,
+            "--min-count 1000000: 0 classes of")
 
 
 def case_malicious_pickle_weights(w, base):
@@ -269,7 +278,8 @@ def case_merge_other_model(w, base):
     assert code == 0, err
     a, b = _parts(w, base), _parts(w, base, w / "run2", "parts2")
     shutil.copy(b / "train_stats.rank1of2.safetensors", a / "train_stats.rank1of2.safetensors")
-    return ["merge", a], 1, "train_stats.rank1of2.safetensors: cannot merge with train_stats.rank0of2.safetensors: written for another model"
+    return (["merge", a], 1, "train_stats.rank1of2.safetensors: cannot merge with train_stats.rank0of2.safetensors: "
+            "written for another model")
 
 
 def case_merge_other_means(w, base):
@@ -283,7 +293,8 @@ def case_merge_other_means(w, base):
     f = p / "val_ncc.rank1of2.safetensors"
     st = NCCStats.load(f)
     st.save(f, meta={"means_fingerprint": "0123456789abcdef"})
-    return ["merge", p], 1, "val_ncc.rank1of2.safetensors: cannot merge with val_ncc.rank0of2.safetensors: written for other class means"
+    return (["merge", p], 1, "val_ncc.rank1of2.safetensors: cannot merge with val_ncc.rank0of2.safetensors: "
+            "written for other class means")
 
 
 def case_merge_missing_part(w, base):
@@ -298,7 +309,8 @@ def case_merge_nothing(w, base):
 
 
 def case_shard_spec_invalid(w, base):
-    return ["collect", base / "run", "--out", w / "c", "--shard", "2/2", *COLLECT_ARGS_NOCAP], 2, "--shard 2/2: expected i/n"
+    return (["collect", base / "run", "--out", w / "c", "--shard", "2/2", *COLLECT_ARGS_NOCAP], 2,
+            "--shard 2/2: expected i/n")
 
 
 def case_fewer_than_two_kept_classes(w, base):
@@ -313,7 +325,8 @@ def case_fewer_than_two_kept_classes(w, base):
 
 def case_profile_unknown(w, base):
     c = _coll_copy(w, base)
-    return ["measure", c, "--out", w / "m", "--profile", "papr", "--no-progress"], 2, "--profile papr: expected one of canonical, paper"
+    return (["measure", c, "--out", w / "m", "--profile", "papr", "--no-progress"], 2,
+            "--profile papr: expected one of canonical, paper")
 
 
 def case_profile_paper_other_power(w, base):
@@ -418,7 +431,8 @@ def scan_source(src: str, where: str = "<src>") -> list[str]:
     tree = ast.parse(src)
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
-            bad += [f"{where}:{node.lineno}: import {a.name}" for a in node.names if a.name.split(".")[0] in _FORBIDDEN_MODULES]
+            bad += [f"{where}:{node.lineno}: import {a.name}" for a in node.names
+                    if a.name.split(".")[0] in _FORBIDDEN_MODULES]
         elif isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] in _FORBIDDEN_MODULES:
             bad.append(f"{where}:{node.lineno}: from {node.module} import")
     for node, owner, name in _calls(tree):

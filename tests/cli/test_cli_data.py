@@ -66,16 +66,19 @@ def test_tokenize_bad_inputs(tmp_path, tiny_bpe_tokenizer, tiny_text_corpus, mon
     (tmp_path / "bad.jsonl").write_text('{"text": "ok"}\n{"text": 1}\n')
     assert_error(["tokenize", str(tmp_path / "bad.jsonl"), "-t", tok, "-o", o], 1, "bad.jsonl: line 2", "text")
     (tmp_path / "broken.jsonl").write_text('{"text": "ok"\n')
-    assert_error(["tokenize", str(tmp_path / "broken.jsonl"), "-t", tok, "-o", o], 1, "broken.jsonl: line 1", "not valid JSON")
+    assert_error(["tokenize", str(tmp_path / "broken.jsonl"), "-t", tok, "-o", o], 1, "broken.jsonl: line 1",
+                 "not valid JSON")
     (tmp_path / "latin1.txt").write_bytes("caf\xe9\n".encode("latin-1"))
     assert_error(["tokenize", str(tmp_path / "latin1.txt"), "-t", tok, "-o", o], 1, "latin1.txt: line 1", "UTF-8")
     (tmp_path / "bad.parquet").write_bytes(b"nope")
     assert_error(["tokenize", str(tmp_path / "bad.parquet"), "-t", tok, "-o", o], 1, "bad.parquet", "parquet")
     assert_error(["tokenize", good, "-t", "train:abc", "-o", o], 2, "--tokenizer", "train:VOCAB")
     assert_error(["tokenize", good, "-t", "train:100", "-o", o], 2, "--tokenizer", "VOCAB must be between")
-    assert_error(["tokenize", good, "-t", str(tmp_path / "nope.json"), "-o", o], 2, "--tokenizer", "no such tokenizer file")
+    assert_error(["tokenize", good, "-t", str(tmp_path / "nope.json"), "-o", o], 2, "--tokenizer",
+                 "no such tokenizer file")
     (tmp_path / "garbage.json").write_text("{not json")
-    assert_error(["tokenize", good, "-t", str(tmp_path / "garbage.json"), "-o", o], 1, "garbage.json", "not a valid tokenizer.json")
+    assert_error(["tokenize", good, "-t", str(tmp_path / "garbage.json"), "-o", o], 1, "garbage.json",
+                 "not a valid tokenizer.json")
     assert_error(["tokenize", good, "-t", tok, "-o", o, "--val-fraction", "2"], 2, "--val-fraction")
     assert_error(["tokenize", good, "-t", tok, "-o", o, "--seed", "-3"], 2, "--seed")
     assert_error(["tokenize", good, "-t", tok, "-o", o, "--eos", "<nope>"], 2, "--eos", "<nope>")
@@ -103,7 +106,8 @@ def test_count_bad_inputs(tmp_path, tiny_shards):
     train.write_bytes(good)
     assert_error(["count", str(train), "--ambiguity", "65"], 2, "--ambiguity")
     assert_error(["count", str(train), "--ambiguity", "2", "--memory-mb", "0"], 2, "--memory-mb")
-    assert_error(["count", str(train), "--json", str(tmp_path / "no" / "dir" / "x.json")], 2, "--json", "does not exist")
+    assert_error(["count", str(train), "--json", str(tmp_path / "no" / "dir" / "x.json")], 2, "--json",
+                 "does not exist")
     (tmp_path / "empty_dir").mkdir()
     assert_error(["count", str(tmp_path / "empty_dir")], 2, "empty_dir", "no .lcshard")
     assert_error(["count"], 2)  # missing argument (click)

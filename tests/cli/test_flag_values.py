@@ -215,7 +215,8 @@ def test_corpus_stories_beyond_the_disk(tmp_path):
 @pytest.mark.parametrize("extra,flag", [(["--seed", SEED_PAST], "--seed"), (["--seed", "-3"], "--seed"),
                                         (["--lr", "nan"], "--lr"), (["--batch-size", "1000000000"], "--batch-size")])
 def test_console_script_refuses_before_writing(tmp_path, tiny_shards, extra, flag):
-    r = console(["train", "--data", tiny_shards, "--out", tmp_path / "run", *TRAIN, *extra], cwd=tmp_path, timeout=120, env=os.environ)
+    r = console(["train", "--data", tiny_shards, "--out", tmp_path / "run", *TRAIN, *extra], cwd=tmp_path, timeout=120,
+                env=os.environ)
     assert r.returncode == 2, r.stderr
     assert len(r.stderr.strip().splitlines()) == 1 and flag in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / "run").exists()
@@ -239,7 +240,8 @@ def test_api_entry_points_raise_usage_error(tmp_path, tiny_shards):
         ("--batch-size", lambda: train_run(tiny_shards, tmp_path / "r", **{**common, "batch_size": 10**9})),
         ("--seeds", lambda: run_sweep(tiny_shards, tmp_path / "s", layers=[1], widths=[16], epochs=[1], seeds=[-1])),
         ("--seed", lambda: tokenize_files([tmp_path / "x.txt"], "train:300", tmp_path / "t", seed=-1)),
-        ("--val-fraction", lambda: tokenize_files([tmp_path / "x.txt"], "train:300", tmp_path / "t", val_fraction=float("inf"))),
+        ("--val-fraction",
+         lambda: tokenize_files([tmp_path / "x.txt"], "train:300", tmp_path / "t", val_fraction=float("inf"))),
         ("--top", lambda: count_tokens(tiny_shards / "train.lcshard", top=-1)),
         ("--stories", lambda: write_corpus(tmp_path / "c", n_stories=0)),
         ("--save-every", lambda: check_options(CollectOptions(save_every_s=float("nan")))),

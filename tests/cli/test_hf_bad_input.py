@@ -1,5 +1,5 @@
 """Bad input around Hugging Face models and data: one test per row of the "Hugging Face models and
-data" table of docs/bad-input.md, through the real CLI (`lcfast.cli.app.main`, as tests/test_bad_input.py
+data" table of docs/bad-input.md, through the real CLI (`lcfast.cli.app.main`, as tests/cli/test_bad_input.py
 does): exit 1 (data) or 2 (usage), one line on stderr naming the flag or file, no existing file changed.
 Then: commands that do not need the [hf] extra never import it (a fresh interpreter, the console
 script's entry point)."""
@@ -64,7 +64,8 @@ def case_hf_tokenizer_mismatch(w, base):
 
 def case_stats_memory_refused(w, base):
     return ["collect", base / "llama", "--data", base / "data", "--out", w / "c", *COLLECT, "--layers", "all",
-            "--max-memory", "50kB"], 2, "--layers all: the class statistics need 652.8 kB at their peak (3 slots × 400 classes × 16 dims"
+            "--max-memory", "50kB"], 2, \
+        "--layers all: the class statistics need 652.8 kB at their peak (3 slots × 400 classes × 16 dims"
 
 
 def case_layers_invalid(w, base):
@@ -149,7 +150,8 @@ def test_missing_extra_in_a_fresh_process(base, tmp_path):
     """The console script's entry point, without transformers importable: one line, exit 2."""
     blocker = tmp_path / "block"
     blocker.mkdir()
-    (blocker / "transformers.py").write_text("raise ImportError('No module named transformers (blocked by the test)')\n")
+    (blocker / "transformers.py").write_text(
+        "raise ImportError('No module named transformers (blocked by the test)')\n")
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(blocker), *sys.path]))
     r = subprocess.run([sys.executable, "-c", "from lcfast.cli.app import main; main()", "collect", str(base / "llama"),
                         "--data", str(base / "data"), "--out", str(tmp_path / "c"), *COLLECT],

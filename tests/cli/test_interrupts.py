@@ -54,7 +54,8 @@ def test_synth_interrupted_keeps_previous_corpus(tmp_path, sig):
     rc, err, dt = interrupt(p, sig)
     assert rc == 128 + sig and dt < 10
     how = "interrupted" if sig == signal.SIGINT else "interrupted by SIGTERM"
-    assert one_line(err) == f"lcfast: {how}; {out} is unchanged (outputs are published only when complete); rerun the same command"
+    assert one_line(err) == (f"lcfast: {how}; {out} is unchanged (outputs are published only when complete); "
+                             "rerun the same command")
     assert snapshot(out) == before and dotfiles(out) == []
     r = console(["corpus", "synth", "--out", out, "--stories", "2000", "--json"])  # the rerun completes
     assert r.returncode == 0 and json.loads(r.stdout)["n_stories"] == 2000
@@ -148,8 +149,8 @@ def test_collect_interrupted_keeps_state_and_resumes_exactly(tmp_path, trained_r
     wait_until(p, lambda: (out / "train_stats.safetensors").is_file(), "the first saved state")
     rc, err, dt = interrupt(p)
     assert rc == 130 and dt < 10, err
-    m = re.fullmatch(r"lcfast: interrupted; resume state (\S+) \((train|val) pass at window (\d+) of (\d+)\) is intact; "
-                     r"rerun the same command to resume", one_line(err))
+    m = re.fullmatch(r"lcfast: interrupted; resume state (\S+) \((train|val) pass at window (\d+) of (\d+)\) "
+                     r"is intact; rerun the same command to resume", one_line(err))
     assert m, err
     assert dotfiles(out) == [] and snapshot(run_dir) == before
     r = console(["collect", run_dir, "--out", out, *COLLECT, "--json"])

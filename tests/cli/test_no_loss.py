@@ -8,7 +8,7 @@ file that existed before is byte-identical after (and still there), and that not
 behind but the empty folders a command may create. Kill cases run the real console script with
 LCFAST_TEST_KILL_AT (SIGKILL at a save point, before its rename): the pre-existing files that are
 not outputs of the command stay byte-identical, and after the rerun (exit 0) no temporary file is
-left anywhere. Interrupts (SIGINT/SIGTERM): tests/test_interrupts.py. Outputs follow the umask.
+left anywhere. Interrupts (SIGINT/SIGTERM): tests/cli/test_interrupts.py. Outputs follow the umask.
 """
 
 from __future__ import annotations
@@ -114,7 +114,8 @@ FAILING = {
         lambda w: ["tokenize", w / "corpus" / "stories.txt", "--tokenizer", w / "data" / "tokenizer.json",
                    "--out", w / "data", "--val-fraction", "2"], 2),
     "tokenize_corrupt_tokenizer": (
-        lambda w: ["tokenize", w / "corpus" / "stories.txt", "--tokenizer", _corrupt_tokenizer(w), "--out", w / "data"], 1),
+        lambda w: ["tokenize", w / "corpus" / "stories.txt", "--tokenizer", _corrupt_tokenizer(w), "--out", w / "data"],
+        1),
     "tokenize_unknown_eos": (
         lambda w: ["tokenize", w / "corpus" / "stories.txt", "--tokenizer", w / "data" / "tokenizer.json",
                    "--out", w / "data", "--eos", "<nope>"], 2),
@@ -124,9 +125,12 @@ FAILING = {
     "tokenize_unsupported_input": (
         lambda w: ["tokenize", w / "table.csv", "--tokenizer", w / "data" / "tokenizer.json", "--out", w / "data"], 2),
     # count
-    "count_json_is_the_shard": (lambda w: ["count", w / "data" / "train.lcshard", "--json", w / "data" / "train.lcshard"], 2),
-    "count_corrupt_shard": (lambda w: ["count", _corrupt_shard_copy(w) / "train.lcshard", "--json", w / "count.json"], 1),
-    "count_bad_memory": (lambda w: ["count", w / "data" / "train.lcshard", "--json", w / "count.json", "--memory-mb", "0"], 2),
+    "count_json_is_the_shard": (
+        lambda w: ["count", w / "data" / "train.lcshard", "--json", w / "data" / "train.lcshard"], 2),
+    "count_corrupt_shard": (
+        lambda w: ["count", _corrupt_shard_copy(w) / "train.lcshard", "--json", w / "count.json"], 1),
+    "count_bad_memory": (
+        lambda w: ["count", w / "data" / "train.lcshard", "--json", w / "count.json", "--memory-mb", "0"], 2),
     # train (a seed out of range: test_train_rerun_with_a_valid_seed_after_a_bad_one)
     "train_zero_batch_existing_run": (lambda w: ["train", "--data", w / "data", "--out", w / "run", *TRAIN[:10],
                                                  "--batch-size", "0", *TRAIN[12:]], 2),
@@ -144,9 +148,11 @@ FAILING = {
     "collect_corrupt_state": (lambda w: ["collect", w / "run", "--out", _corrupt_state(w), *COLLECT], 1),
     "collect_other_data": (lambda w: ["collect", w / "run", "--data", _corrupt_shard_copy(w), "--out", w / "coll",
                                       *COLLECT], 1),
-    "collect_bad_shard_spec": (lambda w: ["collect", w / "run", "--out", w / "parts", *COLLECT[2:], "--shard", "2/2"], 2),
+    "collect_bad_shard_spec": (
+        lambda w: ["collect", w / "run", "--out", w / "parts", *COLLECT[2:], "--shard", "2/2"], 2),
     # merge
-    "merge_missing_part": (lambda w: (w / "parts" / "train_stats.rank1of2.safetensors").unlink() or ["merge", w / "parts"], 1),
+    "merge_missing_part": (
+        lambda w: (w / "parts" / "train_stats.rank1of2.safetensors").unlink() or ["merge", w / "parts"], 1),
     "merge_nothing": (lambda w: ["merge", w / "coll"], 1),
     # measure
     "measure_min_count_too_high": (lambda w: ["measure", w / "coll", "--out", w / "meas", "--no-progress",
@@ -178,7 +184,8 @@ def test_failing_run_changes_nothing(w, case):
     assert code == want, err
     assert err.startswith("lcfast: ") and len(err.strip().splitlines()) == 1, err
     after = snapshot(w)
-    assert after == before, {k: (before.get(k), after.get(k)) for k in set(before) | set(after) if before.get(k) != after.get(k)}
+    assert after == before, {k: (before.get(k), after.get(k)) for k in set(before) | set(after)
+                             if before.get(k) != after.get(k)}
     assert dotfiles(w) == []
 
 
@@ -242,7 +249,8 @@ KILLED = {
     "tokenize": (lambda w: ["tokenize", w / "corpus" / "stories.txt", "--tokenizer", w / "data" / "tokenizer.json",
                             "--out", w / "data", "--val-fraction", "0.3"], "val.lcshard",
                  ["data/train.lcshard", "data/val.lcshard", "data/meta.json", "data/tokenizer.json"]),
-    "count": (lambda w: ["count", w / "data" / "val.lcshard", "--json", w / "count.json"], "count.json", ["count.json"]),
+    "count": (lambda w: ["count", w / "data" / "val.lcshard", "--json", w / "count.json"], "count.json",
+              ["count.json"]),
     "train": (lambda w: ["train", "--data", w / "data", "--out", w / "run2", *TRAIN, "--epochs", "2"], "epoch_2", []),
     "sweep": (lambda w: ["sweep", "--data", w / "data", "--out", w / "sw", "--layers", "1", "--widths", "8,12",
                          *TRAIN[4:]], "sweep.csv@2", ["sw/sweep.json", "sw/sweep.csv"]),
@@ -264,7 +272,8 @@ def test_killed_run_loses_nothing_and_rerun_leaves_no_temporary(w, case):
     r = console(argv, kill_at=point)
     assert r.returncode == -signal.SIGKILL, r.stderr[-2000:]
     after = snapshot(w)
-    mine = (lambda k: k.startswith("an/") and k != "an/my_plot_notes.txt") if outputs is None else (lambda k: k in outputs)
+    mine = ((lambda k: k.startswith("an/") and k != "an/my_plot_notes.txt") if outputs is None
+            else (lambda k: k in outputs))
     lost = {k for k in before if not mine(k) and after.get(k) != before[k]}
     assert lost == set()
     assert dotfiles(w), "the kill happened inside a save: its temporary is still there"
@@ -287,8 +296,8 @@ def test_outputs_follow_the_umask(tmp_path, tiny_shards, umask):
     shutil.copytree(tiny_shards, w / "data_src")
     cmds = [
         ["corpus", "synth", "--out", w / "corpus", "--stories", "40", "--json"],
-        ["tokenize", w / "corpus" / "stories.txt", "--tokenizer", w / "data_src" / "tokenizer.json", "--out", w / "data",
-         "--val-fraction", "0.3", "--json", w / "tok.json"],
+        ["tokenize", w / "corpus" / "stories.txt", "--tokenizer", w / "data_src" / "tokenizer.json",
+         "--out", w / "data", "--val-fraction", "0.3", "--json", w / "tok.json"],
         ["train", "--data", w / "data_src", "--out", w / "run", *TRAIN],
         ["collect", w / "run", "--out", w / "coll", *COLLECT],
         ["measure", w / "coll", "--out", w / "meas", "--no-progress"],

@@ -85,14 +85,16 @@ def test_bench_table_at_80_columns():
                 "extra": {"is_reference": err is None}}
 
     rep = {"device": "NVIDIA H200", "device_kind": "cuda", "sizes_preset": "paper",
-           "rows": [row("naive: one-hot matmul (f64)", 4.64), row("torch: index_put scatter", 0.0301, 154.2, 1.8e-16, "rel", 1.1),
+           "rows": [row("naive: one-hot matmul (f64)", 4.64),
+                    row("torch: index_put scatter", 0.0301, 154.2, 1.8e-16, "rel", 1.1),
                     row("triton: segmented", 0.000123, 37723.6, 2.2e-16, "rel", 2345.6),
                     row("triton: atomic", 0.000456, 10175.4, 2.2e-16, "rel", 632.1, note="atomics contend on Zipf")]}
     con = _console(80)
     print_bench_table(rep, con)
     out = _printed(con)
     assert "…" not in out and max(map(len, out.splitlines())) <= 80
-    for s in ("37723.6×", "2345.6 GB/s", "triton: segmented", "triton: atomic", "123 µs", "naive = one-hot matmul (f64)"):
+    for s in ("37723.6×", "2345.6 GB/s", "triton: segmented", "triton: atomic", "123 µs",
+              "naive = one-hot matmul (f64)"):
         assert s in out
 
 

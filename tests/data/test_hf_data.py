@@ -87,7 +87,8 @@ def test_datasets_cache(tmp_path, docs, plain, hub, tiny_bpe_tokenizer):
 
     src = tmp_path / "raw.parquet"
     pq.write_table(pa.table({"body": docs}), src)
-    kw = dict(cache_dir=str(tmp_path / "dcache"), dataset_name="localstories", hash="0001", data_files={"train": [str(src)]})
+    kw = dict(cache_dir=str(tmp_path / "dcache"), dataset_name="localstories", hash="0001",
+              data_files={"train": [str(src)]})
     try:  # the layout a hub load leaves: <name>/default/<version>/<hash>/
         Parquet(config_id="default", **kw).download_and_prepare()
     except TypeError:  # older datasets: no config_id; name the config folder by hand

@@ -86,8 +86,8 @@ def test_segments_give_the_ids_of_the_whole_document(tmp_path, tiny_bpe_tokenize
     tok = Tokenizer.from_file(str(tiny_bpe_tokenizer))
     want = tok.encode(doc).ids + [tok.token_to_id("<|endoftext|>")]
     (tmp_path / "d.txt").write_text("short first doc\n\n" + doc + "\n\nshort last doc\n", encoding="utf-8")
-    (tmp_path / "d.jsonl").write_text("\n".join(json.dumps({"text": t}) for t in ("short first doc", doc, "short last doc")),
-                                      encoding="utf-8")
+    lines = (json.dumps({"text": t}) for t in ("short first doc", doc, "short last doc"))
+    (tmp_path / "d.jsonl").write_text("\n".join(lines), encoding="utf-8")
     for src in ("d.txt", "d.jsonl"):
         out = tmp_path / f"o_{src}"
         meta = tokenize_files([tmp_path / src], tiny_bpe_tokenizer, out, val_fraction=0.0, segment_bytes=4096)

@@ -69,7 +69,8 @@ def check_file(path: Path) -> TokenShard | None:
     return s
 
 
-REG_FILES = sorted(p for p in REG.glob("*") if p.is_file() and not p.name.startswith(".") and p.suffix != ".md") if REG.is_dir() else []
+REG_FILES = sorted(p for p in REG.glob("*") if p.is_file() and not p.name.startswith(".") and p.suffix != ".md") \
+    if REG.is_dir() else []
 
 
 @pytest.mark.parametrize("case", REG_FILES, ids=[p.name for p in REG_FILES])

@@ -112,7 +112,8 @@ def test_write_corpus(tmp_path):
 
 
 def test_cli_writes_files(tmp_path):
-    code, out, err = run_main(["corpus", "synth", "--out", str(tmp_path / "o"), "--stories", "40", "--seed", "2", "--json"])
+    code, out, err = run_main(["corpus", "synth", "--out", str(tmp_path / "o"), "--stories", "40", "--seed", "2",
+                               "--json"])
     assert code == 0, err
     meta = json.loads(out)
     assert meta["n_stories"] == 40 and meta["seed"] == 2

@@ -80,7 +80,8 @@ def test_fast_path_equals_reference_on_tricky_text(tiny_bpe_tokenizer):
         assert enc.encode(t) == enc.encode(t, fast=False) == py, repr(t)
 
 
-def test_inputs_txt_jsonl_parquet_dir_give_identical_shards(tmp_path, tiny_docs, tiny_text_corpus, tiny_bpe_tokenizer, tiny_shards):
+def test_inputs_txt_jsonl_parquet_dir_give_identical_shards(tmp_path, tiny_docs, tiny_text_corpus, tiny_bpe_tokenizer,
+                                                            tiny_shards):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -89,7 +90,8 @@ def test_inputs_txt_jsonl_parquet_dir_give_identical_shards(tmp_path, tiny_docs,
     pq.write_table(pa.table({"text": docs}), tmp_path / "b.parquet", row_group_size=40)
     (tmp_path / "c.txt").write_text("\n\n\n".join(docs))
     outs = {}
-    for name, inp in [("jsonl", tmp_path / "a.jsonl"), ("parquet", tmp_path / "b.parquet"), ("txt", tmp_path / "c.txt")]:
+    for name, inp in [("jsonl", tmp_path / "a.jsonl"), ("parquet", tmp_path / "b.parquet"),
+                      ("txt", tmp_path / "c.txt")]:
         out = tmp_path / f"out_{name}"
         meta = tokenize_files([inp], tiny_bpe_tokenizer, out, val_fraction=0.3, seed=5)
         assert meta["documents"]["total"] == 150
@@ -127,7 +129,8 @@ def test_determinism_seed_and_threads(tmp_path, tiny_text_corpus, tiny_bpe_token
         "tokenize_files([sys.argv[1]], sys.argv[2], sys.argv[3], val_fraction=0.2, seed=0, chunk_bytes=3000)"
     )
     env = dict(os.environ, RAYON_NUM_THREADS="3")
-    subprocess.run([sys.executable, "-c", code, str(tiny_text_corpus), str(tiny_bpe_tokenizer), str(out3)], check=True, env=env)
+    subprocess.run([sys.executable, "-c", code, str(tiny_text_corpus), str(tiny_bpe_tokenizer), str(out3)], check=True,
+                   env=env)
     assert json.loads((out3 / "meta.json").read_text())["threads"] == 3
     for f in ("train.lcshard", "val.lcshard"):
         assert (out3 / f).read_bytes() == (tiny_shards / f).read_bytes()
@@ -224,7 +227,8 @@ def test_memory_is_bounded_by_chunks(tmp_path, tiny_bpe_tokenizer):
         for i in range(3000):
             f.write(f"{i} {doc}\n\n")
     calls = []
-    meta = tokenize_files([p], tiny_bpe_tokenizer, tmp_path / "o", chunk_bytes=64 << 10, progress=lambda d, t: calls.append((d, t)))
+    meta = tokenize_files([p], tiny_bpe_tokenizer, tmp_path / "o", chunk_bytes=64 << 10,
+                          progress=lambda d, t: calls.append((d, t)))
     assert meta["documents"]["total"] == 3000
     assert len(calls) > 10 and calls[-1][0] == calls[-1][1] == p.stat().st_size
     assert all(a[0] <= b[0] for a, b in zip(calls, calls[1:]))

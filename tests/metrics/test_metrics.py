@@ -174,7 +174,8 @@ def test_measure_stats_from_saved_state_equals_embeddings(tmp_path):
     st.save(tmp_path / "train.safetensors", meta={"model_fingerprint": "m"})
     ncc = NCCStats(40, st.means, kept, W, b).update(Hv, Yv, backend="torch")
     ncc.save(tmp_path / "val.safetensors")
-    r = lcfast.measure_stats(tmp_path / "train.safetensors", W, b, tmp_path / "val.safetensors", min_count=3, backend="torch")
+    r = lcfast.measure_stats(tmp_path / "train.safetensors", W, b, tmp_path / "val.safetensors", min_count=3,
+                             backend="torch")
     _compare(r, direct, rtol=1e-10)
     # a different min_count than the NC4 decisions were made with is refused
     with pytest.raises(UsageError, match="min_count"):

@@ -190,7 +190,8 @@ def test_paper_columns_match_brute_force(min_count, with_bias):
 def test_paper_columns_in_float32_features():
     H, Y, W, _, Hv, Yv = imbalanced(seed=11)
     want = paper_reference(H.float(), Y, W.float(), Hv.float(), Yv, W.shape[0], 2)
-    got = measure_embeddings(H.float(), Y, W.float(), None, Hv.float(), Yv, min_count=2, profile="paper", backend="torch")
+    got = measure_embeddings(H.float(), Y, W.float(), None, Hv.float(), Yv, min_count=2, profile="paper",
+                             backend="torch")
     assert_matches_reference(got, want, rel=1e-9)
 
 

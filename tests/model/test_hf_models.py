@@ -113,7 +113,8 @@ def test_architecture_matches_transformers(arch, tmp_path, tiny_shards, tiny_bpe
         seen = n > 0
         # transformers' own forward: identical features; GPT-Neo runs on lcfast's fast path (float32 rounding)
         tol = 1e-9 if arch != "gpt_neo" else 2e-5
-        torch.testing.assert_close(st.means[seen], mu[seen], rtol=tol, atol=tol, msg=lambda m: f"{arch} slot {slot}: {m}")
+        torch.testing.assert_close(st.means[seen], mu[seen], rtol=tol, atol=tol,
+                                   msg=lambda m: f"{arch} slot {slot}: {m}")  # noqa: B023 (called here)
 
     # W (and b) are the head's own parameters
     from lcfast.model.sources import ModelSource, load_source, model_head
@@ -174,7 +175,8 @@ def test_per_layer_metrics_match_hidden_states(tmp_path, tiny_shards, tiny_bpe_t
     for j, slot in enumerate(lx.slots):
         feats = (h if slot == "head" else hs[slot])[valid].double()
         mu, n = class_means(feats, y[valid], lx.n_classes)
-        var = torch.zeros(lx.n_classes, dtype=torch.float64).index_add_(0, y[valid], ((feats - mu[y[valid]]) ** 2).sum(1))
+        var = torch.zeros(lx.n_classes, dtype=torch.float64).index_add_(0, y[valid],
+                                                                        ((feats - mu[y[valid]]) ** 2).sum(1))
         var = var / n.clamp_min(1)
         torch.testing.assert_close(lx.slot_stats(ex, j).variances, var, rtol=1e-9, atol=1e-12)
     # without --layers nothing changes: no layer column, the head row only
@@ -194,8 +196,8 @@ def test_classes_top_k(tmp_path, tiny_shards, tiny_bpe_tokenizer):
     save_hf_model("gpt2", tmp_path / "g", tiny_bpe_tokenizer, seed=3)
     full = CollectOptions(**OPTS, layers="0")
     collect(tmp_path / "g", data=tiny_shards, out=tmp_path / "full", opts=full, progress=False)
-    collect(tmp_path / "g", data=tiny_shards, out=tmp_path / "top", opts=CollectOptions(**OPTS, layers="0", classes="top:40"),
-            progress=False)
+    collect(tmp_path / "g", data=tiny_shards, out=tmp_path / "top",
+            opts=CollectOptions(**OPTS, layers="0", classes="top:40"), progress=False)
     _, lf, sf = slots_of(tmp_path / "full")
     s, lt, st = slots_of(tmp_path / "top")
     from lcfast.io import load_tensors
@@ -233,7 +235,8 @@ def test_bfloat16_forward(tmp_path, tiny_shards, tiny_bpe_tokenizer):
     # as a user loads it (model.to(bfloat16) would also round the float32 rotary buffers)
     from lcfast.model.hf import _dtype_kwargs  # `dtype` since transformers 4.56, `torch_dtype` before
 
-    model = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "q", **_dtype_kwargs(transformers, torch.bfloat16)).eval()
+    model = transformers.AutoModelForCausalLM.from_pretrained(
+        tmp_path / "q", **_dtype_kwargs(transformers, torch.bfloat16)).eval()
     h = independent(model, x)[0]
     assert h.dtype == torch.bfloat16
     mu, n = class_means(h[valid], y[valid], st.n_classes)
@@ -314,7 +317,8 @@ def test_sharded_safetensors_folder(tmp_path, tiny_shards, tiny_bpe_tokenizer):
     assert (tmp_path / "sharded" / "model.safetensors.index.json").is_file()
     assert len(list((tmp_path / "sharded").glob("model-*.safetensors"))) > 1
     for name in ("one", "sharded"):
-        collect(tmp_path / name, data=tiny_shards, out=tmp_path / f"c_{name}", opts=CollectOptions(**OPTS), progress=False)
+        collect(tmp_path / name, data=tiny_shards, out=tmp_path / f"c_{name}", opts=CollectOptions(**OPTS),
+                progress=False)
     a, b = (ClassStats.load(tmp_path / f"c_{n}" / "train_stats.safetensors") for n in ("one", "sharded"))
     assert torch.equal(a.counts, b.counts) and torch.equal(a.means, b.means)
 
@@ -328,10 +332,12 @@ def test_paper_profile_on_layers_and_top_k(tmp_path, tiny_shards, tiny_bpe_token
     from lcfast.pipeline.measure import measure
 
     save_hf_model("qwen2", tmp_path / "q", tiny_bpe_tokenizer, seed=4)
-    collect(tmp_path / "q", data=tiny_shards, out=tmp_path / "lay", opts=CollectOptions(**OPTS, layers="all"), progress=False)
+    collect(tmp_path / "q", data=tiny_shards, out=tmp_path / "lay", opts=CollectOptions(**OPTS, layers="all"),
+            progress=False)
     collect(tmp_path / "q", data=tiny_shards, out=tmp_path / "plain", opts=CollectOptions(**OPTS), progress=False)
     lay = measure([tmp_path / "lay"], tmp_path / "ml", backend="torch", device="cpu", progress=False, profile="paper")
-    plain = measure([tmp_path / "plain"], tmp_path / "mp", backend="torch", device="cpu", progress=False, profile="paper")
+    plain = measure([tmp_path / "plain"], tmp_path / "mp", backend="torch", device="cpu", progress=False,
+                    profile="paper")
     head, ref = lay[lay["head"]].iloc[0], plain.iloc[0]
     assert int(ref["hits"]) + int(ref["misses"]) > 0
     for k in ("cdnv", "norms_mean", "interfere_mean", "dual_error", "hits", "misses"):

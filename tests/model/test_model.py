@@ -27,7 +27,7 @@ def _hf_model(tie=True, seed=0):
     )
     m = transformers.GPTNeoForCausalLM(cfg).eval()
     with torch.no_grad():  # bigger than the 0.02 init so that attention patterns (and its unscaled q.k) matter
-        for name, p in m.named_parameters():
+        for p in m.parameters():
             p.add_(torch.randn_like(p) * (0.15 if p.dim() > 1 else 0.1))
     return m
 
@@ -65,7 +65,8 @@ def test_hf_parity_pytorch_bin(tmp_path):
     hf = _hf_model(seed=3)
     hf.save_pretrained(tmp_path)
     (tmp_path / "model.safetensors").unlink()
-    sd = {f"transformer.{k}" if not k.startswith(("transformer.", "lm_head.")) else k: v for k, v in hf.state_dict().items()}
+    sd = {f"transformer.{k}" if not k.startswith(("transformer.", "lm_head.")) else k: v
+          for k, v in hf.state_dict().items()}
     sd["lm_head.weight"] = hf.lm_head.weight.detach().clone()
     for i in range(3):
         sd[f"transformer.h.{i}.attn.attention.bias"] = torch.tril(torch.ones(1, 1, CTX, CTX, dtype=torch.bool))
@@ -95,7 +96,8 @@ def test_load_errors(tmp_path):
 
 def _tiny(**kw):
     torch.manual_seed(0)
-    return GPTNeo(GPTNeoConfig(**{"vocab_size": 50, "layers": 2, "width": 16, "heads": 2, "context": 12, "window_size": 3, **kw})).eval()
+    cfg = {"vocab_size": 50, "layers": 2, "width": 16, "heads": 2, "context": 12, "window_size": 3, **kw}
+    return GPTNeo(GPTNeoConfig(**cfg)).eval()
 
 
 def test_config_and_interface():

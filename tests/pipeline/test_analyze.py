@@ -389,7 +389,8 @@ def test_write_report(tmp_path):
 
 
 def test_packaged_paper_table_by_name(tmp_path):
-    """`paper:NAME` reads the copy shipped in lcfast/reference (no file outside the package needed); a bad name is a usage error."""
+    """`paper:NAME` reads the copy shipped in lcfast/reference (no file outside the package needed); a bad
+    name is a usage error."""
     code, out, err = run_main(["analyze", "paper:lc-2024_10_24", "--out", str(tmp_path / "o"), "--no-plots", "--json"])
     assert code == 0, err
     rows = {r["metric"]: r for r in json.loads(out)}

@@ -55,7 +55,8 @@ def test_collect_matches_direct_computation(tiny, tmp_path):
     assert torch.equal(st.counts, counts)
     seen = counts > 0
     mu = torch.zeros(st.n_classes, H.shape[1], dtype=torch.float64).index_add_(0, Y, H) / counts.clamp_min(1)[:, None]
-    var = torch.zeros(st.n_classes, dtype=torch.float64).index_add_(0, Y, ((H - mu[Y]) ** 2).sum(1)) / counts.clamp_min(1)
+    var = torch.zeros(st.n_classes, dtype=torch.float64).index_add_(0, Y, ((H - mu[Y]) ** 2).sum(1))
+    var = var / counts.clamp_min(1)
     # (float32 features: another batch shape may round the last bits differently)
     torch.testing.assert_close(st.means[seen], mu[seen], rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(st.variances[seen], var[seen], rtol=1e-4, atol=1e-6)
@@ -74,7 +75,8 @@ def test_collect_matches_direct_computation(tiny, tmp_path):
     assert s["val_pass"]["loss"] == pytest.approx(loss, rel=1e-5)
     # timings recorded: forward and statistics separately
     t = s["timing"]
-    assert t["forward_s"] > 0 and t["stats_s"] > 0 and t["stats_share_of_forward"] == pytest.approx(t["stats_s"] / t["forward_s"])
+    assert t["forward_s"] > 0 and t["stats_s"] > 0
+    assert t["stats_share_of_forward"] == pytest.approx(t["stats_s"] / t["forward_s"])
     assert json.loads((tmp_path / "c" / "collect.json").read_text())["model_fingerprint"] == model.fingerprint()
 
 
@@ -84,11 +86,12 @@ def test_resume_is_bit_identical(tiny, tmp_path, kind):
     ref = collect(tiny["run"], out=tmp_path / "ref", opts=opts, progress=False)[0]
     with pytest.raises(Killed):
         collect(tiny["run"], out=tmp_path / "cut", opts=opts, progress=False, on_save=kill_after(kind, 2))
-    meta = json.loads(json.dumps(_state_meta(tmp_path / "cut" / ("train_stats.safetensors" if kind == "train" else "val_ncc.safetensors"))))
+    state = "train_stats.safetensors" if kind == "train" else "val_ncc.safetensors"
+    meta = json.loads(json.dumps(_state_meta(tmp_path / "cut" / state)))
     assert meta["windows_done"] == "16" and meta["pass"] == kind  # the state on disk is the 2nd save
     # a rerun, even with another --batch-size, continues from the save with the saved batches
-    again = collect(tiny["run"], out=tmp_path / "cut", opts=CollectOptions(save_every_windows=1, batch_size=5, device="cpu"),
-                    progress=False)[0]
+    again = collect(tiny["run"], out=tmp_path / "cut",
+                    opts=CollectOptions(save_every_windows=1, batch_size=5, device="cpu"), progress=False)[0]
     assert again["passes"][kind]["resumed_from"] == 16
     for name in ("train_stats.safetensors", "val_ncc.safetensors"):
         a, b = _tensors(tmp_path / "ref" / name), _tensors(tmp_path / "cut" / name)
@@ -139,9 +142,10 @@ def test_checkpoint_all_and_foreign_states(tiny, tmp_path):
     shutil.rmtree(tiny["run"] / "collect")
     # a state of another model (epoch 1) in the output of epoch 2: refused, then --restart
     with pytest.raises(DataError, match="another model"):
-        collect(tiny["run"], checkpoint="2", out=tmp_path / "all" / "epoch_1", opts=CollectOptions(**OPTS), progress=False)
-    r = collect(tiny["run"], checkpoint="2", out=tmp_path / "all" / "epoch_1", opts=CollectOptions(restart=True, **OPTS),
-                progress=False)[0]
+        collect(tiny["run"], checkpoint="2", out=tmp_path / "all" / "epoch_1", opts=CollectOptions(**OPTS),
+                progress=False)
+    r = collect(tiny["run"], checkpoint="2", out=tmp_path / "all" / "epoch_1",
+                opts=CollectOptions(restart=True, **OPTS), progress=False)[0]
     assert r["model_fingerprint"] == res[1]["model_fingerprint"]
     # a state of another shard (same tokenizer, other tokens): refused
     other = tmp_path / "swapped"
@@ -186,7 +190,8 @@ def test_transformers_checkpoint_dir(tiny, tmp_path):
     assert s["source"]["kind"] == "hf" and s["checkpoint"] == "model"
     assert (hf / "collect" / "model" / "collect.json").is_file()
     ref = collect(tiny["run"], out=tmp_path / "ref", opts=CollectOptions(**OPTS), progress=False)[0]
-    a, b = _tensors(hf / "collect" / "model" / "train_stats.safetensors"), _tensors(tmp_path / "ref" / "train_stats.safetensors")
+    a = _tensors(hf / "collect" / "model" / "train_stats.safetensors")
+    b = _tensors(tmp_path / "ref" / "train_stats.safetensors")
     assert torch.equal(a["counts"], b["counts"])
     torch.testing.assert_close(a["s1"], b["s1"])
     assert s["val_pass"]["loss"] == pytest.approx(ref["val_pass"]["loss"], rel=1e-6)

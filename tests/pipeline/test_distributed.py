@@ -123,7 +123,8 @@ def test_shard_collect_and_merge_equal_single_process(tiny_shards, tmp_path):
     assert cli("collect", run, "--out", tmp_path / "single", *args) == 0
     for i in (0, 1):
         assert cli("collect", run, "--out", parts, "--shard", f"{i}/2", *args) == 0
-    assert sorted(p.name for p in parts.iterdir()) == ["train_stats.rank0of2.safetensors", "train_stats.rank1of2.safetensors"]
+    assert sorted(p.name for p in parts.iterdir()) == ["train_stats.rank0of2.safetensors",
+                                                       "train_stats.rank1of2.safetensors"]
     assert cli("merge", parts) == 0  # train pass merged: the val pass can run as parts now
     for i in (1, 0):
         assert cli("collect", run, "--out", parts, "--shard", f"{i}/2", *args) == 0
@@ -135,5 +136,5 @@ def test_shard_collect_and_merge_equal_single_process(tiny_shards, tmp_path):
     assert_same_stats(tmp_path / "single", parts)
 
 
-if __name__ == "__main__":  # torchrun tests/test_distributed.py DATA RUN COLL
+if __name__ == "__main__":  # torchrun tests/pipeline/test_distributed.py DATA RUN COLL
     worker(*sys.argv[1:4])

@@ -144,4 +144,5 @@ def test_measure_errors(tiny, tmp_path):
     # success through the CLI: CSV + parquet
     code, _ = cli(["measure", tiny["run"], "--out", tmp_path / "ok", "--no-progress"])
     assert code == 0 and len(pd.read_csv(tmp_path / "ok" / "measurements.csv")) == 2
-    assert sorted(p.name for p in (tmp_path / "ok" / "per_token").iterdir()) == ["run_epoch_1.parquet", "run_epoch_2.parquet"]
+    per_token = sorted(p.name for p in (tmp_path / "ok" / "per_token").iterdir())
+    assert per_token == ["run_epoch_1.parquet", "run_epoch_2.parquet"]

@@ -106,10 +106,11 @@ def test_ddp_ranks_agree_to_stop(tmp_path, tiny_shards):
     r = torchrun([tiny_shards, tmp_path / "run"], timeout=240, script=__file__)
     assert r.returncode != 0
     # both ranks stop at the same step with the same line (the two may share a line of the pipe)
-    want = "lcfast: error: loss is NaN at step 2; lower --lr (now 0.001) and train into a new --out; no checkpoint was written"
+    want = ("lcfast: error: loss is NaN at step 2; lower --lr (now 0.001) and train into a new --out; "
+            "no checkpoint was written")
     assert r.stderr.count("lcfast: error:") == 2 and r.stderr.count(want) == 2, r.stderr[-3000:]
     assert not (tmp_path / "run" / "checkpoints").exists() or not any((tmp_path / "run" / "checkpoints").iterdir())
 
 
-if __name__ == "__main__":  # torchrun tests/test_nonfinite_loss.py DATA OUT
+if __name__ == "__main__":  # torchrun tests/pipeline/test_nonfinite_loss.py DATA OUT
     ddp_worker(*sys.argv[1:3])

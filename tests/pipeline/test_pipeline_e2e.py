@@ -24,7 +24,8 @@ def test_cli_end_to_end(tmp_path):
          "--no-progress", "--out", r),
         ("collect", r, "--checkpoint", "all", "--batch-size", "8", "--device", "cpu", "--no-progress"),
         ("measure", r, "--out", m, "--no-progress"),
-        ("analyze", m / "measurements.csv", "--out", a, "--metric", "nc1_cdnv", "--metric", "nc4_agreement", "--no-plots"),
+        ("analyze", m / "measurements.csv", "--out", a, "--metric", "nc1_cdnv", "--metric", "nc4_agreement",
+         "--no-plots"),
     ]
     for args in steps:
         code, err = cli(args)
@@ -81,5 +82,6 @@ def test_transformers_gptneo_folder(tmp_path, capsys):
     code, err = cli(["measure", tmp_path / "neo", "--out", tmp_path / "m", "--no-progress"])
     assert code == 0, err
     row = pd.read_csv(tmp_path / "m" / "measurements.csv").iloc[0]
-    assert row["model"] == "neo" and row["checkpoint"] == "model" and row["val_loss"] == pytest.approx(s["val_pass"]["loss"])
+    assert row["model"] == "neo" and row["checkpoint"] == "model"
+    assert row["val_loss"] == pytest.approx(s["val_pass"]["loss"])
     assert row["n_params"] == sum(p.numel() for p in hf.parameters())

@@ -34,7 +34,8 @@ def _text(n_sentences: int, seed: int) -> str:
     what = ["a red ball", "the big tree", "a small box", "the blue sky", "a warm cake", "the old park"]
     end = [".", " and smiled.", " and was happy.", " every day."]
     sentences = [
-        f"{who[rng.integers(len(who))]} {did[rng.integers(len(did))]} {what[rng.integers(len(what))]}{end[rng.integers(len(end))]}"
+        f"{who[rng.integers(len(who))]} {did[rng.integers(len(did))]} "
+        f"{what[rng.integers(len(what))]}{end[rng.integers(len(end))]}"
         for _ in range(n_sentences)
     ]
     return "\n\n".join(" ".join(sentences[i : i + 4]) for i in range(0, n_sentences, 4))  # 4-sentence documents
@@ -213,19 +214,23 @@ def test_api_errors(data_dir, tmp_path):
 
 
 def test_cli_errors(data_dir, tmp_path):
-    code, err = cli(["train", "--data", str(tmp_path / "missing"), "--layers", "1", "--width", "16", "--out", str(tmp_path / "o")])
+    code, err = cli(["train", "--data", str(tmp_path / "missing"), "--layers", "1", "--width", "16",
+                     "--out", str(tmp_path / "o")])
     assert code == 1 and "--data" in err and len(err.strip().splitlines()) == 1
     code, err = cli(["train", "--data", str(data_dir), "--layers", "0", "--width", "16", "--out", str(tmp_path / "o")])
     assert code == 2 and "--layers" in err and len(err.strip().splitlines()) == 1
-    code, err = cli(["train", "--data", str(data_dir), "--layers", "1", "--width", "16", "--context", "-4", "--out", str(tmp_path / "o")])
+    code, err = cli(["train", "--data", str(data_dir), "--layers", "1", "--width", "16", "--context", "-4",
+                     "--out", str(tmp_path / "o")])
     assert code == 2 and "--context" in err
     base = ["train", "--data", str(data_dir), "--layers", "1", "--width", "16", "--context", "8", "--batch-size", "4",
-            "--steps-per-epoch", "2", "--eval-tokens", "32", "--device", "cpu", "--no-progress", "--out", str(tmp_path / "o")]
-    code, _ = cli([*base])
+            "--steps-per-epoch", "2", "--eval-tokens", "32", "--device", "cpu", "--no-progress",
+            "--out", str(tmp_path / "o")]
+    code, _ = cli(base)
     assert code == 0 and is_complete(tmp_path / "o")
     code, err = cli([*base[:-2], "--lr", "0.5", "--out", str(tmp_path / "o")])
     assert code == 2 and "different config" in err
-    code, err = cli(["sweep", "--data", str(data_dir), "--layers", "1,x", "--widths", "16", "--out", str(tmp_path / "s")])
+    code, err = cli(["sweep", "--data", str(data_dir), "--layers", "1,x", "--widths", "16",
+                     "--out", str(tmp_path / "s")])
     assert code == 2 and "--layers" in err
 
 

@@ -221,7 +221,7 @@ def test_new_classes_keep_the_cached_bound_exact(fused_calls):
 def test_float32_state_and_other_devices_use_the_torch_path(fused_calls):
     H = torch.randn(50, 4)
     Y = torch.randint(0, 3, (50,))
-    st = ClassStats(3, 4, dtype=torch.float32).update(H, Y, backend="torch")
+    ClassStats(3, 4, dtype=torch.float32).update(H, Y, backend="torch")
     assert fused_calls == [False]
     st64 = ClassStats(3, 4).update(H.to(torch.bfloat16), Y, backend="torch")  # no numpy bfloat16
     assert fused_calls[-1] is False

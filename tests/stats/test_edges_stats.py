@@ -112,12 +112,14 @@ def test_partly_zero_classifier_and_healthy_input():
         warnings.simplefilter("always")
         r = measure_embeddings(H, Y, W=W)
     assert _degenerate(rec) == []  # healthy input: no warning, every metric a number
-    assert all(isinstance(r[k], float) and math.isfinite(r[k]) for k in ("nc1_trace_ratio", "nc1_pinv", "nc3_dual_error"))
+    assert all(isinstance(r[k], float) and math.isfinite(r[k])
+               for k in ("nc1_trace_ratio", "nc1_pinv", "nc3_dual_error"))
     W[2] = 0
     with warnings.catch_warnings(record=True) as rec:
         warnings.simplefilter("always")
         measure_embeddings(H, Y, W=W)
-    assert _degenerate(rec) == ["measure: 1 of 4 kept classes have a zero classifier row w_c: left out of the NC3 cosines"]
+    assert _degenerate(rec) == [
+        "measure: 1 of 4 kept classes have a zero classifier row w_c: left out of the NC3 cosines"]
 
 
 # -- numpy inputs -------------------------------------------------------------------------------------
@@ -155,7 +157,8 @@ def test_classstats_and_ncc_update_take_numpy(ht):
     assert torch.equal(two.counts, a.counts)
     kept = np.ones(6, dtype=bool)
     na = NCCStats(6, a.means.numpy(), kept, W).update(Hn, Y.astype(np.int32))
-    nb = NCCStats(6, a.means, torch.from_numpy(kept), torch.from_numpy(W)).update(torch.from_numpy(Hn), torch.from_numpy(Y))
+    nb = NCCStats(6, a.means, torch.from_numpy(kept), torch.from_numpy(W))
+    nb = nb.update(torch.from_numpy(Hn), torch.from_numpy(Y))
     assert torch.equal(na.hits, nb.hits) and torch.equal(na.totals, nb.totals)
 
 
