@@ -1,5 +1,6 @@
-"""Shared, fast, generic fixtures: a tiny text corpus, a tiny trained byte-level BPE tokenizer
-and the token shards made from them (session-scoped; well under a second each)."""
+"""Shared fixtures: one intra-op thread (`one_thread`, per module), a tiny text corpus, a tiny
+trained byte-level BPE tokenizer and the token shards made from them (session-scoped; well under a
+second each). Plain helper functions: tests/helpers.py."""
 
 from __future__ import annotations
 
@@ -14,13 +15,21 @@ from pathlib import Path
 
 import pytest
 
-from textgen import make_docs
+import helpers
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op thread for a whole module, its module fixtures included (helpers.one_thread says
+    why). A module opts in with `pytestmark = pytest.mark.usefixtures("one_thread")`."""
+    with helpers.one_thread():
+        yield
 
 
 @pytest.fixture(scope="session")
 def tiny_docs() -> list[str]:
     """400 small documents (list of str)."""
-    return make_docs(400, seed=0)
+    return helpers.make_docs(400, seed=0)
 
 
 @pytest.fixture(scope="session")

@@ -4,7 +4,6 @@ rename): the previous artifact survives, and a rerun ends exactly where an unint
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -13,29 +12,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from lcfast.errors import DataError
 from lcfast import io as ckpt
+from lcfast.errors import DataError
 from lcfast.model.checkpoint import list_checkpoints
 from lcfast.pipeline.train import train_run
-from diskfull import make_disk_full
+
+from helpers import child_env, console, make_disk_full
 
 TRAIN = dict(layers=1, width=16, heads=2, context=8, batch_size=4, lr=1e-2, weight_decay=0.1, seed=0,
              device="cpu", steps_per_epoch=2, eval_tokens=64, progress=False, window_size=8)
-
-
-def _env(**extra) -> dict:
-    env = dict(os.environ)
-    env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONWARNINGS="ignore")
-    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LCFAST_TEST_KILL_AT"):
-        env.pop(k, None)
-    env.update(extra)
-    return env
-
-
-def lcfast(args: list[str], kill_at: str | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
-    env = _env(**({"LCFAST_TEST_KILL_AT": kill_at} if kill_at else {}))
-    return subprocess.run([sys.executable, "-m", "lcfast", *args], capture_output=True, text=True,
-                          timeout=timeout, env=env)
 
 
 def _train_args(data: Path, out: Path, epochs: int) -> list[str]:
@@ -47,19 +32,14 @@ def _train_args(data: Path, out: Path, epochs: int) -> list[str]:
             "--epochs", str(epochs), "--no-progress", "--json"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # -- the atomic writers -----------------------------------------------------------------------------
 def _write_file_then_kill(path: Path, kill_at: str) -> subprocess.CompletedProcess:
     code = ("import sys; from lcfast.io import atomic_write_bytes; "
             "atomic_write_bytes(sys.argv[1], b'new content')")
-    return subprocess.run([sys.executable, "-c", code, str(path)], env=_env(LCFAST_TEST_KILL_AT=kill_at),
+    return subprocess.run([sys.executable, "-c", code, str(path)], env=child_env(LCFAST_TEST_KILL_AT=kill_at),
                           capture_output=True, text=True, timeout=60)
 
 
@@ -101,8 +81,8 @@ def test_classstats_save_killed_keeps_previous_state(tmp_path):
     code = ("import sys, torch; from lcfast.stats.classstats import ClassStats; "
             "s = ClassStats.load(sys.argv[1]); s.update(torch.ones(4, 3, dtype=torch.float64), torch.arange(4)); "
             "s.save(sys.argv[1], meta={'windows_done': '2'})")
-    r = subprocess.run([sys.executable, "-c", code, str(p)], env=_env(LCFAST_TEST_KILL_AT="train_stats.safetensors"),
-                       capture_output=True, text=True, timeout=60)
+    r = subprocess.run([sys.executable, "-c", code, str(p)], capture_output=True, text=True, timeout=60,
+                       env=child_env(LCFAST_TEST_KILL_AT="train_stats.safetensors"))
     assert r.returncode == -signal.SIGKILL, r.stderr
     assert p.read_bytes() == before
     assert ClassStats.load(p).meta["windows_done"] == "1"
@@ -133,12 +113,12 @@ def test_train_sigkill_then_rerun_resumes_exactly(tiny_shards, tmp_path, kill_at
     ref = tmp_path / "ref"
     train_run(tiny_shards, ref, epochs=3, **TRAIN)
     run = tmp_path / "run"
-    r = lcfast(_train_args(tiny_shards, run, 3), kill_at=kill_at)
+    r = console(_train_args(tiny_shards, run, 3), kill_at=kill_at)
     assert r.returncode == -signal.SIGKILL, r.stderr[-2000:]
     assert sorted(list_checkpoints(run)) == [1]
     assert (list_checkpoints(run)[1] / "state.safetensors").is_file()
     assert [p.name for p in (run / "checkpoints").iterdir() if p.name.startswith(".")]  # the killed write's leftovers
-    r = lcfast(_train_args(tiny_shards, run, 3))
+    r = console(_train_args(tiny_shards, run, 3))
     assert r.returncode == 0, r.stderr[-2000:]
     assert '"resumed_from_epoch": 1' in r.stdout
     assert sorted(list_checkpoints(run)) == [1, 2, 3]
@@ -174,13 +154,13 @@ def test_collect_sigkill_then_rerun_is_bit_identical(tiny_shards, tmp_path, kill
     except SystemExit as e:
         assert e.code in (0, None)
     out = tmp_path / "killed"
-    r = lcfast(["collect", str(run), "--out", str(out), *COLLECT], kill_at=kill_at)
+    r = console(["collect", str(run), "--out", str(out), *COLLECT], kill_at=kill_at)
     assert r.returncode == -signal.SIGKILL, r.stderr[-2000:]
     state = out / kill_at.split("@")[0]
     assert state.is_file() and not (out / "collect.json").exists()
     meta = read_safetensors(state, "state")[1]
     assert 0 < int(meta["windows_done"]) < int(meta["n_windows"])  # killed mid-pass, after good saves
-    r = lcfast(["collect", str(run), "--out", str(out), *COLLECT])
+    r = console(["collect", str(run), "--out", str(out), *COLLECT])
     assert r.returncode == 0, r.stderr[-2000:]
     for name in ("train_stats.safetensors", "val_ncc.safetensors"):
         a, ma = read_safetensors(tmp_path / "ref" / name, "state")

@@ -20,10 +20,10 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from helpers import LCFAST, ROOT, one_thread
+
 README = ROOT / "README.md"
 SKIP = re.compile(r"<!--\s*not run by the tests:\s*(.+?)\s*-->")
-LCFAST = Path(sys.executable).with_name("lcfast")
 
 
 def blocks(text: str) -> list[dict]:
@@ -74,14 +74,8 @@ def _demo_layout(root: Path) -> None:
 @pytest.mark.skipif(not LCFAST.is_file(), reason=f"console script {LCFAST} not installed")
 def test_readme_blocks_run(tmp_path):
     """Every runnable block, in README order, exits 0 (its output is shown when it does not)."""
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # the miniature demo's models are tiny
-    try:
+    with one_thread():  # the miniature demo's models are tiny
         _demo_layout(tmp_path)
-    finally:
-        torch.set_num_threads(n)
     env = {**os.environ, "PATH": f"{LCFAST.parent}{os.pathsep}{os.environ.get('PATH', '')}",
            "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     env.pop("LCFAST_TEST_KILL_AT", None)
@@ -89,7 +83,8 @@ def test_readme_blocks_run(tmp_path):
     for b in blocks(README.read_text(encoding="utf-8")):
         if b["skip"]:
             continue
-        cmd = ["bash", "-euo", "pipefail", "-c", b["code"]] if b["lang"] == "bash" else [sys.executable, "-c", b["code"]]
+        cmd = (["bash", "-euo", "pipefail", "-c", b["code"]] if b["lang"] == "bash"
+               else [sys.executable, "-c", b["code"]])
         t0 = time.perf_counter()
         p = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
         timings.append((b["line"], round(time.perf_counter() - t0, 1)))

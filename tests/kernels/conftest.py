@@ -1,21 +1,19 @@
 """Kernel tests: where they run.
 
 LCFAST_TEST_DEVICE=cpu (default): the Triton kernels run on the CPU through the Triton interpreter,
-which must be switched on before `triton` (and lcfast.kernels) are imported — hence the
-environment is set here, at conftest import time. LCFAST_TEST_DEVICE=cuda: the kernels are
-compiled for the GPU (the interpreter is left off); bench/gpu_check.sh runs them that way.
+which must be switched on before `triton` (and lcfast.kernels) are imported — tests/conftest.py
+sets TRITON_INTERPRET=1 when it is imported, before any test module. LCFAST_TEST_DEVICE=cuda: the
+kernels are compiled for the GPU (the interpreter is left off); bench/gpu_check.sh runs them that way.
 """
 
 from __future__ import annotations
 
 import os
 
-DEVICE = os.environ.get("LCFAST_TEST_DEVICE", "cpu").strip().lower() or "cpu"
-if DEVICE == "cpu":
-    os.environ.setdefault("TRITON_INTERPRET", "1")
+import pytest
+import torch
 
-import pytest  # noqa: E402
-import torch  # noqa: E402
+DEVICE = os.environ.get("LCFAST_TEST_DEVICE", "cpu").strip().lower() or "cpu"
 
 
 def _kernel_env_problem() -> str | None:

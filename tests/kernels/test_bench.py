@@ -4,10 +4,6 @@ interpreter, the "naive does not fit" path, JSON output and the CLI's usage erro
 from __future__ import annotations
 
 import json
-import os
-
-if os.environ.get("LCFAST_TEST_DEVICE", "cpu").strip().lower() in ("", "cpu"):
-    os.environ.setdefault("TRITON_INTERPRET", "1")  # before triton is imported
 
 import pytest
 import torch

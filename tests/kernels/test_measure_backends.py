@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
-
-if os.environ.get("LCFAST_TEST_DEVICE", "cpu").strip().lower() in ("", "cpu"):
-    os.environ.setdefault("TRITON_INTERPRET", "1")  # before triton is imported
 
 import pytest
 import torch
@@ -65,7 +61,7 @@ def test_triton_and_torch_backends_agree(device, monkeypatch, min_count, power):
 @pytest.mark.parametrize("min_count", [1, 3])
 def test_paper_profile_triton_and_torch_agree(device, min_count):
     """profile="paper" through the kernels (raw-dot moment in the sweep, all-class NC4 search)
-    equals the torch path, which tests/test_paper_profile.py checks against the brute force."""
+    equals the torch path, which tests/metrics/test_paper_profile.py checks against the brute force."""
     H, Y, W, b, Hv, Yv = _data(device, seed=1)
     Hv[:6] = 0.01 * Hv[:6]  # near the origin, where the unseen classes' means sit
     kw = dict(W=W, b=b, H_val=Hv, Y_val=Yv, min_count=min_count, profile="paper")

@@ -2,11 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
-if os.environ.get("LCFAST_TEST_DEVICE", "cpu").strip().lower() in ("", "cpu"):
-    os.environ.setdefault("TRITON_INTERPRET", "1")  # before triton is imported
-
 import pytest
 import torch
 
@@ -155,7 +150,8 @@ def test_all_classes_matches_naive_and_twin(device, block_c):
     means[[7, 19, 41, 59]] = 0.0  # unseen in training (odd ids: not kept)
     H[:8] = 0.01 * H[:8]          # nearest of all means: the origin, i.e. class 7
     H[8:16] = means[13] + 0.05 * H[8:16]  # near a non-kept class's mean
-    ref = ncc_naive(H.float().to(F64), means.float().to(F64), kept, W.float().to(F64), b.float().to(F64), all_classes=True)
+    ref = ncc_naive(H.float().to(F64), means.float().to(F64), kept, W.float().to(F64), b.float().to(F64),
+                    all_classes=True)
     got = run_all(device, H, means, kept, W, b, block_c=block_c)
     twin = ncc_torch(H, means, kept, W, b, block=13, all_classes=True)
     for r, g_, t in zip(ref, got, twin):

@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
-
-if os.environ.get("LCFAST_TEST_DEVICE", "cpu").strip().lower() in ("", "cpu"):
-    os.environ.setdefault("TRITON_INTERPRET", "1")  # before triton is imported
 
 import pytest
 import torch
@@ -39,7 +35,8 @@ def assert_sums_close(got: PairwiseSums, want: PairwiseSums, rtol: float, check_
             assert a.m2 == pytest.approx(b.m2, rel=10 * rtol, abs=1e-12), name
             assert math.isfinite(a.mean) and math.isfinite(a.m2)
     for name in ("gram_sum", "gram_sq_sum", "gram_trace"):
-        assert getattr(got, name) == pytest.approx(getattr(want, name), rel=1e-6, abs=1e-8 * max(1.0, want.gram_trace)), name
+        assert getattr(got, name) == pytest.approx(getattr(want, name), rel=1e-6,
+                                                   abs=1e-8 * max(1.0, want.gram_trace)), name
     if check_rows:
         torch.testing.assert_close(got.row_count.cpu(), want.row_count.cpu().to(torch.int64))
         torch.testing.assert_close(got.row_cdnv_sum.cpu(), want.row_cdnv_sum.cpu().to(F64), rtol=rtol, atol=1e-9)
