@@ -27,7 +27,7 @@ pooled several files, `.kept_apart` the related quantities that were not merged.
 The parts, in the order the data flows: `load` (reading and pooling tables, the column vocabulary),
 `fit` (one metric's fit and correlation), `plots` (scatter, over-training and depth plots), `run`
 (the entry points, writing the outputs); `result` holds what they share (`AnalysisResult`, file
-names). This package exposes each part's public names.
+names). This package exposes the public names of the parts that callers use.
 """
 
 from lcfast.pipeline.analyze.fit import EXACT_P_NOTE, correlate, format_p, has_exact_p
@@ -56,19 +56,14 @@ from lcfast.pipeline.analyze.plots import (
 )
 from lcfast.pipeline.analyze.result import (
     CORRELATION_COLUMNS,
-    CORRELATIONS_FILE,
-    DATA_FILE,
     DEFAULT_TARGET,
-    SUMMARY_FILE,
     AnalysisResult,
 )
 from lcfast.pipeline.analyze.run import analyze, run_analysis
 
 __all__ = [
     "BOOKKEEPING_COLUMNS",
-    "CORRELATIONS_FILE",
     "CORRELATION_COLUMNS",
-    "DATA_FILE",
     "DEFAULT_TARGET",
     "EXACT_P_NOTE",
     "KEPT_APART",
@@ -77,7 +72,6 @@ __all__ = [
     "OUTCOME_COLUMNS",
     "PAPER_05_18_TO_SHARED",
     "PAPER_TO_CANONICAL",
-    "SUMMARY_FILE",
     "AnalysisResult",
     "analyze",
     "correlate",
