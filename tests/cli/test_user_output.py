@@ -184,7 +184,7 @@ def test_log_axis_ticks_are_plain_and_few():
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
 
-    from lcfast.pipeline.analyze import _readable_log_axis
+    from lcfast.pipeline.analyze.plots import _readable_log_axis
 
     for lo, hi in [(1.346, 1.399), (0.2148, 0.3519), (0.045, 0.59), (1.4, 4.24), (1.5e-4, 0.21), (8e4, 6.7e5)]:
         fig, ax = plt.subplots()
@@ -201,7 +201,8 @@ def test_log_axis_ticks_are_plain_and_few():
 
 
 def test_over_training_plot_labels_models_and_integer_epochs(tmp_path, monkeypatch):
-    from lcfast.pipeline import analyze as an
+    from lcfast.pipeline.analyze import plots as an
+    from lcfast.pipeline.analyze import run_analysis
 
     seen = {}
 
@@ -221,7 +222,7 @@ def test_over_training_plot_labels_models_and_integer_epochs(tmp_path, monkeypat
              for m, p, v, c in (("a", 8e4, 4.7, 4.2), ("b", 1.8e5, 3.4, 3.1))]
     csv = tmp_path / "m.csv"
     pd.DataFrame(rows).to_csv(csv, index=False)
-    res = an.run_analysis([csv], out_dir=tmp_path / "out", metrics=["nc1_cdnv"], plots=False)
+    res = run_analysis([csv], out_dir=tmp_path / "out", metrics=["nc1_cdnv"], plots=False)
     an.make_plots(res, tmp_path / "out", kinds=("epochs",))
     (p,) = [v for k, v in seen.items() if "epochs_nc1_cdnv" in k]  # (drawn into a staged temporary)
     assert p["legend"] == ["L2_W128_E3_S0 (666k parameters)"] and p["n_axes"] == 1  # no colour bar for one line

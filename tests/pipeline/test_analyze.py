@@ -255,7 +255,7 @@ def test_epoch_plots_draw_tracked_curves_with_the_exact_points(tmp_path, monkeyp
     """A row whose collection lies in RUN/collect/<checkpoint> of a run with RUN/nc_track.csv: its
     epoch plot has the tracked curve (then one exact checkpoint per model is enough); rows without
     one (another model, a missing file) keep the plain behaviour."""
-    from lcfast.pipeline import analyze as an
+    from lcfast.pipeline.analyze import plots as an
     from lcfast.pipeline.track import TRACK_COLUMNS
 
     csv = tmp_path / "m.csv"

@@ -142,87 +142,108 @@ def write_report(
 
     parts = [f"# {title}", "", f"Generated {_dt.datetime.now().isoformat(timespec='seconds')}."]
     shown_columns: list[str] = []
-
     if measurements_csv is not None:
-        from lcfast.pipeline.analyze import load_tables
-
-        data, _, derived = load_tables([measurements_csv])
-        cols = [c for c in _MODEL_COLUMNS if c in data.columns]
-        mcols = [c for c in _METRIC_COLUMNS if c in data.columns and data[c].notna().any()]
-        table = data[cols + mcols]
-        shown_columns += list(table.columns)
-        sort = [c for c in ("n_params", "model", "epoch", "checkpoint") if c in table.columns]
-        if sort:
-            table = table.sort_values(sort, kind="stable")
-        parts += ["", "## Models", "",
-                  f"{len(data)} rows from `{Path(measurements_csv).name}`"
-                  + (f" (showing the first {MAX_MODEL_ROWS})" if len(data) > MAX_MODEL_ROWS else "") + ".",
-                  "", markdown_table(table.head(MAX_MODEL_ROWS))]
-        if derived:
-            parts += ["", "Derived columns: " + "; ".join(derived) + "."]
-
+        parts += _models_section(measurements_csv, shown_columns)
     if correlations_df is not None and len(correlations_df):
-        c = correlations_df
-        from lcfast.pipeline.analyze import EXACT_P_NOTE, format_p, has_exact_p
-
-        show = [k for k in ("metric", "scale", "r2", "slope", "spearman_rho", "p_value", "n") if k in c.columns]
-        table = c[show].rename(columns={"r2": "R²", "spearman_rho": "Spearman ρ", "p_value": "p"})
-        if "p" in table.columns:  # scipy's 0 is never the p-value (see format_p)
-            table = table.assign(p=[format_p(v, ".3g", rho, n) for v, rho, n in
-                                    zip(c["p_value"], c.get("spearman_rho", [None] * len(c)), c.get("n", [None] * len(c)))])
-        shown_columns += list(table.columns)
-        parts += ["", f"## Correlation with `{target}`", "",
-                  f"Linear fit of {target} against each metric — against ln(metric) where `scale` is `log` "
-                  "(the metric is positive on every row) — with R², slope, Spearman ρ and its p-value; "
-                  f"sorted by R². For a metric that is smaller under more collapse, a positive ρ means that "
-                  f"models with a lower {target} are more collapsed (the paper's finding); for one that is "
-                  "larger, a negative ρ. Which way each metric goes: the glossary below.", "",
-                  markdown_table(table)] + (["", EXACT_P_NOTE[0].upper() + EXACT_P_NOTE[1:] + "."] if has_exact_p(c) else [])
-        if c.attrs.get("pooled") or c.attrs.get("kept_apart"):
-            from lcfast.pipeline.analyze import pooling_line
-
-            line = pooling_line(c.attrs.get("pooled") or {}, c.attrs.get("kept_apart") or [])
-            parts += ["", line[0].upper() + line[1:] + " (definitions: docs/metrics.md)."]
-
-    plots = [Path(p) for p in plots or ()]
-    if plots:
-        parts += ["", "## Plots"]
-        if plots_note:
-            parts += ["", " ".join(str(plots_note).split())]
-        kinds = (("scatter_", None, ""),
-                 ("epochs_", "Over training",
-                  "Each metric after every epoch of the models measured at every checkpoint."),
-                 ("depth_", "Through depth", "Each metric of the hidden states, layer by layer."),
-                 ("", "Other plots", ""))
-        done: set[Path] = set()
-        for prefix, heading, intro in kinds:
-            group = [p for p in plots if p.name.startswith(prefix) and p not in done]
-            if not group:
-                continue
-            done.update(group)
-            if heading:
-                parts += ["", f"### {heading}"] + (["", intro] if intro else [])
-            for p in group:
-                parts += ["", f"{'####' if heading else '###'} {_caption(p, target)}", "",
-                          f"![{p.stem}]({_rel(p, out)})"]
-
+        parts += _correlations_section(correlations_df, target, shown_columns)
+    parts += _plots_section([Path(p) for p in plots or ()], plots_note, target, out)
     notes = [str(n) for n in notes or ()]
     if notes:
         parts += ["", "## Notes", ""] + [f"- {' '.join(n.split())}" for n in notes]
-
-    known = [c for c in dict.fromkeys(shown_columns) if c in GLOSSARY and c != "metric"]
-    metrics_shown = [m for m in (correlations_df["metric"] if correlations_df is not None and len(correlations_df)
-                                 and "metric" in correlations_df.columns else []) if m in GLOSSARY]
-    known += [m for m in metrics_shown if m not in known]
-    if known:
-        rows = pd.DataFrame([(f"`{c}`", GLOSSARY[c][0], GLOSSARY[c][1] or "") for c in known],
-                            columns=["column", "what it is", "more collapse"])
-        parts += ["", "## Glossary", "",
-                  "What each column means and, for a collapse metric, which way it moves as the representation "
-                  "collapses (smaller ↓, larger ↑, → a value). Features are the LM head's inputs; a class is a "
-                  "next token; C the number of classes kept. Formulas, and how these keys relate to the "
-                  "paper's columns: docs/metrics.md in the lcfast repository.", "", markdown_table(rows)]
+    parts += _glossary_section(shown_columns, correlations_df)
 
     path = out / REPORT_FILE
     atomic_write_text(path, "\n".join(parts).rstrip() + "\n")
     return path
+
+
+def _models_section(measurements_csv, shown_columns: list[str]) -> list[str]:
+    """## Models: the first MAX_MODEL_ROWS rows (model columns, then the headline metrics); adds the
+    columns shown to `shown_columns`."""
+    from lcfast.pipeline.analyze import load_tables
+
+    data, _, derived = load_tables([measurements_csv])
+    cols = [c for c in _MODEL_COLUMNS if c in data.columns]
+    mcols = [c for c in _METRIC_COLUMNS if c in data.columns and data[c].notna().any()]
+    table = data[cols + mcols]
+    shown_columns += list(table.columns)
+    sort = [c for c in ("n_params", "model", "epoch", "checkpoint") if c in table.columns]
+    if sort:
+        table = table.sort_values(sort, kind="stable")
+    parts = ["", "## Models", "",
+             f"{len(data)} rows from `{Path(measurements_csv).name}`"
+             + (f" (showing the first {MAX_MODEL_ROWS})" if len(data) > MAX_MODEL_ROWS else "") + ".",
+             "", markdown_table(table.head(MAX_MODEL_ROWS))]
+    if derived:
+        parts += ["", "Derived columns: " + "; ".join(derived) + "."]
+    return parts
+
+
+def _correlations_section(c: pd.DataFrame, target: str, shown_columns: list[str]) -> list[str]:
+    """## Correlation with the target: the fit table, how to read it, what was pooled; adds the
+    columns shown to `shown_columns`."""
+    from lcfast.pipeline.analyze import EXACT_P_NOTE, format_p, has_exact_p
+
+    show = [k for k in ("metric", "scale", "r2", "slope", "spearman_rho", "p_value", "n") if k in c.columns]
+    table = c[show].rename(columns={"r2": "R²", "spearman_rho": "Spearman ρ", "p_value": "p"})
+    if "p" in table.columns:  # scipy's 0 is never the p-value (see format_p)
+        table = table.assign(p=[format_p(v, ".3g", rho, n) for v, rho, n in
+                                zip(c["p_value"], c.get("spearman_rho", [None] * len(c)), c.get("n", [None] * len(c)))])
+    shown_columns += list(table.columns)
+    parts = ["", f"## Correlation with `{target}`", "",
+             f"Linear fit of {target} against each metric — against ln(metric) where `scale` is `log` "
+             "(the metric is positive on every row) — with R², slope, Spearman ρ and its p-value; "
+             f"sorted by R². For a metric that is smaller under more collapse, a positive ρ means that "
+             f"models with a lower {target} are more collapsed (the paper's finding); for one that is "
+             "larger, a negative ρ. Which way each metric goes: the glossary below.", "",
+             markdown_table(table)] + (["", EXACT_P_NOTE[0].upper() + EXACT_P_NOTE[1:] + "."] if has_exact_p(c) else [])
+    if c.attrs.get("pooled") or c.attrs.get("kept_apart"):
+        from lcfast.pipeline.analyze import pooling_line
+
+        line = pooling_line(c.attrs.get("pooled") or {}, c.attrs.get("kept_apart") or [])
+        parts += ["", line[0].upper() + line[1:] + " (definitions: docs/metrics.md)."]
+    return parts
+
+
+def _plots_section(plots: list[Path], plots_note: str | None, target: str, out: Path) -> list[str]:
+    """## Plots: a subsection per kind (scatter, over training, through depth, other), each plot
+    under its caption, linked relative to `out`."""
+    if not plots:
+        return []
+    parts = ["", "## Plots"]
+    if plots_note:
+        parts += ["", " ".join(str(plots_note).split())]
+    kinds = (("scatter_", None, ""),
+             ("epochs_", "Over training",
+              "Each metric after every epoch of the models measured at every checkpoint."),
+             ("depth_", "Through depth", "Each metric of the hidden states, layer by layer."),
+             ("", "Other plots", ""))
+    done: set[Path] = set()
+    for prefix, heading, intro in kinds:
+        group = [p for p in plots if p.name.startswith(prefix) and p not in done]
+        if not group:
+            continue
+        done.update(group)
+        if heading:
+            parts += ["", f"### {heading}"] + (["", intro] if intro else [])
+        for p in group:
+            parts += ["", f"{'####' if heading else '###'} {_caption(p, target)}", "",
+                      f"![{p.stem}]({_rel(p, out)})"]
+    return parts
+
+
+def _glossary_section(shown_columns: list[str], correlations_df: pd.DataFrame | None) -> list[str]:
+    """## Glossary of every column shown and every metric in the correlation table."""
+    known = [c for c in dict.fromkeys(shown_columns) if c in GLOSSARY and c != "metric"]
+    metrics_shown = [m for m in (correlations_df["metric"] if correlations_df is not None and len(correlations_df)
+                                 and "metric" in correlations_df.columns else []) if m in GLOSSARY]
+    known += [m for m in metrics_shown if m not in known]
+    if not known:
+        return []
+    rows = pd.DataFrame([(f"`{c}`", GLOSSARY[c][0], GLOSSARY[c][1] or "") for c in known],
+                        columns=["column", "what it is", "more collapse"])
+    return ["", "## Glossary", "",
+            "What each column means and, for a collapse metric, which way it moves as the representation "
+            "collapses (smaller ↓, larger ↑, → a value). Features are the LM head's inputs; a class is a "
+            "next token; C the number of classes kept. Formulas, and how these keys relate to the "
+            "paper's columns: docs/metrics.md in the lcfast repository.", "", markdown_table(rows)]
