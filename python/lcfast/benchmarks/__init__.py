@@ -38,7 +38,7 @@ from __future__ import annotations
 
 from .bandwidth import classstats_bandwidth, classstats_min_bytes
 from .display import print_bench_table, render_table, table_rows
-from .harness import SIZES, BenchRow, device_peaks, free_bytes, zipf_labels
+from .harness import SIZES, BenchRow, device_peaks, free_bytes, git_commit, machine_info, write_json, zipf_labels
 from .runner import run_bench
 from .stats import FAMILIES
 from .timing import Stopwatch, time_best, time_call, time_median
@@ -46,4 +46,4 @@ from .training import demo_data, overhead_summary, train_throughput
 
 __all__ = ["SIZES", "device_peaks", "run_bench", "render_table", "print_bench_table", "table_rows", "BenchRow",
            "train_throughput", "overhead_summary", "demo_data", "FAMILIES", "free_bytes", "zipf_labels",
-           "classstats_bandwidth", "classstats_min_bytes", "Stopwatch", "time_best", "time_call", "time_median"]
+           "classstats_bandwidth", "classstats_min_bytes", "git_commit", "machine_info", "write_json", "Stopwatch", "time_best", "time_call", "time_median"]

@@ -14,7 +14,7 @@ from .stats import FAMILIES
 from .timing import Stopwatch
 
 TIMING = ("one warm-up call, then torch.utils.benchmark blocked_autorange for at least repeats × the warm-up's "
-          "time within the budget; median seconds per call; CUDA: synchronized around each block")
+          "time (and 0.2 s) within the budget; median seconds per call; CUDA: synchronized around each block")
 
 
 def _versions() -> dict:

@@ -7,16 +7,29 @@ path under another name so that the same timing code measures an older lcfast (i
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from typing import Any, Callable
 
 import torch
 
-__all__ = ["time_call", "time_median", "time_best", "Stopwatch"]
+#: the least time_call spends timing (blocked_autorange's own default), budget permitting
+MIN_RUN_S = 0.2
+
+__all__ = ["MIN_RUN_S", "clock", "benchmark_timer", "time_call", "time_median", "time_best", "Stopwatch"]
 
 
-def _timer(fn: Callable[[], Any], num_threads: int | None):
+def clock() -> float:
+    """Seconds of `timeit.default_timer`, after synchronizing the accelerator when there is one
+    (torch.utils.benchmark's own clock)."""
+    from torch.utils.benchmark.utils.timer import timer
+
+    return timer()
+
+
+def benchmark_timer(fn: Callable[[], Any], num_threads: int | None = None):
+    """A `torch.utils.benchmark.Timer` of `fn()` with `num_threads` torch threads (default: this process's)."""
     from torch.utils import benchmark
 
     # benchmark.Timer defaults to one thread; the benchmarks measure with the process's setting
@@ -30,28 +43,27 @@ def time_call(fn: Callable[[], Any], repeats: int, budget_s: float,
 
     The warm-up call compiles Triton kernels and gives the result the agreement check uses. Then
     `torch.utils.benchmark.Timer.blocked_autorange` times `fn` for at least `repeats` times the
-    warm-up call's duration, capped by what is left of `budget_s` (at least one block; blocks of
-    several calls when one call is short next to the timer's overhead). The Timer synchronizes the
+    warm-up call's duration and at least MIN_RUN_S, capped by what is left of `budget_s` (at least
+    one block; blocks of several calls when one call is short next to the timer's overhead). The Timer synchronizes the
     accelerator around each block, so CUDA work is timed to its end."""
-    from torch.utils.benchmark.utils.timer import timer as synced_clock
-
-    t0 = synced_clock()
+    t0 = clock()
     result = fn()
-    first = synced_clock() - t0
-    min_run = min(max(budget_s - first, 0.0), repeats * first)
-    m = _timer(fn, num_threads).blocked_autorange(min_run_time=min_run)
+    first = clock() - t0
+    # a floor of torch.utils.benchmark's default run time: a fast call gets several blocks, not one
+    min_run = min(max(budget_s - first, 0.0), max(repeats * first, MIN_RUN_S))
+    m = benchmark_timer(fn, num_threads).blocked_autorange(min_run_time=min_run)
     return result, float(m.median), [float(t) for t in m.times]
 
 
 def time_median(fn: Callable[[], Any], min_run_time: float = 0.3, num_threads: int | None = None) -> float:
     """Median seconds per call of `fn` (torch.utils.benchmark, blocked autorange of `min_run_time`)."""
-    return float(_timer(fn, num_threads).blocked_autorange(min_run_time=min_run_time).median)
+    return float(benchmark_timer(fn, num_threads).blocked_autorange(min_run_time=min_run_time).median)
 
 
-def time_best(fn: Callable[[], Any], min_run_time: float = 0.0, num_threads: int | None = None) -> float:
-    """Fastest seconds per call over the blocks of a blocked autorange of `fn` (after its warm-up):
-    the "best of" figure for calls whose slow runs are other processes' load, not theirs."""
-    return float(min(_timer(fn, num_threads).blocked_autorange(min_run_time=min_run_time).times))
+def time_best(fn: Callable[[], Any], repeats: int = 3, num_threads: int | None = None) -> float:
+    """Fastest seconds per call of `fn` over the blocks that `time_call` times (at least `repeats`
+    warm-up durations): the "best of" figure, for calls whose slow runs are other processes' load."""
+    return min(time_call(fn, repeats, math.inf, num_threads)[2])
 
 
 class Stopwatch:
