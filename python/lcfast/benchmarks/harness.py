@@ -190,6 +190,14 @@ class Ctx:
             if info is not None:
                 row.extra["launch"] = dict(info)
 
+    def finish_case(self, rows: dict[str, BenchRow], results: dict[str, Any], fallback: str,
+                    agreement: Callable[[BenchRow, Any, Any], None]) -> None:
+        """Score the case's rows (`score`), drop its results, free the device's cache, advance the progress."""
+        score(rows, results, fallback, agreement)
+        results.clear()
+        release(self.device)
+        self.advance()
+
 
 def score(rows: dict[str, BenchRow], results: dict[str, Any], fallback: str,
           agreement: Callable[[BenchRow, Any, Any], None]) -> None:

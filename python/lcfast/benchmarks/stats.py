@@ -9,7 +9,7 @@ from typing import Any, Callable
 
 import torch
 
-from .harness import F64, BenchRow, Ctx, free_bytes, rel_err, release, score, zipf_labels
+from .harness import F64, BenchRow, Ctx, free_bytes, rel_err, release, zipf_labels
 
 CS_NAIVE = "naive: one-hot matmul (f64)"
 CS_TORCH = "torch: index_put scatter"
@@ -90,12 +90,10 @@ def _class_stats_case(ctx: Ctx, size: dict, H, shift, Y, case: str, fits: bool, 
             if name.startswith("triton"):
                 row.extra["atomic_profile"] = prof[name.split(": ")[1]]
         release(dev)
-    score(rows, results, CS_TORCH, _class_stats_agreement)
     for r in rows.values():
         r.extra.setdefault("touched_classes", touched)
         r.extra.setdefault("atomic_profile_all", prof)
-    del results
-    release(dev)
+    ctx.finish_case(rows, results, CS_TORCH, _class_stats_agreement)
 
 
 def class_stats_family(ctx: Ctx, size: dict, case_suffix: str = "") -> None:
@@ -112,7 +110,6 @@ def class_stats_family(ctx: Ctx, size: dict, case_suffix: str = "") -> None:
     for labels in ("uniform", "zipf"):
         Y = torch.randint(0, C, (B,), generator=g) if labels == "uniform" else zipf_labels(B, C, 1.1, g)
         _class_stats_case(ctx, size, H, shift, Y, f"{labels} labels{case_suffix}", fits, fit_note)
-        ctx.advance()
     if not fits and not case_suffix:
         # largest batch for which the one-hot twin fits: measure the speed-up there
         free = 0.8 * free_bytes(dev)
@@ -178,10 +175,7 @@ def pairwise_family(ctx: Ctx, size: dict, case_suffix: str = "") -> None:
     ctx.time_matrix_impls("pairwise", case, size, float(C) * (C - 1) * d, impls, rows, results)
     for name, res in results.items():
         rows[name].extra["values"] = _pair_values_summary(res)
-    score(rows, results, "torch: blocked (f64)", _pairwise_agreement)
-    del results
-    release(dev)
-    ctx.advance()
+    ctx.finish_case(rows, results, "torch: blocked (f64)", _pairwise_agreement)
     if not fits and not case_suffix:
         free = 0.8 * free_bytes(dev)
         C2 = int(math.sqrt(max(free - 32 * C * d, 1) / (14 * 8)))
@@ -248,10 +242,7 @@ def ncc_family(ctx: Ctx, size: dict, case_suffix: str = "") -> None:
             impls.append((f"triton: {prec}", peak_key,
                           lambda p=prec: ncc_triton(H, means, kept, W, bias, precision=p), None))
     ctx.time_matrix_impls("ncc", case, size, 2.0 * B * d * (K + C), impls, rows, results)
-    score(rows, results, "torch: blocked (f64)", _ncc_agreement)
-    del results
-    release(dev)
-    ctx.advance()
+    ctx.finish_case(rows, results, "torch: blocked (f64)", _ncc_agreement)
     if not fits and not case_suffix:
         free = 0.8 * free_bytes(dev)
         B2 = int((free - esz * (K + C) * d) // (esz * (3 * K + 2 * C + d)))
