@@ -9,35 +9,24 @@ traffic of an in-place update (H read once, labels, and per class present a read
 reference row and a read-modify-write of its float64 row; `lcfast.benchmarks.classstats_min_bytes`),
 a plain float32 tensor copy moving the same number of bytes, and the ratio (per round, median).
 Default size: C = 8192, d = 256, B = 16384 float32 rows (issue 13). The machine's load average is
-recorded at the start and end of every case (the dev machine is shared). `commit` is the checkout
+recorded at the start and end of every case (the dev machine is shared). A preset over
+`lcfast.benchmarks.bandwidth` (timing through torch.utils.benchmark). `commit` is the checkout
 the script ran from; `lcfast_imported_from` says which lcfast was measured (PYTHONPATH).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 
 # The dev machine is shared (2 cores, several users): spinning OpenMP workers then stall each other.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-import platform
-import subprocess
 import time
 
 import torch
 
 import lcfast
-from lcfast.benchmarks import classstats_bandwidth
-
-
-def _commit() -> str | None:
-    try:
-        here = os.path.dirname(os.path.abspath(__file__))
-        return subprocess.run(["git", "-C", here, "rev-parse", "HEAD"], capture_output=True, text=True,
-                              check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None
+from lcfast.benchmarks import classstats_bandwidth, git_commit, machine_info, write_json
 
 
 def main() -> None:
@@ -57,9 +46,8 @@ def main() -> None:
     B, rounds = (4096, 2) if args.quick else (args.B, args.rounds)
     res = {
         "benchmark": "classstats-bandwidth",
-        "machine": {"cpus": os.cpu_count(), "torch_threads_default": torch.get_num_threads(), "torch": torch.__version__,
-                    "platform": platform.platform(), "processor": platform.processor()},
-        "commit": _commit(),
+        "machine": machine_info(torch_threads_default=torch.get_num_threads(), torch=torch.__version__),
+        "commit": git_commit(os.path.dirname(os.path.abspath(__file__))),
         "label": args.label,
         "lcfast_imported_from": os.path.dirname(lcfast.__file__),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
@@ -75,9 +63,7 @@ def main() -> None:
                       f"{r['update_gbs']:5.1f} GB/s | copy {r['copy_gbs']:5.1f} GB/s | ratio {100 * r['ratio']:5.1f}% "
                       f"| load {r['loadavg_start'][0]:.2f}→{r['loadavg_end'][0]:.2f}", flush=True)
     res["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(res, f, indent=1)
+    write_json(args.json, res)
 
 
 if __name__ == "__main__":

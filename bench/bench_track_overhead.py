@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -34,47 +33,28 @@ import sys
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-BENCH_PY = HERE.parent / "python" / "lcfast" / "benchmarks.py"
+from lcfast.benchmarks import demo_data, git_commit, machine_info, overhead_summary, write_json
 
-# the measured run, in a fresh interpreter: train_throughput is loaded from this checkout's file so
-# that the same timing code measures the baseline (whose lcfast comes from --baseline's PYTHONPATH)
+HERE = Path(__file__).resolve().parent
+BENCH_PKG = HERE.parent / "python" / "lcfast" / "benchmarks"
+
+# the measured run, in a fresh interpreter: train_throughput is loaded from this checkout's
+# lcfast.benchmarks (as a package of another name) so that the same timing code measures the
+# baseline (whose lcfast comes from --baseline's PYTHONPATH)
 CHILD = """
-import importlib.util, json, sys
-spec = importlib.util.spec_from_file_location("lcfast_bench_timing", sys.argv[1])
+import importlib.util, json, os, sys
+spec = importlib.util.spec_from_file_location("lcfast_bench_timing", os.path.join(sys.argv[1], "__init__.py"),
+                                              submodule_search_locations=[sys.argv[1]])
 m = importlib.util.module_from_spec(spec); sys.modules[spec.name] = m; spec.loader.exec_module(m)
 kw = json.loads(sys.argv[2])
 print(json.dumps(m.train_throughput(**kw)))
 """
 
 
-def _commit() -> str | None:
-    try:
-        return subprocess.run(["git", "-C", str(HERE), "rev-parse", "HEAD"], capture_output=True, text=True,
-                              check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None
-
-
-def demo_data(work: Path) -> Path:
-    """The --quick demo's shards under `work` (built once)."""
-    from lcfast.data.synth import write_corpus
-    from lcfast.data.tokenize import tokenize_files
-    from lcfast.pipeline.demo import QUICK
-
-    data = work / "data"
-    if not (data / "train.lcshard").is_file():
-        corpus = work / "corpus"
-        write_corpus(corpus, n_stories=QUICK.n_stories, seed=QUICK.seed)
-        tokenize_files([str(corpus / "stories.txt")], f"train:{QUICK.vocab}", str(data),
-                       val_fraction=QUICK.val_fraction, seed=QUICK.seed)
-    return data
-
-
 def run_one(kw: dict, pythonpath: str) -> dict:
     env = dict(os.environ, PYTHONPATH=pythonpath, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
                OMP_WAIT_POLICY="PASSIVE", PYTHONWARNINGS="ignore")
-    r = subprocess.run([sys.executable, "-c", CHILD, str(BENCH_PY), json.dumps(kw)], capture_output=True, text=True,
+    r = subprocess.run([sys.executable, "-c", CHILD, str(BENCH_PKG), json.dumps(kw)], capture_output=True, text=True,
                        env=env, timeout=3600)
     if r.returncode != 0:
         raise SystemExit(f"run {kw} failed:\n{r.stderr[-3000:]}")
@@ -93,7 +73,7 @@ def main() -> None:
     args = ap.parse_args()
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
-    data = demo_data(work)
+    data = demo_data(work)  # the --quick demo's shards, built once
     here_path = str(HERE.parent / "python")
     models = [tuple(int(v) for v in m.split("x")) for m in args.models.split(",")]
     variants = [("off", None, here_path)] + [(f"every {n}", int(n), here_path) for n in args.every.split(",") if n]
@@ -101,8 +81,8 @@ def main() -> None:
         variants.append(("off@baseline", None, args.baseline))
     res = {
         "benchmark": "track-overhead",
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "processor": platform.processor()},
-        "commit": _commit(), "baseline_pythonpath": args.baseline,
+        "machine": machine_info(),
+        "commit": git_commit(HERE), "baseline_pythonpath": args.baseline,
         "settings": {"steps": args.steps, "context": 64, "batch_size": 32, "lr": 3e-3, "threads": 1,
                      "data": "lcfast demo --quick shards (vocabulary 2048)"},
         "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "runs": [],
@@ -120,8 +100,6 @@ def main() -> None:
                 res["runs"].append(r)
                 print(f"round {rnd} L{layers}_W{width} {name:13s} loop {r['loop_tokens_per_s']:8,.0f} tok/s  "
                       f"wall {r['wall_s']:6.2f} s  cpu {r['cpu_s']:6.2f} s  load {r['loadavg_start'][0]:.2f}", flush=True)
-    from lcfast.benchmarks import overhead_summary
-
     res["summary"] = []
     for (layers, width) in models:
         runs = [r for r in res["runs"] if r["model"] == f"L{layers}_W{width}"]
@@ -135,9 +113,7 @@ def main() -> None:
                   f"(paired {100 * s['cpu_overhead_paired']:+5.1f}%)  wall {100 * s['wall_overhead']:+5.1f}%{inrun}")
     res["loadavg_median"] = statistics.median(r["loadavg_start"][0] for r in res["runs"])
     res["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(res, f, indent=1)
+    write_json(args.json, res)
 
 
 if __name__ == "__main__":

@@ -28,6 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
+from lcfast.benchmarks import Stopwatch, write_json
+
 
 def make_data(work: Path, n_tokens: int, vocab: int, seed: int = 0) -> Path:
     from lcfast.data.shards import TokenShard, write_shard
@@ -44,21 +46,21 @@ def make_data(work: Path, n_tokens: int, vocab: int, seed: int = 0) -> Path:
     rng = np.random.default_rng(seed)
     p = 1.0 / np.arange(1, vocab + 1) ** 1.1
     p /= p.sum()
-    t0 = time.perf_counter()
-    ids = rng.choice(vocab, size=n_tokens, p=p).astype(np.int64)
-    lengths = []
-    left = n_tokens
-    while left > 0:
-        k = int(min(left, rng.integers(50, 2000)))
-        lengths.append(k)
-        left -= k
-    bounds = np.cumsum([0] + lengths)
-    docs = [ids[bounds[i]:bounds[i + 1]] for i in range(len(lengths))]
-    write_shard(train, docs, vocab, tokenizer_fingerprint="0" * 32)
-    del ids, docs
-    val = rng.choice(vocab, size=20_000, p=p).astype(np.int64)
-    write_shard(data / "val.lcshard", [val[:10_000], val[10_000:]], vocab, tokenizer_fingerprint="0" * 32)
-    print(f"wrote {n_tokens:,}-token shard in {time.perf_counter() - t0:.1f} s", flush=True)
+    with Stopwatch() as sw:
+        ids = rng.choice(vocab, size=n_tokens, p=p).astype(np.int64)
+        lengths = []
+        left = n_tokens
+        while left > 0:
+            k = int(min(left, rng.integers(50, 2000)))
+            lengths.append(k)
+            left -= k
+        bounds = np.cumsum([0] + lengths)
+        docs = [ids[bounds[i]:bounds[i + 1]] for i in range(len(lengths))]
+        write_shard(train, docs, vocab, tokenizer_fingerprint="0" * 32)
+        del ids, docs
+        val = rng.choice(vocab, size=20_000, p=p).astype(np.int64)
+        write_shard(data / "val.lcshard", [val[:10_000], val[10_000:]], vocab, tokenizer_fingerprint="0" * 32)
+    print(f"wrote {n_tokens:,}-token shard in {sw.wall_s:.1f} s", flush=True)
     return data
 
 
@@ -99,16 +101,16 @@ def main() -> None:
                 "--save-every", "20", "--batch-size", str(a.batch_size), "--json"]
     if a.collect_tokens:
         cmd += ["--max-tokens", str(a.collect_tokens)]
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    samples = []
-    while proc.poll() is None:
-        s = status(proc.pid)
-        if s:
-            samples.append({"t": round(time.perf_counter() - t0, 2), **s})
-        time.sleep(0.5)
-    stdout, stderr = proc.communicate()
-    wall = time.perf_counter() - t0
+    with Stopwatch() as sw:  # the whole collect process, its memory sampled meanwhile
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        samples = []
+        while proc.poll() is None:
+            s = status(proc.pid)
+            if s:
+                samples.append({"t": round(sw.elapsed_s, 2), **s})
+            time.sleep(0.5)
+        stdout, stderr = proc.communicate()
+    wall = sw.wall_s
     if proc.returncode != 0:
         sys.exit(f"collect failed ({proc.returncode}): {stderr.strip()[-2000:]}")
     summary = json.loads(stdout)[0]
@@ -135,9 +137,7 @@ def main() -> None:
     }
     text = json.dumps({k: v for k, v in res.items() if k != "samples"}, indent=2)
     print(text)
-    if a.json:
-        a.json.parent.mkdir(parents=True, exist_ok=True)
-        a.json.write_text(json.dumps(res, indent=2) + "\n")
+    write_json(a.json, res, indent=2)
 
 
 if __name__ == "__main__":

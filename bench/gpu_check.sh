@@ -119,7 +119,8 @@ bad = 0
 for w in wheels:
     names = zipfile.ZipFile(w).namelist()
     need = ["lcfast/kernels/__init__.py", "lcfast/kernels/class_stats.py", "lcfast/kernels/pairwise.py",
-            "lcfast/kernels/ncc.py", "lcfast/benchmarks.py", "lcfast/cli/bench.py"]
+            "lcfast/kernels/ncc.py", "lcfast/benchmarks/__init__.py", "lcfast/benchmarks/harness.py",
+            "lcfast/benchmarks/stats.py", "lcfast/benchmarks/timing.py", "lcfast/cli/bench.py"]
     missing = [n for n in need if n not in names]
     abi3 = "abi3" in w
     print(w, "files", len(names), "abi3" if abi3 else "NOT abi3", "missing:", missing or "none")

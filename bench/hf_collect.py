@@ -44,6 +44,7 @@ def main() -> None:
     import torch
     import transformers
 
+    from lcfast.benchmarks import Stopwatch, write_json
     from lcfast.data.synth import write_corpus
     from lcfast.data.tokenize import tokenize_files
     from lcfast.pipeline.collect import CollectOptions, collect
@@ -69,8 +70,8 @@ def main() -> None:
         for layers in (None, args.layers):
             opts = CollectOptions(device=args.device, batch_size=args.batch_size, max_tokens=args.max_tokens,
                                   context=args.context, layers=layers, dtype=args.dtype)
-            t0 = time.perf_counter()
-            (s,) = collect(work / "model", data=work / "tok", out=work / f"c_{layers}", opts=opts, progress=False)
+            with Stopwatch() as sw:
+                (s,) = collect(work / "model", data=work / "tok", out=work / f"c_{layers}", opts=opts, progress=False)
             tr = s["passes"]["train"]
             rows.append({
                 "layers": layers or "head only", "slots": len(s.get("layout", {}).get("slots", ["head"])),
@@ -79,7 +80,7 @@ def main() -> None:
                 "stats_share_of_forward": tr["stats_share_of_forward"],
                 "stats_share_of_forward_cpu": tr["stats_share_of_forward_cpu"],
                 "val_tokens_per_s": s["passes"]["val"]["tokens_per_s"],
-                "stats_bytes": s["stats_bytes"], "wall_s": time.perf_counter() - t0,
+                "stats_bytes": s["stats_bytes"], "wall_s": sw.wall_s,
             })
             print(json.dumps(rows[-1]))
         res = {"arch": args.arch, "n_params": n_params, "n_classes": ARCHS[args.arch]["vocab_size"],
@@ -87,8 +88,7 @@ def main() -> None:
                "torch": torch.__version__, "transformers": transformers.__version__,
                "threads": torch.get_num_threads(), "machine": platform.processor() or platform.machine(),
                "date": time.strftime("%Y-%m-%d"), "rows": rows}
-        if args.out is not None:
-            args.out.write_text(json.dumps(res, indent=2) + "\n")
+        write_json(args.out, res, indent=2)
         print(json.dumps(res, indent=2))
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -24,12 +24,9 @@ seen at all). Relative gaps are (a − b) / |b|. Runs with one torch thread.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
-import platform
 import statistics
-import subprocess
 import time
 from pathlib import Path
 
@@ -37,30 +34,11 @@ import numpy as np
 import pandas as pd
 import torch
 
+from lcfast.benchmarks import demo_data, git_commit, machine_info, write_json
+
 HERE = Path(__file__).resolve().parent
 METRICS = ["nc1_cdnv", "nc1_trace_ratio", "nc2_norm_cov", "nc2_interference_mean", "nc2_interference_var",
            "nc2_etf_error", "gnc2_log_var", "nc3_dual_cos_mean", "nc3_dual_error", "nc4_agreement"]
-
-
-def _commit() -> str | None:
-    try:
-        return subprocess.run(["git", "-C", str(HERE), "rev-parse", "HEAD"], capture_output=True, text=True,
-                              check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None
-
-
-def demo_data(work: Path) -> Path:
-    from lcfast.data.synth import write_corpus
-    from lcfast.data.tokenize import tokenize_files
-    from lcfast.pipeline.demo import QUICK
-
-    data = work / "data"
-    if not (data / "train.lcshard").is_file():
-        write_corpus(work / "corpus", n_stories=QUICK.n_stories, seed=QUICK.seed)
-        tokenize_files([str(work / "corpus" / "stories.txt")], f"train:{QUICK.vocab}", str(data),
-                       val_fraction=QUICK.val_fraction, seed=QUICK.seed)
-    return data
 
 
 @torch.no_grad()
@@ -118,8 +96,8 @@ def main() -> None:
     data = demo_data(work)
     cfg = dict(context=QUICK.context, batch_size=QUICK.batch_size, lr=QUICK.lr, seed=QUICK.seed,
                eval_tokens=QUICK.eval_tokens)
-    res = {"benchmark": "track-vs-exact", "commit": _commit(), "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
-           "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+    res = {"benchmark": "track-vs-exact", "commit": git_commit(HERE), "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+           "machine": {"cpus": os.cpu_count(), "platform": machine_info()["platform"]},
            "settings": {**cfg, "steps_per_epoch": QUICK.steps_per_epoch, "threads": 1}, "rows": []}
     for spec in args.models.split(","):
         layers, width, epochs = (int(v) for v in spec.split("x"))
@@ -159,8 +137,7 @@ def main() -> None:
             k: {part: statistics.median(abs(r["metrics"][k][part]) for r in rows if r["metrics"][k][part] is not None)
                 for part in ("gap", "drift", "sampling")} for k in METRICS}
     res["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S")
-    if args.json:
-        Path(args.json).write_text(json.dumps(res, indent=1))
+    write_json(args.json, res)
     if args.markdown:
         Path(args.markdown).write_text(markdown(res))
     print(markdown(res))

@@ -65,3 +65,63 @@ def test_cli_usage_errors(capsys):
         with pytest.raises(SystemExit) as e:
             main(["bench", "--device", "cuda"])
         assert e.value.code == 2
+
+
+def test_time_call_returns_the_warm_up_result_and_honours_repeats_and_budget():
+    """time_call: the warm-up call's result, then torch.utils.benchmark blocks covering at least
+    `repeats` warm-up durations (0.2 s floor) within the budget; a zero budget still times one block."""
+    import time
+
+    from lcfast.benchmarks import time_call
+
+    calls = []
+
+    def fn():
+        calls.append(1)
+        time.sleep(0.01)
+        return len(calls)
+
+    res, med, times = time_call(fn, repeats=3, budget_s=0.0)
+    assert res == 1 and len(times) >= 1 and med >= 0.009
+    calls.clear()
+    res, med, times = time_call(fn, repeats=3, budget_s=60.0)
+    # warm-up + the block-size estimate + ≥ 0.2 s of 10 ms calls
+    assert res == 1 and len(calls) >= 2 + 20 and 0.009 <= med < 1.0
+    assert len(times) >= 2 and all(t >= 0.009 for t in times)
+
+
+def test_stopwatch_wall_cpu_and_children():
+    import subprocess
+    import sys
+    import time
+
+    from lcfast.benchmarks import Stopwatch
+
+    with Stopwatch() as sw:
+        time.sleep(0.05)
+        subprocess.run([sys.executable, "-c", "sum(range(3_000_000))"], check=True)
+    assert sw.wall_s >= 0.05 and sw.cpu_s < sw.wall_s and sw.children_cpu_s > 0
+    assert len(sw.loadavg_start) == 3 and len(sw.loadavg_end) == 3
+
+
+def test_benchmarks_package_loads_by_path_without_lcfast(tmp_path):
+    """bench/bench_track_overhead.py loads lcfast.benchmarks under another name in a child whose
+    lcfast is an older checkout: the package must import nothing of lcfast at import time."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import lcfast.benchmarks as b
+
+    pkg = Path(b.__file__).parent
+    child = ("import importlib.util, sys\n"
+             "spec = importlib.util.spec_from_file_location('lcfast_bench_timing', sys.argv[1] + '/__init__.py',"
+             " submodule_search_locations=[sys.argv[1]])\n"
+             "m = importlib.util.module_from_spec(spec); sys.modules[spec.name] = m; spec.loader.exec_module(m)\n"
+             "assert callable(m.train_throughput) and callable(m.overhead_summary)\n"
+             "print(sorted(k for k in sys.modules if k == 'lcfast' or k.startswith('lcfast.')))\n")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    r = subprocess.run([sys.executable, "-c", child, str(pkg)], capture_output=True, text=True, env=env,
+                       cwd=tmp_path, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.strip() == "[]"
