@@ -1,7 +1,7 @@
 """Fused pairwise statistics over the unordered kept-class pairs c < c′, never materialising C×C.
 
 Launcher: :func:`pairwise_triton` (torch twin: ``lcfast.stats.pairwise.pairwise_torch``); returns a
-:class:`lcfast.stats.results.PairwiseSums`.
+:class:`lcfast.backend.PairwiseSums`.
 
 Strategy
 --------
@@ -65,17 +65,13 @@ import torch
 import triton
 import triton.language as tl
 
+from lcfast.backend import DEGENERATE_TOL, Moments, PairwiseSums
 from lcfast.errors import UsageError
 from lcfast.kernels._common import INTERPRET, check_device
-from lcfast.stats.results import Moments, PairwiseSums
 
 __all__ = ["pairwise_triton", "PRECISIONS", "DEGENERATE_TOL", "tile_table"]
 
 PRECISIONS = ("ieee", "tf32x3", "tf32", "bf16")
-
-#: tolerance of the degenerate-pair rule; equal to lcfast.stats.pairwise.DEGENERATE_TOL (the
-#: kernels sit above stats/ in the layering, so the value is restated here and a test pins it)
-DEGENERATE_TOL = 1e3 * torch.finfo(torch.float64).eps
 
 _NPART = 13  # columns of the per-program partial table (10..12: raw dot products, DOTS only)
 

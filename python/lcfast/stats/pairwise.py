@@ -56,14 +56,12 @@ import math
 
 import torch
 
+from lcfast.backend import DEGENERATE_TOL, Moments, PairwiseSums, load_launcher, resolve_backend
 from lcfast.errors import UsageError
-from lcfast.stats.classstats import load_launcher, resolve_backend
-from lcfast.stats.results import Moments, PairwiseSums
 
 __all__ = ["pairwise_torch", "pairwise_sweep", "gram_sums", "cross_gram_sums", "etf_error", "DEGENERATE_TOL", "refine_band"]
 
 F64 = torch.float64
-DEGENERATE_TOL = 1e3 * torch.finfo(F64).eps
 
 
 def gram_sums(M: torch.Tensor, block: int = 2048) -> tuple[float, float, float]:

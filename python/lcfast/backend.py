@@ -1,4 +1,12 @@
-"""Result containers shared by the torch and Triton backends of the pairwise sweep.
+"""What the torch twins (lcfast.stats) and the Triton kernels (lcfast.kernels) share.
+
+    BACKENDS, resolve_backend, load_launcher    which backend runs, and the Triton launcher it calls
+    DEGENERATE_TOL                              the degenerate-pair tolerance of the pairwise sweep
+    Moments, PairwiseSums                       what every backend of the pairwise sweep returns
+
+It sits below both packages (it imports nothing from lcfast but errors) so that a kernel never
+imports from stats/. The launchers are found by name at call time (`lcfast.kernels.<family>`), so
+importing this module never imports triton.
 
 Every backend of the pairwise sweep (torch blocks, Triton tiles) returns a `PairwiseSums`, so the
 metric code downstream never knows which one ran. Means and variances over pairs are carried as
@@ -8,9 +16,54 @@ variance never comes from the cancellation-prone Σx² − (Σx)²/n.
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 from dataclasses import dataclass, field
 
 import torch
+
+from lcfast.errors import UsageError
+
+__all__ = ["BACKENDS", "resolve_backend", "load_launcher", "DEGENERATE_TOL", "Moments", "PairwiseSums"]
+
+BACKENDS = ("auto", "torch", "triton")
+
+#: tolerance of the degenerate-pair rule of the pairwise sweep (both backends; the reasoning
+#: behind the value is in lcfast.stats.pairwise's docstring)
+DEGENERATE_TOL = 1e3 * torch.finfo(torch.float64).eps
+
+
+def resolve_backend(backend: str, *tensors: torch.Tensor | None, family: str) -> str:
+    """"auto" → "triton" when the tensors are on CUDA and `lcfast.kernels.<family>` imports, else
+    "torch". "triton" is returned as is (the launcher itself checks the device / interpreter);
+    "torch" likewise. Anything else is a UsageError."""
+    if backend not in BACKENDS:
+        raise UsageError(f"backend must be one of {', '.join(BACKENDS)}; got {backend!r}")
+    if backend != "auto":
+        return backend
+    on_cuda = any(t is not None and t.is_cuda for t in tensors)
+    if not on_cuda or importlib.util.find_spec("triton") is None:
+        return "torch"
+    try:
+        importlib.import_module(f"lcfast.kernels.{family}")
+    except Exception:  # kernels not built / importable: the torch twin computes the same thing
+        return "torch"
+    return "triton"
+
+
+def load_launcher(family: str, name: str):
+    """The Triton launcher `lcfast.kernels.<family>.<name>`, imported lazily."""
+    try:
+        mod = importlib.import_module(f"lcfast.kernels.{family}")
+    except Exception as exc:  # ImportError, or triton failing to initialise
+        raise UsageError(
+            f"backend='triton' needs lcfast.kernels.{family}, which does not import here ({exc}); "
+            "use backend='torch'"
+        ) from None
+    try:
+        return getattr(mod, name)
+    except AttributeError:
+        raise UsageError(f"backend='triton': lcfast.kernels.{family} has no {name}()") from None
 
 
 @dataclass
@@ -30,13 +83,6 @@ class Moments:
             return Moments()
         mean = x.mean()
         return Moments(float(n), float(mean), float(((x - mean) ** 2).sum()))
-
-    @staticmethod
-    def from_sums(n: float, s: float, m2_about_mean: float) -> "Moments":
-        """Moments from a count, a sum and the M2 about that block's own mean."""
-        if n == 0:
-            return Moments()
-        return Moments(float(n), float(s) / float(n), float(m2_about_mean))
 
     def merge(self, other: "Moments") -> "Moments":
         """Chan's parallel combination; exact in exact arithmetic, stable in float64."""
