@@ -1,4 +1,4 @@
-"""lcfast.metrics: every NC metric of docs/metrics.md (measure.py) and the per-token table (per_token.py).
+"""lcfast.metrics: every NC metric of docs/metrics.md (measure.py) and the per-token table (per_token.py: its columns).
 
     measure_embeddings(H, Y, W=None, b=None, H_val=None, Y_val=None, min_count=1, backend="auto", profile="canonical")
     measure_stats(stats, W=None, b=None, ncc=None, min_count=1, backend="auto", profile="canonical")
@@ -16,7 +16,7 @@ _LAZY = {
     "measure_all": "lcfast.metrics.measure",
     "CANONICAL_KEYS": "lcfast.metrics.measure",
     "PAPER_KEYS": "lcfast.metrics.measure",
-    "per_token_table": "lcfast.metrics.per_token",
+    "per_token_table": "lcfast.metrics.measure",
     "TABLE_COLUMNS": "lcfast.metrics.per_token",
 }
 
