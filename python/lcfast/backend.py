@@ -1,6 +1,7 @@
 """What the torch twins (lcfast.stats) and the Triton kernels (lcfast.kernels) share.
 
     BACKENDS, resolve_backend, load_launcher    which backend runs, and the Triton launcher it calls
+    check_label_shape, check_label_range        the label checks of the class-statistics twins
     DEGENERATE_TOL                              the degenerate-pair tolerance of the pairwise sweep
     Moments, PairwiseSums                       what every backend of the pairwise sweep returns
 
@@ -22,9 +23,10 @@ from dataclasses import dataclass, field
 
 import torch
 
-from lcfast.errors import UsageError
+from lcfast.errors import DataError, UsageError
 
-__all__ = ["BACKENDS", "resolve_backend", "load_launcher", "DEGENERATE_TOL", "Moments", "PairwiseSums"]
+__all__ = ["BACKENDS", "resolve_backend", "load_launcher", "check_label_shape", "check_label_range", "DEGENERATE_TOL",
+           "Moments", "PairwiseSums"]
 
 BACKENDS = ("auto", "torch", "triton")
 
@@ -64,6 +66,23 @@ def load_launcher(family: str, name: str):
         return getattr(mod, name)
     except AttributeError:
         raise UsageError(f"backend='triton': lcfast.kernels.{family} has no {name}()") from None
+
+
+def check_label_shape(Y: torch.Tensor, B: int, what: str) -> None:
+    """UsageError unless Y is a 1-D integer tensor of B labels."""
+    if Y.dim() != 1 or Y.numel() != B:
+        raise UsageError(f"{what}: Y must be 1-D with {B} labels, got shape {tuple(Y.shape)}")
+    if Y.dtype.is_floating_point or Y.dtype == torch.bool or Y.is_complex():
+        raise UsageError(f"{what}: Y must be an integer tensor, got {Y.dtype}")
+
+
+def check_label_range(Y: torch.Tensor, n_classes: int, what: str) -> None:
+    """DataError naming the labels' range when one lies outside [0, n_classes)."""
+    if Y.numel() == 0:
+        return
+    lo, hi = int(Y.min()), int(Y.max())
+    if lo < 0 or hi >= n_classes:
+        raise DataError(f"{what}: labels must lie in [0, {n_classes}), got range [{lo}, {hi}]")
 
 
 @dataclass

@@ -27,9 +27,9 @@ def available() -> tuple[bool, str]:
     (False, reason)."""
     try:
         import torch
+        import triton  # noqa: F401
 
         from lcfast.kernels import _common
-        import triton  # noqa: F401
     except Exception as exc:  # noqa: BLE001
         return False, f"triton unavailable: {type(exc).__name__}: {exc}"
     if _common.INTERPRET:

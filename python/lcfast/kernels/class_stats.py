@@ -53,7 +53,8 @@ import torch
 import triton
 import triton.language as tl
 
-from lcfast.errors import DataError, UsageError
+from lcfast.backend import check_label_range, check_label_shape
+from lcfast.errors import UsageError
 from lcfast.kernels._common import INTERPRET, as_float_input, check_device, next_pow2
 
 __all__ = ["class_stats_triton", "atomic_profile", "STRATEGIES"]
@@ -137,19 +138,6 @@ def _default_blocks(d: int) -> tuple[int, int, int]:
     return 64, min(32, max(16, next_pow2(d))), 4
 
 
-def _check_label_shape(Y: torch.Tensor, B: int) -> None:
-    if Y.dim() != 1 or Y.numel() != B:
-        raise UsageError(f"class_stats_triton: Y must be 1-D with {B} labels, got shape {tuple(Y.shape)}")
-    if Y.dtype.is_floating_point or Y.dtype == torch.bool or Y.is_complex():
-        raise UsageError(f"class_stats_triton: Y must be an integer tensor, got {Y.dtype}")
-
-
-def _check_labels(Y: torch.Tensor, n_classes: int) -> None:
-    lo, hi = int(Y.min()), int(Y.max())
-    if lo < 0 or hi >= n_classes:
-        raise DataError(f"class_stats_triton: labels must lie in [0, {n_classes}), got range [{lo}, {hi}]")
-
-
 def class_stats_triton(
     H: torch.Tensor,
     Y: torch.Tensor,
@@ -182,7 +170,7 @@ def class_stats_triton(
         raise UsageError(f"class_stats_triton: n_classes must be ≥ 1, got {n_classes}")
     H = as_float_input(H, "H", "class_stats_triton")
     B, d = H.shape
-    _check_label_shape(Y, B)
+    check_label_shape(Y, B, "class_stats_triton")
     dev = check_device(H, Y, shift, centers, what="class_stats_triton")
     f64 = dict(dtype=torch.float64, device=dev)
 
@@ -205,7 +193,7 @@ def class_stats_triton(
     if B == 0:
         return counts, sums, sqsums
     if check_labels:
-        _check_labels(Y, n_classes)
+        check_label_range(Y, n_classes, "class_stats_triton")
     if d == 0:  # no features: only the counts move
         counts += torch.bincount(Y.reshape(-1).to(torch.int64), minlength=n_classes).to(torch.float64)
         return counts, sums, sqsums

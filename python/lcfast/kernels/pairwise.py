@@ -84,6 +84,20 @@ def _tile_sum(x):
 
 
 @triton.jit
+def _emit_rows(val, ok, inv_n, kf, oi, oj, mi, mj, row_ptr, out_ptr):
+    """One pair value's row sums into row_ptr (atomics, both classes of each pair), and its tile
+    sum and M2 about the tile mean at out_ptr[0..1] (times kf: 0 when the tile emits nothing)."""
+    r_i = tl.sum(val, axis=1)
+    r_j = tl.sum(val, axis=0)
+    tl.atomic_add(row_ptr + oi, r_i.to(tl.float64), mask=mi, sem="relaxed")
+    tl.atomic_add(row_ptr + oj, r_j.to(tl.float64), mask=mj, sem="relaxed")
+    s = tl.sum(r_i.to(tl.float64), axis=0)
+    e = tl.where(ok, val - (s * inv_n).to(val.dtype), 0.0)
+    tl.store(out_ptr, s * kf)
+    tl.store(out_ptr + 1, _tile_sum(e * e) * kf)
+
+
+@triton.jit
 def _emit(ok, d2, dh2, vi, vj, power, oi, oj, mi, mj, keep, base,
           row_cdnv_ptr, row_cos_ptr, row_cnt_ptr, POW_MODE: tl.constexpr):
     """Contributions of the valid pairs `ok` of one tile: row sums (atomics, both classes of each
@@ -111,25 +125,11 @@ def _emit(ok, d2, dh2, vi, vj, power, oi, oj, mi, mj, keep, base,
     else:
         den = tl.exp(power * tl.log(d2s))
     val = tl.where(ok, (vi[:, None] + vj[None, :]) / (2.0 * den), 0.0)
-    r_i = tl.sum(val, axis=1)
-    r_j = tl.sum(val, axis=0)
-    tl.atomic_add(row_cdnv_ptr + oi, r_i.to(tl.float64), mask=mi, sem="relaxed")
-    tl.atomic_add(row_cdnv_ptr + oj, r_j.to(tl.float64), mask=mj, sem="relaxed")
-    s = tl.sum(r_i.to(tl.float64), axis=0)
-    e = tl.where(ok, val - (s * inv_n).to(val.dtype), 0.0)
-    tl.store(base + 1, s * kf)
-    tl.store(base + 2, _tile_sum(e * e) * kf)
+    _emit_rows(val, ok, inv_n, kf, oi, oj, mi, mj, row_cdnv_ptr, base + 1)
 
     # interference cos = 1 − ‖m̂ − m̂′‖²/2
     val = tl.where(ok, 1.0 - 0.5 * dh2, 0.0)
-    r_i = tl.sum(val, axis=1)
-    r_j = tl.sum(val, axis=0)
-    tl.atomic_add(row_cos_ptr + oi, r_i.to(tl.float64), mask=mi, sem="relaxed")
-    tl.atomic_add(row_cos_ptr + oj, r_j.to(tl.float64), mask=mj, sem="relaxed")
-    s = tl.sum(r_i.to(tl.float64), axis=0)
-    e = tl.where(ok, val - (s * inv_n).to(val.dtype), 0.0)
-    tl.store(base + 3, s * kf)
-    tl.store(base + 4, _tile_sum(e * e) * kf)
+    _emit_rows(val, ok, inv_n, kf, oi, oj, mi, mj, row_cos_ptr, base + 3)
 
     # log kernel −½ log ‖m̂ − m̂′‖²
     val = tl.where(ok, -0.5 * tl.log(tl.where(ok, dh2, 1.0)), 0.0)

@@ -51,7 +51,12 @@ from typing import Any
 import torch
 
 from lcfast import validate
-from lcfast.backend import load_launcher, resolve_backend
+from lcfast.backend import (
+    check_label_range,
+    check_label_shape,
+    load_launcher,
+    resolve_backend,
+)
 from lcfast.errors import DataError, UsageError
 from lcfast.stats import state_file
 from lcfast.stats.inputs import as_tensor
@@ -141,22 +146,11 @@ def _check_shapes(H, Y, n_classes, shift, centers, what):
     if H.dim() != 2:
         raise UsageError(f"{what}: H must be 2-D [N, d], got shape {tuple(H.shape)}")
     B, d = H.shape
-    if Y.dim() != 1 or Y.numel() != B:
-        raise UsageError(f"{what}: Y must be 1-D with {B} labels, got shape {tuple(Y.shape)}")
-    if Y.dtype.is_floating_point or Y.dtype == torch.bool or Y.is_complex():
-        raise UsageError(f"{what}: Y must be an integer tensor, got {Y.dtype}")
+    check_label_shape(Y, B, what)
     if shift is not None and not (shift.shape == (d,) or shift.shape == (n_classes, d)):
         raise UsageError(f"{what}: shift must be [{d}] or [{n_classes}, {d}], got {tuple(shift.shape)}")
     if centers is not None and centers.shape != (n_classes, d):
         raise UsageError(f"{what}: centers must be [{n_classes}, {d}], got {tuple(centers.shape)}")
-
-
-def _check_labels(Y: torch.Tensor, n_classes: int, what: str) -> None:
-    if Y.numel() == 0:
-        return
-    lo, hi = int(Y.min()), int(Y.max())
-    if lo < 0 or hi >= n_classes:
-        raise DataError(f"{what}: labels must lie in [0, {n_classes}), got range [{lo}, {hi}]")
 
 
 def class_stats_torch(
@@ -199,7 +193,7 @@ def class_stats_torch(
     if B == 0:
         return counts, sums, sqsums
     Y = Y.to(device=dev, dtype=torch.int64)
-    _check_labels(Y, n_classes, "class_stats_torch")
+    check_label_range(Y, n_classes, "class_stats_torch")
     X, _Dv, q = _deviations(H, Y, shift, centers, workspace)
     _scatter(counts, sums, sqsums, Y, X, q)
     return counts, sums, sqsums
@@ -360,7 +354,7 @@ class ClassStats:
             return self
         H = H.detach().to(self.device)
         Y = Y.detach().to(self.device, torch.int64)
-        _check_labels(Y, self.n_classes, "ClassStats.update")
+        check_label_range(Y, self.n_classes, "ClassStats.update")
         be = resolve_backend(backend, H, family="class_stats")
         if be == "triton":
             bad = ~torch.isfinite(H).all(1)

@@ -56,7 +56,13 @@ import math
 
 import torch
 
-from lcfast.backend import DEGENERATE_TOL, Moments, PairwiseSums, load_launcher, resolve_backend
+from lcfast.backend import (
+    DEGENERATE_TOL,
+    Moments,
+    PairwiseSums,
+    load_launcher,
+    resolve_backend,
+)
 from lcfast.errors import UsageError
 
 __all__ = ["pairwise_torch", "pairwise_sweep", "gram_sums", "cross_gram_sums", "etf_error", "DEGENERATE_TOL", "refine_band"]
