@@ -11,7 +11,7 @@ before this package was imported. Submodules are imported lazily (importing trit
 
 from __future__ import annotations
 
-import importlib
+from lcfast._lazy import lazy_getattr
 
 __all__ = ["class_stats_triton", "pairwise_triton", "ncc_triton", "available"]
 
@@ -39,7 +39,4 @@ def available() -> tuple[bool, str]:
     return False, "no CUDA device and TRITON_INTERPRET is not set"
 
 
-def __getattr__(name: str):
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'lcfast.kernels' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _LAZY)

@@ -138,6 +138,44 @@ def _default_blocks(d: int) -> tuple[int, int, int]:
     return 64, min(32, max(16, next_pow2(d))), 4
 
 
+def _accumulators(out, n_classes: int, d: int, dev: torch.device):
+    """(counts, sums, sqsums): fresh float64 zeros, or the caller's `out` buffers once checked."""
+    if out is None:
+        f64 = dict(dtype=torch.float64, device=dev)
+        return torch.zeros(n_classes, **f64), torch.zeros(n_classes, d, **f64), torch.zeros(n_classes, **f64)
+    counts, sums, sqsums = out
+    ok = (
+        counts.shape == (n_classes,) and sums.shape == (n_classes, d) and sqsums.shape == (n_classes,)
+        and all(t.dtype == torch.float64 and t.device == dev for t in out)
+        and sums.stride(1) == 1 and counts.is_contiguous() and sqsums.is_contiguous()
+    )
+    if not ok:
+        raise UsageError(
+            f"class_stats_triton: out must be float64 ({n_classes},), ({n_classes}, {d}), ({n_classes},) "
+            f"buffers on {dev}"
+        )
+    return counts, sums, sqsums
+
+
+def _references(shift, centers, n_classes: int, d: int):
+    """(shift, its row stride — 0 for one [d] vector —, centers) as contiguous float64, or None."""
+    stride_shift = 0
+    if shift is not None:
+        shift = shift.to(torch.float64)
+        if shift.dim() == 1 and shift.shape[0] == d:
+            shift = shift.contiguous()
+        elif shift.dim() == 2 and shift.shape == (n_classes, d):
+            shift = shift.contiguous()
+            stride_shift = shift.stride(0)
+        else:
+            raise UsageError(f"class_stats_triton: shift must be [{d}] or [{n_classes}, {d}], got {tuple(shift.shape)}")
+    if centers is not None:
+        if centers.shape != (n_classes, d):
+            raise UsageError(f"class_stats_triton: centers must be [{n_classes}, {d}], got {tuple(centers.shape)}")
+        centers = centers.to(torch.float64).contiguous()
+    return shift, stride_shift, centers
+
+
 def class_stats_triton(
     H: torch.Tensor,
     Y: torch.Tensor,
@@ -172,24 +210,7 @@ def class_stats_triton(
     B, d = H.shape
     check_label_shape(Y, B, "class_stats_triton")
     dev = check_device(H, Y, shift, centers, what="class_stats_triton")
-    f64 = dict(dtype=torch.float64, device=dev)
-
-    if out is None:
-        counts = torch.zeros(n_classes, **f64)
-        sums = torch.zeros(n_classes, d, **f64)
-        sqsums = torch.zeros(n_classes, **f64)
-    else:
-        counts, sums, sqsums = out
-        ok = (
-            counts.shape == (n_classes,) and sums.shape == (n_classes, d) and sqsums.shape == (n_classes,)
-            and all(t.dtype == torch.float64 and t.device == dev for t in out)
-            and sums.stride(1) == 1 and counts.is_contiguous() and sqsums.is_contiguous()
-        )
-        if not ok:
-            raise UsageError(
-                f"class_stats_triton: out must be float64 ({n_classes},), ({n_classes}, {d}), ({n_classes},) "
-                f"buffers on {dev}"
-            )
+    counts, sums, sqsums = _accumulators(out, n_classes, d, dev)
     if B == 0:
         return counts, sums, sqsums
     if check_labels:
@@ -198,32 +219,14 @@ def class_stats_triton(
         counts += torch.bincount(Y.reshape(-1).to(torch.int64), minlength=n_classes).to(torch.float64)
         return counts, sums, sqsums
 
-    if shift is not None:
-        shift = shift.to(torch.float64)
-        if shift.dim() == 1 and shift.shape[0] == d:
-            shift = shift.contiguous()
-            stride_shift = 0
-        elif shift.dim() == 2 and shift.shape == (n_classes, d):
-            shift = shift.contiguous()
-            stride_shift = shift.stride(0)
-        else:
-            raise UsageError(f"class_stats_triton: shift must be [{d}] or [{n_classes}, {d}], got {tuple(shift.shape)}")
-    else:
-        stride_shift = 0
-    if centers is not None:
-        if centers.shape != (n_classes, d):
-            raise UsageError(f"class_stats_triton: centers must be [{n_classes}, {d}], got {tuple(centers.shape)}")
-        centers = centers.to(torch.float64).contiguous()
-
-    if strategy == "segmented":
+    shift, stride_shift, centers = _references(shift, centers, n_classes, d)
+    if strategy == "segmented":  # rows grouped by class: labels sorted, perm maps back to H's rows
         lab_sorted, perm = torch.sort(Y.reshape(-1))
         lab = lab_sorted.to(torch.int32)
         perm = perm.to(torch.int32)
-        has_perm = True
     else:
         lab = Y.reshape(-1).to(torch.int32).contiguous()
         perm = lab  # unused
-        has_perm = False
 
     br, bd, nw = _default_blocks(d)
     br = block_rows or br
@@ -238,7 +241,7 @@ def class_stats_triton(
         centers if centers is not None else dummy, centers.stride(0) if centers is not None else 0,
         counts, sums, sums.stride(0), sqsums,
         B, d,
-        HAS_PERM=has_perm, HAS_SHIFT=shift is not None, HAS_CENTERS=centers is not None,
+        HAS_PERM=strategy == "segmented", HAS_SHIFT=shift is not None, HAS_CENTERS=centers is not None,
         SEGMENTED=strategy == "segmented", BLOCK_R=br, BLOCK_D=bd,
         num_warps=nw,
     )

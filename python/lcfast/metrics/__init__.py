@@ -8,7 +8,7 @@
 
 from __future__ import annotations
 
-import importlib
+from lcfast._lazy import lazy_getattr
 
 _LAZY = {
     "measure_embeddings": "lcfast.metrics.measure",
@@ -22,8 +22,4 @@ _LAZY = {
 
 __all__ = sorted(_LAZY)
 
-
-def __getattr__(name: str):
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'lcfast.metrics' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _LAZY)

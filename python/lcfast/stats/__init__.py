@@ -12,7 +12,7 @@ Imported lazily: `import lcfast.stats` alone imports no submodule.
 
 from __future__ import annotations
 
-import importlib
+from lcfast._lazy import lazy_getattr
 
 _LAZY = {
     "ClassStats": "lcfast.stats.classstats",
@@ -29,8 +29,4 @@ _LAZY = {
 
 __all__ = sorted(_LAZY)
 
-
-def __getattr__(name: str):
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'lcfast.stats' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _LAZY)
