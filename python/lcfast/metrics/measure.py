@@ -536,5 +536,6 @@ def per_token_table(
 ):
     """The per-token DataFrame (columns: lcfast.metrics.per_token) for a ClassStats or a saved
     one's path. (`measure_all` returns the metrics and this table from one sweep.)"""
-    _, tab = measure_all(stats, W, b, ncc, min_count, backend, cdnv_power=cdnv_power, tol=tol, decode=decode, table=True)
+    _, tab = measure_all(stats, W, b, ncc, min_count, backend, cdnv_power=cdnv_power, tol=tol, decode=decode,
+                         table=True)
     return tab

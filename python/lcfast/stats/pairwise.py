@@ -339,7 +339,8 @@ class _TileSweep:
         self.rt[i0:i1] += r2
         self.rt[j0:j1] += T.sum(0)
         cdf, Tf, Lf = cd.view(-1), T.view(-1), L.view(-1)
-        self.acc += torch.stack([r1.sum(), torch.dot(cdf, cdf), r2.sum(), torch.dot(Tf, Tf), Lf.sum(), torch.dot(Lf, Lf)])
+        self.acc += torch.stack([r1.sum(), torch.dot(cdf, cdf), r2.sum(), torch.dot(Tf, Tf),
+                                 Lf.sum(), torch.dot(Lf, Lf)])
 
     def finish(self, out: PairwiseSums, nz: torch.Tensor, degenerate: int) -> None:
         """Moments (mean = K + S1/n, M2 = S2 − S1²/n, affine images for cos and the log kernel) and

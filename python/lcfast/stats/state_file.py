@@ -115,7 +115,9 @@ def load_class_stats(cls, path: str | os.PathLike, expect: dict[str, Any] | None
     """A `cls` (ClassStats) from a file written by `save_class_stats`; see `ClassStats.load`."""
     tensors, raw, info, (C, d) = _read(path, "ClassStats", ("n_classes", "dim"))
     if info.get("version") != FORMAT_VERSION:
-        raise DataError(f"{path}: ClassStats format version {info.get('version')!r}, this lcfast reads {FORMAT_VERSION}")
+        raise DataError(
+            f"{path}: ClassStats format version {info.get('version')!r}, this lcfast reads {FORMAT_VERSION}"
+        )
     want = {"counts": (C,), "ref": (C, d), "s1": (C, d), "s2": (C,)}
     if info.get("covariance"):
         want["cov"] = (d, d)
