@@ -145,7 +145,7 @@ def test_collect_sigkill_then_rerun_is_bit_identical(tiny_shards, tmp_path, kill
     val pass: the rerun resumes from the last good state and the final statistics are bit-identical
     to an uninterrupted run's."""
     from lcfast.cli.app import main
-    from lcfast.stats.classstats import read_safetensors
+    from lcfast.stats.state_file import read_safetensors
 
     run = tmp_path / "run"
     train_run(tiny_shards, run, epochs=1, **TRAIN)

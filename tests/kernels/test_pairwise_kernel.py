@@ -7,12 +7,12 @@ import math
 import pytest
 import torch
 
+from lcfast.backend import PairwiseSums
 from lcfast.errors import UsageError
 from lcfast.kernels.pairwise import DEGENERATE_TOL, pairwise_triton, tile_table
 from lcfast.stats.naive import pairwise_naive
 from lcfast.stats.pairwise import DEGENERATE_TOL as TWIN_TOL
 from lcfast.stats.pairwise import pairwise_torch
-from lcfast.stats.results import PairwiseSums
 
 F64 = torch.float64
 

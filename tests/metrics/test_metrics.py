@@ -10,8 +10,8 @@ import torch
 
 import lcfast
 from lcfast.errors import DataError, UsageError
-from lcfast.metrics.measure import CANONICAL_KEYS, measure_all, measure_stats
-from lcfast.metrics.per_token import TABLE_COLUMNS, per_token_table
+from lcfast.metrics.measure import CANONICAL_KEYS, measure_all, measure_stats, per_token_table
+from lcfast.metrics.per_token import TABLE_COLUMNS
 from lcfast.stats.classstats import ClassStats
 from lcfast.stats.naive import _pair_values, measure_embeddings_naive
 from lcfast.stats.ncc import NCCStats

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 import torch
 
+from lcfast.backend import resolve_backend
 from lcfast.errors import DataError, UsageError
-from lcfast.stats.classstats import ClassStats, class_stats_torch, resolve_backend
+from lcfast.stats.classstats import ClassStats, class_stats_torch
 from lcfast.stats.naive import class_stats_naive, two_pass_naive
 
 F64 = torch.float64

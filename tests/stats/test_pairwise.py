@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+from lcfast.backend import Moments
 from lcfast.errors import UsageError
 from lcfast.stats.naive import pairwise_naive
 from lcfast.stats.pairwise import (
@@ -17,7 +18,6 @@ from lcfast.stats.pairwise import (
     pairwise_sweep,
     pairwise_torch,
 )
-from lcfast.stats.results import Moments
 
 F64 = torch.float64
 

@@ -11,7 +11,7 @@ before this package was imported. Submodules are imported lazily (importing trit
 
 from __future__ import annotations
 
-import importlib
+from lcfast._lazy import lazy_getattr
 
 __all__ = ["class_stats_triton", "pairwise_triton", "ncc_triton", "available"]
 
@@ -27,9 +27,9 @@ def available() -> tuple[bool, str]:
     (False, reason)."""
     try:
         import torch
+        import triton  # noqa: F401
 
         from lcfast.kernels import _common
-        import triton  # noqa: F401
     except Exception as exc:  # noqa: BLE001
         return False, f"triton unavailable: {type(exc).__name__}: {exc}"
     if _common.INTERPRET:
@@ -39,7 +39,4 @@ def available() -> tuple[bool, str]:
     return False, "no CUDA device and TRITON_INTERPRET is not set"
 
 
-def __getattr__(name: str):
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'lcfast.kernels' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _LAZY)

@@ -53,7 +53,8 @@ import torch
 import triton
 import triton.language as tl
 
-from lcfast.errors import DataError, UsageError
+from lcfast.backend import check_label_range, check_label_shape
+from lcfast.errors import UsageError
 from lcfast.kernels._common import INTERPRET, as_float_input, check_device, next_pow2
 
 __all__ = ["class_stats_triton", "atomic_profile", "STRATEGIES"]
@@ -137,17 +138,42 @@ def _default_blocks(d: int) -> tuple[int, int, int]:
     return 64, min(32, max(16, next_pow2(d))), 4
 
 
-def _check_label_shape(Y: torch.Tensor, B: int) -> None:
-    if Y.dim() != 1 or Y.numel() != B:
-        raise UsageError(f"class_stats_triton: Y must be 1-D with {B} labels, got shape {tuple(Y.shape)}")
-    if Y.dtype.is_floating_point or Y.dtype == torch.bool or Y.is_complex():
-        raise UsageError(f"class_stats_triton: Y must be an integer tensor, got {Y.dtype}")
+def _accumulators(out, n_classes: int, d: int, dev: torch.device):
+    """(counts, sums, sqsums): fresh float64 zeros, or the caller's `out` buffers once checked."""
+    if out is None:
+        f64 = dict(dtype=torch.float64, device=dev)
+        return torch.zeros(n_classes, **f64), torch.zeros(n_classes, d, **f64), torch.zeros(n_classes, **f64)
+    counts, sums, sqsums = out
+    ok = (
+        counts.shape == (n_classes,) and sums.shape == (n_classes, d) and sqsums.shape == (n_classes,)
+        and all(t.dtype == torch.float64 and t.device == dev for t in out)
+        and sums.stride(1) == 1 and counts.is_contiguous() and sqsums.is_contiguous()
+    )
+    if not ok:
+        raise UsageError(
+            f"class_stats_triton: out must be float64 ({n_classes},), ({n_classes}, {d}), ({n_classes},) "
+            f"buffers on {dev}"
+        )
+    return counts, sums, sqsums
 
 
-def _check_labels(Y: torch.Tensor, n_classes: int) -> None:
-    lo, hi = int(Y.min()), int(Y.max())
-    if lo < 0 or hi >= n_classes:
-        raise DataError(f"class_stats_triton: labels must lie in [0, {n_classes}), got range [{lo}, {hi}]")
+def _references(shift, centers, n_classes: int, d: int):
+    """(shift, its row stride — 0 for one [d] vector —, centers) as contiguous float64, or None."""
+    stride_shift = 0
+    if shift is not None:
+        shift = shift.to(torch.float64)
+        if shift.dim() == 1 and shift.shape[0] == d:
+            shift = shift.contiguous()
+        elif shift.dim() == 2 and shift.shape == (n_classes, d):
+            shift = shift.contiguous()
+            stride_shift = shift.stride(0)
+        else:
+            raise UsageError(f"class_stats_triton: shift must be [{d}] or [{n_classes}, {d}], got {tuple(shift.shape)}")
+    if centers is not None:
+        if centers.shape != (n_classes, d):
+            raise UsageError(f"class_stats_triton: centers must be [{n_classes}, {d}], got {tuple(centers.shape)}")
+        centers = centers.to(torch.float64).contiguous()
+    return shift, stride_shift, centers
 
 
 def class_stats_triton(
@@ -182,60 +208,25 @@ def class_stats_triton(
         raise UsageError(f"class_stats_triton: n_classes must be ≥ 1, got {n_classes}")
     H = as_float_input(H, "H", "class_stats_triton")
     B, d = H.shape
-    _check_label_shape(Y, B)
+    check_label_shape(Y, B, "class_stats_triton")
     dev = check_device(H, Y, shift, centers, what="class_stats_triton")
-    f64 = dict(dtype=torch.float64, device=dev)
-
-    if out is None:
-        counts = torch.zeros(n_classes, **f64)
-        sums = torch.zeros(n_classes, d, **f64)
-        sqsums = torch.zeros(n_classes, **f64)
-    else:
-        counts, sums, sqsums = out
-        ok = (
-            counts.shape == (n_classes,) and sums.shape == (n_classes, d) and sqsums.shape == (n_classes,)
-            and all(t.dtype == torch.float64 and t.device == dev for t in out)
-            and sums.stride(1) == 1 and counts.is_contiguous() and sqsums.is_contiguous()
-        )
-        if not ok:
-            raise UsageError(
-                f"class_stats_triton: out must be float64 ({n_classes},), ({n_classes}, {d}), ({n_classes},) "
-                f"buffers on {dev}"
-            )
+    counts, sums, sqsums = _accumulators(out, n_classes, d, dev)
     if B == 0:
         return counts, sums, sqsums
     if check_labels:
-        _check_labels(Y, n_classes)
+        check_label_range(Y, n_classes, "class_stats_triton")
     if d == 0:  # no features: only the counts move
         counts += torch.bincount(Y.reshape(-1).to(torch.int64), minlength=n_classes).to(torch.float64)
         return counts, sums, sqsums
 
-    if shift is not None:
-        shift = shift.to(torch.float64)
-        if shift.dim() == 1 and shift.shape[0] == d:
-            shift = shift.contiguous()
-            stride_shift = 0
-        elif shift.dim() == 2 and shift.shape == (n_classes, d):
-            shift = shift.contiguous()
-            stride_shift = shift.stride(0)
-        else:
-            raise UsageError(f"class_stats_triton: shift must be [{d}] or [{n_classes}, {d}], got {tuple(shift.shape)}")
-    else:
-        stride_shift = 0
-    if centers is not None:
-        if centers.shape != (n_classes, d):
-            raise UsageError(f"class_stats_triton: centers must be [{n_classes}, {d}], got {tuple(centers.shape)}")
-        centers = centers.to(torch.float64).contiguous()
-
-    if strategy == "segmented":
+    shift, stride_shift, centers = _references(shift, centers, n_classes, d)
+    if strategy == "segmented":  # rows grouped by class: labels sorted, perm maps back to H's rows
         lab_sorted, perm = torch.sort(Y.reshape(-1))
         lab = lab_sorted.to(torch.int32)
         perm = perm.to(torch.int32)
-        has_perm = True
     else:
         lab = Y.reshape(-1).to(torch.int32).contiguous()
         perm = lab  # unused
-        has_perm = False
 
     br, bd, nw = _default_blocks(d)
     br = block_rows or br
@@ -250,7 +241,7 @@ def class_stats_triton(
         centers if centers is not None else dummy, centers.stride(0) if centers is not None else 0,
         counts, sums, sums.stride(0), sqsums,
         B, d,
-        HAS_PERM=has_perm, HAS_SHIFT=shift is not None, HAS_CENTERS=centers is not None,
+        HAS_PERM=strategy == "segmented", HAS_SHIFT=shift is not None, HAS_CENTERS=centers is not None,
         SEGMENTED=strategy == "segmented", BLOCK_R=br, BLOCK_D=bd,
         num_warps=nw,
     )

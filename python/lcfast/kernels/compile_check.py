@@ -44,7 +44,7 @@ def _variants():
         # (power, raw dots): the canonical default, a general power, and the paper profile's variant
         for pm, dots in (((1, False), (0, False), (2, True)) if prec == "ieee" else ((1, False), (2, True))):
             yield (f"pairwise {prec} pow_mode={pm}{' dots' if dots else ''}", PW._pairwise_kernel, t,
-                   dict(PREC="ieee" if prec == "bf16" else prec, POW_MODE=pm, UPCAST=False, DOTS=dots,
+                   dict(PREC="ieee" if prec == "bf16" else prec, POW_MODE=pm, OP_BF16=prec == "bf16", UPCAST=False, DOTS=dots,
                         BLOCK=cfg["block"], BLOCK_K=cfg["block_k"]), cfg["num_warps"])
     ex_t = dict(m64_ptr="*fp64", stride_m64="i32", sqx_ptr="*fp64", var_ptr="*fp64", tiles_ptr="*i32",
                 part_ptr="*fp64", row_cdnv_ptr="*fp64", row_cos_ptr="*fp64", row_cnt_ptr="*fp64", C="i32", D="i32",

@@ -37,34 +37,11 @@ import triton.language as tl
 
 from lcfast.errors import UsageError
 from lcfast.kernels._common import INTERPRET, as_float_input, check_device
+from lcfast.kernels._tiles import tile_dot
 
 __all__ = ["ncc_triton", "PRECISIONS"]
 
 PRECISIONS = ("ieee", "tf32x3", "tf32", "bf16")
-
-
-@triton.jit
-def _tile_scores(h_ptr, stride_h, rows64, rmask, c_ptr, stride_c, cols64, cmask, D,
-                 PREC: tl.constexpr, OP_BF16: tl.constexpr, UPCAST: tl.constexpr,
-                 BLOCK_B: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_K: tl.constexpr):
-    kk = tl.arange(0, BLOCK_K)
-    acc = tl.zeros((BLOCK_B, BLOCK_C), dtype=tl.float32)
-    for k0 in range(0, D, BLOCK_K):
-        kc = k0 + kk
-        km = kc < D
-        a = tl.load(h_ptr + rows64[:, None] * stride_h + kc[None, :], mask=rmask[:, None] & km[None, :], other=0.0)
-        b = tl.load(c_ptr + cols64[None, :] * stride_c + kc[:, None], mask=km[:, None] & cmask[None, :], other=0.0)
-        if OP_BF16:
-            a = a.to(tl.bfloat16)
-            b = b.to(tl.bfloat16)
-            if UPCAST:  # interpreter: its tl.dot mishandles bf16; bf16 products are exact in fp32
-                a = a.to(tl.float32)
-                b = b.to(tl.float32)
-        else:
-            a = a.to(tl.float32)
-            b = b.to(tl.float32)
-        acc = tl.dot(a, b, acc, input_precision=PREC)
-    return acc
 
 
 @triton.jit
@@ -78,8 +55,8 @@ def _nearest(h_ptr, stride_h, rows64, rmask, mu_ptr, stride_mu, musq_ptr, K, D,
     for c0 in range(0, K, BLOCK_C):
         cols = c0 + cc
         cmask = cols < K
-        dots = _tile_scores(h_ptr, stride_h, rows64, rmask, mu_ptr, stride_mu, cols.to(tl.int64), cmask, D,
-                            PREC, OP_BF16, UPCAST, BLOCK_B, BLOCK_C, BLOCK_K)
+        dots = tile_dot(h_ptr, stride_h, rows64, rmask, mu_ptr, stride_mu, cols.to(tl.int64), cmask, D,
+                        PREC, OP_BF16, UPCAST, BLOCK_B, BLOCK_C, BLOCK_K)
         musq = tl.load(musq_ptr + cols, mask=cmask, other=0.0)
         score = tl.where(cmask[None, :], musq[None, :] - 2.0 * dots, float("inf"))
         tmin, targ = tl.min(score, axis=1, return_indices=True)
@@ -126,8 +103,8 @@ def _ncc_kernel(
     for c0 in range(0, C, BLOCK_C):
         cols = c0 + cc
         cmask = cols < C
-        logits = _tile_scores(h_ptr, stride_h, rows64, rmask, w_ptr, stride_w, cols.to(tl.int64), cmask, D,
-                              PREC, OP_BF16, UPCAST, BLOCK_B, BLOCK_C, BLOCK_K)
+        logits = tile_dot(h_ptr, stride_h, rows64, rmask, w_ptr, stride_w, cols.to(tl.int64), cmask, D,
+                          PREC, OP_BF16, UPCAST, BLOCK_B, BLOCK_C, BLOCK_K)
         if HAS_BIAS:
             bias = tl.load(b_ptr + cols, mask=cmask, other=0.0).to(tl.float32)
             logits = logits + bias[None, :]

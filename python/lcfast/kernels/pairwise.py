@@ -1,7 +1,7 @@
 """Fused pairwise statistics over the unordered kept-class pairs c < c′, never materialising C×C.
 
 Launcher: :func:`pairwise_triton` (torch twin: ``lcfast.stats.pairwise.pairwise_torch``); returns a
-:class:`lcfast.stats.results.PairwiseSums`.
+:class:`lcfast.backend.PairwiseSums`.
 
 Strategy
 --------
@@ -65,17 +65,14 @@ import torch
 import triton
 import triton.language as tl
 
+from lcfast.backend import DEGENERATE_TOL, Moments, PairwiseSums
 from lcfast.errors import UsageError
 from lcfast.kernels._common import INTERPRET, check_device
-from lcfast.stats.results import Moments, PairwiseSums
+from lcfast.kernels._tiles import tile_dot
 
 __all__ = ["pairwise_triton", "PRECISIONS", "DEGENERATE_TOL", "tile_table"]
 
 PRECISIONS = ("ieee", "tf32x3", "tf32", "bf16")
-
-#: tolerance of the degenerate-pair rule; equal to lcfast.stats.pairwise.DEGENERATE_TOL (the
-#: kernels sit above stats/ in the layering, so the value is restated here and a test pins it)
-DEGENERATE_TOL = 1e3 * torch.finfo(torch.float64).eps
 
 _NPART = 13  # columns of the per-program partial table (10..12: raw dot products, DOTS only)
 
@@ -84,6 +81,20 @@ _NPART = 13  # columns of the per-program partial table (10..12: raw dot product
 def _tile_sum(x):
     # two-level reduction: rows in the element dtype (≤ BLOCK values), then float64
     return tl.sum(tl.sum(x, axis=1).to(tl.float64), axis=0)
+
+
+@triton.jit
+def _emit_rows(val, ok, inv_n, kf, oi, oj, mi, mj, row_ptr, out_ptr):
+    """One pair value's row sums into row_ptr (atomics, both classes of each pair), and its tile
+    sum and M2 about the tile mean at out_ptr[0..1] (times kf: 0 when the tile emits nothing)."""
+    r_i = tl.sum(val, axis=1)
+    r_j = tl.sum(val, axis=0)
+    tl.atomic_add(row_ptr + oi, r_i.to(tl.float64), mask=mi, sem="relaxed")
+    tl.atomic_add(row_ptr + oj, r_j.to(tl.float64), mask=mj, sem="relaxed")
+    s = tl.sum(r_i.to(tl.float64), axis=0)
+    e = tl.where(ok, val - (s * inv_n).to(val.dtype), 0.0)
+    tl.store(out_ptr, s * kf)
+    tl.store(out_ptr + 1, _tile_sum(e * e) * kf)
 
 
 @triton.jit
@@ -114,25 +125,11 @@ def _emit(ok, d2, dh2, vi, vj, power, oi, oj, mi, mj, keep, base,
     else:
         den = tl.exp(power * tl.log(d2s))
     val = tl.where(ok, (vi[:, None] + vj[None, :]) / (2.0 * den), 0.0)
-    r_i = tl.sum(val, axis=1)
-    r_j = tl.sum(val, axis=0)
-    tl.atomic_add(row_cdnv_ptr + oi, r_i.to(tl.float64), mask=mi, sem="relaxed")
-    tl.atomic_add(row_cdnv_ptr + oj, r_j.to(tl.float64), mask=mj, sem="relaxed")
-    s = tl.sum(r_i.to(tl.float64), axis=0)
-    e = tl.where(ok, val - (s * inv_n).to(val.dtype), 0.0)
-    tl.store(base + 1, s * kf)
-    tl.store(base + 2, _tile_sum(e * e) * kf)
+    _emit_rows(val, ok, inv_n, kf, oi, oj, mi, mj, row_cdnv_ptr, base + 1)
 
     # interference cos = 1 − ‖m̂ − m̂′‖²/2
     val = tl.where(ok, 1.0 - 0.5 * dh2, 0.0)
-    r_i = tl.sum(val, axis=1)
-    r_j = tl.sum(val, axis=0)
-    tl.atomic_add(row_cos_ptr + oi, r_i.to(tl.float64), mask=mi, sem="relaxed")
-    tl.atomic_add(row_cos_ptr + oj, r_j.to(tl.float64), mask=mj, sem="relaxed")
-    s = tl.sum(r_i.to(tl.float64), axis=0)
-    e = tl.where(ok, val - (s * inv_n).to(val.dtype), 0.0)
-    tl.store(base + 3, s * kf)
-    tl.store(base + 4, _tile_sum(e * e) * kf)
+    _emit_rows(val, ok, inv_n, kf, oi, oj, mi, mj, row_cos_ptr, base + 3)
 
     # log kernel −½ log ‖m̂ − m̂′‖²
     val = tl.where(ok, -0.5 * tl.log(tl.where(ok, dh2, 1.0)), 0.0)
@@ -144,6 +141,18 @@ def _emit(ok, d2, dh2, vi, vj, power, oi, oj, mi, mj, keep, base,
 
 
 @triton.jit
+def _tile_classes(tiles_ptr, C, BLOCK: tl.constexpr):
+    """This program's tile of the (i-tile, j-tile) table: the class indices of its rows (oi) and
+    columns (oj), their in-range masks and their int64 copies for address arithmetic."""
+    pid = tl.program_id(0)
+    ti = tl.load(tiles_ptr + 2 * pid)
+    tj = tl.load(tiles_ptr + 2 * pid + 1)
+    oi = ti * BLOCK + tl.arange(0, BLOCK)
+    oj = tj * BLOCK + tl.arange(0, BLOCK)
+    return pid, oi, oj, oi < C, oj < C, oi.to(tl.int64), oj.to(tl.int64)
+
+
+@triton.jit
 def _pairwise_kernel(
     m_ptr, stride_m,
     sqn_ptr, sqx_ptr, var_ptr,
@@ -151,35 +160,16 @@ def _pairwise_kernel(
     part_ptr,
     row_cdnv_ptr, row_cos_ptr, row_cnt_ptr,
     C, D, power, tol, thr,
-    PREC: tl.constexpr, POW_MODE: tl.constexpr, UPCAST: tl.constexpr, DOTS: tl.constexpr,
+    PREC: tl.constexpr, POW_MODE: tl.constexpr, OP_BF16: tl.constexpr, UPCAST: tl.constexpr, DOTS: tl.constexpr,
     BLOCK: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
     """Phase 1: Gram tile by tl.dot, float32 epilogue. A tile holding a pair within the Gram's
     rounding of a degenerate threshold emits no pair values (only ΣG² and its flag): phase 2
     (_exact_tile_kernel) redoes that tile exactly. DOTS: also the count, sum and M2 of the raw
     Gram entries over every pair of the tile (degenerate or not, so never left to phase 2)."""
-    pid = tl.program_id(0)
-    ti = tl.load(tiles_ptr + 2 * pid)
-    tj = tl.load(tiles_ptr + 2 * pid + 1)
-    oi = ti * BLOCK + tl.arange(0, BLOCK)
-    oj = tj * BLOCK + tl.arange(0, BLOCK)
-    mi = oi < C
-    mj = oj < C
-    oi64 = oi.to(tl.int64)
-    oj64 = oj.to(tl.int64)
-    kk = tl.arange(0, BLOCK_K)
-
-    acc = tl.zeros((BLOCK, BLOCK), dtype=tl.float32)
-    for k0 in range(0, D, BLOCK_K):
-        kc = k0 + kk
-        km = kc < D
-        a = tl.load(m_ptr + oi64[:, None] * stride_m + kc[None, :], mask=mi[:, None] & km[None, :], other=0.0)
-        b = tl.load(m_ptr + oj64[None, :] * stride_m + kc[:, None], mask=km[:, None] & mj[None, :], other=0.0)
-        if UPCAST:  # interpreter: its tl.dot mishandles bf16; bf16×bf16 products are exact in fp32
-            a = a.to(tl.float32)
-            b = b.to(tl.float32)
-        acc = tl.dot(a, b, acc, input_precision=PREC)
-    g = acc
+    pid, oi, oj, mi, mj, oi64, oj64 = _tile_classes(tiles_ptr, C, BLOCK)
+    g = tile_dot(m_ptr, stride_m, oi64, mi, m_ptr, stride_m, oj64, mj, D,
+                 PREC, OP_BF16, UPCAST, BLOCK, BLOCK, BLOCK_K)
 
     # sqn: ‖·‖² of the operand vectors (pairs with G); sqx: exact float64 ‖m‖², 0 for the
     # classes the twin's rule calls zero-norm
@@ -230,15 +220,7 @@ def _exact_tile_kernel(
 ):
     """Phase 2, for the few flagged tiles: ‖m_c − m_c′‖² and ‖m̂_c − m̂_c′‖² summed directly from
     the float64 means (no Gram cancellation), float64 epilogue, the twin's rule."""
-    pid = tl.program_id(0)
-    ti = tl.load(tiles_ptr + 2 * pid)
-    tj = tl.load(tiles_ptr + 2 * pid + 1)
-    oi = ti * BLOCK + tl.arange(0, BLOCK)
-    oj = tj * BLOCK + tl.arange(0, BLOCK)
-    mi = oi < C
-    mj = oj < C
-    oi64 = oi.to(tl.int64)
-    oj64 = oj.to(tl.int64)
+    pid, oi, oj, mi, mj, oi64, oj64 = _tile_classes(tiles_ptr, C, BLOCK)
     xi = tl.load(sqx_ptr + oi, mask=mi, other=0.0)
     xj = tl.load(sqx_ptr + oj, mask=mj, other=0.0)
     rxi = tl.where(xi > 0.0, 1.0 / tl.sqrt(tl.where(xi > 0.0, xi, 1.0)), 0.0)
@@ -341,23 +323,12 @@ def pairwise_triton(
     if blk < 16 or bk < 16 or blk & (blk - 1) or bk & (bk - 1):
         raise UsageError("pairwise_triton: block and block_k must be powers of two ≥ 16")
 
-    M64 = M.detach().to(torch.float64).contiguous()
-    op_dtype = torch.bfloat16 if precision == "bf16" else torch.float32
-    Mop = M64.to(op_dtype).contiguous()
-    # ‖·‖² of exactly the vectors the dot product multiplies, in float64
-    sqn = (Mop.to(torch.float64) ** 2).sum(1).contiguous()
-    sqx = (M64 * M64).sum(1)
-    scale = float(sqx.max()) if C else 0.0
-    zero = sqx <= tol * scale if scale > 0 else torch.ones(C, dtype=torch.bool, device=dev)
-    sqx = sqx.masked_fill(zero, 0.0).contiguous()  # the twin's zero-norm rule, decided here exactly
-    var64 = var.detach().to(torch.float64).contiguous()
-
+    ops = _operands(M, var, precision, tol)
     f64 = dict(dtype=torch.float64, device=dev)
-    row_cdnv = torch.zeros(C, **f64)
-    row_cos = torch.zeros(C, **f64)
-    row_cnt = torch.zeros(C, **f64)
-    out = PairwiseSums(n_classes=C, row_cdnv_sum=row_cdnv, row_cos_sum=row_cos)
+    rows = (torch.zeros(C, **f64), torch.zeros(C, **f64), torch.zeros(C, **f64))  # cdnv, cos, count
+    out = PairwiseSums(n_classes=C, row_cdnv_sum=rows[0], row_cos_sum=rows[1])
     # ETF inputs: exact O(C·d) identities in float64 (ΣG² through the d×d MᵀM when d ≤ C)
+    M64 = ops["M64"]
     s = M64.sum(0)
     out.gram_sum = float(s @ s)
     out.gram_trace = float((M64 * M64).sum())
@@ -370,54 +341,19 @@ def pairwise_triton(
     if raw_dot:
         out.dot = Moments()
     if C < 2:
-        out.gram_sq_sum = gsq_exact if gsq_exact is not None else float((sqx ** 2).sum())
-        out.row_count = row_cnt.to(torch.int64)
+        out.gram_sq_sum = gsq_exact if gsq_exact is not None else float((ops["sqx"] ** 2).sum())
+        out.row_count = rows[2].to(torch.int64)
         return out
 
-    n_tiles = triton.cdiv(C, blk)
-    tiles = tile_table(n_tiles, grp).to(dev)
-    P = tiles.shape[0]
-    part = torch.zeros(P, _NPART, **f64)
     p = float(cdnv_power)
     pow_mode = 1 if p == 1.0 else (2 if p == 2.0 else 0)
-    prec = {"ieee": "ieee", "tf32x3": "tf32x3", "tf32": "tf32", "bf16": "ieee"}[precision]
-    _pairwise_kernel[(P,)](
-        Mop, Mop.stride(0),
-        sqn, sqx, var64,
-        tiles,
-        part,
-        row_cdnv, row_cos, row_cnt,
-        C, d, p, tol, tol + _refine_threshold(precision, d),
-        PREC=prec, POW_MODE=pow_mode, UPCAST=INTERPRET and op_dtype != torch.float32, DOTS=bool(raw_dot),
-        BLOCK=blk, BLOCK_K=bk,
-        num_warps=nw,
-    )
+    tiles = tile_table(triton.cdiv(C, blk), grp).to(dev)
+    P = tiles.shape[0]
+    part = _launch_gram_tiles(ops, tiles, rows, C, d, p, pow_mode, tol, precision, raw_dot, blk, bk, nw)
     flagged = (part[:, 9] > 0).nonzero().squeeze(1)
     n_flag = int(flagged.numel())
     if n_flag:
-        # phase 2 works on ≤ 64-wide sub-tiles (a float64 128×128 tile would spill): split each
-        # flagged tile; sub-tiles below the diagonal contribute nothing (the kernel's c < c′ mask)
-        b2 = min(blk, 64)
-        f = blk // b2
-        ft = tiles[flagged].to(torch.int64)
-        sub = torch.arange(f, device=dev)
-        si = (ft[:, 0:1] * f + sub[None, :])[:, :, None].expand(-1, f, f)
-        sj = (ft[:, 1:2] * f + sub[None, :])[:, None, :].expand(-1, f, f)
-        ftiles = torch.stack([si.reshape(-1), sj.reshape(-1)], 1)
-        ftiles = ftiles[ftiles[:, 0] <= ftiles[:, 1]].to(torch.int32).contiguous()
-        n_sub = int(ftiles.shape[0])
-        part2 = torch.zeros(n_sub, _NPART, **f64)
-        _exact_tile_kernel[(n_sub,)](
-            M64, M64.stride(0),
-            sqx, var64,
-            ftiles,
-            part2,
-            row_cdnv, row_cos, row_cnt,
-            C, d, p, tol,
-            POW_MODE=pow_mode, BLOCK=b2,
-            num_warps=8 if b2 >= 64 else 4,
-        )
-        part = torch.cat([part, part2])
+        part = torch.cat([part, _launch_exact_tiles(ops, tiles[flagged], rows, C, d, p, pow_mode, tol, blk)])
     part = part.cpu()
     out.cdnv = _merge(part[:, 0], part[:, 1], part[:, 2])
     out.cos = _merge(part[:, 0], part[:, 3], part[:, 4])
@@ -425,9 +361,71 @@ def pairwise_triton(
     if raw_dot:
         out.dot = _merge(part[:, 10], part[:, 11], part[:, 12])
     out.degenerate = int(round(float(part[:, 7].sum())))
-    sq = (sqn.cpu() ** 2).sum()
+    sq = (ops["sqn"].cpu() ** 2).sum()
     out.gram_sq_sum = gsq_exact if gsq_exact is not None else float(sq + 2.0 * part[:P, 8].sum())
-    out.row_count = row_cnt.round().to(torch.int64)
+    out.row_count = rows[2].round().to(torch.int64)
     if info is not None:
         info.update(tiles=P, refined_tiles=n_flag, flagged_pairs=int(part[:P, 9].sum()))
     return out
+
+
+def _operands(M: torch.Tensor, var: torch.Tensor, precision: str, tol: float) -> dict:
+    """The kernels' inputs: M64 (float64 means, phase 2), Mop (the dot product's operands, fp32 or
+    bf16), sqn (float64 ‖·‖² of exactly those operands), sqx (exact float64 ‖m‖², 0 for the classes
+    the twin's zero-norm rule drops, decided here exactly), var64."""
+    C = M.shape[0]
+    M64 = M.detach().to(torch.float64).contiguous()
+    Mop = M64.to(torch.bfloat16 if precision == "bf16" else torch.float32).contiguous()
+    sqn = (Mop.to(torch.float64) ** 2).sum(1).contiguous()
+    sqx = (M64 * M64).sum(1)
+    scale = float(sqx.max()) if C else 0.0
+    zero = sqx <= tol * scale if scale > 0 else torch.ones(C, dtype=torch.bool, device=M.device)
+    sqx = sqx.masked_fill(zero, 0.0).contiguous()
+    return dict(M64=M64, Mop=Mop, sqn=sqn, sqx=sqx, var64=var.detach().to(torch.float64).contiguous())
+
+
+def _launch_gram_tiles(ops, tiles, rows, C, d, p, pow_mode, tol, precision, raw_dot, blk, bk, nw) -> torch.Tensor:
+    """Phase 1 over every tile of the table; returns its per-program partial table [P, _NPART]."""
+    part = torch.zeros(tiles.shape[0], _NPART, dtype=torch.float64, device=tiles.device)
+    Mop = ops["Mop"]
+    prec = {"ieee": "ieee", "tf32x3": "tf32x3", "tf32": "tf32", "bf16": "ieee"}[precision]
+    _pairwise_kernel[(tiles.shape[0],)](
+        Mop, Mop.stride(0),
+        ops["sqn"], ops["sqx"], ops["var64"],
+        tiles,
+        part,
+        *rows,
+        C, d, p, tol, tol + _refine_threshold(precision, d),
+        PREC=prec, POW_MODE=pow_mode, OP_BF16=precision == "bf16", UPCAST=INTERPRET, DOTS=bool(raw_dot),
+        BLOCK=blk, BLOCK_K=bk,
+        num_warps=nw,
+    )
+    return part
+
+
+def _launch_exact_tiles(ops, flagged_tiles, rows, C, d, p, pow_mode, tol, blk) -> torch.Tensor:
+    """Phase 2 over the tiles phase 1 flagged; returns their partial table [n_sub, _NPART]."""
+    # ≤ 64-wide sub-tiles (a float64 128×128 tile would spill): split each flagged tile; sub-tiles
+    # below the diagonal contribute nothing (the kernel's c < c′ mask)
+    b2 = min(blk, 64)
+    f = blk // b2
+    ft = flagged_tiles.to(torch.int64)
+    sub = torch.arange(f, device=ft.device)
+    si = (ft[:, 0:1] * f + sub[None, :])[:, :, None].expand(-1, f, f)
+    sj = (ft[:, 1:2] * f + sub[None, :])[:, None, :].expand(-1, f, f)
+    ftiles = torch.stack([si.reshape(-1), sj.reshape(-1)], 1)
+    ftiles = ftiles[ftiles[:, 0] <= ftiles[:, 1]].to(torch.int32).contiguous()
+    n_sub = int(ftiles.shape[0])
+    part = torch.zeros(n_sub, _NPART, dtype=torch.float64, device=ft.device)
+    M64 = ops["M64"]
+    _exact_tile_kernel[(n_sub,)](
+        M64, M64.stride(0),
+        ops["sqx"], ops["var64"],
+        ftiles,
+        part,
+        *rows,
+        C, d, p, tol,
+        POW_MODE=pow_mode, BLOCK=b2,
+        num_warps=8 if b2 >= 64 else 4,
+    )
+    return part

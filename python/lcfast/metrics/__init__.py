@@ -1,4 +1,4 @@
-"""lcfast.metrics: every NC metric of docs/metrics.md (measure.py) and the per-token table (per_token.py).
+"""lcfast.metrics: every NC metric of docs/metrics.md (measure.py) and the per-token table (per_token.py: its columns).
 
     measure_embeddings(H, Y, W=None, b=None, H_val=None, Y_val=None, min_count=1, backend="auto", profile="canonical")
     measure_stats(stats, W=None, b=None, ncc=None, min_count=1, backend="auto", profile="canonical")
@@ -8,7 +8,7 @@
 
 from __future__ import annotations
 
-import importlib
+from lcfast._lazy import lazy_getattr
 
 _LAZY = {
     "measure_embeddings": "lcfast.metrics.measure",
@@ -16,14 +16,10 @@ _LAZY = {
     "measure_all": "lcfast.metrics.measure",
     "CANONICAL_KEYS": "lcfast.metrics.measure",
     "PAPER_KEYS": "lcfast.metrics.measure",
-    "per_token_table": "lcfast.metrics.per_token",
+    "per_token_table": "lcfast.metrics.measure",
     "TABLE_COLUMNS": "lcfast.metrics.per_token",
 }
 
 __all__ = sorted(_LAZY)
 
-
-def __getattr__(name: str):
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'lcfast.metrics' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _LAZY)

@@ -33,19 +33,22 @@ from __future__ import annotations
 import math
 import os
 import warnings
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
 
 from lcfast import validate
+from lcfast.backend import DEGENERATE_TOL
 from lcfast.errors import DataError, UsageError
+from lcfast.metrics.per_token import build_table
 from lcfast.stats.classstats import ClassStats
 from lcfast.stats.inputs import as_tensor
 from lcfast.stats.ncc import NCCStats
-from lcfast.stats.pairwise import DEGENERATE_TOL, cross_gram_sums, etf_error, pairwise_sweep
+from lcfast.stats.pairwise import cross_gram_sums, etf_error, pairwise_sweep
 
 __all__ = ["CANONICAL_KEYS", "PAPER_KEYS", "PROFILES", "DegenerateInputWarning", "profile_cdnv_power",
-           "measure_embeddings", "measure_stats", "measure_all"]
+           "measure_embeddings", "measure_stats", "measure_all", "per_token_table"]
 
 F64 = torch.float64
 
@@ -179,7 +182,6 @@ def measure_all(
     profile "canonical" → CANONICAL_KEYS, "paper" → PAPER_KEYS (docs/metrics.md); cdnv_power
     defaults to 1 (canonical) / 2 (paper, the only power it accepts)."""
     cdnv_power = profile_cdnv_power(profile, cdnv_power)
-    paper = profile == "paper"
     if isinstance(stats, (str, os.PathLike)):
         stats = ClassStats.load(stats)
     if not isinstance(stats, ClassStats):
@@ -190,9 +192,42 @@ def measure_all(
     min_count = validate.integer("min_count", min_count, min=1)
     cdnv_power = validate.number("cdnv_power", cdnv_power, min=0, min_open=True, max=validate.CDNV_POWER_MAX)
     tol = DEGENERATE_TOL if tol is None else validate.number("tol", tol, min=0)
-    Call, d = stats.n_classes, stats.dim
-    W, b = _check_classifier(W, b, Call, d)
+    W, b = _check_classifier(W, b, stats.n_classes, stats.dim)
+    k = _kept_classes(stats, ncc, min_count, tol)
+    if profile == "paper":
+        r, ps, dual = _paper_metrics(k, W, ncc, cdnv_power, backend, tol)
+    else:
+        r, ps, dual = _canonical_metrics(stats, k, W, ncc, min_count, cdnv_power, backend, tol)
+    tab = build_table(k.ids, k.counts, k.norms, k.var, dual, ps, ncc, decode) if table else None
+    return r, tab
 
+
+@dataclass
+class _Kept:
+    """The kept classes (n_c ≥ min_count) of one measurement, centred: what every metric reads.
+    ids / counts / mask on the CPU (counts and mask over all classes), the rest on the stats' device."""
+
+    ids: torch.Tensor  # int64 [C] kept class ids
+    counts: torch.Tensor  # int64 [C_all]
+    mask: torch.Tensor  # bool [C_all]
+    ids_d: torch.Tensor  # ids on the device
+    mu: torch.Tensor  # [C, d] class means μ_c
+    var: torch.Tensor  # [C] σ²_c
+    n: torch.Tensor  # [C] float64 n_c
+    N: float  # Σ n_c
+    M: torch.Tensor  # [C, d] m_c = μ_c − μ_G (unweighted μ_G)
+    n2: torch.Tensor  # [C] ‖m_c‖²
+    norms: torch.Tensor  # [C] ‖m_c‖
+    nonzero: torch.Tensor  # [C] bool, ‖m_c‖² > tol · max ‖m‖²
+
+    @property
+    def C(self) -> int:
+        return int(self.ids.numel())
+
+
+def _kept_classes(stats: ClassStats, ncc: NCCStats | None, min_count: int, tol: float) -> _Kept:
+    """Select and centre the kept classes; DataError when there are none, and an NCCStats must
+    have been accumulated over the same classes and the same kept set."""
     counts = stats.counts.cpu()
     kept = counts >= min_count
     ids = kept.nonzero().squeeze(1)
@@ -202,8 +237,8 @@ def measure_all(
     if ncc is not None:
         if not isinstance(ncc, NCCStats):
             raise UsageError(f"measure: ncc must be an NCCStats or a path to one, got {type(ncc).__name__}")
-        if ncc.n_classes != Call:
-            raise DataError(f"measure: NCC decisions are over {ncc.n_classes} classes, the class statistics over {Call}")
+        if ncc.n_classes != stats.n_classes:
+            raise DataError(f"measure: NCC decisions are over {ncc.n_classes} classes, the class statistics over {stats.n_classes}")
         if not torch.equal(ncc.kept.cpu(), kept):
             raise UsageError(
                 f"measure: the NC4 decisions were made with a different kept-class set ({int(ncc.kept.sum())} classes) "
@@ -212,35 +247,28 @@ def measure_all(
     dev = stats.means.device
     ids_d = ids.to(dev)
     mu = stats.means[ids_d]
-    var = stats.variances[ids_d]
     n = counts[ids].to(F64).to(dev)
-    N = float(n.sum())
     M = mu - mu.mean(0)
     n2 = (M * M).sum(1)
-    norms = n2.sqrt()
     scale = float(n2.max())
     nonzero = n2 > tol * scale if scale > 0 else torch.zeros(C, dtype=torch.bool, device=dev)
+    return _Kept(ids=ids, counts=counts, mask=kept, ids_d=ids_d, mu=mu, var=stats.variances[ids_d], n=n,
+                 N=float(n.sum()), M=M, n2=n2, norms=n2.sqrt(), nonzero=nonzero)
 
-    if paper:
-        r, ps, dual = _paper_metrics(ids_d, counts, M, norms, var, N, W, ncc, cdnv_power, backend, tol)
-        tab = None
-        if table:
-            from lcfast.metrics.per_token import build_table
 
-            tab = build_table(ids, counts, norms, var, dual, ps, ncc, decode)
-        return r, tab
-
-    r: dict[str, Any] = {k: None for k in CANONICAL_KEYS}
+def _canonical_metrics(stats, k: _Kept, W, ncc, min_count, cdnv_power, backend, tol):
+    """CANONICAL_KEYS (docs/metrics.md); returns (dict, sweep, dual cosines for the table).
+    Degenerate input is said (a DegenerateInputWarning each), never reported as 0."""
+    C, N = k.C, k.N
+    r: dict[str, Any] = {key: None for key in CANONICAL_KEYS}
     r["n_classes"] = C
     r["n_samples"] = int(round(N))
-
-    # ---- degenerate input: say so (a warning each), never report 0 for "undefined" -------------
-    reasons: list[str] = []
-    trW = float((n * var).sum()) / N
-    trB = float(n2.sum()) / C
+    trW = float((k.n * k.var).sum()) / N
+    trB = float(k.n2.sum()) / C
     # Σ_B = 0 up to rounding, relative to the size of the means themselves (all kept means equal,
     # e.g. identical features): the NC1 ratios are 0/0 or x/0, not "perfect collapse"
-    sb_zero = C < 2 or trB <= tol * float((mu * mu).sum(1).mean())
+    sb_zero = C < 2 or trB <= tol * float((k.mu * k.mu).sum(1).mean())
+    reasons: list[str] = []
     if C < 2:
         reasons.append(f"a single kept class (min_count={min_count}): the between-class metrics (NC1 ratios, "
                        "CDNV, NC2, nc3_dual_error) are undefined and reported as None")
@@ -249,31 +277,16 @@ def measure_all(
                        "nc1_trace_ratio, nc1_pinv, nc2_norm_mean and the pairwise metrics are undefined and "
                        "reported as None, not as perfect collapse")
 
-    # ---- NC1 -------------------------------------------------------------------------------
+    # NC1
     r["nc1_trace_ratio"] = trW / trB if not sb_zero else None
-    S = stats.within_scatter()
-    if S is not None and C >= 2 and not sb_zero:
-        covered = stats.cov_classes.cpu() if stats.cov_classes is not None else counts > 0
-        extra = covered & ~kept
-        if bool(extra.any()) and bool((stats.variances.cpu()[extra] > 0).any()):
-            warnings.warn(
-                "nc1_pinv: the covariance also covers classes below min_count (their within-class scatter "
-                "is included); accumulate with ClassStats(cov_classes=kept) for the exact kept-only Σ_W",
-                stacklevel=2,
-            )
-        missing = kept & ~covered
-        if bool(missing.any()):
-            r["nc1_pinv"] = None  # Σ_W lacks kept classes: cannot be computed
-        else:
-            SW = S / N
-            SB = (M.T @ M) / C
-            SBp = torch.linalg.pinv(SB, hermitian=True)
-            r["nc1_pinv"] = float((SW * SBp).sum()) / C
+    if not sb_zero:
+        r["nc1_pinv"] = _nc1_pinv(stats, k)
 
-    # ---- pairwise (NC1 cdnv, NC2 interference, GNC2) ----------------------------------------
+    # pairwise (NC1 cdnv, NC2 interference, GNC2)
     ps = None
+    r["degenerate_pairs"] = 0
     if C >= 2:
-        ps = pairwise_sweep(M, var, cdnv_power=cdnv_power, backend=backend, tol=tol)
+        ps = pairwise_sweep(k.M, k.var, cdnv_power=cdnv_power, backend=backend, tol=tol)
         r["degenerate_pairs"] = int(ps.degenerate)
         if ps.cdnv.n > 0:
             r["nc1_cdnv"] = ps.cdnv.mean
@@ -282,51 +295,64 @@ def measure_all(
             r["gnc2_log_mean"] = ps.logk.mean
             r["gnc2_log_var"] = ps.logk.var
         r["nc2_etf_error"] = etf_error(ps.gram_sum, ps.gram_sq_sum, ps.gram_trace, C)
-    else:
-        r["degenerate_pairs"] = 0
 
-    # ---- NC2 norms ---------------------------------------------------------------------------
-    r["nc2_norm_mean"] = float(norms.mean()) if not sb_zero else None
-    r["nc2_norm_cov"] = _cv(norms)
-    if bool(nonzero.any()):
-        r["nc2_lognorm_var"] = float(norms[nonzero].log().var(correction=0))
+    # NC2 norms
+    r["nc2_norm_mean"] = float(k.norms.mean()) if not sb_zero else None
+    r["nc2_norm_cov"] = _cv(k.norms)
+    if bool(k.nonzero.any()):
+        r["nc2_lognorm_var"] = float(k.norms[k.nonzero].log().var(correction=0))
 
-    # ---- NC3 ---------------------------------------------------------------------------------
-    dual = None
-    if W is not None:
-        Wk = W.to(dev, F64)[ids_d]
-        wn = Wk.norm(dim=1)
-        good = (wn > 0) & nonzero
-        dual = torch.full((C,), float("nan"), dtype=F64, device=dev)
-        dual[good] = (Wk * M).sum(1)[good] / (wn[good] * norms[good])
-        cw = dual[good]
-        if cw.numel():
-            r["nc3_dual_cos_mean"] = float(cw.mean())
-            r["nc3_dual_cos_var"] = float(cw.var(correction=0))
-            r["unc3"] = _cv(cw)
-        if C >= 2:
-            asum, asq, atr = cross_gram_sums(Wk, M)
-            r["nc3_dual_error"] = etf_error(asum, asq, atr, C)
-
-        zero_w = int((wn == 0).sum())
-        if zero_w == C:
-            reasons.append("the classifier W is zero for every kept class: the NC3 metrics are undefined (None)")
-        elif zero_w:
-            reasons.append(f"{zero_w} of {C} kept classes have a zero classifier row w_c: left out of the NC3 cosines")
-
-    # ---- NC4 ---------------------------------------------------------------------------------
+    dual = _nc3(r, k, W, reasons) if W is not None else None
     if ncc is not None:
         r["nc4_agreement"] = ncc.agreement
-
     for why in reasons:
-        warnings.warn(f"measure: {why}", DegenerateInputWarning, stacklevel=3)
+        warnings.warn(f"measure: {why}", DegenerateInputWarning, stacklevel=4)
+    return r, ps, dual
 
-    tab = None
-    if table:
-        from lcfast.metrics.per_token import build_table
 
-        tab = build_table(ids, counts, norms, var, dual, ps, ncc, decode)
-    return r, tab
+def _nc1_pinv(stats: ClassStats, k: _Kept) -> float | None:
+    """tr(Σ_W Σ_B⁺)/C over the kept classes; None without the covariance or when it lacks a kept class."""
+    S = stats.within_scatter()
+    if S is None:
+        return None
+    covered = stats.cov_classes.cpu() if stats.cov_classes is not None else k.counts > 0
+    extra = covered & ~k.mask
+    if bool(extra.any()) and bool((stats.variances.cpu()[extra] > 0).any()):
+        warnings.warn(
+            "nc1_pinv: the covariance also covers classes below min_count (their within-class scatter "
+            "is included); accumulate with ClassStats(cov_classes=kept) for the exact kept-only Σ_W",
+            stacklevel=4,
+        )
+    if bool((k.mask & ~covered).any()):
+        return None  # Σ_W lacks kept classes: cannot be computed
+    SW = S / k.N
+    SB = (k.M.T @ k.M) / k.C
+    SBp = torch.linalg.pinv(SB, hermitian=True)
+    return float((SW * SBp).sum()) / k.C
+
+
+def _nc3(r: dict, k: _Kept, W: torch.Tensor, reasons: list[str]) -> torch.Tensor:
+    """The canonical NC3 keys into `r` (zero classifier rows noted in `reasons`); returns the dual
+    cosines cos(w_c, m_c) for the per-token table."""
+    C = k.C
+    Wk = W.to(k.M.device, F64)[k.ids_d]
+    wn = Wk.norm(dim=1)
+    good = (wn > 0) & k.nonzero
+    dual = _dual_cos(Wk, k.M, wn, k.norms, good)
+    cw = dual[good]
+    if cw.numel():
+        r["nc3_dual_cos_mean"] = float(cw.mean())
+        r["nc3_dual_cos_var"] = float(cw.var(correction=0))
+        r["unc3"] = _cv(cw)
+    if C >= 2:
+        asum, asq, atr = cross_gram_sums(Wk, k.M)
+        r["nc3_dual_error"] = etf_error(asum, asq, atr, C)
+    zero_w = int((wn == 0).sum())
+    if zero_w == C:
+        reasons.append("the classifier W is zero for every kept class: the NC3 metrics are undefined (None)")
+    elif zero_w:
+        reasons.append(f"{zero_w} of {C} kept classes have a zero classifier row w_c: left out of the NC3 cosines")
+    return dual
 
 
 def _dual_cos(Wk: torch.Tensor, M: torch.Tensor, wn: torch.Tensor, norms: torch.Tensor, good: torch.Tensor):
@@ -336,10 +362,11 @@ def _dual_cos(Wk: torch.Tensor, M: torch.Tensor, wn: torch.Tensor, norms: torch.
     return dual
 
 
-def _paper_metrics(ids_d, counts, M, norms, var, N, W, ncc, cdnv_power, backend, tol):
+def _paper_metrics(k: _Kept, W, ncc, cdnv_power, backend, tol):
     """PAPER_KEYS from the kept classes' centred means M, norms ‖m_c‖ and variances σ²_c: one
     pairwise sweep (cdnv at power 2, log kernel, raw dot products), O(C·d) per-class vectors, and
     the all-class NC4 decisions of `ncc`. Returns (dict, sweep, dual cosines for the table)."""
+    ids_d, M, norms, var, N = k.ids_d, k.M, k.norms, k.var, k.N
     C = M.shape[0]
     r: dict[str, Any] = {k: None for k in PAPER_KEYS}
     r["n_classes"] = C
@@ -493,3 +520,22 @@ def measure_embeddings(
     r, tab = measure_all(st, W, b, ncc, min_count, backend, profile=profile, cdnv_power=power, tol=tol,
                          decode=decode, table=return_table)
     return (r, tab) if return_table else r
+
+
+def per_token_table(
+    stats: ClassStats | str | os.PathLike,
+    W: torch.Tensor | None = None,
+    b: torch.Tensor | None = None,
+    ncc: NCCStats | str | os.PathLike | None = None,
+    min_count: int = 1,
+    decode: Callable[[int], str] | None = None,
+    backend: str = "auto",
+    *,
+    cdnv_power: float = 1.0,
+    tol: float | None = None,
+):
+    """The per-token DataFrame (columns: lcfast.metrics.per_token) for a ClassStats or a saved
+    one's path. (`measure_all` returns the metrics and this table from one sweep.)"""
+    _, tab = measure_all(stats, W, b, ncc, min_count, backend, cdnv_power=cdnv_power, tol=tol, decode=decode,
+                         table=True)
+    return tab

@@ -1,4 +1,5 @@
-"""The per-token table (docs/metrics.md): one row per kept class.
+"""The per-token table (docs/metrics.md): one row per kept class. `measure_all` (lcfast.metrics.measure,
+which also offers `per_token_table`) builds it from the sweep of the metrics; this module lays it out.
 
 Columns:
     id                 class (token) id
@@ -18,12 +19,9 @@ A plain pandas DataFrame (int64 / float64 / object columns): `df.to_parquet(path
 
 from __future__ import annotations
 
-import os
-from typing import Callable
-
 import torch
 
-__all__ = ["per_token_table", "build_table", "TABLE_COLUMNS"]
+__all__ = ["build_table", "TABLE_COLUMNS"]
 
 F64 = torch.float64
 
@@ -77,26 +75,3 @@ def build_table(ids, counts, norms, var, dual, ps, ncc, decode):
         columns=list(TABLE_COLUMNS),
     )
 
-
-def per_token_table(
-    stats,
-    W: torch.Tensor | None = None,
-    b: torch.Tensor | None = None,
-    ncc=None,
-    min_count: int = 1,
-    decode: Callable[[int], str] | None = None,
-    backend: str = "auto",
-    *,
-    cdnv_power: float = 1.0,
-    tol: float | None = None,
-):
-    """The per-token DataFrame for a ClassStats (or a saved one's path); see the module docstring.
-    (`lcfast.metrics.measure.measure_all` returns the metrics and this table from one sweep.)"""
-    from lcfast.metrics.measure import measure_all
-
-    if isinstance(stats, (str, os.PathLike)):
-        from lcfast.stats.classstats import ClassStats
-
-        stats = ClassStats.load(stats)
-    _, tab = measure_all(stats, W, b, ncc, min_count, backend, cdnv_power=cdnv_power, tol=tol, decode=decode, table=True)
-    return tab

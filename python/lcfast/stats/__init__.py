@@ -3,15 +3,16 @@
     ClassStats, class_stats_torch        per-class counts / sums / squared deviations (classstats.py)
     NCCStats, ncc_torch                  NC4 decisions (ncc.py)
     pairwise_torch, pairwise_sweep       blocked sweep over class pairs (pairwise.py)
-    Moments, PairwiseSums                result containers shared with the Triton kernels (results.py)
+    ClassStats / NCCStats state files    safetensors layout, checks on load, fingerprints (state_file.py)
     naive.*                              the naive twins (tests, bench)
+    Moments, PairwiseSums, DEGENERATE_TOL  re-exported from lcfast.backend (shared with the kernels)
 
-Imported lazily so that `import lcfast.stats.results` (used by the kernels) stays light.
+Imported lazily: `import lcfast.stats` alone imports no submodule.
 """
 
 from __future__ import annotations
 
-import importlib
+from lcfast._lazy import lazy_getattr
 
 _LAZY = {
     "ClassStats": "lcfast.stats.classstats",
@@ -21,15 +22,11 @@ _LAZY = {
     "ncc_predict": "lcfast.stats.ncc",
     "pairwise_torch": "lcfast.stats.pairwise",
     "pairwise_sweep": "lcfast.stats.pairwise",
-    "DEGENERATE_TOL": "lcfast.stats.pairwise",
-    "Moments": "lcfast.stats.results",
-    "PairwiseSums": "lcfast.stats.results",
+    "DEGENERATE_TOL": "lcfast.backend",
+    "Moments": "lcfast.backend",
+    "PairwiseSums": "lcfast.backend",
 }
 
 __all__ = sorted(_LAZY)
 
-
-def __getattr__(name: str):
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'lcfast.stats' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _LAZY)

@@ -43,10 +43,6 @@ batch never half-updates the state); any other batch, device or dtype takes the 
 
 from __future__ import annotations
 
-import hashlib
-import importlib
-import importlib.util
-import json
 import os
 import weakref
 from pathlib import Path
@@ -55,58 +51,20 @@ from typing import Any
 import torch
 
 from lcfast import validate
+from lcfast.backend import (
+    check_label_range,
+    check_label_shape,
+    load_launcher,
+    resolve_backend,
+)
 from lcfast.errors import DataError, UsageError
-from lcfast.io import atomic_write_bytes, check_meta, load_tensors
+from lcfast.stats import state_file
 from lcfast.stats.inputs import as_tensor
+from lcfast.stats.state_file import tensor_fingerprint
 
-__all__ = [
-    "ClassStats",
-    "class_stats_torch",
-    "resolve_backend",
-    "tensor_fingerprint",
-]
+__all__ = ["ClassStats", "class_stats_torch"]
 
 F64 = torch.float64
-FORMAT_VERSION = "1"
-BACKENDS = ("auto", "torch", "triton")
-
-
-# --------------------------------------------------------------------------------------------
-# backend dispatch (shared by classstats / pairwise / ncc)
-# --------------------------------------------------------------------------------------------
-
-
-def resolve_backend(backend: str, *tensors: torch.Tensor | None, family: str) -> str:
-    """"auto" → "triton" when the tensors are on CUDA and `lcfast.kernels.<family>` imports, else
-    "torch". "triton" is returned as is (the launcher itself checks the device / interpreter);
-    "torch" likewise. Anything else is a UsageError."""
-    if backend not in BACKENDS:
-        raise UsageError(f"backend must be one of {', '.join(BACKENDS)}; got {backend!r}")
-    if backend != "auto":
-        return backend
-    on_cuda = any(t is not None and t.is_cuda for t in tensors)
-    if not on_cuda or importlib.util.find_spec("triton") is None:
-        return "torch"
-    try:
-        importlib.import_module(f"lcfast.kernels.{family}")
-    except Exception:  # kernels not built / importable: the torch twin computes the same thing
-        return "torch"
-    return "triton"
-
-
-def load_launcher(family: str, name: str):
-    """The Triton launcher `lcfast.kernels.<family>.<name>`, imported lazily."""
-    try:
-        mod = importlib.import_module(f"lcfast.kernels.{family}")
-    except Exception as exc:  # ImportError, or triton failing to initialise
-        raise UsageError(
-            f"backend='triton' needs lcfast.kernels.{family}, which does not import here ({exc}); "
-            "use backend='torch'"
-        ) from None
-    try:
-        return getattr(mod, name)
-    except AttributeError:
-        raise UsageError(f"backend='triton': lcfast.kernels.{family} has no {name}()") from None
 
 
 # --------------------------------------------------------------------------------------------
@@ -188,22 +146,11 @@ def _check_shapes(H, Y, n_classes, shift, centers, what):
     if H.dim() != 2:
         raise UsageError(f"{what}: H must be 2-D [N, d], got shape {tuple(H.shape)}")
     B, d = H.shape
-    if Y.dim() != 1 or Y.numel() != B:
-        raise UsageError(f"{what}: Y must be 1-D with {B} labels, got shape {tuple(Y.shape)}")
-    if Y.dtype.is_floating_point or Y.dtype == torch.bool or Y.is_complex():
-        raise UsageError(f"{what}: Y must be an integer tensor, got {Y.dtype}")
+    check_label_shape(Y, B, what)
     if shift is not None and not (shift.shape == (d,) or shift.shape == (n_classes, d)):
         raise UsageError(f"{what}: shift must be [{d}] or [{n_classes}, {d}], got {tuple(shift.shape)}")
     if centers is not None and centers.shape != (n_classes, d):
         raise UsageError(f"{what}: centers must be [{n_classes}, {d}], got {tuple(centers.shape)}")
-
-
-def _check_labels(Y: torch.Tensor, n_classes: int, what: str) -> None:
-    if Y.numel() == 0:
-        return
-    lo, hi = int(Y.min()), int(Y.max())
-    if lo < 0 or hi >= n_classes:
-        raise DataError(f"{what}: labels must lie in [0, {n_classes}), got range [{lo}, {hi}]")
 
 
 def class_stats_torch(
@@ -246,35 +193,10 @@ def class_stats_torch(
     if B == 0:
         return counts, sums, sqsums
     Y = Y.to(device=dev, dtype=torch.int64)
-    _check_labels(Y, n_classes, "class_stats_torch")
+    check_label_range(Y, n_classes, "class_stats_torch")
     X, _Dv, q = _deviations(H, Y, shift, centers, workspace)
     _scatter(counts, sums, sqsums, Y, X, q)
     return counts, sums, sqsums
-
-
-# --------------------------------------------------------------------------------------------
-# helpers: fingerprints, atomic writes
-# --------------------------------------------------------------------------------------------
-
-
-def tensor_fingerprint(t: torch.Tensor) -> str:
-    """sha256 (first 16 hex digits) of a tensor's float64 bytes, shape included."""
-    x = t.detach().to("cpu", F64).contiguous()
-    h = hashlib.sha256(repr(tuple(x.shape)).encode())
-    h.update(x.numpy().tobytes())
-    return h.hexdigest()[:16]
-
-
-def read_safetensors(path: str | os.PathLike, kind: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """Tensors and string metadata of a state file; DataError naming the file otherwise."""
-    return load_tensors(path, f"{kind} state file")
-
-
-def _meta_to_strings(meta: dict[str, Any]) -> dict[str, str]:
-    out = {}
-    for k, v in (meta or {}).items():
-        out[str(k)] = v if isinstance(v, str) else json.dumps(v)
-    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -432,7 +354,7 @@ class ClassStats:
             return self
         H = H.detach().to(self.device)
         Y = Y.detach().to(self.device, torch.int64)
-        _check_labels(Y, self.n_classes, "ClassStats.update")
+        check_label_range(Y, self.n_classes, "ClassStats.update")
         be = resolve_backend(backend, H, family="class_stats")
         if be == "triton":
             bad = ~torch.isfinite(H).all(1)
@@ -705,100 +627,23 @@ class ClassStats:
         N = float(n.sum())
         return S / max(N, 1.0)
 
-    @property
-    def has_covariance(self) -> bool:
-        return self._cov is not None
-
     # ---- persistence ----------------------------------------------------------------------
-
-    def _header(self) -> dict[str, str]:
-        info = {
-            "format": "lcfast.ClassStats",
-            "version": FORMAT_VERSION,
-            "n_classes": self.n_classes,
-            "dim": self.dim,
-            "covariance": self._cov is not None,
-            "pass_kind": self.pass_kind,
-            "ref_fixed": self.ref_fixed,
-            "nonfinite": self.nonfinite,
-            "skipped": self.skipped,
-            "dtype": str(self.dtype).replace("torch.", ""),
-        }
-        out = _meta_to_strings(self.meta)
-        out.update({"lcfast": json.dumps(info), "pass_kind": self.pass_kind, "tokens_seen": str(self.n_samples)})
-        return out
 
     def save(self, path: str | os.PathLike, meta: dict[str, Any] | None = None) -> Path:
         """Write the state as safetensors (+ string metadata: `meta`, pass kind, tokens seen),
         atomically (temp file in the same folder, fsync, os.replace). `meta` is merged into
         `.meta` (fingerprints of the model / shard that produced the state). safetensors metadata is
-        a dict of strings: non-string values are JSON-encoded and come back from `load` as strings."""
-        from safetensors.torch import save as st_save
-
+        a dict of strings: non-string values are JSON-encoded and come back from `load` as strings.
+        Layout: lcfast.stats.state_file."""
         if meta:
             self.meta.update(meta)
-        tensors = {
-            "counts": self._n.detach().to("cpu").contiguous(),
-            "ref": self._ref.detach().to("cpu").contiguous(),
-            "s1": self._s1.detach().to("cpu").contiguous(),
-            "s2": self._s2.detach().to("cpu").contiguous(),
-        }
-        if self._cov is not None:
-            tensors["cov"] = self._cov.detach().to("cpu").contiguous()
-        if self.cov_classes is not None:
-            tensors["cov_classes"] = self.cov_classes.to("cpu", torch.uint8).contiguous()
-        path = Path(path)
-        atomic_write_bytes(path, st_save(tensors, metadata=self._header()))
-        return path
+        return state_file.save_class_stats(self, path)
 
     @classmethod
     def load(cls, path: str | os.PathLike, expect: dict[str, Any] | None = None, device="cpu") -> "ClassStats":
         """Read a state written by `save`; DataError naming the file when it is not one, is
         inconsistent, or its metadata does not match `expect` (e.g. {"model_fingerprint": ...})."""
-        tensors, raw = read_safetensors(path, "ClassStats")
-        try:
-            info = json.loads(raw["lcfast"])
-            if info.get("format") != "lcfast.ClassStats":
-                raise KeyError("format")
-            C, d = int(info["n_classes"]), int(info["dim"])
-        except (KeyError, ValueError, TypeError):
-            raise DataError(f"{path}: not an lcfast ClassStats state file (missing or bad 'lcfast' header)") from None
-        if info.get("version") != FORMAT_VERSION:
-            raise DataError(f"{path}: ClassStats format version {info.get('version')!r}, this lcfast reads {FORMAT_VERSION}")
-        want = {"counts": (C,), "ref": (C, d), "s1": (C, d), "s2": (C,)}
-        if info.get("covariance"):
-            want["cov"] = (d, d)
-        for k, shape in want.items():
-            t = tensors.get(k)
-            if t is None or tuple(t.shape) != shape or not t.is_floating_point():
-                got = None if t is None else tuple(t.shape)
-                raise DataError(f"{path}: tensor {k!r} missing or malformed (expected float {shape}, got {got})")
-            if not bool(torch.isfinite(t).all()):
-                raise DataError(f"{path}: tensor {k!r} contains non-finite values")
-        n = tensors["counts"]
-        if bool((n < 0).any()) or bool((n != n.round()).any()):
-            raise DataError(f"{path}: counts are not non-negative integers")
-        dtype = getattr(torch, info.get("dtype", "float64"), F64)
-        cov_classes = tensors.get("cov_classes")
-        if cov_classes is not None:
-            if tuple(cov_classes.shape) != (C,):
-                raise DataError(f"{path}: tensor 'cov_classes' malformed")
-            cov_classes = cov_classes.to(torch.bool)
-        st = cls(C, d, covariance=bool(info.get("covariance")), device=device, dtype=dtype,
-                 nonfinite=info.get("nonfinite", "error"), cov_classes=cov_classes)
-        st._n = n.to(device, dtype)
-        st._ref = tensors["ref"].to(device, dtype)
-        st._s1 = tensors["s1"].to(device, dtype)
-        st._s2 = tensors["s2"].to(device, dtype)
-        if st._cov is not None:
-            st._cov = tensors["cov"].to(device, dtype)
-        st.pass_kind = info.get("pass_kind", "one-pass")
-        st.ref_fixed = bool(info.get("ref_fixed", False))
-        st.skipped = int(info.get("skipped", 0))
-        user = {k: v for k, v in raw.items() if k not in ("lcfast", "pass_kind", "tokens_seen")}
-        st.meta = user
-        check_meta(path, raw, expect)
-        return st
+        return state_file.load_class_stats(cls, path, expect, device)
 
     def __repr__(self) -> str:
         return (

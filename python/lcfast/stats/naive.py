@@ -9,7 +9,7 @@ import math
 
 import torch
 
-from lcfast.stats.results import Moments, PairwiseSums
+from lcfast.backend import DEGENERATE_TOL, Moments, PairwiseSums
 
 F64 = torch.float64
 
@@ -76,8 +76,6 @@ def _pair_values(M, var, cdnv_power, tol, exact=True):
 def pairwise_naive(M, var, cdnv_power=1.0, tol=None, exact=True, raw_dot=False) -> PairwiseSums:
     """PairwiseSums from full C×C grids (exact=True: differences materialised, C×C×d);
     raw_dot=True: also the moments of ⟨m_c, m_c'⟩ over every pair c < c' (the full Gram's upper triangle)."""
-    from lcfast.stats.pairwise import DEGENERATE_TOL
-
     tol = DEGENERATE_TOL if tol is None else tol
     M = M.to(F64)
     C = M.shape[0]
@@ -129,8 +127,6 @@ def _cv(x):
 
 def measure_embeddings_naive(H, Y, W=None, b=None, H_val=None, Y_val=None, min_count=1, cdnv_power=1.0, tol=None):
     """Every canonical metric by brute force (float64, dense C×C and B×C matrices)."""
-    from lcfast.stats.pairwise import DEGENERATE_TOL
-
     tol = DEGENERATE_TOL if tol is None else tol
     H = H.to(F64)
     Y = Y.to(torch.int64)

@@ -28,7 +28,6 @@ hits (ncc_pred == lm_pred) and totals; `.agreement` = Σhits / Σtotals (nc4_agr
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -36,16 +35,11 @@ from typing import Any
 import torch
 
 from lcfast import validate
+from lcfast.backend import load_launcher, resolve_backend
 from lcfast.errors import DataError, UsageError
-from lcfast.io import atomic_write_bytes, check_meta
+from lcfast.stats import state_file
 from lcfast.stats.inputs import as_tensor
-from lcfast.stats.classstats import (
-    _meta_to_strings,
-    load_launcher,
-    read_safetensors,
-    resolve_backend,
-    tensor_fingerprint,
-)
+from lcfast.stats.state_file import tensor_fingerprint
 
 __all__ = ["ncc_torch", "ncc_predict", "NCCStats"]
 
@@ -333,50 +327,17 @@ class NCCStats:
         return self
 
     def save(self, path: str | os.PathLike, meta: dict[str, Any] | None = None) -> Path:
-        from safetensors.torch import save as st_save
-
+        """Write the decisions (hits, totals, kept mask; `meta` merged into `.meta`) atomically as
+        safetensors; means and W are not stored. Layout: lcfast.stats.state_file."""
         if meta:
             self.meta.update(meta)
-        header = _meta_to_strings(self.meta)
-        header["lcfast"] = json.dumps({"format": "lcfast.NCCStats", "version": "1", "n_classes": self.n_classes})
-        header["positions_seen"] = str(int(self.totals.sum()))
-        tensors = {"hits": self.hits.contiguous(), "totals": self.totals.contiguous(), "kept": self.kept.to(torch.uint8)}
-        if self.all_classes:
-            tensors["hits_all"] = self.hits_all.contiguous()
-        path = Path(path)
-        atomic_write_bytes(path, st_save(tensors, metadata=header))
-        return path
+        return state_file.save_ncc_stats(self, path)
 
     @classmethod
     def load(cls, path, means=None, W=None, b=None, expect: dict[str, Any] | None = None) -> "NCCStats":
-        tensors, raw = read_safetensors(path, "NCCStats")
-        try:
-            info = json.loads(raw["lcfast"])
-            if info.get("format") != "lcfast.NCCStats":
-                raise KeyError("format")
-            C = int(info["n_classes"])
-        except (KeyError, ValueError, TypeError):
-            raise DataError(f"{path}: not an lcfast NCCStats state file (missing or bad 'lcfast' header)") from None
-        for k in ("hits", "totals", "kept"):
-            t = tensors.get(k)
-            if t is None or tuple(t.shape) != (C,):
-                raise DataError(f"{path}: tensor {k!r} missing or malformed (expected shape ({C},))")
-        hits, totals = tensors["hits"].to(torch.int64), tensors["totals"].to(torch.int64)
-        if bool((hits < 0).any()) or bool((hits > totals).any()):
-            raise DataError(f"{path}: hits must lie in [0, totals]")
-        hits_all = tensors.get("hits_all")  # absent in states saved without the all-class decisions
-        if hits_all is not None:
-            if tuple(hits_all.shape) != (C,):
-                raise DataError(f"{path}: tensor 'hits_all' malformed (expected shape ({C},))")
-            hits_all = hits_all.to(torch.int64)
-            if bool((hits_all < 0).any()) or bool((hits_all > totals).any()):
-                raise DataError(f"{path}: hits_all must lie in [0, totals]")
-        st = cls(C, None, tensors["kept"].to(torch.bool), None, all_classes=hits_all is not None)
-        st.hits, st.totals = hits, totals
-        if hits_all is not None:
-            st.hits_all = hits_all
-        st.meta = {k: v for k, v in raw.items() if k not in ("lcfast", "positions_seen")}
-        check_meta(path, raw, expect)
+        """Read a state written by `save` (DataError naming the file when it is not one or its
+        metadata does not match `expect`); pass `means` and `W` to continue updating."""
+        st = state_file.load_ncc_stats(cls, path, expect)
         if means is not None or W is not None:
             st.bind(means, W, b)
         return st

@@ -56,14 +56,18 @@ import math
 
 import torch
 
+from lcfast.backend import (
+    DEGENERATE_TOL,
+    Moments,
+    PairwiseSums,
+    load_launcher,
+    resolve_backend,
+)
 from lcfast.errors import UsageError
-from lcfast.stats.classstats import load_launcher, resolve_backend
-from lcfast.stats.results import Moments, PairwiseSums
 
 __all__ = ["pairwise_torch", "pairwise_sweep", "gram_sums", "cross_gram_sums", "etf_error", "DEGENERATE_TOL", "refine_band"]
 
 F64 = torch.float64
-DEGENERATE_TOL = 1e3 * torch.finfo(F64).eps
 
 
 def gram_sums(M: torch.Tensor, block: int = 2048) -> tuple[float, float, float]:
@@ -184,149 +188,185 @@ def pairwise_torch(
     C, d = M.shape
     out = PairwiseSums(n_classes=C)
     out.gram_sum, out.gram_sq_sum, out.gram_trace = gram_sums(M)
-    row_cdnv = torch.zeros(C, dtype=F64, device=dev)
-    row_cos = torch.zeros(C, dtype=F64, device=dev)
-    row_cnt = torch.zeros(C, dtype=torch.int64, device=dev)
-    out.row_cdnv_sum, out.row_cos_sum, out.row_count = row_cdnv, row_cos, row_cnt
+    out.row_cdnv_sum = torch.zeros(C, dtype=F64, device=dev)
+    out.row_cos_sum = torch.zeros(C, dtype=F64, device=dev)
+    out.row_count = torch.zeros(C, dtype=torch.int64, device=dev)
     if raw_dot:
         out.dot = Moments()
     if C < 2:
         return out
 
+    # zero-norm centred means: every pair touching one is degenerate, and left out of the tiles
     n2 = (M * M).sum(1)
     scale = float(n2.max())
     zero = n2 <= tol * scale if scale > 0 else torch.ones(C, dtype=torch.bool, device=dev)
     nz = (~zero).nonzero().squeeze(1)
     K = int(nz.numel())
     Z = C - K
-    degenerate = Z * K + Z * (Z - 1) // 2  # every pair touching a zero-norm mean
+    degenerate = Z * K + Z * (Z - 1) // 2
     if raw_dot and Z:
         out.dot = _zero_row_dots(M, zero, block)
     if K < 2:
         out.degenerate = degenerate
         return out
 
-    Mk = M[nz]
-    nk = n2[nz]
-    hv = 0.5 * var[nz]
-    Mh = Mk / nk.sqrt()[:, None]
-    Kc, Kt, Kl = _shift_estimates(Mk, Mh, nk, hv, p, tol)
-    s_l = math.exp(-Kl)  # log(s·dhat²) = log dhat² − Kl
-    one = torch.ones(K, 1, dtype=F64, device=dev)
-    AL = torch.cat([Mk, nk[:, None], one], 1)            # · AR → dist²
-    AR = torch.cat([-2.0 * Mk, one, nk[:, None]], 1)
-    BL = torch.cat([Mh, one, one], 1)                    # · BR → dhat² − Kt
-    BR = torch.cat([-2.0 * Mh, one, (1.0 - Kt) * one], 1)
-    del Mh
-
-    bs = min(block, K)
-    tri = torch.ones(bs, bs, dtype=torch.bool, device=dev).triu(1)
-    bufs = [torch.empty(bs * bs, dtype=F64, device=dev) for _ in range(5 if raw_dot else 4)]
-    # raw dot products: G = (‖m_i‖² + ‖m_j‖² − dist²)/2 from the first GEMM's tile (no third GEMM),
-    # summed shifted by their exact mean over all pairs, (ΣG − tr G)/(C(C−1)), like the other moments
-    Kd = (out.gram_sum - out.gram_trace) / (C * (C - 1))
-    accd = torch.zeros(2, dtype=F64, device=dev)
-    c_kt = torch.tensor(s_l * Kt, dtype=F64, device=dev)
-    z = torch.zeros((), dtype=F64, device=dev)
-    acc = torch.zeros(6, dtype=F64, device=dev)  # S1, S2 of cdnv-Kc, dhat²-Kt, log dhat²-Kl
-    rc = torch.zeros(K, dtype=F64, device=dev)  # row sums of (cdnv − Kc), (dhat² − Kt), valid counts
-    rt = torch.zeros(K, dtype=F64, device=dev)
-    rcount = torch.zeros(K, dtype=F64, device=dev)
-    n_valid = 0
-    two_tol = 2.0 * tol
-    band = max(refine_band(d), tol)
-    two_band = 2.0 * band
-
-    for i0 in range(0, K, bs):
-        i1 = min(i0 + bs, K)
-        bi = i1 - i0
-        ALi, BLi = AL[i0:i1], BL[i0:i1]
-        hvi, nki = hv[i0:i1], nk[i0:i1]
-        nki_max = float(nki.max())
-        for j0 in range(i0, K, bs):
-            j1 = min(j0 + bs, K)
-            bj = j1 - j0
-            D2 = torch.mm(ALi, AR[j0:j1].T, out=_flat(bufs[0], bi, bj))
-            T = torch.mm(BLi, BR[j0:j1].T, out=_flat(bufs[1], bi, bj))
-            ex = None  # pairs near the band, resolved exactly
-            if j0 == i0 or float(D2.min()) <= band * (nki_max + float(nk[j0:j1].max())) \
-                    or float(T.min()) <= two_band - Kt:
-                near = (D2 <= band * (nki[:, None] + nk[None, j0:j1])) | (T <= two_band - Kt)
-                if j0 == i0:
-                    near &= tri[:bi, :bj]
-                ex = _exact_pairs(near, Mk, nk, i0, j0)
-                if ex is not None:
-                    er, ec, ed2, et2 = ex
-                    D2[er, ec] = ed2
-                    T[er, ec] = et2 - Kt
-            if j0 == i0 or ex is not None or float(D2.min()) <= tol * (nki_max + float(nk[j0:j1].max())) \
-                    or float(T.min()) <= two_tol - Kt:
-                deg = (D2 <= tol * (nki[:, None] + nk[None, j0:j1])) | (T <= two_tol - Kt)
-                if ex is not None:  # decided on the exact values (T holds dhat² − Kt: rounded at ~eps·Kt)
-                    deg[er, ec] = (ed2 <= tol * (nki[er] + nk[j0 + ec])) | (et2 <= two_tol)
-                if j0 == i0:
-                    valid = tri[:bi, :bj] & ~deg
-                    degenerate += int((deg & tri[:bi, :bj]).sum())
-                else:
-                    valid = ~deg
-                    degenerate += int(deg.sum())
-            else:
-                valid = None
-            if raw_dot:  # every pair of the tile, degenerate or not (before D2 is overwritten)
-                Gd = torch.add(nki[:, None], nk[None, j0:j1], out=_flat(bufs[4], bi, bj)).sub_(D2).mul_(0.5).sub_(Kd)
-                if j0 == i0:
-                    Gd.masked_fill_(~tri[:bi, :bj], 0.0)
-                gf = Gd.view(-1)
-                accd += torch.stack([gf.sum(), torch.dot(gf, gf)])
-            if p != 1.0:
-                D2.clamp_min_(0).pow_(p)
-            cd = torch.add(hvi[:, None], hv[None, j0:j1], out=_flat(bufs[2], bi, bj)).div_(D2).sub_(Kc)
-            L = torch.add(c_kt, T, alpha=s_l, out=_flat(bufs[3], bi, bj)).log_()
-            if ex is not None:  # log dhat² − Kl from the exact dhat², not from the shifted T
-                L[er, ec] = et2.log() - Kl
-            if valid is None:
-                n_valid += bi * bj
-                rcount[i0:i1] += bj
-                rcount[j0:j1] += bi
-            else:
-                inv = ~valid
-                cd.masked_fill_(inv, 0.0)
-                T.masked_fill_(inv, 0.0)
-                L.masked_fill_(inv, 0.0)
-                vf = valid.to(F64)
-                n_valid += int(valid.sum())
-                rcount[i0:i1] += vf.sum(1)
-                rcount[j0:j1] += vf.sum(0)
-            r1 = cd.sum(1)
-            rc[i0:i1] += r1
-            rc[j0:j1] += cd.sum(0)
-            r2 = T.sum(1)
-            rt[i0:i1] += r2
-            rt[j0:j1] += T.sum(0)
-            cdf, Tf, Lf = cd.view(-1), T.view(-1), L.view(-1)
-            acc += torch.stack([r1.sum(), torch.dot(cdf, cdf), r2.sum(), torch.dot(Tf, Tf), Lf.sum(), torch.dot(Lf, Lf)])
-
-    out.degenerate = int(degenerate)
-    if n_valid:
-        s = acc.tolist()
-        n = float(n_valid)
-
-        def mom(s1, s2, shift, a=1.0, b=0.0):  # moments of a·(x) + b with x = shift + (x − shift)
-            mean = shift + s1 / n
-            m2 = max(s2 - s1 * s1 / n, 0.0)
-            return Moments(n, a * mean + b, a * a * m2)
-
-        out.cdnv = mom(s[0], s[1], Kc)
-        out.cos = mom(s[2], s[3], Kt, -0.5, 1.0)
-        out.logk = mom(s[4], s[5], Kl, -0.5, 0.0)
-    if raw_dot:
-        nd = K * (K - 1) / 2
-        s1, s2 = accd.tolist()
-        out.dot = Moments(nd, Kd + s1 / nd, max(s2 - s1 * s1 / nd, 0.0)).merge(out.dot)
-    row_cdnv[nz] = rc + Kc * rcount
-    row_cos[nz] = rcount - 0.5 * (rt + Kt * rcount)
-    row_cnt[nz] = rcount.round().to(torch.int64)
+    # raw dot products are summed shifted by their exact mean over all pairs, (ΣG − tr G)/(C(C−1))
+    Kd = (out.gram_sum - out.gram_trace) / (C * (C - 1)) if raw_dot else None
+    sweep = _TileSweep(M[nz], n2[nz], 0.5 * var[nz], p, tol, min(block, K), Kd)
+    for i0 in range(0, K, sweep.bs):
+        rows = sweep.rows(i0)
+        for j0 in range(i0, K, sweep.bs):
+            sweep.tile(rows, j0)
+    sweep.finish(out, nz, degenerate)
     return out
+
+
+class _TileSweep:
+    """One blocked sweep over the upper triangle of the K non-zero-norm classes (module docstring):
+    the augmented GEMM operands, preallocated tile buffers and the float64 shifted-sum accumulators."""
+
+    def __init__(self, Mk, nk, hv, p: float, tol: float, bs: int, Kd: float | None):
+        K, d = Mk.shape
+        dev = Mk.device
+        self.Mk, self.nk, self.hv, self.p, self.tol, self.bs, self.Kd = Mk, nk, hv, p, tol, bs, Kd
+        Mh = Mk / nk.sqrt()[:, None]
+        self.Kc, self.Kt, self.Kl = _shift_estimates(Mk, Mh, nk, hv, p, tol)
+        self.s_l = math.exp(-self.Kl)  # log(s·dhat²) = log dhat² − Kl
+        one = torch.ones(K, 1, dtype=F64, device=dev)
+        self.AL = torch.cat([Mk, nk[:, None], one], 1)            # · AR → dist²
+        self.AR = torch.cat([-2.0 * Mk, one, nk[:, None]], 1)
+        self.BL = torch.cat([Mh, one, one], 1)                    # · BR → dhat² − Kt
+        self.BR = torch.cat([-2.0 * Mh, one, (1.0 - self.Kt) * one], 1)
+        self.tri = torch.ones(bs, bs, dtype=torch.bool, device=dev).triu(1)
+        self.bufs = [torch.empty(bs * bs, dtype=F64, device=dev) for _ in range(4 if Kd is None else 5)]
+        self.c_kt = torch.tensor(self.s_l * self.Kt, dtype=F64, device=dev)
+        self.acc = torch.zeros(6, dtype=F64, device=dev)  # S1, S2 of cdnv-Kc, dhat²-Kt, log dhat²-Kl
+        self.accd = torch.zeros(2, dtype=F64, device=dev)  # S1, S2 of G − Kd (raw_dot)
+        self.rc = torch.zeros(K, dtype=F64, device=dev)  # row sums of (cdnv − Kc), (dhat² − Kt), valid counts
+        self.rt = torch.zeros(K, dtype=F64, device=dev)
+        self.rcount = torch.zeros(K, dtype=F64, device=dev)
+        self.n_valid = 0
+        self.degenerate = 0
+        self.band = max(refine_band(d), tol)
+
+    def rows(self, i0: int):
+        """What every tile of the row block starting at i0 shares."""
+        i1 = min(i0 + self.bs, self.Mk.shape[0])
+        nki = self.nk[i0:i1]
+        return i0, i1, self.AL[i0:i1], self.BL[i0:i1], self.hv[i0:i1], nki, float(nki.max())
+
+    def tile(self, rows, j0: int) -> None:
+        """Accumulate the tile (row block, columns j0..j0+bs): Gram-form dist² and dhat² − Kt, near
+        pairs recomputed exactly, degenerate pairs masked, then the shifted sums."""
+        i0, i1, ALi, BLi, hvi, nki, nki_max = rows
+        j1 = min(j0 + self.bs, self.Mk.shape[0])
+        bi, bj = i1 - i0, j1 - j0
+        nkj = self.nk[j0:j1]
+        nkj_max = float(nkj.max())
+        diag = j0 == i0
+        tri = self.tri[:bi, :bj]
+        D2 = torch.mm(ALi, self.AR[j0:j1].T, out=_flat(self.bufs[0], bi, bj))
+        T = torch.mm(BLi, self.BR[j0:j1].T, out=_flat(self.bufs[1], bi, bj))
+        ex = self._refine(D2, T, nki, nkj, nki_max, nkj_max, i0, j0, tri if diag else None)
+        valid = self._valid(D2, T, ex, nki, nkj, nki_max, nkj_max, j0, tri if diag else None)
+        if self.Kd is not None:  # every pair of the tile, degenerate or not (before D2 is overwritten)
+            Gd = torch.add(nki[:, None], nkj[None, :], out=_flat(self.bufs[4], bi, bj)).sub_(D2).mul_(0.5).sub_(self.Kd)
+            if diag:
+                Gd.masked_fill_(~tri, 0.0)
+            gf = Gd.view(-1)
+            self.accd += torch.stack([gf.sum(), torch.dot(gf, gf)])
+        if self.p != 1.0:
+            D2.clamp_min_(0).pow_(self.p)
+        cd = torch.add(hvi[:, None], self.hv[None, j0:j1], out=_flat(self.bufs[2], bi, bj)).div_(D2).sub_(self.Kc)
+        L = torch.add(self.c_kt, T, alpha=self.s_l, out=_flat(self.bufs[3], bi, bj)).log_()
+        if ex is not None:  # log dhat² − Kl from the exact dhat², not from the shifted T
+            er, ec, _, et2 = ex
+            L[er, ec] = et2.log() - self.Kl
+        self._accumulate(cd, T, L, valid, i0, i1, j0, j1)
+
+    def _refine(self, D2, T, nki, nkj, nki_max, nkj_max, i0, j0, tri):
+        """Pairs inside the refine band get their exact dist² and dhat² (− Kt) written into D2 / T;
+        returns them as `_exact_pairs` does (None when none). `tri`: the diagonal tile's c < c' mask."""
+        band, Kt = self.band, self.Kt
+        if not (tri is not None or float(D2.min()) <= band * (nki_max + nkj_max) or float(T.min()) <= 2.0 * band - Kt):
+            return None
+        near = (D2 <= band * (nki[:, None] + nkj[None, :])) | (T <= 2.0 * band - Kt)
+        if tri is not None:
+            near &= tri
+        ex = _exact_pairs(near, self.Mk, self.nk, i0, j0)
+        if ex is not None:
+            er, ec, ed2, et2 = ex
+            D2[er, ec] = ed2
+            T[er, ec] = et2 - Kt
+        return ex
+
+    def _valid(self, D2, T, ex, nki, nkj, nki_max, nkj_max, j0, tri):
+        """The tile's non-degenerate pairs (None: all of them), counting the degenerate ones."""
+        tol, Kt = self.tol, self.Kt
+        if not (tri is not None or ex is not None or float(D2.min()) <= tol * (nki_max + nkj_max)
+                or float(T.min()) <= 2.0 * tol - Kt):
+            return None
+        deg = (D2 <= tol * (nki[:, None] + nkj[None, :])) | (T <= 2.0 * tol - Kt)
+        if ex is not None:  # decided on the exact values (T holds dhat² − Kt: rounded at ~eps·Kt)
+            er, ec, ed2, et2 = ex
+            deg[er, ec] = (ed2 <= tol * (nki[er] + self.nk[j0 + ec])) | (et2 <= 2.0 * tol)
+        if tri is not None:
+            self.degenerate += int((deg & tri).sum())
+            return tri & ~deg
+        self.degenerate += int(deg.sum())
+        return ~deg
+
+    def _accumulate(self, cd, T, L, valid, i0, i1, j0, j1) -> None:
+        """Shifted sums and row sums of the tile's valid values (cdnv − Kc, dhat² − Kt, log dhat² − Kl)."""
+        bi, bj = i1 - i0, j1 - j0
+        if valid is None:
+            self.n_valid += bi * bj
+            self.rcount[i0:i1] += bj
+            self.rcount[j0:j1] += bi
+        else:
+            inv = ~valid
+            cd.masked_fill_(inv, 0.0)
+            T.masked_fill_(inv, 0.0)
+            L.masked_fill_(inv, 0.0)
+            vf = valid.to(F64)
+            self.n_valid += int(valid.sum())
+            self.rcount[i0:i1] += vf.sum(1)
+            self.rcount[j0:j1] += vf.sum(0)
+        r1 = cd.sum(1)
+        self.rc[i0:i1] += r1
+        self.rc[j0:j1] += cd.sum(0)
+        r2 = T.sum(1)
+        self.rt[i0:i1] += r2
+        self.rt[j0:j1] += T.sum(0)
+        cdf, Tf, Lf = cd.view(-1), T.view(-1), L.view(-1)
+        self.acc += torch.stack([r1.sum(), torch.dot(cdf, cdf), r2.sum(), torch.dot(Tf, Tf),
+                                 Lf.sum(), torch.dot(Lf, Lf)])
+
+    def finish(self, out: PairwiseSums, nz: torch.Tensor, degenerate: int) -> None:
+        """Moments (mean = K + S1/n, M2 = S2 − S1²/n, affine images for cos and the log kernel) and
+        the row sums of the non-zero classes `nz` into `out`; `degenerate`: the zero-norm pairs."""
+        out.degenerate = int(degenerate + self.degenerate)
+        if self.n_valid:
+            s = self.acc.tolist()
+            n = float(self.n_valid)
+
+            def mom(s1, s2, shift, a=1.0, b=0.0):  # moments of a·(x) + b with x = shift + (x − shift)
+                mean = shift + s1 / n
+                m2 = max(s2 - s1 * s1 / n, 0.0)
+                return Moments(n, a * mean + b, a * a * m2)
+
+            out.cdnv = mom(s[0], s[1], self.Kc)
+            out.cos = mom(s[2], s[3], self.Kt, -0.5, 1.0)
+            out.logk = mom(s[4], s[5], self.Kl, -0.5, 0.0)
+        if self.Kd is not None:
+            K = self.Mk.shape[0]
+            nd = K * (K - 1) / 2
+            s1, s2 = self.accd.tolist()
+            out.dot = Moments(nd, self.Kd + s1 / nd, max(s2 - s1 * s1 / nd, 0.0)).merge(out.dot)
+        rcount = self.rcount
+        out.row_cdnv_sum[nz] = self.rc + self.Kc * rcount
+        out.row_cos_sum[nz] = rcount - 0.5 * (self.rt + self.Kt * rcount)
+        out.row_count[nz] = rcount.round().to(torch.int64)
 
 
 def _zero_row_dots(M: torch.Tensor, zero: torch.Tensor, block: int) -> Moments:
