@@ -11,7 +11,6 @@ from lcfast.backend import PairwiseSums
 from lcfast.errors import UsageError
 from lcfast.kernels.pairwise import DEGENERATE_TOL, pairwise_triton, tile_table
 from lcfast.stats.naive import pairwise_naive
-from lcfast.stats.pairwise import DEGENERATE_TOL as TWIN_TOL
 from lcfast.stats.pairwise import pairwise_torch
 
 F64 = torch.float64
@@ -41,10 +40,6 @@ def assert_sums_close(got: PairwiseSums, want: PairwiseSums, rtol: float, check_
         torch.testing.assert_close(got.row_count.cpu(), want.row_count.cpu().to(torch.int64))
         torch.testing.assert_close(got.row_cdnv_sum.cpu(), want.row_cdnv_sum.cpu().to(F64), rtol=rtol, atol=1e-9)
         torch.testing.assert_close(got.row_cos_sum.cpu(), want.row_cos_sum.cpu().to(F64), rtol=rtol, atol=rtol)
-
-
-def test_tolerance_is_the_twins():
-    assert DEGENERATE_TOL == TWIN_TOL
 
 
 @pytest.mark.parametrize("power", [1.0, 2.0, 1.5])
