@@ -9,7 +9,7 @@ import torch
 
 from lcfast.backend import PairwiseSums
 from lcfast.errors import UsageError
-from lcfast.kernels.pairwise import DEGENERATE_TOL, pairwise_triton, tile_table
+from lcfast.kernels.pairwise import pairwise_triton, tile_table
 from lcfast.stats.naive import pairwise_naive
 from lcfast.stats.pairwise import pairwise_torch
 
