@@ -4,6 +4,7 @@ interpreter, the "naive does not fit" path, JSON output and the CLI's usage erro
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 import torch
