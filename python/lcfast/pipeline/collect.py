@@ -57,7 +57,7 @@ from lcfast.model.sources import (  # noqa: F401 (model sources live in lcfast.m
     run_epochs,
 )
 from lcfast.pipeline.collect_parts import Part
-from lcfast.pipeline.train import resolve_device  # noqa: F401 (also used by measure and demo)
+from lcfast.dist import resolve_device  # noqa: F401 (also used by measure and demo)
 
 STATE_VERSION = "1"
 COLLECT_JSON = "collect.json"
