@@ -178,5 +178,50 @@ def test_shard_collect_and_merge_equal_single_process(tiny_shards, tmp_path):
     _assert_same_stats(tmp_path / "single", parts)
 
 
+def failing_rank_worker(run: str, coll: str, report: str) -> None:
+    """One torchrun job collecting RUN into COLL (whose rank-1 state is corrupt): each rank writes
+    what `collect` raised to REPORT/rank<r>.json instead of letting the process die."""
+    import torch.distributed as tdist
+
+    from lcfast.pipeline.collect import CollectOptions, collect
+
+    tdist.init_process_group("gloo")
+    rank = tdist.get_rank()
+    try:
+        collect(run, out=coll, opts=CollectOptions(batch_size=3, device="cpu"), progress=False)
+        got = {"error": None}
+    except Exception as e:  # noqa: BLE001 - reported to the test
+        got = {"error": type(e).__name__, "message": str(e)}
+    (Path(report) / f"rank{rank}.json").write_text(json.dumps(got))
+    tdist.destroy_process_group()
+
+
+def test_a_failing_rank_stops_every_rank(tiny_shards, tmp_path):
+    """collect under torchrun: when one rank cannot read its resume state, every rank stops with
+    that rank's error (a DataError, exit code 1) before the pass, instead of the others running
+    the pass and then waiting in its all-reduce for a rank that is gone."""
+    run, coll, report = tmp_path / "run", tmp_path / "coll", tmp_path / "report"
+    train_run(tiny_shards, run, epochs=1, **TRAIN)
+    coll.mkdir()
+    report.mkdir()
+    (coll / "train_stats.rank1of2.safetensors").write_bytes(b"not a safetensors file")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", __file__,
+           "--failing-rank", str(run), str(coll), str(report)]
+    try:
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=180, env=_env())
+    except subprocess.TimeoutExpired:
+        pytest.fail("a rank waited for the failed one")
+    assert r.returncode == 0, r.stderr[-3000:]  # (both workers reported and returned)
+    got = [json.loads((report / f"rank{i}.json").read_text()) for i in (0, 1)]
+    for g in got:
+        assert g["error"] == "DataError", g
+        assert "train_stats.rank1of2.safetensors" in g["message"], g
+    assert got[0]["message"] == got[1]["message"]
+    assert not (coll / "train_stats.rank0of2.safetensors").exists()  # rank 0 stopped before its pass
+
+
 if __name__ == "__main__":  # torchrun tests/test_distributed.py DATA RUN COLL
-    worker(*sys.argv[1:4])
+    if sys.argv[1] == "--failing-rank":
+        failing_rank_worker(*sys.argv[2:5])
+    else:
+        worker(*sys.argv[1:4])

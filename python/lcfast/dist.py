@@ -54,6 +54,12 @@ def launched() -> bool:
     return "WORLD_SIZE" in os.environ
 
 
+def in_job() -> bool:
+    """True when this process belongs to a job of several: a process group is initialised, or
+    torchrun launched it with WORLD_SIZE > 1 (then `init` joins the group)."""
+    return is_initialized() or (launched() and _env_int("WORLD_SIZE", 1) > 1)
+
+
 def _env_int(name: str, default: int) -> int:
     v = os.environ.get(name)
     if v is None:
@@ -242,5 +248,5 @@ def rank_slice(n: int, rank: int, world: int) -> tuple[int, int]:
     return start, base + (1 if rank < rem else 0)
 
 
-__all__ = ["Context", "init", "shutdown", "launched", "is_initialized", "rank", "world_size", "is_main",
+__all__ = ["Context", "init", "shutdown", "launched", "in_job", "is_initialized", "rank", "world_size", "is_main",
            "barrier", "all_reduce_sum", "all_reduce_min", "broadcast_object", "agree", "together", "rank_slice", "resolve_device"]

@@ -506,7 +506,7 @@ def _run_demo(out, quick, device, console, progress, profile, workers, stack) ->
     if root.is_dir() and any(root.iterdir()) and not ((root / "work").is_dir() or (root / "demo.json").is_file()):
         # the demo replaces report.md, measurements.csv, … in OUT: only in a folder that is its own
         raise UsageError(f"--out {root}: folder exists, is not empty and holds no lcfast demo; use another --out")
-    from lcfast.pipeline.collect import resolve_device
+    from lcfast.dist import resolve_device
 
     resolve_device(device)  # a bad --device fails now, not after the corpus and tokenizer
     work = root / "work" / prof.name

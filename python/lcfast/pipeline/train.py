@@ -41,10 +41,14 @@ import torch.nn.functional as F
 
 from lcfast import dist, validate
 from lcfast.errors import DataError, UsageError, interrupt_note
-from lcfast.io import atomic_write_json, os_reason, read_json
+from lcfast.io import atomic_write_json, make_dir, read_json
 from lcfast.model.checkpoint import RUN_FORMAT, list_checkpoints
 from lcfast.model.gptneo import GPTNeo, GPTNeoConfig, memory_terms, param_groups
-from lcfast.pipeline.train_state import load_resume_state, save_checkpoint, write_metrics
+from lcfast.pipeline.train_state import (
+    load_resume_state,
+    save_checkpoint,
+    write_metrics,
+)
 
 DEFAULT_EVAL_TOKENS = 1 << 20
 
@@ -355,7 +359,7 @@ def train_run(
                    lr=lr, weight_decay=weight_decay, seed=seed, steps_per_epoch=steps_per_epoch,
                    eval_tokens=eval_tokens, window_size=window_size, warmup_frac=warmup_frac,
                    min_lr_frac=min_lr_frac, grad_clip=grad_clip)
-    if dist.is_initialized() or (dist.launched() and dist._env_int("WORLD_SIZE", 1) > 1):
+    if dist.in_job():
         ctx = dist.init(device)  # under torchrun: join (or reuse) the process group
     else:
         ctx = dist.Context(device=dist.resolve_device(device))
@@ -434,10 +438,7 @@ def _run_config(hp: SimpleNamespace, cfg: GPTNeoConfig, spe: int, total: int, wa
 
 def _write_config(ctx: dist.Context, out: Path, run_cfg: dict, compile: bool) -> None:
     """Create the run folder and write config.json with the runtime facts (rank 0)."""
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise DataError(f"--out {out}: cannot create the run folder ({os_reason(e)})") from None
+    make_dir(out, "the run folder")
     import lcfast
 
     atomic_write_json(out / "config.json", {

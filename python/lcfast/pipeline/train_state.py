@@ -14,8 +14,20 @@ import torch
 
 from lcfast import dist
 from lcfast.errors import DataError
-from lcfast.io import atomic_dir, atomic_write_json, atomic_write_text, load_tensors, read_json, save_tensors
-from lcfast.model.checkpoint import EPOCH_PREFIX, list_checkpoints, load_state_strict, save_model
+from lcfast.io import (
+    atomic_dir,
+    atomic_write_json,
+    atomic_write_text,
+    load_tensors,
+    read_json,
+    save_tensors,
+)
+from lcfast.model.checkpoint import (
+    EPOCH_PREFIX,
+    list_checkpoints,
+    load_state_strict,
+    save_model,
+)
 from lcfast.model.gptneo import GPTNeo
 
 
