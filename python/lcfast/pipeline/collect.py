@@ -188,10 +188,9 @@ def _parts(opts: CollectOptions) -> tuple[int, int, bool]:
     return rank, world, grouped
 
 
-def _open_job(src: ModelSource, out_dir: Path | None, opts: CollectOptions, model, console, progress: bool,
-              on_save, on_progress) -> PassJob:
+def _open_job(src: ModelSource, out_dir: Path | None, opts: CollectOptions, model, on_save, on_progress) -> PassJob:
     """Everything checked and loaded before the first pass: options, data, model, memory, the slot
-    layout, this process's part, the output folder; starts the progress display."""
+    layout, this process's part, the output folder."""
     from lcfast.data.shards import TokenShard
     from lcfast.model.hf import dtype_name, parse_dtype
     from lcfast.pipeline import collect_layers as cl
@@ -217,15 +216,18 @@ def _open_job(src: ModelSource, out_dir: Path | None, opts: CollectOptions, mode
     # --restart ignores the saved states instead of deleting them: each is replaced (atomically) by
     # the new pass's first save, so a restart that fails early loses nothing
     make_dir(out_dir, "the output folder")
-    job = PassJob(src, out_dir, opts, device, dtype, paths, shards, model, model_fp, facts, T, model_head(model),
-               layout, layout_want, est, rank, world, grouped, t_start, on_save, on_progress)
-    if progress and (rank == 0 or opts.part is not None):
+    return PassJob(src, out_dir, opts, device, dtype, paths, shards, model, model_fp, facts, T, model_head(model),
+                   layout, layout_want, est, rank, world, grouped, t_start, on_save, on_progress)
+
+
+def _start_progress(job: PassJob, console) -> None:
+    """The progress display of the passes (the process that reports: rank 0, or a --shard part)."""
+    if job.rank == 0 or job.opts.part is not None:
         from lcfast.progress import progress_bar
 
         job.pbar = progress_bar(unit="windows", fields=("tps",), console=console)
         job.pbar.start()
-        job.pbar.console.print(f"[bold]{src.name}[/] {src.checkpoint} → {out_dir}", highlight=False)
-    return job
+        job.pbar.console.print(f"[bold]{job.src.name}[/] {job.src.checkpoint} → {job.out_dir}", highlight=False)
 
 
 def _load_classstats(path: Path, device: torch.device):
@@ -348,9 +350,11 @@ def collect_checkpoint(
     With `--shard i/n` it stops after writing its part of the first pass that is not merged yet."""
     opts = check_options(opts or CollectOptions())
     with dist.together():
-        job = _open_job(src, out_dir, opts, model, console, progress, on_save, on_progress)
+        job = _open_job(src, out_dir, opts, model, on_save, on_progress)
     results: dict[str, PassResult] = {}
     try:
+        if progress:
+            _start_progress(job, console)
         train, results["train"] = _train_pass(job)
         if job.partial:
             return _part_summary(job, results)
