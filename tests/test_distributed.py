@@ -220,6 +220,32 @@ def test_a_failing_rank_stops_every_rank(tiny_shards, tmp_path):
     assert not (coll / "train_stats.rank0of2.safetensors").exists()  # rank 0 stopped before its pass
 
 
+
+def test_torchrun_sums_parts_finished_before_an_interrupted_sum(tiny_shards, tmp_path):
+    """Ranks killed after each saved its finished part of the train pass but before rank 0 wrote the
+    sum: the rerun under torchrun sums those parts (every rank joins the all-reduce, none returns
+    its own part as if it were the total), so the result equals the single-process collection.
+    (`--shard i/2` writes the very states the two ranks of a torchrun job write.)"""
+    from lcfast.cli.app import main
+
+    run, coll = tmp_path / "run", tmp_path / "coll"
+    train_run(tiny_shards, run, epochs=1, **TRAIN)
+    args = ["--device", "cpu", "--no-progress", "--batch-size", "3"]
+    for i in (0, 1):
+        try:
+            main(["collect", str(run), "--out", str(coll), "--shard", f"{i}/2", *args])
+        except SystemExit as e:
+            assert not e.code
+    assert sorted(p.name for p in coll.iterdir()) == ["train_stats.rank0of2.safetensors", "train_stats.rank1of2.safetensors"]
+    try:
+        r = torchrun(["collect", str(run), "--out", str(coll), *COLLECT], timeout=180)
+    except subprocess.TimeoutExpired:
+        pytest.fail("torchrun collect timed out")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert sorted(p.name for p in coll.iterdir()) == ["collect.json", "train_stats.safetensors", "val_ncc.safetensors"]
+    main(["collect", str(run), "--out", str(tmp_path / "single"), *COLLECT])
+    _assert_same_stats(tmp_path / "single", coll)
+
 if __name__ == "__main__":  # torchrun tests/test_distributed.py DATA RUN COLL
     if sys.argv[1] == "--failing-rank":
         failing_rank_worker(*sys.argv[2:5])

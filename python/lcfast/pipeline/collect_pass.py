@@ -304,14 +304,17 @@ def run_pass(job: PassJob, kind: str, shard, make_acc, load_acc, extra_want: dic
         if job.on_save is not None:
             job.on_save(kind, done, n_windows)
 
-    if start >= n_windows:  # finished earlier: reuse
+    if start >= n_windows and (path == final or not job.grouped):  # finished earlier: reuse
         return acc, PassResult.reused_from(kind, n_windows, start, prior, job.device.type == "cuda")
     with dist.together():
-        r = _run_windows(job, kind, acc, shard, n_windows, start, batch_size, save, prior)
-    if start > 0:  # timings of a resumed pass: add those of the part done before
-        for k in _TIMINGS:
-            setattr(r, k, getattr(r, k) + float(prior.get(k, 0.0)))
-    save(n_windows, r.counters())  # single process or --shard: complete; torchrun: this rank's part
+        if start >= n_windows:  # this rank's part, finished before an interrupted sum: sum it again
+            r = PassResult.reused_from(kind, n_windows, start, prior, job.device.type == "cuda")
+        else:
+            r = _run_windows(job, kind, acc, shard, n_windows, start, batch_size, save, prior)
+            if start > 0:  # timings of a resumed pass: add those of the part done before
+                for k in _TIMINGS:
+                    setattr(r, k, getattr(r, k) + float(prior.get(k, 0.0)))
+            save(n_windows, r.counters())  # single process or --shard: complete; torchrun: this rank's part
     if not job.grouped:
         if job.world > 1:
             job.partial[kind] = path
