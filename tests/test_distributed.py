@@ -193,6 +193,7 @@ def failing_rank_worker(run: str, coll: str, report: str) -> None:
     except Exception as e:  # noqa: BLE001 - reported to the test
         got = {"error": type(e).__name__, "message": str(e)}
     (Path(report) / f"rank{rank}.json").write_text(json.dumps(got))
+    tdist.barrier()  # both reports written before either rank tears the group down
     tdist.destroy_process_group()
 
 
