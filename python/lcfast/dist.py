@@ -9,6 +9,8 @@ library code calls these helpers unconditionally:
     if ctx.is_main: write files
     dist.barrier()
     dist.all_reduce_sum(t)         # in place; returns t (identity for world 1)
+    with dist.together():          # a block any rank may fail: then every rank raises
+        read this rank's files
 
 `ctx.started` is True only when `init` created the group, so `shutdown(ctx)` destroys only a
 group it started (tests that build their own group keep it).
@@ -16,9 +18,11 @@ group it started (tests that build their own group keep it).
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
 from dataclasses import dataclass
+from typing import Iterator
 
 import torch
 
@@ -48,6 +52,12 @@ class Context:
 def launched() -> bool:
     """True inside a torchrun-launched process (WORLD_SIZE set)."""
     return "WORLD_SIZE" in os.environ
+
+
+def in_job() -> bool:
+    """True when this process belongs to a job of several: a process group is initialised, or
+    torchrun launched it with WORLD_SIZE > 1 (then `init` joins the group)."""
+    return is_initialized() or (launched() and _env_int("WORLD_SIZE", 1) > 1)
 
 
 def _env_int(name: str, default: int) -> int:
@@ -87,9 +97,11 @@ def is_main() -> bool:
     return rank() == 0 if is_initialized() else _env_int("RANK", 0) == 0
 
 
-def resolve_device(device: str | torch.device | None, local_rank: int = 0) -> torch.device:
-    """The device of this process: `auto` → cuda:LOCAL_RANK when CUDA is there, else cpu;
-    `cuda` (no index) under torchrun → cuda:LOCAL_RANK."""
+def resolve_device(device: str | torch.device | None, local_rank: int = 0, distributed: bool = False) -> torch.device:
+    """The device of this process — the one device resolution of every command (train, collect,
+    measure, features, the demo): `auto` → cuda:LOCAL_RANK when CUDA is there, else cpu; `cuda` (no
+    index) → cuda:LOCAL_RANK. UsageError naming --device for anything torch does not know, CUDA
+    without CUDA, or a device type other than cpu/cuda (mps too, but not in a `distributed` job)."""
     if isinstance(device, torch.device):
         dev = device
     else:
@@ -98,15 +110,19 @@ def resolve_device(device: str | torch.device | None, local_rank: int = 0) -> to
             d = "cuda" if torch.cuda.is_available() else "cpu"
         try:
             dev = torch.device(d)
-        except (RuntimeError, ValueError):
+        except (RuntimeError, ValueError, TypeError):
             raise UsageError(f"--device {device!r} is not a torch device (use auto, cpu, cuda, cuda:N)") from None
     if dev.type == "cuda":
         if not torch.cuda.is_available():
             raise UsageError(f"--device {device}: CUDA is not available on this machine")
         if dev.index is None:
             dev = torch.device("cuda", local_rank % max(1, torch.cuda.device_count()))
+    elif dev.type == "mps" and not distributed:
+        pass
     elif dev.type != "cpu":
-        raise UsageError(f"--device {device}: distributed runs support cpu and cuda devices only")
+        if distributed:
+            raise UsageError(f"--device {device}: distributed runs support cpu and cuda devices only")
+        raise UsageError(f"--device {device}: unsupported device type {dev.type!r}")
     return dev
 
 
@@ -118,7 +134,7 @@ def init(device: str | torch.device | None = "auto", timeout_s: float = 1800.0) 
     if is_initialized():
         import torch.distributed as tdist
 
-        dev = resolve_device(device, local_rank)
+        dev = resolve_device(device, local_rank, distributed=tdist.get_world_size() > 1)
         return Context(tdist.get_rank(), tdist.get_world_size(), local_rank, dev, tdist.get_backend(), False)
     if not launched() or _env_int("WORLD_SIZE", 1) <= 1:
         dev = resolve_device(device, local_rank)
@@ -127,7 +143,7 @@ def init(device: str | torch.device | None = "auto", timeout_s: float = 1800.0) 
 
     if not tdist.is_available():
         raise UsageError("this torch build has no torch.distributed support (needed under torchrun)")
-    dev = resolve_device(device, local_rank)
+    dev = resolve_device(device, local_rank, distributed=True)
     backend = "nccl" if dev.type == "cuda" else "gloo"
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
@@ -209,6 +225,20 @@ def agree(exc: BaseException | None) -> None:
     raise (UsageError if code == 2 else DataError)(msg)
 
 
+@contextlib.contextmanager
+def together() -> Iterator[None]:
+    """Run a block that any one rank may fail, and make every rank agree on the outcome at its end
+    (`agree`): a rank whose block raised re-raises its error, the others raise one of the same kind,
+    so no rank goes on to a collective that the failed one will never join. Every rank must enter
+    the block (and reach its end) at the same point of the program. A plain block for a world of one."""
+    try:
+        yield
+    except Exception as e:  # noqa: BLE001 - re-raised on this rank by agree, reported to the others
+        agree(e)
+        raise
+    agree(None)
+
+
 def rank_slice(n: int, rank: int, world: int) -> tuple[int, int]:
     """(start, count) of rank's contiguous share of n items (the first n % world ranks get one more)."""
     if world < 1 or not 0 <= rank < world:
@@ -218,5 +248,5 @@ def rank_slice(n: int, rank: int, world: int) -> tuple[int, int]:
     return start, base + (1 if rank < rem else 0)
 
 
-__all__ = ["Context", "init", "shutdown", "launched", "is_initialized", "rank", "world_size", "is_main",
-           "barrier", "all_reduce_sum", "all_reduce_min", "broadcast_object", "agree", "rank_slice", "resolve_device"]
+__all__ = ["Context", "init", "shutdown", "launched", "in_job", "is_initialized", "rank", "world_size", "is_main",
+           "barrier", "all_reduce_sum", "all_reduce_min", "broadcast_object", "agree", "together", "rank_slice", "resolve_device"]

@@ -39,7 +39,7 @@ from lcfast.faults import kill_point
 
 __all__ = [
     "atomic_write_bytes", "atomic_write_text", "atomic_write_json", "atomic_dir", "staged", "Staging",
-    "sweep_temporaries", "temp_path", "read_json", "os_reason", "fsync_dir", "refuse_overwriting_inputs",
+    "sweep_temporaries", "temp_path", "read_json", "os_reason", "make_dir", "fsync_dir", "refuse_overwriting_inputs",
     "save_tensors", "load_tensors", "read_tensor_meta", "meta_mismatch", "check_meta",
 ]
 
@@ -172,6 +172,19 @@ def fsync_dir(path: str | os.PathLike) -> None:
 def os_reason(e: OSError) -> str:
     """'No space left on device' etc.: the OS reason of an OSError without the path repeated."""
     return " ".join(str(e.strerror or e).split()) or type(e).__name__
+
+
+def make_dir(path: str | os.PathLike, what: str = "the folder", flag: str = "--out") -> Path:
+    """Create the output folder `path` (and its parents): UsageError when a file is in the way,
+    DataError naming `flag`, `what` and the OS reason when it cannot be created."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"{flag} {path}: exists and is not a directory")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise DataError(f"{flag} {path}: cannot create {what} ({os_reason(e)})") from None
+    return path
 
 
 def _cannot_write(path: Path, e: OSError, what: str = "file") -> DataError:

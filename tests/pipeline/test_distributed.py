@@ -4,6 +4,7 @@ equal the single-process ones, and rank 0 alone writes the run folder."""
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -136,5 +137,78 @@ def test_shard_collect_and_merge_equal_single_process(tiny_shards, tmp_path):
     assert_same_stats(tmp_path / "single", parts)
 
 
+def failing_rank_worker(run: str, coll: str, report: str) -> None:
+    """One torchrun job collecting RUN into COLL (whose rank-1 state is corrupt): each rank writes
+    what `collect` raised to REPORT/rank<r>.json instead of letting the process die."""
+    import torch.distributed as tdist
+
+    from lcfast.pipeline.collect import CollectOptions, collect
+
+    tdist.init_process_group("gloo")
+    rank = tdist.get_rank()
+    try:
+        collect(run, out=coll, opts=CollectOptions(batch_size=3, device="cpu"), progress=False)
+        got = {"error": None}
+    except Exception as e:  # noqa: BLE001 - reported to the test
+        got = {"error": type(e).__name__, "message": str(e)}
+    (Path(report) / f"rank{rank}.json").write_text(json.dumps(got))
+    tdist.barrier()  # both reports written before either rank tears the group down
+    tdist.destroy_process_group()
+
+
+def test_a_failing_rank_stops_every_rank(tiny_shards, tmp_path):
+    """collect under torchrun: when one rank cannot read its resume state, every rank stops with
+    that rank's error (a DataError, exit code 1) before the pass, instead of the others running
+    the pass and then waiting in its all-reduce for a rank that is gone."""
+    run, coll, report = tmp_path / "run", tmp_path / "coll", tmp_path / "report"
+    train_run(tiny_shards, run, epochs=1, **TRAIN)
+    coll.mkdir()
+    report.mkdir()
+    (coll / "train_stats.rank1of2.safetensors").write_bytes(b"not a safetensors file")
+    try:
+        r = torchrun(["--failing-rank", run, coll, report], timeout=180, env=child_env(LCFAST_DEBUG="1"),
+                     script=__file__)
+    except subprocess.TimeoutExpired:
+        pytest.fail("a rank waited for the failed one")
+    assert r.returncode == 0, r.stderr[-3000:]  # (both workers reported and returned)
+    got = [json.loads((report / f"rank{i}.json").read_text()) for i in (0, 1)]
+    for g in got:
+        assert g["error"] == "DataError", g
+        assert "train_stats.rank1of2.safetensors" in g["message"], g
+    assert got[0]["message"] == got[1]["message"]
+    assert not (coll / "train_stats.rank0of2.safetensors").exists()  # rank 0 stopped before its pass
+
+
+
+def test_torchrun_sums_parts_finished_before_an_interrupted_sum(tiny_shards, tmp_path):
+    """Ranks killed after each saved its finished part of the train pass but before rank 0 wrote the
+    sum: the rerun under torchrun sums those parts (every rank joins the all-reduce, none returns
+    its own part as if it were the total), so the result equals the single-process collection.
+    (`--shard i/2` writes the very states the two ranks of a torchrun job write.)"""
+    from lcfast.cli.app import main
+
+    run, coll = tmp_path / "run", tmp_path / "coll"
+    train_run(tiny_shards, run, epochs=1, **TRAIN)
+    args = ["--device", "cpu", "--no-progress", "--batch-size", "3"]
+    for i in (0, 1):
+        try:
+            main(["collect", str(run), "--out", str(coll), "--shard", f"{i}/2", *args])
+        except SystemExit as e:
+            assert not e.code
+    parts = ["train_stats.rank0of2.safetensors", "train_stats.rank1of2.safetensors"]
+    assert sorted(p.name for p in coll.iterdir()) == parts
+    try:
+        r = torchrun(["collect", str(run), "--out", str(coll), *COLLECT], timeout=180)
+    except subprocess.TimeoutExpired:
+        pytest.fail("torchrun collect timed out")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert sorted(p.name for p in coll.iterdir()) == ["collect.json", "train_stats.safetensors", "val_ncc.safetensors"]
+    main(["collect", str(run), "--out", str(tmp_path / "single"), *COLLECT])
+    assert_same_stats(tmp_path / "single", coll)
+
+
 if __name__ == "__main__":  # torchrun tests/pipeline/test_distributed.py DATA RUN COLL
-    worker(*sys.argv[1:4])
+    if sys.argv[1] == "--failing-rank":
+        failing_rank_worker(*sys.argv[2:5])
+    else:
+        worker(*sys.argv[1:4])

@@ -13,120 +13,121 @@ from lcfast.cli.options import FloatOption, IntOption
 from lcfast.validate import CDNV_POWER_MAX, SAVE_EVERY_MAX
 
 
+def collect(
+    run: str = typer.Argument(..., metavar="MODEL", help="A `lcfast train` run dir, a transformers causal-LM folder (config.json + safetensors), or hf:ORG/NAME from the local Hugging Face cache."),
+    checkpoint: str = typer.Option("last", "--checkpoint", "-c", help="Epoch K, 'last' or 'all' (every epoch: NC over training)."),
+    data: Optional[Path] = typer.Option(None, "--data", help="Tokenized data dir (train/val shards + tokenizer.json); default: the run's."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Output dir (default RUN/collect/<checkpoint>)."),
+    min_count: int = IntOption(1, "--min-count", help="Classes with fewer train samples are not kept (NC4 means)."),
+    exact: bool = typer.Option(False, "--exact", help="Two train passes: means, then Σ‖h − μ_c‖² (the paper's way)."),
+    covariance: bool = typer.Option(False, "--covariance", help="Also accumulate the d×d within-class covariance (for nc1_pinv)."),
+    batch_size: int = IntOption(16, "--batch-size", "-b", help="Windows (of the model's context) per forward."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N."),
+    max_tokens: Optional[int] = IntOption(None, "--max-tokens", help="Stop each pass after about N positions."),
+    save_every: float = FloatOption(60.0, "--save-every", help="Seconds between state saves (resume points).",
+                                    min=0, min_open=True, max=SAVE_EVERY_MAX),
+    skip_nonfinite: bool = typer.Option(False, "--skip-nonfinite", help="Skip and count non-finite features instead of failing."),
+    restart: bool = typer.Option(False, "--restart", help="Start over, ignoring the saved states of this output dir (each is replaced when its pass saves)."),
+    shard: Optional[str] = typer.Option(None, "--shard", help="i/n: collect only part i of n (array jobs without torchrun); then 'lcfast merge OUT'."),
+    backend: str = typer.Option("auto", "--backend", help="Statistics backend: auto, torch, triton."),
+    context: Optional[int] = IntOption(None, "--context", help="Window length T (default: the model's max positions, at most 2048)."),
+    dtype: str = typer.Option("float32", "--dtype", help="Forward dtype: float32, bfloat16, float16 (statistics stay float64)."),
+    layers: Optional[str] = typer.Option(None, "--layers", help="Also the class statistics of these hidden states: all or 0,6,12 (0 = embeddings)."),
+    classes: Optional[str] = typer.Option(None, "--classes", help="all, or top:K: class statistics of the K most frequent classes only (less memory)."),
+    max_memory: Optional[str] = typer.Option(None, "--max-memory", help="Refuse to start when the statistics need more than this (e.g. 8GB; default: free memory)."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+    json_out: bool = typer.Option(False, "--json", help="Print the collect.json summaries as JSON."),
+) -> None:
+    """One train pass (class means/variances) and one val pass (NC4) per checkpoint; resumable.
+
+    Under torchrun each rank collects a disjoint block of the windows; the totals are summed."""
+    from rich.console import Console
+
+    from lcfast.errors import UsageError
+    from lcfast.pipeline.collect import CollectOptions, collect as do_collect, print_collect_summary
+    from lcfast.pipeline.collect_layers import parse_size
+    from lcfast.pipeline.collect_parts import parse_shard_spec
+
+    if backend not in ("auto", "torch", "triton"):
+        raise UsageError(f"--backend {backend}: expected auto, torch or triton")
+    opts = CollectOptions(
+        exact=exact, covariance=covariance, min_count=min_count, batch_size=batch_size, device=device,
+        max_tokens=max_tokens, save_every_s=save_every, backend=backend, skip_nonfinite=skip_nonfinite,
+        restart=restart, part=parse_shard_spec(shard), context=context, dtype=dtype, layers=layers, classes=classes,
+        max_memory=parse_size(max_memory),
+    )
+    console = Console(stderr=True)
+    summaries = do_collect(run, checkpoint=checkpoint, data=data, out=out, opts=opts, console=console, progress=progress)
+    if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 reports
+        return
+    if json_out:
+        print(json.dumps(summaries, indent=2, default=str))
+    elif any(s.get("status") == "part done" for s in summaries):
+        for s in summaries:
+            Console().print(f"{s['model']}/{s['checkpoint']}: shard {s['shard']} of the {s['pass']} pass done "
+                            f"({s['tokens']:,} positions) -> {s['state']}; {s['next']}")
+    else:
+        print_collect_summary(summaries, Console())
+
+def merge(
+    out: Path = typer.Argument(..., help="Collect output dir holding the parts of 'lcfast collect --shard i/n --out OUT'."),
+    json_out: bool = typer.Option(False, "--json", help="Print what was merged as JSON."),
+) -> None:
+    """Merge the finished --shard parts of each pass into its state (fingerprints must agree)."""
+    from rich.console import Console
+
+    from lcfast.errors import interrupt_note
+    from lcfast.pipeline.collect import merge as do_merge
+
+    with interrupt_note(lambda: f"the part states in {out} are intact; rerun the same command to merge them"):
+        res = do_merge(out)
+    if json_out:
+        print(json.dumps(res, indent=2))
+    else:
+        for r in res:
+            Console().print(f"{r['file']}: {r['status']} ({r['parts']} parts)")
+
+def measure(
+    runs: List[Path] = typer.Argument(..., metavar="RUN", help="Run dirs (their collect/*), collect output dirs, or folders of runs."),
+    out: Path = typer.Option(..., "--out", help="Output dir: measurements.csv and per_token/*.parquet."),
+    min_count: Optional[int] = IntOption(None, "--min-count", help="Keep classes with ≥ k train samples (default: collect's)."),
+    profile: str = typer.Option(
+        "canonical", "--profile",
+        help="canonical: lcfast's metric keys; paper: the paper's own columns and definitions (cdnv, "
+             "interfere_*, hits/misses, …) — see docs/metrics.md.",
+    ),
+    cdnv_power: Optional[float] = FloatOption(
+        None, "--cdnv-power",
+        help="Exponent p on the squared mean distance in CDNV (default 1; --profile paper: 2, the only one it takes).",
+        min=0, min_open=True, max=CDNV_POWER_MAX,
+    ),
+    backend: str = typer.Option("auto", "--backend", help="auto, torch, triton."),
+    device: str = typer.Option("auto", "--device", help="Where the metrics run: auto, cpu, cuda."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+    json_out: bool = typer.Option(False, "--json", help="Print the rows as JSON."),
+) -> None:
+    """Every NC metric (docs/metrics.md): one CSV row per (model, checkpoint), plus a per-token parquet table."""
+    from rich.console import Console
+
+    from lcfast.errors import UsageError
+    from lcfast.cli.data import unchanged_note
+    from lcfast.errors import interrupt_note
+    from lcfast.pipeline.measure import measure as do_measure, print_measure_table
+
+    if backend not in ("auto", "torch", "triton"):
+        raise UsageError(f"--backend {backend}: expected auto, torch or triton")
+    with interrupt_note(lambda: unchanged_note(out)):
+        df = do_measure(runs, out, min_count=min_count, cdnv_power=cdnv_power, backend=backend, device=device,
+                        console=Console(stderr=True), progress=progress, profile=profile)
+    if json_out:
+        print(df.to_json(orient="records", indent=2))
+    else:
+        print_measure_table(df, Console())
+        Console().print(f"wrote {Path(out) / 'measurements.csv'} ({len(df)} rows)")
+
+
 def register(app: typer.Typer) -> None:
     """Attach this module's commands to the root app."""
-
-    @app.command()
-    def collect(
-        run: str = typer.Argument(..., metavar="MODEL", help="A `lcfast train` run dir, a transformers causal-LM folder (config.json + safetensors), or hf:ORG/NAME from the local Hugging Face cache."),
-        checkpoint: str = typer.Option("last", "--checkpoint", "-c", help="Epoch K, 'last' or 'all' (every epoch: NC over training)."),
-        data: Optional[Path] = typer.Option(None, "--data", help="Tokenized data dir (train/val shards + tokenizer.json); default: the run's."),
-        out: Optional[Path] = typer.Option(None, "--out", help="Output dir (default RUN/collect/<checkpoint>)."),
-        min_count: int = IntOption(1, "--min-count", help="Classes with fewer train samples are not kept (NC4 means)."),
-        exact: bool = typer.Option(False, "--exact", help="Two train passes: means, then Σ‖h − μ_c‖² (the paper's way)."),
-        covariance: bool = typer.Option(False, "--covariance", help="Also accumulate the d×d within-class covariance (for nc1_pinv)."),
-        batch_size: int = IntOption(16, "--batch-size", "-b", help="Windows (of the model's context) per forward."),
-        device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N."),
-        max_tokens: Optional[int] = IntOption(None, "--max-tokens", help="Stop each pass after about N positions."),
-        save_every: float = FloatOption(60.0, "--save-every", help="Seconds between state saves (resume points).",
-                                        min=0, min_open=True, max=SAVE_EVERY_MAX),
-        skip_nonfinite: bool = typer.Option(False, "--skip-nonfinite", help="Skip and count non-finite features instead of failing."),
-        restart: bool = typer.Option(False, "--restart", help="Start over, ignoring the saved states of this output dir (each is replaced when its pass saves)."),
-        shard: Optional[str] = typer.Option(None, "--shard", help="i/n: collect only part i of n (array jobs without torchrun); then 'lcfast merge OUT'."),
-        backend: str = typer.Option("auto", "--backend", help="Statistics backend: auto, torch, triton."),
-        context: Optional[int] = IntOption(None, "--context", help="Window length T (default: the model's max positions, at most 2048)."),
-        dtype: str = typer.Option("float32", "--dtype", help="Forward dtype: float32, bfloat16, float16 (statistics stay float64)."),
-        layers: Optional[str] = typer.Option(None, "--layers", help="Also the class statistics of these hidden states: all or 0,6,12 (0 = embeddings)."),
-        classes: Optional[str] = typer.Option(None, "--classes", help="all, or top:K: class statistics of the K most frequent classes only (less memory)."),
-        max_memory: Optional[str] = typer.Option(None, "--max-memory", help="Refuse to start when the statistics need more than this (e.g. 8GB; default: free memory)."),
-        progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
-        json_out: bool = typer.Option(False, "--json", help="Print the collect.json summaries as JSON."),
-    ) -> None:
-        """One train pass (class means/variances) and one val pass (NC4) per checkpoint; resumable.
-
-        Under torchrun each rank collects a disjoint block of the windows; the totals are summed."""
-        from rich.console import Console
-
-        from lcfast.errors import UsageError
-        from lcfast.pipeline.collect import CollectOptions, collect as do_collect, print_collect_summary
-        from lcfast.pipeline.collect_layers import parse_size
-        from lcfast.pipeline.collect_parts import parse_shard_spec
-
-        if backend not in ("auto", "torch", "triton"):
-            raise UsageError(f"--backend {backend}: expected auto, torch or triton")
-        opts = CollectOptions(
-            exact=exact, covariance=covariance, min_count=min_count, batch_size=batch_size, device=device,
-            max_tokens=max_tokens, save_every_s=save_every, backend=backend, skip_nonfinite=skip_nonfinite,
-            restart=restart, part=parse_shard_spec(shard), context=context, dtype=dtype, layers=layers, classes=classes,
-            max_memory=parse_size(max_memory),
-        )
-        console = Console(stderr=True)
-        summaries = do_collect(run, checkpoint=checkpoint, data=data, out=out, opts=opts, console=console, progress=progress)
-        if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 reports
-            return
-        if json_out:
-            print(json.dumps(summaries, indent=2, default=str))
-        elif any(s.get("status") == "part done" for s in summaries):
-            for s in summaries:
-                Console().print(f"{s['model']}/{s['checkpoint']}: shard {s['shard']} of the {s['pass']} pass done "
-                                f"({s['tokens']:,} positions) -> {s['state']}; {s['next']}")
-        else:
-            print_collect_summary(summaries, Console())
-
-    @app.command()
-    def merge(
-        out: Path = typer.Argument(..., help="Collect output dir holding the parts of 'lcfast collect --shard i/n --out OUT'."),
-        json_out: bool = typer.Option(False, "--json", help="Print what was merged as JSON."),
-    ) -> None:
-        """Merge the finished --shard parts of each pass into its state (fingerprints must agree)."""
-        from rich.console import Console
-
-        from lcfast.errors import interrupt_note
-        from lcfast.pipeline.collect import merge as do_merge
-
-        with interrupt_note(lambda: f"the part states in {out} are intact; rerun the same command to merge them"):
-            res = do_merge(out)
-        if json_out:
-            print(json.dumps(res, indent=2))
-        else:
-            for r in res:
-                Console().print(f"{r['file']}: {r['status']} ({r['parts']} parts)")
-
-    @app.command()
-    def measure(
-        runs: List[Path] = typer.Argument(..., metavar="RUN", help="Run dirs (their collect/*), collect output dirs, or folders of runs."),
-        out: Path = typer.Option(..., "--out", help="Output dir: measurements.csv and per_token/*.parquet."),
-        min_count: Optional[int] = IntOption(None, "--min-count", help="Keep classes with ≥ k train samples (default: collect's)."),
-        profile: str = typer.Option(
-            "canonical", "--profile",
-            help="canonical: lcfast's metric keys; paper: the paper's own columns and definitions (cdnv, "
-                 "interfere_*, hits/misses, …) — see docs/metrics.md.",
-        ),
-        cdnv_power: Optional[float] = FloatOption(
-            None, "--cdnv-power",
-            help="Exponent p on the squared mean distance in CDNV (default 1; --profile paper: 2, the only one it takes).",
-            min=0, min_open=True, max=CDNV_POWER_MAX,
-        ),
-        backend: str = typer.Option("auto", "--backend", help="auto, torch, triton."),
-        device: str = typer.Option("auto", "--device", help="Where the metrics run: auto, cpu, cuda."),
-        progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
-        json_out: bool = typer.Option(False, "--json", help="Print the rows as JSON."),
-    ) -> None:
-        """Every NC metric (docs/metrics.md): one CSV row per (model, checkpoint), plus a per-token parquet table."""
-        from rich.console import Console
-
-        from lcfast.errors import UsageError
-        from lcfast.cli.data import unchanged_note
-        from lcfast.errors import interrupt_note
-        from lcfast.pipeline.measure import measure as do_measure, print_measure_table
-
-        if backend not in ("auto", "torch", "triton"):
-            raise UsageError(f"--backend {backend}: expected auto, torch or triton")
-        with interrupt_note(lambda: unchanged_note(out)):
-            df = do_measure(runs, out, min_count=min_count, cdnv_power=cdnv_power, backend=backend, device=device,
-                            console=Console(stderr=True), progress=progress, profile=profile)
-        if json_out:
-            print(df.to_json(orient="records", indent=2))
-        else:
-            print_measure_table(df, Console())
-            Console().print(f"wrote {Path(out) / 'measurements.csv'} ({len(df)} rows)")
+    app.command("collect")(collect)
+    app.command("merge")(merge)
+    app.command("measure")(measure)

@@ -66,25 +66,28 @@ def failed_checks(rep: dict) -> list[str]:
     return [k for k in REQUIRED if str(rep.get(k, "missing")).startswith(("FAILED", "missing"))]
 
 
+def doctor(json_out: bool = typer.Option(False, "--json", help="Print JSON instead of a table.")) -> None:
+    """Versions, Rust extension, torch/triton, CUDA and Triton-interpreter status.
+
+    Exits 1 when a required component is missing or fails to load (also with --json)."""
+    rep = doctor_report()
+    failed = failed_checks(rep)
+    if json_out:
+        print(json.dumps({**rep, "failed": failed}, indent=2))
+    else:
+        from rich.text import Text
+
+        from lcfast.tables import print_table
+
+        rows = [[k, Text(str(v), style="red" if k in failed else "")] for k, v in rep.items()]
+        print_table(Console(), "lcfast doctor", ["component", "status"], rows, fold=["status"])
+    if failed:
+        import sys
+
+        print(f"lcfast: error: doctor: {', '.join(failed)} failed (see above)", file=sys.stderr)
+        raise typer.Exit(1)
+
+
 def register(app: typer.Typer) -> None:
-    @app.command()
-    def doctor(json_out: bool = typer.Option(False, "--json", help="Print JSON instead of a table.")) -> None:
-        """Versions, Rust extension, torch/triton, CUDA and Triton-interpreter status.
-
-        Exits 1 when a required component is missing or fails to load (also with --json)."""
-        rep = doctor_report()
-        failed = failed_checks(rep)
-        if json_out:
-            print(json.dumps({**rep, "failed": failed}, indent=2))
-        else:
-            from rich.text import Text
-
-            from lcfast.tables import print_table
-
-            rows = [[k, Text(str(v), style="red" if k in failed else "")] for k, v in rep.items()]
-            print_table(Console(), "lcfast doctor", ["component", "status"], rows, fold=["status"])
-        if failed:
-            import sys
-
-            print(f"lcfast: error: doctor: {', '.join(failed)} failed (see above)", file=sys.stderr)
-            raise typer.Exit(1)
+    """Attach this module's commands to the root app."""
+    app.command("doctor")(doctor)

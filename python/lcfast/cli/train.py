@@ -46,81 +46,84 @@ def _print_metrics(title: str, rows: list[dict], cols: list[str]) -> None:
                 justify={c: "right" for c in cols if c not in ("name", "status")})
 
 
+def train(
+    data: Path = typer.Option(..., "--data", help="Data folder from 'lcfast tokenize' (train/val shards)."),
+    layers: int = IntOption(..., "--layers", help="Transformer blocks."),
+    width: int = IntOption(..., "--width", help="Hidden size d."),
+    out: Path = typer.Option(..., "--out", help="Run folder (created; rerun the same command to resume)."),
+    heads: int = IntOption(None, "--heads", help="Attention heads (default: width // 64, at least 1)."),
+    context: int = IntOption(256, "--context", help="Sequence length T (also the model's max positions)."),
+    window: int = IntOption(256, "--window", help="Local-attention window (GPT-Neo: 256)."),
+    epochs: int = IntOption(1, "--epochs", help="Epochs (one epoch = train tokens / (B*T) steps)."),
+    batch_size: int = IntOption(32, "--batch-size", help="Sequences per step B."),
+    lr: float = FloatOption(1e-3, "--lr", help="Peak learning rate (warm-up, then cosine decay to lr/10).", min=0, min_open=True),
+    weight_decay: float = FloatOption(0.1, "--weight-decay", help="AdamW weight decay (matrices, embeddings).", min=0),
+    seed: int = SeedOption(0, "--seed", help="Seed of initialisation and batch order."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N."),
+    steps_per_epoch: int = IntOption(None, "--steps-per-epoch", help="Override the steps of an epoch."),
+    eval_tokens: int = IntOption(_EVAL_TOKENS, "--eval-tokens", help="Cap on validation tokens per evaluation."),
+    compile: bool = typer.Option(False, "--compile", help="torch.compile the model."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show the progress bar."),
+    json_out: bool = typer.Option(False, "--json", help="Print the final metrics as JSON."),
+    track_nc: bool = typer.Option(False, "--track-nc", help="Track neural collapse from the training forward "
+                                  "(no extra pass) into OUT/nc_track.csv; see the README."),
+    track_every: int = IntOption(None, "--track-every", help="With --track-nc: a row every N optimizer steps "
+                                 "and at each epoch's end (default: one per epoch; at most an epoch)."),
+) -> None:
+    """Train a GPT-Neo-style causal LM; checkpoint + evaluate every epoch; resume by rerunning."""
+    from lcfast.pipeline.train import train_run
+
+    m = train_run(data, out, layers=layers, width=width, heads=heads, context=context, epochs=epochs,
+                  batch_size=batch_size, lr=lr, weight_decay=weight_decay, seed=seed, device=device,
+                  steps_per_epoch=steps_per_epoch, eval_tokens=eval_tokens, compile=compile,
+                  progress=progress, window_size=window, track_nc=track_nc, track_every=track_every)
+    from lcfast import dist
+
+    if not dist.is_main():  # under torchrun only rank 0 reports
+        return
+    if json_out:
+        print(json.dumps(m, indent=2, sort_keys=True))
+        return
+    title = f"{out} ({'already complete' if m.get('already_complete') else 'done'})"
+    _print_metrics(title, [m], ["epoch", "step", "n_params", "train_loss", "val_loss", "val_acc", "perplexity",
+                                "tokens_per_s"])
+
+def sweep(
+    data: Path = typer.Option(..., "--data", help="Data folder from 'lcfast tokenize'."),
+    out: Path = typer.Option(..., "--out", help="Sweep folder; runs go to OUT/L{l}_W{w}_E{e}_S{s}."),
+    layers: str = typer.Option(..., "--layers", help="Comma-separated depths, e.g. 1,2,4."),
+    widths: str = typer.Option(..., "--widths", help="Comma-separated widths, e.g. 64,128,256."),
+    epochs: str = typer.Option("1", "--epochs", help="Comma-separated epoch counts (separate runs)."),
+    seeds: str = typer.Option("0", "--seeds", help="Comma-separated seeds."),
+    heads: int = IntOption(None, "--heads", help="Attention heads (default: width // 64 per width)."),
+    context: int = IntOption(256, "--context", help="Sequence length T."),
+    window: int = IntOption(256, "--window", help="Local-attention window."),
+    batch_size: int = IntOption(32, "--batch-size", help="Sequences per step B."),
+    lr: float = FloatOption(1e-3, "--lr", help="Peak learning rate.", min=0, min_open=True),
+    weight_decay: float = FloatOption(0.1, "--weight-decay", help="AdamW weight decay.", min=0),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N."),
+    steps_per_epoch: int = IntOption(None, "--steps-per-epoch", help="Override the steps of an epoch."),
+    eval_tokens: int = IntOption(_EVAL_TOKENS, "--eval-tokens", help="Cap on validation tokens."),
+    compile: bool = typer.Option(False, "--compile", help="torch.compile the models."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+) -> None:
+    """Train a grid layers x widths x epochs x seeds, skipping finished runs; writes OUT/sweep.{json,csv}."""
+    grid = {f: _int_list(f, v) for f, v in (("--layers", layers), ("--widths", widths), ("--epochs", epochs),
+                                            ("--seeds", seeds))}
+    from lcfast.pipeline.sweep import run_sweep
+
+    from lcfast.errors import interrupt_note
+
+    with interrupt_note(lambda: f"finished runs under {out} are intact; rerun the same command to continue"):
+        rows = run_sweep(data, out, layers=grid["--layers"], widths=grid["--widths"], epochs=grid["--epochs"],
+                         seeds=grid["--seeds"], heads=heads, context=context, batch_size=batch_size, lr=lr,
+                         weight_decay=weight_decay, device=device, steps_per_epoch=steps_per_epoch,
+                         eval_tokens=eval_tokens, compile=compile, progress=progress, window_size=window)
+    _print_metrics(f"sweep {out} (summary: {out / 'sweep.csv'})", rows,
+                   ["name", "status", "n_params", "train_loss", "val_loss", "val_acc", "perplexity", "tokens_per_s"])
+
+
 def register(app: typer.Typer) -> None:
-    @app.command()
-    def train(
-        data: Path = typer.Option(..., "--data", help="Data folder from 'lcfast tokenize' (train/val shards)."),
-        layers: int = IntOption(..., "--layers", help="Transformer blocks."),
-        width: int = IntOption(..., "--width", help="Hidden size d."),
-        out: Path = typer.Option(..., "--out", help="Run folder (created; rerun the same command to resume)."),
-        heads: int = IntOption(None, "--heads", help="Attention heads (default: width // 64, at least 1)."),
-        context: int = IntOption(256, "--context", help="Sequence length T (also the model's max positions)."),
-        window: int = IntOption(256, "--window", help="Local-attention window (GPT-Neo: 256)."),
-        epochs: int = IntOption(1, "--epochs", help="Epochs (one epoch = train tokens / (B*T) steps)."),
-        batch_size: int = IntOption(32, "--batch-size", help="Sequences per step B."),
-        lr: float = FloatOption(1e-3, "--lr", help="Peak learning rate (warm-up, then cosine decay to lr/10).", min=0, min_open=True),
-        weight_decay: float = FloatOption(0.1, "--weight-decay", help="AdamW weight decay (matrices, embeddings).", min=0),
-        seed: int = SeedOption(0, "--seed", help="Seed of initialisation and batch order."),
-        device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N."),
-        steps_per_epoch: int = IntOption(None, "--steps-per-epoch", help="Override the steps of an epoch."),
-        eval_tokens: int = IntOption(_EVAL_TOKENS, "--eval-tokens", help="Cap on validation tokens per evaluation."),
-        compile: bool = typer.Option(False, "--compile", help="torch.compile the model."),
-        progress: bool = typer.Option(True, "--progress/--no-progress", help="Show the progress bar."),
-        json_out: bool = typer.Option(False, "--json", help="Print the final metrics as JSON."),
-        track_nc: bool = typer.Option(False, "--track-nc", help="Track neural collapse from the training forward "
-                                      "(no extra pass) into OUT/nc_track.csv; see the README."),
-        track_every: int = IntOption(None, "--track-every", help="With --track-nc: a row every N optimizer steps "
-                                     "and at each epoch's end (default: one per epoch; at most an epoch)."),
-    ) -> None:
-        """Train a GPT-Neo-style causal LM; checkpoint + evaluate every epoch; resume by rerunning."""
-        from lcfast.pipeline.train import train_run
-
-        m = train_run(data, out, layers=layers, width=width, heads=heads, context=context, epochs=epochs,
-                      batch_size=batch_size, lr=lr, weight_decay=weight_decay, seed=seed, device=device,
-                      steps_per_epoch=steps_per_epoch, eval_tokens=eval_tokens, compile=compile,
-                      progress=progress, window_size=window, track_nc=track_nc, track_every=track_every)
-        from lcfast import dist
-
-        if not dist.is_main():  # under torchrun only rank 0 reports
-            return
-        if json_out:
-            print(json.dumps(m, indent=2, sort_keys=True))
-            return
-        title = f"{out} ({'already complete' if m.get('already_complete') else 'done'})"
-        _print_metrics(title, [m], ["epoch", "step", "n_params", "train_loss", "val_loss", "val_acc", "perplexity",
-                                    "tokens_per_s"])
-
-    @app.command()
-    def sweep(
-        data: Path = typer.Option(..., "--data", help="Data folder from 'lcfast tokenize'."),
-        out: Path = typer.Option(..., "--out", help="Sweep folder; runs go to OUT/L{l}_W{w}_E{e}_S{s}."),
-        layers: str = typer.Option(..., "--layers", help="Comma-separated depths, e.g. 1,2,4."),
-        widths: str = typer.Option(..., "--widths", help="Comma-separated widths, e.g. 64,128,256."),
-        epochs: str = typer.Option("1", "--epochs", help="Comma-separated epoch counts (separate runs)."),
-        seeds: str = typer.Option("0", "--seeds", help="Comma-separated seeds."),
-        heads: int = IntOption(None, "--heads", help="Attention heads (default: width // 64 per width)."),
-        context: int = IntOption(256, "--context", help="Sequence length T."),
-        window: int = IntOption(256, "--window", help="Local-attention window."),
-        batch_size: int = IntOption(32, "--batch-size", help="Sequences per step B."),
-        lr: float = FloatOption(1e-3, "--lr", help="Peak learning rate.", min=0, min_open=True),
-        weight_decay: float = FloatOption(0.1, "--weight-decay", help="AdamW weight decay.", min=0),
-        device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N."),
-        steps_per_epoch: int = IntOption(None, "--steps-per-epoch", help="Override the steps of an epoch."),
-        eval_tokens: int = IntOption(_EVAL_TOKENS, "--eval-tokens", help="Cap on validation tokens."),
-        compile: bool = typer.Option(False, "--compile", help="torch.compile the models."),
-        progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
-    ) -> None:
-        """Train a grid layers x widths x epochs x seeds, skipping finished runs; writes OUT/sweep.{json,csv}."""
-        grid = {f: _int_list(f, v) for f, v in (("--layers", layers), ("--widths", widths), ("--epochs", epochs),
-                                                ("--seeds", seeds))}
-        from lcfast.pipeline.sweep import run_sweep
-
-        from lcfast.errors import interrupt_note
-
-        with interrupt_note(lambda: f"finished runs under {out} are intact; rerun the same command to continue"):
-            rows = run_sweep(data, out, layers=grid["--layers"], widths=grid["--widths"], epochs=grid["--epochs"],
-                             seeds=grid["--seeds"], heads=heads, context=context, batch_size=batch_size, lr=lr,
-                             weight_decay=weight_decay, device=device, steps_per_epoch=steps_per_epoch,
-                             eval_tokens=eval_tokens, compile=compile, progress=progress, window_size=window)
-        _print_metrics(f"sweep {out} (summary: {out / 'sweep.csv'})", rows,
-                       ["name", "status", "n_params", "train_loss", "val_loss", "val_acc", "perplexity", "tokens_per_s"])
+    """Attach this module's commands to the root app."""
+    app.command("train")(train)
+    app.command("sweep")(sweep)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import time
-from pathlib import Path
 
 import numpy as np
 
@@ -71,7 +70,7 @@ def count_tokens(
     ambiguous_contexts, ambiguous_positions, ambiguous_share, cond_entropy_bits}]),
     ``ambiguity_info``, ``timing``. The summed counts themselves are ``TokenShard.counts()``.
     """
-    from lcfast.data.shards import TokenShard, _core, expand_shard_paths
+    from lcfast.data.shards import TokenShard, _core
 
     core = _core()
     ambiguity = validate.integer("--ambiguity", ambiguity, min=0, max=core.MAX_AMBIGUITY_K)

@@ -517,10 +517,28 @@ def _tokenize_into(st, sources, tok_file, train_path, val_path, val_fraction, se
         str(tok_file), str(st.path(train_path)), str(st.path(val_path)), float(val_fraction), int(seed), int(eos_id),
         int(chunk_bytes), int(threads), int(segment_bytes or _core().SEGMENT_BYTES)
     )
+    try:
+        reports, py_nulls = _feed(job, sources, progress, text_column)
+        summary = job.finish()
+    except BaseException:
+        job = None  # drop it now: the Rust writers delete their temporary files
+        raise
+    t_end = time.perf_counter()
+    if summary["documents"] == 0:  # nothing is published: the shards already there stay
+        labels = ", ".join(r["source"] for r in reports[:3]) + (" ..." if len(reports) > 3 else "")
+        raise DataError(f"INPUT {labels}: no documents found (empty corpus)")
+    meta = _meta(summary, reports, py_nulls, val_fraction, seed, eos_id, eos_text, tok_desc, trained,
+                 {"t0": t0, "t_tok": t_tok, "t_end": t_end})
+    st.write_json(train_path.parent / "meta.json", meta, sort_keys=False)
+    return meta
 
+
+def _feed(job, sources: list[Source], progress, text_column: str) -> tuple[list[dict], int]:
+    """Every source's documents into the Rust job, in order; (one report per source, null texts of
+    parquet/hf inputs, which are filtered here — Rust counts the empty ones it sees)."""
     total = sum(s.size for s in sources)
     done_before = 0
-    py_nulls = 0  # null texts of parquet/hf, filtered here (Rust counts the empty ones it sees)
+    py_nulls = 0
     reports = []
     try:
         for src in sources:
@@ -546,16 +564,16 @@ def _tokenize_into(st, sources, tok_file, train_path, val_path, val_fraction, se
                 rep.update(documents=docs, skipped_empty=skipped, bytes=src.size)
             done_before += src.size
             reports.append(rep)
-        summary = job.finish()
     except BaseException:
-        job = None  # drop it now: the Rust writers delete their temporary files
+        job = None  # a traceback keeps this frame: drop the job here too (see _tokenize_into)
         raise
-    t_end = time.perf_counter()
+    return reports, py_nulls
 
-    if summary["documents"] == 0:  # nothing is published: the shards already there stay
-        labels = ", ".join(r["source"] for r in reports[:3]) + (" ..." if len(reports) > 3 else "")
-        raise DataError(f"INPUT {labels}: no documents found (empty corpus)")
 
+def _meta(summary: dict, reports: list[dict], py_nulls: int, val_fraction: float, seed: int, eos_id: int,
+          eos_text: str, tok_desc: str, trained: bool, times: dict[str, float]) -> dict:
+    """meta.json of a finished job: inputs, documents and tokens per split, tokenizer, split rule,
+    timing (`times`: t0 start, t_tok tokenizer ready, t_end job finished) and warnings."""
     warnings = []
     if val_fraction > 0 and summary["val"]["documents"] == 0:
         warnings.append(
@@ -565,10 +583,11 @@ def _tokenize_into(st, sources, tok_file, train_path, val_path, val_fraction, se
     if val_fraction < 1 and summary["train"]["documents"] == 0:
         warnings.append("the train split is empty; lower --val-fraction")
     n_tok = summary["train"]["tokens"] + summary["val"]["tokens"]
+    t0, t_tok, t_end = times["t0"], times["t_tok"], times["t_end"]
     secs = max(t_end - t_tok, 1e-9)
     from lcfast import __version__
 
-    meta = {
+    return {
         "format": "lcfast-tokenized",
         "lcfast_version": __version__,
         "inputs": reports,
@@ -614,9 +633,6 @@ def _tokenize_into(st, sources, tok_file, train_path, val_path, val_fraction, se
         "text_bytes": summary["text_bytes"],
         "warnings": warnings,
     }
-    st.write_json(train_path.parent / "meta.json", meta, sort_keys=False)
-    return meta
-
 
 
 def _one_line(e: object) -> str:

@@ -103,9 +103,9 @@ def features(
     if shard.n_tokens < 2:
         raise DataError(f"{shard.path}: {shard.n_tokens} tokens: no label position")
     T = validate.integer("context", context, min=1) if context is not None else _context(model)
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    dev = torch.device(device)
+    from lcfast.dist import resolve_device
+
+    dev = resolve_device(device)
     model = model.to(dev).eval()
     hs, ys = [], []
     total = n_windows(shard, T, max_tokens)

@@ -286,14 +286,21 @@ class GPTNeo(nn.Module):
         """Cheap identity of config + weights: sha256 over the config JSON and, per tensor, its name,
         shape and up to 1024 evenly strided values (as float32). Same on any device."""
         h = hashlib.sha256(json.dumps(self.config.to_dict(), sort_keys=True).encode())
-        for name, t in sorted(self.state_dict().items()):
-            flat = t.detach().reshape(-1)
-            n = flat.numel()
-            if n > 1024:
-                flat = flat[torch.arange(1024, device=flat.device) * (n // 1024)]
-            h.update(f"{name}:{tuple(t.shape)}:".encode())
-            h.update(flat.to(device="cpu", dtype=torch.float32).contiguous().numpy().tobytes())
+        hash_tensors(h, self.state_dict())
         return h.hexdigest()[:20]
+
+
+def hash_tensors(h, tensors: dict[str, torch.Tensor]) -> None:
+    """Feed `tensors` (by name, sorted) into the hash `h`: per tensor its name, shape and up to 1024
+    evenly strided values as float32 — the weights' part of a model fingerprint, cheap on any
+    device (lcfast.model.hf fingerprints transformers models the same way)."""
+    for name, t in sorted(tensors.items()):
+        flat = t.detach().reshape(-1)
+        n = flat.numel()
+        if n > 1024:
+            flat = flat[torch.arange(1024, device=flat.device) * (n // 1024)]
+        h.update(f"{name}:{tuple(t.shape)}:".encode())
+        h.update(flat.to(device="cpu", dtype=torch.float32).contiguous().numpy().tobytes())
 
 
 def param_groups(model: GPTNeo, weight_decay: float) -> list[dict]:
@@ -304,4 +311,4 @@ def param_groups(model: GPTNeo, weight_decay: float) -> list[dict]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-__all__ = ["GPTNeo", "GPTNeoConfig", "default_attention_layers", "param_groups", "count_params", "memory_terms"]
+__all__ = ["GPTNeo", "GPTNeoConfig", "default_attention_layers", "param_groups", "hash_tensors", "count_params", "memory_terms"]

@@ -252,15 +252,9 @@ class HFCausalLM:
             cfg = {k: v for k, v in self.config.items() if k not in _VOLATILE_CONFIG_KEYS and not k.startswith("_")}
             h = hashlib.sha256(json.dumps(cfg, sort_keys=True, default=str).encode())
             h.update(dtype_name(self.dtype).encode())
-            for name, t in sorted(self.hf.state_dict().items()):
-                if not t.is_floating_point():
-                    continue
-                flat = t.detach().reshape(-1)
-                n = flat.numel()
-                if n > 1024:
-                    flat = flat[torch.arange(1024, device=flat.device) * (n // 1024)]
-                h.update(f"{name}:{tuple(t.shape)}:".encode())
-                h.update(flat.to(device="cpu", dtype=torch.float32).contiguous().numpy().tobytes())
+            from lcfast.model.gptneo import hash_tensors
+
+            hash_tensors(h, {k: t for k, t in self.hf.state_dict().items() if t.is_floating_point()})
             self._fp = h.hexdigest()[:20]
         return self._fp
 

@@ -153,7 +153,7 @@ class SlotLayout:
 
     def key(self) -> str:
         """What a saved state must agree on (state metadata)."""
-        from lcfast.stats.classstats import tensor_fingerprint
+        from lcfast.stats.state_file import tensor_fingerprint
 
         d = self.to_json()
         if self.class_ids is not None:
@@ -168,6 +168,48 @@ class SlotLayout:
 
 # --------------------------------------------------------------------------------------------
 # memory
+
+
+def slot_layout(model, layers: str | None, train_shard, T: int, C: int, d: int, top_k: int | None,
+                device: torch.device) -> SlotLayout:
+    """Which statistics collect's train passes accumulate for `--layers` / `--classes top:K`
+    (`top_k`), of a model with C classes and head width d, over windows of T tokens of `train_shard`
+    (its first window tells whether the last hidden state is the head's input)."""
+    import numpy as np
+
+    n_states = int(getattr(model, "n_hidden_states", 0) or 0)
+    if layers is not None and n_states < 1:
+        raise UsageError(f"--layers: {type(model).__name__} does not expose its hidden states")
+    chosen = parse_layers(layers, n_states) if layers is not None else []
+    class_ids = None
+    if top_k is not None and top_k < C:
+        class_ids = top_classes(train_shard.counts(), top_k)
+    head_layer = None
+    dims = [d]
+    slots: list = ["head"]
+    if chosen:
+        last = n_states - 1
+        # is the last hidden state the head's input? (lcfast's GPT-Neo: by construction; others: look).
+        # Then the head row is that layer's row, and the layer needs no slot of its own.
+        if not hasattr(model, "hf"):
+            head_layer = last
+        else:
+            win, lengths = train_shard.seq_windows(T, 0, 1)
+            x = torch.from_numpy(np.ascontiguousarray(win[:, :-1], dtype=np.int64)).to(device)
+            with torch.inference_mode():
+                h, (hl,) = model.features_and_hidden(x, [last])
+            n = max(int(lengths[0]) - 1, 1)
+            head_layer = last if h.shape == hl.shape and torch.equal(h[:, :n], hl[:, :n]) else None
+        for i in chosen:
+            if i != head_layer:
+                slots.append(i)
+        if len(slots) > 1:
+            x = torch.zeros(1, 1, dtype=torch.int64, device=device)
+            with torch.inference_mode():
+                _, hs = model.features_and_hidden(x, slots[1:])
+            dims += [int(h.shape[-1]) for h in hs]
+    return SlotLayout(slots=slots, n_classes=C, dims=dims, class_ids=class_ids, head_layer=head_layer,
+                      n_hidden_states=n_states or None)
 
 
 def stats_bytes(n_slots: int, n_classes: int, dim: int, *, exact: bool = False, covariance: bool = False) -> int:
@@ -243,5 +285,5 @@ def check_memory(layout: SlotLayout, *, exact: bool, covariance: bool, device: t
     )
 
 
-__all__ = ["SlotLayout", "parse_layers", "parse_classes", "top_classes", "stats_bytes", "available_bytes",
+__all__ = ["SlotLayout", "slot_layout", "parse_layers", "parse_classes", "top_classes", "stats_bytes", "available_bytes",
            "parse_size", "check_memory", "CLASSES_FILE", "human"]

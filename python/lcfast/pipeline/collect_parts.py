@@ -21,33 +21,28 @@ from pathlib import Path
 
 from lcfast.errors import DataError, UsageError
 from lcfast.io import meta_mismatch
+from lcfast.pipeline.collect_state import (
+    PART_RE,
+    PASS_KINDS,
+    read_progress,
+    read_state_meta,
+)
 
 #: metadata that must agree between the parts of one pass (everything but the part's own progress)
 _PART_KEYS_VARY = {"rank", "windows_done", "progress", "n_windows", "batch_size", "merged_from",
                    "tokens_seen", "positions_seen", "lcfast"}  # the last three: written by the accumulators
-_PART_RE = re.compile(r"^(?P<stem>.+)\.rank(?P<i>\d+)of(?P<n>\d+)\.safetensors$")
 
 
 @dataclass(frozen=True)
 class Part:
+    """Part `index` of `count` of a collection split between processes without a group (`--shard i/n`)."""
+
     index: int
     count: int
-    kind: str = "shard"  # "shard" (offline --shard i/n) or "rank" (torchrun)
 
     @property
     def spec(self) -> str:
         return f"{self.index}/{self.count}"
-
-    def file_name(self, pass_file: str) -> str:
-        """The part's state file: the same name a torchrun rank uses for its resume state."""
-        stem = pass_file[: -len(".safetensors")] if pass_file.endswith(".safetensors") else pass_file
-        return f"{stem}.rank{self.index}of{self.count}.safetensors"
-
-    def block(self, n_windows: int) -> tuple[int, int]:
-        """(first window, number of windows) of this part."""
-        from lcfast.dist import rank_slice
-
-        return rank_slice(n_windows, self.index, self.count)
 
 
 def parse_shard_spec(spec: str | None) -> Part | None:
@@ -60,15 +55,7 @@ def parse_shard_spec(spec: str | None) -> Part | None:
     i, n = int(m.group(1)), int(m.group(2))
     if n < 1 or i >= n:
         raise UsageError(f"--shard {spec}: expected i/n with 0 ≤ i < n, e.g. 0/4")
-    return Part(i, n, "shard")
-
-
-def _progress(meta: dict[str, str], path: Path) -> dict:
-    try:
-        p = json.loads(meta.get("progress", "{}"))
-        return p if isinstance(p, dict) else {}
-    except ValueError:
-        raise DataError(f"{path}: corrupt progress metadata") from None
+    return Part(i, n)
 
 
 def combine_progress(parts: list[dict]) -> dict:
@@ -88,7 +75,7 @@ def find_part_sets(out_dir: Path) -> dict[str, dict[int, dict[int, Path]]]:
     """{pass file name: {n: {i: path}}} of the part states in a collect output dir."""
     sets: dict[str, dict[int, dict[int, Path]]] = {}
     for p in sorted(Path(out_dir).glob("*.rank*of*.safetensors")):
-        m = _PART_RE.match(p.name)
+        m = PART_RE.match(p.name)
         if not m:
             continue
         name = f"{m.group('stem')}.safetensors"
@@ -96,11 +83,10 @@ def find_part_sets(out_dir: Path) -> dict[str, dict[int, dict[int, Path]]]:
     return sets
 
 
-def merge_dir(out_dir: str | Path, read_meta, pass_kinds: dict[str, str]) -> list[dict]:
-    """Merge every complete set of shard parts in `out_dir` into its pass file.
+def merge_dir(out_dir: str | Path) -> list[dict]:
+    """`lcfast merge OUT`: merge every complete set of shard parts in `out_dir` into its pass file.
 
-    `read_meta(path)` reads a state's metadata (DataError when unreadable); `pass_kinds` maps pass
-    file names to pass kinds ("train", "train_exact", "val"). Returns one record per pass file:
+    Returns one record per pass file:
     {"file", "parts", "status": "merged" | "already merged"}. Raises DataError for mixed or
     incomplete sets; writes nothing then."""
     out_dir = Path(out_dir)
@@ -110,9 +96,9 @@ def merge_dir(out_dir: str | Path, read_meta, pass_kinds: dict[str, str]) -> lis
     if not sets:
         raise DataError(f"{out_dir}: no part states (*.rank<i>of<n>.safetensors from 'lcfast collect --shard i/n') to merge")
     plans = []
-    for name, by_n in sorted(sets.items(), key=lambda kv: list(pass_kinds).index(kv[0]) if kv[0] in pass_kinds else 99):
-        if name not in pass_kinds:
-            raise DataError(f"{out_dir / name}: unknown pass file (expected one of {', '.join(pass_kinds)})")
+    for name, by_n in sorted(sets.items(), key=lambda kv: list(PASS_KINDS).index(kv[0]) if kv[0] in PASS_KINDS else 99):
+        if name not in PASS_KINDS:
+            raise DataError(f"{out_dir / name}: unknown pass file (expected one of {', '.join(PASS_KINDS)})")
         if len(by_n) > 1:
             raise DataError(f"{out_dir}: {name} has parts of different splits ({', '.join(f'of {n}' for n in sorted(by_n))}); keep one")
         (n, parts), = by_n.items()
@@ -120,7 +106,7 @@ def merge_dir(out_dir: str | Path, read_meta, pass_kinds: dict[str, str]) -> lis
         if missing:
             raise DataError(f"{out_dir}: {name}: shard(s) {', '.join(f'{i}/{n}' for i in missing)} missing; run "
                             f"'lcfast collect … --shard i/{n}' for them first")
-        metas = {i: read_meta(p) for i, p in sorted(parts.items())}
+        metas = {i: read_state_meta(p) for i, p in sorted(parts.items())}
         ref_i = 0
         ref = {k: v for k, v in metas[ref_i].items() if k not in _PART_KEYS_VARY}
         for i, m in metas.items():
@@ -137,7 +123,7 @@ def merge_dir(out_dir: str | Path, read_meta, pass_kinds: dict[str, str]) -> lis
                 raise DataError(f"{p}: shard {i}/{n} is unfinished ({done} of {count} windows); rerun it first")
         final = out_dir / name
         if final.exists():
-            fm = read_meta(final)
+            fm = read_state_meta(final)
             if fm.get("merged_from") == json.dumps({str(i): metas[i].get("progress", "") for i in sorted(metas)}, sort_keys=True):
                 plans.append((name, n, parts, metas, ref, "already merged"))
                 continue
@@ -146,7 +132,7 @@ def merge_dir(out_dir: str | Path, read_meta, pass_kinds: dict[str, str]) -> lis
     out = []
     for name, n, parts, metas, ref, status in plans:
         if status == "merge":
-            _merge_one(out_dir / name, pass_kinds[name], parts, metas, ref)
+            _merge_one(out_dir / name, PASS_KINDS[name], parts, metas, ref)
             status = "merged"
         out.append({"file": str(out_dir / name), "parts": n, "status": status})
     return out
@@ -160,7 +146,7 @@ def _merge_one(final: Path, kind: str, parts: dict[int, Path], metas: dict[int, 
     for i in sorted(parts):
         st = NCCStats.load(str(parts[i])) if kind == "val" else ClassStats.load(str(parts[i]))
         acc = st if acc is None else acc.merge(st)
-    prog = combine_progress([_progress(metas[i], parts[i]) for i in sorted(parts)])
+    prog = combine_progress([read_progress(metas[i], parts[i]) for i in sorted(parts)])
     n_windows = sum(int(metas[i]["n_windows"]) for i in metas)
     ref = {k: v for k, v in ref.items() if k != "world"}
     meta = {**ref, "n_windows": str(n_windows), "windows_done": str(n_windows), "batch_size": metas[0].get("batch_size", "0"),

@@ -33,8 +33,9 @@ from typing import Iterable
 import torch
 
 from lcfast import validate
+from lcfast.dist import resolve_device
 from lcfast.errors import DataError, UsageError
-from lcfast.pipeline.collect import COLLECT_JSON, PASS_FILES, read_state_meta, resolve_device
+from lcfast.pipeline.collect_state import COLLECT_JSON, PASS_FILES, read_state_meta
 
 #: the leading columns of measurements.csv, in order; the canonical metric keys follow.
 ID_COLUMNS = ["model", "checkpoint", "n_params", "layers", "width", "epochs", "seed", "val_loss", "val_acc", "perplexity"]

@@ -14,9 +14,10 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from lcfast import validate
+from lcfast.dist import resolve_device
 from lcfast.errors import UsageError
 from lcfast.io import atomic_write_json, atomic_write_text
-from lcfast.pipeline.train import DEFAULT_EVAL_TOKENS, check_args, check_memory, open_data, resolve_device, train_run
+from lcfast.pipeline.train import DEFAULT_EVAL_TOKENS, check_args, check_memory, open_data, train_run
 
 SUMMARY_COLUMNS = ["name", "layers", "width", "epochs", "seed", "status", "n_params", "step", "train_loss",
                    "val_loss", "val_acc", "perplexity", "tokens_per_s", "elapsed", "model_fingerprint", "path"]

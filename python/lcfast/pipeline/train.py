@@ -29,9 +29,10 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Callable
 
 import numpy as np
@@ -40,9 +41,14 @@ import torch.nn.functional as F
 
 from lcfast import dist, validate
 from lcfast.errors import DataError, UsageError, interrupt_note
-from lcfast.io import atomic_dir, atomic_write_json, atomic_write_text, load_tensors, os_reason, read_json, save_tensors
-from lcfast.model.checkpoint import EPOCH_PREFIX, RUN_FORMAT, list_checkpoints, load_state_strict, save_model
+from lcfast.io import atomic_write_json, make_dir, read_json
+from lcfast.model.checkpoint import RUN_FORMAT, list_checkpoints
 from lcfast.model.gptneo import GPTNeo, GPTNeoConfig, memory_terms, param_groups
+from lcfast.pipeline.train_state import (
+    load_resume_state,
+    save_checkpoint,
+    write_metrics,
+)
 
 DEFAULT_EVAL_TOKENS = 1 << 20
 
@@ -140,20 +146,6 @@ def default_heads(width: int) -> int:
     """GPT-Neo's head size is 64 (768 wide, 12 heads); narrower models get one head."""
     h = max(1, width // 64)
     return h if width % h == 0 else 1
-
-
-def resolve_device(device: str | None) -> torch.device:
-    if device in (None, "", "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise UsageError(f"--device {device!r} is not a torch device (use auto, cpu, cuda, cuda:N)") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError(f"--device {device}: CUDA is not available on this machine")
-    if dev.type not in ("cpu", "cuda", "mps"):
-        raise UsageError(f"--device {device}: unsupported device type {dev.type!r}")
-    return dev
 
 
 def lr_at(step: int, total: int, lr: float, warmup: int, min_lr: float) -> float:
@@ -276,101 +268,6 @@ def evaluate(model, shard, context: int, batch_size: int, eval_tokens: int, devi
             "val_tokens": count}
 
 
-# -- optimizer and RNG state ----------------------------------------------------------------------
-def optimizer_to_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
-    """Split an optimizer state dict into tensors (safetensors) and a JSON-able remainder."""
-    sd = opt.state_dict()
-    tensors: dict[str, torch.Tensor] = {}
-    scalars: dict[str, dict] = {}
-    for pid, st in sd["state"].items():
-        for key, val in st.items():
-            if torch.is_tensor(val):
-                tensors[f"opt.{pid}.{key}"] = val
-            else:
-                scalars.setdefault(str(pid), {})[key] = val
-    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
-
-
-def optimizer_from_tensors(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], meta: dict) -> None:
-    state: dict[int, dict] = {}
-    for name, t in tensors.items():
-        if not name.startswith("opt."):
-            continue
-        _, pid, key = name.split(".", 2)
-        state.setdefault(int(pid), {})[key] = t
-    for pid, st in meta.get("scalars", {}).items():
-        state.setdefault(int(pid), {}).update(st)
-    opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
-
-
-def rng_to_tensors() -> dict[str, torch.Tensor]:
-    out = {"rng.cpu": torch.get_rng_state()}
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        for i, s in enumerate(torch.cuda.get_rng_state_all()):
-            out[f"rng.cuda.{i}"] = s
-    return out
-
-
-def rng_from_tensors(tensors: dict[str, torch.Tensor]) -> None:
-    if "rng.cpu" in tensors:
-        torch.set_rng_state(tensors["rng.cpu"])
-    cuda = [tensors[k] for k in sorted((k for k in tensors if k.startswith("rng.cuda.")), key=lambda k: int(k.rsplit(".", 1)[1]))]
-    if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all(cuda)
-
-
-# -- checkpoints ----------------------------------------------------------------------------------
-def _save_checkpoint(out: Path, model: GPTNeo, opt, epoch: int, step: int, history: list[dict], elapsed: float) -> None:
-    final = out / "checkpoints" / f"{EPOCH_PREFIX}{epoch}"
-    with atomic_dir(final) as tmp:
-        save_model(tmp / "model.safetensors", model, {"epoch": str(epoch), "step": str(step)})
-        opt_tensors, opt_meta = optimizer_to_tensors(opt)
-        save_tensors(tmp / "state.safetensors", {**opt_tensors, **rng_to_tensors()},
-                          {"optimizer": opt_meta, "step": str(step), "epoch": str(epoch)})
-        atomic_write_json(tmp / "state.json", {
-            "epoch": epoch, "step": step, "elapsed": elapsed, "history": history,
-            "model_fingerprint": model.fingerprint(),
-        })
-    _write_metrics(out, history)
-    for e, p in list_checkpoints(out).items():  # optimizer state is only needed to resume: keep the latest
-        if e < epoch and (p / "state.safetensors").exists():
-            (p / "state.safetensors").unlink()
-
-
-def _write_metrics(out: Path, history: list[dict]) -> None:
-    text = "".join(json.dumps(r, sort_keys=True) + "\n" for r in history)
-    p = out / "metrics.jsonl"
-    if not (p.is_file() and p.read_text(encoding="utf-8") == text):
-        atomic_write_text(p, text)
-
-
-def _load_resume_state(out: Path, model: GPTNeo, opt) -> tuple[int, int, list[dict], float]:
-    """Restore the latest checkpoint with optimizer state; (epoch, step, history, elapsed)."""
-    root = out / "checkpoints"
-    if root.is_dir() and dist.is_main():  # leftovers of a checkpoint write killed before its rename
-        for junk in sorted(root.glob(f".{EPOCH_PREFIX}*")):
-            final = root / junk.name[1:-len(".old")] if junk.name.endswith(".old") else None
-            if final is not None and not final.exists() and junk.is_dir():
-                os.replace(junk, final)  # killed between moving the old version aside and the new in
-                continue
-            shutil.rmtree(junk, ignore_errors=True) if junk.is_dir() else junk.unlink(missing_ok=True)
-    dist.barrier()
-    cks = [(e, p) for e, p in list_checkpoints(out).items() if (p / "state.safetensors").is_file()]
-    if not cks:
-        return 0, 0, [], 0.0
-    epoch, p = cks[-1]
-    state = read_json(p / "state.json", "checkpoint state")
-    tensors, _ = load_tensors(p / "model.safetensors", "model weights")
-    load_state_strict(model, tensors, str(p / "model.safetensors"), assign=False)
-    st, meta = load_tensors(p / "state.safetensors", "optimizer state")
-    try:
-        optimizer_from_tensors(opt, st, json.loads(meta["optimizer"]))
-    except (KeyError, ValueError, RuntimeError) as e:
-        raise DataError(f"{p / 'state.safetensors'}: optimizer state does not fit the model ({e})") from None
-    rng_from_tensors(st)
-    return int(state["epoch"]), int(state["step"]), list(state.get("history", [])), float(state.get("elapsed", 0.0))
-
-
 # -- training -------------------------------------------------------------------------------------
 #: on CUDA the loss is checked for NaN/inf every this many steps (a host sync); on CPU every step
 NONFINITE_CHECK_EVERY = 16
@@ -462,10 +359,10 @@ def train_run(
                    lr=lr, weight_decay=weight_decay, seed=seed, steps_per_epoch=steps_per_epoch,
                    eval_tokens=eval_tokens, window_size=window_size, warmup_frac=warmup_frac,
                    min_lr_frac=min_lr_frac, grad_clip=grad_clip)
-    if dist.is_initialized() or (dist.launched() and dist._env_int("WORLD_SIZE", 1) > 1):
+    if dist.in_job():
         ctx = dist.init(device)  # under torchrun: join (or reuse) the process group
     else:
-        ctx = dist.Context(device=resolve_device(device))
+        ctx = dist.Context(device=dist.resolve_device(device))
     try:
         with interrupt_note(lambda: interrupted_note(out_dir, track_nc)):
             return _train(ctx, data_dir, out_dir, **a, compile=compile, progress=progress, callback=callback,
@@ -494,226 +391,245 @@ def interrupted_note(run_dir, track_nc: bool = False) -> str:
     return f"no checkpoint of {run_dir} was written yet; rerun the same command to start it"
 
 
-def _train(ctx: dist.Context, data_dir, out_dir, *, layers, width, heads, context, epochs, batch_size, lr,
-           weight_decay, seed, steps_per_epoch, eval_tokens, compile, progress, window_size, warmup_frac,
-           min_lr_frac, grad_clip, callback, track_nc=False, track_every=None) -> dict:
-    dev = ctx.device
-    out = Path(out_dir)
-    world, rank = ctx.world, ctx.rank
-    if batch_size % world:
-        raise UsageError(f"--batch-size {batch_size} must be divisible by the number of processes ({world}): "
-                         "it is the global batch, split between the ranks")
-    local_b = batch_size // world
-    progress = progress and ctx.is_main
+@dataclass
+class _Run:
+    """One training run once set up: the data, the model and optimizer (resumed), where it stands,
+    and the NC tracker (`--track-nc`), as `_train`'s steps share them."""
 
-    train, val = open_data(data_dir)
-    vocab = int(train.vocab_size)
-    err = None
-    try:  # every rank checks its own device; all refuse together
-        check_memory(vocab_size=vocab, layers=layers, width=width, heads=heads, context=context,
-                     window_size=window_size, batch_size=batch_size, world=world, device=dev)
-    except UsageError as e:
-        err = e
-    dist.agree(err)
-    if err is not None:
-        raise err
-    cfg = GPTNeoConfig(vocab_size=vocab, layers=layers, width=width, heads=heads, context=context, window_size=window_size)
-    if int(train.n_tokens) < context + 1:
-        raise DataError(f"--data {data_dir}: train.lcshard has {train.n_tokens} tokens, fewer than --context {context} + 1")
-    if int(val.n_tokens) < 2:
-        raise DataError(f"--data {data_dir}: val.lcshard has {val.n_tokens} tokens, too few to evaluate (need 2)")
-    spe = steps_per_epoch or max(1, int(train.n_tokens) // (batch_size * context))
-    total = spe * epochs
-    from lcfast.pipeline.track import check_every
+    ctx: dist.Context
+    out: Path
+    hp: SimpleNamespace  # the checked arguments (check_args) plus compile
+    train: object  # TokenShard
+    val: object
+    vocab: int
+    spe: int  # optimizer steps per epoch
+    total: int  # optimizer steps of the whole run
+    warmup: int
+    model: GPTNeo
+    opt: torch.optim.Optimizer
+    n_params: int
+    start_epoch: int = 0
+    step: int = 0
+    history: list = field(default_factory=list)
+    elapsed: float = 0.0
+    tracker: object = None  # lcfast.pipeline.track.NCTracker or None
 
-    every = check_every(track_nc, track_every, spe)
-    warmup = min(total, int(round(warmup_frac * total)))
+    def result(self, resumed_from: int, already_complete: bool) -> dict:
+        final = dict(self.history[-1]) if self.history else {}
+        return {**final, "run_dir": str(self.out), "n_params": self.n_params, "model_fingerprint": self.model.fingerprint(),
+                "resumed_from_epoch": resumed_from, "already_complete": already_complete, "world_size": self.ctx.world}
+
+
+def _run_config(hp: SimpleNamespace, cfg: GPTNeoConfig, spe: int, total: int, warmup: int, data_dir, train, val) -> dict:
+    """The run's config.json (before the runtime facts): what a resume must find unchanged."""
     run_cfg = {
         "format": RUN_FORMAT,
         "model": cfg.to_dict(),
         "train": {
-            "epochs": epochs, "batch_size": batch_size, "context": context, "lr": lr, "min_lr": lr * min_lr_frac,
-            "weight_decay": weight_decay, "betas": [0.9, 0.95], "eps": 1e-8, "grad_clip": grad_clip,
-            "warmup_steps": warmup, "steps_per_epoch": spe, "total_steps": total, "seed": seed,
-            "eval_tokens": eval_tokens, "tokens_per_step": batch_size * context,
+            "epochs": hp.epochs, "batch_size": hp.batch_size, "context": hp.context, "lr": hp.lr,
+            "min_lr": hp.lr * hp.min_lr_frac, "weight_decay": hp.weight_decay, "betas": [0.9, 0.95], "eps": 1e-8,
+            "grad_clip": hp.grad_clip, "warmup_steps": warmup, "steps_per_epoch": spe, "total_steps": total,
+            "seed": hp.seed, "eval_tokens": hp.eval_tokens, "tokens_per_step": hp.batch_size * hp.context,
         },
         "data": data_info(data_dir, train, val),
     }
-    run_cfg = json.loads(json.dumps(run_cfg))  # normalise (tuples -> lists) for comparison with the file
-    # rank 0 validates --out (reading only); every rank then learns the outcome (or the error)
-    err, resuming = None, False
-    if ctx.is_main:
-        try:
+    return json.loads(json.dumps(run_cfg))  # normalise (tuples -> lists) for comparison with the file
+
+
+def _write_config(ctx: dist.Context, out: Path, run_cfg: dict, compile: bool) -> None:
+    """Create the run folder and write config.json with the runtime facts (rank 0)."""
+    make_dir(out, "the run folder")
+    import lcfast
+
+    atomic_write_json(out / "config.json", {
+        **run_cfg, "lcfast_version": lcfast.__version__, "torch_version": torch.__version__,
+        "runtime": {"device": str(ctx.device), "compile": bool(compile), "world_size": ctx.world,
+                    "backend": ctx.backend},
+    })
+
+
+def _set_up(ctx: dist.Context, data_dir, out: Path, hp: SimpleNamespace, track_nc: bool, track_every) -> _Run:
+    """Open the data, check memory and --out, build the model and optimizer, write config.json or
+    resume from the latest checkpoint, start the tracker. Every check any one rank may fail is
+    agreed on by all ranks (`dist.together`), so they stop together."""
+    train, val = open_data(data_dir)
+    vocab = int(train.vocab_size)
+    with dist.together():  # every rank checks its own device
+        check_memory(vocab_size=vocab, layers=hp.layers, width=hp.width, heads=hp.heads, context=hp.context,
+                     window_size=hp.window_size, batch_size=hp.batch_size, world=ctx.world, device=ctx.device)
+    cfg = GPTNeoConfig(vocab_size=vocab, layers=hp.layers, width=hp.width, heads=hp.heads, context=hp.context,
+                       window_size=hp.window_size)
+    if int(train.n_tokens) < hp.context + 1:
+        raise DataError(f"--data {data_dir}: train.lcshard has {train.n_tokens} tokens, fewer than --context {hp.context} + 1")
+    if int(val.n_tokens) < 2:
+        raise DataError(f"--data {data_dir}: val.lcshard has {val.n_tokens} tokens, too few to evaluate (need 2)")
+    spe = hp.steps_per_epoch or max(1, int(train.n_tokens) // (hp.batch_size * hp.context))
+    total = spe * hp.epochs
+    from lcfast.pipeline.track import check_every
+
+    every = check_every(track_nc, track_every, spe)
+    warmup = min(total, int(round(hp.warmup_frac * total)))
+    run_cfg = _run_config(hp, cfg, spe, total, warmup, data_dir, train, val)
+    resuming = False
+    with dist.together():  # rank 0 validates --out (reading only); every rank learns the outcome
+        if ctx.is_main:
             resuming = _check_existing_run(out, run_cfg)
-        except Exception as e:  # noqa: BLE001 - re-raised on every rank by dist.agree
-            err = e
-    dist.agree(err)
-    if err is not None:
-        raise err
     resuming = bool(dist.broadcast_object(resuming))
 
     # Everything the flags can break (seed, model, optimizer) is built before the first write, so a
     # bad value never leaves a config.json behind that would refuse the corrected rerun.
-    torch.manual_seed(seed)
+    torch.manual_seed(hp.seed)
     model = GPTNeo(cfg)  # initialised on CPU: same weights whatever the device (and on every rank)
     n_params = model.n_params()
-    model.to(dev)
-    use_fused = dev.type == "cuda"
-    opt = torch.optim.AdamW(param_groups(model, weight_decay), lr=lr, betas=(0.9, 0.95), eps=1e-8,
-                            **({"fused": True} if use_fused else {}))
-    err = None
-    if ctx.is_main and not resuming:
-        try:
-            try:
-                out.mkdir(parents=True, exist_ok=True)
-            except OSError as e:
-                raise DataError(f"--out {out}: cannot create the run folder ({os_reason(e)})") from None
-            import lcfast
-
-            atomic_write_json(out / "config.json", {
-                **run_cfg, "lcfast_version": lcfast.__version__, "torch_version": torch.__version__,
-                "runtime": {"device": str(dev), "compile": bool(compile), "world_size": world,
-                            "backend": ctx.backend},
-            })
-        except Exception as e:  # noqa: BLE001
-            err = e
-    dist.agree(err)
-    if err is not None:
-        raise err
-    err, state = None, (0, 0, [], 0.0)
-    try:
+    model.to(ctx.device)
+    opt = torch.optim.AdamW(param_groups(model, hp.weight_decay), lr=hp.lr, betas=(0.9, 0.95), eps=1e-8,
+                            **({"fused": True} if ctx.device.type == "cuda" else {}))
+    with dist.together():
+        if ctx.is_main and not resuming:
+            _write_config(ctx, out, run_cfg, hp.compile)
+    run = _Run(ctx, out, hp, train, val, vocab, spe, total, warmup, model, opt, n_params)
+    with dist.together():
         if resuming:
-            state = _load_resume_state(out, model, opt)
-    except Exception as e:  # noqa: BLE001
-        err = e
-    dist.agree(err)
-    if err is not None:
-        raise err
-    start_epoch, step, history, elapsed = state
-    tracker = None
-    if every is not None and start_epoch < epochs:
+            run.start_epoch, run.step, run.history, run.elapsed = load_resume_state(out, model, opt)
+    if every is not None and run.start_epoch < hp.epochs:
         from lcfast.pipeline.track import NCTracker
 
-        tracker = NCTracker(out, vocab, width, dev, every, spe, batch_size * context, write=ctx.is_main)
-        err = None
-        try:  # continue the file from the checkpoint (rows past it are recomputed), or start it
-            tracker.resume(start_epoch * spe)
-        except Exception as e:  # noqa: BLE001
-            err = e
-        dist.agree(err)
-        if err is not None:
-            raise err
-    if start_epoch >= epochs:
-        if ctx.is_main and history:  # a kill after the last checkpoint but before metrics.jsonl
-            _write_metrics(out, history)
-        final = dict(history[-1]) if history else {}
-        return {**final, "run_dir": str(out), "n_params": n_params, "model_fingerprint": model.fingerprint(),
-                "resumed_from_epoch": start_epoch, "already_complete": True, "world_size": world}
-    net = model
+        run.tracker = NCTracker(out, vocab, hp.width, ctx.device, every, spe, hp.batch_size * hp.context,
+                                write=ctx.is_main)
+        with dist.together():  # continue the file from the checkpoint (rows past it are recomputed), or start it
+            run.tracker.resume(run.start_epoch * spe)
+    return run
+
+
+def _train_epoch(run: _Run, epoch: int, fwd, bar, callback) -> tuple[float, float]:
+    """One epoch of optimizer steps on this rank's rows of every step's batch; (mean train loss over
+    all ranks, seconds). Stops the run on a non-finite loss (all ranks together); tracking
+    intervals that end inside the epoch are measured and written here."""
+    hp, ctx, dev, model, opt, tracker = run.hp, run.ctx, run.ctx.device, run.model, run.opt, run.tracker
+    local_b = hp.batch_size // ctx.world
+    rows = slice(ctx.rank * local_b, (ctx.rank + 1) * local_b)
+    amp = dict(device_type="cuda", dtype=torch.bfloat16, enabled=dev.type == "cuda")
+    nonfinite_every = 1 if dev.type == "cpu" else NONFINITE_CHECK_EVERY
+    min_lr = hp.lr * hp.min_lr_frac
+    spe = run.spe
+    task = bar.add_task(f"epoch {epoch}/{hp.epochs}", total=spe, loss="", tps="")
+    step = run.step = (epoch - 1) * spe
+    loss_acc = torch.zeros((), dtype=torch.float64, device=dev)
+    t0 = time.perf_counter()
+    last_ui = t0
+    first_bad = torch.zeros((), dtype=torch.int64, device=dev)  # first step with a non-finite loss
+    for i in range(spe):
+        w = run.train.random_windows(hp.batch_size, hp.context, hp.seed, step)[rows]  # this rank's disjoint rows
+        wt = torch.from_numpy(np.ascontiguousarray(w, dtype=np.int64))
+        if dev.type == "cuda":
+            wt = wt.pin_memory().to(dev, non_blocking=True)
+        x, y = wt[:, :-1], wt[:, 1:]
+        cur_lr = lr_at(step, run.total, hp.lr, run.warmup, min_lr)
+        for g in opt.param_groups:
+            g["lr"] = cur_lr
+        with torch.autocast(**amp):
+            if tracker is None:
+                logits = fwd(x)
+            else:  # the LM head's input from the same forward (no second pass)
+                logits, feats = fwd(x, return_features=True)
+        loss = F.cross_entropy(logits.float().reshape(-1, run.vocab), y.reshape(-1))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()  # DDP: gradients averaged over the ranks = the global batch's mean
+        if hp.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), hp.grad_clip)
+        opt.step()
+        if tracker is not None:
+            # after the step is queued: on CUDA the statistics' host syncs then wait for a
+            # finished step instead of stalling between the forward and the backward
+            tracker.update(feats, y, loss)
+            del feats
+        loss_acc += loss.detach().double()
+        step = run.step = step + 1
+        # recorded on the device (no sync); looked at every `nonfinite_every` steps, on every rank
+        first_bad += (first_bad == 0).long() * _nonfinite_code(loss.detach(), step)
+        if (i + 1) % nonfinite_every == 0 or i == spe - 1:
+            _stop_if_nonfinite(first_bad, hp.lr, run.out)
+        if tracker is not None and i < spe - 1 and tracker.due(i):  # (the epoch's last: after evaluation)
+            tracker.reduce()
+            _track_finish(tracker, step, model)
+        now = time.perf_counter()
+        if callback is not None or now - last_ui > 0.5 or i == spe - 1:
+            cur = float(loss.detach())
+            bar.update(task, completed=i + 1, loss=f"loss {cur:.4f}",
+                       tps=f"{(i + 1) * hp.batch_size * hp.context / max(now - t0, 1e-9):,.0f} tok/s")
+            last_ui = now
+            if callback is not None:
+                callback({"step": step, "epoch": epoch, "loss": cur, "lr": cur_lr, "rank": ctx.rank})
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+    train_time = time.perf_counter() - t0
+    dist.all_reduce_sum(loss_acc)
+    bar.remove_task(task)
+    return float(loss_acc) / (spe * ctx.world), train_time
+
+
+def _end_epoch(run: _Run, epoch: int, eval_fwd, bar, t0: float, train_loss: float, train_time: float,
+               progress: bool) -> None:
+    """Evaluate, finish the epoch's tracking interval, record the epoch and write its checkpoint
+    (rank 0; every rank stops if that fails)."""
+    hp, tracker, model = run.hp, run.tracker, run.model
+    if tracker is not None:  # the epoch's last interval: NC4 decisions from the evaluation
+        tracker.reduce()
+        tracker.begin_eval(model.lm_head_weight, model.lm_head_bias)
+    ev = evaluate(eval_fwd, run.val, hp.context, hp.batch_size, hp.eval_tokens, run.ctx.device, progress=bar,
+                  on_features=None if tracker is None else tracker.eval_features)
+    if not math.isfinite(ev["val_loss"]):  # identical on every rank (all-reduced sums)
+        _stop_if_nonfinite(_nonfinite_code(torch.tensor(ev["val_loss"]), run.step), hp.lr, run.out,
+                           "validation loss", epoch)
+    if tracker is not None:  # written before the checkpoint: a resume never misses a row
+        _track_finish(tracker, run.step, model, ev["val_loss"])
+    run.elapsed += time.perf_counter() - t0
+    rec = {"epoch": epoch, "step": run.step, "train_loss": train_loss, **ev,
+           "tokens_per_s": run.spe * hp.batch_size * hp.context / max(train_time, 1e-9), "elapsed": run.elapsed}
+    if tracker is not None:  # wall seconds of this epoch spent tracking: in the loop, at its end (NC4)
+        rec["track_loop_s"], rec["track_end_s"] = tracker.take_seconds()
+    run.history.append(rec)
+    with dist.together():
+        if run.ctx.is_main:
+            save_checkpoint(run.out, model, run.opt, epoch, run.step, run.history, run.elapsed)
+    if progress:
+        bar.console.print(
+            f"epoch {epoch}/{hp.epochs}: train_loss {train_loss:.4f}, val_loss {ev['val_loss']:.4f}, "
+            f"val_acc {ev['val_acc']:.3f}, {rec['tokens_per_s']:,.0f} tok/s"  # (ppl = exp(val_loss))
+        )
+
+
+def _train(ctx: dist.Context, data_dir, out_dir, *, compile, progress, callback, track_nc=False, track_every=None,
+           **args) -> dict:
+    """Set up (or resume) the run, then train epoch by epoch: steps, evaluation, checkpoint."""
+    hp = SimpleNamespace(**args, compile=compile)
+    if hp.batch_size % ctx.world:
+        raise UsageError(f"--batch-size {hp.batch_size} must be divisible by the number of processes ({ctx.world}): "
+                         "it is the global batch, split between the ranks")
+    progress = progress and ctx.is_main
+    run = _set_up(ctx, data_dir, Path(out_dir), hp, track_nc, track_every)
+    resumed_from = run.start_epoch
+    if run.start_epoch >= hp.epochs:
+        if ctx.is_main and run.history:  # a kill after the last checkpoint but before metrics.jsonl
+            write_metrics(run.out, run.history)
+        return run.result(resumed_from, already_complete=True)
+    net = run.model
     if ctx.distributed:
         from torch.nn.parallel import DistributedDataParallel as DDP
 
-        net = DDP(model, device_ids=[dev.index] if dev.type == "cuda" else None)
+        net = DDP(run.model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
     fwd = torch.compile(net) if compile else net
     # evaluation runs on the plain module under DDP: ranks may evaluate different numbers of batches,
     # and DDP's forward would wait for the others (buffer broadcast)
-    eval_fwd = fwd if not ctx.distributed else (torch.compile(model) if compile else model)
-    model.train()
-    check_every = 1 if dev.type == "cpu" else NONFINITE_CHECK_EVERY
-    amp = dict(device_type="cuda", dtype=torch.bfloat16, enabled=dev.type == "cuda")
-    min_lr = lr * min_lr_frac
-    resumed_from = start_epoch
-    rows = slice(rank * local_b, (rank + 1) * local_b)
-
+    eval_fwd = fwd if not ctx.distributed else (torch.compile(run.model) if compile else run.model)
+    run.model.train()
     with _progress(progress) as bar:
-        for epoch in range(start_epoch + 1, epochs + 1):
-            task = bar.add_task(f"epoch {epoch}/{epochs}", total=spe, loss="", tps="")
-            step = (epoch - 1) * spe
-            loss_acc = torch.zeros((), dtype=torch.float64, device=dev)
+        for epoch in range(run.start_epoch + 1, hp.epochs + 1):
             t0 = time.perf_counter()
-            last_ui = t0
-            first_bad = torch.zeros((), dtype=torch.int64, device=dev)  # first step with a non-finite loss
-            for i in range(spe):
-                w = train.random_windows(batch_size, context, seed, step)[rows]  # this rank's disjoint rows
-                wt = torch.from_numpy(np.ascontiguousarray(w, dtype=np.int64))
-                if dev.type == "cuda":
-                    wt = wt.pin_memory().to(dev, non_blocking=True)
-                x, y = wt[:, :-1], wt[:, 1:]
-                cur_lr = lr_at(step, total, lr, warmup, min_lr)
-                for g in opt.param_groups:
-                    g["lr"] = cur_lr
-                with torch.autocast(**amp):
-                    if tracker is None:
-                        logits = fwd(x)
-                    else:  # the LM head's input from the same forward (no second pass)
-                        logits, feats = fwd(x, return_features=True)
-                loss = F.cross_entropy(logits.float().reshape(-1, vocab), y.reshape(-1))
-                opt.zero_grad(set_to_none=True)
-                loss.backward()  # DDP: gradients averaged over the ranks = the global batch's mean
-                if grad_clip > 0:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-                opt.step()
-                if tracker is not None:
-                    # after the step is queued: on CUDA the statistics' host syncs then wait for a
-                    # finished step instead of stalling between the forward and the backward
-                    tracker.update(feats, y, loss)
-                    del feats
-                loss_acc += loss.detach().double()
-                step += 1
-                # recorded on the device (no sync); looked at every `check_every` steps, on every rank
-                first_bad += (first_bad == 0).long() * _nonfinite_code(loss.detach(), step)
-                if (i + 1) % check_every == 0 or i == spe - 1:
-                    _stop_if_nonfinite(first_bad, lr, out)
-                if tracker is not None and i < spe - 1 and tracker.due(i):  # (the epoch's last: after evaluation)
-                    tracker.reduce()
-                    _track_finish(tracker, step, model)
-                now = time.perf_counter()
-                if callback is not None or now - last_ui > 0.5 or i == spe - 1:
-                    cur = float(loss.detach())
-                    bar.update(task, completed=i + 1, loss=f"loss {cur:.4f}",
-                               tps=f"{(i + 1) * batch_size * context / max(now - t0, 1e-9):,.0f} tok/s")
-                    last_ui = now
-                    if callback is not None:
-                        callback({"step": step, "epoch": epoch, "loss": cur, "lr": cur_lr, "rank": rank})
-            if dev.type == "cuda":
-                torch.cuda.synchronize(dev)
-            train_time = time.perf_counter() - t0
-            dist.all_reduce_sum(loss_acc)
-            train_loss = float(loss_acc) / (spe * world)
-            bar.remove_task(task)
-            if tracker is not None:  # the epoch's last interval: NC4 decisions from the evaluation
-                tracker.reduce()
-                tracker.begin_eval(model.lm_head_weight, model.lm_head_bias)
-            ev = evaluate(eval_fwd, val, context, batch_size, eval_tokens, dev, progress=bar,
-                          on_features=None if tracker is None else tracker.eval_features)
-            if not math.isfinite(ev["val_loss"]):  # identical on every rank (all-reduced sums)
-                _stop_if_nonfinite(_nonfinite_code(torch.tensor(ev["val_loss"]), step), lr, out,
-                                   "validation loss", epoch)
-            if tracker is not None:  # written before the checkpoint: a resume never misses a row
-                _track_finish(tracker, step, model, ev["val_loss"])
-            elapsed += time.perf_counter() - t0
-            rec = {"epoch": epoch, "step": step, "train_loss": train_loss, **ev,
-                   "tokens_per_s": spe * batch_size * context / max(train_time, 1e-9), "elapsed": elapsed}
-            if tracker is not None:  # wall seconds of this epoch spent tracking: in the loop, at its end (NC4)
-                rec["track_loop_s"], rec["track_end_s"] = tracker.take_seconds()
-            history.append(rec)
-            err = None
-            if ctx.is_main:
-                try:
-                    _save_checkpoint(out, model, opt, epoch, step, history, elapsed)
-                except Exception as e:  # noqa: BLE001
-                    err = e
-            dist.agree(err)
-            if err is not None:
-                raise err
-            if progress:
-                bar.console.print(
-                    f"epoch {epoch}/{epochs}: train_loss {train_loss:.4f}, val_loss {ev['val_loss']:.4f}, "
-                    f"val_acc {ev['val_acc']:.3f}, {rec['tokens_per_s']:,.0f} tok/s"  # (ppl = exp(val_loss))
-                )
-    return {**history[-1], "run_dir": str(out), "n_params": n_params, "model_fingerprint": model.fingerprint(),
-            "resumed_from_epoch": resumed_from, "already_complete": False, "world_size": world}
+            train_loss, train_time = _train_epoch(run, epoch, fwd, bar, callback)
+            _end_epoch(run, epoch, eval_fwd, bar, t0, train_loss, train_time, progress)
+    return run.result(resumed_from, already_complete=False)
 
 
 __all__ = ["train_run", "evaluate", "open_data", "is_complete", "lr_at",
-           "default_heads", "resolve_device", "DEFAULT_EVAL_TOKENS"]
+           "default_heads", "DEFAULT_EVAL_TOKENS"]

@@ -189,7 +189,7 @@ def _start(out, quick, device, console, progress, profile, stack) -> _Demo:
     if root.is_dir() and any(root.iterdir()) and not ((root / "work").is_dir() or (root / "demo.json").is_file()):
         # the demo replaces report.md, measurements.csv, … in OUT: only in a folder that is its own
         raise UsageError(f"--out {root}: folder exists, is not empty and holds no lcfast demo; use another --out")
-    from lcfast.pipeline.collect import resolve_device
+    from lcfast.dist import resolve_device
 
     resolve_device(device)
     work = root / "work" / prof.name
