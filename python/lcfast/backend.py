@@ -94,7 +94,7 @@ class Moments:
     m2: float = 0.0
 
     @staticmethod
-    def of(x: torch.Tensor) -> "Moments":
+    def of(x: torch.Tensor) -> Moments:
         """Moments of a 1-D tensor (computed in float64)."""
         x = x.detach().to(torch.float64).reshape(-1)
         n = x.numel()
@@ -103,7 +103,7 @@ class Moments:
         mean = x.mean()
         return Moments(float(n), float(mean), float(((x - mean) ** 2).sum()))
 
-    def merge(self, other: "Moments") -> "Moments":
+    def merge(self, other: Moments) -> Moments:
         """Chan's parallel combination; exact in exact arithmetic, stable in float64."""
         if other.n == 0:
             return Moments(self.n, self.mean, self.m2)

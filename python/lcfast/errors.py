@@ -52,7 +52,7 @@ class interrupt_note:
     def __init__(self, describe) -> None:
         self.describe = describe
 
-    def __enter__(self) -> "interrupt_note":
+    def __enter__(self) -> interrupt_note:
         return self
 
     def __exit__(self, typ, exc, tb) -> bool:

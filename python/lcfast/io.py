@@ -31,8 +31,9 @@ import secrets
 import shutil
 import socket
 import stat
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import IO, Any, Iterable, Iterator
+from typing import IO, Any
 
 from lcfast.errors import DataError, UsageError
 from lcfast.faults import kill_point

@@ -14,7 +14,7 @@ rich documents them.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 #: widest the bar gets (it narrows to fit the other columns in the console)
 BAR_WIDTH = 24

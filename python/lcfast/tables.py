@@ -10,7 +10,7 @@ and only when they alone are wider than the console.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 
 def _table(title, headers, rows, cols, justify, fold, widths, *, wrap_all: bool = False):

@@ -5,7 +5,8 @@ twin does not fit in memory (see the package docstring for what is measured)."""
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 

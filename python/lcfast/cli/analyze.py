@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional
 
 import typer
 
@@ -51,12 +50,12 @@ def _print_correlations(res, csvs: list[Path], target: str, out: Path) -> None:
 
 
 def analyze_cmd(
-    csvs: List[Path] = typer.Argument(
+    csvs: list[Path] = typer.Argument(
         ..., metavar="CSV", help="Tables with one row per model/checkpoint: `lcfast measure` CSVs, the paper's lc-2024_*.csv, or paper:lc-2024_10_24 (the packaged copy)."
     ),
     target: str = typer.Option("val_loss", "--target", help="Column to correlate every metric with."),
     out: Path = typer.Option(..., "--out", help="Output folder: correlations.csv, data.csv, analysis.json and PNG plots."),
-    metric: Optional[List[str]] = typer.Option(
+    metric: list[str] | None = typer.Option(
         None, "--metric", help="Only these metric columns (repeatable); default: every numeric metric column."
     ),
     no_plots: bool = typer.Option(False, "--no-plots", help="Skip the PNG plots."),

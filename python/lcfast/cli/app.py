@@ -14,7 +14,6 @@ import sys
 import typer
 
 from lcfast.cli._clickcompat import Abort, ClickException, Exit, UsageError
-
 from lcfast.errors import LcfastError
 
 app = typer.Typer(

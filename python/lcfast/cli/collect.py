@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import List, Optional
 
 import typer
 
@@ -16,25 +15,25 @@ from lcfast.validate import CDNV_POWER_MAX, SAVE_EVERY_MAX
 def collect(
     run: str = typer.Argument(..., metavar="MODEL", help="A `lcfast train` run dir, a transformers causal-LM folder (config.json + safetensors), or hf:ORG/NAME from the local Hugging Face cache."),
     checkpoint: str = typer.Option("last", "--checkpoint", "-c", help="Epoch K, 'last' or 'all' (every epoch: NC over training)."),
-    data: Optional[Path] = typer.Option(None, "--data", help="Tokenized data dir (train/val shards + tokenizer.json); default: the run's."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Output dir (default RUN/collect/<checkpoint>)."),
+    data: Path | None = typer.Option(None, "--data", help="Tokenized data dir (train/val shards + tokenizer.json); default: the run's."),
+    out: Path | None = typer.Option(None, "--out", help="Output dir (default RUN/collect/<checkpoint>)."),
     min_count: int = IntOption(1, "--min-count", help="Classes with fewer train samples are not kept (NC4 means)."),
     exact: bool = typer.Option(False, "--exact", help="Two train passes: means, then Σ‖h − μ_c‖² (the paper's way)."),
     covariance: bool = typer.Option(False, "--covariance", help="Also accumulate the d×d within-class covariance (for nc1_pinv)."),
     batch_size: int = IntOption(16, "--batch-size", "-b", help="Windows (of the model's context) per forward."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N."),
-    max_tokens: Optional[int] = IntOption(None, "--max-tokens", help="Stop each pass after about N positions."),
+    max_tokens: int | None = IntOption(None, "--max-tokens", help="Stop each pass after about N positions."),
     save_every: float = FloatOption(60.0, "--save-every", help="Seconds between state saves (resume points).",
                                     min=0, min_open=True, max=SAVE_EVERY_MAX),
     skip_nonfinite: bool = typer.Option(False, "--skip-nonfinite", help="Skip and count non-finite features instead of failing."),
     restart: bool = typer.Option(False, "--restart", help="Start over, ignoring the saved states of this output dir (each is replaced when its pass saves)."),
-    shard: Optional[str] = typer.Option(None, "--shard", help="i/n: collect only part i of n (array jobs without torchrun); then 'lcfast merge OUT'."),
+    shard: str | None = typer.Option(None, "--shard", help="i/n: collect only part i of n (array jobs without torchrun); then 'lcfast merge OUT'."),
     backend: str = typer.Option("auto", "--backend", help="Statistics backend: auto, torch, triton."),
-    context: Optional[int] = IntOption(None, "--context", help="Window length T (default: the model's max positions, at most 2048)."),
+    context: int | None = IntOption(None, "--context", help="Window length T (default: the model's max positions, at most 2048)."),
     dtype: str = typer.Option("float32", "--dtype", help="Forward dtype: float32, bfloat16, float16 (statistics stay float64)."),
-    layers: Optional[str] = typer.Option(None, "--layers", help="Also the class statistics of these hidden states: all or 0,6,12 (0 = embeddings)."),
-    classes: Optional[str] = typer.Option(None, "--classes", help="all, or top:K: class statistics of the K most frequent classes only (less memory)."),
-    max_memory: Optional[str] = typer.Option(None, "--max-memory", help="Refuse to start when the statistics need more than this (e.g. 8GB; default: free memory)."),
+    layers: str | None = typer.Option(None, "--layers", help="Also the class statistics of these hidden states: all or 0,6,12 (0 = embeddings)."),
+    classes: str | None = typer.Option(None, "--classes", help="all, or top:K: class statistics of the K most frequent classes only (less memory)."),
+    max_memory: str | None = typer.Option(None, "--max-memory", help="Refuse to start when the statistics need more than this (e.g. 8GB; default: free memory)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
     json_out: bool = typer.Option(False, "--json", help="Print the collect.json summaries as JSON."),
 ) -> None:
@@ -44,7 +43,8 @@ def collect(
     from rich.console import Console
 
     from lcfast.errors import UsageError
-    from lcfast.pipeline.collect import CollectOptions, collect as do_collect, print_collect_summary
+    from lcfast.pipeline.collect import CollectOptions, print_collect_summary
+    from lcfast.pipeline.collect import collect as do_collect
     from lcfast.pipeline.collect_layers import parse_size
     from lcfast.pipeline.collect_parts import parse_shard_spec
 
@@ -88,15 +88,15 @@ def merge(
             Console().print(f"{r['file']}: {r['status']} ({r['parts']} parts)")
 
 def measure(
-    runs: List[Path] = typer.Argument(..., metavar="RUN", help="Run dirs (their collect/*), collect output dirs, or folders of runs."),
+    runs: list[Path] = typer.Argument(..., metavar="RUN", help="Run dirs (their collect/*), collect output dirs, or folders of runs."),
     out: Path = typer.Option(..., "--out", help="Output dir: measurements.csv and per_token/*.parquet."),
-    min_count: Optional[int] = IntOption(None, "--min-count", help="Keep classes with ≥ k train samples (default: collect's)."),
+    min_count: int | None = IntOption(None, "--min-count", help="Keep classes with ≥ k train samples (default: collect's)."),
     profile: str = typer.Option(
         "canonical", "--profile",
         help="canonical: lcfast's metric keys; paper: the paper's own columns and definitions (cdnv, "
              "interfere_*, hits/misses, …) — see docs/metrics.md.",
     ),
-    cdnv_power: Optional[float] = FloatOption(
+    cdnv_power: float | None = FloatOption(
         None, "--cdnv-power",
         help="Exponent p on the squared mean distance in CDNV (default 1; --profile paper: 2, the only one it takes).",
         min=0, min_open=True, max=CDNV_POWER_MAX,
@@ -109,10 +109,10 @@ def measure(
     """Every NC metric (docs/metrics.md): one CSV row per (model, checkpoint), plus a per-token parquet table."""
     from rich.console import Console
 
-    from lcfast.errors import UsageError
     from lcfast.cli.data import unchanged_note
-    from lcfast.errors import interrupt_note
-    from lcfast.pipeline.measure import measure as do_measure, print_measure_table
+    from lcfast.errors import UsageError, interrupt_note
+    from lcfast.pipeline.measure import measure as do_measure
+    from lcfast.pipeline.measure import print_measure_table
 
     if backend not in ("auto", "torch", "triton"):
         raise UsageError(f"--backend {backend}: expected auto, torch or triton")

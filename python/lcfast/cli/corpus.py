@@ -28,8 +28,8 @@ def synth(
 
     from rich.console import Console
 
-    from lcfast.data.synth import META_FILE, STORIES_FILE, write_corpus
     from lcfast.cli.data import unchanged_note
+    from lcfast.data.synth import META_FILE, STORIES_FILE, write_corpus
     from lcfast.errors import UsageError, interrupt_note
     from lcfast.progress import progress_bar
     from lcfast.tables import print_table

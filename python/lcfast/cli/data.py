@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional
 
 import typer
 
@@ -39,7 +38,7 @@ def _fmt_int(n: int) -> str:
 
 
 def tokenize_cmd(
-    inputs: List[str] = typer.Argument(
+    inputs: list[str] = typer.Argument(
         ..., metavar="INPUT", help=".txt (documents split on blank lines), .jsonl / .parquet (field 'text'), a directory of those, hf:PATH (a save_to_disk dataset) or hf:NAME[:CONFIG][:SPLIT] (local Hugging Face cache)."
     ),
     tokenizer: str = typer.Option(..., "--tokenizer", "-t", help="tokenizer.json path, a model folder (its tokenizer.json), hf:ORG/NAME (local cache), hub name, or train:VOCAB (byte-level BPE trained on the input)."),
@@ -47,9 +46,9 @@ def tokenize_cmd(
     out: Path = typer.Option(..., "--out", "-o", help="Output folder: train.lcshard, val.lcshard, tokenizer.json, meta.json."),
     val_fraction: float = FloatOption(0.01, "--val-fraction", help="Share of documents in the val split (hash of text and seed).", min=0, max=1),
     seed: int = SeedOption(0, "--seed", help="Seed of the train/val split."),
-    eos: Optional[str] = typer.Option(None, "--eos", help="End-of-text token appended after every document (default: auto-detect)."),
+    eos: str | None = typer.Option(None, "--eos", help="End-of-text token appended after every document (default: auto-detect)."),
     threads: int = IntOption(0, "--threads", help="Worker threads (0 = RAYON_NUM_THREADS or all cores).", min=0, max=THREADS_MAX),
-    json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the summary (meta.json) here."),
+    json_out: Path | None = typer.Option(None, "--json", help="Also write the summary (meta.json) here."),
 ) -> None:
     """Tokenize a corpus into train/val token shards with per-token counts."""
     from rich.console import Console
@@ -93,8 +92,8 @@ def tokenize_cmd(
         err.print(f"[yellow]warning:[/yellow] {w}")
 
 def count_cmd(
-    shards: List[Path] = typer.Argument(..., metavar="SHARD", help=".lcshard files (or folders of them); same tokenizer."),
-    json_path: Optional[Path] = typer.Option(None, "--json", help="Write the statistics as JSON here."),
+    shards: list[Path] = typer.Argument(..., metavar="SHARD", help=".lcshard files (or folders of them); same tokenizer."),
+    json_path: Path | None = typer.Option(None, "--json", help="Write the statistics as JSON here."),
     ambiguity: int = IntOption(0, "--ambiguity", help="Context-ambiguity statistics for context lengths 1..K (0 = off).", min=0),
     top: int = IntOption(20, "--top", help="Number of most frequent tokens to list.", min=0),
     memory_mb: float = FloatOption(1024, "--memory-mb", help="Approximate memory for the ambiguity tables.", min=0, min_open=True),

@@ -10,7 +10,6 @@ import platform
 import typer
 from rich.console import Console
 
-
 #: how to install an optional component that is missing (what it is needed for)
 INSTALL_HINTS = {
     "transformers": "pip install 'lcfast[hf]' (transformers models: collect MODEL_DIR or hf:ORG/NAME)",

@@ -110,9 +110,8 @@ def sweep(
     """Train a grid layers x widths x epochs x seeds, skipping finished runs; writes OUT/sweep.{json,csv}."""
     grid = {f: _int_list(f, v) for f, v in (("--layers", layers), ("--widths", widths), ("--epochs", epochs),
                                             ("--seeds", seeds))}
-    from lcfast.pipeline.sweep import run_sweep
-
     from lcfast.errors import interrupt_note
+    from lcfast.pipeline.sweep import run_sweep
 
     with interrupt_note(lambda: f"finished runs under {out} are intact; rerun the same command to continue"):
         rows = run_sweep(data, out, layers=grid["--layers"], widths=grid["--widths"], epochs=grid["--epochs"],

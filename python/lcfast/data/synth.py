@@ -24,9 +24,9 @@ import re
 import time
 from bisect import bisect_right
 from collections import Counter
+from collections.abc import Callable, Iterator
 from itertools import accumulate
 from pathlib import Path
-from typing import Callable, Iterator
 
 from lcfast import validate
 from lcfast.data.synth_words import (

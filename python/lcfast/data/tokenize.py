@@ -45,9 +45,9 @@ import re
 import shutil
 import threading
 import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
 
 from lcfast import validate
 from lcfast.errors import DataError, LcfastError, UsageError

@@ -131,7 +131,7 @@ class GPTNeoConfig:
                             device_type=device_type)
 
     @classmethod
-    def from_dict(cls, d: dict, source: str = "model config") -> "GPTNeoConfig":
+    def from_dict(cls, d: dict, source: str = "model config") -> GPTNeoConfig:
         names = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - names)
         if unknown:

@@ -33,9 +33,9 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 
@@ -318,8 +318,8 @@ def _exact_pass(job: PassJob, sel: _Kept) -> PassResult:
 
 def _val_pass(job: PassJob, sel: _Kept) -> PassResult:
     """NC4 decisions (and the model's val loss) over the val shard, from the kept train means."""
-    from lcfast.stats.state_file import tensor_fingerprint as stats_fingerprint
     from lcfast.stats.ncc import NCCStats
+    from lcfast.stats.state_file import tensor_fingerprint as stats_fingerprint
 
     W, b = job.head
     means = sel.kept_means if sel.all_means is None else sel.all_means

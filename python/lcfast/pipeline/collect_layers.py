@@ -161,7 +161,7 @@ class SlotLayout:
         return json.dumps(d, sort_keys=True)
 
     @classmethod
-    def from_json(cls, d: dict, class_ids: torch.Tensor | None = None) -> "SlotLayout":
+    def from_json(cls, d: dict, class_ids: torch.Tensor | None = None) -> SlotLayout:
         return cls(slots=list(d["slots"]), n_classes=int(d["n_classes"]), dims=[int(x) for x in d["dims"]],
                    class_ids=class_ids, head_layer=d.get("head_layer"), n_hidden_states=d.get("n_hidden_states"))
 

@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -116,7 +117,7 @@ class PassResult:
     cuda_timed: bool = False
 
     @classmethod
-    def reused_from(cls, kind: str, windows: int, start: int, prior: dict, cuda_timed: bool) -> "PassResult":
+    def reused_from(cls, kind: str, windows: int, start: int, prior: dict, cuda_timed: bool) -> PassResult:
         """A pass finished earlier: its counters and timings as its state saved them."""
         r = cls(kind, windows, int(prior.get("tokens", 0)), 0.0, 0.0, 0.0, 0.0, start,
                 int(prior.get("skipped_nonfinite", 0)), float(prior.get("val_nll", 0.0)),

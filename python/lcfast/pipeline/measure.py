@@ -27,8 +27,8 @@ import json
 import math
 import re
 import warnings
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import torch
 
@@ -238,9 +238,9 @@ def measure_collection(
     device: str = "auto",
     per_token: bool = True,
     profile: str = "canonical",
-) -> tuple[dict, "object | None", list[str]]:
+) -> tuple[dict, object | None, list[str]]:
     """(CSV row, per-token DataFrame or None, notes) of one collect output dir."""
-    from lcfast.metrics.measure import CANONICAL_KEYS, PAPER_KEYS, profile_cdnv_power, measure_all
+    from lcfast.metrics.measure import CANONICAL_KEYS, PAPER_KEYS, measure_all, profile_cdnv_power
 
     cdnv_power = profile_cdnv_power(profile, cdnv_power)
     keys = PAPER_KEYS if profile == "paper" else CANONICAL_KEYS

@@ -10,8 +10,8 @@ from __future__ import annotations
 import csv
 import io
 import os
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Callable, Iterable
 
 from lcfast import validate
 from lcfast.dist import resolve_device

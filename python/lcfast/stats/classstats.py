@@ -281,7 +281,7 @@ class ClassStats:
         dtype: torch.dtype = F64,
         nonfinite: str = "error",
         cov_classes: torch.Tensor | None = None,
-    ) -> "ClassStats":
+    ) -> ClassStats:
         """The exact two-pass accumulator: references fixed to `means` [C, d] (from a first pass),
         so S2_c = Σ‖h − μ_c‖² and K = Σ(h − μ_y)(h − μ_y)ᵀ are accumulated directly."""
         means = as_tensor(means, "ClassStats.second_pass: means")
@@ -297,7 +297,7 @@ class ClassStats:
         st.meta["means_fingerprint"] = tensor_fingerprint(means)
         return st
 
-    def copy(self) -> "ClassStats":
+    def copy(self) -> ClassStats:
         new = ClassStats.__new__(ClassStats)
         new.__dict__.update(self.__dict__)
         for k in ("_n", "_ref", "_s1", "_s2"):
@@ -308,7 +308,7 @@ class ClassStats:
         new._ws = {}
         return new
 
-    def select(self, ids: torch.Tensor, dim: int | None = None) -> "ClassStats":
+    def select(self, ids: torch.Tensor, dim: int | None = None) -> ClassStats:
         """A new accumulator holding only classes `ids` (int64 [K], in that order) and the first `dim`
         feature columns (default all; the dropped columns must be zero padding). The covariance
         comes along only when every class that entered it is among `ids`."""
@@ -335,7 +335,7 @@ class ClassStats:
 
     # ---- accumulation ---------------------------------------------------------------------
 
-    def update(self, H: torch.Tensor, Y: torch.Tensor, backend: str = "auto") -> "ClassStats":
+    def update(self, H: torch.Tensor, Y: torch.Tensor, backend: str = "auto") -> ClassStats:
         """Accumulate one batch (in place; returns self). H [N, d] float (any dtype; torch tensor or
         numpy array), Y [N] integer labels. On CPU the torch backend runs the fused one-pass loop when
         it applies (module docstring), else the torch ops."""
@@ -470,7 +470,7 @@ class ClassStats:
 
     # ---- combination ----------------------------------------------------------------------
 
-    def _check_compatible(self, other: "ClassStats", what: str) -> None:
+    def _check_compatible(self, other: ClassStats, what: str) -> None:
         if not isinstance(other, ClassStats):
             raise UsageError(f"ClassStats.{what}: expected a ClassStats, got {type(other).__name__}")
         if (other.n_classes, other.dim) != (self.n_classes, self.dim):
@@ -485,7 +485,7 @@ class ClassStats:
         if (a is None) != (b is None) or (a is not None and not torch.equal(a.cpu(), b.cpu())):
             raise DataError(f"ClassStats.{what}: covariance class masks differ")
 
-    def merge(self, other: "ClassStats") -> "ClassStats":
+    def merge(self, other: ClassStats) -> ClassStats:
         """Add `other`'s samples to this accumulator (in place; returns self). Exact: the other's
         sums are moved to this accumulator's references before adding."""
         self._check_compatible(other, "merge")
@@ -515,7 +515,7 @@ class ClassStats:
         self.skipped += other.skipped
         return self
 
-    def all_reduce(self, group=None) -> "ClassStats":
+    def all_reduce(self, group=None) -> ClassStats:
         """Sum this accumulator over all ranks of `group` (torch.distributed); every rank ends with
         the same state, equal to the single-process result up to float64 rounding.
 
@@ -640,7 +640,7 @@ class ClassStats:
         return state_file.save_class_stats(self, path)
 
     @classmethod
-    def load(cls, path: str | os.PathLike, expect: dict[str, Any] | None = None, device="cpu") -> "ClassStats":
+    def load(cls, path: str | os.PathLike, expect: dict[str, Any] | None = None, device="cpu") -> ClassStats:
         """Read a state written by `save`; DataError naming the file when it is not one, is
         inconsistent, or its metadata does not match `expect` (e.g. {"model_fingerprint": ...})."""
         return state_file.load_class_stats(cls, path, expect, device)

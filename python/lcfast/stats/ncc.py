@@ -207,7 +207,7 @@ class NCCStats:
         """Whether the decisions over all C class means (hits_all) are accumulated."""
         return self.hits_all is not None
 
-    def bind(self, means: torch.Tensor, W: torch.Tensor, b: torch.Tensor | None = None) -> "NCCStats":
+    def bind(self, means: torch.Tensor, W: torch.Tensor, b: torch.Tensor | None = None) -> NCCStats:
         """Attach the means and classifier needed by `update`."""
         if means is None or W is None:
             raise UsageError("NCCStats: both means and W are needed to update")
@@ -242,7 +242,7 @@ class NCCStats:
         self.b = b
         return self
 
-    def update(self, H_val: torch.Tensor, Y_val: torch.Tensor, backend: str = "auto") -> "NCCStats":
+    def update(self, H_val: torch.Tensor, Y_val: torch.Tensor, backend: str = "auto") -> NCCStats:
         if self._means is None:
             raise UsageError("NCCStats.update: no means / classifier bound (construct with them or call bind())")
         H_val, Y_val = as_tensor(H_val, "NCCStats.update: H_val"), as_tensor(Y_val, "NCCStats.update: Y_val")
@@ -293,7 +293,7 @@ class NCCStats:
         t = int(self.totals.sum())
         return None if t == 0 or self.hits_all is None else int(self.hits_all.sum()) / t
 
-    def merge(self, other: "NCCStats") -> "NCCStats":
+    def merge(self, other: NCCStats) -> NCCStats:
         if not isinstance(other, NCCStats) or other.n_classes != self.n_classes:
             raise DataError("NCCStats.merge: different number of classes")
         if not torch.equal(other.kept, self.kept):
@@ -310,7 +310,7 @@ class NCCStats:
             self.hits_all += other.hits_all
         return self
 
-    def all_reduce(self, group=None) -> "NCCStats":
+    def all_reduce(self, group=None) -> NCCStats:
         import torch.distributed as dist
 
         if not (dist.is_available() and dist.is_initialized()):
@@ -334,7 +334,7 @@ class NCCStats:
         return state_file.save_ncc_stats(self, path)
 
     @classmethod
-    def load(cls, path, means=None, W=None, b=None, expect: dict[str, Any] | None = None) -> "NCCStats":
+    def load(cls, path, means=None, W=None, b=None, expect: dict[str, Any] | None = None) -> NCCStats:
         """Read a state written by `save` (DataError naming the file when it is not one or its
         metadata does not match `expect`); pass `means` and `W` to continue updating."""
         st = state_file.load_ncc_stats(cls, path, expect)
