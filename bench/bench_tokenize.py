@@ -35,7 +35,8 @@ def main(argv=None) -> dict:
 
     report = tokenize_comparison(args.corpus, args.tokenizer, args.mb, args.vocab, args.repeat)
     size, n_l, best = report["corpus_bytes"], report["tokens"], report["seconds"]
-    print(f"corpus {size / 1e6:.1f} MB, {n_l:,} tokens, {report['documents']:,} documents, vocab {report['vocab_size']}, "
+    print(f"corpus {size / 1e6:.1f} MB, {n_l:,} tokens, {report['documents']:,} documents, "
+          f"vocab {report['vocab_size']}, "
           f"{report['cpu_count']} cores (best of {args.repeat})")
     print(f"{'pipeline':<28}{'seconds':>10}{'M tokens/s':>12}{'MB/s':>9}")
     for k, v in best.items():

@@ -99,15 +99,17 @@ def main() -> None:
                 shutil.rmtree(out, ignore_errors=True)
                 res["runs"].append(r)
                 print(f"round {rnd} L{layers}_W{width} {name:13s} loop {r['loop_tokens_per_s']:8,.0f} tok/s  "
-                      f"wall {r['wall_s']:6.2f} s  cpu {r['cpu_s']:6.2f} s  load {r['loadavg_start'][0]:.2f}", flush=True)
+                      f"wall {r['wall_s']:6.2f} s  cpu {r['cpu_s']:6.2f} s  load {r['loadavg_start'][0]:.2f}",
+                      flush=True)
     res["summary"] = []
     for (layers, width) in models:
         runs = [r for r in res["runs"] if r["model"] == f"L{layers}_W{width}"]
         for name, _, _ in variants[1:]:
             s = {"model": f"L{layers}_W{width}", **overhead_summary(runs, name)}
             res["summary"].append(s)
-            inrun = "" if s["in_run_overhead"] is None else (f"  in-run: loop {100 * s['in_run_loop_overhead']:+5.1f}%, "
-                                                             f"epoch {100 * s['in_run_overhead']:+5.1f}%")
+            inrun = "" if s["in_run_overhead"] is None else (
+                f"  in-run: loop {100 * s['in_run_loop_overhead']:+5.1f}%, "
+                f"epoch {100 * s['in_run_overhead']:+5.1f}%")
             print(f"L{layers}_W{width} {name:13s} vs off: loop {100 * s['loop_overhead']:+5.1f}% "
                   f"(paired {100 * s['loop_overhead_paired']:+5.1f}%)  cpu {100 * s['cpu_overhead']:+5.1f}% "
                   f"(paired {100 * s['cpu_overhead_paired']:+5.1f}%)  wall {100 * s['wall_overhead']:+5.1f}%{inrun}")

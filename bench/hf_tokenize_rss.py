@@ -75,8 +75,9 @@ def main() -> None:
             del ds
             shutil.rmtree(work / "gen", ignore_errors=True)
             size = sum(f.stat().st_size for f in (work / f"ds{mb}").rglob("*.arrow"))
-            r = subprocess.run([sys.executable, "-c", CHILD, str(work / f"ds{mb}"), str(work / "tok" / "tokenizer.json"),
-                                str(work / f"out{mb}")], capture_output=True, text=True, check=True)
+            r = subprocess.run([sys.executable, "-c", CHILD, str(work / f"ds{mb}"),
+                                str(work / "tok" / "tokenizer.json"), str(work / f"out{mb}")],
+                               capture_output=True, text=True, check=True)
             base, peak, tokens, dt = r.stdout.split()
             rows.append({"arrow_mb": round(size / 1e6, 1), "tokens": int(tokens), "seconds": round(float(dt), 2),
                          "rss_anon_base_mb": round(int(base) / 1e6, 1),

@@ -107,7 +107,8 @@ def main() -> None:
             train_run(data, run, layers=layers, width=width, epochs=epochs, steps_per_epoch=QUICK.steps_per_epoch,
                       device="cpu", progress=False, track_nc=True, track_every=every, **cfg)
             if not exact:  # the same weights whatever the interval (tracking does not change training)
-                for s in collect(run, checkpoint="all", opts=CollectOptions(batch_size=QUICK.collect_batch, device="cpu"),
+                for s in collect(run, checkpoint="all",
+                                 opts=CollectOptions(batch_size=QUICK.collect_batch, device="cpu"),
                                  progress=False):
                     row, _, _ = measure_collection(s["out_dir"], per_token=False, device="cpu")
                     exact[int(s["epoch"])] = {**row, "train_positions": s["passes"]["train"]["tokens"]}
@@ -153,9 +154,11 @@ def markdown(res: dict) -> str:
     lines = []
     last = [r for r in res["rows"] if r["model"].endswith("E3") and r["epoch"] == 3]
     for r in sorted(last, key=lambda r: (r["model"], r["every"])):
-        lines += [f"\n{r['model']}, end of epoch 3, interval {r['every']} steps ({r['interval_positions']:,} positions; "
+        lines += [f"\n{r['model']}, end of epoch 3, interval {r['every']} steps "
+                  f"({r['interval_positions']:,} positions; "
                   f"exact: {r['exact_positions']:,}):\n",
-                  "| metric | tracked | exact | relative gap | drift part | sampling part |", "|---|---|---|---|---|---|"]
+                  "| metric | tracked | exact | relative gap | drift part | sampling part |",
+                  "|---|---|---|---|---|---|"]
         for k, m in r["metrics"].items():
             lines.append(f"| {k} | {f(m['tracked'])} | {f(m['exact'])} | {pct(m['gap'])} | {pct(m['drift'])} | "
                          f"{pct(m['sampling'])} |")

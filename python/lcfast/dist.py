@@ -249,4 +249,5 @@ def rank_slice(n: int, rank: int, world: int) -> tuple[int, int]:
 
 
 __all__ = ["Context", "init", "shutdown", "launched", "in_job", "is_initialized", "rank", "world_size", "is_main",
-           "barrier", "all_reduce_sum", "all_reduce_min", "broadcast_object", "agree", "together", "rank_slice", "resolve_device"]
+           "barrier", "all_reduce_sum", "all_reduce_min", "broadcast_object", "agree", "together", "rank_slice",
+           "resolve_device"]

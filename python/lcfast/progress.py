@@ -97,7 +97,8 @@ def progress_bar(
     cols: list = [text("[bold]{task.description}"),
                   BarColumn(bar_width=None, table_column=Column(ratio=1, min_width=3, max_width=BAR_WIDTH))]
     if bytes_:
-        cols += [DownloadColumn(table_column=Column(no_wrap=True)), TransferSpeedColumn(table_column=Column(no_wrap=True))]
+        cols += [DownloadColumn(table_column=Column(no_wrap=True)),
+                 TransferSpeedColumn(table_column=Column(no_wrap=True))]
     elif unit is not None:
         cols.append(_count_column(unit))
     cols += [text(f"{{task.fields[{f}]}}") for f in fields]

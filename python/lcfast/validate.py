@@ -54,7 +54,9 @@ def integer(flag: str, v, *, min: int | None = None, max: int | None = INT64_MAX
         if isinstance(v, float) and math.isfinite(v) and v.is_integer():
             v = int(v)  # 4.0 from a config file is 4
         else:
-            raise UsageError(f"{flag} {_show(v)}: must be {what} {_range_text(min, None if max == INT64_MAX else max)}".rstrip())
+            raise UsageError(
+                f"{flag} {_show(v)}: must be {what} {_range_text(min, None if max == INT64_MAX else max)}".rstrip()
+            )
     v = int(v)
     if (min is not None and v < min) or (max is not None and v > max):
         # an int64 bound is only worth naming to whoever crossed it

@@ -46,4 +46,5 @@ from .training import demo_data, overhead_summary, train_throughput
 
 __all__ = ["SIZES", "device_peaks", "run_bench", "render_table", "print_bench_table", "table_rows", "BenchRow",
            "train_throughput", "overhead_summary", "demo_data", "FAMILIES", "free_bytes", "zipf_labels",
-           "classstats_bandwidth", "classstats_min_bytes", "git_commit", "machine_info", "write_json", "Stopwatch", "time_best", "time_call", "time_median"]
+           "classstats_bandwidth", "classstats_min_bytes", "git_commit", "machine_info", "write_json", "Stopwatch",
+           "time_best", "time_call", "time_median"]

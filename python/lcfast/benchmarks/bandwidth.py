@@ -81,7 +81,8 @@ def classstats_bandwidth(
                           "copy_gbs": copy_bytes / tc / 1e9, "ratio": (min_bytes / tu) / (copy_bytes / tc)})
     med = lambda k: statistics.median(r[k] for r in per_round)
     out = {
-        "C": C, "d": d, "B": B, "labels": labels, "mode": mode, "threads": threads, "h_dtype": str(h_dtype).replace("torch.", ""),
+        "C": C, "d": d, "B": B, "labels": labels, "mode": mode, "threads": threads,
+        "h_dtype": str(h_dtype).replace("torch.", ""),
         "touched_classes": touched,
         "min_bytes": min_bytes,
         "min_bytes_without_ref_rows": classstats_min_bytes(B, d, touched, H.element_size(), with_ref=False),

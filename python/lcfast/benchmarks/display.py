@@ -29,7 +29,8 @@ def table_rows(report: dict) -> list[list[str]]:
         else:
             agree = f"rel {r['err']:.1e}"
         thr = f"{r['throughput']:.1f} {r['unit']}" if r["throughput"] is not None else "—"
-        frac = f"{100 * r['frac_peak']:.0f}% {r['extra'].get('peak', 'HBM') if r['unit'] == 'TFLOP/s' else 'HBM'}" if r["frac_peak"] is not None else "—"
+        frac = (f"{100 * r['frac_peak']:.0f}% {r['extra'].get('peak', 'HBM') if r['unit'] == 'TFLOP/s' else 'HBM'}"
+                if r["frac_peak"] is not None else "—")
         note = r["note"]
         prof = r["extra"].get("atomic_profile")
         if prof:

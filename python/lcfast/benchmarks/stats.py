@@ -30,7 +30,9 @@ def _class_stats_impls(ctx: Ctx, H, Yd, C: int, shift) -> list[tuple[str, Callab
     core = _fused_core()
     if ctx.device.type == "cpu" and core is not None and H.dtype in (torch.float32, F64):
         # the fused one-pass loop that ClassStats.update runs on CPU (same sums, per-class shift)
-        def fused(o, core=core, Yn=Yd.numpy()):
+        Yn = Yd.numpy()  # once, when the closure is made (was a default argument, B008)
+
+        def fused(o, core=core, Yn=Yn):
             core.class_stats_accumulate(H.numpy(), Yn, shift.numpy(), o[1].numpy(), o[2].numpy(), o[0].numpy(),
                                         None, torch.get_num_threads())
             return o

@@ -71,7 +71,8 @@ def train_throughput(data_dir, out_dir, *, layers: int, width: int, context: int
             "epoch_s": float(res["elapsed"]), "track_loop_s": tl, "track_end_s": te,
             "in_run_loop_overhead": None if tl is None else tl / max(loop_s - tl, 1e-9),
             "in_run_overhead": None if tl is None else (tl + te) / max(float(res["elapsed"]) - tl - te, 1e-9),
-            "val_loss": float(res["val_loss"]), "loadavg_start": list(sw.loadavg_start), "loadavg_end": list(sw.loadavg_end)}
+            "val_loss": float(res["val_loss"]), "loadavg_start": list(sw.loadavg_start),
+            "loadavg_end": list(sw.loadavg_end)}
 
 
 def overhead_summary(runs: list[dict], variant: str, baseline: str = "off") -> dict:

@@ -51,10 +51,13 @@ def _print_correlations(res, csvs: list[Path], target: str, out: Path) -> None:
 
 def analyze_cmd(
     csvs: list[Path] = typer.Argument(
-        ..., metavar="CSV", help="Tables with one row per model/checkpoint: `lcfast measure` CSVs, the paper's lc-2024_*.csv, or paper:lc-2024_10_24 (the packaged copy)."
+        ..., metavar="CSV",
+        help="Tables with one row per model/checkpoint: `lcfast measure` CSVs, the paper's lc-2024_*.csv, or "
+             "paper:lc-2024_10_24 (the packaged copy)."
     ),
     target: str = typer.Option("val_loss", "--target", help="Column to correlate every metric with."),
-    out: Path = typer.Option(..., "--out", help="Output folder: correlations.csv, data.csv, analysis.json and PNG plots."),
+    out: Path = typer.Option(..., "--out",
+                             help="Output folder: correlations.csv, data.csv, analysis.json and PNG plots."),
     metric: list[str] | None = typer.Option(
         None, "--metric", help="Only these metric columns (repeatable); default: every numeric metric column."
     ),

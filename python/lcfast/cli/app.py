@@ -1,8 +1,8 @@
 """Entry point of the `lcfast` command.
 
 Each command module exposes `register(app)`; this file only assembles them and turns exceptions
-into the error contract (README "Commands", docs/bad-input.md): usage errors exit 2, data errors exit 1, one line each on stderr,
-traceback only with --debug.
+into the error contract (README "Commands", docs/bad-input.md): usage errors exit 2, data errors exit 1,
+one line each on stderr, traceback only with --debug.
 """
 
 from __future__ import annotations

@@ -17,11 +17,18 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def bench(
         device: str = typer.Option("auto", "--device", help="cpu, cuda, or auto (cuda when available)."),
-        sizes: str = typer.Option("small", "--sizes", help="small (CPU, < 1 min), paper (C=50,257, d=1,024, B=65,536), large (C=128,256, d=4,096) or tiny (rehearsal)."),
+        sizes: str = typer.Option("small", "--sizes",
+                                  help="small (CPU, < 1 min), paper (C=50,257, d=1,024, B=65,536), large (C=128,256, "
+                                       "d=4,096) or tiny (rehearsal)."),
         json_path: Path = typer.Option(None, "--json", help="Write the full report (every timing) as JSON here."),
         only: str = typer.Option(None, "--only", help="Comma-separated families: class_stats,pairwise,ncc."),
-        repeats: int = IntOption(None, "--repeats", help="Time each implementation for at least this many calls' worth (torch.utils.benchmark; default 3 on CPU, 10 on CUDA).", max=BENCH_REPEATS_MAX),
-        triton_on_cpu: bool = typer.Option(False, "--triton-on-cpu", help="Also run the Triton kernels on CPU (needs TRITON_INTERPRET=1; a rehearsal, not a measurement)."),
+        repeats: int = IntOption(None, "--repeats",
+                                 help="Time each implementation for at least this many calls' worth "
+                                      "(torch.utils.benchmark; default 3 on CPU, 10 on CUDA).",
+                                 max=BENCH_REPEATS_MAX),
+        triton_on_cpu: bool = typer.Option(False, "--triton-on-cpu",
+                                           help="Also run the Triton kernels on CPU (needs TRITON_INTERPRET=1; a "
+                                                "rehearsal, not a measurement)."),
     ) -> None:
         """Time each fast path and its naive twin side by side; print a table, optionally write JSON."""
         from rich.console import Console

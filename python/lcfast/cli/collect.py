@@ -13,27 +13,46 @@ from lcfast.validate import CDNV_POWER_MAX, SAVE_EVERY_MAX
 
 
 def collect(
-    run: str = typer.Argument(..., metavar="MODEL", help="A `lcfast train` run dir, a transformers causal-LM folder (config.json + safetensors), or hf:ORG/NAME from the local Hugging Face cache."),
-    checkpoint: str = typer.Option("last", "--checkpoint", "-c", help="Epoch K, 'last' or 'all' (every epoch: NC over training)."),
-    data: Path | None = typer.Option(None, "--data", help="Tokenized data dir (train/val shards + tokenizer.json); default: the run's."),
+    run: str = typer.Argument(..., metavar="MODEL",
+                              help="A `lcfast train` run dir, a transformers causal-LM folder (config.json + "
+                                   "safetensors), or hf:ORG/NAME from the local Hugging Face cache."),
+    checkpoint: str = typer.Option("last", "--checkpoint", "-c",
+                                   help="Epoch K, 'last' or 'all' (every epoch: NC over training)."),
+    data: Path | None = typer.Option(None, "--data",
+                                     help="Tokenized data dir (train/val shards + tokenizer.json); "
+                                          "default: the run's."),
     out: Path | None = typer.Option(None, "--out", help="Output dir (default RUN/collect/<checkpoint>)."),
     min_count: int = IntOption(1, "--min-count", help="Classes with fewer train samples are not kept (NC4 means)."),
     exact: bool = typer.Option(False, "--exact", help="Two train passes: means, then Σ‖h − μ_c‖² (the paper's way)."),
-    covariance: bool = typer.Option(False, "--covariance", help="Also accumulate the d×d within-class covariance (for nc1_pinv)."),
+    covariance: bool = typer.Option(False, "--covariance",
+                                    help="Also accumulate the d×d within-class covariance (for nc1_pinv)."),
     batch_size: int = IntOption(16, "--batch-size", "-b", help="Windows (of the model's context) per forward."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N."),
     max_tokens: int | None = IntOption(None, "--max-tokens", help="Stop each pass after about N positions."),
     save_every: float = FloatOption(60.0, "--save-every", help="Seconds between state saves (resume points).",
                                     min=0, min_open=True, max=SAVE_EVERY_MAX),
-    skip_nonfinite: bool = typer.Option(False, "--skip-nonfinite", help="Skip and count non-finite features instead of failing."),
-    restart: bool = typer.Option(False, "--restart", help="Start over, ignoring the saved states of this output dir (each is replaced when its pass saves)."),
-    shard: str | None = typer.Option(None, "--shard", help="i/n: collect only part i of n (array jobs without torchrun); then 'lcfast merge OUT'."),
+    skip_nonfinite: bool = typer.Option(False, "--skip-nonfinite",
+                                        help="Skip and count non-finite features instead of failing."),
+    restart: bool = typer.Option(False, "--restart",
+                                 help="Start over, ignoring the saved states of this output dir (each is replaced when "
+                                      "its pass saves)."),
+    shard: str | None = typer.Option(None, "--shard",
+                                     help="i/n: collect only part i of n (array jobs without torchrun); then 'lcfast "
+                                          "merge OUT'."),
     backend: str = typer.Option("auto", "--backend", help="Statistics backend: auto, torch, triton."),
-    context: int | None = IntOption(None, "--context", help="Window length T (default: the model's max positions, at most 2048)."),
-    dtype: str = typer.Option("float32", "--dtype", help="Forward dtype: float32, bfloat16, float16 (statistics stay float64)."),
-    layers: str | None = typer.Option(None, "--layers", help="Also the class statistics of these hidden states: all or 0,6,12 (0 = embeddings)."),
-    classes: str | None = typer.Option(None, "--classes", help="all, or top:K: class statistics of the K most frequent classes only (less memory)."),
-    max_memory: str | None = typer.Option(None, "--max-memory", help="Refuse to start when the statistics need more than this (e.g. 8GB; default: free memory)."),
+    context: int | None = IntOption(None, "--context",
+                                    help="Window length T (default: the model's max positions, at most 2048)."),
+    dtype: str = typer.Option("float32", "--dtype",
+                              help="Forward dtype: float32, bfloat16, float16 (statistics stay float64)."),
+    layers: str | None = typer.Option(None, "--layers",
+                                      help="Also the class statistics of these hidden states: all or 0,6,12 (0 = "
+                                           "embeddings)."),
+    classes: str | None = typer.Option(None, "--classes",
+                                       help="all, or top:K: class statistics of the K most frequent classes only (less "
+                                            "memory)."),
+    max_memory: str | None = typer.Option(None, "--max-memory",
+                                          help="Refuse to start when the statistics need more than this (e.g. 8GB; "
+                                               "default: free memory)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
     json_out: bool = typer.Option(False, "--json", help="Print the collect.json summaries as JSON."),
 ) -> None:
@@ -57,7 +76,8 @@ def collect(
         max_memory=parse_size(max_memory),
     )
     console = Console(stderr=True)
-    summaries = do_collect(run, checkpoint=checkpoint, data=data, out=out, opts=opts, console=console, progress=progress)
+    summaries = do_collect(run, checkpoint=checkpoint, data=data, out=out, opts=opts, console=console,
+                           progress=progress)
     if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 reports
         return
     if json_out:
@@ -70,7 +90,8 @@ def collect(
         print_collect_summary(summaries, Console())
 
 def merge(
-    out: Path = typer.Argument(..., help="Collect output dir holding the parts of 'lcfast collect --shard i/n --out OUT'."),
+    out: Path = typer.Argument(...,
+                               help="Collect output dir holding the parts of 'lcfast collect --shard i/n --out OUT'."),
     json_out: bool = typer.Option(False, "--json", help="Print what was merged as JSON."),
 ) -> None:
     """Merge the finished --shard parts of each pass into its state (fingerprints must agree)."""
@@ -88,9 +109,11 @@ def merge(
             Console().print(f"{r['file']}: {r['status']} ({r['parts']} parts)")
 
 def measure(
-    runs: list[Path] = typer.Argument(..., metavar="RUN", help="Run dirs (their collect/*), collect output dirs, or folders of runs."),
+    runs: list[Path] = typer.Argument(..., metavar="RUN",
+                                      help="Run dirs (their collect/*), collect output dirs, or folders of runs."),
     out: Path = typer.Option(..., "--out", help="Output dir: measurements.csv and per_token/*.parquet."),
-    min_count: int | None = IntOption(None, "--min-count", help="Keep classes with ≥ k train samples (default: collect's)."),
+    min_count: int | None = IntOption(None, "--min-count",
+                                      help="Keep classes with ≥ k train samples (default: collect's)."),
     profile: str = typer.Option(
         "canonical", "--profile",
         help="canonical: lcfast's metric keys; paper: the paper's own columns and definitions (cdnv, "

@@ -39,15 +39,25 @@ def _fmt_int(n: int) -> str:
 
 def tokenize_cmd(
     inputs: list[str] = typer.Argument(
-        ..., metavar="INPUT", help=".txt (documents split on blank lines), .jsonl / .parquet (field 'text'), a directory of those, hf:PATH (a save_to_disk dataset) or hf:NAME[:CONFIG][:SPLIT] (local Hugging Face cache)."
+        ..., metavar="INPUT",
+        help=".txt (documents split on blank lines), .jsonl / .parquet (field 'text'), a directory of those, "
+             "hf:PATH (a save_to_disk dataset) or hf:NAME[:CONFIG][:SPLIT] (local Hugging Face cache)."
     ),
-    tokenizer: str = typer.Option(..., "--tokenizer", "-t", help="tokenizer.json path, a model folder (its tokenizer.json), hf:ORG/NAME (local cache), hub name, or train:VOCAB (byte-level BPE trained on the input)."),
-    text_column: str = typer.Option("text", "--text-column", help="Column holding the documents in .parquet and hf: inputs."),
-    out: Path = typer.Option(..., "--out", "-o", help="Output folder: train.lcshard, val.lcshard, tokenizer.json, meta.json."),
-    val_fraction: float = FloatOption(0.01, "--val-fraction", help="Share of documents in the val split (hash of text and seed).", min=0, max=1),
+    tokenizer: str = typer.Option(..., "--tokenizer", "-t",
+                                  help="tokenizer.json path, a model folder (its tokenizer.json), hf:ORG/NAME (local "
+                                       "cache), hub name, or train:VOCAB (byte-level BPE trained on the input)."),
+    text_column: str = typer.Option("text", "--text-column",
+                                    help="Column holding the documents in .parquet and hf: inputs."),
+    out: Path = typer.Option(..., "--out", "-o",
+                             help="Output folder: train.lcshard, val.lcshard, tokenizer.json, meta.json."),
+    val_fraction: float = FloatOption(0.01, "--val-fraction",
+                                      help="Share of documents in the val split (hash of text and seed).",
+                                      min=0, max=1),
     seed: int = SeedOption(0, "--seed", help="Seed of the train/val split."),
-    eos: str | None = typer.Option(None, "--eos", help="End-of-text token appended after every document (default: auto-detect)."),
-    threads: int = IntOption(0, "--threads", help="Worker threads (0 = RAYON_NUM_THREADS or all cores).", min=0, max=THREADS_MAX),
+    eos: str | None = typer.Option(None, "--eos",
+                                   help="End-of-text token appended after every document (default: auto-detect)."),
+    threads: int = IntOption(0, "--threads",
+                             help="Worker threads (0 = RAYON_NUM_THREADS or all cores).", min=0, max=THREADS_MAX),
     json_out: Path | None = typer.Option(None, "--json", help="Also write the summary (meta.json) here."),
 ) -> None:
     """Tokenize a corpus into train/val token shards with per-token counts."""
@@ -59,7 +69,9 @@ def tokenize_cmd(
     from lcfast.tables import print_table
 
     if json_out is not None:
-        if json_out.resolve().parent == out.resolve() and json_out.name in ("train.lcshard", "val.lcshard", "tokenizer.json"):
+        if json_out.resolve().parent == out.resolve() and json_out.name in (
+            "train.lcshard", "val.lcshard", "tokenizer.json"
+        ):
             raise UsageError(f"--json {json_out}: is one of the outputs in --out {out}")
         _check_json_path(json_out, [*inputs, tokenizer])
 
@@ -92,11 +104,14 @@ def tokenize_cmd(
         err.print(f"[yellow]warning:[/yellow] {w}")
 
 def count_cmd(
-    shards: list[Path] = typer.Argument(..., metavar="SHARD", help=".lcshard files (or folders of them); same tokenizer."),
+    shards: list[Path] = typer.Argument(..., metavar="SHARD",
+                                        help=".lcshard files (or folders of them); same tokenizer."),
     json_path: Path | None = typer.Option(None, "--json", help="Write the statistics as JSON here."),
-    ambiguity: int = IntOption(0, "--ambiguity", help="Context-ambiguity statistics for context lengths 1..K (0 = off).", min=0),
+    ambiguity: int = IntOption(0, "--ambiguity",
+                               help="Context-ambiguity statistics for context lengths 1..K (0 = off).", min=0),
     top: int = IntOption(20, "--top", help="Number of most frequent tokens to list.", min=0),
-    memory_mb: float = FloatOption(1024, "--memory-mb", help="Approximate memory for the ambiguity tables.", min=0, min_open=True),
+    memory_mb: float = FloatOption(1024, "--memory-mb",
+                                   help="Approximate memory for the ambiguity tables.", min=0, min_open=True),
 ) -> None:
     """Token frequencies, imbalance (classes seen, classes >= k, entropy, Gini) and context ambiguity."""
     from rich.console import Console

@@ -12,7 +12,8 @@ def export_cmd(
     run: Path = typer.Argument(..., help="A `lcfast train` run dir."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder: config.json, model.safetensors, tokenizer.json."),
     checkpoint: str = typer.Option("last", "--checkpoint", "-c", help="Epoch K or 'last'."),
-    tokenizer: Path | None = typer.Option(None, "--tokenizer", help="tokenizer.json to ship (default: the run's data dir's)."),
+    tokenizer: Path | None = typer.Option(None, "--tokenizer",
+                                          help="tokenizer.json to ship (default: the run's data dir's)."),
     json_out: bool = typer.Option(False, "--json", help="Print what was written as JSON."),
 ) -> None:
     """Write a checkpoint as a transformers GPT-Neo folder (AutoModelForCausalLM.from_pretrained loads it)."""

@@ -140,7 +140,9 @@ class TokenShard:
         _check_nonneg(T=T, rank=rank, world=world)
         return self._shard.n_seq_windows(T, rank, world)
 
-    def seq_windows(self, T: int, start: int, count: int, rank: int = 0, world: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    def seq_windows(
+        self, T: int, start: int, count: int, rank: int = 0, world: int = 1
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Deterministic sequential windows ``start .. start+count`` of rank's block.
 
         Returns (windows np.int64 [count, T+1], valid np.int64 [count]). Global window k holds

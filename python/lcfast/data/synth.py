@@ -1,4 +1,5 @@
-"""The embedded default corpus: deterministic synthetic children's stories (`lcfast corpus synth`, and the corpus of `lcfast demo`).
+"""The embedded default corpus: deterministic synthetic children's stories
+(`lcfast corpus synth`, and the corpus of `lcfast demo`).
 
 `generate_stories(n, seed)` yields `n` short stories in the style of TinyStories: a protagonist
 with a name, a friend, a place, a treasured object, a problem, some dialogue, a resolution and a
@@ -342,7 +343,8 @@ class _Story:
         if k < 0.35:
             return f"Once upon a time, there was {_a(inv.adj(rng))} {h.kind} named {h.name}."
         if k < 0.55:
-            return f"Once upon a time, in a {inv.adj(rng)} town called {self.town}, there lived {_a(h.kind)} named {h.name}."
+            return (f"Once upon a time, in a {inv.adj(rng)} town called {self.town}, "
+                    f"there lived {_a(h.kind)} named {h.name}.")
         if k < 0.7:
             return f"{h.name} was {_a(inv.adj(rng))} {h.kind} who lived near the {self.place}."
         if k < 0.82:
@@ -361,7 +363,8 @@ class _Story:
         if k < 0.7:
             return f"Every day, {h.he} would {inv.verb_intr(rng)[0]} in the {self.place}."
         if k < 0.85:
-            return f"{h.name} liked {inv.plural_thing(rng)} and {inv.plural_thing(rng)}, but {h.his} favorite thing was {h.his} {self.thing}."
+            return (f"{h.name} liked {inv.plural_thing(rng)} and {inv.plural_thing(rng)}, "
+                    f"but {h.his} favorite thing was {h.his} {self.thing}.")
         return f"{_cap(h.he)} was very {inv.adj(rng)} and always {inv.adverb(rng)} {inv.verb_intr(rng)[1]}."
 
     # -- middle ------------------------------------------------------------------------------
@@ -396,11 +399,13 @@ class _Story:
             ans = "Yes, I would love to" if yes else "No, I am too " + inv.feeling(rng)
             return f'"{ans}," said {p.name}. "I love to {inv.activity(rng)}!"'
         if k < 0.6:
-            return f'"Look at my {self.thing_adj} {self.thing}!" said {h.name}. "It is the {inv.superlative(rng)} {self.thing} in {self.town}."'
+            return (f'"Look at my {self.thing_adj} {self.thing}!" said {h.name}. '
+                    f'"It is the {inv.superlative(rng)} {self.thing} in {self.town}."')
         if k < 0.75:
             return f'{_cap(p.name)} asked, "Why are you so {inv.feeling(rng)}, {h.name}?"'
         if k < 0.88:
-            return f'"I am {inv.feeling(rng)} because I want to {inv.verb_obj(rng)[0]} the {inv.obj(rng)}," said {h.name}.'
+            return (f'"I am {inv.feeling(rng)} because I want to {inv.verb_obj(rng)[0]} the {inv.obj(rng)}," '
+                    f'said {h.name}.')
         return f'"Can I have some {self.food}?" asked {p.short or p.name}. "I am so {inv.feeling(rng)}."'
 
     def act(self) -> str:
@@ -429,7 +434,8 @@ class _Story:
         if k < 0.5:
             return f"But when {h.he} came back, {h.his} {self.thing} was gone."
         if k < 0.62:
-            return f"Then it started to {rng.choice(('rain', 'snow', 'get dark', 'thunder'))}, and they could not {inv.activity(rng)}."
+            return (f"Then it started to {rng.choice(('rain', 'snow', 'get dark', 'thunder'))}, "
+                    f"and they could not {inv.activity(rng)}.")
         if k < 0.75:
             return f"{self.n(p)} wanted the {self.thing} too, and they began to fight."
         if k < 0.87:
@@ -458,9 +464,11 @@ class _Story:
         if k < 0.52:
             return f"{h.his.capitalize()} {self.carer} came and helped {h.him} {inv.verb_obj(rng)[0]} the {self.thing}."
         if k < 0.66:
-            return f"{h.name} was brave. {_cap(h.he)} {inv.verb_obj(rng)[1]} the {self.thing} and made it {inv.comparative(rng)} than before."
+            return (f"{h.name} was brave. {_cap(h.he)} {inv.verb_obj(rng)[1]} the {self.thing} "
+                    f"and made it {inv.comparative(rng)} than before.")
         if k < 0.8:
-            return f"They worked together to {inv.verb_obj(rng)[0]} {_a(inv.adj(rng))} {inv.obj(rng)}, and soon everything was fine."
+            return (f"They worked together to {inv.verb_obj(rng)[0]} {_a(inv.adj(rng))} {inv.obj(rng)}, "
+                    "and soon everything was fine.")
         return f"{self.n(p)} gave {h.name} a big hug, and {h.he} felt {inv.feeling(rng)} again."
 
     def ending(self) -> str:
@@ -473,7 +481,8 @@ class _Story:
         if k < 0.68:
             return f"The moral of the story is that {inv.moral(rng)}."
         if k < 0.84:
-            return f"{h.name} went home and told {h.his} {self.carer} all about the {self.place}. {_cap(h.he)} was so {inv.feeling(rng)}."
+            return (f"{h.name} went home and told {h.his} {self.carer} all about the {self.place}. "
+                    f"{_cap(h.he)} was so {inv.feeling(rng)}.")
         return f"That night, {h.name} slept with {h.his} {self.thing} and dreamed of {inv.plural_thing(rng)}. The end."
 
     def build(self) -> str:

@@ -20,8 +20,8 @@ Empty and whitespace-only documents are skipped (and counted).
 
 Tokenizer: a tokenizer.json path, a model folder holding one (a transformers model: tokenize with
 the model's own tokenizer), ``hf:ORG/NAME`` (that model's tokenizer.json in the local hub cache), a
-hub name (``tokenizers.Tokenizer.from_pretrained``, needs the hub or its cache), or ``train:VOCAB`` (byte-level BPE trained on the inputs with the
-``tokenizers`` library, special token ``<|endoftext|>``).
+hub name (``tokenizers.Tokenizer.from_pretrained``, needs the hub or its cache), or ``train:VOCAB``
+(byte-level BPE trained on the inputs with the ``tokenizers`` library, special token ``<|endoftext|>``).
 
 Tokenization, EOS insertion, the train/val split, counting and shard writing run in Rust
 (rayon, chunks of a few MB: memory stays bounded). A document goes to val iff
@@ -124,7 +124,8 @@ def _hf_source(s: str) -> Source:
     """hf:PATH[:SPLIT] (a save_to_disk folder) or hf:NAME[:CONFIG][:SPLIT]."""
     rest = s[3:]
     if not rest:
-        raise UsageError(f"INPUT {s!r}: expected hf:NAME[:CONFIG][:SPLIT] or hf:PATH (a dataset saved with save_to_disk)")
+        raise UsageError(f"INPUT {s!r}: expected hf:NAME[:CONFIG][:SPLIT] or hf:PATH "
+                         "(a dataset saved with save_to_disk)")
     if Path(rest).is_dir():
         return Source("hf_disk", path=Path(rest))
     head, _, tail = rest.rpartition(":")
@@ -151,7 +152,9 @@ def _hf_source(s: str) -> Source:
 # Document streams (Python side): parquet, hf, and .txt/.jsonl through the Rust reader.
 
 
-def _parquet_batches(src: Source, batch_rows: int = PARQUET_BATCH, text_column: str = "text") -> Iterator[tuple[list[str], int, float]]:
+def _parquet_batches(
+    src: Source, batch_rows: int = PARQUET_BATCH, text_column: str = "text"
+) -> Iterator[tuple[list[str], int, float]]:
     """Yield (texts, nulls, fraction_done) batches of a parquet file's text column."""
     try:
         import pyarrow as pa
@@ -168,7 +171,8 @@ def _parquet_batches(src: Source, batch_rows: int = PARQUET_BATCH, text_column: 
         cols = ", ".join(schema.names[:8]) or "none"
         raise DataError(f"{src.path}: no column {text_column!r} (columns: {cols})")
     typ = schema.field(idx).type
-    if not (pa.types.is_string(typ) or pa.types.is_large_string(typ) or getattr(pa.types, "is_string_view", lambda t: False)(typ)):
+    if not (pa.types.is_string(typ) or pa.types.is_large_string(typ)
+            or getattr(pa.types, "is_string_view", lambda t: False)(typ)):
         raise DataError(f"{src.path}: column {text_column!r} has type {typ}, expected strings")
     total = max(pf.metadata.num_rows, 1)
     done = 0
@@ -195,11 +199,13 @@ def _open_hf(src: Source):
             try:
                 ds = datasets.load_from_disk(str(src.path))
             except Exception as e:  # noqa: BLE001 - not a save_to_disk folder, corrupt arrow, ...
-                raise DataError(f"INPUT {src.label}: not a dataset written by save_to_disk ({_one_line(e)[:200]})") from e
+                raise DataError(f"INPUT {src.label}: not a dataset written by save_to_disk "
+                                f"({_one_line(e)[:200]})") from e
             if isinstance(ds, datasets.DatasetDict):
                 split = src.split or "train"
                 if split not in ds:
-                    raise DataError(f"INPUT {src.label}: no split {split!r} (splits: {', '.join(ds)}); name one as hf:PATH:SPLIT")
+                    raise DataError(f"INPUT {src.label}: no split {split!r} (splits: {', '.join(ds)}); "
+                                    "name one as hf:PATH:SPLIT")
                 ds = ds[split]
             elif src.split:
                 raise UsageError(f"INPUT {src.label}: this folder holds one dataset, not splits: drop ':{src.split}'")
@@ -222,7 +228,9 @@ def _open_hf(src: Source):
             raise DataError(f"INPUT {src.label}: cannot load the dataset ({msg[:300]})") from e
 
 
-def _hf_batches(src: Source, batch_rows: int = 4096, text_column: str = "text") -> Iterator[tuple[list[str], int, float]]:
+def _hf_batches(
+    src: Source, batch_rows: int = 4096, text_column: str = "text"
+) -> Iterator[tuple[list[str], int, float]]:
     """Yield (texts, nulls, fraction_done) batches of an hf: source's text column: only that
     column, `batch_rows` rows at a time (memory-mapped or streamed: memory stays bounded)."""
     ds = _open_hf(src)
@@ -246,7 +254,8 @@ def _hf_batches(src: Source, batch_rows: int = 4096, text_column: str = "text") 
                 raise DataError(f"INPUT {src.label}: column {text_column!r} holds non-text values")
             yield texts, len(col) - len(texts), (done / n if n else 0.0)
     except KeyError:
-        raise DataError(f"INPUT {src.label}: no column {text_column!r}; name the text column with --text-column") from None
+        raise DataError(f"INPUT {src.label}: no column {text_column!r}; "
+                        "name the text column with --text-column") from None
 
 
 def iter_documents(sources: list[Source], chunk_bytes: int = 1 << 20, text_column: str = "text") -> Iterator[list[str]]:
@@ -324,7 +333,9 @@ def train_bpe(sources: list[Source], vocab_size: int, path: Path, text_column: s
     return tok
 
 
-def load_tokenizer(spec: str, sources: list[Source], out_tok: Path | None, text_column: str = "text") -> tuple[object, str, bool]:
+def load_tokenizer(
+    spec: str, sources: list[Source], out_tok: Path | None, text_column: str = "text"
+) -> tuple[object, str, bool]:
     """Resolve --tokenizer into a `tokenizers.Tokenizer` and save it at ``out_tok`` (a plain write:
     callers pass a staged temporary; None when --tokenizer already is the output file).
 
@@ -496,9 +507,11 @@ def tokenize_files(
         try:
             out.mkdir(parents=True, exist_ok=True)
         except OSError as e:
-            raise DataError(f"--out {out}: cannot create the folder ({' '.join(str(e.strerror or e).split())})") from None
+            raise DataError(f"--out {out}: cannot create the folder "
+                            f"({' '.join(str(e.strerror or e).split())})") from None
         tok_file = out_tok if tok_is_output else st.path(out_tok)
-        tok, tok_desc, trained = load_tokenizer(str(tokenizer), sources, None if tok_is_output else tok_file, text_column)
+        tok, tok_desc, trained = load_tokenizer(str(tokenizer), sources, None if tok_is_output else tok_file,
+                                                text_column)
         eos_id, eos_text = find_eos(tok, EOS_TOKEN if trained and eos is None else eos, str(tokenizer))
         t_tok = time.perf_counter()
         meta = _tokenize_into(

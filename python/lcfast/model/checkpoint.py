@@ -52,10 +52,12 @@ def load_state_strict(model, tensors: dict[str, torch.Tensor], source: str, assi
     missing = sorted(set(expected) - set(tensors))
     unexpected = sorted(set(tensors) - set(expected))
     if missing or unexpected:
-        raise DataError(f"{source}: weights do not match the model config (missing {missing[:4]}, unexpected {unexpected[:4]})")
+        raise DataError(f"{source}: weights do not match the model config "
+                        f"(missing {missing[:4]}, unexpected {unexpected[:4]})")
     for k, v in expected.items():
         if tuple(tensors[k].shape) != tuple(v.shape):
-            raise DataError(f"{source}: tensor {k} has shape {tuple(tensors[k].shape)}, the config implies {tuple(v.shape)}")
+            raise DataError(f"{source}: tensor {k} has shape {tuple(tensors[k].shape)}, "
+                            f"the config implies {tuple(v.shape)}")
     model.load_state_dict({k: t.to(torch.float32) for k, t in tensors.items()}, strict=True, assign=assign)
 
 
@@ -66,7 +68,8 @@ def list_checkpoints(run_dir: str | os.PathLike) -> dict[int, Path]:
     out: dict[int, Path] = {}
     if root.is_dir():
         for p in root.iterdir():
-            if p.name.startswith(EPOCH_PREFIX) and p.name[len(EPOCH_PREFIX):].isdigit() and (p / "state.json").is_file():
+            if (p.name.startswith(EPOCH_PREFIX) and p.name[len(EPOCH_PREFIX):].isdigit()
+                    and (p / "state.json").is_file()):
                 out[int(p.name[len(EPOCH_PREFIX):])] = p
     return dict(sorted(out.items()))
 

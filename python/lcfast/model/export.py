@@ -69,7 +69,8 @@ def _tokenizer_of(run_cfg: dict, run: Path, tokenizer: str | os.PathLike | None)
     d = run_cfg.get("data", {}).get("dir") if isinstance(run_cfg.get("data"), dict) else None
     p = Path(d) / "tokenizer.json" if d else None
     if p is None or not p.is_file():
-        raise DataError(f"{run}: the tokenizer.json of its data dir ({d or 'not recorded'}) is gone: pass --tokenizer PATH")
+        raise DataError(f"{run}: the tokenizer.json of its data dir ({d or 'not recorded'}) is gone: "
+                        "pass --tokenizer PATH")
     return p
 
 

@@ -156,7 +156,8 @@ class SelfAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, local_mask: torch.Tensor | None) -> torch.Tensor:
         B, T, D = x.shape
-        q, k, v = (p(x).view(B, T, self.heads, D // self.heads).transpose(1, 2) for p in (self.q_proj, self.k_proj, self.v_proj))
+        q, k, v = (p(x).view(B, T, self.heads, D // self.heads).transpose(1, 2)
+                   for p in (self.q_proj, self.k_proj, self.v_proj))
         if self.kind == "local" and local_mask is not None:
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=local_mask, scale=1.0)
         else:
@@ -311,4 +312,5 @@ def param_groups(model: GPTNeo, weight_decay: float) -> list[dict]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-__all__ = ["GPTNeo", "GPTNeoConfig", "default_attention_layers", "param_groups", "hash_tensors", "count_params", "memory_terms"]
+__all__ = ["GPTNeo", "GPTNeoConfig", "default_attention_layers", "param_groups", "hash_tensors", "count_params",
+           "memory_terms"]

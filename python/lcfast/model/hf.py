@@ -204,7 +204,8 @@ class HFCausalLM:
         self.config = config
         head = hf_model.get_output_embeddings()
         if head is None or not isinstance(getattr(head, "weight", None), torch.Tensor):
-            raise DataError(f"{path}: {type(hf_model).__name__} has no output embedding (get_output_embeddings() is None)")
+            raise DataError(f"{path}: {type(hf_model).__name__} has no output embedding "
+                            "(get_output_embeddings() is None)")
         self.head = head
         self.max_context = max_positions(config)
         tc = hf_model.config.get_text_config() if hasattr(hf_model.config, "get_text_config") else hf_model.config
@@ -306,7 +307,8 @@ class HFCausalLM:
         """(LM-head inputs [B, T, d], [hidden_states[i] [B, T, d_i] for i in layers]) from one forward."""
         h, hs = self._run(idx, True)
         if len(hs) != self.n_hidden_states:
-            raise DataError(f"{self.path}: {len(hs)} hidden states, expected num_hidden_layers + 1 = {self.n_hidden_states}")
+            raise DataError(f"{self.path}: {len(hs)} hidden states, "
+                            f"expected num_hidden_layers + 1 = {self.n_hidden_states}")
         return h, [hs[i] for i in layers]
 
     def logits(self, H: torch.Tensor, W: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:

@@ -84,7 +84,8 @@ def _read_hf_weights(folder: Path) -> tuple[dict[str, torch.Tensor], str]:
             raise DataError(f"{index}: corrupt weight index ({e})") from None
         out: dict[str, torch.Tensor] = {}
         for name in files:
-            out.update(load_tensors(folder / name, "model weights")[0] if index is st_index else _torch_load(folder / name))
+            out.update(load_tensors(folder / name, "model weights")[0] if index is st_index
+                       else _torch_load(folder / name))
         return out, str(index)
     if pt.is_file():
         return _torch_load(pt), str(pt)
@@ -103,7 +104,8 @@ def _torch_load(path: Path) -> dict[str, torch.Tensor]:
     except Exception as e:  # noqa: BLE001 - unpickling errors come in many types
         msg = " ".join(str(e).split())
         if "WeightsUnpickler error:" in msg:  # torch's long advice to disable the safety net: keep the reason
-            msg = "refused by the weights-only unpickler: " + msg.split("WeightsUnpickler error:", 1)[1].split(" Check the documentation")[0].strip()
+            msg = ("refused by the weights-only unpickler: "
+                   + msg.split("WeightsUnpickler error:", 1)[1].split(" Check the documentation")[0].strip())
         raise DataError(f"{path}: cannot read weights with weights_only=True ({type(e).__name__}: {msg})") from None
     if not isinstance(sd, dict):
         raise DataError(f"{path}: expected a state dict, found {type(sd).__name__}")

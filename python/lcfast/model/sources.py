@@ -52,7 +52,8 @@ def is_run_dir(path: Path) -> bool:
     return (path / "config.json").is_file() and (path / "checkpoints").is_dir()
 
 
-_WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+_WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+                 "pytorch_model.bin.index.json")
 
 
 def is_hf_dir(path: Path) -> bool:
@@ -85,7 +86,8 @@ def resolve_sources(run: str | Path, checkpoint: str | int = "last", data: str |
     if not path.exists():
         raise UsageError(f"MODEL {path}: no such directory")
     if not path.is_dir():
-        raise UsageError(f"MODEL {path}: not a directory (expected a lcfast train run, a transformers model folder or hf:ORG/NAME)")
+        raise UsageError(f"MODEL {path}: not a directory (expected a lcfast train run, a transformers model folder "
+                         "or hf:ORG/NAME)")
     ck = str(checkpoint).strip().lower()
     if is_run_dir(path):
         cfg = _read_json(path / "config.json")
@@ -112,14 +114,15 @@ def resolve_sources(run: str | Path, checkpoint: str | int = "last", data: str |
             k = _parse_epoch(ck)
             if k not in epochs:
                 raise UsageError(
-                    f"--checkpoint {checkpoint}: {path} has no checkpoint for epoch {k} (has {', '.join(map(str, epochs))})"
+                    f"--checkpoint {checkpoint}: {path} has no checkpoint for epoch {k} "
+                    f"(has {', '.join(map(str, epochs))})"
                 )
             chosen = [k]
         return [ModelSource("run", path, f"epoch_{k}", k, data_dir, cfg) for k in chosen]
     if is_hf_dir(path):
         if data is None and need_data:
-            raise UsageError(f"MODEL {run} is a transformers model: pass --data DIR with shards made with its tokenizer "
-                             f"(lcfast tokenize INPUT --tokenizer {run} --out DIR)")
+            raise UsageError(f"MODEL {run} is a transformers model: pass --data DIR with shards made with its "
+                             f"tokenizer (lcfast tokenize INPUT --tokenizer {run} --out DIR)")
         if ck not in ("last", "all"):
             raise UsageError(f"--checkpoint {checkpoint}: {run} is a single transformers checkpoint (use last)")
         cfg = _read_json(path / "config.json")
@@ -247,7 +250,8 @@ def check_compat(model, src: ModelSource, shards: dict) -> None:
             else:
                 flag = HF_PREFIX + src.repo if src.repo else str(src.path)
                 whose = f"of {src.path / 'tokenizer.json'} ({want[:12]}); tokenize with --tokenizer {flag}"
-            raise DataError(f"{shard.path}: tokenizer mismatch: the shard's tokenizer ({got[:12]}) is not the one {whose}")
+            raise DataError(f"{shard.path}: tokenizer mismatch: the shard's tokenizer ({got[:12]}) "
+                            f"is not the one {whose}")
         if shard.n_tokens < 2:
             raise DataError(f"{shard.path}: empty {split} shard ({shard.n_tokens} tokens): nothing to collect")
 
