@@ -188,7 +188,7 @@ def _parquet_batches(
 
 def _open_hf(src: Source):
     """The `datasets` Dataset / IterableDataset of an hf: source, offline (never a download)."""
-    from lcfast.model.hf import datasets_cache_dir, hub_cache_dir, hub_snapshot, offline, require
+    from lcfast.hub import datasets_cache_dir, hub_cache_dir, hub_snapshot, offline, require
 
     datasets = require("datasets", f"INPUT {src.label}: reading Hugging Face datasets")
     # datasets' notes ("Using the latest cached version …") and progress bars would break the one-line contract
@@ -358,7 +358,7 @@ def load_tokenizer(
             raise UsageError(f"--tokenizer {spec!r}: cannot train into the tokenizer file being read")
         return train_bpe(sources, vocab, out_tok, text_column), f"trained byte-level BPE (vocab {vocab})", True
     if spec.startswith("hf:"):  # a model's tokenizer from the local hub cache
-        from lcfast.model.hf import hub_cache_dir, hub_snapshot
+        from lcfast.hub import hub_cache_dir, hub_snapshot
 
         snap = hub_snapshot(spec[3:], "model", "--tokenizer")
         if snap is None or not (snap / "tokenizer.json").is_file():

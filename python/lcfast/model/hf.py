@@ -8,9 +8,9 @@ The forward stops as soon as the head's input is captured (the pre-hook raises),
 are never built; `HFCausalLM.logits` applies W h + b (+ the model's own final soft-capping or
 logit scale, where its config has one) when the caller wants them.
 
-Also here: where the Hugging Face caches are (`hub_cache_dir`, `datasets_cache_dir`), resolving
-`hf:ORG/NAME` to a snapshot folder of the local hub cache (never a download), and `require`, which
-imports an optional dependency of the `[hf]` extra or fails with one line saying how to install it.
+Also here: `resolve_hub_model`, `hf:ORG/NAME` to a model snapshot of the local hub cache (never a
+download); the caches themselves, offline mode and `require` (the `[hf]` extra) are in lcfast.hub,
+which data/ uses too.
 
 transformers is imported only by the functions that need it (commands on lcfast's own models
 never import it). Weights load through transformers' safetensors / weights-only path;
@@ -19,7 +19,6 @@ never import it). Weights load through transformers' safetensors / weights-only 
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
@@ -29,26 +28,21 @@ from pathlib import Path
 import torch
 
 from lcfast.errors import DataError, UsageError
+from lcfast.hub import (  # noqa: F401 - datasets_cache_dir, HF_EXTRA: re-exported
+    HF_EXTRA,
+    datasets_cache_dir,
+    hub_cache_dir,
+    hub_snapshot,
+    offline,
+    require,
+)
 
 #: forward dtypes accepted by --dtype
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 #: the default --context is the model's own maximum, at most this
 MAX_DEFAULT_CONTEXT = 2048
-#: the [hf] extra: what `pip install 'lcfast[hf]'` brings
-HF_EXTRA = "pip install 'lcfast[hf]'"
 # config.json keys that do not change what the model computes (left out of the fingerprint)
 _VOLATILE_CONFIG_KEYS = {"transformers_version", "torch_dtype", "dtype", "_name_or_path", "architectures", "use_cache"}
-
-
-def require(module: str, what: str):
-    """Import an optional dependency of the [hf] extra, or raise a one-line UsageError."""
-    import importlib
-
-    try:
-        return importlib.import_module(module)
-    except ImportError as e:
-        raise UsageError(f"{what} needs the '{module}' package, which lcfast does not install by default: {HF_EXTRA}"
-                         f" ({' '.join(str(e).split())})") from None
 
 
 def parse_dtype(name: str | None) -> torch.dtype:
@@ -64,57 +58,6 @@ def dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).replace("torch.", "")
 
 
-# --------------------------------------------------------------------------------------------
-# the local Hugging Face caches (the rules of huggingface_hub / datasets, read from the environment)
-
-
-def hub_cache_dir() -> Path:
-    """The hub cache: HF_HUB_CACHE, else HF_HOME/hub, else $XDG_CACHE_HOME/huggingface/hub, else
-    ~/.cache/huggingface/hub."""
-    for var in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
-        if os.environ.get(var):
-            return Path(os.environ[var]).expanduser()
-    return _hf_home() / "hub"
-
-
-def datasets_cache_dir() -> Path:
-    """The datasets cache: HF_DATASETS_CACHE, else HF_HOME/datasets."""
-    if os.environ.get("HF_DATASETS_CACHE"):
-        return Path(os.environ["HF_DATASETS_CACHE"]).expanduser()
-    return _hf_home() / "datasets"
-
-
-def _hf_home() -> Path:
-    if os.environ.get("HF_HOME"):
-        return Path(os.environ["HF_HOME"]).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "huggingface"
-
-
-_REPO_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
-
-
-def hub_snapshot(repo: str, kind: str = "model", flag: str = "MODEL") -> Path | None:
-    """The snapshot folder of `repo` ("ORG/NAME", optionally "@REVISION") in the local hub cache, or
-    None when the cache has no such repo. Revision: a ref (default "main") or a commit hash."""
-    name, _, rev = repo.partition("@")
-    if not _REPO_RE.match(name):
-        raise UsageError(f"{flag} hf:{repo}: expected hf:ORG/NAME (a Hugging Face repo id)")
-    root = hub_cache_dir() / f"{kind}s--{name.replace('/', '--')}"
-    if not root.is_dir():
-        return None
-    rev = rev or "main"
-    ref = root / "refs" / rev
-    commit = ref.read_text().strip() if ref.is_file() else rev
-    snap = root / "snapshots" / commit
-    if snap.is_dir():
-        return snap
-    snaps = sorted(p for p in (root / "snapshots").glob("*") if p.is_dir()) if (root / "snapshots").is_dir() else []
-    if not ref.is_file() and rev == "main" and len(snaps) == 1:
-        return snaps[0]  # a cache written without refs (e.g. copied by hand): its only snapshot
-    return None
-
-
 def resolve_hub_model(repo: str, flag: str = "MODEL") -> Path:
     """`hf:ORG/NAME` -> its snapshot folder in the local hub cache (never downloads)."""
     snap = hub_snapshot(repo, "model", flag)
@@ -125,35 +68,6 @@ def resolve_hub_model(repo: str, flag: str = "MODEL") -> Path:
             f"e.g. 'huggingface-cli download {repo.partition('@')[0]}', or set HF_HUB_CACHE / HF_HOME)"
         )
     return snap
-
-
-@contextlib.contextmanager
-def offline():
-    """Hugging Face libraries in offline mode (environment and, when already imported, their
-    constants), restored afterwards: nothing is fetched from the network."""
-    import sys
-
-    keys = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE")
-    old_env = {k: os.environ.get(k) for k in keys}
-    patched = []
-    for mod, attr in (("huggingface_hub.constants", "HF_HUB_OFFLINE"), ("datasets.config", "HF_HUB_OFFLINE"),
-                      ("datasets.config", "HF_DATASETS_OFFLINE")):
-        m = sys.modules.get(mod)
-        if m is not None and hasattr(m, attr):
-            patched.append((m, attr, getattr(m, attr)))
-            setattr(m, attr, True)
-    try:
-        for k in keys:
-            os.environ[k] = "1"
-        yield
-    finally:
-        for k, v in old_env.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-        for m, attr, v in patched:
-            setattr(m, attr, v)
 
 
 # --------------------------------------------------------------------------------------------
