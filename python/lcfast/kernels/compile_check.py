@@ -44,8 +44,8 @@ def _variants():
         # (power, raw dots): the canonical default, a general power, and the paper profile's variant
         for pm, dots in (((1, False), (0, False), (2, True)) if prec == "ieee" else ((1, False), (2, True))):
             yield (f"pairwise {prec} pow_mode={pm}{' dots' if dots else ''}", PW._pairwise_kernel, t,
-                   dict(PREC="ieee" if prec == "bf16" else prec, POW_MODE=pm, OP_BF16=prec == "bf16", UPCAST=False, DOTS=dots,
-                        BLOCK=cfg["block"], BLOCK_K=cfg["block_k"]), cfg["num_warps"])
+                   dict(PREC="ieee" if prec == "bf16" else prec, POW_MODE=pm, OP_BF16=prec == "bf16", UPCAST=False,
+                        DOTS=dots, BLOCK=cfg["block"], BLOCK_K=cfg["block_k"]), cfg["num_warps"])
     ex_t = dict(m64_ptr="*fp64", stride_m64="i32", sqx_ptr="*fp64", var_ptr="*fp64", tiles_ptr="*i32",
                 part_ptr="*fp64", row_cdnv_ptr="*fp64", row_cos_ptr="*fp64", row_cnt_ptr="*fp64", C="i32", D="i32",
                 power="fp32", tol="fp32")
@@ -81,7 +81,8 @@ def _ptxas_usage(ptx: str, arch: int) -> dict:
         os.unlink(f.name)
         regs = re.search(r"Used (\d+) registers", r.stderr)
         spill = re.search(r"(\d+) bytes spill stores", r.stderr)
-        return {"registers": int(regs.group(1)) if regs else None, "spill_bytes": int(spill.group(1)) if spill else None}
+        return {"registers": int(regs.group(1)) if regs else None,
+                "spill_bytes": int(spill.group(1)) if spill else None}
     except Exception as exc:  # noqa: BLE001 - usage numbers are a bonus
         return {"ptxas": f"unavailable ({type(exc).__name__})"}
 

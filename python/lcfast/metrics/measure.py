@@ -239,7 +239,8 @@ def _kept_classes(stats: ClassStats, ncc: NCCStats | None, min_count: int, tol: 
         if not isinstance(ncc, NCCStats):
             raise UsageError(f"measure: ncc must be an NCCStats or a path to one, got {type(ncc).__name__}")
         if ncc.n_classes != stats.n_classes:
-            raise DataError(f"measure: NCC decisions are over {ncc.n_classes} classes, the class statistics over {stats.n_classes}")
+            raise DataError(f"measure: NCC decisions are over {ncc.n_classes} classes, "
+                            f"the class statistics over {stats.n_classes}")
         if not torch.equal(ncc.kept.cpu(), kept):
             raise UsageError(
                 f"measure: the NC4 decisions were made with a different kept-class set ({int(ncc.kept.sum())} classes) "
@@ -274,7 +275,8 @@ def _canonical_metrics(stats, k: _Kept, W, ncc, min_count, cdnv_power, backend, 
         reasons.append(f"a single kept class (min_count={min_count}): the between-class metrics (NC1 ratios, "
                        "CDNV, NC2, nc3_dual_error) are undefined and reported as None")
     elif sb_zero:
-        reasons.append(f"all {C} kept class means are equal (Σ_B = 0{', and Σ_W = 0: the features are identical' if trW == 0 else ''}): "
+        reasons.append(f"all {C} kept class means are equal "
+                       f"(Σ_B = 0{', and Σ_W = 0: the features are identical' if trW == 0 else ''}): "
                        "nc1_trace_ratio, nc1_pinv, nc2_norm_mean and the pairwise metrics are undefined and "
                        "reported as None, not as perfect collapse")
 
@@ -442,7 +444,8 @@ def measure_stats(
     `cdnv_power`: exponent p of the distance in (σ²_c + σ²_c')/(2 (‖μ_c − μ_c'‖²)^p), default 1
     (canonical nc1_cdnv); the paper profile's cdnv is p = 2. `b` is accepted for symmetry with
     measure_embeddings (NC4 decisions already include it). Returns {key: float | int | None}."""
-    r, _ = measure_all(stats, W, b, ncc, min_count, backend, profile=profile, cdnv_power=cdnv_power, tol=tol, table=False)
+    r, _ = measure_all(stats, W, b, ncc, min_count, backend, profile=profile, cdnv_power=cdnv_power, tol=tol,
+                       table=False)
     return r
 
 
@@ -514,7 +517,8 @@ def measure_embeddings(
     ncc = None
     if W is not None and H_val is not None:
         if H_val.dim() != 2 or H_val.shape[1] != d or Y_val.dim() != 1 or Y_val.numel() != H_val.shape[0]:
-            raise UsageError(f"measure_embeddings: H_val must be [N, {d}] and Y_val [N], got {tuple(H_val.shape)}, {tuple(Y_val.shape)}")
+            raise UsageError(f"measure_embeddings: H_val must be [N, {d}] and Y_val [N], "
+                             f"got {tuple(H_val.shape)}, {tuple(Y_val.shape)}")
         ncc = NCCStats(C, st.means, kept.cpu(), W, b, all_classes=paper)
         for i in range(0, H_val.shape[0], chunk):
             ncc.update(H_val[i : i + chunk], Y_val[i : i + chunk], backend=backend)

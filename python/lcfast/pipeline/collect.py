@@ -69,7 +69,8 @@ def data_paths(data_dir: Path) -> dict[str, Path]:
     """train/val shard and tokenizer paths of a tokenized data dir (checked)."""
     if not data_dir.is_dir():
         raise UsageError(f"--data {data_dir}: no such directory")
-    out = {"train": data_dir / "train.lcshard", "val": data_dir / "val.lcshard", "tokenizer": data_dir / "tokenizer.json"}
+    out = {"train": data_dir / "train.lcshard", "val": data_dir / "val.lcshard",
+           "tokenizer": data_dir / "tokenizer.json"}
     for k in ("train", "val"):
         if not out[k].is_file():
             raise DataError(f"{out[k]}: missing (expected a tokenized data dir with train.lcshard and val.lcshard)")
@@ -184,7 +185,8 @@ def _parts(opts: CollectOptions) -> tuple[int, int, bool]:
             raise UsageError(f"--shard {opts.part.spec}: not under torchrun (the ranks already split the windows)")
         rank, world = opts.part.index, opts.part.count
     if world > 1 and opts.max_tokens is not None:
-        raise UsageError("--max-tokens: not supported with torchrun or --shard (parts own contiguous blocks of all the windows)")
+        raise UsageError("--max-tokens: not supported with torchrun or --shard "
+                         "(parts own contiguous blocks of all the windows)")
     return rank, world, grouped
 
 
@@ -267,7 +269,8 @@ def _train_pass(job: PassJob):
             from lcfast.pipeline.collect_layers import CLASSES_FILE
 
             save_tensors(job.out_dir / CLASSES_FILE, {"class_ids": layout.class_ids.contiguous()},
-                         {"classes": f"top:{layout.per_slot}", "shard_fingerprint": str(job.shards["train"].fingerprint)})
+                         {"classes": f"top:{layout.per_slot}",
+                          "shard_fingerprint": str(job.shards["train"].fingerprint)})
     # with hidden-state slots, the covariance covers the head slot's classes only
     cov0 = layout.head_mask(device) if opts.covariance and not layout.trivial else None
     nonfinite = "skip" if opts.skip_nonfinite else "error"
@@ -400,8 +403,8 @@ def _summary(job: PassJob, results: dict[str, PassResult], kept: int) -> dict:
         "data_dir": str(src.data_dir.resolve()),
         "tokenizer": str(paths["tokenizer"].resolve()) if paths["tokenizer"].is_file() else None,
         "shards": {
-            k: {"path": str(Path(str(s.path)).resolve()), "fingerprint": str(s.fingerprint), "n_tokens": int(s.n_tokens),
-                "vocab_size": int(s.vocab_size)}
+            k: {"path": str(Path(str(s.path)).resolve()), "fingerprint": str(s.fingerprint),
+                "n_tokens": int(s.n_tokens), "vocab_size": int(s.vocab_size)}
             for k, s in job.shards.items()
         },
         "options": {"exact": opts.exact, "covariance": opts.covariance, "min_count": opts.min_count,

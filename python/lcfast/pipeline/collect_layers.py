@@ -50,7 +50,8 @@ def parse_layers(spec: str | None, n_hidden_states: int | None) -> list[int]:
         return out
     bad = [i for i in out if i > top]
     if bad:
-        raise UsageError(f"--layers {spec}: this model has hidden states 0..{top} (0 = embeddings, {top} = the last layer)")
+        raise UsageError(f"--layers {spec}: this model has hidden states 0..{top} "
+                         f"(0 = embeddings, {top} = the last layer)")
     return out
 
 
@@ -278,12 +279,13 @@ def check_memory(layout: SlotLayout, *, exact: bool, covariance: bool, device: t
     if S > 1:
         ways.append(f"choose at most {fit_layers} layer{'s' * (fit_layers > 1)} (--layers i,j,…)" if fit_layers
                     else "drop --layers")
-    ways.append(f"keep the most frequent classes (--classes top:{fit_k})" if fit_k >= 2 else "use a machine with more memory")
+    ways.append(f"keep the most frequent classes (--classes top:{fit_k})" if fit_k >= 2
+                else "use a machine with more memory")
     raise UsageError(
         f"{what}: the class statistics need {human(need)} at their peak ({S} slot{'s' * (S > 1)} × {K:,} classes × "
         f"{D:,} dims × {5 if exact else 4} float64) but {human(have)} is {where}; {' or '.join(ways)}"
     )
 
 
-__all__ = ["SlotLayout", "slot_layout", "parse_layers", "parse_classes", "top_classes", "stats_bytes", "available_bytes",
-           "parse_size", "check_memory", "CLASSES_FILE", "human"]
+__all__ = ["SlotLayout", "slot_layout", "parse_layers", "parse_classes", "top_classes", "stats_bytes",
+           "available_bytes", "parse_size", "check_memory", "CLASSES_FILE", "human"]

@@ -94,13 +94,15 @@ def merge_dir(out_dir: str | Path) -> list[dict]:
         raise UsageError(f"OUT {out_dir}: no such directory (the --out of the 'lcfast collect --shard' runs)")
     sets = find_part_sets(out_dir)
     if not sets:
-        raise DataError(f"{out_dir}: no part states (*.rank<i>of<n>.safetensors from 'lcfast collect --shard i/n') to merge")
+        raise DataError(f"{out_dir}: no part states "
+                        "(*.rank<i>of<n>.safetensors from 'lcfast collect --shard i/n') to merge")
     plans = []
     for name, by_n in sorted(sets.items(), key=lambda kv: list(PASS_KINDS).index(kv[0]) if kv[0] in PASS_KINDS else 99):
         if name not in PASS_KINDS:
             raise DataError(f"{out_dir / name}: unknown pass file (expected one of {', '.join(PASS_KINDS)})")
         if len(by_n) > 1:
-            raise DataError(f"{out_dir}: {name} has parts of different splits ({', '.join(f'of {n}' for n in sorted(by_n))}); keep one")
+            raise DataError(f"{out_dir}: {name} has parts of different splits "
+                            f"({', '.join(f'of {n}' for n in sorted(by_n))}); keep one")
         (n, parts), = by_n.items()
         missing = sorted(set(range(n)) - set(parts))
         if missing:
@@ -117,14 +119,16 @@ def merge_dir(out_dir: str | Path) -> list[dict]:
             bad = meta_mismatch(mine, {k: ref.get(k) for k in sorted(set(ref) | set(mine))})
             if bad is not None:
                 k, what, have, want = bad
-                raise DataError(f"{p}: cannot merge with {parts[ref_i].name}: written for {what} ({k} {have!r} vs {want!r})")
+                raise DataError(f"{p}: cannot merge with {parts[ref_i].name}: "
+                                f"written for {what} ({k} {have!r} vs {want!r})")
             done, count = int(m.get("windows_done", -1)), int(m.get("n_windows", -2))
             if done != count:
                 raise DataError(f"{p}: shard {i}/{n} is unfinished ({done} of {count} windows); rerun it first")
         final = out_dir / name
         if final.exists():
             fm = read_state_meta(final)
-            if fm.get("merged_from") == json.dumps({str(i): metas[i].get("progress", "") for i in sorted(metas)}, sort_keys=True):
+            if fm.get("merged_from") == json.dumps({str(i): metas[i].get("progress", "") for i in sorted(metas)},
+                                                   sort_keys=True):
                 plans.append((name, n, parts, metas, ref, "already merged"))
                 continue
             raise DataError(f"{final}: exists and is not the merge of these {n} shards; delete it to merge them")
@@ -149,7 +153,8 @@ def _merge_one(final: Path, kind: str, parts: dict[int, Path], metas: dict[int, 
     prog = combine_progress([read_progress(metas[i], parts[i]) for i in sorted(parts)])
     n_windows = sum(int(metas[i]["n_windows"]) for i in metas)
     ref = {k: v for k, v in ref.items() if k != "world"}
-    meta = {**ref, "n_windows": str(n_windows), "windows_done": str(n_windows), "batch_size": metas[0].get("batch_size", "0"),
+    meta = {**ref, "n_windows": str(n_windows), "windows_done": str(n_windows),
+            "batch_size": metas[0].get("batch_size", "0"),
             "progress": json.dumps(prog),
             "merged_from": json.dumps({str(i): metas[i].get("progress", "") for i in sorted(metas)}, sort_keys=True)}
     acc.meta = {k: v for k, v in acc.meta.items() if k not in _PART_KEYS_VARY and k != "world"}

@@ -168,7 +168,8 @@ def _val_sums(H: torch.Tensor, y: torch.Tensor, head, to_logits) -> tuple[float,
 
 def _stats_error(e: DataError, shard, done: int, count: int, label: str, opts: CollectOptions) -> DataError:
     """An accumulator's refusal (non-finite features), naming the shard, the windows and the flag."""
-    hint = " (rerun with --skip-nonfinite to skip and count them)" if "non-finite" in str(e) and not opts.skip_nonfinite else ""
+    hint = (" (rerun with --skip-nonfinite to skip and count them)"
+            if "non-finite" in str(e) and not opts.skip_nonfinite else "")
     msg = str(e).replace("; pass nonfinite='skip' to drop and count them", "")  # the CLI's hint below
     return DataError(f"{shard.path}: windows {done}..{done + count - 1} of {label}: {msg}{hint}")
 
@@ -275,7 +276,9 @@ def _resume(path: Path, want: dict, load_acc, opts: CollectOptions) -> tuple[int
     return start, acc, batch_size, read_progress(meta, path, "; rerun with --restart")
 
 
-def run_pass(job: PassJob, kind: str, shard, make_acc, load_acc, extra_want: dict[str, str]) -> tuple[object, PassResult]:
+def run_pass(
+    job: PassJob, kind: str, shard, make_acc, load_acc, extra_want: dict[str, str]
+) -> tuple[object, PassResult]:
     """One pass of `kind` over `shard`, resumed from its state (reused when finished), saved, and
     under torchrun summed over the ranks; returns (accumulator, result). Every rank agrees on each
     step any one of them may fail (`dist.together`), so a failing rank stops them all."""

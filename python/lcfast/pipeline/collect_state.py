@@ -64,7 +64,8 @@ def interrupted_note(out_dir: Path) -> str:
     p = states[-1]
     try:
         meta = read_tensor_meta(p, "state file")
-        where = f" ({meta.get('pass', '?')} pass at window {meta.get('windows_done', '?')} of {meta.get('n_windows', '?')})"
+        where = (f" ({meta.get('pass', '?')} pass at window {meta.get('windows_done', '?')} "
+                 f"of {meta.get('n_windows', '?')})")
     except DataError:
         where = ""
     return f"resume state {p}{where} is intact; rerun the same command to resume"

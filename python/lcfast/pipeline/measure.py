@@ -38,7 +38,8 @@ from lcfast.errors import DataError, UsageError
 from lcfast.pipeline.collect_state import COLLECT_JSON, PASS_FILES, read_state_meta
 
 #: the leading columns of measurements.csv, in order; the canonical metric keys follow.
-ID_COLUMNS = ["model", "checkpoint", "n_params", "layers", "width", "epochs", "seed", "val_loss", "val_acc", "perplexity"]
+ID_COLUMNS = ["model", "checkpoint", "n_params", "layers", "width", "epochs", "seed", "val_loss", "val_acc",
+              "perplexity"]
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -103,7 +104,8 @@ def _load_state(cdir: Path, kind: str, summary: dict, device: torch.device | str
         raise DataError(f"{path}: state of another model than {cdir / COLLECT_JSON} says; rerun `lcfast collect`")
     if meta.get("windows_done") != meta.get("n_windows"):
         raise DataError(
-            f"{path}: incomplete collection ({meta.get('windows_done')}/{meta.get('n_windows')} windows); rerun `lcfast collect`"
+            f"{path}: incomplete collection ({meta.get('windows_done')}/{meta.get('n_windows')} windows); "
+            "rerun `lcfast collect`"
         )
     return NCCStats.load(str(path)) if kind == "val" else ClassStats.load(str(path), device=device)
 
@@ -147,7 +149,8 @@ def _layout(cdir: Path, summary: dict):
     if lay.get("classes_file"):
         path = cdir / lay["classes_file"]
         if not path.is_file():
-            raise DataError(f"{path}: missing (the kept classes of --classes {lay.get('classes')}); rerun `lcfast collect`")
+            raise DataError(f"{path}: missing (the kept classes of --classes {lay.get('classes')}); "
+                            "rerun `lcfast collect`")
         ids = load_tensors(path, "kept classes")[0].get("class_ids")
         if ids is None or ids.dim() != 1 or int(ids.numel()) != int(lay["classes_per_slot"]):
             raise DataError(f"{path}: malformed kept-class list; rerun `lcfast collect`")
@@ -180,7 +183,8 @@ def layer_rows(cdir: Path, head_row: dict, *, min_count: int, cdnv_power: float 
     layout = _layout(cdir, s)
     if layout is None or len(layout.slots) < 2:
         return []
-    stats = _load_state(cdir, "train_exact" if s.get("options", {}).get("exact") else "train", s, resolve_device(device))
+    stats = _load_state(cdir, "train_exact" if s.get("options", {}).get("exact") else "train", s,
+                        resolve_device(device))
     rows = []
     for j, slot in enumerate(layout.slots[1:], 1):
         metrics, _ = measure_all(layout.slot_stats(stats, j), None, None, None, min_count, backend,
@@ -266,14 +270,17 @@ def measure_collection(
     if mc != collect_mc:
         notes.append(
             f"{s['model']}/{s['checkpoint']}: NC4 was collected with --min-count {collect_mc}, not {mc}: "
-            f"{'hits/misses' if profile == 'paper' else 'nc4_agreement'} left empty (recollect with the same --min-count)"
+            f"{'hits/misses' if profile == 'paper' else 'nc4_agreement'} left empty "
+            "(recollect with the same --min-count)"
         )
         ncc = None
     n_kept = int((stats.counts >= mc).sum())
     if n_kept < 2:
         raise DataError(
-            f"--min-count {mc}: {n_kept} class{'' if n_kept == 1 else 'es'} of {cdir} {'has' if n_kept == 1 else 'have'} "
-            f"≥ {mc} train samples (most frequent: {int(stats.counts.max())}); the NC metrics need at least 2 kept classes"
+            f"--min-count {mc}: {n_kept} class{'' if n_kept == 1 else 'es'} of {cdir} "
+            f"{'has' if n_kept == 1 else 'have'} "
+            f"≥ {mc} train samples (most frequent: {int(stats.counts.max())}); "
+            "the NC metrics need at least 2 kept classes"
         )
     W, b = _load_head(s, cdir)
     ids = layout.class_ids if layout is not None else None
@@ -305,7 +312,8 @@ def measure_collection(
     else:
         vl, va, ppl = vp.get("loss"), vp.get("acc"), vp.get("perplexity")
         if s["source"]["kind"] == "run":
-            notes.append(f"{s['model']}/{s['checkpoint']}: no metrics.jsonl record for epoch {s.get('epoch')}: val_* from collect's val pass")
+            notes.append(f"{s['model']}/{s['checkpoint']}: no metrics.jsonl record for epoch {s.get('epoch')}: "
+                         "val_* from collect's val pass")
     row = {
         "model": s["model"],
         "checkpoint": s["checkpoint"],
@@ -333,7 +341,8 @@ def measure_collection(
     if layout is not None and len(layout.slots) > 1:  # the head row of a per-layer collection
         row["layer"], row["head"] = layout.head_layer, True
         if layout.head_layer is None:
-            notes.append(f"{s['model']}/{s['checkpoint']}: the LM head's input is not any hidden_states[i]: its row has no layer")
+            notes.append(f"{s['model']}/{s['checkpoint']}: the LM head's input is not any hidden_states[i]: "
+                         "its row has no layer")
     if ids is not None:
         row["classes"] = f"top:{int(ids.numel())}"
     return row, table, notes
@@ -406,14 +415,15 @@ def _measure_into(st, cdirs, out: Path, min_count, cdnv_power, backend, device, 
             if key in names:  # the same model/checkpoint name twice (two sweeps, two --out): tell them apart
                 names[key] += 1
                 row["model"] = f"{row['model']}~{names[key]}"
-                notes.append(f"{cdir}: renamed to {row['model']} (another collection has the same model/checkpoint name)")
+                notes.append(f"{cdir}: renamed to {row['model']} "
+                             "(another collection has the same model/checkpoint name)")
             else:
                 names[key] = 0
             if table is not None:
                 st.write_bytes(out / "per_token" / f"{output_name(row)}.parquet", _parquet_bytes(table))
                 row["per_token"] = f"per_token/{output_name(row)}.parquet"
-            more = layer_rows(cdir, row, min_count=row["min_count"], cdnv_power=cdnv_power, backend=backend, device=device,
-                              profile=profile)
+            more = layer_rows(cdir, row, min_count=row["min_count"], cdnv_power=cdnv_power, backend=backend,
+                              device=device, profile=profile)
             rows.extend(sorted([row, *more], key=lambda r: (r.get("layer") is None, r.get("layer") or 0)))
             if pbar is not None:
                 pbar.advance(task)

@@ -88,7 +88,8 @@ def run_sweep(
                       progress=progress, window_size=window_size)
         row = {"name": name, "path": str(out / name), "layers": l, "width": w, "epochs": e, "seed": s,
                "status": "skipped" if m.get("already_complete") else "trained",
-               **{k: v for k, v in m.items() if k not in ("run_dir", "already_complete", "resumed_from_epoch", "epoch")}}
+               **{k: v for k, v in m.items()
+                  if k not in ("run_dir", "already_complete", "resumed_from_epoch", "epoch")}}
         rows.append(row)
         _write_summary(out, rows)
         if on_run is not None:

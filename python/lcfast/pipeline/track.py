@@ -111,7 +111,8 @@ def read_track_rows(path: Path) -> list[list[str]]:
         raise DataError(f"{path}: not a text file; move it away to track this run") from None
     rows = list(csv.reader(io.StringIO(text)))
     if not rows or rows[0] != TRACK_COLUMNS:
-        raise DataError(f"{path}: not an nc_track.csv of this lcfast (its columns differ); move it away to track this run")
+        raise DataError(f"{path}: not an nc_track.csv of this lcfast (its columns differ); "
+                        "move it away to track this run")
     body = rows[1:]
     for i, r in enumerate(body, 2):
         if len(r) != len(TRACK_COLUMNS) or not r[0].isdigit():

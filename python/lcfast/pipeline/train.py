@@ -101,7 +101,8 @@ def check_args(*, layers, width, heads, context, epochs, batch_size, lr, weight_
         "batch_size": validate.integer("--batch-size", batch_size, min=1),
         "window_size": validate.integer("--window", window_size, min=1),
         "eval_tokens": validate.integer("--eval-tokens", eval_tokens, min=1),
-        "steps_per_epoch": None if steps_per_epoch is None else validate.integer("--steps-per-epoch", steps_per_epoch, min=1),
+        "steps_per_epoch": (None if steps_per_epoch is None
+                            else validate.integer("--steps-per-epoch", steps_per_epoch, min=1)),
         "lr": validate.number("--lr", lr, min=0, min_open=True),
         "weight_decay": validate.number("--weight-decay", weight_decay, min=0),
         "grad_clip": validate.number("grad_clip", grad_clip, min=0),
@@ -116,7 +117,8 @@ def check_args(*, layers, width, heads, context, epochs, batch_size, lr, weight_
         # AdamW scales the decayed weights by (1 − lr·wd) every step: lr·wd ≥ 1 zeroes or flips them.
         # (An absurd --lr with an ordinary decay is left to the non-finite-loss stop, which names --lr.)
         raise UsageError(f"--weight-decay {a['weight_decay']:g}: with --lr {a['lr']:g} AdamW would scale the weights "
-                         f"by 1 − lr·wd = {1 - a['lr'] * a['weight_decay']:g} every step; lr × weight decay must be < 1")
+                         f"by 1 − lr·wd = {1 - a['lr'] * a['weight_decay']:g} every step; "
+                         "lr × weight decay must be < 1")
     return a
 
 
@@ -212,7 +214,8 @@ def _check_existing_run(out: Path, new_cfg: dict) -> bool:
     if diffs and not list_checkpoints(out) and not (out / "metrics.jsonl").exists():
         return False  # an earlier attempt that stopped before its first checkpoint: start afresh
     if diffs:
-        raise UsageError(f"--out {out}: holds a run with a different config ({'; '.join(diffs[:4])}); use another --out")
+        raise UsageError(f"--out {out}: holds a run with a different config ({'; '.join(diffs[:4])}); "
+                         "use another --out")
     return True
 
 
@@ -279,7 +282,9 @@ def _nonfinite_code(loss: torch.Tensor, step: int) -> torch.Tensor:
     return (kind > 0).long() * (4 * step) + kind
 
 
-def _stop_if_nonfinite(first_bad: torch.Tensor, lr: float, out: Path, what: str = "loss", epoch: int | None = None) -> None:
+def _stop_if_nonfinite(
+    first_bad: torch.Tensor, lr: float, out: Path, what: str = "loss", epoch: int | None = None
+) -> None:
     """Stop the run (DataError, exit 1) if `first_bad` (a `_nonfinite_code`, 0 = none) is set on
     any rank. Called at the same step on every rank, so under DDP all ranks agree (the earliest bad
     step of any rank) and stop together; it runs before the epoch's checkpoint is written, so a
@@ -416,11 +421,14 @@ class _Run:
 
     def result(self, resumed_from: int, already_complete: bool) -> dict:
         final = dict(self.history[-1]) if self.history else {}
-        return {**final, "run_dir": str(self.out), "n_params": self.n_params, "model_fingerprint": self.model.fingerprint(),
-                "resumed_from_epoch": resumed_from, "already_complete": already_complete, "world_size": self.ctx.world}
+        return {**final, "run_dir": str(self.out), "n_params": self.n_params,
+                "model_fingerprint": self.model.fingerprint(), "resumed_from_epoch": resumed_from,
+                "already_complete": already_complete, "world_size": self.ctx.world}
 
 
-def _run_config(hp: SimpleNamespace, cfg: GPTNeoConfig, spe: int, total: int, warmup: int, data_dir, train, val) -> dict:
+def _run_config(
+    hp: SimpleNamespace, cfg: GPTNeoConfig, spe: int, total: int, warmup: int, data_dir, train, val
+) -> dict:
     """The run's config.json (before the runtime facts): what a resume must find unchanged."""
     run_cfg = {
         "format": RUN_FORMAT,
@@ -460,7 +468,8 @@ def _set_up(ctx: dist.Context, data_dir, out: Path, hp: SimpleNamespace, track_n
     cfg = GPTNeoConfig(vocab_size=vocab, layers=hp.layers, width=hp.width, heads=hp.heads, context=hp.context,
                        window_size=hp.window_size)
     if int(train.n_tokens) < hp.context + 1:
-        raise DataError(f"--data {data_dir}: train.lcshard has {train.n_tokens} tokens, fewer than --context {hp.context} + 1")
+        raise DataError(f"--data {data_dir}: train.lcshard has {train.n_tokens} tokens, "
+                        f"fewer than --context {hp.context} + 1")
     if int(val.n_tokens) < 2:
         raise DataError(f"--data {data_dir}: val.lcshard has {val.n_tokens} tokens, too few to evaluate (need 2)")
     spe = hp.steps_per_epoch or max(1, int(train.n_tokens) // (hp.batch_size * hp.context))

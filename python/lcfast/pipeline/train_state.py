@@ -69,7 +69,8 @@ def rng_to_tensors() -> dict[str, torch.Tensor]:
 def rng_from_tensors(tensors: dict[str, torch.Tensor]) -> None:
     if "rng.cpu" in tensors:
         torch.set_rng_state(tensors["rng.cpu"])
-    cuda = [tensors[k] for k in sorted((k for k in tensors if k.startswith("rng.cuda.")), key=lambda k: int(k.rsplit(".", 1)[1]))]
+    cuda = [tensors[k]
+            for k in sorted((k for k in tensors if k.startswith("rng.cuda.")), key=lambda k: int(k.rsplit(".", 1)[1]))]
     if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
         torch.cuda.set_rng_state_all(cuda)
 

@@ -189,7 +189,8 @@ def class_stats_torch(
     else:
         counts, sums, sqsums = out
         if counts.shape != (n_classes,) or sums.shape != (n_classes, d) or sqsums.shape != (n_classes,):
-            raise UsageError(f"class_stats_torch: out must be ({n_classes},), ({n_classes}, {d}), ({n_classes},) buffers")
+            raise UsageError(f"class_stats_torch: out must be ({n_classes},), ({n_classes}, {d}), "
+                             f"({n_classes},) buffers")
     if B == 0:
         return counts, sums, sqsums
     Y = Y.to(device=dev, dtype=torch.int64)
@@ -368,7 +369,9 @@ class ClassStats:
                 launch(H, Y, self.n_classes, shift=self._ref, out=(self._n, self._s1, self._s2))
             else:
                 n, s1, s2 = launch(H, Y, self.n_classes, shift=self._ref)
-                self._n += n.to(self.dtype); self._s1 += s1.to(self.dtype); self._s2 += s2.to(self.dtype)
+                self._n += n.to(self.dtype)
+                self._s1 += s1.to(self.dtype)
+                self._s2 += s2.to(self.dtype)
             if self._cov is not None:
                 X, _, _ = _deviations(H, Y, self._ref, None, self._ws)
                 self._add_cov(X, Y)
@@ -529,7 +532,8 @@ class ClassStats:
             raise UsageError("ClassStats.all_reduce: torch.distributed is not initialised (init_process_group first)")
         C, d = self.n_classes, self.dim
         if self.ref_fixed:
-            flat = torch.cat([self._n, self._s1.reshape(-1), self._s2] + ([self._cov.reshape(-1)] if self._cov is not None else []))
+            flat = torch.cat([self._n, self._s1.reshape(-1), self._s2]
+                             + ([self._cov.reshape(-1)] if self._cov is not None else []))
             dist.all_reduce(flat, op=dist.ReduceOp.SUM, group=group)
             self._unpack(flat)
             self._reduce_skipped(dist, group)

@@ -7,8 +7,8 @@
     lm_pred[i]  = argmax_c (w_c·h_i + b_c) over the full vocabulary
 
 `means` is either the full [C, d] table (C = W.shape[0], indexed by kept_ids) or only the kept rows
-[K, d], row k being class kept_ids[k]; a table with C rows is always read as the full one. Classes are visited in blocks with a
-running argmin / argmax (first index wins ties, like torch.argmin on the full matrix), rows in chunks:
+[K, d], row k being class kept_ids[k]; a table with C rows is always read as the full one. Classes are visited in blocks
+with a running argmin / argmax (first index wins ties, like torch.argmin on the full matrix), rows in chunks:
 at most row_block × block scores exist at once, never the B×C matrix. ‖h − μ‖² is ranked as
 ‖μ‖² − 2 h·μ (‖h‖² is common to a row). Everything is computed in float64.
 
@@ -93,7 +93,8 @@ def ncc_torch(
     ncc_all_pred); see the module docstring. all_classes needs the full [C, d] means table."""
     if H.dim() != 2 or W.dim() != 2 or H.shape[1] != W.shape[1] or means.dim() != 2 or means.shape[1] != H.shape[1]:
         raise UsageError(
-            f"ncc_torch: H [B, d], means [K, d], W [C, d] must share d; got {tuple(H.shape)}, {tuple(means.shape)}, {tuple(W.shape)}"
+            f"ncc_torch: H [B, d], means [K, d], W [C, d] must share d; "
+            f"got {tuple(H.shape)}, {tuple(means.shape)}, {tuple(W.shape)}"
         )
     C = W.shape[0]
     if b is not None and b.shape != (C,):
@@ -186,7 +187,8 @@ class NCCStats:
     """
 
     def __init__(
-        self, n_classes: int, means: torch.Tensor | None, kept, W: torch.Tensor | None, b=None, *, all_classes: bool = False
+        self, n_classes: int, means: torch.Tensor | None, kept, W: torch.Tensor | None, b=None, *,
+        all_classes: bool = False,
     ) -> None:
         self.n_classes = validate.integer("NCCStats: n_classes", n_classes, min=1)
         self.kept = _as_kept_mask(kept, self.n_classes)
@@ -216,7 +218,8 @@ class NCCStats:
             raise UsageError(f"NCCStats: W must be [{self.n_classes}, d], got {tuple(W.shape)}")
         K = int(self.kept_ids.numel())
         if means.dim() != 2 or means.shape[1] != W.shape[1] or means.shape[0] not in (K, self.n_classes):
-            raise UsageError(f"NCCStats: means must be [{self.n_classes} or {K}, {W.shape[1]}], got {tuple(means.shape)}")
+            raise UsageError(f"NCCStats: means must be [{self.n_classes} or {K}, {W.shape[1]}], "
+                             f"got {tuple(means.shape)}")
         if self.all_classes and means.shape[0] != self.n_classes:
             raise UsageError(
                 f"NCCStats: the all-class decisions need the full means table [{self.n_classes}, {W.shape[1]}], "
@@ -247,7 +250,8 @@ class NCCStats:
             raise UsageError("NCCStats.update: no means / classifier bound (construct with them or call bind())")
         H_val, Y_val = as_tensor(H_val, "NCCStats.update: H_val"), as_tensor(Y_val, "NCCStats.update: Y_val")
         if H_val.dim() != 2 or Y_val.dim() != 1 or Y_val.numel() != H_val.shape[0]:
-            raise UsageError(f"NCCStats.update: H_val [N, d] and Y_val [N] expected, got {tuple(H_val.shape)}, {tuple(Y_val.shape)}")
+            raise UsageError(f"NCCStats.update: H_val [N, d] and Y_val [N] expected, "
+                             f"got {tuple(H_val.shape)}, {tuple(Y_val.shape)}")
         if Y_val.numel() == 0:
             return self
         dev = self.W.device

@@ -65,7 +65,8 @@ from lcfast.backend import (
 )
 from lcfast.errors import UsageError
 
-__all__ = ["pairwise_torch", "pairwise_sweep", "gram_sums", "cross_gram_sums", "etf_error", "DEGENERATE_TOL", "refine_band"]
+__all__ = ["pairwise_torch", "pairwise_sweep", "gram_sums", "cross_gram_sums", "etf_error", "DEGENERATE_TOL",
+           "refine_band"]
 
 F64 = torch.float64
 

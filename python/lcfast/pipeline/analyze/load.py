@@ -21,7 +21,8 @@ META_COLUMNS = {
 }
 OUTCOME_COLUMNS = {"val_loss", "val_acc", "perplexity", "train_loss", "train_acc", "val_ppl", "collect_val_loss"}
 # Bookkeeping counts, not collapse metrics (hits/misses and matches/misses become hit rates).
-BOOKKEEPING_COLUMNS = {"n_classes", "n_samples", "degenerate_pairs", "min_count", "hits", "misses", "matches", "profile"}
+BOOKKEEPING_COLUMNS = {"n_classes", "n_samples", "degenerate_pairs", "min_count", "hits", "misses", "matches",
+                       "profile"}
 
 # The paper's lc-2024_10_24 columns (and `lcfast measure --profile paper`'s, the same definitions)
 # that are the same quantity as a canonical key, checked against the paper's code

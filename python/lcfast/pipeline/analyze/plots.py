@@ -100,7 +100,8 @@ def _point_styles(data: pd.DataFrame, m: np.ndarray):
         if 1 < len(kinds) <= len(_MARKERS):
             for k, mk in zip(kinds, _MARKERS):
                 marker[lay == k] = mk
-                legends.setdefault("layers", []).append(Line2D([], [], ls="", marker=mk, color="gray", label=f"{int(k)}"))
+                legends.setdefault("layers", []).append(
+                    Line2D([], [], ls="", marker=mk, color="gray", label=f"{int(k)}"))
     if "epochs" in data.columns:
         ep = pd.to_numeric(data["epochs"], errors="coerce").to_numpy(dtype=np.float64)
         kinds = sorted(set(ep[m & np.isfinite(ep)]))
@@ -108,7 +109,8 @@ def _point_styles(data: pd.DataFrame, m: np.ndarray):
             filled = ep != kinds[0]
             for k, f in ((kinds[0], False), (kinds[1], True)):
                 legends.setdefault("epochs of training", []).append(
-                    Line2D([], [], ls="", marker="o", color="gray", markerfacecolor="gray" if f else "none", label=f"{int(k)}"))
+                    Line2D([], [], ls="", marker="o", color="gray", markerfacecolor="gray" if f else "none",
+                           label=f"{int(k)}"))
     return marker, filled, legends
 
 

@@ -49,14 +49,16 @@ def run_analysis(
     if depth is not None:
         n_layer_rows = int((~head_rows(data)).sum())
         if n_layer_rows:
-            notes.append(f"{n_layer_rows} hidden-layer rows (collect --layers) are plotted against depth, not correlated")
+            notes.append(f"{n_layer_rows} hidden-layer rows (collect --layers) are plotted against depth, "
+                         "not correlated")
         data = data[head_rows(data)].reset_index(drop=True)
     pooled, apart = pooling(data) if len(paths) > 1 else ({}, [])
 
     if target not in data.columns:
         numeric = [c for c in data.columns if pd.api.types.is_numeric_dtype(data[c])]
         raise UsageError(
-            f"--target {target!r}: no such column in {names} (numeric columns: {', '.join(map(str, numeric)) or 'none'})"
+            f"--target {target!r}: no such column in {names} "
+            f"(numeric columns: {', '.join(map(str, numeric)) or 'none'})"
         )
     y = pd.to_numeric(data[target], errors="coerce")
     if y.isna().all():
@@ -75,7 +77,8 @@ def run_analysis(
         unknown = [m for m in metrics if m not in data.columns]
         if unknown:
             raise UsageError(
-                f"--metric {', '.join(unknown)}: no such column in {names} (metric columns: {', '.join(available) or 'none'})"
+                f"--metric {', '.join(unknown)}: no such column in {names} "
+                f"(metric columns: {', '.join(available) or 'none'})"
             )
         non_numeric = [m for m in metrics if not pd.api.types.is_numeric_dtype(data[m])]
         if non_numeric:
@@ -85,7 +88,8 @@ def run_analysis(
         chosen = available
     if not chosen:
         raise DataError(
-            f"{names}: no numeric metric columns to correlate with {target} (columns: {', '.join(str(c) for c in data.columns if c != 'source')})"
+            f"{names}: no numeric metric columns to correlate with {target} "
+            f"(columns: {', '.join(str(c) for c in data.columns if c != 'source')})"
         )
 
     reverse: dict[str, str] = {}

@@ -59,16 +59,24 @@ def findings(df) -> tuple[list[str], dict]:
     facts["spearman_n_params_val_loss"] = rp
     facts["spearman_epochs_val_loss"] = re_
     if rp is not None:
-        notes.append(f"Size: Spearman ρ(n_params, val_loss) = {rp:+.3f} " + ("(larger models reach lower loss)." if rp < 0 else "(larger models do NOT reach lower loss here)."))
+        notes.append(f"Size: Spearman ρ(n_params, val_loss) = {rp:+.3f} "
+                     + ("(larger models reach lower loss)." if rp < 0
+                        else "(larger models do NOT reach lower loss here)."))
     if re_ is not None:
-        notes.append(f"Training: Spearman ρ(epochs, val_loss) = {re_:+.3f} " + ("(longer training lowers loss)." if re_ < 0 else "(longer training does NOT lower loss here)."))
+        notes.append(f"Training: Spearman ρ(epochs, val_loss) = {re_:+.3f} "
+                     + ("(longer training lowers loss)." if re_ < 0
+                        else "(longer training does NOT lower loss here)."))
     rc, _ = _spearman(final["n_params"], final["nc1_cdnv"])
     if rc is not None:
-        notes.append(f"Spearman ρ(n_params, nc1_cdnv) = {rc:+.3f} " + ("(larger models collapse more)." if rc < 0 else "(larger models do not collapse more here)."))
+        notes.append(f"Spearman ρ(n_params, nc1_cdnv) = {rc:+.3f} "
+                     + ("(larger models collapse more)." if rc < 0
+                        else "(larger models do not collapse more here)."))
     if "nc4_agreement" in final.columns:
         ra, _ = _spearman(final["val_loss"], final["nc4_agreement"])
         if ra is not None:
-            notes.append(f"NC4: Spearman ρ(val_loss, nc4_agreement) = {ra:+.3f} " + ("(better models agree more with the nearest class mean, as in the paper)." if ra < 0 else "(unlike the paper, better models do not agree more with the nearest class mean)."))
+            notes.append(f"NC4: Spearman ρ(val_loss, nc4_agreement) = {ra:+.3f} "
+                         + ("(better models agree more with the nearest class mean, as in the paper)." if ra < 0
+                            else "(unlike the paper, better models do not agree more with the nearest class mean)."))
     dev = df[~df["is_final"]] if "is_final" in df.columns else df.iloc[0:0]
     if len(dev):
         for model, g in df[df["model"].isin(dev["model"].unique())].groupby("model"):
@@ -173,7 +181,8 @@ def speed_summary(trained: dict[str, dict], collected: list[dict], workers: int)
     return {
         "train_tokens_per_s": train,
         "collect_tokens_per_s": tok / wall if wall > 0 else None,
-        "collect_train_tokens_per_s": tot("train", "tokens") / tot("train", "wall_s") if tot("train", "wall_s") > 0 else None,
+        "collect_train_tokens_per_s": (tot("train", "tokens") / tot("train", "wall_s")
+                                       if tot("train", "wall_s") > 0 else None),
         "class_stats_share_of_forward": share("train"),
         "class_stats_share_of_forward_cpu": share("train", cpu=True),
         "ncc_share_of_val_forward": share("val"),
@@ -194,11 +203,14 @@ def speed_notes(speed: dict) -> list[str]:
             return f"{v:.1%}" if v is not None else "n/a"
 
         out.append(
-            f"Collection: {speed['collect_tokens_per_s']:,.0f} tokens/s per process over {speed['collect_checkpoints']} "
+            f"Collection: {speed['collect_tokens_per_s']:,.0f} tokens/s per process over "
+            f"{speed['collect_checkpoints']} "
             f"checkpoint(s) (train pass {speed['collect_train_tokens_per_s']:,.0f} tokens/s). The class-statistics "
             f"accumulation costs {pct(speed['class_stats_share_of_forward'])} of the feature forward in wall time "
             f"({pct(speed['class_stats_share_of_forward_cpu'])} in CPU time); the NC4 decisions (nearest of "
-            f"all kept class means and the LM-head argmax, float64) cost {pct(speed['ncc_share_of_val_forward'])} of the val "
-            "forward — with these tiny models the forward itself is very cheap, so the ratios overstate what a real model sees."
+            f"all kept class means and the LM-head argmax, float64) cost {pct(speed['ncc_share_of_val_forward'])} "
+            "of the val "
+            "forward — with these tiny models the forward itself is very cheap, "
+            "so the ratios overstate what a real model sees."
         )
     return out

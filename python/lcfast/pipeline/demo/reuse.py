@@ -41,8 +41,10 @@ def finished_run(run: Path, kw: dict) -> dict | None:
     model, train = cfg.get("model", {}), cfg.get("train", {})
     same = (model.get("layers"), model.get("width"), train.get("epochs"), train.get("batch_size"), train.get("context"),
             train.get("lr"), train.get("seed"), train.get("steps_per_epoch")) == (
-        kw["layers"], kw["width"], kw["epochs"], kw["batch_size"], kw["context"], kw["lr"], kw["seed"], kw["steps_per_epoch"])
-    lines = (run / "metrics.jsonl").read_text(encoding="utf-8").splitlines() if (run / "metrics.jsonl").is_file() else []
+        kw["layers"], kw["width"], kw["epochs"], kw["batch_size"], kw["context"], kw["lr"], kw["seed"],
+        kw["steps_per_epoch"])
+    lines = ((run / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
+             if (run / "metrics.jsonl").is_file() else [])
     if not same or not lines:
         return None
     return {**json.loads(lines[-1]), "already_complete": True}

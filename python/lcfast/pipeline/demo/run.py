@@ -212,7 +212,8 @@ def _stage_corpus(work: Path, prof: DemoProfile, console) -> tuple[Path, bool]:
     with status(console, f"writing {prof.n_stories:,} synthetic stories…"):
         meta = synth.write_corpus(cdir, n_stories=prof.n_stories, seed=prof.seed)
     write_stamp(stamp, want)
-    console.print(f"corpus: {meta['n_stories']:,} stories, {meta['n_words']:,} words, {meta['n_word_types']:,} word types")
+    console.print(f"corpus: {meta['n_stories']:,} stories, {meta['n_words']:,} words, "
+                  f"{meta['n_word_types']:,} word types")
     return cdir / synth.STORIES_FILE, False
 
 
@@ -284,7 +285,8 @@ def _train(d: _Demo, sweep: _Sweep, data_dir: Path) -> dict[str, dict]:
     def train_done(i, m):
         trained[names[i]] = m
         if progress:
-            how = "reused" if m.get("already_complete") else f"{m.get('n_params', 0):,} params, {m.get('tokens_per_s', 0):,.0f} tok/s"
+            how = ("reused" if m.get("already_complete")
+                   else f"{m.get('n_params', 0):,} params, {m.get('tokens_per_s', 0):,.0f} tok/s")
             console.print(f"  {names[i]}: val_loss {m.get('val_loss', float('nan')):.4f} ({how})", highlight=False)
 
     todo = []
@@ -370,7 +372,8 @@ def _measure(d: _Demo, sweep: _Sweep) -> _Measured:
     dev_csv = None
     if (~df_all["is_final"]).any():
         dev_csv = root / "measurements_over_training.csv"
-        atomic_write_text(dev_csv, df_all.drop(columns=["is_final"]).sort_values(["n_params", "model", "epochs"], kind="stable").to_csv(index=False))
+        atomic_write_text(dev_csv, df_all.drop(columns=["is_final"])
+                          .sort_values(["n_params", "model", "epochs"], kind="stable").to_csv(index=False))
     return _Measured(df_all=df_all, final=final, meas_csv=meas_csv, dev_csv=dev_csv, final_epochs=final_epochs)
 
 
