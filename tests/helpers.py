@@ -187,7 +187,9 @@ def build_hf_model(arch: str, vocab: int, seed: int = 0):
     torch.manual_seed(seed)
     cfg = transformers.AutoConfig.for_model(arch, vocab_size=vocab + pad, bos_token_id=0, eos_token_id=0,
                                             pad_token_id=0, **kwargs)
-    model = transformers.AutoModelForCausalLM.from_config(cfg).eval()
+    from lcfast.model.hf import attention_kwargs  # eager attention on torch < 2.5, as lcfast loads it
+
+    model = transformers.AutoModelForCausalLM.from_config(cfg, **attention_kwargs()).eval()
     with torch.no_grad():  # random, not-quite-zero biases and norm scales: every parameter matters
         for _name, p in model.named_parameters():
             if p.dim() == 1:

@@ -65,3 +65,21 @@ class interrupt_note:
         except Exception:  # noqa: BLE001 - a failing description must not hide the interrupt
             kept = ""
         raise Interrupted(kept, getattr(exc, "signum", 2)) from None
+
+
+# Native work left running after an interrupt (a tokenizer training stopped by Ctrl-C: its Python
+# thread may return, but the library's Rust worker threads go on pulling documents from Python).
+# Normal interpreter shutdown would let them call into a finalized interpreter, and the process
+# would abort (SIGABRT, "FATAL: exception not rethrown") instead of exiting with its code: the
+# console script leaves with os._exit once any was recorded (lcfast.cli.app.main).
+_UNSTOPPABLE: list = []
+
+
+def left_running(what) -> None:
+    """Record `what` (e.g. the threading.Thread that started it) as native work left running."""
+    _UNSTOPPABLE.append(what)
+
+
+def unstoppable_work_left() -> bool:
+    """Whether `left_running` recorded anything in this process."""
+    return bool(_UNSTOPPABLE)

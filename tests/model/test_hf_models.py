@@ -233,10 +233,13 @@ def test_bfloat16_forward(tmp_path, tiny_shards, tiny_bpe_tokenizer):
     train = TokenShard(str(tiny_shards / "train.lcshard"))
     x, y, valid = windows(train, n_windows(train))
     # as a user loads it (model.to(bfloat16) would also round the float32 rotary buffers)
-    from lcfast.model.hf import _dtype_kwargs  # `dtype` since transformers 4.56, `torch_dtype` before
+    from lcfast.model.hf import (
+        _dtype_kwargs,  # `dtype` since transformers 4.56, `torch_dtype` before
+        attention_kwargs,  # eager on torch < 2.5, as lcfast loads it
+    )
 
     model = transformers.AutoModelForCausalLM.from_pretrained(
-        tmp_path / "q", **_dtype_kwargs(transformers, torch.bfloat16)).eval()
+        tmp_path / "q", **_dtype_kwargs(transformers, torch.bfloat16), **attention_kwargs()).eval()
     h = independent(model, x)[0]
     assert h.dtype == torch.bfloat16
     mu, n = class_means(h[valid], y[valid], st.n_classes)

@@ -14,7 +14,7 @@ import sys
 import typer
 
 from lcfast.cli._clickcompat import Abort, ClickException, Exit, UsageError
-from lcfast.errors import LcfastError
+from lcfast.errors import LcfastError, unstoppable_work_left
 
 app = typer.Typer(
     name="lcfast",
@@ -205,6 +205,11 @@ def main(argv: list[str] | None = None) -> None:
         if prev_term is not None:
             signal.signal(signal.SIGTERM, prev_term)
     if code:
+        if argv is None and unstoppable_work_left():  # the console script only: never in-process
+            for f in (sys.stdout, sys.stderr):
+                with contextlib.suppress(Exception):
+                    f.flush()
+            os._exit(code)
         sys.exit(code)
 
 

@@ -50,7 +50,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lcfast import validate
-from lcfast.errors import DataError, LcfastError, UsageError
+from lcfast.errors import DataError, LcfastError, UsageError, left_running
 
 EOS_TOKEN = "<|endoftext|>"
 EOS_CANDIDATES = ("<|endoftext|>", "</s>", "<|end_of_text|>", "<eos>", "<|eos|>", "[EOS]")
@@ -323,6 +323,7 @@ def train_bpe(sources: list[Source], vocab_size: int, path: Path, text_column: s
             worker.join(0.1)
     except BaseException:
         stop.set()
+        left_running(worker)  # the console script then exits without killing it mid-call
         raise
     if failed:
         raise failed[0]

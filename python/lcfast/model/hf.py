@@ -98,6 +98,15 @@ def max_positions(cfg: dict) -> int | None:
     return None
 
 
+def attention_kwargs() -> dict:
+    """from_pretrained/from_config keywords for the attention: eager on torch < 2.5, where
+    transformers' SDPA mask for sliding-window models (Gemma 2, Mistral-style) writes into an
+    expanded tensor and fails ("more than one element of the written-to tensor refers to a single
+    memory location"); the default elsewhere."""
+    major, minor = (int(x) for x in re.findall(r"\d+", torch.__version__)[:2])
+    return {"attn_implementation": "eager"} if (major, minor) < (2, 5) else {}
+
+
 def _dtype_kwargs(transformers, dtype: torch.dtype) -> dict:
     # transformers ≥ 4.56 names it `dtype` (and 5.x defaults to the checkpoint's dtype); older `torch_dtype`
     major, minor = (int(x) for x in re.findall(r"\d+", transformers.__version__)[:2])
@@ -252,7 +261,8 @@ def load_hf_causal_lm(path: str | os.PathLike, dtype: torch.dtype = torch.float3
         with offline(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             hf_model = transformers.AutoModelForCausalLM.from_pretrained(
-                str(path), local_files_only=True, trust_remote_code=False, **_dtype_kwargs(transformers, dtype))
+                str(path), local_files_only=True, trust_remote_code=False, **_dtype_kwargs(transformers, dtype),
+                **attention_kwargs())
     except (OSError, ValueError, KeyError, RuntimeError, TypeError, ImportError) as e:
         why = f"{type(e).__name__}: {' '.join(str(e).split())[:240]}"
         if cfg.get("auto_map"):
