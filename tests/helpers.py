@@ -370,3 +370,18 @@ def snapshot(root: Path, dirs: bool = False) -> dict[str, str]:
 def dotfiles(root: Path) -> list[str]:
     """Names starting with '.' under `root`: the only such names lcfast writes are its temporaries."""
     return sorted(str(p.relative_to(root)) for p in root.rglob(".*"))
+
+
+def assert_bad_input(argv, want_code: int, want_text: str, w: Path, base: Path) -> None:
+    """Run `lcfast ARGV` in-process: exit `want_code`, one stderr line `lcfast: …` containing
+    `want_text`, and no file that existed in `w` or `base` before the run changed."""
+    before_w, before_base = snapshot(w), snapshot(base)
+    code, err = cli(argv)
+    lines = err.strip().splitlines()
+    assert code == want_code, f"exit {code}, stderr: {err}"
+    assert len(lines) == 1, f"not one line: {err!r}"
+    assert lines[0].startswith("lcfast: "), lines[0]
+    assert want_text in lines[0], lines[0]
+    after_w = snapshot(w)
+    assert {k: after_w.get(k) for k in before_w} == before_w, "an existing file was changed"
+    assert snapshot(base) == before_base

@@ -11,7 +11,7 @@ The public API is imported lazily so that `lcfast --help` does not pay for impor
 
 from __future__ import annotations
 
-import importlib
+from lcfast._lazy import lazy_getattr
 
 __version__ = "0.1.0"
 
@@ -32,7 +32,4 @@ _LAZY = {
 __all__ = sorted(_LAZY) + ["__version__"]
 
 
-def __getattr__(name: str):
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'lcfast' has no attribute {name!r}")
+__getattr__ = lazy_getattr("lcfast", _LAZY)

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import cli, make_disk_full, make_docs, snapshot
+from helpers import assert_bad_input, cli, make_disk_full, make_docs, snapshot
 
 CTX = 8
 TRAIN_ARGS = ["--layers", "1", "--width", "16", "--heads", "2", "--context", str(CTX), "--window", str(CTX),
@@ -344,16 +344,7 @@ def test_bad_input(name, base, tmp_path, monkeypatch):
     w = tmp_path / "w"
     w.mkdir()
     argv, want_code, want_text = CASES[name](w, base)
-    before_w, before_base = snapshot(w), snapshot(base)
-    code, err = cli(argv)
-    lines = err.strip().splitlines()
-    assert code == want_code, f"exit {code}, stderr: {err}"
-    assert len(lines) == 1, f"not one line: {err!r}"
-    assert lines[0].startswith("lcfast: "), lines[0]
-    assert want_text in lines[0], lines[0]
-    after_w = snapshot(w)
-    assert {k: after_w.get(k) for k in before_w} == before_w, "an existing file was changed"
-    assert snapshot(base) == before_base
+    assert_bad_input(argv, want_code, want_text, w, base)
     if name == "malicious_pickle_weights":
         assert not (w / "PWNED").exists()
 

@@ -17,7 +17,7 @@ import pytest
 
 pytest.importorskip("transformers")
 
-from helpers import cli, make_docs, make_tiny, save_hf_model, snapshot  # noqa: E402
+from helpers import assert_bad_input, make_docs, make_tiny, save_hf_model  # noqa: E402
 
 COLLECT = ["--device", "cpu", "--no-progress", "--context", "32", "--max-tokens", "128"]
 
@@ -125,16 +125,7 @@ def test_hf_bad_input(name, base, tmp_path, monkeypatch):
     argv, want_code, want_text = CASES[name](w, base)
     if name == "hf_extra_missing":
         monkeypatch.setitem(sys.modules, "transformers", None)  # import fails as if not installed
-    before_w, before_base = snapshot(w), snapshot(base)
-    code, err = cli(argv)
-    lines = err.strip().splitlines()
-    assert code == want_code, f"exit {code}, stderr: {err}"
-    assert len(lines) == 1, f"not one line: {err!r}"
-    assert lines[0].startswith("lcfast: "), lines[0]
-    assert want_text in lines[0], lines[0]
-    after_w = snapshot(w)
-    assert {k: after_w.get(k) for k in before_w} == before_w, "an existing file was changed"
-    assert snapshot(base) == before_base
+    assert_bad_input(argv, want_code, want_text, w, base)
     assert not (w / "PWNED").exists()
 
 
