@@ -1,6 +1,10 @@
 """The README's code runs as written: every ```python block and every ```bash block that is not
 marked `<!-- not run by the tests: REASON -->` (installs, a GPU, the Hugging Face cache), in order,
-each in a subprocess, in one scratch folder that stands for the repository root.
+each in a subprocess, in one scratch folder that stands for the repository root: it links every
+top-level entry of the repository (`kernels/`, `python/`, `tests/`, …), so `python -`, `python -c`
+and `python -m` see the same importable names as from a clone's root (a root-level `kernels`
+package once shadowed the one transformers imports), while the recipes' outputs stay out of the
+clone.
 
 The python blocks read the outputs of `lcfast demo` (the README's first set-up command) in
 lcfast-demo/. The full demo takes minutes, so the scratch folder gets the same folder layout from a
@@ -71,11 +75,24 @@ def _demo_layout(root: Path) -> None:
     run_demo(root / "lcfast-demo", profile=mini, device="cpu", progress=False, workers=1)
 
 
+def _link_root_entries(scratch: Path) -> list[str]:
+    """Link the repository's tracked top-level entries into `scratch` (what a user's clone has at its
+    root; git-ignored outputs such as .venv/ or runs/ are left out, so no recipe writes into them)."""
+    p = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, text=True)
+    tracked = {f.split("/", 1)[0] for f in p.stdout.split("\0") if f} if p.returncode == 0 else set()
+    names = sorted(tracked or (e.name for e in ROOT.iterdir() if not e.name.startswith(".")))
+    for name in names:
+        if not (scratch / name).exists():
+            (scratch / name).symlink_to(ROOT / name, target_is_directory=(ROOT / name).is_dir())
+    return names
+
+
 @pytest.mark.skipif(not LCFAST.is_file(), reason=f"console script {LCFAST} not installed")
 def test_readme_blocks_run(tmp_path):
     """Every runnable block, in README order, exits 0 (its output is shown when it does not)."""
     with one_thread():  # the miniature demo's models are tiny
         _demo_layout(tmp_path)
+    assert "kernels" in _link_root_entries(tmp_path)
     env = {**os.environ, "PATH": f"{LCFAST.parent}{os.pathsep}{os.environ.get('PATH', '')}",
            "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     env.pop("LCFAST_TEST_KILL_AT", None)

@@ -130,6 +130,7 @@ def test_help_names_and_types(cmd):
     usage = next(ln for ln in out.splitlines() if "Usage:" in ln)
     for arg in re.findall(r"[{\[]([A-Za-z_.]+)[}\]]", usage):
         assert arg == "OPTIONS" or arg.isupper(), usage  # one convention: upper-case argument names
+    assert "{" not in usage and "}" not in usage, usage  # click's convention: MODEL, [MODEL], MODEL... (not {MODEL})
 
 
 @pytest.mark.skipif(not LCFAST.is_file(), reason=f"console script {LCFAST} not installed")

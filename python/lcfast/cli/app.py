@@ -60,6 +60,9 @@ def _tidy_param(p) -> None:
     if getattr(p, "param_type_name", "") == "argument":
         p.metavar = (p.metavar or p.name or "ARG").upper().rstrip(".")
         p.display_type_rich = lambda ctx=None: None
+        if hasattr(p, "_usage_display_name"):  # Typer ≥ 0.29 braces required arguments: `{MODEL}`
+            p._usage_display_name = lambda p=p: ((p.metavar if p.required else f"[{p.metavar}]")
+                                                 + ("..." if p.nargs != 1 else ""))
     elif getattr(p, "is_flag", False) or getattr(p, "count", False):
         p.metavar = ""
     elif p.metavar is None:

@@ -6,6 +6,8 @@ import importlib
 import json
 import os
 import platform
+import sys
+from pathlib import Path
 
 import typer
 from rich.console import Console
@@ -25,6 +27,55 @@ def _version(mod: str) -> str:
         hint = INSTALL_HINTS.get(mod)
         return f"missing ({type(e).__name__})" + (f": {hint}" if hint else "")
     return str(getattr(m, "__version__", "present"))
+
+
+def _importable_name(entry: Path) -> str | None:
+    """The top-level module name `entry` provides when its folder is on sys.path: a regular package
+    (a folder with __init__.py), a .py file or an extension module. Folders without __init__.py are
+    at most namespace portions, which never win over an installed module: None."""
+    if entry.is_dir():
+        return entry.name if (entry / "__init__.py").is_file() and entry.name.isidentifier() else None
+    stem, dot, ext = entry.name.partition(".")
+    if dot and stem.isidentifier() and (ext == "py" or ext.endswith(("so", "pyd"))):
+        return stem
+    return None
+
+
+def shadowed_modules(folder: str | os.PathLike = ".") -> list[str]:
+    """Entries of `folder` that are imported in place of an installed distribution's module or a
+    standard-library module whenever `folder` is on sys.path first (`python -m …`, `python -c`,
+    `python -`, `torchrun -m` started there), as "NAME (owner)". A root-level `kernels/` package
+    made every transformers >= 5.25 model fail to build (it imports Hugging Face's `kernels`)."""
+    import importlib.metadata
+
+    try:
+        entries = sorted(Path(folder).iterdir())
+    except OSError:
+        return []
+    owners = importlib.metadata.packages_distributions()
+    out = []
+    for entry in entries:
+        name = _importable_name(entry)
+        if name is None:
+            continue
+        if name in owners:
+            dists = sorted(set(owners[name]))
+            owner = ", ".join(f"{d} {_dist_version(d)}" for d in dists)
+        elif name in getattr(sys, "stdlib_module_names", ()):
+            owner = "the standard library"
+        else:
+            continue
+        out.append(f"{entry.name}{'/' if entry.is_dir() else ''} shadows {name} ({owner})")
+    return out
+
+
+def _dist_version(dist: str) -> str:
+    import importlib.metadata
+
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return "?"
 
 
 def doctor_report() -> dict:
@@ -53,6 +104,9 @@ def doctor_report() -> dict:
         rep["cuda_available"] = False
         rep["cuda_device"] = None
     rep["triton_interpret"] = os.environ.get("TRITON_INTERPRET") == "1"
+    rep["current_folder"] = os.getcwd()
+    shadows = shadowed_modules(".")
+    rep["shadowed_by_current_folder"] = "; ".join(shadows) if shadows else "none"
     return rep
 
 
@@ -61,14 +115,21 @@ REQUIRED = ("rust_extension", "torch", "numpy", "tokenizers", "safetensors", "pa
 
 
 def failed_checks(rep: dict) -> list[str]:
-    """The required components of a `doctor_report` that are missing or failed to load."""
-    return [k for k in REQUIRED if str(rep.get(k, "missing")).startswith(("FAILED", "missing"))]
+    """The required components of a `doctor_report` that are missing or failed to load, and
+    "shadowed_by_current_folder" when the current folder hides an installed or standard module."""
+    failed = [k for k in REQUIRED if str(rep.get(k, "missing")).startswith(("FAILED", "missing"))]
+    if rep.get("shadowed_by_current_folder", "none") != "none":
+        failed.append("shadowed_by_current_folder")
+    return failed
 
 
 def doctor(json_out: bool = typer.Option(False, "--json", help="Print JSON instead of a table.")) -> None:
-    """Versions, Rust extension, torch/triton, CUDA and Triton-interpreter status.
+    """Versions, Rust extension, torch/triton, CUDA and Triton-interpreter status, and any module
+    the current folder shadows.
 
-    Exits 1 when a required component is missing or fails to load (also with --json)."""
+    Exits 1 when a required component is missing or fails to load, or when a file or package in the
+    current folder would be imported in place of an installed or standard module by `python -m`,
+    `python -c` or `torchrun -m` started here (also with --json)."""
     rep = doctor_report()
     failed = failed_checks(rep)
     if json_out:
@@ -81,9 +142,12 @@ def doctor(json_out: bool = typer.Option(False, "--json", help="Print JSON inste
         rows = [[k, Text(str(v), style="red" if k in failed else "")] for k, v in rep.items()]
         print_table(Console(), "lcfast doctor", ["component", "status"], rows, fold=["status"])
     if failed:
-        import sys
-
-        print(f"lcfast: error: doctor: {', '.join(failed)} failed (see above)", file=sys.stderr)
+        parts = [k for k in failed if k != "shadowed_by_current_folder"]
+        why = [f"{', '.join(parts)} failed (see above)"] if parts else []
+        if len(parts) < len(failed):
+            why.append(f"the current folder shadows installed modules ({rep['shadowed_by_current_folder']}): "
+                       "python -m/-c/torchrun -m started here import them instead; rename them or start elsewhere")
+        print(f"lcfast: error: doctor: {'; '.join(why)}", file=sys.stderr)
         raise typer.Exit(1)
 
 
