@@ -92,7 +92,9 @@ def test_readme_blocks_run(tmp_path):
     """Every runnable block, in README order, exits 0 (its output is shown when it does not)."""
     with one_thread():  # the miniature demo's models are tiny
         _demo_layout(tmp_path)
-    assert "kernels" in _link_root_entries(tmp_path)
+    linked = _link_root_entries(tmp_path)
+    assert "kernels" in linked
+    before = {e.name for e in tmp_path.iterdir()}
     env = {**os.environ, "PATH": f"{LCFAST.parent}{os.pathsep}{os.environ.get('PATH', '')}",
            "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     env.pop("LCFAST_TEST_KILL_AT", None)
@@ -113,3 +115,7 @@ def test_readme_blocks_run(tmp_path):
     # what the recipes promise is there
     assert (tmp_path / "my-analysis" / "correlations.csv").is_file() and list((tmp_path / "plots").glob("depth_*.png"))
     assert (tmp_path / "ds-data" / "train.lcshard").is_file()
+    # run from a clone's root, the recipes leave nothing that `git status` shows
+    left = sorted(e.name + ("/" if e.is_dir() else "") for e in tmp_path.iterdir() if e.name not in before)
+    shown = [n for n in left if subprocess.run(["git", "check-ignore", "-q", "--no-index", n], cwd=ROOT).returncode != 0]
+    assert left and shown == [], f"README recipes leave files that .gitignore does not cover: {shown}"
