@@ -91,3 +91,15 @@ def test_profiles_and_cli_errors(tmp_path):
     assert code == 2 and "--out" in err and len(err.strip().splitlines()) == 1
     code, err = cli(["demo", "--device", "tpu", "--out", tmp_path / "d"])
     assert code == 2 and "--device" in err
+
+
+def test_every_glossary_entry_reads_on_its_own():
+    """A reader looks one column up: no entry may lean on the entry before it ("those cosines",
+    "that energy")."""
+    import re
+
+    from lcfast.pipeline.report import GLOSSARY
+
+    leaning = {k: what for k, (what, _) in GLOSSARY.items()
+               if re.search(r"\b(th(ose|at|ese)|the above|the same|likewise)\b(?! (of|a|the|the model)\b)", what)}
+    assert leaning == {}

@@ -50,15 +50,19 @@ GLOSSARY = {
     "nc2_lognorm_var": ("NC2, equinorm: variance of the log class-mean norms", _DOWN),
     "nc2_interference_mean": ("NC2, equiangularity: mean cosine between two centred class means",
                               "→ −1/(C−1) (a simplex)"),
-    "nc2_interference_var": ("NC2, equiangularity: variance of those cosines", _DOWN),
+    "nc2_interference_var": ("NC2, equiangularity: variance, over pairs of classes, of the cosine between two "
+                             "centred class means", _DOWN),
     "nc2_etf_error": ("NC2: distance of the class means' normalised Gram matrix from a simplex ETF's", _DOWN),
     "gnc2_log_mean": ("GNC2, hyperspherical uniformity: mean log-kernel energy log(1/‖m̂_c − m̂_c′‖) of the "
                       "class-mean directions", "smaller (↓)"),
-    "gnc2_log_var": ("GNC2: variance of that energy over pairs of classes", _DOWN),
+    "gnc2_log_var": ("GNC2, hyperspherical uniformity: variance, over pairs of classes, of the log-kernel energy "
+                     "log(1/‖m̂_c − m̂_c′‖) of the class-mean directions", _DOWN),
     "nc3_dual_cos_mean": ("NC3, self-duality: mean cosine between a class's classifier row w_c and its centred "
                           "mean", _UP),
-    "nc3_dual_cos_var": ("NC3: variance of those cosines", _DOWN),
-    "unc3": ("UNC3, uniform duality: coefficient of variation of those cosines", _DOWN),
+    "nc3_dual_cos_var": ("NC3, self-duality: variance, over classes, of the cosine between a class's classifier "
+                         "row w_c and its centred mean", _DOWN),
+    "unc3": ("UNC3, uniform duality: coefficient of variation, over classes, of the cosine between a class's "
+             "classifier row w_c and its centred mean", _DOWN),
     "nc3_dual_error": ("NC3: distance of W Mᵀ (classifier rows × class means) from a simplex ETF", _DOWN),
     "nc4_agreement": ("NC4: share of validation positions where the nearest class mean names the token the "
                       "model predicts", _UP),
