@@ -117,5 +117,6 @@ def test_readme_blocks_run(tmp_path):
     assert (tmp_path / "ds-data" / "train.lcshard").is_file()
     # run from a clone's root, the recipes leave nothing that `git status` shows
     left = sorted(e.name + ("/" if e.is_dir() else "") for e in tmp_path.iterdir() if e.name not in before)
-    shown = [n for n in left if subprocess.run(["git", "check-ignore", "-q", "--no-index", n], cwd=ROOT).returncode != 0]
+    shown = [n for n in left
+             if subprocess.run(["git", "check-ignore", "-q", "--no-index", n], cwd=ROOT).returncode != 0]
     assert left and shown == [], f"README recipes leave files that .gitignore does not cover: {shown}"

@@ -123,8 +123,8 @@ def _legends_below(fig, ax, legends: dict[str, list]) -> None:
     n = len(legends)
     for k, (title, handles) in enumerate(legends.items()):
         fig.legend(handles=handles, title=title or None, loc="lower center",
-                   bbox_to_anchor=(box.x0 + box.width * (k + 0.5) / n, 0.0), ncol=len(handles), fontsize=7,
-                   title_fontsize=7, frameon=False, handletextpad=0.2, columnspacing=0.8)
+                   bbox_to_anchor=(box.x0 + box.width * (k + 0.5) / n, 0.0), ncol=len(handles), fontsize=9,
+                   title_fontsize=9, frameon=False, handletextpad=0.3, columnspacing=1.0, markerscale=1.3)
 
 
 def _scatter(data, metric, target, row, color, path: Path) -> None:
@@ -147,11 +147,11 @@ def _scatter(data, metric, target, row, color, path: Path) -> None:
         else:
             rgba = np.array([plt.matplotlib.colors.to_rgba("tab:blue")] * len(x))
         for mk in dict.fromkeys(marker[m]):
-            for f in (True, False):
+            for f in (True, False):  # hollow markers drawn last, filled ones translucent: a point never hides another
                 sel = m & (marker == mk) & (filled == f)
                 if sel.any():
-                    ax.scatter(x[sel], y[sel], marker=mk, s=30, facecolors=rgba[sel] if f else "none",
-                               edgecolors=rgba[sel], linewidths=1.2)
+                    ax.scatter(x[sel], y[sel], marker=mk, s=40, facecolors=rgba[sel] if f else "none",
+                               edgecolors=rgba[sel], linewidths=1.4, alpha=0.7 if f else 1.0, zorder=2 if f else 3)
         if color is not None:
             from matplotlib.cm import ScalarMappable
 
@@ -247,54 +247,104 @@ def _line_label(model: str, g: pd.DataFrame) -> str:
     return f"{model} ({_count(n)} parameters)" if np.isfinite(n) and n > 0 else model
 
 
+#: more models than this are coloured by parameter count (a colour bar) instead of one colour each
+_MAX_NAMED_MODELS = 20
+#: a model's exact points and its tracked curve differ by more than this factor (median over its
+#: checkpoints): they get a panel each, as on one axis the gap reads as a jump of the curve
+_SPLIT_RATIO = 1.5
+
+
+def _scales_differ(groups, curves: dict) -> bool:
+    """True when the exact values and the tracked curves (at the same epochs, over every model)
+    differ by more than `_SPLIT_RATIO` in median: tracked rows see far fewer positions, and
+    variability estimates shrink with fewer samples per class (README, "Tracking neural collapse
+    during training")."""
+    logs = []
+    for name, g in groups:
+        tc = curves.get(name)
+        if tc is None:
+            continue
+        ex = g["y"].to_numpy(dtype=np.float64)
+        tr = np.interp(g["epoch"].to_numpy(dtype=np.float64), tc["epoch"].to_numpy(dtype=np.float64),
+                       tc["y"].to_numpy(dtype=np.float64))
+        ok = (ex > 0) & (tr > 0)
+        logs += list(np.log(ex[ok] / tr[ok]))
+    return bool(logs) and abs(float(np.median(logs))) > math.log(_SPLIT_RATIO)
+
+
 def _epoch_plot(data, epochs, metric, scale, color, path: Path, tracked: dict | None = None) -> bool:
-    """`metric` against the epoch, one line per model: up to 10 models each in its own colour, named
-    in the legend; more, coloured by parameter count with a colour bar. Integer epoch ticks. A model
-    trained with `--track-nc` (in `tracked`) is drawn as its tracked curve with the exact
-    checkpoints as black-edged points on it."""
+    """`metric` against the epoch, one line per model: up to `_MAX_NAMED_MODELS` models each in its own
+    colour, named in a legend under the axes; more, coloured by parameter count with a colour bar.
+    Integer epoch ticks. A model trained with `--track-nc` (in `tracked`) is drawn as its tracked
+    curve (a line) with the exact checkpoints as black-edged points; where the two sit at different
+    scales, the exact points (joined by dashes) and the tracked curves get a panel each, with its own
+    y axis, so the models stay apart and the gap does not read as a jump."""
     import matplotlib.pyplot as plt
     from matplotlib.lines import Line2D
 
-    curves = {}  # model -> its tracked curve of this metric
+    curves, n_tracked = {}, []  # model -> its tracked curve of this metric; positions per tracked row
     for k, t in (tracked or {}).items():
         if metric in t.columns:
             tc = pd.DataFrame({"epoch": t["epoch"], "y": pd.to_numeric(t[metric], errors="coerce")}).dropna()
             if len(tc):
                 curves[k] = tc.sort_values("epoch")
+                if "n_samples" in t.columns:
+                    n_tracked += list(pd.to_numeric(t["n_samples"], errors="coerce").dropna())
     groups = epoch_lines(data, epochs, metric, keep=frozenset(curves))
     if not groups:
         return False
-    fig, ax = plt.subplots(figsize=(5.6, 4.2), dpi=100)
+    split = _scales_differ(groups, curves)
+    fig, axes = plt.subplots(1, 2 if split else 1, figsize=(10.4 if split else 5.6, 4.2), dpi=100, squeeze=False)
+    ax_exact, ax_track = axes[0][0], axes[0][-1]
     try:
-        by_size = len(groups) > 10 and color is not None
+        by_size = len(groups) > _MAX_NAMED_MODELS and color is not None
+        palette = plt.get_cmap("tab10" if len(groups) <= 10 else "tab20")
+        handles = []
         for k, (name, g) in enumerate(groups):
-            c = f"C{k % 10}"
+            c = palette(k % palette.N)
             if by_size and np.isfinite(g["n_params"].iloc[0]) and g["n_params"].iloc[0] > 0:
                 c = color[2](color[1](g["n_params"].iloc[0]))
             if name in curves:
                 tc = curves[name]
-                ax.plot(tc["epoch"], tc["y"], lw=1.5, color=c, label=_line_label(name, g))
-                ax.plot(g["epoch"], g["y"], ls="none", marker="o", ms=5, mfc=c, mec="black", mew=0.8)
+                ax_track.plot(tc["epoch"], tc["y"], lw=1.5, color=c, marker="o", ms=2.5)  # (a 1-row curve shows)
+                ax_exact.plot(g["epoch"], g["y"], ls="--" if split else "none", lw=0.8, color=c, marker="o", ms=6,
+                              mfc=c, mec="black", mew=0.8)
             else:
-                ax.plot(g["epoch"], g["y"], marker="o", ms=5, lw=1.5, color=c, label=_line_label(name, g))
-        extra = [tc for tc in curves.values()]
-        _finish_epoch_axes(fig, ax, groups + [("", tc) for tc in extra], metric, scale, color if by_size else None,
-                           n_models=len(groups))
-        if curves and not by_size:
-            handles, _ = ax.get_legend_handles_labels()
-            handles += [Line2D([], [], color="gray", lw=1.5, label="tracked during training (--track-nc)"),
-                        Line2D([], [], color="gray", ls="none", marker="o", ms=5, mec="black", mew=0.8,
-                               label="exact (collect of the checkpoint)")]
-            ax.legend(handles=handles, fontsize=7, loc="best")
+                ax_exact.plot(g["epoch"], g["y"], marker="o", ms=5, lw=1.5, color=c)
+            handles.append(Line2D([], [], color=c, lw=2, label=_line_label(name, g)))
+        if curves:
+            handles += [Line2D([], [], color="gray", lw=1.5, label="line: tracked during training (--track-nc)"),
+                        Line2D([], [], color="gray", ls="--" if split else "none", lw=0.8, marker="o", ms=6,
+                               mec="black", mew=0.8, label="black-edged point: exact (collect of the checkpoint)")]
+        exact_groups = groups if split else groups + [("", tc) for tc in curves.values()]
+        _finish_epoch_axes(fig, ax_exact, exact_groups, metric, scale, color if by_size else None,
+                           n_models=len(groups), colorbar=not split)
+        if split:
+            _finish_epoch_axes(fig, ax_track, [("", tc) for tc in curves.values()], metric, scale,
+                               color if by_size else None, n_models=len(groups))
+            who = groups[0][0] if len(groups) == 1 else f"{len(groups)} models"
+            per_row = f"{_count(float(np.median(n_tracked)))} positions per row" if n_tracked else "a few steps per row"
+            fig.suptitle(f"{metric} over training — {who}: exact and tracked differ in scale (fewer positions, "
+                         "lower variability estimates)", fontsize=10, y=1.02)
+            ax_exact.set_title("exact: collect of each checkpoint (every train position)", fontsize=9)
+            ax_track.set_title(f"tracked during training: {per_row} (own axis)", fontsize=9)
+            lo = min(ax_exact.get_xlim()[0], ax_track.get_xlim()[0])
+            hi = max(ax_exact.get_xlim()[1], ax_track.get_xlim()[1])
+            for ax in (ax_exact, ax_track):  # one epoch axis for both panels
+                ax.set_xlim(lo, hi)
+        if not by_size:
+            fig.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 0.0),
+                       ncol=2 if split or len(handles) > 6 else 1, fontsize=8, frameon=False)
         _save_fig(fig, path)
     finally:
         plt.close(fig)
     return True
 
 
-def _finish_epoch_axes(fig, ax, groups, metric: str, scale: str, color, n_models: int | None = None) -> None:
-    """Axes of an over-training plot: integer epochs, a log y axis only over a wide range, the legend
-    (or, for many models coloured by size, a colour bar), and a title naming the model."""
+def _finish_epoch_axes(fig, ax, groups, metric: str, scale: str, color, n_models: int | None = None,
+                       colorbar: bool = True) -> None:
+    """Axes of an over-training plot: integer epochs, a log y axis only over a wide range, a colour
+    bar when many models are coloured by size, and a title naming the model."""
     from matplotlib.ticker import MaxNLocator
 
     ys = pd.concat([g["y"] for _, g in groups])
@@ -304,15 +354,13 @@ def _finish_epoch_axes(fig, ax, groups, metric: str, scale: str, color, n_models
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ep = pd.concat([g["epoch"] for _, g in groups])
     ax.set_xlim(float(ep.min()) - 0.25, float(ep.max()) + 0.25)
-    if color is not None:
+    if color is not None and colorbar:
         from matplotlib.cm import ScalarMappable
 
         sm = ScalarMappable(norm=color[1], cmap=color[2])
         sm.set_array([])
         cb = fig.colorbar(sm, ax=ax, label="parameters")
         _readable_log_axis(cb.ax.yaxis, color[1].vmin, color[1].vmax, _count)
-    else:
-        ax.legend(fontsize=7, loc="best")
     ax.set_xlabel("epoch")
     ax.set_ylabel(metric)
     n = len(groups) if n_models is None else n_models
