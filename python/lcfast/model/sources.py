@@ -234,7 +234,8 @@ def _tokenizer_fingerprint(src: ModelSource) -> tuple[str | None, str]:
     try:
         return str(_core().tokenizer_fingerprint(str(tok))), ""
     except Exception as e:  # noqa: BLE001 - a tokenizer.json the Rust engine cannot read: nothing to compare with
-        return None, f"{tok}: unreadable ({' '.join(str(e).split())[:160]})"
+        why = " ".join(str(e).replace(f"{tok}: ", "").split())[:160]
+        return None, f"{tok}: unreadable ({why})"
 
 
 def check_compat(model, src: ModelSource, shards: dict) -> list[str]:
