@@ -248,8 +248,8 @@ class HFCausalLM:
 
 class _Said:
     """What transformers said while loading: its logger's warnings (first lines, without colour codes)
-    and Python warnings. They used to be silenced; now they are kept, to be shown with a refusal or
-    as `LcfastWarning`s once the model is accepted."""
+    and Python warnings. They used to be silenced (BERT's "add `is_decoder=True`" among them); now
+    they come with a refusal, or in `HFCausalLM.load_notes`, which collect says on warning lines."""
 
     def __init__(self, transformers):
         import logging
