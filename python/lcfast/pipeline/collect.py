@@ -19,7 +19,8 @@ uninterrupted run. A state written for another model, shard, set of means or opt
 with a `DataError` naming the file (`restart=True` ignores it; the new pass's saves replace it).
 
 The model is a lcfast run, a transformers GPT-Neo folder (both on lcfast's own GPT-Neo) or any
-transformers causal LM (`lcfast.model.hf`: the head input read by a forward hook), run in
+transformers causal LM (`lcfast.model.hf`: the head input read by a forward hook; refused unless
+causal — by its config and by a probe on the first window — and loaded whole from its checkpoint), run in
 `--dtype`; windows are `--context` tokens long (default: the model's maximum, at most 2048 for
 transformers models). `--layers` adds the class statistics of chosen hidden states and
 `--classes top:K` restricts them to the K most frequent classes, in the same forward and the same
