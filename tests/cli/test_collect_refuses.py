@@ -243,8 +243,20 @@ def test_a_tied_head_is_not_missing(base, tmp_path):
     assert json.loads(r.stdout)[0]["val_pass"]["positions"] > 0
 
 
+@pytest.mark.skipif(int(transformers.__version__.split(".")[0]) < 5, reason="transformers 4 ties quietly")
+def test_what_transformers_says_is_no_longer_silenced(base, tmp_path):
+    """A config that ties the head while the checkpoint holds a different one: transformers 5 keeps
+    both (the checkpoint's head is measured) and says so; collect passes that on, on one line."""
+    m = _copy(base, "llama", tmp_path, "untied", tie_word_embeddings=True)
+    r = console(_collect(m, tmp_path, base))
+    _one_line(r, 0, ("untied: transformers said while loading: The tied weights mapping and config for this model "
+                     "specifies to tie model.embed_tokens.weight to lm_head.weight, but both are present in the "
+                     "checkpoints with different values, so we will NOT tie them.",), "warning")
+
+
 def test_docs_section_lists_every_case():
     doc = (Path(__file__).resolve().parents[2] / "docs" / "bad-input.md").read_text(encoding="utf-8")
     section = doc.split("\n## Models collect refuses", 1)[1].split("\n## ", 1)[0]
     rows = set(re.findall(r"^\| `([a-z0-9_]+)` \|", section, flags=re.M))
-    assert rows == set(CASES) | {"tokenizer_json_missing", "tokenizer_json_unreadable", "tied_head"}
+    assert rows == set(CASES) | {"tokenizer_json_missing", "tokenizer_json_unreadable", "tied_head",
+                                 "transformers_warning"}
