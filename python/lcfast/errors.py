@@ -27,6 +27,39 @@ class UsageError(LcfastError, ValueError):
     exit_code = 2
 
 
+class LcfastWarning(UserWarning):
+    """Something a command did not check or had to assume, said on one stderr line
+    (`lcfast: warning: …`) by the CLI (`one_line_warnings`); the command goes on."""
+
+
+class one_line_warnings:
+    """Context manager for a CLI command: every `LcfastWarning` raised inside is printed as one line
+    `lcfast: warning: MESSAGE` on stderr, each time, even under PYTHONWARNINGS=ignore (a check that
+    was skipped must be said; Python's own format spends a second line on the source)."""
+
+    def __enter__(self) -> one_line_warnings:
+        import sys
+        import warnings
+
+        self._cm = warnings.catch_warnings()
+        self._cm.__enter__()
+        warnings.simplefilter("always", LcfastWarning)
+        shown = warnings.showwarning
+
+        def show(message, category, filename, lineno, file=None, line=None):
+            if issubclass(category, LcfastWarning):
+                print(f"lcfast: warning: {' '.join(str(message).split())}", file=sys.stderr, flush=True)
+            else:
+                shown(message, category, filename, lineno, file, line)
+
+        warnings.showwarning = show
+        return self
+
+    def __exit__(self, *exc) -> bool:
+        self._cm.__exit__(*exc)
+        return False
+
+
 class Interrupted(KeyboardInterrupt):
     """Ctrl-C (SIGINT) or SIGTERM, with what was kept: the CLI prints
     `lcfast: interrupted; <kept>` and exits 128 + signal number (130 for Ctrl-C).

@@ -25,7 +25,7 @@ transformers = pytest.importorskip("transformers")
 from lcfast.data.shards import TokenShard  # noqa: E402
 from lcfast.pipeline.collect import CollectOptions, collect  # noqa: E402
 
-from helpers import HF_ARCHS, cli, make_docs, save_hf_model  # noqa: E402
+from helpers import HF_ARCHS, build_hf_model, cli, make_docs, save_hf_model  # noqa: E402
 
 T = 32
 MAX_TOKENS = 2048
@@ -351,3 +351,27 @@ def test_paper_profile_on_layers_and_top_k(tmp_path, tiny_shards, tiny_bpe_token
             opts=CollectOptions(**OPTS, layers="0", classes="top:40"), progress=False)
     top = measure([tmp_path / "top"], tmp_path / "mt", backend="torch", device="cpu", progress=False, profile="paper")
     assert pd.isna(top[top["head"]].iloc[0]["hits"]) and top[top["head"]].iloc[0]["cdnv"] > 0
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_causality_probe(dtype):
+    """The direct check collect runs on its first window: a causal model's earlier head inputs do
+    not move when the last token changes (bitwise, in every dtype); a bidirectional BERT's all move,
+    by more than the dtype's tolerance, though a random tiny BERT moves them by ~1e-3 only."""
+    from lcfast.errors import DataError
+    from lcfast.model.hf import HFCausalLM, check_causal
+
+    x = torch.randint(0, 300, (40,), generator=torch.Generator().manual_seed(0))
+    for arch in ("llama", "gpt2", "gemma2"):
+        model = HFCausalLM(build_hf_model(arch, 300).to(dtype), Path(arch), {})
+        check_causal(model, x, 300, "a window")
+    torch.manual_seed(0)
+    bert = transformers.BertForMaskedLM(transformers.BertConfig(
+        vocab_size=300, hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32,
+        max_position_embeddings=64)).eval()
+    lm = transformers.BertLMHeadModel(bert.config)
+    lm.load_state_dict(bert.state_dict(), strict=False)
+    model = HFCausalLM(lm.eval().to(dtype), Path("bert"), {})
+    with pytest.raises(DataError, match=r"bert: BertLMHeadModel is not causal: changing token 15 of a window moved "
+                                        r"the LM-head input at 1[0-5] of the 15 earlier positions"):
+        check_causal(model, x, 300, "a window")

@@ -61,7 +61,7 @@ def collect(
     Under torchrun each rank collects a disjoint block of the windows; the totals are summed."""
     from rich.console import Console
 
-    from lcfast.errors import UsageError
+    from lcfast.errors import UsageError, one_line_warnings
     from lcfast.pipeline.collect import CollectOptions, print_collect_summary
     from lcfast.pipeline.collect import collect as do_collect
     from lcfast.pipeline.collect_layers import parse_size
@@ -76,8 +76,9 @@ def collect(
         max_memory=parse_size(max_memory),
     )
     console = Console(stderr=True)
-    summaries = do_collect(run, checkpoint=checkpoint, data=data, out=out, opts=opts, console=console,
-                           progress=progress)
+    with one_line_warnings():
+        summaries = do_collect(run, checkpoint=checkpoint, data=data, out=out, opts=opts, console=console,
+                               progress=progress)
     if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 reports
         return
     if json_out:

@@ -45,7 +45,8 @@ def tokenize_cmd(
     ),
     tokenizer: str = typer.Option(..., "--tokenizer", "-t",
                                   help="tokenizer.json path, a model folder (its tokenizer.json), hf:ORG/NAME (local "
-                                       "cache), hub name, or train:VOCAB (byte-level BPE trained on the input)."),
+                                       "cache, never downloaded), or train:VOCAB (byte-level BPE trained on the "
+                                       "input)."),
     text_column: str = typer.Option("text", "--text-column",
                                     help="Column holding the documents in .parquet and hf: inputs."),
     out: Path = typer.Option(..., "--out", "-o",

@@ -19,9 +19,9 @@ Inputs (documents):
 Empty and whitespace-only documents are skipped (and counted).
 
 Tokenizer: a tokenizer.json path, a model folder holding one (a transformers model: tokenize with
-the model's own tokenizer), ``hf:ORG/NAME`` (that model's tokenizer.json in the local hub cache), a
-hub name (``tokenizers.Tokenizer.from_pretrained``, needs the hub or its cache), or ``train:VOCAB``
-(byte-level BPE trained on the inputs with the ``tokenizers`` library, special token ``<|endoftext|>``).
+the model's own tokenizer), ``hf:ORG/NAME`` (that model's tokenizer.json in the local hub cache), or
+``train:VOCAB`` (byte-level BPE trained on the inputs with the ``tokenizers`` library, special token
+``<|endoftext|>``). Nothing is downloaded: a bare name is a usage error that lists these forms.
 
 Tokenization, EOS insertion, the train/val split, counting and shard writing run in Rust
 (rayon, chunks of a few MB: memory stays bounded). A document goes to val iff
@@ -50,7 +50,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lcfast import validate
-from lcfast.errors import DataError, LcfastError, UsageError, left_running
+from lcfast.errors import DataError, UsageError, left_running
 
 EOS_TOKEN = "<|endoftext|>"
 EOS_CANDIDATES = ("<|endoftext|>", "</s>", "<|end_of_text|>", "<eos>", "<|eos|>", "[EOS]")
@@ -382,48 +382,22 @@ def load_tokenizer(
                  "AutoTokenizer.from_pretrained(DIR).save_pretrained(DIR), which writes tokenizer.json)"
                  if (p / "config.json").is_file() else "")
         raise UsageError(f"--tokenizer {spec}: directory has no tokenizer.json{extra}")
-    if p.suffix == ".json" or spec.startswith((".", "/", "~")):
-        raise UsageError(f"--tokenizer {spec}: no such tokenizer file")
-    try:
-        tok = Tokenizer.from_file(_hub_tokenizer_file(spec))
-    except LcfastError:
-        raise
-    except Exception as e:  # noqa: BLE001 - unknown repo, no tokenizer.json, ...
-        raise DataError(
-            f"--tokenizer {spec}: not a local file, and loading it from the Hugging Face hub failed "
-            f"({_one_line(e)[:200]})"
-        ) from e
-    if out_tok is not None:
-        Path(out_tok).write_text(tok.to_str(), encoding="utf-8")
-    return tok, f"hub:{spec}", False
+    _refuse_bare_name(spec)
+    raise UsageError(f"--tokenizer {spec}: no such tokenizer file")
 
 
-def _hub_tokenizer_file(name: str) -> str:
-    """Path of NAME's tokenizer.json: from the local Hugging Face cache, else downloaded.
-
-    Fails fast (one line) when the hub cannot be reached, instead of the client's retry loop.
-    """
-    import socket
-    from urllib.parse import urlparse
-
-    try:
-        from huggingface_hub import constants, hf_hub_download
-    except ImportError as e:
-        raise UsageError(f"--tokenizer {name}: loading from the hub needs the huggingface_hub package") from e
-    try:
-        return hf_hub_download(name, "tokenizer.json", local_files_only=True)
-    except Exception:  # noqa: BLE001 - not cached
-        pass
-    offline = f"--tokenizer {name}: not a local file, not in the Hugging Face cache, and the hub is unreachable"
-    if getattr(constants, "HF_HUB_OFFLINE", False):
-        raise DataError(offline + " (HF_HUB_OFFLINE is set)")
-    host = urlparse(getattr(constants, "ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
-    if not any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
-        try:
-            socket.create_connection((host, 443), timeout=5).close()
-        except OSError as e:
-            raise DataError(f"{offline} ({host}: {_one_line(e)})") from e
-    return hf_hub_download(name, "tokenizer.json")
+def _refuse_bare_name(spec: str) -> None:
+    """A --tokenizer that is no local path and no hf:/train: form used to be fetched from the hub:
+    lcfast never reaches the network, so it is a usage error listing the accepted forms."""
+    p = Path(spec)
+    if spec.startswith(("train:", "hf:", ".", "/", "~")) or p.exists() or p.suffix == ".json":
+        return
+    cached = (f" (from the cache: --tokenizer hf:{spec})"
+              if re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?", spec) else "")
+    raise UsageError(
+        f"--tokenizer {spec}: no such file or folder, and lcfast never downloads; accepted: a tokenizer.json path, "
+        f"a model folder holding one, hf:ORG/NAME (a model's tokenizer.json in the local Hugging Face cache){cached}, "
+        f"or train:VOCAB (byte-level BPE trained on the input)")
 
 
 def find_eos(tok, eos: str | None, where: str) -> tuple[int, str]:
@@ -463,7 +437,7 @@ def tokenize_files(
 
     Args:
         inputs: paths (.txt, .jsonl, .parquet, directories) and/or ``hf:NAME[:SPLIT]`` strings.
-        tokenizer: tokenizer.json path, hub name, or ``"train:VOCAB"``.
+        tokenizer: tokenizer.json path, a model folder, ``"hf:ORG/NAME"`` (local cache) or ``"train:VOCAB"``.
         out_dir: output directory (created; existing outputs are replaced atomically).
         val_fraction: expected share of documents in val (per-document hash split, in [0, 1]).
         seed: split seed (non-negative int).
@@ -499,6 +473,7 @@ def tokenize_files(
     from lcfast.io import refuse_overwriting_inputs, staged
 
     refuse_overwriting_inputs([train_path, val_path, out / "meta.json"], [s.path for s in sources if s.path], "--out")
+    _refuse_bare_name(str(tokenizer))  # before the output folder is made
     spec = Path(str(tokenizer))
     spec = spec / "tokenizer.json" if spec.is_dir() else spec
     tok_is_output = spec.is_file() and out_tok.is_file() and os.path.samefile(spec, out_tok)

@@ -51,13 +51,20 @@ def load_state_strict(model, tensors: dict[str, torch.Tensor], source: str, assi
     expected = model.state_dict()
     missing = sorted(set(expected) - set(tensors))
     unexpected = sorted(set(tensors) - set(expected))
+
+    def first(keys):
+        return ", ".join(keys[:3]) + (", …" if len(keys) > 3 else "")
+
     if missing or unexpected:
-        raise DataError(f"{source}: weights do not match the model config "
-                        f"(missing {missing[:4]}, unexpected {unexpected[:4]})")
-    for k, v in expected.items():
-        if tuple(tensors[k].shape) != tuple(v.shape):
-            raise DataError(f"{source}: tensor {k} has shape {tuple(tensors[k].shape)}, "
-                            f"the config implies {tuple(v.shape)}")
+        parts = ([f"{len(missing)} missing ({first(missing)})"] if missing else []) + \
+                ([f"{len(unexpected)} unexpected ({first(unexpected)})"] if unexpected else [])
+        raise DataError(f"{source}: weights do not match the model config: {'; '.join(parts)}")
+    other = [k for k, v in expected.items() if tuple(tensors[k].shape) != tuple(v.shape)]
+    if other:
+        k = other[0]
+        raise DataError(f"{source}: {len(other)} tensor{'s' * (len(other) != 1)} of another shape than the config "
+                        f"implies ({k}: {tuple(tensors[k].shape)}, the config implies {tuple(expected[k].shape)}"
+                        f"{', …' if len(other) > 1 else ''})")
     model.load_state_dict({k: t.to(torch.float32) for k, t in tensors.items()}, strict=True, assign=assign)
 
 

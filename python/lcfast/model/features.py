@@ -107,6 +107,11 @@ def features(
 
     dev = resolve_device(device)
     model = model.to(dev).eval()
+    if hasattr(model, "hf"):  # a transformers model: causal, checked on the first window (as collect does)
+        from lcfast.model.hf import check_causal
+
+        x, _, mask = window_batch(shard, T, 0, 1)
+        check_causal(model, x[0, : int(mask[0].sum())], int(shard.vocab_size), f"the first window of {shard.path}")
     hs, ys = [], []
     total = n_windows(shard, T, max_tokens)
     with torch.inference_mode():

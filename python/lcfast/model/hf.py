@@ -139,6 +139,7 @@ class HFCausalLM:
         self.softcap = getattr(tc, "final_logit_softcapping", None)
         self.logit_scale = getattr(tc, "logit_scale", None) if type(hf_model).__name__.startswith("Cohere") else None
         self._fp: str | None = None
+        self.load_notes: list[str] = []  # what transformers said while loading it (first lines)
         from transformers import PreTrainedModel
 
         self._inner = [m for m in hf_model.modules() if isinstance(m, PreTrainedModel) and m is not hf_model]
@@ -245,38 +246,226 @@ class HFCausalLM:
         return z
 
 
+class _Said:
+    """What transformers said while loading: its logger's warnings (first lines, without colour codes)
+    and Python warnings. They used to be silenced (BERT's "add `is_decoder=True`" among them); now
+    they come with a refusal, or in `HFCausalLM.load_notes`, which collect says on warning lines."""
+
+    def __init__(self, transformers):
+        import logging
+        import warnings
+
+        self.lines: list[str] = []
+        said = self
+
+        class Handler(logging.Handler):
+            def emit(self, record):
+                said.add(record.getMessage())
+
+        transformers.utils.logging.get_logger()  # the library logger is configured now, not inside the block
+        self._root = logging.getLogger("transformers")
+        self._saved = (self._root.handlers[:], self._root.level, self._root.propagate)
+        self._handler = Handler(logging.WARNING)
+        self._warnings = warnings.catch_warnings(record=True)
+        self._tlog = transformers.utils.logging
+
+    def add(self, text) -> None:
+        line = re.sub(r"\x1b\[[0-9;]*m", "", str(text)).strip().splitlines()
+        if line and line[0].strip() and line[0].strip() not in self.lines:
+            self.lines.append(line[0].strip())
+
+    def __enter__(self) -> _Said:
+        import warnings
+
+        # one line per failure: transformers' own handler (and its progress bars) would print tables
+        self._root.handlers, self._root.propagate = [self._handler], False
+        self._root.setLevel("WARNING")
+        self._bars = self._tlog.is_progress_bar_enabled()
+        self._tlog.disable_progress_bar()
+        self._caught = self._warnings.__enter__()
+        warnings.simplefilter("always")
+        return self
+
+    def __exit__(self, *exc) -> bool:
+        self._warnings.__exit__(*exc)
+        for w in self._caught:
+            self.add(w.message)
+        self._root.handlers, level, self._root.propagate = self._saved
+        self._root.setLevel(level)
+        if self._bars:
+            self._tlog.enable_progress_bar()
+        return False
+
+    def note(self) -> str:
+        return f" (transformers said: {self.lines[0][:300]})" if self.lines else ""
+
+
+def _check_weight_files(path: Path) -> None:
+    """Every safetensors file of the folder has a readable header covering the file (a truncated or
+    zero-filled file is named here, instead of a SafetensorError deep inside transformers)."""
+    from lcfast.io import read_json, read_tensor_meta
+
+    hint = "; the file is damaged: copy or save the model again"
+    if (path / "model.safetensors").is_file():
+        read_tensor_meta(path / "model.safetensors", "model weights", hint)
+    index = path / "model.safetensors.index.json"
+    if index.is_file():
+        obj = read_json(index, "weight index")
+        wm = obj.get("weight_map") if isinstance(obj, dict) else None
+        if not isinstance(wm, dict):
+            raise DataError(f"{index}: corrupt weight index (no weight_map)")
+        for name in sorted(set(map(str, wm.values()))):
+            read_tensor_meta(path / name, f"model weights (listed in {index.name})", hint)
+
+
+def _names(keys, n: int = 3) -> str:
+    keys = sorted(keys)
+    return ", ".join(keys[:n]) + (", …" if len(keys) > n else "")
+
+
+def _refuse_unloaded_weights(model: HFCausalLM, info: dict) -> None:
+    """One DataError for weights that transformers did not load from the checkpoint (it would leave
+    them random: a missing LM head, the blocks of a config edited to more layers), checkpoint
+    tensors it ignored, or tensors of another shape. A head the config ties to the embeddings is
+    not missing: it *is* the embedding."""
+    hf = model.hf
+    head_names = {n for n, p in hf.named_parameters(remove_duplicate=False) if p is model.head.weight}
+    inp = hf.get_input_embeddings()
+    tied = inp is not None and getattr(inp, "weight", None) is model.head.weight
+    missing = {str(k) for k in info.get("missing_keys") or ()}
+    if tied:
+        missing -= head_names
+    unexpected = {str(k) for k in info.get("unexpected_keys") or ()}
+    mismatched = sorted((str(m[0]), tuple(m[1]), tuple(m[2])) for m in info.get("mismatched_keys") or ())
+    errors = [" ".join(str(e).split()) for e in info.get("error_msgs") or ()]
+    if not (missing or unexpected or mismatched or errors):
+        return
+    cls = type(hf).__name__
+    parts = []
+    if missing:
+        what = f"{len(missing)} weight{'s' * (len(missing) != 1)} of {cls} missing ({_names(missing)})"
+        if missing & head_names:
+            what += " — the LM head, which config.json does not tie to the embeddings (a base model without its head?)"
+        parts.append(what)
+    if unexpected:
+        parts.append(f"{len(unexpected)} checkpoint tensor{'s' * (len(unexpected) != 1)} that {cls} has no place for "
+                     f"({_names(unexpected)})")
+    if mismatched:
+        shapes = ", ".join(f"{k} {list(a)} in the checkpoint, {list(b)} in config.json" for k, a, b in mismatched[:2])
+        parts.append(f"{len(mismatched)} of another shape ({shapes}{', …' if len(mismatched) > 2 else ''})")
+    if errors:
+        parts.append(f"{len(errors)} loading error{'s' * (len(errors) != 1)} ({errors[0][:200]})")
+    raise DataError(f"{model.path}: the weights do not match config.json: {'; '.join(parts)}; "
+                    "lcfast measures only models whose every weight comes from the checkpoint")
+
+
+#: model types that transformers loads as a causal LM only as a decoder variant of an encoder
+#: (BERT's family: bidirectional unless config.json sets is_decoder)
+def _encoder_types(transformers) -> set[str]:
+    try:
+        from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
+    except ImportError:  # pragma: no cover - every supported version has it
+        return set()
+    return set(MODEL_FOR_MASKED_LM_MAPPING_NAMES)
+
+
+def non_causal_reason(cfg: dict, transformers) -> str | None:
+    """Why config.json says the model is not causal (None when it does not say so). The direct check
+    on a window (`check_causal`) is the real guard; this one names the cause."""
+    text = cfg.get("text_config") if isinstance(cfg.get("text_config"), dict) else {}
+    if cfg.get("is_encoder_decoder") or text.get("is_encoder_decoder"):
+        return "config.json says is_encoder_decoder: an encoder-decoder model, not a decoder-only causal LM"
+    if cfg.get("use_bidirectional_attention") or text.get("use_bidirectional_attention"):
+        return "config.json sets use_bidirectional_attention (an embedding model's attention)"
+    mt = str(cfg.get("model_type", ""))
+    if mt == "xlm":  # XLM's switch is `causal`
+        return None if cfg.get("causal") else "config.json: an XLM model without causal: true is bidirectional"
+    if mt in _encoder_types(transformers) and not cfg.get("is_decoder"):
+        archs = cfg.get("architectures") or []
+        arch = f" (architectures: {', '.join(map(str, archs))})" if archs else ""
+        return (f"config.json: model_type {mt!r} is an encoder with bidirectional attention{arch}, "
+                "and is_decoder is not set")
+    return None
+
+
+#: tokens of the causality probe: the first ones of the first window (a later token's pull on an
+#: earlier position is diluted over the positions it attends to: a short window shows it best)
+PROBE_TOKENS = 16
+#: the largest move of an earlier head input, relative to the largest head input, allowed by
+#: rounding. A causal forward gives bitwise-equal earlier rows (masked attention weights are exact
+#: zeros and both rows run through the same kernels), so these only absorb a kernel that does not
+#: reduce identically; a random tiny BERT moves them by ~1e-3 (2e-3 in bfloat16)
+CAUSAL_TOLERANCE = {torch.float32: 1e-5, torch.float64: 1e-10, torch.bfloat16: 2.0**-10, torch.float16: 2.0**-11}
+
+
+def check_causal(model: HFCausalLM, tokens: torch.Tensor, vocab: int, where: str) -> None:
+    """Refuse (DataError) a model whose head input at a position depends on a later token: one
+    forward of two copies of the first `PROBE_TOKENS` of `tokens` (ids < `vocab`) that differ in their
+    last token; every earlier position must come out unchanged within `CAUSAL_TOLERANCE`."""
+    x = tokens.reshape(-1)[:PROBE_TOKENS].to(torch.int64)
+    t = int(x.numel())
+    if t < 2:
+        return
+    y = x.clone()
+    y[-1] = (y[-1] + 1) % max(int(vocab), 2)
+    with torch.no_grad():
+        h = model.features(torch.stack([x, y]).to(model.lm_head_weight.device)).float()
+    scale = float(h[0].abs().max())
+    moved = (h[0, :-1] - h[1, :-1]).abs().amax(dim=-1)
+    tol = CAUSAL_TOLERANCE.get(model.dtype, 2.0**-10) * max(scale, 1e-30)
+    bad = int((moved > tol).sum())  # (non-finite features are left to the statistics, which name them)
+    if not bad:
+        return
+    rel = float(moved.max()) / max(scale, 1e-30)
+    notes = model.load_notes
+    said = f" (transformers said: {notes[0][:300]})" if notes else ""
+    raise DataError(
+        f"{model.path}: {type(model.hf).__name__} is not causal: changing token {t - 1} of {where} moved the "
+        f"LM-head input at {bad} of the {t - 1} earlier positions (by up to {rel:.1e} of its largest value, more "
+        f"than rounding explains): its features see the tokens they are meant to predict; lcfast measures "
+        f"causal LMs only{said}")
+
+
 def load_hf_causal_lm(path: str | os.PathLike, dtype: torch.dtype = torch.float32) -> HFCausalLM:
     """Open a local transformers folder (config.json + safetensors, sharded or not) with
-    AutoModelForCausalLM, offline, in `dtype`, evaluation mode, on the CPU."""
+    AutoModelForCausalLM, offline, in `dtype`, evaluation mode, on the CPU.
+
+    Refused (one DataError line each): unreadable weight files; any loading failure; a model that
+    config.json says is not causal (an encoder such as BERT, an encoder-decoder); any weight that
+    is missing from the checkpoint (transformers would initialise it at random), unexpected or of
+    another shape. What transformers said while loading comes with a refusal, and is kept in
+    `load_notes` (collect shows it)."""
     path = Path(path)
     cfg = hf_config_dict(path)
     transformers = require("transformers", f"{path}: a {cfg.get('model_type', 'transformers')} model")
-    import warnings
-
-    tlog = transformers.utils.logging
-    verbosity, bars = tlog.get_verbosity(), tlog.is_progress_bar_enabled()
-    tlog.set_verbosity_error()  # config notes and loading progress bars would break the one-line contract
-    tlog.disable_progress_bar()
+    _check_weight_files(path)
+    said = _Said(transformers)
     try:
-        with offline(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            hf_model = transformers.AutoModelForCausalLM.from_pretrained(
-                str(path), local_files_only=True, trust_remote_code=False, **_dtype_kwargs(transformers, dtype),
-                **attention_kwargs())
-    except (OSError, ValueError, KeyError, RuntimeError, TypeError, ImportError) as e:
+        with offline(), said:
+            hf_model, info = transformers.AutoModelForCausalLM.from_pretrained(
+                str(path), local_files_only=True, trust_remote_code=False, output_loading_info=True,
+                # a shape mismatch is reported below with the others (transformers' own error is a table)
+                ignore_mismatched_sizes=True, **_dtype_kwargs(transformers, dtype), **attention_kwargs())
+    except MemoryError:
+        raise
+    except Exception as e:  # noqa: BLE001 - every loading failure is one line (SafetensorError is a bare Exception)
         why = f"{type(e).__name__}: {' '.join(str(e).split())[:240]}"
         if cfg.get("auto_map"):
             why = (f"its config.json points to its own modeling code (auto_map), which lcfast never runs "
                    f"(trust_remote_code stays off); transformers {transformers.__version__} says: {why}")
         raise DataError(f"{path}: transformers cannot load this model as a causal LM ({why})") from None
-    finally:
-        tlog.set_verbosity(verbosity)
-        if bars:
-            tlog.enable_progress_bar()
     hf_model.eval()
-    return HFCausalLM(hf_model, path, cfg)
+    model = HFCausalLM(hf_model, path, cfg)
+    model.load_notes = list(said.lines)
+    reason = non_causal_reason(cfg, transformers)
+    if reason:
+        raise DataError(f"{path}: {type(hf_model).__name__} is not a causal language model ({reason}): its "
+                        f"features would see the tokens they are meant to predict; lcfast measures causal LMs "
+                        f"only{said.note()}")
+    _refuse_unloaded_weights(model, info)
+    return model
 
 
 __all__ = ["HFCausalLM", "load_hf_causal_lm", "require", "parse_dtype", "dtype_name", "hub_cache_dir",
            "datasets_cache_dir", "hub_snapshot", "resolve_hub_model", "offline", "max_positions", "DTYPES",
-           "MAX_DEFAULT_CONTEXT", "HF_EXTRA"]
+           "MAX_DEFAULT_CONTEXT", "HF_EXTRA", "non_causal_reason", "check_causal"]

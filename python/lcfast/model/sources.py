@@ -216,27 +216,37 @@ def model_facts(model, src: ModelSource) -> dict:
 
 def tokenizer_fingerprint_of(src: ModelSource) -> str | None:
     """The fingerprint of the tokenizer a model expects: a run's (its config), or that of the
-    tokenizer.json beside a transformers model (None when there is none)."""
+    tokenizer.json beside a transformers model (None when there is none, or it cannot be read:
+    `unchecked_tokenizer` says why)."""
+    return _tokenizer_fingerprint(src)[0]
+
+
+def _tokenizer_fingerprint(src: ModelSource) -> tuple[str | None, str]:
+    """(fingerprint or None, why there is none)."""
     if src.kind == "run":
         data = src.run_config.get("data") if isinstance(src.run_config.get("data"), dict) else {}
-        return data.get("tokenizer_fingerprint")
+        return data.get("tokenizer_fingerprint"), "the run's config.json records no tokenizer fingerprint"
     tok = src.path / "tokenizer.json"
     if not tok.is_file():
-        return None
+        return None, f"{tok}: not found"
     from lcfast.data.shards import _core
 
     try:
-        return str(_core().tokenizer_fingerprint(str(tok)))
-    except Exception:  # noqa: BLE001 - a tokenizer.json the Rust engine cannot read: nothing to compare with
-        return None
+        return str(_core().tokenizer_fingerprint(str(tok))), ""
+    except Exception as e:  # noqa: BLE001 - a tokenizer.json the Rust engine cannot read: nothing to compare with
+        why = " ".join(str(e).replace(f"{tok}: ", "").split())[:160]
+        return None, f"{tok}: unreadable ({why})"
 
 
-def check_compat(model, src: ModelSource, shards: dict) -> None:
+def check_compat(model, src: ModelSource, shards: dict) -> list[str]:
     """Refuse shards the model cannot have been trained on: a vocabulary that does not fit (a lcfast
     run must match exactly; a transformers model may have a padded one), another tokenizer than the
-    model's (a run's, or the tokenizer.json of a transformers folder), or an empty shard."""
+    model's (a run's, or the tokenizer.json of a transformers folder), or an empty shard.
+
+    Returns what could not be checked, for the caller to say once everything else passed: the
+    tokenizer of a transformers folder without a readable tokenizer.json."""
     C = int(model.lm_head_weight.shape[0])
-    want = tokenizer_fingerprint_of(src)
+    want, why = _tokenizer_fingerprint(src)
     for split, shard in shards.items():
         if shard.vocab_size > C or (src.kind == "run" and shard.vocab_size != C):
             raise DataError(
@@ -254,6 +264,10 @@ def check_compat(model, src: ModelSource, shards: dict) -> None:
                             f"is not the one {whose}")
         if shard.n_tokens < 2:
             raise DataError(f"{shard.path}: empty {split} shard ({shard.n_tokens} tokens): nothing to collect")
+    if want is None and src.kind == "hf":
+        return [f"{why}, so the shards' tokenizer is not checked against the model's (only that their vocabulary "
+                f"fits its {C} classes); tokenize with the model's own tokenizer"]
+    return []
 
 
 __all__ = ["ModelSource", "is_run_dir", "is_hf_dir", "run_epochs", "resolve_sources", "load_source", "uses_fast_path",

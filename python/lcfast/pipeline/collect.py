@@ -19,7 +19,8 @@ uninterrupted run. A state written for another model, shard, set of means or opt
 with a `DataError` naming the file (`restart=True` ignores it; the new pass's saves replace it).
 
 The model is a lcfast run, a transformers GPT-Neo folder (both on lcfast's own GPT-Neo) or any
-transformers causal LM (`lcfast.model.hf`: the head input read by a forward hook), run in
+transformers causal LM (`lcfast.model.hf`: the head input read by a forward hook; refused unless
+causal — by its config and by a probe on the first window — and loaded whole from its checkpoint), run in
 `--dtype`; windows are `--context` tokens long (default: the model's maximum, at most 2048 for
 transformers models). `--layers` adds the class statistics of chosen hidden states and
 `--classes top:K` restricts them to the K most frequent classes, in the same forward and the same
@@ -163,17 +164,33 @@ def window_length(context: int | None, max_context: int | None, src: ModelSource
 
 
 def _open_model(src: ModelSource, opts: CollectOptions, dtype: torch.dtype, device: torch.device, shards: dict,
-                model=None) -> tuple[object, dict, int]:
-    """The model (loaded unless given), checked against the shards; (model on `device`, facts, T)."""
+                model=None) -> tuple[object, dict, int, list[str]]:
+    """The model (loaded unless given), checked against the shards; (model on `device`, facts, T,
+    notes: what transformers said while loading it and what could not be checked)."""
     if model is None:
         model = load_source(src, dtype)
-    check_compat(model, src, shards)
+    notes = check_compat(model, src, shards)
+    notes = [*(f"{src.path}: transformers said while loading: {n[:300]}" for n in getattr(model, "load_notes", [])),
+             *notes]
     facts = model_facts(model, src)
     T = window_length(opts.context, facts["context"], src)
     facts = {**facts, "context": T, "max_context": facts["context"]}
     if isinstance(model, GPTNeo):  # lcfast's own model: its forward's memory is known term by term
         check_memory(model.config, opts, device, T)
-    return model, facts, T
+    return model, facts, T, notes
+
+
+def _check_causal(model, shard, T: int) -> None:
+    """A transformers model must be causal, checked on the first window: config.json can be wrong
+    or silent (a BERT folder loads as BertLMHeadModel, bidirectional). lcfast's own GPT-Neo is
+    causal by construction."""
+    if not hasattr(model, "hf"):
+        return
+    from lcfast.model.features import window_batch
+    from lcfast.model.hf import check_causal
+
+    x, _, mask = window_batch(shard, T, 0, 1)
+    check_causal(model, x[0, : int(mask[0].sum())], int(shard.vocab_size), f"the first window of {shard.path}")
 
 
 def _parts(opts: CollectOptions) -> tuple[int, int, bool]:
@@ -204,9 +221,10 @@ def _open_job(src: ModelSource, out_dir: Path | None, opts: CollectOptions, mode
     out_dir = Path(out_dir) if out_dir is not None else default_out_dir(src)
     paths = data_paths(src.data_dir)
     shards = {"train": TokenShard(str(paths["train"])), "val": TokenShard(str(paths["val"]))}
-    model, facts, T = _open_model(src, opts, dtype, device, shards, model)
+    model, facts, T, notes = _open_model(src, opts, dtype, device, shards, model)
     model_fp = str(model.fingerprint())
     model = model.to(device).eval()
+    _check_causal(model, shards["train"], T)
     t_start = time.perf_counter()
     layout = cl.slot_layout(model, opts.layers, shards["train"], T, facts["n_classes"], facts["dim"], top_k, device)
     est = cl.check_memory(layout, exact=opts.exact, covariance=opts.covariance, device=device,
@@ -219,7 +237,7 @@ def _open_job(src: ModelSource, out_dir: Path | None, opts: CollectOptions, mode
     # the new pass's first save, so a restart that fails early loses nothing
     make_dir(out_dir, "the output folder")
     return PassJob(src, out_dir, opts, device, dtype, paths, shards, model, model_fp, facts, T, model_head(model),
-                   layout, layout_want, est, rank, world, grouped, t_start, on_save, on_progress)
+                   layout, layout_want, est, rank, world, grouped, t_start, on_save, on_progress, notes=notes)
 
 
 def _start_progress(job: PassJob, console) -> None:
@@ -354,6 +372,13 @@ def collect_checkpoint(
     opts = check_options(opts or CollectOptions())
     with dist.together():
         job = _open_job(src, out_dir, opts, model, on_save, on_progress)
+    if job.rank == 0 or opts.part is not None:  # after every refusal: a refused collection says one line
+        import warnings
+
+        from lcfast.errors import LcfastWarning
+
+        for note in job.notes:
+            warnings.warn(note, LcfastWarning, stacklevel=2)
     results: dict[str, PassResult] = {}
     try:
         if progress:

@@ -92,6 +92,7 @@ class PassJob:
     on_progress: Callable[[str, int, int], None] | None = None
     pbar: object = None
     partial: dict[str, Path] = field(default_factory=dict)  # --shard: passes of which this process wrote only its part
+    notes: list[str] = field(default_factory=list)  # what could not be checked, said once the job is set up
 
     @property
     def C(self) -> int:
