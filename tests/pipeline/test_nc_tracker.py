@@ -17,54 +17,10 @@ import torch
 
 import lcfast
 from lcfast.errors import UsageError
-from lcfast.metrics.measure import CANONICAL_KEYS
 
-from helpers import build_hf_model, torchrun
+from helpers import B, HeadInputs, T, V, assert_row_matches, build_hf_model, by_hand, torchrun, tracker_batch
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-V, B, T = 40, 3, 12
-
-
-def batch(seed: int, rank: int = 0):
-    """input_ids, labels (row 0: −100 after position 5), attention_mask (row 1: padding from 9)."""
-    g = torch.Generator().manual_seed(1000 * rank + seed)
-    x = torch.randint(1, V, (B, T), generator=g)
-    labels = x.clone()
-    labels[0, 5:] = -100
-    mask = torch.ones_like(x)
-    mask[1, 9:] = 0
-    return x, labels, mask
-
-
-def by_hand(h: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The positions the loss uses, selected the slow way: feature t, target labels[t+1]."""
-    H, Y = [], []
-    for b in range(h.shape[0]):
-        for t in range(h.shape[1] - 1):
-            if labels[b, t + 1] != -100 and mask[b, t] and mask[b, t + 1]:
-                H.append(h[b, t].double())
-                Y.append(int(labels[b, t + 1]))
-    return torch.stack(H), torch.tensor(Y)
-
-
-class HeadInputs:
-    """The test's own record of the output embedding's inputs (a clone per call)."""
-
-    def __init__(self, model):
-        self.seen: list[torch.Tensor] = []
-        self.hook = model.get_output_embeddings().register_forward_pre_hook(
-            lambda m, a: self.seen.append(a[0].detach().clone()))
-
-
-def assert_row_matches(row: dict, ref: dict, prefix: str = "") -> None:
-    for k in CANONICAL_KEYS:
-        got, want = row[prefix + k], ref[k]
-        if want is None:
-            assert got is None, (prefix + k, got)
-        else:
-            assert got == pytest.approx(want, rel=1e-9, abs=1e-12), (prefix + k, got, want)
-
 
 @pytest.mark.parametrize("arch", ["gpt2", "llama", "gpt_neox"])
 def test_row_equals_measure_embeddings(arch, tmp_path):
@@ -77,7 +33,7 @@ def test_row_equals_measure_embeddings(arch, tmp_path):
     tracker = lcfast.NCTracker(model, every=2, csv=tmp_path / "t" / "nc.csv", log=logged.append, layers=[0, 1])
     feats, hidden, rows = [], {0: [], 1: []}, []
     for s in range(4):
-        x, labels, mask = batch(s)
+        x, labels, mask = tracker_batch(s)
         out = model(input_ids=x, labels=labels, attention_mask=mask, output_hidden_states=True)
         out.loss.backward()
         opt.step()
@@ -117,7 +73,7 @@ def test_accumulation_eval_and_closed_hooks():
     tracker = lcfast.NCTracker(model, every=1, covariance=False)
     feats = []
     for s in range(2):  # micro-batches
-        x, labels, mask = batch(s)
+        x, labels, mask = tracker_batch(s)
         model(input_ids=x, labels=labels, attention_mask=mask).loss.backward()
         feats.append(by_hand(rec.seen[-1], labels, mask))
     with torch.no_grad():
@@ -147,7 +103,7 @@ def test_lcfast_gptneo_labels_after_forward():
     tracker = lcfast.NCTracker(model, every=2, shift_labels=False)
     Hs, Ys = [], []
     for s in range(2):
-        x, _, _ = batch(s)
+        x, _, _ = tracker_batch(s)
         y = torch.roll(x, -1, 1)
         y[:, -1] = -100
         with torch.no_grad():
@@ -176,7 +132,7 @@ def _train(tmp_path, steps, *, every=3, state=None, start=0):
         if s == start and state is not None:  # the resumed run's tracker starts here (its earlier forwards: replaced)
             tracker.load_state_dict(state)
         torch.manual_seed(s)
-        x, labels, mask = batch(s)
+        x, labels, mask = tracker_batch(s)
         loss = model(input_ids=x, labels=labels, attention_mask=mask).loss
         loss.backward()
         opt.step()
@@ -218,7 +174,7 @@ def test_bad_input(tmp_path):
     with pytest.raises(UsageError, match="callable"):
         lcfast.NCTracker(model, every=1, log="wandb")
     tracker = lcfast.NCTracker(model, every=1)
-    x, labels, _ = batch(0)
+    x, labels, _ = tracker_batch(0)
     with pytest.raises(UsageError, match=r"labels must be \[B, T\]"):
         model(input_ids=x, labels=labels[:, :-1])
     model(input_ids=x)
@@ -255,7 +211,7 @@ def _rank_main(out: Path) -> None:
     tracker = lcfast.NCTracker(ddp, every=2, csv=out / "nc.csv")
     feats = []
     for s in range(2):
-        x, labels, mask = batch(s, rank=r)
+        x, labels, mask = tracker_batch(s, rank=r)
         ddp(input_ids=x, labels=labels, attention_mask=mask).loss.backward()
         opt.step()
         opt.zero_grad()
