@@ -126,7 +126,8 @@ class NCTracker:
     backend: ClassStats / metrics backend ("auto": Triton on CUDA, fused loop on CPU).
 
     Call `step()` once per optimizer step; `close()` (or `with NCTracker(...) as t:`) removes the
-    hooks. `seconds` is the wall time spent by the tracker so far (hooks, accumulation, rows)."""
+    hooks. `seconds` is the wall time spent by the tracker so far (accumulation and rows),
+    `seconds_rows` the part spent computing rows (the metrics of an interval, writing, logging)."""
 
     def __init__(self, model: torch.nn.Module, every: int, *, csv: str | Path | None = None,
                  log: Callable[[dict], object] | None = None, layers: Sequence[int] | None = None,
@@ -145,6 +146,7 @@ class NCTracker:
         self.ignore_index = int(ignore_index)
         self.backend = backend
         self.seconds = 0.0
+        self.seconds_rows = 0.0
         self.global_step = 0
         self.interval_steps = 0
         self._rows: list[list[str]] | None = None  # the CSV's rows, read on the first write
@@ -364,7 +366,10 @@ class NCTracker:
         else:
             self.global_step = validate.integer("NCTracker.step: global_step", global_step, min=1)
         self.interval_steps += 1
-        row = self._finish() if self.global_step % self.every == 0 else None
+        row = None
+        if self.global_step % self.every == 0:
+            row = self._finish()
+            self.seconds_rows += time.perf_counter() - t0
         self.seconds += time.perf_counter() - t0
         return row
 
