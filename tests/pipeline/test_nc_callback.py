@@ -41,13 +41,13 @@ class Windows(torch.utils.data.Dataset):
 
 
 def trainer_for(out: Path, *, max_steps: int, report_to: str = "none", accum: int = 1, save_steps: int = 0,
-                callbacks=None):
+                callbacks=None, **more):
     model = build_hf_model("gpt2", V).train()
     kw = dict(save_strategy="steps", save_steps=save_steps) if save_steps else dict(save_strategy="no")
     args = transformers.TrainingArguments(
         str(out), max_steps=max_steps, per_device_train_batch_size=2, gradient_accumulation_steps=accum,
         learning_rate=1e-2, logging_steps=1000, report_to=report_to, use_cpu=True, seed=0, disable_tqdm=True,
-        dataloader_num_workers=0, **kw)
+        dataloader_num_workers=0, **kw, **more)
     return transformers.Trainer(model=model, args=args, train_dataset=Windows(), callbacks=callbacks)
 
 
@@ -136,3 +136,13 @@ def test_callback_in_callbacks_and_bad_input(tmp_path):
         track_nc(trainer, every=2)
     with pytest.raises(UsageError, match="expected a transformers Trainer"):
         track_nc(object(), every=2)
+
+
+def test_labels_popped_by_label_smoothing(tmp_path):
+    """label_smoothing_factor makes the Trainer pop the labels before the forward: one UsageError
+    saying the forwards had none, not rows over wrong positions."""
+    trainer = trainer_for(tmp_path / "out", max_steps=2, label_smoothing_factor=0.1)
+    track_nc(trainer, every=1)
+    with pytest.raises(UsageError, match="had no labels="):
+        trainer.train()
+    assert not (tmp_path / "out" / "nc_track.csv").exists()
