@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import io
+import sys
 from pathlib import Path
 
 import pytest
@@ -19,7 +20,7 @@ import lcfast  # noqa: E402
 from lcfast.errors import UsageError  # noqa: E402
 from lcfast.integrations.transformers import NCCallback, track_nc  # noqa: E402
 
-from helpers import V, assert_row_matches, build_hf_model, by_hand, tracker_batch  # noqa: E402
+from helpers import V, assert_row_matches, build_hf_model, by_hand, torchrun, tracker_batch  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -51,31 +52,50 @@ def trainer_for(out: Path, *, max_steps: int, report_to: str = "none", accum: in
     return transformers.Trainer(model=model, args=args, train_dataset=Windows(), callbacks=callbacks)
 
 
+class Recorder:
+    """The test's own record of each training forward's labels, mask and head input, and of W after
+    each optimizer step (with the number of forwards by then)."""
+
+    def __init__(self, trainer):
+        model = trainer.model
+        self.seen, self.W_at = [], {}
+
+        def record(module, args, kwargs):
+            if module.training:
+                self.seen.append({"labels": kwargs["labels"], "mask": kwargs["attention_mask"]})
+
+        def head(module, args):
+            if module.training:
+                self.seen[-1].update(h=args[0].detach().clone())
+
+        model.register_forward_pre_hook(record, with_kwargs=True)
+        model.get_output_embeddings().register_forward_pre_hook(head)
+        rec = self
+
+        class KeepW(transformers.TrainerCallback):
+            def on_step_end(self, args, state, control, **kw):
+                rec.W_at[state.global_step] = (model.lm_head.weight.detach().clone(), len(rec.seen))
+
+        trainer.add_callback(KeepW())
+
+    def positions(self, start: int, end: int):
+        """(H, Y) of forwards start..end−1, selected by hand."""
+        picked = [by_hand(f["h"], f["labels"], f["mask"]) for f in self.seen[start:end]]
+        return tuple(torch.cat(t) for t in zip(*picked))
+
+
 def test_trainer_reports_to_tensorboard(tmp_path):
     """Gradient accumulation 2, every=2: each row covers 4 micro-batches, equals measure_embeddings of
     their positions against W after the step, and reaches log_history, the CSV and TensorBoard."""
     trainer = trainer_for(tmp_path / "out", max_steps=4, report_to="tensorboard", accum=2)
-    model = trainer.model
-    seen, W_at = [], {}
-
-    def record(module, args, kwargs):
-        seen.append({"labels": kwargs["labels"], "mask": kwargs["attention_mask"]})
-
-    model.register_forward_pre_hook(record, with_kwargs=True)
-    model.get_output_embeddings().register_forward_pre_hook(lambda m, a: seen[-1].update(h=a[0].detach().clone()))
-
-    class KeepW(transformers.TrainerCallback):
-        def on_step_end(self, args, state, control, **kw):
-            W_at[state.global_step] = (model.lm_head.weight.detach().clone(), len(seen))
-
-    trainer.add_callback(KeepW())
+    rec = Recorder(trainer)
     cb = track_nc(trainer, every=2)
     trainer.train()
     assert [r["step"] for r in cb.rows] == [2, 4]
     start = 0
     for row in cb.rows:
-        W, end = W_at[row["step"]]
-        H, Y = (torch.cat(t) for t in zip(*(by_hand(f["h"], f["labels"], f["mask"]) for f in seen[start:end])))
+        W, end = rec.W_at[row["step"]]
+        H, Y = rec.positions(start, end)
         assert end - start == 4 and row["interval_steps"] == 2 and row["n_positions"] == len(Y)
         assert_row_matches(row, lcfast.measure_embeddings(H, Y, W=W))
         start = end
@@ -146,3 +166,41 @@ def test_labels_popped_by_label_smoothing(tmp_path):
     with pytest.raises(UsageError, match="had no labels="):
         trainer.train()
     assert not (tmp_path / "out" / "nc_track.csv").exists()
+
+
+# -- torchrun ------------------------------------------------------------------------------------------
+def _rank_main(out: Path) -> None:
+    """Under torchrun (gloo): a Trainer of 2 optimizer steps per rank, every=2; each rank saves the
+    positions its forwards fed the loss and the row it got."""
+    import torch.distributed as tdist
+
+    torch.set_num_threads(1)
+    trainer = trainer_for(out / "out", max_steps=2, ddp_backend="gloo")
+    rec = Recorder(trainer)
+    cb = track_nc(trainer, every=2)
+    trainer.train()
+    r = tdist.get_rank()
+    H, Y = rec.positions(0, len(rec.seen))
+    torch.save({"H": H, "Y": Y, "W": rec.W_at[2][0], "rows": cb.rows,
+                "logged": [h for h in trainer.state.log_history if "nc/nc1_cdnv" in h]}, out / f"rank{r}.pt")
+
+
+def test_trainer_under_torchrun(tmp_path):
+    """2 ranks: the row sums both ranks' positions (equals measure_embeddings of their union), every
+    rank gets it, rank 0 writes the CSV."""
+    p = torchrun([str(tmp_path)], nproc=2, timeout=300, script=Path(__file__))
+    assert p.returncode == 0, p.stderr[-3000:]
+    got = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in (0, 1)]
+    assert torch.equal(got[0]["W"], got[1]["W"]) and not torch.equal(got[0]["Y"], got[1]["Y"])
+    H, Y = torch.cat([g["H"] for g in got]), torch.cat([g["Y"] for g in got])
+    ref = lcfast.measure_embeddings(H, Y, W=got[0]["W"])
+    for g in got:
+        assert len(g["rows"]) == 1 and g["rows"][0]["n_positions"] == len(Y)
+        assert_row_matches(g["rows"][0], ref)
+    assert got[0]["logged"][0]["nc/nc1_cdnv"] == got[0]["rows"][0]["nc1_cdnv"]
+    lines = list(csv.DictReader(io.StringIO((tmp_path / "out" / "nc_track.csv").read_text())))
+    assert [r["step"] for r in lines] == ["2"] and float(lines[0]["nc1_cdnv"]) == got[0]["rows"][0]["nc1_cdnv"]
+
+
+if __name__ == "__main__":
+    _rank_main(Path(sys.argv[1]))
