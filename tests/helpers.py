@@ -207,6 +207,55 @@ def save_hf_model(arch: str, folder: Path, tokenizer_json: Path, seed: int = 0):
     return model
 
 
+# -- NC tracking in training loops (lcfast.NCTracker) --------------------------------------------------
+#: vocabulary, batch and window of the tracker tests (tests/pipeline/test_nc_*.py)
+V, B, T = 40, 3, 12
+
+
+def tracker_batch(seed: int, rank: int = 0):
+    """input_ids, labels (row 0: −100 after position 5), attention_mask (row 1: padding from 9)."""
+    g = torch.Generator().manual_seed(1000 * rank + seed)
+    x = torch.randint(1, V, (B, T), generator=g)
+    labels = x.clone()
+    labels[0, 5:] = -100
+    mask = torch.ones_like(x)
+    mask[1, 9:] = 0
+    return x, labels, mask
+
+
+def by_hand(h: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The positions the loss uses, selected the slow way: feature t, target labels[t+1]."""
+    H, Y = [], []
+    for b in range(h.shape[0]):
+        for t in range(h.shape[1] - 1):
+            if labels[b, t + 1] != -100 and mask[b, t] and mask[b, t + 1]:
+                H.append(h[b, t].double())
+                Y.append(int(labels[b, t + 1]))
+    return torch.stack(H), torch.tensor(Y)
+
+
+class HeadInputs:
+    """The test's own record of the output embedding's inputs (a clone per call)."""
+
+    def __init__(self, model):
+        self.seen: list[torch.Tensor] = []
+        self.hook = model.get_output_embeddings().register_forward_pre_hook(
+            lambda m, a: self.seen.append(a[0].detach().clone()))
+
+
+def assert_row_matches(row: dict, ref: dict, prefix: str = "") -> None:
+    """Every canonical metric of a tracker row (keys `prefix`+key) equals measure_embeddings' `ref`
+    to 1e-9 relative, and is empty exactly where `ref` is None."""
+    from lcfast.metrics.measure import CANONICAL_KEYS
+
+    for k in CANONICAL_KEYS:
+        got, want = row[prefix + k], ref[k]
+        if want is None:
+            assert got is None, (prefix + k, got)
+        else:
+            assert got == pytest.approx(want, rel=1e-9, abs=1e-12), (prefix + k, got, want)
+
+
 # -- the CLI in process ------------------------------------------------------------------------------
 class Ran(NamedTuple):
     code: int

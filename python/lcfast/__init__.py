@@ -7,6 +7,8 @@ The public API is imported lazily so that `lcfast --help` does not pay for impor
                                                                    head inputs H and labels Y over a shard
     lcfast.ClassStats                                              per-class accumulators
     lcfast.measure_embeddings, lcfast.measure_stats                every NC metric (docs/metrics.md)
+    lcfast.NCTracker                                               NC metrics inside any training loop
+                                                                   (lcfast.integrations.transformers: Trainer)
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ _LAZY = {
     "features": "lcfast.model.features",
     "ClassStats": "lcfast.stats.classstats",
     "NCCStats": "lcfast.stats.ncc",
+    "NCTracker": "lcfast.tracking",
     "measure_embeddings": "lcfast.metrics.measure",
     "measure_stats": "lcfast.metrics.measure",
     "DataError": "lcfast.errors",

@@ -1,8 +1,12 @@
 """Neural collapse tracked during training (`lcfast train --track-nc [--track-every N]`).
 
+`TrainTracker` is `lcfast train`'s own: it knows epochs, adds NC4 from the epoch-end evaluation and
+resumes at epoch checkpoints. Any other loop (a transformers Trainer included) uses the public
+`lcfast.NCTracker` (lcfast/tracking.py), which reads the features through hooks instead.
+
 Every training step's forward already computes the LM head's input h (the final-layer-norm
 features) for its batch. With tracking on, the model returns them beside the logits
-(`GPTNeo.forward(idx, return_features=True)`: no second forward), and `NCTracker` feeds them,
+(`GPTNeo.forward(idx, return_features=True)`: no second forward), and `TrainTracker` feeds them,
 detached, with the batch's labels to a `ClassStats` (one-pass float64, the same accumulators as
 `lcfast collect`; the Triton kernel on CUDA through backend "auto", the fused loop on CPU). An
 *interval* is `every` optimizer steps; it also ends at every epoch's end, so intervals never
@@ -120,10 +124,10 @@ def read_track_rows(path: Path) -> list[list[str]]:
     return body
 
 
-class NCTracker:
+class TrainTracker:
     """Class statistics of the training features, one row of nc_track.csv per interval.
 
-    NCTracker(out_dir, n_classes, dim, device, every, steps_per_epoch, tokens_per_step, write=True)
+    TrainTracker(out_dir, n_classes, dim, device, every, steps_per_epoch, tokens_per_step, write=True)
     update(h [B, T, d] or [N, d], y [B, T] or [N], loss)   after each optimizer step (detached inputs)
     due(i)                  whether the interval ends after step i (0-based) of the epoch
     reduce()                all-reduce the interval's accumulators (every rank; a no-op for one)
@@ -256,4 +260,4 @@ class NCTracker:
         return int(self.rows[-1][0]) if self.rows else None
 
 
-__all__ = ["TRACK_COLUMNS", "TRACK_FILE", "NCTracker", "check_every", "read_track_rows"]
+__all__ = ["TRACK_COLUMNS", "TRACK_FILE", "TrainTracker", "check_every", "read_track_rows"]

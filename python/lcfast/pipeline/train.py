@@ -417,7 +417,7 @@ class _Run:
     step: int = 0
     history: list = field(default_factory=list)
     elapsed: float = 0.0
-    tracker: object = None  # lcfast.pipeline.track.NCTracker or None
+    tracker: object = None  # lcfast.pipeline.track.TrainTracker or None
 
     def result(self, resumed_from: int, already_complete: bool) -> dict:
         final = dict(self.history[-1]) if self.history else {}
@@ -501,9 +501,9 @@ def _set_up(ctx: dist.Context, data_dir, out: Path, hp: SimpleNamespace, track_n
         if resuming:
             run.start_epoch, run.step, run.history, run.elapsed = load_resume_state(out, model, opt)
     if every is not None and run.start_epoch < hp.epochs:
-        from lcfast.pipeline.track import NCTracker
+        from lcfast.pipeline.track import TrainTracker
 
-        run.tracker = NCTracker(out, vocab, hp.width, ctx.device, every, spe, hp.batch_size * hp.context,
+        run.tracker = TrainTracker(out, vocab, hp.width, ctx.device, every, spe, hp.batch_size * hp.context,
                                 write=ctx.is_main)
         with dist.together():  # continue the file from the checkpoint (rows past it are recomputed), or start it
             run.tracker.resume(run.start_epoch * spe)
