@@ -7,6 +7,7 @@ The public API is imported lazily so that `lcfast --help` does not pay for impor
                                                                    head inputs H and labels Y over a shard
     lcfast.ClassStats                                              per-class accumulators
     lcfast.measure_embeddings, lcfast.measure_stats                every NC metric (docs/metrics.md)
+    lcfast.per_class                                               per class: context entropy beside NC
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ _LAZY = {
     "NCCStats": "lcfast.stats.ncc",
     "measure_embeddings": "lcfast.metrics.measure",
     "measure_stats": "lcfast.metrics.measure",
+    "per_class": "lcfast.pipeline.per_class",
     "DataError": "lcfast.errors",
     "UsageError": "lcfast.errors",
 }
