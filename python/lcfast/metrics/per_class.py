@@ -84,7 +84,9 @@ def context_entropy(tokens, orders: int, vocab_size: int) -> tuple[np.ndarray, n
         nc = n_ctx.astype(np.float64)
         with np.errstate(divide="ignore", invalid="ignore"):
             h_ctx = np.where(n_ctx > 0, np.log2(np.maximum(nc, 1)) - s_ctx / np.maximum(nc, 1), 0.0)
-        h_ctx = np.maximum(h_ctx, 0.0)  # −1e-16 from rounding is 0
+        # a context followed by one distinct token is exactly 0 bits (log2 n − n log2 n / n rounds to ±1e-15)
+        distinct = np.bincount(pairs // V, minlength=n_ctx.size)
+        h_ctx = np.where(distinct > 1, np.maximum(h_ctx, 0.0), 0.0)
         cnt = np.bincount(y, minlength=V)
         tot = np.bincount(y, weights=h_ctx[ctx], minlength=V)
         npos[k - 1] = cnt

@@ -1,0 +1,108 @@
+"""per_class.parquet and lcfast.per_class on the controlled corpus: exact joins (every class once,
+counts equal the shard's), and the relation of variability with context entropy has the right sign
+and moves the right way over training.
+
+The training test is deterministic (CPU, fixed seed 0, one thread) and takes a few seconds; on that
+seed the margins are wide (deterministic targets' nearest-class CDNV falls ~6× from epoch 1 to 3,
+the ambiguous ones' does not fall; ρ over the targets ≈ 0.8), so it fails only when the relation does.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.stats import spearmanr
+
+import lcfast
+from lcfast.data.shards import TokenShard
+from lcfast.data.synth import ControlledCorpus
+from lcfast.metrics.per_class import context_entropy, label_counts
+from lcfast.pipeline.collect import CollectOptions, collect
+from lcfast.pipeline.measure import measure
+from lcfast.pipeline.train import train_run
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+EPOCHS = 3
+
+
+@pytest.fixture(scope="module")
+def controlled(tmp_path_factory):
+    root = tmp_path_factory.mktemp("per_class")
+    cc = ControlledCorpus(deterministic=0.2, ambiguous=0.2)
+    cc.write(root / "data", 20_000, seed=0)
+    train_run(root / "data", root / "run", layers=1, width=16, heads=2, context=16, epochs=EPOCHS, batch_size=8,
+              lr=1e-2, seed=0, device="cpu", steps_per_epoch=20, eval_tokens=2048, progress=False, window_size=8)
+    collect(root / "run", checkpoint="all", opts=CollectOptions(batch_size=64, device="cpu"), progress=False)
+    measure([root / "run"], root / "m", progress=False, context_orders=2)
+    df = pd.read_parquet(root / "m" / "per_class.parquet")
+    kind = {int(i): k for k, ids in cc.ids.items() for i in ids}
+    df["kind"] = df["id"].map(kind)
+    return {"root": root, "cc": cc, "df": df}
+
+
+def test_every_class_once_counts_equal_the_shard(controlled):
+    root, df = controlled["root"], controlled["df"]
+    shard = TokenShard(root / "data" / "train.lcshard")
+    toks = np.asarray(shard.tokens)
+    sc = label_counts(toks, shard.vocab_size)
+    h, _ = context_entropy(toks, 2, shard.vocab_size)
+    meas = pd.read_csv(root / "m" / "measurements.csv")
+    assert sorted(df["checkpoint"].unique()) == [f"epoch_{e}" for e in range(1, EPOCHS + 1)]
+    for ck, g in df.groupby("checkpoint"):
+        assert g["id"].is_unique and list(g["id"]) == sorted(g["id"])
+        assert set(g["id"]) == set(np.flatnonzero(sc))  # no class lost, none invented
+        assert int(g["shard_count"].sum()) == shard.n_tokens - 1 == int(sc.sum())
+        np.testing.assert_array_equal(g["shard_count"], sc[g["id"]])
+        np.testing.assert_array_equal(g["ctx_entropy_1"], h[0, g["id"]])
+        np.testing.assert_array_equal(g["ctx_entropy_2"], h[1, g["id"]])
+        row = meas[meas["checkpoint"] == ck].iloc[0]
+        tok = pd.read_parquet(root / "m" / row["per_token"])
+        kept = g[g["kept"]]
+        assert len(kept) == len(tok) == row["n_classes"] and int(kept["n"].sum()) == row["n_samples"]
+        # the whole shard was collected: the collected counts are the shard's
+        np.testing.assert_array_equal(kept["n"], kept["shard_count"])
+        j = kept.merge(tok, on="id", suffixes=("", "_t"))
+        for c in ("var", "cdnv_nearest", "nc4_hit_rate", "nearest"):
+            np.testing.assert_array_equal(j[c].to_numpy(dtype=float), j[f"{c}_t"].to_numpy(dtype=float))
+        # var_rel weighted by n is the measurement's nc1_trace_ratio (Tr Σ_W / Tr Σ_B)
+        ratio = float((kept["n"] * kept["var_rel"]).sum() / kept["n"].sum())
+        assert ratio == pytest.approx(row["nc1_trace_ratio"], rel=1e-9)
+    # by construction: deterministic targets 0 bits, ambiguous ones ≈ log2(8) = 3 bits
+    t = df[df["checkpoint"] == "epoch_1"].set_index("kind")
+    assert (t.loc["det_target", "ctx_entropy_1"] == 0).all()
+    assert t.loc["amb_target", "ctx_entropy_1"].between(2.9, 3.0).all()
+
+
+def test_api_equals_the_parquet(controlled):
+    root, df = controlled["root"], controlled["df"]
+    api = lcfast.per_class(root / "run" / "collect" / "epoch_2", orders=2)
+    ref = df[df["checkpoint"] == "epoch_2"].drop(columns=["kind"]).reset_index(drop=True)
+    pd.testing.assert_frame_equal(api, ref)
+
+
+def test_relation_sign_and_training(controlled):
+    df = controlled["df"]
+    targets = df[df["kind"].isin(["det_target", "amb_target"])]
+    last = targets[targets["checkpoint"] == f"epoch_{EPOCHS}"]
+    rho, p = spearmanr(last["ctx_entropy_1"], last["cdnv_nearest"])
+    assert rho > 0.5 and p < 1e-3  # ambiguous classes stay more variable than deterministic ones
+    med = targets.groupby(["kind", "checkpoint"])["cdnv_nearest"].median()
+    fall = {k: med[k, f"epoch_{EPOCHS}"] / med[k, "epoch_1"] for k in ("det_target", "amb_target")}
+    assert fall["det_target"] < 0.5 * fall["amb_target"]  # deterministic classes collapse faster
+    assert fall["det_target"] < 0.5
+
+
+def test_controlled_corpus_shares_and_seed():
+    cc = ControlledCorpus(deterministic=0.25, ambiguous=0.15, n_amb=4)
+    s = cc.tokens(50_000, seed=3)
+    assert np.array_equal(s, cc.tokens(50_000, seed=3)) and not np.array_equal(s, cc.tokens(50_000, seed=4))
+    share = {k: np.isin(s, ids).mean() for k, ids in cc.ids.items()}
+    assert share["det_target"] == pytest.approx(0.25, abs=0.01)
+    assert share["amb_target"] == pytest.approx(0.15, abs=0.01)
+    h, _ = context_entropy(s, 1, cc.vocab_size)
+    assert np.all(h[0, cc.ids["det_target"]] == 0)
+    np.testing.assert_allclose(h[0, cc.ids["amb_target"]], cc.expected_entropy()["amb_target"], atol=0.01)
+    with pytest.raises(lcfast.UsageError, match="at most 0.5"):
+        ControlledCorpus(0.3, 0.3)
