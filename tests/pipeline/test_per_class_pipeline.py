@@ -106,3 +106,46 @@ def test_controlled_corpus_shares_and_seed():
     np.testing.assert_allclose(h[0, cc.ids["amb_target"]], cc.expected_entropy()["amb_target"], atol=0.01)
     with pytest.raises(lcfast.UsageError, match="at most 0.5"):
         ControlledCorpus(0.3, 0.3)
+
+
+def test_analyze_per_class_view(controlled, tmp_path):
+    from lcfast.pipeline.analyze import per_class as pcv
+    from lcfast.pipeline.analyze import run_analysis
+
+    root, df = controlled["root"], controlled["df"]
+    res = run_analysis([root / "m" / "measurements.csv"], out_dir=tmp_path / "a")
+    corr = pd.read_csv(tmp_path / "a" / pcv.CORR_FILE)
+    bins = pd.read_csv(tmp_path / "a" / pcv.BINS_FILE)
+    assert len(corr) == EPOCHS * 2 * len(pcv.VARIABILITY)  # checkpoints × orders × variabilities
+    kept = df[df["kept"]]
+    for ck, g in kept.groupby("checkpoint"):
+        # binned counts: every kept class with an entropy in exactly one bin
+        assert int(bins.loc[bins["checkpoint"] == ck, "classes"].sum()) == int(g["ctx_entropy_1"].notna().sum())
+        rho, p = spearmanr(g["ctx_entropy_1"], g["cdnv_nearest"], nan_policy="omit")
+        r = corr[(corr["checkpoint"] == ck) & (corr["order"] == 1) & (corr["variability"] == "cdnv_nearest")].iloc[0]
+        assert r["spearman_rho"] == pytest.approx(rho) and r["p_value"] == pytest.approx(p)
+    assert (tmp_path / "a" / pcv.PLOT_FILE) in res.plots and (tmp_path / "a" / pcv.PLOT_FILE).is_file()
+    summary = __import__("json").loads((tmp_path / "a" / "analysis.json").read_text())
+    assert summary["per_class"]["lines"] == res.per_class["lines"]
+    (t,) = res.per_class["training"]  # one architecture, three epochs
+    assert t["epochs"] == [1.0, 2.0, 3.0] and len(t["rho"]) == 3
+    assert any("ρ" in line for line in res.per_class["lines"])
+
+
+def test_view_says_when_there_is_nothing():
+    from lcfast.pipeline.analyze.per_class import per_class_view
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for m, n_params in (("a", 100), ("b", 200), ("c", 400)):
+        for i in range(200):  # variability independent of the entropy
+            rows.append({"model": m, "checkpoint": "epoch_1", "epochs": 1, "n_params": n_params, "id": i, "kept": True,
+                         "ctx_entropy_1": rng.uniform(0, 6), "cdnv_nearest": rng.lognormal(), "var_rel": rng.random()})
+    view = per_class_view(pd.DataFrame(rows))
+    assert any("show no relation" in line for line in view["lines"]), view["lines"]
+    assert view["size"] is not None and view["size"]["n"] == 3
+    # and a clear relation is said as one
+    for r in rows:
+        r["cdnv_nearest"] = r["ctx_entropy_1"] + 0.01 * rng.random()
+    view = per_class_view(pd.DataFrame(rows))
+    assert any("In every model" in line for line in view["lines"]), view["lines"]

@@ -34,3 +34,6 @@ class AnalysisResult:
     plots: list[Path] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     files: dict[str, str] = field(default_factory=dict)
+    #: the per-class view (lcfast.pipeline.analyze.per_class.view_summary) when a per_class.parquet
+    #: lies beside the inputs, else None
+    per_class: dict | None = None
