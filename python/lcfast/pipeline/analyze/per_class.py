@@ -234,8 +234,9 @@ def load_view(csv_paths, data: pd.DataFrame) -> tuple[dict | None, Path | None]:
     return per_class_view(pc, data), path
 
 
-def view_summary(view: dict, source: Path) -> dict:
-    """The JSON-able part of a view (analysis.json's `per_class`)."""
-    return {"source": str(source), "headline": {"order": HEADLINE_ORDER, "variability": HEADLINE},
+def view_summary(view: dict, source: Path, out_dir: Path | None = None) -> dict:
+    """The JSON-able part of a view (analysis.json's `per_class`; `dir`: where its files are)."""
+    return {"source": str(source), "dir": str(out_dir) if out_dir is not None else None,
+            "headline": {"order": HEADLINE_ORDER, "variability": HEADLINE},
             "lines": view["lines"], "size": view["size"], "training": view["training"],
             "files": [CORR_FILE, BINS_FILE]}

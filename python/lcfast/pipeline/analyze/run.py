@@ -179,7 +179,7 @@ def _write_outputs(res, out, plots, corr, data, target, chosen, renamed, derived
         if plots:
             res.plots = make_plots(res, out, st) if scatter else []
         if view is not None:
-            res.per_class = pcv.view_summary(view, pc_path)
+            res.per_class, res.per_class_view = pcv.view_summary(view, pc_path, out), view
             st.write_text(out / pcv.CORR_FILE, view["correlations"].to_csv(index=False))
             st.write_text(out / pcv.BINS_FILE, view["bins"].to_csv(index=False))
             res.files.update(per_class_correlations=str(out / pcv.CORR_FILE), per_class_bins=str(out / pcv.BINS_FILE))
