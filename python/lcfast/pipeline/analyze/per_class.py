@@ -66,6 +66,19 @@ def _spearman(x, y) -> tuple[float, float, int]:
     return float(r.statistic), float(r.pvalue), n
 
 
+def _partial(x, y, z) -> float:
+    """Partial Spearman ρ of x and y given z (ranks): whether the relation survives the class's
+    frequency, which drives both the sampling noise of σ²_c and how often its contexts were seen."""
+    x, y, z = (np.asarray(a, dtype=np.float64) for a in (x, y, z))
+    m = np.isfinite(x) & np.isfinite(y) & np.isfinite(z)  # one set of classes for all three
+    x, y, z = x[m], y[m], z[m]
+    rxy, _, _ = _spearman(x, y)
+    rxz, _, _ = _spearman(x, z)
+    ryz, _, _ = _spearman(y, z)
+    den = math.sqrt(max((1 - rxz**2) * (1 - ryz**2), 0.0))
+    return (rxy - rxz * ryz) / den if den > 0 and math.isfinite(rxy) else math.nan
+
+
 def per_class_view(pc: pd.DataFrame, models: pd.DataFrame | None = None) -> dict:
     """The view of a per-class table (the long frame of per_class.parquet).
 
@@ -76,9 +89,9 @@ def per_class_view(pc: pd.DataFrame, models: pd.DataFrame | None = None) -> dict
             `pc` are used for the size comparison ("final" checkpoints); None: the last epoch of each model.
 
     Returns {"correlations": DataFrame (model, checkpoint, epochs, n_params, order, variability,
-    spearman_rho, p_value, n, final), "bins": DataFrame (model, checkpoint, epochs, n_params, final,
-    bin, lo, hi, classes, median cdnv_nearest, median var_rel), "size": {rho, p, n} or None,
-    "training": [{n_params, epochs, rho, models}] (ρ of one architecture at each epoch measured: its
+    spearman_rho, p_value, n, final, partial_rho_given_n), "bins": DataFrame (model, checkpoint, epochs,
+    n_params, final, bin, lo, hi, classes, median cdnv_nearest, median var_rel), "size": {rho, p, n} or
+    None, "training": [{n_params, epochs, rho, models}] (ρ of one architecture at each epoch measured: its
     checkpoints or runs trained longer), "lines": [str]}.
     """
     pc = pc[pc["kept"]].copy()
@@ -98,7 +111,9 @@ def per_class_view(pc: pd.DataFrame, models: pd.DataFrame | None = None) -> dict
         for k in orders:
             for v in VARIABILITY:
                 rho, p, n = _spearman(g[f"ctx_entropy_{k}"], g[v])
-                rows.append({**key, "order": k, "variability": v, "spearman_rho": rho, "p_value": p, "n": n})
+                rows.append({**key, "order": k, "variability": v, "spearman_rho": rho, "p_value": p, "n": n,
+                             "partial_rho_given_n": _partial(g[f"ctx_entropy_{k}"], g[v], g["n"])
+                             if "n" in g.columns else math.nan})
         h = g[f"ctx_entropy_{HEADLINE_ORDER}"].to_numpy(dtype=np.float64)
         idx = np.searchsorted(edges, h, side="right") - 1
         for b in range(len(edges) - 1):
@@ -137,6 +152,7 @@ def summary_lines(view: dict) -> list[str]:
     corr = view["correlations"]
     head = corr[(corr["order"] == HEADLINE_ORDER) & (corr["variability"] == HEADLINE)]
     fin = head[head["final"]] if head["final"].any() else head
+    fin = fin.sort_values(["n_params", "epochs", "model"], kind="stable")
     pos = [r for r in fin.itertuples() if _shows(r.spearman_rho, r.p_value) and r.spearman_rho > 0]
     neg = [r for r in fin.itertuples() if _shows(r.spearman_rho, r.p_value) and r.spearman_rho < 0]
     none = len(fin) - len(pos) - len(neg)
@@ -146,7 +162,8 @@ def summary_lines(view: dict) -> list[str]:
              f"class mean, per model: {rhos}."]
     if pos and not neg and not none:
         lines.append("In every model, classes that their context predicts less well stay more variable relative to "
-                     "their nearest neighbour: the soft-label limit on collapse is visible.")
+                     "their nearest neighbour, as soft labels would limit collapse (a rank correlation across "
+                     "classes: it does not say which way the cause runs).")
     elif pos:
         lines.append(f"{len(pos)} of {len(fin)} models show more variability for less predictable classes "
                      f"(ρ > 0, p < {P_LEVEL}); {len(neg)} the opposite, {none} no relation (|ρ| < {RHO_SMALL} or "
@@ -157,6 +174,16 @@ def summary_lines(view: dict) -> list[str]:
     else:
         lines.append(f"The data show no relation: every |ρ| < {RHO_SMALL} or p ≥ {P_LEVEL}. Context ambiguity "
                      "does not explain which classes collapse here.")
+    part = fin["partial_rho_given_n"].to_numpy(dtype=np.float64)
+    if np.isfinite(part).any():
+        lines.append("Given the class's train count (partial Spearman ρ, which removes what frequency explains of "
+                     f"both): {_span(part)}.")
+    more = corr[(corr["order"] != HEADLINE_ORDER) & (corr["variability"] == HEADLINE) & corr["final"]]
+    for k, g in more.groupby("order"):
+        lines.append(f"With order-{k} contexts: ρ {_span(g['spearman_rho'].to_numpy(dtype=np.float64))}.")
+    if view["size"] is None:
+        sizes = fin["n_params"].nunique()
+        lines.append(f"{sizes} model size{'' if sizes == 1 else 's'}: no trend with size is computed (it takes 3).")
     if view["size"] is not None:
         s = view["size"]
         word = ("grows" if s["rho"] > 0 else "shrinks") if _shows(s["rho"], s["p"]) else "shows no trend"
@@ -166,10 +193,20 @@ def summary_lines(view: dict) -> list[str]:
         steps = " → ".join(f"{r:+.2f} (epoch {e:g})" for e, r in zip(t["epochs"], t["rho"]))
         lines.append(f"Over training, the {t['n_params']:,}-parameter models: ρ {steps}.")
     other = corr[(corr["order"] == HEADLINE_ORDER) & (corr["variability"] == "var_rel") & corr["final"]]
+    other = other.sort_values(["n_params", "epochs", "model"], kind="stable")
     if len(other):
         lines.append("With σ²_c / Tr Σ_B as the variability instead (no nearest-neighbour distance): ρ "
-                     + ", ".join(f"{r.spearman_rho:+.2f}" for r in other.itertuples()) + ".")
+                     + ", ".join(f"{r.spearman_rho:+.2f} ({r.model})" for r in other.itertuples()) + ".")
     return lines
+
+
+def _span(v: np.ndarray) -> str:
+    """"+0.61" or "+0.61 to +0.70" over the finite values."""
+    v = v[np.isfinite(v)]
+    if not v.size:
+        return "undefined"
+    lo, hi = float(v.min()), float(v.max())
+    return f"{lo:+.2f}" if round(lo, 2) == round(hi, 2) else f"{lo:+.2f} to {hi:+.2f}"
 
 
 def _p(p: float) -> str:
@@ -193,11 +230,16 @@ def plot_view(view: dict, path: Path) -> bool:
     fb = b[b["final"]] if b["final"].any() else b
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
     cmap = plt.get_cmap("tab10")
+    fb = fb.sort_values(["n_params", "epochs", "model", "bin"], kind="stable")
+    counts_shown: dict[tuple, int] = {}
     for i, (model, g) in enumerate(fb.groupby("model", sort=False)):
         x = [(lo + (hi if math.isfinite(hi) else lo + 2)) / 2 for lo, hi in zip(g["lo"], g["hi"])]
         ax.plot(x, g[f"median_{HEADLINE}"], marker="o", color=cmap(i % 10), label=str(model))
         for xi, yi, n in zip(x, g[f"median_{HEADLINE}"], g["classes"]):
-            ax.annotate(str(n), (xi, yi), textcoords="offset points", xytext=(3, 3), fontsize=7, color=cmap(i % 10))
+            if counts_shown.get(xi) != n:  # the same kept classes in every model: one count per bin
+                counts_shown[xi] = n
+                ax.annotate(str(n), (xi, yi), textcoords="offset points", xytext=(3, 3), fontsize=7,
+                            color=cmap(i % 10))
     ax.set_yscale("log")
     ax.set_xlabel(f"context entropy h_{HEADLINE_ORDER}(c), bits (bin centres; numbers: classes)")
     ax.set_ylabel("median CDNV to the nearest class mean")
