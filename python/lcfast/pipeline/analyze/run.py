@@ -178,6 +178,8 @@ def _write_outputs(res, out, plots, corr, data, target, chosen, renamed, derived
     with staged() as st:
         if plots:
             res.plots = make_plots(res, out, st) if scatter else []
+            if depth is not None:
+                res.plots += make_depth_plots(depth, [m for m in chosen if m in depth.columns], out, st)
         if view is not None:
             res.per_class, res.per_class_view = pcv.view_summary(view, pc_path, out), view
             st.write_text(out / pcv.CORR_FILE, view["correlations"].to_csv(index=False))
@@ -189,8 +191,6 @@ def _write_outputs(res, out, plots, corr, data, target, chosen, renamed, derived
                     res.plots.append(p)
                 else:
                     st.forget(p)
-            if depth is not None:
-                res.plots += make_depth_plots(depth, [m for m in chosen if m in depth.columns], out, st)
         st.write_text(out / CORRELATIONS_FILE, corr.to_csv(index=False))
         st.write_text(out / DATA_FILE, data.to_csv(index=False))
         res.files.update({
