@@ -67,6 +67,7 @@ SPEC = {
     ("collect", "--save-every"): ("float", 0, 1e7, True),
     ("measure", "--min-count"): ("int", 1, I64),
     ("measure", "--cdnv-power"): ("float", 0, 16, True),
+    ("measure", "--context-orders"): ("int", 0, 16),
     ("bench", "--repeats"): ("int", 1, 10_000),
 }
 

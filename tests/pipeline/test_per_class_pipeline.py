@@ -149,3 +149,23 @@ def test_view_says_when_there_is_nothing():
         r["cdnv_nearest"] = r["ctx_entropy_1"] + 0.01 * rng.random()
     view = per_class_view(pd.DataFrame(rows))
     assert any("In every model" in line for line in view["lines"]), view["lines"]
+
+
+def test_shard_gone_measure_stands_with_a_note(tmp_path):
+    """The per-class rows need the train shard; without it the measurement is still written, and says why."""
+    cc = ControlledCorpus()
+    cc.write(tmp_path / "data", 3000, seed=1)
+    train_run(tmp_path / "data", tmp_path / "run", layers=1, width=8, heads=2, context=8, epochs=1, batch_size=4,
+              seed=0, device="cpu", steps_per_epoch=2, eval_tokens=256, progress=False, window_size=8)
+    collect(tmp_path / "run", checkpoint="all", opts=CollectOptions(batch_size=64, device="cpu"), progress=False)
+    (tmp_path / "data" / "train.lcshard").rename(tmp_path / "elsewhere.lcshard")
+    df = measure([tmp_path / "run"], tmp_path / "m", progress=False)
+    assert len(df) == 1 and (tmp_path / "m" / "measurements.csv").is_file()
+    assert not (tmp_path / "m" / "per_class.parquet").exists()
+    assert any("no per-class rows" in n and "train shard is gone" in n for n in df.attrs["notes"])
+    with pytest.raises(lcfast.DataError, match="train shard is gone"):
+        lcfast.per_class(tmp_path / "run")
+    # --context-orders 0: no per-class table at all, and no note
+    df = measure([tmp_path / "run"], tmp_path / "m0", progress=False, context_orders=0)
+    assert not (tmp_path / "m0" / "per_class.parquet").exists()
+    assert not any("per-class" in n for n in df.attrs["notes"])
