@@ -169,3 +169,10 @@ def test_shard_gone_measure_stands_with_a_note(tmp_path):
     df = measure([tmp_path / "run"], tmp_path / "m0", progress=False, context_orders=0)
     assert not (tmp_path / "m0" / "per_class.parquet").exists()
     assert not any("per-class" in n for n in df.attrs["notes"])
+
+
+def test_too_big_for_memory_is_a_note(controlled, tmp_path, monkeypatch):
+    monkeypatch.setenv("LCFAST_MEMORY_AVAILABLE", "1000")
+    df = measure([controlled["root"] / "run" / "collect" / "epoch_1"], tmp_path / "m", progress=False)
+    assert not (tmp_path / "m" / "per_class.parquet").exists()
+    assert any("needs about" in n and "--context-orders 0" in n for n in df.attrs["notes"])
