@@ -15,6 +15,12 @@ real text. The default corpus (`DEFAULT_N_STORIES`) has a few thousand word type
 
 `write_corpus(out_dir, n_stories, seed)` writes `out_dir/stories.txt` (one story per line, stories
 separated by a blank line — no blank line inside a story) and `out_dir/corpus.json` (summary).
+
+`ControlledCorpus(deterministic, ambiguous)` is the controlled knob, at the token level and apart
+from the stories (whose output it leaves untouched): a share of tokens determined by the previous
+token and a share drawn uniformly after shared cues, so the context entropy of each class is known
+by construction (docs/metrics.md, "Per-class table"); `.write(dir, n_tokens)` gives a data dir
+`lcfast train` and `collect` take.
 """
 
 from __future__ import annotations
