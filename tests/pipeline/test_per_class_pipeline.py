@@ -176,3 +176,18 @@ def test_too_big_for_memory_is_a_note(controlled, tmp_path, monkeypatch):
     df = measure([controlled["root"] / "run" / "collect" / "epoch_1"], tmp_path / "m", progress=False)
     assert not (tmp_path / "m" / "per_class.parquet").exists()
     assert any("needs about" in n and "--context-orders 0" in n for n in df.attrs["notes"])
+
+
+def test_corpus_controlled_cli(tmp_path):
+    from helpers import cli
+
+    code, err = cli(["corpus", "controlled", "--out", str(tmp_path / "c"), "--tokens", "5000", "--seed", "2"])
+    assert code == 0, err
+    meta = __import__("json").loads((tmp_path / "c" / "controlled.json").read_text())
+    train, val = TokenShard(tmp_path / "c" / "train.lcshard"), TokenShard(tmp_path / "c" / "val.lcshard")
+    assert train.n_tokens + val.n_tokens == 5000 == meta["n_tokens"] and meta["train_tokens"] == train.n_tokens
+    s = np.concatenate([np.asarray(train.tokens), np.asarray(val.tokens)])
+    assert np.array_equal(s, ControlledCorpus().tokens(5000, seed=2))  # the defaults of the API
+    code, err = cli(["corpus", "controlled", "--out", str(tmp_path / "d"), "--deterministic", "0.3",
+                     "--ambiguous", "0.3"])
+    assert code == 2 and "at most 0.5 together" in err and not (tmp_path / "d").exists()

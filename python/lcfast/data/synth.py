@@ -641,6 +641,7 @@ def read_stories(path) -> list[str]:
 # ----------------------------------------------------------------------------------------------
 
 CONTROLLED_VERSION = 1
+CONTROLLED_FILE = "controlled.json"
 
 
 class ControlledCorpus:
@@ -666,7 +667,7 @@ class ControlledCorpus:
         for name, v in (("deterministic", deterministic), ("ambiguous", ambiguous)):
             validate.number(name, v, min=0, max=0.5)
         if deterministic + ambiguous > 0.5:
-            raise UsageError(f"deterministic + ambiguous = {deterministic + ambiguous:g}: at most 0.5 "
+            raise UsageError(f"--deterministic {deterministic:g} + --ambiguous {ambiguous:g}: at most 0.5 together "
                              "(each target follows its cue)")
         for name, v in (("n_det", n_det), ("n_amb", n_amb), ("n_amb_cues", n_amb_cues), ("n_filler", n_filler)):
             validate.integer(name, v, min=1)
@@ -713,18 +714,39 @@ class ControlledCorpus:
         out[pos[kind > 0] + 1] = second[kind > 0]
         return out[:n_tokens]
 
+    #: peak bytes per token of `tokens` (five int64/float64 arrays of the steps, the stream)
+    BYTES_PER_TOKEN = 64
+
     def write(self, out_dir, n_tokens: int, seed: int = DEFAULT_SEED, val_fraction: float = 0.1) -> dict:
         """A data dir `lcfast train` and `collect` take: out_dir/train.lcshard and val.lcshard (one
-        document each: the first 1 − val_fraction of the stream, then the rest; no tokenizer).
-        Returns {"train", "val": Path, "vocab_size", "ids"}."""
+        document each: the first 1 − val_fraction of the stream, then the rest; no tokenizer) and
+        out_dir/controlled.json (the knob and the ids of each kind), published together.
+        Returns that summary dict (with "train" and "val" paths)."""
         from lcfast.data.shards import write_shard
+        from lcfast.io import make_dir, staged
 
+        n_tokens = validate.integer("n_tokens", n_tokens, min=2)
+        validate.seed("seed", seed)
         validate.number("val_fraction", val_fraction, min=0, max=1, min_open=True, max_open=True)
+        need = self.BYTES_PER_TOKEN * n_tokens
+        have, where = validate.available_memory()
+        if need > have:
+            raise UsageError(f"--tokens {n_tokens}: needs about {validate.fmt_bytes(need)}, more than the "
+                             f"{validate.fmt_bytes(have)} {where}")
         out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
         s = self.tokens(n_tokens, seed)
-        cut = int(round(len(s) * (1 - val_fraction)))
-        write_shard(out / "train.lcshard", [s[:cut]], self.vocab_size)
-        write_shard(out / "val.lcshard", [s[cut:]], self.vocab_size)
-        return {"train": out / "train.lcshard", "val": out / "val.lcshard", "vocab_size": self.vocab_size,
-                "ids": self.ids}
+        cut = min(max(int(round(len(s) * (1 - val_fraction))), 1), len(s) - 1)  # both shards non-empty
+        meta = {
+            "generator": "lcfast.synth.controlled", "version": CONTROLLED_VERSION, "seed": int(seed),
+            "n_tokens": int(len(s)), "train_tokens": cut, "val_tokens": int(len(s) - cut),
+            "deterministic": self.deterministic, "ambiguous": self.ambiguous, "n_det": self.n_det,
+            "n_amb": self.n_amb, "n_amb_cues": self.n_amb_cues, "n_filler": self.n_filler,
+            "vocab_size": self.vocab_size, "expected_entropy_bits": self.expected_entropy(),
+            "ids": {k: [int(v[0]), int(v[-1]) + 1] for k, v in self.ids.items()},  # [first, end)
+        }
+        make_dir(out, "directory")
+        with staged() as st:  # shards and summary appear together, or not at all
+            write_shard(st.path(out / "train.lcshard"), [s[:cut]], self.vocab_size)
+            write_shard(st.path(out / "val.lcshard"), [s[cut:]], self.vocab_size)
+            st.write_json(out / CONTROLLED_FILE, meta, sort_keys=False)
+        return {**meta, "train": out / "train.lcshard", "val": out / "val.lcshard"}
