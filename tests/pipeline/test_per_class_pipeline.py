@@ -169,6 +169,13 @@ def test_shard_gone_measure_stands_with_a_note(tmp_path):
     df = measure([tmp_path / "run"], tmp_path / "m0", progress=False, context_orders=0)
     assert not (tmp_path / "m0" / "per_class.parquet").exists()
     assert not any("per-class" in n for n in df.attrs["notes"])
+    # an earlier measurement's table is not left beside new measurements it does not describe
+    (tmp_path / "elsewhere.lcshard").rename(tmp_path / "data" / "train.lcshard")
+    measure([tmp_path / "run"], tmp_path / "m0", progress=False)
+    assert (tmp_path / "m0" / "per_class.parquet").is_file()
+    df = measure([tmp_path / "run"], tmp_path / "m0", progress=False, context_orders=0)
+    assert not (tmp_path / "m0" / "per_class.parquet").exists()
+    assert any("removed" in n and "per_class.parquet" in n for n in df.attrs["notes"])
 
 
 def test_too_big_for_memory_is_a_note(controlled, tmp_path, monkeypatch):

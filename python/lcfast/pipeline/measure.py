@@ -373,7 +373,7 @@ def measure(
     profile's (1, or 2 — the only one the paper profile accepts)."""
     from lcfast.io import staged
     from lcfast.metrics.measure import PROFILES
-    from lcfast.pipeline.per_class import DEFAULT_ORDERS, MAX_ORDERS
+    from lcfast.pipeline.per_class import DEFAULT_ORDERS, MAX_ORDERS, PER_CLASS_FILE
 
     if profile not in PROFILES:
         raise UsageError(f"--profile {profile}: expected one of {', '.join(PROFILES)}")
@@ -392,6 +392,11 @@ def measure(
     with staged() as st:  # measurements.csv and the per-token tables are published together, when all are done
         df, notes = _measure_into(st, cdirs, out, min_count, cdnv_power, backend, device, console, progress, profile,
                                   orders)
+    stale = out / PER_CLASS_FILE
+    if not df.attrs.get("per_class_written") and stale.is_file():
+        # an earlier measure's table beside these measurements would be analysed as theirs
+        stale.unlink()
+        notes.append(f"removed {stale}: the per-class table of an earlier measurement (none was made this time)")
     if notes and console is not None:
         for n in notes:
             console.print(f"[yellow]note:[/] {n}")
@@ -456,6 +461,7 @@ def _measure_into(st, cdirs, out: Path, min_count, cdnv_power, backend, device, 
     st.write_bytes(out / "measurements.csv", df.to_csv(index=False).encode("utf-8"))
     if classes:
         st.write_bytes(out / PER_CLASS_FILE, _parquet_bytes(pd.concat(classes, ignore_index=True)))
+    df.attrs["per_class_written"] = bool(classes)
     return df, notes
 
 
