@@ -252,6 +252,9 @@ def plot_view(view: dict, path: Path) -> bool:
     else:
         ax2.text(0.5, 0.5, "one epoch per architecture:\nno change over training to show", ha="center",
                  va="center", transform=ax2.transAxes, fontsize=9)
+    from matplotlib.ticker import MaxNLocator
+
+    ax2.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers here
     ax2.axhline(0, color="grey", lw=0.8)
     ax2.set_xlabel("epoch")
     ax2.set_ylabel("Spearman ρ (entropy, CDNV)")
