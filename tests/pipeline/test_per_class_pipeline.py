@@ -94,20 +94,6 @@ def test_relation_sign_and_training(controlled):
     assert fall["det_target"] < 0.5
 
 
-def test_controlled_corpus_shares_and_seed():
-    cc = ControlledCorpus(deterministic=0.25, ambiguous=0.15, n_amb=4)
-    s = cc.tokens(50_000, seed=3)
-    assert np.array_equal(s, cc.tokens(50_000, seed=3)) and not np.array_equal(s, cc.tokens(50_000, seed=4))
-    share = {k: np.isin(s, ids).mean() for k, ids in cc.ids.items()}
-    assert share["det_target"] == pytest.approx(0.25, abs=0.01)
-    assert share["amb_target"] == pytest.approx(0.15, abs=0.01)
-    h, _ = context_entropy(s, 1, cc.vocab_size)
-    assert np.all(h[0, cc.ids["det_target"]] == 0)
-    np.testing.assert_allclose(h[0, cc.ids["amb_target"]], cc.expected_entropy()["amb_target"], atol=0.01)
-    with pytest.raises(lcfast.UsageError, match="at most 0.5"):
-        ControlledCorpus(0.3, 0.3)
-
-
 def test_analyze_per_class_view(controlled, tmp_path):
     from lcfast.pipeline.analyze import per_class as pcv
     from lcfast.pipeline.analyze import run_analysis
