@@ -9,6 +9,7 @@ The public API is imported lazily so that `lcfast --help` does not pay for impor
     lcfast.measure_embeddings, lcfast.measure_stats                every NC metric (docs/metrics.md)
     lcfast.NCTracker                                               NC metrics inside any training loop
                                                                    (lcfast.integrations.transformers: Trainer)
+    lcfast.per_class                                               per class: context entropy beside NC
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ _LAZY = {
     "NCTracker": "lcfast.tracking",
     "measure_embeddings": "lcfast.metrics.measure",
     "measure_stats": "lcfast.metrics.measure",
+    "per_class": "lcfast.pipeline.per_class",
     "DataError": "lcfast.errors",
     "UsageError": "lcfast.errors",
 }

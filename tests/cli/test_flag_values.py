@@ -30,6 +30,7 @@ SEED_PAST = str(2**64)
 # the flag error must come first)
 BASE = {
     "corpus synth": ["corpus", "synth", "--out", "{w}/o"],
+    "corpus controlled": ["corpus", "controlled", "--out", "{w}/o"],
     "tokenize": ["tokenize", "{w}/in.txt", "--tokenizer", "{w}/t.json", "--out", "{w}/o"],
     "count": ["count", "{w}/s.lcshard"],
     "train": ["train", "--data", "{w}/d", "--out", "{w}/o", "--layers", "1", "--width", "16"],
@@ -45,6 +46,11 @@ I64 = 2**63 - 1
 SPEC = {
     ("corpus synth", "--stories"): ("int", 1, I64),
     ("corpus synth", "--seed"): ("seed",),
+    ("corpus controlled", "--tokens"): ("int", 2, I64),
+    ("corpus controlled", "--deterministic"): ("float", 0, 0.5, False),
+    ("corpus controlled", "--ambiguous"): ("float", 0, 0.5, False),
+    ("corpus controlled", "--val-fraction"): ("float", 0, 1, True),
+    ("corpus controlled", "--seed"): ("seed",),
     ("tokenize", "--val-fraction"): ("float", 0, 1, False),
     ("tokenize", "--seed"): ("seed",),
     ("tokenize", "--threads"): ("int", 0, 1024),
@@ -67,6 +73,7 @@ SPEC = {
     ("collect", "--save-every"): ("float", 0, 1e7, True),
     ("measure", "--min-count"): ("int", 1, I64),
     ("measure", "--cdnv-power"): ("float", 0, 16, True),
+    ("measure", "--context-orders"): ("int", 0, 16),
     ("bench", "--repeats"): ("int", 1, 10_000),
 }
 

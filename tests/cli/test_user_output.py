@@ -120,7 +120,8 @@ def test_progress_bar_fits_80_columns():
 
 @pytest.mark.skipif(not LCFAST.is_file(), reason=f"console script {LCFAST} not installed")
 @pytest.mark.parametrize("cmd", [[], ["tokenize"], ["count"], ["train"], ["collect"], ["measure"], ["analyze"],
-                                 ["bench"], ["demo"], ["doctor"], ["export"], ["merge"], ["corpus", "synth"]])
+                                 ["bench"], ["demo"], ["doctor"], ["export"], ["merge"], ["corpus", "synth"],
+                                 ["corpus", "controlled"]])
 def test_help_names_and_types(cmd):
     env = {**os.environ, "COLUMNS": "80", "NO_COLOR": "1", "TERM": "dumb"}
     p = subprocess.run([str(LCFAST), *cmd, "--help"], capture_output=True, text=True, env=env, timeout=120)

@@ -215,6 +215,11 @@ def test_classes_top_k(tmp_path, tiny_shards, tiny_bpe_tokenizer):
     assert head["layer"] == 2 and list(df["layer"]) == [0, 2]  # the head is hidden_states[2], even unasked
     tab = pd.read_parquet(tmp_path / "m" / head["per_token"])
     assert set(tab["id"]) <= set(ids.tolist()) and (tab["n"].to_numpy() == counts_of(sf, lf, tab["id"])).all()
+    # per_class.parquet: the kept classes under their token ids, beside every other label of the shard
+    pc = pd.read_parquet(tmp_path / "m" / "per_class.parquet")
+    assert pc["id"].is_unique and set(pc.loc[pc["kept"], "id"]) == set(tab["id"])
+    assert int(pc["shard_count"].sum()) == TokenShard(str(tiny_shards / "train.lcshard")).n_tokens - 1
+    assert (pc.set_index("id").loc[tab["id"], "n"].to_numpy() == tab["n"].to_numpy()).all()
 
 
 def counts_of(stats, layout, ids) -> np.ndarray:

@@ -40,6 +40,10 @@ def test_demo_mini_and_rerun(tmp_path):
     pngs = {p.relative_to(out).as_posix() for p in out.glob("analysis*/*.png")}
     links = {ln[ln.index("](") + 2 : -1] for ln in rep.splitlines() if ln.startswith("![")}
     assert pngs and pngs == links and any(p.startswith("analysis_over_training/epochs_") for p in pngs)
+    # the per-class view: context entropy against per-class variability, said in words, its plot linked
+    assert (out / "measure" / "per_class.parquet").is_file() and "## Which classes can collapse" in rep
+    assert "analysis/per_class_variability.png" in pngs and d["per_class"]["lines"]
+    assert all(line.split()[0] in rep for line in d["per_class"]["lines"])
     assert "## Glossary" in rep and "The scatter plots show" in rep and "target ≤" not in rep and "DESIGN" not in rep
     # every model trained with --track-nc: its curve over training, the exact checkpoints on it
     for m in df["model"]:

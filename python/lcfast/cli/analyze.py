@@ -57,7 +57,8 @@ def analyze_cmd(
     ),
     target: str = typer.Option("val_loss", "--target", help="Column to correlate every metric with."),
     out: Path = typer.Option(..., "--out",
-                             help="Output folder: correlations.csv, data.csv, analysis.json and PNG plots."),
+                             help="Output folder: correlations.csv, data.csv, analysis.json and PNG plots "
+                                  "(and per_class_*.csv when a per_class.parquet lies beside the table)."),
     metric: list[str] | None = typer.Option(
         None, "--metric", help="Only these metric columns (repeatable); default: every numeric metric column."
     ),
@@ -93,6 +94,10 @@ def analyze_cmd(
                         + (f" and {len(res.plots)} depth plots" if res.plots else ""))
     else:
         _print_correlations(res, csvs, target, out)
+    if res.per_class is not None and not json_out:
+        Console().print(f"per class ({Path(out) / 'per_class_correlations.csv'}):", highlight=False)
+        for line in res.per_class["lines"]:
+            Console().print(f"  {line}", highlight=False, markup=False)
     if len(csvs) > 1:
         from lcfast.pipeline.analyze import pooling_line
 

@@ -112,7 +112,11 @@ def merge(
 def measure(
     runs: list[Path] = typer.Argument(..., metavar="RUN",
                                       help="Run dirs (their collect/*), collect output dirs, or folders of runs."),
-    out: Path = typer.Option(..., "--out", help="Output dir: measurements.csv and per_token/*.parquet."),
+    out: Path = typer.Option(..., "--out",
+                             help="Output dir: measurements.csv, per_token/*.parquet, per_class.parquet."),
+    context_orders: int = IntOption(3, "--context-orders",
+                                    help="per_class.parquet: each class's context entropy at orders 1..K "
+                                         "(docs/metrics.md); 0: no per-class table.", min=0, max=16),
     min_count: int | None = IntOption(None, "--min-count",
                                       help="Keep classes with ≥ k train samples (default: collect's)."),
     profile: str = typer.Option(
@@ -142,7 +146,8 @@ def measure(
         raise UsageError(f"--backend {backend}: expected auto, torch or triton")
     with interrupt_note(lambda: unchanged_note(out)):
         df = do_measure(runs, out, min_count=min_count, cdnv_power=cdnv_power, backend=backend, device=device,
-                        console=Console(stderr=True), progress=progress, profile=profile)
+                        console=Console(stderr=True), progress=progress, profile=profile,
+                        context_orders=context_orders)
     if json_out:
         print(df.to_json(orient="records", indent=2))
     else:

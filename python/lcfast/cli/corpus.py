@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from lcfast.cli.options import IntOption, SeedOption
+from lcfast.cli.options import FloatOption, IntOption, SeedOption
 from lcfast.data.synth import DEFAULT_N_STORIES, DEFAULT_SEED
 
 corpus_app = typer.Typer(
@@ -51,6 +51,44 @@ def synth(
                                                  "mean_words_per_story", "n_chars", "seconds"))]
     print_table(Console(), f"synthetic corpus → {out}", ["field", "value"], rows, justify={"value": "right"})
     Console().print(f"wrote {Path(out) / STORIES_FILE} and {Path(out) / META_FILE}")
+
+
+@corpus_app.command("controlled")
+def controlled(
+    out: Path = typer.Option(..., "--out", help="Output data dir (train.lcshard, val.lcshard, controlled.json)."),
+    tokens: int = IntOption(200_000, "--tokens", help="Tokens in all (≥ 2).", min=2),
+    deterministic: float = FloatOption(0.2, "--deterministic", min=0, max=0.5,
+                                       help="Share of tokens determined by the previous token (0 to 0.5)."),
+    ambiguous: float = FloatOption(0.2, "--ambiguous", min=0, max=0.5,
+                                   help="Share of tokens drawn uniformly of 8 after shared cues (0 to 0.5; "
+                                        "with --deterministic at most 0.5)."),
+    val_fraction: float = FloatOption(0.1, "--val-fraction", min=0, max=1, min_open=True, max_open=True,
+                                      help="Share of the stream in val.lcshard (the end of it)."),
+    seed: int = SeedOption(DEFAULT_SEED, "--seed", help="Random seed; the same seed gives the same tokens."),
+    json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+) -> None:
+    """A token corpus with known context ambiguity (docs/metrics.md, "Per-class table"): a data dir for
+    `lcfast train --data OUT` and `lcfast collect`, no tokenizer."""
+    import json
+
+    from rich.console import Console
+
+    from lcfast.cli.data import unchanged_note
+    from lcfast.data.synth import CONTROLLED_FILE, ControlledCorpus
+    from lcfast.errors import UsageError, interrupt_note
+
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out}: exists and is not a directory")
+    cc = ControlledCorpus(deterministic, ambiguous)
+    with interrupt_note(lambda: unchanged_note(out)):
+        meta = cc.write(out, tokens, seed=seed, val_fraction=val_fraction)
+    meta = {k: (str(v) if isinstance(v, Path) else v) for k, v in meta.items()}
+    if json_out:
+        print(json.dumps(meta, indent=2))
+        return
+    Console().print(f"wrote {out / 'train.lcshard'} ({meta['train_tokens']:,} tokens), {out / 'val.lcshard'} "
+                    f"({meta['val_tokens']:,}) and {out / CONTROLLED_FILE}; vocabulary {meta['vocab_size']}",
+                    highlight=False)
 
 
 def register(app: typer.Typer) -> None:

@@ -15,6 +15,12 @@ real text. The default corpus (`DEFAULT_N_STORIES`) has a few thousand word type
 
 `write_corpus(out_dir, n_stories, seed)` writes `out_dir/stories.txt` (one story per line, stories
 separated by a blank line — no blank line inside a story) and `out_dir/corpus.json` (summary).
+
+`ControlledCorpus(deterministic, ambiguous)` is the controlled knob, at the token level and apart
+from the stories (whose output it leaves untouched): a share of tokens determined by the previous
+token and a share drawn uniformly after shared cues, so the context entropy of each class is known
+by construction (docs/metrics.md, "Per-class table"); `.write(dir, n_tokens)` gives a data dir
+`lcfast train` and `collect` take.
 """
 
 from __future__ import annotations
@@ -628,3 +634,119 @@ def read_stories(path) -> list[str]:
     except OSError as e:
         raise DataError(f"{p}: cannot read ({e.strerror or e})") from e
     return [b.strip() for b in re.split(r"\n\s*\n", text) if b.strip()]
+
+
+# ----------------------------------------------------------------------------------------------
+# The controlled knob: a token stream whose context ambiguity is known by construction
+# ----------------------------------------------------------------------------------------------
+
+CONTROLLED_VERSION = 1
+CONTROLLED_FILE = "controlled.json"
+
+
+class ControlledCorpus:
+    """A token-level synthetic corpus with a known share of deterministic and ambiguous classes.
+
+    Tokens are emitted in steps. With the step probabilities chosen so that, of all tokens,
+    `deterministic` are deterministic targets and `ambiguous` are ambiguous targets:
+
+    * a deterministic pair: a cue d_i (i uniform of `n_det`), then always its own target t_i —
+      t_i is determined by the previous token, context entropy 0 bits at every order;
+    * an ambiguous pair: a cue (uniform of `n_amb_cues`, shared by all ambiguous targets), then a
+      target drawn uniformly of `n_amb` — context entropy log2(n_amb) bits at order 1 (the known
+      distribution; longer contexts are rarer, so the plug-in estimate drifts lower at high orders);
+    * a filler token, uniform of `n_filler` (whatever came before).
+
+    Ids: fillers [0, F), deterministic cues, deterministic targets, ambiguous cues, ambiguous targets,
+    in that order (`ids`). `deterministic + ambiguous` ≤ 0.5 (every target needs its cue). Pure numpy
+    `default_rng(seed)`: the tokens depend only on the arguments. The story corpus is untouched.
+    """
+
+    def __init__(self, deterministic: float = 0.2, ambiguous: float = 0.2, *, n_det: int = 8, n_amb: int = 8,
+                 n_amb_cues: int = 4, n_filler: int = 32) -> None:
+        for name, v in (("deterministic", deterministic), ("ambiguous", ambiguous)):
+            validate.number(name, v, min=0, max=0.5)
+        if deterministic + ambiguous > 0.5:
+            raise UsageError(f"--deterministic {deterministic:g} + --ambiguous {ambiguous:g}: at most 0.5 together "
+                             "(each target follows its cue)")
+        for name, v in (("n_det", n_det), ("n_amb", n_amb), ("n_amb_cues", n_amb_cues), ("n_filler", n_filler)):
+            validate.integer(name, v, min=1)
+        self.deterministic, self.ambiguous = float(deterministic), float(ambiguous)
+        self.n_det, self.n_amb, self.n_amb_cues, self.n_filler = int(n_det), int(n_amb), int(n_amb_cues), int(n_filler)
+        import numpy as np
+
+        starts = np.cumsum([0, n_filler, n_det, n_det, n_amb_cues, n_amb])
+        names = ("filler", "det_cue", "det_target", "amb_cue", "amb_target")
+        #: name → int64 array of the ids of that kind
+        self.ids = {n: np.arange(starts[i], starts[i + 1], dtype=np.int64) for i, n in enumerate(names)}
+        self.vocab_size = int(starts[-1])
+
+    def expected_entropy(self) -> dict[str, float]:
+        """The order-1 context entropy of each target kind by construction (bits)."""
+        import math
+
+        return {"det_target": 0.0, "amb_target": math.log2(self.n_amb)}
+
+    def tokens(self, n_tokens: int, seed: int = DEFAULT_SEED):
+        """int64 [n_tokens]: the stream (cut at n_tokens; the last pair may lose its target)."""
+        import numpy as np
+
+        n_tokens = validate.integer("n_tokens", n_tokens, min=1)
+        validate.seed("seed", seed)
+        rng = np.random.default_rng([CONTROLLED_VERSION, seed])
+        rest = 1.0 - self.deterministic - self.ambiguous
+        # step probabilities: a pair is 2 tokens, so u_pair = share / rest gives the token shares asked for
+        u_det, u_amb = self.deterministic / rest, self.ambiguous / rest
+        steps = n_tokens  # ≥ the steps needed: every step emits at least one token
+        u = rng.random(steps)
+        kind = np.where(u < u_det, 1, np.where(u < u_det + u_amb, 2, 0))
+        i_det = rng.integers(0, self.n_det, steps)
+        q = rng.integers(0, self.n_amb_cues, steps)
+        a = rng.integers(0, self.n_amb, steps)
+        f = rng.integers(0, self.n_filler, steps)
+        first = np.where(kind == 1, self.ids["det_cue"][i_det],
+                         np.where(kind == 2, self.ids["amb_cue"][q], self.ids["filler"][f]))
+        second = np.where(kind == 1, self.ids["det_target"][i_det], self.ids["amb_target"][a])
+        length = np.where(kind == 0, 1, 2)
+        out = np.empty(int(length.sum()), dtype=np.int64)
+        pos = np.cumsum(length) - length
+        out[pos] = first
+        out[pos[kind > 0] + 1] = second[kind > 0]
+        return out[:n_tokens]
+
+    #: peak bytes per token of `tokens` (five int64/float64 arrays of the steps, the stream)
+    BYTES_PER_TOKEN = 64
+
+    def write(self, out_dir, n_tokens: int, seed: int = DEFAULT_SEED, val_fraction: float = 0.1) -> dict:
+        """A data dir `lcfast train` and `collect` take: out_dir/train.lcshard and val.lcshard (one
+        document each: the first 1 − val_fraction of the stream, then the rest; no tokenizer) and
+        out_dir/controlled.json (the knob and the ids of each kind), published together.
+        Returns that summary dict (with "train" and "val" paths)."""
+        from lcfast.data.shards import write_shard
+        from lcfast.io import make_dir, staged
+
+        n_tokens = validate.integer("n_tokens", n_tokens, min=2)
+        validate.seed("seed", seed)
+        validate.number("val_fraction", val_fraction, min=0, max=1, min_open=True, max_open=True)
+        need = self.BYTES_PER_TOKEN * n_tokens
+        have, where = validate.available_memory()
+        if need > have:
+            raise UsageError(f"--tokens {n_tokens}: needs about {validate.fmt_bytes(need)}, more than the "
+                             f"{validate.fmt_bytes(have)} {where}")
+        out = Path(out_dir)
+        s = self.tokens(n_tokens, seed)
+        cut = min(max(int(round(len(s) * (1 - val_fraction))), 1), len(s) - 1)  # both shards non-empty
+        meta = {
+            "generator": "lcfast.synth.controlled", "version": CONTROLLED_VERSION, "seed": int(seed),
+            "n_tokens": int(len(s)), "train_tokens": cut, "val_tokens": int(len(s) - cut),
+            "deterministic": self.deterministic, "ambiguous": self.ambiguous, "n_det": self.n_det,
+            "n_amb": self.n_amb, "n_amb_cues": self.n_amb_cues, "n_filler": self.n_filler,
+            "vocab_size": self.vocab_size, "expected_entropy_bits": self.expected_entropy(),
+            "ids": {k: [int(v[0]), int(v[-1]) + 1] for k, v in self.ids.items()},  # [first, end)
+        }
+        make_dir(out, "directory")
+        with staged() as st:  # shards and summary appear together, or not at all
+            write_shard(st.path(out / "train.lcshard"), [s[:cut]], self.vocab_size)
+            write_shard(st.path(out / "val.lcshard"), [s[cut:]], self.vocab_size)
+            st.write_json(out / CONTROLLED_FILE, meta, sort_keys=False)
+        return {**meta, "train": out / "train.lcshard", "val": out / "val.lcshard"}

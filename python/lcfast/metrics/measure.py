@@ -42,7 +42,7 @@ import torch
 from lcfast import validate
 from lcfast.backend import DEGENERATE_TOL
 from lcfast.errors import DataError, UsageError
-from lcfast.metrics.per_token import build_table
+from lcfast.metrics.per_token import build_table, nearest_class
 from lcfast.stats.classstats import ClassStats
 from lcfast.stats.inputs import as_tensor
 from lcfast.stats.ncc import NCCStats
@@ -199,7 +199,10 @@ def measure_all(
         r, ps, dual = _paper_metrics(k, W, ncc, cdnv_power, backend, tol)
     else:
         r, ps, dual = _canonical_metrics(stats, k, W, ncc, min_count, cdnv_power, backend, tol)
-    tab = build_table(k.ids, k.counts, k.norms, k.var, dual, ps, ncc, decode) if table else None
+    tab = None
+    if table:
+        near = nearest_class(k.M, k.var, cdnv_power, tol)
+        tab = build_table(k.ids, k.counts, k.norms, k.var, dual, ps, ncc, decode, near)
     return r, tab
 
 

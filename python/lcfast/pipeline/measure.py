@@ -6,6 +6,8 @@ the model's LM head, runs `measure_stats` and writes
 
     out_dir/measurements.csv                     one row per (model, checkpoint)
     out_dir/per_token/<model>_<checkpoint>.parquet  the per-token table with decoded token strings
+    out_dir/per_class.parquet                    one row per (model, checkpoint, class): context
+                                                 entropy beside per-class NC (lcfast.pipeline.per_class)
 
 A collection made with `collect --layers` gives one row per (model, checkpoint, layer): a `layer`
 column (transformers' hidden_states index, 0 = embeddings) and a `head` column (True for the LM
@@ -363,12 +365,15 @@ def measure(
     console=None,
     progress: bool = True,
     profile: str = "canonical",
+    context_orders: int | None = None,
 ):
-    """Measure every collection under `paths`; writes measurements.csv + per_token/*.parquet.
+    """Measure every collection under `paths`; writes measurements.csv + per_token/*.parquet +
+    per_class.parquet (context entropy at orders 1..`context_orders`, default 3; 0: no per-class table).
     `profile`: "canonical" (default) or "paper" (docs/metrics.md); `cdnv_power` defaults to the
     profile's (1, or 2 — the only one the paper profile accepts)."""
     from lcfast.io import staged
     from lcfast.metrics.measure import PROFILES
+    from lcfast.pipeline.per_class import DEFAULT_ORDERS, MAX_ORDERS, PER_CLASS_FILE
 
     if profile not in PROFILES:
         raise UsageError(f"--profile {profile}: expected one of {', '.join(PROFILES)}")
@@ -378,12 +383,20 @@ def measure(
         raise UsageError(f"--cdnv-power {cdnv_power}: --profile paper defines cdnv with power 2 (‖μ_c − μ_c′‖⁴)")
     if min_count is not None:
         min_count = validate.integer("--min-count", min_count, min=1)
+    orders = DEFAULT_ORDERS if context_orders is None else validate.integer("--context-orders", context_orders,
+                                                                           min=0, max=MAX_ORDERS)
     cdirs = find_collections(list(paths))
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out}: exists and is not a directory")
     with staged() as st:  # measurements.csv and the per-token tables are published together, when all are done
-        df, notes = _measure_into(st, cdirs, out, min_count, cdnv_power, backend, device, console, progress, profile)
+        df, notes = _measure_into(st, cdirs, out, min_count, cdnv_power, backend, device, console, progress, profile,
+                                  orders)
+    stale = out / PER_CLASS_FILE
+    if not df.attrs.get("per_class_written") and stale.is_file():
+        # an earlier measure's table beside these measurements would be analysed as theirs
+        stale.unlink()
+        notes.append(f"removed {stale}: the per-class table of an earlier measurement (none was made this time)")
     if notes and console is not None:
         for n in notes:
             console.print(f"[yellow]note:[/] {n}")
@@ -391,10 +404,14 @@ def measure(
     return df
 
 
-def _measure_into(st, cdirs, out: Path, min_count, cdnv_power, backend, device, console, progress, profile):
+def _measure_into(st, cdirs, out: Path, min_count, cdnv_power, backend, device, console, progress, profile,
+                  orders: int = 0):
     import pandas as pd
 
-    rows, notes = [], []
+    from lcfast.pipeline.per_class import PER_CLASS_FILE, ShardEntropy, collection_frame
+
+    rows, notes, classes = [], [], []
+    entropy = ShardEntropy(orders) if orders else None
     names: dict[str, int] = {}
     pbar = task = None
     if progress:
@@ -422,6 +439,13 @@ def _measure_into(st, cdirs, out: Path, min_count, cdnv_power, backend, device, 
             if table is not None:
                 st.write_bytes(out / "per_token" / f"{output_name(row)}.parquet", _parquet_bytes(table))
                 row["per_token"] = f"per_token/{output_name(row)}.parquet"
+                if entropy is not None:
+                    try:
+                        frame, more = collection_frame(cdir, row, table, entropy)
+                        classes.append(frame)
+                        notes.extend(more)
+                    except DataError as e:  # the shard moved: the measurement stands without the per-class rows
+                        notes.append(f"{row['model']}/{row['checkpoint']}: no per-class rows: {e}")
             more = layer_rows(cdir, row, min_count=row["min_count"], cdnv_power=cdnv_power, backend=backend,
                               device=device, profile=profile)
             rows.extend(sorted([row, *more], key=lambda r: (r.get("layer") is None, r.get("layer") or 0)))
@@ -435,6 +459,9 @@ def _measure_into(st, cdirs, out: Path, min_count, cdnv_power, backend, device, 
         df["layer"] = df["layer"].astype("Int64")
         df = df[["model", "checkpoint", "layer"] + [c for c in df.columns if c not in ("model", "checkpoint", "layer")]]
     st.write_bytes(out / "measurements.csv", df.to_csv(index=False).encode("utf-8"))
+    if classes:
+        st.write_bytes(out / PER_CLASS_FILE, _parquet_bytes(pd.concat(classes, ignore_index=True)))
+    df.attrs["per_class_written"] = bool(classes)
     return df, notes
 
 

@@ -126,6 +126,7 @@ def write_report(
     target: str | None = None,
     title: str = "lcfast report",
     plots_note: str | None = None,
+    per_class: dict | None = None,
 ) -> Path:
     """Write `out_dir/report.md` and return its path.
 
@@ -133,7 +134,8 @@ def write_report(
     so the paper's tables work too), or None. correlations_df: the frame `analyze` returned, or None.
     plots: PNG paths (scatter_*, epochs_*, depth_* get a section each, with a caption).
     notes: strings, written verbatim as a list (say what is approximate or missing). plots_note: a
-    paragraph saying which metrics are plotted and why.
+    paragraph saying which metrics are plotted and why. per_class: `AnalysisResult.per_class` (the
+    per-class view) or None; its section shows per_class_*.png among `plots`.
     """
     out = Path(out_dir)
     try:
@@ -150,7 +152,11 @@ def write_report(
         parts += _models_section(measurements_csv, shown_columns)
     if correlations_df is not None and len(correlations_df):
         parts += _correlations_section(correlations_df, target, shown_columns)
-    parts += _plots_section([Path(p) for p in plots or ()], plots_note, target, out)
+    plots = [Path(p) for p in plots or ()]
+    if per_class is not None:
+        parts += _per_class_section(per_class, [p for p in plots if p.name.startswith("per_class_")], out)
+        plots = [p for p in plots if not p.name.startswith("per_class_")]
+    parts += _plots_section(plots, plots_note, target, out)
     notes = [str(n) for n in notes or ()]
     if notes:
         parts += ["", "## Notes", ""] + [f"- {' '.join(n.split())}" for n in notes]
@@ -206,6 +212,26 @@ def _correlations_section(c: pd.DataFrame, target: str, shown_columns: list[str]
 
         line = pooling_line(c.attrs.get("pooled") or {}, c.attrs.get("kept_apart") or [])
         parts += ["", line[0].upper() + line[1:] + " (definitions: docs/metrics.md)."]
+    return parts
+
+
+def _per_class_section(view: dict, plots: list[Path], out: Path) -> list[str]:
+    """## Which classes can collapse: context entropy against per-class variability (the view's sentences)."""
+    parts = ["", "## Which classes can collapse", "",
+             "Next-token labels are soft: the same context is followed by different tokens, so a class whose "
+             "contexts do not determine it cannot shrink to a point. For each class c, its context entropy "
+             "h_k(c) is H(next token | the k preceding tokens) over the train shard, averaged over the positions "
+             "labelled c (0 bits: always predictable from its context); its variability is its CDNV to the "
+             "nearest class mean (σ²_c and σ²_c′ over the squared distance of the two means). Spearman ρ over "
+             "the kept classes, each class counted once; definitions in docs/metrics.md.", ""]
+    parts += [f"- {' '.join(str(line).split())}" for line in view.get("lines", [])]
+    files = view.get("files") or []
+    if files and view.get("dir"):
+        parts += ["", "Every model, order and variability: "
+                  + ", ".join(f"`{_rel(Path(view['dir']) / f, out)}`" for f in files)
+                  + (f"; one row per class: `{_rel(Path(view['source']), out)}`." if view.get("source") else ".")]
+    for p in plots:
+        parts += ["", f"![{p.stem}]({_rel(p, out)})"]
     return parts
 
 

@@ -466,6 +466,7 @@ def remove_stale_plots(out_dir: Path, keep: list[Path]) -> None:
     analysis.json) that this one did not redraw (they would be stale); called only after the new
     plots are published."""
     keep_names = {Path(p).name for p in keep}
-    for old in [p for pat in ("scatter_*.png", "epochs_*.png", "depth_*.png") for p in Path(out_dir).glob(pat)]:
+    pats = ("scatter_*.png", "epochs_*.png", "depth_*.png", "per_class_*.png")
+    for old in [p for pat in pats for p in Path(out_dir).glob(pat)]:
         if old.name not in keep_names:
             old.unlink(missing_ok=True)

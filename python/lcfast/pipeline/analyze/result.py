@@ -34,3 +34,8 @@ class AnalysisResult:
     plots: list[Path] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     files: dict[str, str] = field(default_factory=dict)
+    #: the per-class view (lcfast.pipeline.analyze.per_class.view_summary) when a per_class.parquet
+    #: lies beside the inputs, else None
+    per_class: dict | None = None
+    #: the full view (frames included: lcfast.pipeline.analyze.per_class.per_class_view), for plots
+    per_class_view: dict | None = field(default=None, repr=False)

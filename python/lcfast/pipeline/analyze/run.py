@@ -172,19 +172,32 @@ def _write_outputs(res, out, plots, corr, data, target, chosen, renamed, derived
     """Stage every output of `run_analysis` and publish them together; then drop the stale plots of
     the earlier analysis in `out` (`ours`: there was one)."""
     from lcfast.io import staged
+    from lcfast.pipeline.analyze import per_class as pcv
 
+    view, pc_path = pcv.load_view(res.inputs, data) if scatter else (None, None)
     with staged() as st:
         if plots:
             res.plots = make_plots(res, out, st) if scatter else []
             if depth is not None:
                 res.plots += make_depth_plots(depth, [m for m in chosen if m in depth.columns], out, st)
+        if view is not None:
+            res.per_class, res.per_class_view = pcv.view_summary(view, pc_path, out), view
+            st.write_text(out / pcv.CORR_FILE, view["correlations"].to_csv(index=False))
+            st.write_text(out / pcv.BINS_FILE, view["bins"].to_csv(index=False))
+            res.files.update(per_class_correlations=str(out / pcv.CORR_FILE), per_class_bins=str(out / pcv.BINS_FILE))
+            if plots:
+                p = out / pcv.PLOT_FILE
+                if pcv.plot_view(view, st.path(p)):
+                    res.plots.append(p)
+                else:
+                    st.forget(p)
         st.write_text(out / CORRELATIONS_FILE, corr.to_csv(index=False))
         st.write_text(out / DATA_FILE, data.to_csv(index=False))
-        res.files = {
+        res.files.update({
             "correlations": str(out / CORRELATIONS_FILE),
             "data": str(out / DATA_FILE),
             "summary": str(out / SUMMARY_FILE),
-        }
+        })
         summary = {
             "target": target,
             "inputs": res.inputs,
@@ -198,6 +211,7 @@ def _write_outputs(res, out, plots, corr, data, target, chosen, renamed, derived
             "plots": [str(p.relative_to(out)) for p in res.plots],
             "notes": notes,
             "correlations": json.loads(corr.to_json(orient="records")),
+            "per_class": res.per_class,
         }
         st.write_text(out / SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
     if plots and ours:

@@ -148,9 +148,10 @@ def _run_demo(out, quick, device, console, progress, profile, workers, stack) ->
     with d.step("5/7 measure", "measure"):
         m = _measure(d, sweep)
     with d.step("6/7 analyze", "analyze"):
-        corr, plots, stamp = _analyze_step(d, sweep, m)
+        corr, plots, stamp, per_class = _analyze_step(d, sweep, m)
     with d.step("7/7 report", "report"):
-        report, notes, facts, speed = _report_step(d, sweep, m, corr, plots, trained, summaries, tracked)
+        report, notes, facts, speed = _report_step(d, sweep, m, corr, plots, trained, summaries, tracked,
+                                                   per_class)
         write_stamp(_analysis_stamp(d.root), stamp)
     d.log.timings["total"] = time.perf_counter() - t_all
 
@@ -165,6 +166,7 @@ def _run_demo(out, quick, device, console, progress, profile, workers, stack) ->
         "timings_s": d.log.timings,
         "reused": d.log.reused,
         "findings": facts,
+        "per_class": per_class,
         "notes": notes,
         "speed": speed,
         "models": json.loads(m.final[["model", "n_params", "layers", "width", "epochs", "val_loss", "nc1_cdnv",
@@ -383,13 +385,16 @@ def _analysis_stamp(root: Path) -> Path:
 
 
 def _analyze_step(d: _Demo, sweep: _Sweep, m: _Measured):
-    """(correlations, plots, the stamp to write once the report is): reused when the measurements and
-    tracked curves are those of the last report (their hashes), else `_analyze`."""
+    """(correlations, plots, the stamp to write once the report is, the per-class view's summary or
+    None): reused when the measurements, per-class table and tracked curves are those of the last
+    report (their hashes), else `_analyze`."""
     root, runs_dir = d.root, sweep.runs_dir
     stamp = {"measurements": file_sha(m.meas_csv), "over_training": file_sha(m.dev_csv) if m.dev_csv else None,
              "tracked": {n: file_sha(runs_dir / n / "nc_track.csv") for n in sweep.names
                          if (runs_dir / n / "nc_track.csv").is_file()},
-             "version": 2}
+             "per_class": file_sha(root / "measure" / "per_class.parquet")
+             if (root / "measure" / "per_class.parquet").is_file() else None,
+             "version": 3}
     prev = read_json(root / "demo.json")
     if stamp_ok(_analysis_stamp(root), stamp) and (root / "report.md").is_file() and prev.get("plots") is not None:
         import pandas as pd
@@ -397,20 +402,22 @@ def _analyze_step(d: _Demo, sweep: _Sweep, m: _Measured):
         corr = pd.read_csv(root / "analysis" / "correlations.csv")
         corr.attrs["target"] = "val_loss"
         plots = prev["plots"]
+        per_class = read_json(root / "analysis" / "analysis.json").get("per_class")
         d.log.reused["analyze"] = True
     else:
         from lcfast.progress import status
 
         with status(d.console if d.progress else None, "fitting val_loss against every metric, drawing the plots…"):
-            corr, plots = _analyze(root, m.meas_csv, m.dev_csv)
+            corr, plots, per_class = _analyze(root, m.meas_csv, m.dev_csv)
         d.log.reused["analyze"] = False
-    return corr, plots, stamp
+    return corr, plots, stamp, per_class
 
 
 def _analyze(root: Path, meas_csv: Path, dev_csv: Path | None):
     """Correlations of every metric (analysis/correlations.csv) and the plots of the headline ones
     (see `plotted_metrics`); with several checkpoints per model, metric-vs-epoch plots
-    (analysis_over_training/). Every PNG written is returned (the report links them all)."""
+    (analysis_over_training/), and the per-class view (analysis/per_class_*; its summary is returned).
+    Every PNG written is returned (the report links them all)."""
     from dataclasses import replace
 
     from lcfast.pipeline.analyze import make_plots, run_analysis
@@ -419,6 +426,15 @@ def _analyze(root: Path, meas_csv: Path, dev_csv: Path | None):
     chosen, _ = plotted_metrics(res.correlations)
     key = res.correlations.set_index("metric").loc[chosen].reset_index()
     plots = [str(p) for p in make_plots(replace(res, correlations=key), root / "analysis", kinds=("scatter",))]
+    if res.per_class_view is not None:
+        from lcfast.io import staged
+        from lcfast.pipeline.analyze.per_class import PLOT_FILE, plot_view
+
+        with staged() as st:
+            if plot_view(res.per_class_view, st.path(root / "analysis" / PLOT_FILE)):
+                plots.append(str(root / "analysis" / PLOT_FILE))
+            else:
+                st.forget(root / "analysis" / PLOT_FILE)
     over_csv = dev_csv or meas_csv
     if dev_csv is not None or _has_tracking(over_csv):  # curves tracked during training + exact checkpoints
         over = run_analysis([str(over_csv)], target="val_loss", out_dir=str(root / "analysis_over_training"),
@@ -426,7 +442,7 @@ def _analyze(root: Path, meas_csv: Path, dev_csv: Path | None):
         plots += [str(p) for p in make_plots(over, root / "analysis_over_training", kinds=("epochs",))]
     corr = res.correlations
     corr.attrs["target"] = "val_loss"
-    return corr, plots
+    return corr, plots, res.per_class
 
 
 def _has_tracking(csv_path: Path) -> bool:
@@ -435,7 +451,7 @@ def _has_tracking(csv_path: Path) -> bool:
     return bool(tracked_tables(load_tables([csv_path])[0]))
 
 
-def _report_step(d: _Demo, sweep: _Sweep, m: _Measured, corr, plots, trained, summaries, tracked):
+def _report_step(d: _Demo, sweep: _Sweep, m: _Measured, corr, plots, trained, summaries, tracked, per_class=None):
     """report.md with the findings and notes; (its path, the notes, the findings' numbers, the speeds)."""
     from lcfast.pipeline.report import write_report
     from lcfast.pipeline.sweep import run_name
@@ -449,12 +465,14 @@ def _report_step(d: _Demo, sweep: _Sweep, m: _Measured, corr, plots, trained, su
         f"Sweep: {len(sweep.grid)} models (layers {list(prof.layers)} × widths {list(prof.widths)} × epochs "
         f"{list(prof.epochs)}), {prof.steps_per_epoch} steps of {prof.batch_size}×{prof.context} tokens per epoch, "
         f"corpus of {prof.n_stories:,} synthetic stories, BPE vocabulary {prof.vocab}. All correlations: "
-        "analysis/correlations.csv; every row measured: measure/measurements.csv; per-token tables: measure/per_token/."
+        "analysis/correlations.csv; every row measured: measure/measurements.csv; per-token tables: "
+        "measure/per_token/; per-class table (context entropy beside per-class NC): measure/per_class.parquet."
     )
     tracked_names = [run_name(n_layers, w, e, prof.seed) for n_layers, w, e in tracked]
     report = write_report(d.root, m.meas_csv, corr, plots, notes, title="lcfast demo: linguistic collapse in miniature",
                           plots_note=plots_note(corr, tracked_names if m.dev_csv is not None else [],
-                                                tracking=prof.track_every is not None))
+                                                tracking=prof.track_every is not None),
+                          per_class=per_class)
     return report, notes, facts, speed
 
 
