@@ -445,7 +445,8 @@ def _meta_str(v) -> str | None:
 
 def meta_mismatch(meta: dict, want: dict) -> tuple[str, str, str | None, str | None] | None:
     """The first key (sorted as `want` is) where string metadata `meta` differs from `want`
-    (non-string values compared as JSON): (key, what it means, have, want), else None."""
+    (non-string values compared as JSON; a None in `want` requires the key to be absent):
+    (key, what it means, have, want), else None."""
     for key, val in want.items():
         have, w = _meta_str(meta.get(key)), _meta_str(val)
         if have != w:
@@ -459,4 +460,5 @@ def check_meta(path: str | os.PathLike, meta: dict, want: dict | None, hint: str
     bad = meta_mismatch(meta, want or {})
     if bad is not None:
         key, what, have, w = bad
-        raise DataError(f"{path}: state was written for {what} ({key} {have!r}, now {w!r}){hint}")
+        shown = lambda v: "none" if v is None else repr(v)  # noqa: E731 - None: the key is absent
+        raise DataError(f"{path}: state was written for {what} ({key} {shown(have)}, now {shown(w)}){hint}")
