@@ -5,7 +5,7 @@ its collection, collection parts to merge, measurements, an analysis, a sweep, c
 and files of the user's own beside them. Every case copies the world and runs one command that
 fails — a bad flag value, a bad input file, an output that is an input — and checks that every
 file that existed before is byte-identical after (and still there), and that nothing new is left
-behind but the empty folders a command may create. Kill cases run the real console script with
+behind, not even an empty folder. Kill cases run the real console script with
 LCFAST_TEST_KILL_AT (SIGKILL at a save point, before its rename): the pre-existing files that are
 not outputs of the command stay byte-identical, and after the rerun (exit 0) no temporary file is
 left anywhere. Interrupts (SIGINT/SIGTERM): tests/cli/test_interrupts.py. Outputs follow the umask.
@@ -179,11 +179,11 @@ FAILING = {
 def test_failing_run_changes_nothing(w, case):
     make, want = FAILING[case]
     argv = make(w)
-    before = snapshot(w)
+    before = snapshot(w, dirs=True)
     code, err = cli(argv)
     assert code == want, err
     assert err.startswith("lcfast: ") and len(err.strip().splitlines()) == 1, err
-    after = snapshot(w)
+    after = snapshot(w, dirs=True)
     assert after == before, {k: (before.get(k), after.get(k)) for k in set(before) | set(after)
                              if before.get(k) != after.get(k)}
     assert dotfiles(w) == []
