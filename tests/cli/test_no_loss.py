@@ -528,3 +528,13 @@ def test_export_refuses_a_tokenizer_that_is_not_the_runs(w):
     assert want in line and snapshot(w) == before and not (w / "exp").exists()
     r = console(["export", w / "run", "--out", w / "exp", "--tokenizer", w / "data" / "tokenizer.json"])
     assert r.returncode == 0, r.stderr[-2000:]
+    # the data dir's tokenizer.json (the default) replaced since training
+    shutil.copytree(w / "data", w / "data3")
+    code, err = cli(["train", "--data", w / "data3", "--out", w / "run3", *TRAIN])
+    assert code == 0, err
+    shutil.copyfile(w / "tok2" / "tokenizer.json", w / "data3" / "tokenizer.json")
+    before = snapshot(w)
+    line = _refused(console(["export", w / "run3", "--out", w / "exp3"]), 1)
+    assert line.startswith(f"lcfast: error: {w / 'data3' / 'tokenizer.json'} (the tokenizer of its data dir now): "
+                           f"not the tokenizer {w / 'run3'} was trained with"), line
+    assert snapshot(w) == before and not (w / "exp3").exists()
