@@ -2,7 +2,8 @@
 config.json, model.safetensors (transformers' key names), tokenizer.json — that
 `AutoModelForCausalLM.from_pretrained(DIR)` loads with lcfast's logits, and that lcfast itself reads
 back through its GPT-Neo fast path as the very same model (same config, weights and fingerprint),
-so `lcfast collect DIR --data …` gives the statistics `lcfast collect RUN` gives.
+so `lcfast collect DIR --data …` gives the statistics `lcfast collect RUN` gives. The tokenizer shipped
+must be the one the run was trained with (the fingerprint its config.json records).
 
 The inverse of `lcfast.model.load_hf` (hf_config_to_ours / hf_key_to_ours). No transformers needed.
 """

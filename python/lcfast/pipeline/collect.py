@@ -16,7 +16,9 @@ Every pass saves its accumulator atomically (safetensors + metadata in the heade
 `save_every_s` seconds / `save_every_windows` windows, and a rerun continues from the last save:
 the same windows in the same batches in the same order, so the totals are bit-identical to an
 uninterrupted run. A state written for another model, shard, set of means or options is refused
-with a `DataError` naming the file (`restart=True` ignores it; the new pass's saves replace it).
+with a `DataError` naming the file (`restart=True` ignores it; the new pass's saves replace it);
+every state in the folder is checked against what the options decide before anything is written,
+so a refused rerun leaves the collection that is there as it was.
 
 The model is a lcfast run, a transformers GPT-Neo folder (both on lcfast's own GPT-Neo) or any
 transformers causal LM (`lcfast.model.hf`: the head input read by a forward hook), run in

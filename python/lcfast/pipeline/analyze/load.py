@@ -207,7 +207,7 @@ def _parse_paper_models(df: pd.DataFrame) -> bool:
     return True
 
 
-def _labels(paths: list[Path]) -> list[str]:
+def input_labels(paths: list[Path]) -> list[str]:
     """What each input is called in `source` and the notes: its file name, or as much of its path as
     tells it apart from another input of the same name (A/measurements.csv, B/measurements.csv)."""
     out = []
@@ -239,7 +239,7 @@ def load_tables(csv_paths, notes: list[str] | None = None) -> tuple[pd.DataFrame
     paths = [Path(p) for p in csv_paths]
     if not paths:
         raise UsageError("analyze: give at least one CSV file")
-    labels = _labels(paths)
+    labels = input_labels(paths)
     frames, renamed_all, derived_all = [], {}, []
     by_source: dict[str, set[str]] = {}  # columns holding values, per file (what `pooling` reports)
     for i, (p, label) in enumerate(zip(paths, labels)):
