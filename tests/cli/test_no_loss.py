@@ -413,6 +413,8 @@ def test_collect_with_other_classes_or_data_changes_nothing(w):
     refusals = [
         (["collect", w / "run", "--out", ctk, *COLLECT, "--classes", "top:20"], "another layout"),
         (["collect", w / "run", "--data", other, "--out", ctk, *COLLECT, "--classes", "top:10"], "another shard"),
+        # without --classes: the 10-class state used to be reused as if it held every class
+        (["collect", w / "run", "--out", ctk, *COLLECT], "another layout"),
     ]
     for argv, why in refusals:
         line = _refused(console(argv), 1)

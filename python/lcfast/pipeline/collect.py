@@ -525,14 +525,18 @@ def _collect_sources(srcs, checkpoint, out, opts, console, progress, on_save, on
         if out_root is not None:
             od = out_root / src.checkpoint if len(srcs) > 1 or str(checkpoint).lower() == "all" else out_root
         where = od if od is not None else default_out_dir(src)
-        saved: list[str] = []  # passes that saved a state in this run (what a --restart may name)
+        saved: set[str] = set()  # passes that saved a state in this run (what a --restart may name)
+        existed = where.is_dir()
 
         def saving(kind: str, done: int, total: int, saved=saved) -> None:
-            saved.append(kind)
+            saved.add(kind)
             if on_save is not None:
                 on_save(kind, done, total)
 
-        with interrupt_note(lambda where=where, saved=saved: interrupted_note(where, opts.restart, bool(saved))):
+        def note(where=where, saved=saved, existed=existed) -> str:
+            return interrupted_note(where, opts.restart, bool(saved), existed)
+
+        with interrupt_note(note):
             res.append(collect_checkpoint(src, od, opts, console=console, progress=progress, on_save=saving,
                                           on_progress=on_progress))
     return res

@@ -306,6 +306,8 @@ def check_saved_states(job: PassJob) -> None:
     if job.opts.restart:
         return
     for kind, name in PASS_FILES.items():
+        if kind == "train_exact" and not job.opts.exact:  # left alone, never read: not this run's to judge
+            continue
         want = pass_want(job, kind, job.shards["val" if kind == "val" else "train"])
         paths = [job.out_dir / name]
         if job.world > 1:  # this process's part too (its own window count)

@@ -56,12 +56,13 @@ def read_progress(meta: dict[str, str], path: Path, hint: str = "") -> dict:
     return p if isinstance(p, dict) else {}
 
 
-def interrupted_note(out_dir: Path, restart: bool = False, saved: bool = False) -> str:
+def interrupted_note(out_dir: Path, restart: bool = False, saved: bool = False, existed: bool = True) -> str:
     """What an interrupted `collect` kept in `out_dir`: its latest resume state, or none yet. With
     `--restart` the states there before are ignored, so they are named only once this run saved
-    one of its own (`saved`), and the same command would start over again."""
+    one of its own (`saved`), and the same command would start over again. `existed`: whether
+    `out_dir` was there before the command."""
     if restart and not saved:
-        return (f"nothing saved yet by this --restart: {out_dir} is as it was; "
+        return (f"nothing saved yet by this --restart{f': {out_dir} is as it was' if existed else ''}; "
                 "rerun the same command to start over")
     states = sorted((p for p in Path(out_dir).glob("*.safetensors")
                      if p.is_file() and (p.name in PASS_KINDS or PART_RE.match(p.name))),
