@@ -212,8 +212,8 @@ class Staging:
         while not os.path.lexists(p) and p.parent != p:
             missing.append(p)
             p = p.parent
+        self._made.extend(reversed(missing))  # before mkdir: a failure halfway leaves the first ones
         folder.mkdir(parents=True, exist_ok=True)
-        self._made.extend(reversed(missing))
         return folder
 
     def path(self, dest: str | os.PathLike) -> Path:
