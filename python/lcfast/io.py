@@ -200,7 +200,21 @@ class Staging:
     def __init__(self) -> None:
         self._items: list[tuple[Path, Path]] = []  # (temporary, destination)
         self._swept: set[Path] = set()
+        self._made: list[Path] = []  # folders this staging created, outermost first
         self.committed = False
+
+    def make_dirs(self, folder: str | os.PathLike) -> Path:
+        """Create `folder` and its missing parents (OSError as raised). Those it created are removed
+        again, when empty, if nothing is published: an output folder exists only with outputs in it."""
+        folder = Path(folder)
+        missing = []
+        p = folder
+        while not os.path.lexists(p) and p.parent != p:
+            missing.append(p)
+            p = p.parent
+        self._made.extend(reversed(missing))  # before mkdir: a failure halfway leaves the first ones
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
 
     def path(self, dest: str | os.PathLike) -> Path:
         """A temporary path for `dest` that some other writer fills (e.g. the Rust shard writer);
@@ -209,7 +223,7 @@ class Staging:
         if any(d == dest for _, d in self._items):
             raise ValueError(f"{dest}: staged twice")
         try:
-            dest.parent.mkdir(parents=True, exist_ok=True)
+            self.make_dirs(dest.parent)
         except OSError as e:
             raise _cannot_write(dest, e) from None
         if dest.parent not in self._swept:  # what killed writers left here (dead pids on this host only)
@@ -282,6 +296,9 @@ class Staging:
         for tmp, _ in self._items:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
+        for d in reversed(self._made):  # innermost first; a folder something else wrote into stays
+            with contextlib.suppress(OSError):
+                os.rmdir(d)
 
 
 @contextlib.contextmanager
@@ -445,7 +462,8 @@ def _meta_str(v) -> str | None:
 
 def meta_mismatch(meta: dict, want: dict) -> tuple[str, str, str | None, str | None] | None:
     """The first key (sorted as `want` is) where string metadata `meta` differs from `want`
-    (non-string values compared as JSON): (key, what it means, have, want), else None."""
+    (non-string values compared as JSON; a None in `want` requires the key to be absent):
+    (key, what it means, have, want), else None."""
     for key, val in want.items():
         have, w = _meta_str(meta.get(key)), _meta_str(val)
         if have != w:
@@ -459,4 +477,5 @@ def check_meta(path: str | os.PathLike, meta: dict, want: dict | None, hint: str
     bad = meta_mismatch(meta, want or {})
     if bad is not None:
         key, what, have, w = bad
-        raise DataError(f"{path}: state was written for {what} ({key} {have!r}, now {w!r}){hint}")
+        shown = lambda v: "none" if v is None else repr(v)  # noqa: E731 - None: the key is absent
+        raise DataError(f"{path}: state was written for {what} ({key} {shown(have)}, now {shown(w)}){hint}")

@@ -93,7 +93,7 @@ def test_tokenize_interrupted_while_training_its_tokenizer(tmp_path, big_corpus)
     rc, err, dt = interrupt(p)
     assert rc == 130 and dt < 5, (rc, dt, err)
     assert one_line(err).startswith(f"lcfast: interrupted; {out} is unchanged")
-    assert list(out.iterdir()) == []
+    assert not out.exists()  # the folder made for the outputs goes with them
 
 
 # -- train: checkpoints, resume ------------------------------------------------------------------
@@ -163,6 +163,45 @@ def test_collect_interrupted_keeps_state_and_resumes_exactly(tmp_path, trained_r
         a, _ = load_tensors(tmp_path / "ref" / name)
         b, _ = load_tensors(out / name)
         assert all(torch.equal(a[k], b[k]) for k in a), name
+
+
+def _maps(pid: int, name: str) -> bool:
+    """Whether process `pid` has a file named `name` mapped (an open token shard)."""
+    try:
+        return name in Path(f"/proc/{pid}/maps").read_text()
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").is_file(), reason="needs /proc/<pid>/maps")
+def test_collect_restart_interrupted_says_what_is_true(tmp_path, trained_run):
+    """`collect --restart` interrupted before its first save used to say "resume state … is intact;
+    rerun the same command to resume" about a state it had been told to ignore (and the rerun
+    started over). Now: nothing of its own is saved and the folder is as it was. Once it has saved
+    a state, the note names it and how to resume it (without --restart)."""
+    run_dir = tmp_path / "run"
+    shutil.copytree(trained_run, run_dir)
+    out = tmp_path / "coll"
+    r = console(["collect", run_dir, "--out", out, *COLLECT])
+    assert r.returncode == 0, r.stderr
+    before = snapshot(tmp_path)
+    # the whole train shard (no --max-tokens) and no save before its end: the pass outlasts the wait
+    slow = ["--device", "cpu", "--no-progress", "--batch-size", "2", "--save-every", "1000"]
+    p = start(["collect", run_dir, "--out", out, *slow, "--restart"])
+    wait_until(p, lambda: _maps(p.pid, "train.lcshard"), "the train shard opened")
+    rc, err, _ = interrupt(p)
+    assert rc == 130, err
+    assert one_line(err) == (f"lcfast: interrupted; nothing saved yet by this --restart: {out} is as it was; "
+                             "rerun the same command to start over")
+    assert snapshot(tmp_path) == before and dotfiles(tmp_path) == []
+    ino = (out / "train_stats.safetensors").stat().st_ino
+    p = start(["collect", run_dir, "--out", out, *slow[:-1], "0.05", "--restart"])
+    wait_until(p, lambda: (out / "train_stats.safetensors").stat().st_ino != ino, "the restart's first save")
+    rc, err, _ = interrupt(p)
+    assert rc == 130, err
+    assert re.fullmatch(rf"lcfast: interrupted; resume state {re.escape(str(out))}/(train_stats|val_ncc)\.safetensors "
+                        r"\((train|val) pass at window \d+ of \d+\) is intact; rerun without --restart to resume "
+                        r"\(the same command starts over\)", one_line(err)), err
 
 
 # -- analyze: all outputs published together -----------------------------------------------------

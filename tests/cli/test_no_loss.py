@@ -5,7 +5,7 @@ its collection, collection parts to merge, measurements, an analysis, a sweep, c
 and files of the user's own beside them. Every case copies the world and runs one command that
 fails — a bad flag value, a bad input file, an output that is an input — and checks that every
 file that existed before is byte-identical after (and still there), and that nothing new is left
-behind but the empty folders a command may create. Kill cases run the real console script with
+behind, not even an empty folder. Kill cases run the real console script with
 LCFAST_TEST_KILL_AT (SIGKILL at a save point, before its rename): the pre-existing files that are
 not outputs of the command stay byte-identical, and after the rerun (exit 0) no temporary file is
 left anywhere. Interrupts (SIGINT/SIGTERM): tests/cli/test_interrupts.py. Outputs follow the umask.
@@ -179,11 +179,11 @@ FAILING = {
 def test_failing_run_changes_nothing(w, case):
     make, want = FAILING[case]
     argv = make(w)
-    before = snapshot(w)
+    before = snapshot(w, dirs=True)
     code, err = cli(argv)
     assert code == want, err
     assert err.startswith("lcfast: ") and len(err.strip().splitlines()) == 1, err
-    after = snapshot(w)
+    after = snapshot(w, dirs=True)
     assert after == before, {k: (before.get(k), after.get(k)) for k in set(before) | set(after)
                              if before.get(k) != after.get(k)}
     assert dotfiles(w) == []
@@ -382,3 +382,162 @@ def test_new_files_follow_the_umask_and_replaced_ones_keep_their_mode(tmp_path, 
     assert mode(tmp_path / "new.txt") == 0o666 & ~umask
     assert mode(tmp_path / "kept.txt") == 0o640 and (tmp_path / "kept.txt").read_text() == "new"
     assert mode(tmp_path / "ck") == 0o777 & ~umask and mode(tmp_path / "ck" / "inside.json") == 0o666 & ~umask
+
+
+# -- issue 20 §3: everything checked before the first write, through the console script --------------
+def _refused(r: subprocess.CompletedProcess, code: int) -> str:
+    """The one stderr line of a refused console run that exited `code`."""
+    assert r.returncode == code, r.stderr[-2000:]
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("lcfast: "), r.stderr[-2000:]
+    return lines[0]
+
+
+def _same_tokenizer_other_data(w: Path) -> Path:
+    """Shards of another split of the corpus, tokenized with the run's own tokenizer."""
+    code, err = cli(["tokenize", w / "corpus" / "stories.txt", "--tokenizer", w / "data" / "tokenizer.json",
+                     "--out", w / "data2", "--val-fraction", "0.3", "--seed", "7"])
+    assert code == 0, err
+    return w / "data2"
+
+
+@pytest.mark.skipif(not LCFAST.is_file(), reason=f"console script {LCFAST} not installed")
+def test_collect_with_other_classes_or_data_changes_nothing(w):
+    """`--classes top:10`, then `top:20` (or `--data OTHER`) into the same --out: the second run
+    used to replace classes.safetensors before its train state was refused, and `lcfast measure`
+    then failed on it ("malformed kept-class list"). Now every state is checked first."""
+    ctk = w / "ctk"
+    r = console(["collect", w / "run", "--out", ctk, *COLLECT, "--classes", "top:10"])
+    assert r.returncode == 0, r.stderr[-2000:]
+    other = _same_tokenizer_other_data(w)
+    before = snapshot(w)
+    refusals = [
+        (["collect", w / "run", "--out", ctk, *COLLECT, "--classes", "top:20"], "another layout"),
+        (["collect", w / "run", "--data", other, "--out", ctk, *COLLECT, "--classes", "top:10"], "another shard"),
+        # without --classes: the 10-class state used to be reused as if it held every class
+        (["collect", w / "run", "--out", ctk, *COLLECT], "another layout"),
+    ]
+    for argv, why in refusals:
+        line = _refused(console(argv), 1)
+        assert line.startswith(f"lcfast: error: {ctk / 'train_stats.safetensors'}: state was written for {why} "), line
+        assert line.endswith("; rerun with --restart to discard it, or use another --out"), line
+        assert snapshot(w) == before
+        assert dotfiles(w) == []
+    r = console(["measure", ctk, "--out", w / "meas_ctk", "--no-progress"])
+    assert r.returncode == 0, r.stderr[-2000:]
+
+
+@pytest.mark.skipif(not LCFAST.is_file(), reason=f"console script {LCFAST} not installed")
+def test_failing_tokenize_creates_no_output_folder(w):
+    """A tokenize that fails (a data error, a usage error found once the input is open) used to
+    leave its --out folder behind, empty; now a folder is made only for outputs to publish."""
+    blank = _blank(w)
+    cases = [
+        (["tokenize", blank, "--tokenizer", w / "data" / "tokenizer.json", "--out", w / "new" / "deeper"], 1,
+         "no documents found (empty corpus)"),
+        (["tokenize", w / "corpus" / "stories.txt", "--tokenizer", w / "data" / "tokenizer.json",
+          "--out", w / "new", "--eos", "<|nope|>"], 2, "--eos"),
+        (["tokenize", w / "corpus" / "stories.txt", "--tokenizer", _corrupt_tokenizer(w), "--out", w / "new"], 1,
+         "bad_tok.json"),
+    ]
+    before = snapshot(w, dirs=True)
+    for argv, code, text in cases:
+        line = _refused(console(argv), code)
+        assert text in line, line
+        assert snapshot(w, dirs=True) == before, argv
+        assert not (w / "new").exists()
+
+
+def _kill_tracked_run_in_epoch_2(w: Path) -> tuple[list[str], Path]:
+    """A --track-nc --track-every 1 run killed while saving epoch 2's checkpoint: nc_track.csv has
+    rows up to step 4, the checkpoint is epoch_1 (step 2). Returns (its argv without --track-nc …)."""
+    argv = ["train", "--data", w / "data", "--out", w / "trk", *TRAIN, "--epochs", "3"]
+    r = console([*argv, "--track-nc", "--track-every", "1"], kill_at="epoch_2")
+    assert r.returncode == -signal.SIGKILL, r.stderr[-2000:]
+    steps = [ln.split(",")[0] for ln in (w / "trk" / "nc_track.csv").read_text().splitlines()[1:]]
+    assert steps == ["1", "2", "3", "4"]
+    return argv, w / "trk"
+
+
+@pytest.mark.skipif(not LCFAST.is_file(), reason=f"console script {LCFAST} not installed")
+def test_resuming_a_tracked_run_without_track_nc_is_refused(w):
+    """Resumed without --track-nc, a tracked run used to keep the killed attempt's rows past its
+    checkpoint (steps 3, 4) and never write the later ones. Now it is refused, and the resume the
+    message names completes the file."""
+    argv, run = _kill_tracked_run_in_epoch_2(w)
+    before = snapshot(w)
+    line = _refused(console(argv), 2)
+    assert line == (f"lcfast: usage error: --out {run}: a run tracked with --track-nc --track-every 1 "
+                    f"({run / 'nc_track.csv'}); resume it with the same flags, or move that file away "
+                    "to continue without tracking"), line
+    assert snapshot(w) == before  # (the killed save's temporary included: the resume sweeps it)
+    r = console([*argv, "--track-nc", "--track-every", "1"])
+    assert r.returncode == 0, r.stderr[-2000:]
+    steps = [ln.split(",")[0] for ln in (run / "nc_track.csv").read_text().splitlines()[1:]]
+    assert steps == [str(s) for s in range(1, 7)] and dotfiles(w) == []
+
+
+def _measurements_twice(w: Path, change: dict | None = None) -> tuple[Path, Path]:
+    """The world's measurements.csv with 8 models, copied into A/ and B/ (B's row 0 changed)."""
+    import pandas as pd
+
+    t = pd.read_csv(w / "table.csv")
+    t["checkpoint"], t["profile"] = "epoch_1", "canonical"
+    for d in ("A", "B"):
+        (w / d).mkdir()
+        t.to_csv(w / d / "measurements.csv", index=False)
+    if change:
+        b = pd.read_csv(w / "B" / "measurements.csv")
+        for k, v in change.items():
+            b.loc[0, k] = v
+        b.to_csv(w / "B" / "measurements.csv", index=False)
+    return w / "A" / "measurements.csv", w / "B" / "measurements.csv"
+
+
+@pytest.mark.skipif(not LCFAST.is_file(), reason=f"console script {LCFAST} not installed")
+def test_analyze_counts_a_row_given_twice_once(w):
+    """Two inputs of the same name holding the same (model, checkpoint, profile) rows: they used to
+    be counted twice (merged only when the file names differed). Identical rows are one row."""
+    a, b = _measurements_twice(w)
+    r = console(["analyze", a, b, "--out", w / "an2"])
+    assert r.returncode == 0, r.stderr[-2000:]
+    data = (w / "an2" / "data.csv").read_text().splitlines()
+    assert len(data) == 1 + 8, data
+    res = json.loads((w / "an2" / "analysis.json").read_text())
+    assert {c["n"] for c in res["correlations"]} == {8}
+
+
+@pytest.mark.skipif(not LCFAST.is_file(), reason=f"console script {LCFAST} not installed")
+def test_analyze_refuses_conflicting_rows_and_names_them(w):
+    """The same (model, checkpoint, profile) with other values in another input: an error naming
+    the row, the column and both files (it used to pool both as two models)."""
+    a, b = _measurements_twice(w, {"nc1_cdnv": 123.0})
+    before = snapshot(w)
+    line = _refused(console(["analyze", a, b, "--out", w / "an2"]), 1)
+    assert line.startswith(f"lcfast: error: {b}: row (model m0, checkpoint epoch_1, profile canonical) is also in "
+                           f"{a} with other values (nc1_cdnv: "), line
+    assert snapshot(w) == before and not (w / "an2").exists()
+
+
+@pytest.mark.skipif(not LCFAST.is_file(), reason=f"console script {LCFAST} not installed")
+def test_export_refuses_a_tokenizer_that_is_not_the_runs(w):
+    """`--tokenizer OTHER` (and a data dir whose tokenizer.json was replaced since training) used to
+    ship a tokenizer the model was not trained with, without a word."""
+    want = json.loads((w / "run" / "config.json").read_text())["data"]["tokenizer_fingerprint"]
+    before = snapshot(w)
+    line = _refused(console(["export", w / "run", "--out", w / "exp", "--tokenizer", w / "tok2" / "tokenizer.json"]), 1)
+    assert line.startswith(f"lcfast: error: --tokenizer {w / 'tok2' / 'tokenizer.json'}: not the tokenizer "
+                           f"{w / 'run'} was trained with (fingerprint "), line
+    assert want in line and snapshot(w) == before and not (w / "exp").exists()
+    r = console(["export", w / "run", "--out", w / "exp", "--tokenizer", w / "data" / "tokenizer.json"])
+    assert r.returncode == 0, r.stderr[-2000:]
+    # the data dir's tokenizer.json (the default) replaced since training
+    shutil.copytree(w / "data", w / "data3")
+    code, err = cli(["train", "--data", w / "data3", "--out", w / "run3", *TRAIN])
+    assert code == 0, err
+    shutil.copyfile(w / "tok2" / "tokenizer.json", w / "data3" / "tokenizer.json")
+    before = snapshot(w)
+    line = _refused(console(["export", w / "run3", "--out", w / "exp3"]), 1)
+    assert line.startswith(f"lcfast: error: {w / 'data3' / 'tokenizer.json'} (the tokenizer of its data dir now): "
+                           f"not the tokenizer {w / 'run3'} was trained with"), line
+    assert snapshot(w) == before and not (w / "exp3").exists()

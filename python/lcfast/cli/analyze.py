@@ -36,7 +36,10 @@ def _print_correlations(res, csvs: list[Path], target: str, out: Path) -> None:
     show_src = renamed and fits(console, heads + ["paper column"], [r + [s] for r, s in zip(rows, srcs)])
     if show_src:
         heads, rows = heads + ["paper column"], [r + [s] for r, s in zip(rows, srcs)]
-    print_table(console, f"metric vs {target}  ({len(res.data)} rows from {', '.join(p.name for p in csvs)})",
+    from lcfast.pipeline.analyze.load import input_labels
+
+    names = ", ".join(input_labels([Path(c) for c in csvs]))
+    print_table(console, f"metric vs {target}  ({len(res.data)} rows from {names})",
                 heads, rows, keys=1, fold=["paper column"],
                 justify={h: "right" for h in ("R²", "slope", "ρ", "p", "n")})
     if has_exact_p(corr):

@@ -481,7 +481,7 @@ def tokenize_files(
     # when all are complete: a failure, an empty corpus or an interrupt leaves the folder as it was.
     with staged() as st:
         try:
-            out.mkdir(parents=True, exist_ok=True)
+            st.make_dirs(out)  # removed again (when empty) if nothing is published
         except OSError as e:
             raise DataError(f"--out {out}: cannot create the folder "
                             f"({' '.join(str(e.strerror or e).split())})") from None

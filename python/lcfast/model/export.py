@@ -2,7 +2,8 @@
 config.json, model.safetensors (transformers' key names), tokenizer.json — that
 `AutoModelForCausalLM.from_pretrained(DIR)` loads with lcfast's logits, and that lcfast itself reads
 back through its GPT-Neo fast path as the very same model (same config, weights and fingerprint),
-so `lcfast collect DIR --data …` gives the statistics `lcfast collect RUN` gives.
+so `lcfast collect DIR --data …` gives the statistics `lcfast collect RUN` gives. The tokenizer shipped
+must be the one the run was trained with (the fingerprint its config.json records).
 
 The inverse of `lcfast.model.load_hf` (hf_config_to_ours / hf_key_to_ours). No transformers needed.
 """
@@ -74,6 +75,27 @@ def _tokenizer_of(run_cfg: dict, run: Path, tokenizer: str | os.PathLike | None)
     return p
 
 
+def _check_tokenizer(tok: Path, run_cfg: dict, run: Path, given) -> None:
+    """DataError when `tok` is not the tokenizer the run was trained with (its fingerprint, recorded
+    in config.json): the folder would pair the model with another vocabulary's strings, and
+    `lcfast collect` of it would refuse shards of the run's own data."""
+    data = run_cfg.get("data") if isinstance(run_cfg.get("data"), dict) else {}
+    want = data.get("tokenizer_fingerprint")
+    if not want:  # a run that recorded none: nothing to compare with
+        return
+    from lcfast.data.shards import _core
+
+    try:
+        got = str(_core().tokenizer_fingerprint(str(tok)))
+    except Exception as e:  # noqa: BLE001 - the Rust core raises plain errors for unreadable files
+        raise DataError(f"{tok}: unreadable tokenizer ({' '.join(str(e).split())[:200]})") from None
+    if got != want:
+        what = f"--tokenizer {given}" if given is not None else f"{tok} (the tokenizer of its data dir now)"
+        raise DataError(f"{what}: not the tokenizer {run} was trained with (fingerprint {got}, the run's {want}); "
+                        + ("pass the run's tokenizer.json" if given is not None
+                           else "pass --tokenizer with the tokenizer.json the run was trained with"))
+
+
 def export_run(run: str | os.PathLike, out: str | os.PathLike, checkpoint: str | int = "last",
                tokenizer: str | os.PathLike | None = None) -> dict:
     """Write checkpoint `checkpoint` of run `run` as a transformers GPT-Neo folder `out` (atomically;
@@ -99,6 +121,7 @@ def export_run(run: str | os.PathLike, out: str | os.PathLike, checkpoint: str |
             raise UsageError(f"--checkpoint {checkpoint}: expected an epoch number or 'last'")
     model, cfg = load_run(run, "last" if ck == "last" else int(ck))
     tok = _tokenizer_of(cfg, run, tokenizer)
+    _check_tokenizer(tok, cfg, run, tokenizer)
     from tokenizers import Tokenizer
 
     try:

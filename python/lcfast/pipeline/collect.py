@@ -16,7 +16,9 @@ Every pass saves its accumulator atomically (safetensors + metadata in the heade
 `save_every_s` seconds / `save_every_windows` windows, and a rerun continues from the last save:
 the same windows in the same batches in the same order, so the totals are bit-identical to an
 uninterrupted run. A state written for another model, shard, set of means or options is refused
-with a `DataError` naming the file (`restart=True` ignores it; the new pass's saves replace it).
+with a `DataError` naming the file (`restart=True` ignores it; the new pass's saves replace it);
+every state in the folder is checked against what the options decide before anything is written,
+so a refused rerun leaves the collection that is there as it was.
 
 The model is a lcfast run, a transformers GPT-Neo folder (both on lcfast's own GPT-Neo) or any
 transformers causal LM (`lcfast.model.hf`: the head input read by a forward hook; refused unless
@@ -54,7 +56,7 @@ from lcfast.model.sources import (
     resolve_sources,
 )
 from lcfast.pipeline.collect_parts import Part
-from lcfast.pipeline.collect_pass import PassJob, PassResult, run_pass
+from lcfast.pipeline.collect_pass import PassJob, PassResult, check_saved_states, run_pass
 from lcfast.pipeline.collect_state import COLLECT_JSON, PASS_FILES, interrupted_note
 
 #: called after every state save with (pass kind, windows done, windows total); tests use it to
@@ -229,15 +231,17 @@ def _open_job(src: ModelSource, out_dir: Path | None, opts: CollectOptions, mode
     layout = cl.slot_layout(model, opts.layers, shards["train"], T, facts["n_classes"], facts["dim"], top_k, device)
     est = cl.check_memory(layout, exact=opts.exact, covariance=opts.covariance, device=device,
                           budget=opts.max_memory, layers_flag=opts.layers)
-    layout_want = {} if layout.trivial else {"layout": layout.key()}
-    if dtype != torch.float32:
-        layout_want["dtype"] = dtype_name(dtype)
+    # None: a state of the plain layout / of float32 has no such key, and must not have one
+    layout_want = {"layout": None if layout.trivial else layout.key(),
+                   "dtype": None if dtype == torch.float32 else dtype_name(dtype)}
     rank, world, grouped = _parts(opts)
+    job = PassJob(src, out_dir, opts, device, dtype, paths, shards, model, model_fp, facts, T, model_head(model),
+                  layout, layout_want, est, rank, world, grouped, t_start, on_save, on_progress, notes=notes)
+    check_saved_states(job)
     # --restart ignores the saved states instead of deleting them: each is replaced (atomically) by
     # the new pass's first save, so a restart that fails early loses nothing
     make_dir(out_dir, "the output folder")
-    return PassJob(src, out_dir, opts, device, dtype, paths, shards, model, model_fp, facts, T, model_head(model),
-                   layout, layout_want, est, rank, world, grouped, t_start, on_save, on_progress, notes=notes)
+    return job
 
 
 def _start_progress(job: PassJob, console) -> None:
@@ -281,21 +285,46 @@ def _train_pass(job: PassJob):
     from lcfast.stats.classstats import ClassStats
 
     opts, layout, device = job.opts, job.layout, job.device
-    with dist.together():
-        if layout.class_ids is not None and (job.rank == 0 or opts.part is not None):
-            from lcfast.io import save_tensors
-            from lcfast.pipeline.collect_layers import CLASSES_FILE
-
-            save_tensors(job.out_dir / CLASSES_FILE, {"class_ids": layout.class_ids.contiguous()},
-                         {"classes": f"top:{layout.per_slot}",
-                          "shard_fingerprint": str(job.shards["train"].fingerprint)})
+    write_classes = None
+    if layout.class_ids is not None and (job.rank == 0 or opts.part is not None):
+        write_classes = _classes_writer(job)
+        if not opts.restart and (job.out_dir / PASS_FILES["train"]).exists():
+            with dist.together():  # the train state agrees with this layout (checked): so must the list
+                write_classes()
     # with hidden-state slots, the covariance covers the head slot's classes only
     cov0 = layout.head_mask(device) if opts.covariance and not layout.trivial else None
     nonfinite = "skip" if opts.skip_nonfinite else "error"
     return run_pass(job, "train", job.shards["train"],
                  lambda: ClassStats(layout.total_classes, layout.dim, covariance=opts.covariance, device=device,
                                     nonfinite=nonfinite, cov_classes=cov0),
-                 lambda p: _load_classstats(p, device), job.layout_want)
+                 lambda p: _load_classstats(p, device), job.layout_want, before_save=write_classes)
+
+
+def _classes_writer(job: PassJob) -> Callable[[], None]:
+    """Writes classes.safetensors (the kept ids of --classes top:K) unless it already holds them.
+    It goes with the train pass's first save, never before: until then the collection in the
+    folder (its states, collect.json) is the earlier one, and `measure` reads the list with it."""
+    from lcfast.io import load_tensors, save_tensors
+    from lcfast.pipeline.collect_layers import CLASSES_FILE
+
+    path, ids = job.out_dir / CLASSES_FILE, job.layout.class_ids.contiguous()
+    meta = {"classes": f"top:{job.layout.per_slot}", "shard_fingerprint": str(job.shards["train"].fingerprint)}
+    done = False
+
+    def write() -> None:
+        nonlocal done
+        if done:
+            return
+        try:
+            have, have_meta = load_tensors(path, "kept classes")
+            same = have_meta == meta and torch.equal(have.get("class_ids", torch.empty(0)), ids)
+        except DataError:  # absent or unreadable: our own output, rewritten
+            same = False
+        if not same:
+            save_tensors(path, {"class_ids": ids}, meta)
+        done = True
+
+    return write
 
 
 def _kept_classes(job: PassJob, train) -> _Kept:
@@ -349,8 +378,7 @@ def _val_pass(job: PassJob, sel: _Kept) -> PassResult:
                  # without it resumes as it was (measure then says so)
                  lambda: NCCStats(job.C, means, sel.kept, W, b, all_classes=sel.all_means is not None),
                  lambda p: _load_ncc(p, means, W, b),
-                 {"means_fingerprint": stats_fingerprint(sel.kept_means), "min_count": str(job.opts.min_count),
-                  **({"dtype": job.layout_want["dtype"]} if "dtype" in job.layout_want else {})})
+                 {"means_fingerprint": stats_fingerprint(sel.kept_means), "min_count": str(job.opts.min_count)})
     return r
 
 
@@ -522,8 +550,19 @@ def _collect_sources(srcs, checkpoint, out, opts, console, progress, on_save, on
         if out_root is not None:
             od = out_root / src.checkpoint if len(srcs) > 1 or str(checkpoint).lower() == "all" else out_root
         where = od if od is not None else default_out_dir(src)
-        with interrupt_note(lambda where=where: interrupted_note(where)):
-            res.append(collect_checkpoint(src, od, opts, console=console, progress=progress, on_save=on_save,
+        saved: set[str] = set()  # passes that saved a state in this run (what a --restart may name)
+        existed = where.is_dir()
+
+        def saving(kind: str, done: int, total: int, saved=saved) -> None:
+            saved.add(kind)
+            if on_save is not None:
+                on_save(kind, done, total)
+
+        def note(where=where, saved=saved, existed=existed) -> str:
+            return interrupted_note(where, opts.restart, bool(saved), existed)
+
+        with interrupt_note(note):
+            res.append(collect_checkpoint(src, od, opts, console=console, progress=progress, on_save=saving,
                                           on_progress=on_progress))
     return res
 

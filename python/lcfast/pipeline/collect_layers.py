@@ -14,7 +14,8 @@ the accumulator is exactly the one collect always wrote.
 `--classes top:K` keeps the K classes most frequent in the train shard (its counts section; ties to
 the lower id): labels are mapped to their rank among those, positions of other classes are left out
 of the class statistics (the val pass still covers every position). The kept ids are written to
-`classes.safetensors` beside the states.
+`classes.safetensors` beside the states, with the train pass's first save (never before: until then
+the folder may hold an earlier collection, whose list `measure` reads).
 """
 
 from __future__ import annotations

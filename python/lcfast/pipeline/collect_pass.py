@@ -82,7 +82,7 @@ class PassJob:
     T: int  # window length
     head: tuple[torch.Tensor, torch.Tensor | None]  # LM head W [C, d], b [C] or None
     layout: object  # lcfast.pipeline.collect_layers.SlotLayout
-    layout_want: dict[str, str]  # what the train states must have been written for besides the basics
+    layout_want: dict[str, str | None]  # layout and dtype the train states were written for (None: absent)
     est: int  # bytes the statistics need
     rank: int  # this process's part: torchrun rank or --shard index
     world: int
@@ -277,26 +277,59 @@ def _resume(path: Path, want: dict, load_acc, opts: CollectOptions) -> tuple[int
     return start, acc, batch_size, read_progress(meta, path, "; rerun with --restart")
 
 
-def run_pass(
-    job: PassJob, kind: str, shard, make_acc, load_acc, extra_want: dict[str, str]
-) -> tuple[object, PassResult]:
-    """One pass of `kind` over `shard`, resumed from its state (reused when finished), saved, and
-    under torchrun summed over the ranks; returns (accumulator, result). Every rank agrees on each
-    step any one of them may fail (`dist.together`), so a failing rank stops them all."""
-    opts = job.opts
-    final = job.out_dir / PASS_FILES[kind]
-    n_total = count_windows(shard, job.T, opts.max_tokens)
+def pass_want(job: PassJob, kind: str, shard) -> dict[str, str | None]:
+    """What a state of pass `kind` over `shard` must have been written for, as far as the options
+    and the model decide it before any pass runs (the means a later pass starts from come on top).
+    None: the key must be absent (a state of the plain layout, of float32)."""
     want = {
         "lcfast_collect": STATE_VERSION,
         "pass": kind,
         "model_fingerprint": job.model_fp,
         "shard_fingerprint": str(shard.fingerprint),
         "context": str(job.T),
-        "n_windows": str(n_total),
-        "max_tokens": str(opts.max_tokens or 0),
-        "covariance": str(int(opts.covariance and kind != "val")),
-        **extra_want,
+        "n_windows": str(count_windows(shard, job.T, job.opts.max_tokens)),
+        "max_tokens": str(job.opts.max_tokens or 0),
+        "covariance": str(int(job.opts.covariance and kind != "val")),
     }
+    if kind != "train":
+        want["min_count"] = str(job.opts.min_count)
+    if kind != "val":
+        want["layout"] = job.layout_want.get("layout")
+    want["dtype"] = job.layout_want.get("dtype")
+    return want
+
+
+def check_saved_states(job: PassJob) -> None:
+    """Refuse (DataError naming the file) any state in the output folder that this collection would
+    resume or reuse but that was written for other options, before anything is written: a refusal
+    found only when its pass begins would come after the earlier passes' saves (and the kept-class
+    list) had replaced files of the collection that is there. `--restart` ignores them all."""
+    if job.opts.restart:
+        return
+    for kind, name in PASS_FILES.items():
+        if kind == "train_exact" and not job.opts.exact:  # left alone, never read: not this run's to judge
+            continue
+        want = pass_want(job, kind, job.shards["val" if kind == "val" else "train"])
+        paths = [job.out_dir / name]
+        if job.world > 1:  # this process's part too (its own window count)
+            paths.append(part_path(paths[0], job.rank, job.world))
+        for path in paths:
+            if path.exists():
+                w = want if path == paths[0] else {k: v for k, v in want.items() if k != "n_windows"}
+                check_state(path, read_state_meta(path), w)
+
+
+def run_pass(
+    job: PassJob, kind: str, shard, make_acc, load_acc, extra_want: dict[str, str], before_save=None
+) -> tuple[object, PassResult]:
+    """One pass of `kind` over `shard`, resumed from its state (reused when finished), saved, and
+    under torchrun summed over the ranks; returns (accumulator, result). Every rank agrees on each
+    step any one of them may fail (`dist.together`), so a failing rank stops them all.
+    `before_save()` runs before every save of the pass's state (what must be on disk beside it)."""
+    opts = job.opts
+    final = job.out_dir / PASS_FILES[kind]
+    want = {**pass_want(job, kind, shard), **extra_want}
+    n_total = int(want["n_windows"])
     with dist.together():  # this process's state: found, checked, loaded (or a new accumulator)
         path, n_windows, want_here = _state_file(job, final, shard, n_total, want)
         start, acc, batch_size, prior = _resume(path, want_here, load_acc, opts)
@@ -304,8 +337,10 @@ def run_pass(
             acc = make_acc()
 
     def save(done: int, progress_meta: dict, to: Path = path, meta: dict = want_here) -> None:
-        acc.save(str(to), meta={**meta, "batch_size": str(batch_size), "windows_done": str(done),
-                                "progress": json.dumps(progress_meta)})
+        if before_save is not None:
+            before_save()
+        acc.save(str(to), meta={**{k: v for k, v in meta.items() if v is not None}, "batch_size": str(batch_size),
+                                "windows_done": str(done), "progress": json.dumps(progress_meta)})
         if job.on_save is not None:
             job.on_save(kind, done, n_windows)
 
@@ -337,4 +372,4 @@ def run_pass(
     return acc, r
 
 
-__all__ = ["PassJob", "PassResult", "run_pass"]
+__all__ = ["PassJob", "PassResult", "run_pass", "pass_want", "check_saved_states"]

@@ -56,9 +56,17 @@ def read_progress(meta: dict[str, str], path: Path, hint: str = "") -> dict:
     return p if isinstance(p, dict) else {}
 
 
-def interrupted_note(out_dir: Path) -> str:
-    """What an interrupted `collect` kept in `out_dir`: its latest resume state, or none yet."""
-    states = sorted((p for p in Path(out_dir).glob("*.safetensors") if p.is_file()), key=lambda p: p.stat().st_mtime)
+def interrupted_note(out_dir: Path, restart: bool = False, saved: bool = False, existed: bool = True) -> str:
+    """What an interrupted `collect` kept in `out_dir`: its latest resume state, or none yet. With
+    `--restart` the states there before are ignored, so they are named only once this run saved
+    one of its own (`saved`), and the same command would start over again. `existed`: whether
+    `out_dir` was there before the command."""
+    if restart and not saved:
+        return (f"nothing saved yet by this --restart{f': {out_dir} is as it was' if existed else ''}; "
+                "rerun the same command to start over")
+    states = sorted((p for p in Path(out_dir).glob("*.safetensors")
+                     if p.is_file() and (p.name in PASS_KINDS or PART_RE.match(p.name))),
+                    key=lambda p: p.stat().st_mtime)
     if not states:
         return f"no resume state in {out_dir} yet; rerun the same command to start again"
     p = states[-1]
@@ -68,7 +76,9 @@ def interrupted_note(out_dir: Path) -> str:
                  f"of {meta.get('n_windows', '?')})")
     except DataError:
         where = ""
-    return f"resume state {p}{where} is intact; rerun the same command to resume"
+    how = ("rerun without --restart to resume (the same command starts over)" if restart
+           else "rerun the same command to resume")
+    return f"resume state {p}{where} is intact; {how}"
 
 
 __all__ = ["STATE_VERSION", "COLLECT_JSON", "PASS_FILES", "PASS_KINDS", "PART_RE", "part_path", "read_state_meta",

@@ -38,7 +38,9 @@ nc_track.csv, keeps the rows up to its checkpoint's step (a killed run may have 
 it), and recomputes the rest: training resumes bit-identically on the same device, so the file
 ends byte-identical to an uninterrupted run's. The file is rewritten whole at every interval
 through `lcfast.io.atomic_write_text` (temporary file, fsync, rename): a reader, or a run killed
-at any moment, sees the previous or the new version, never half of one.
+at any moment, sees the previous or the new version, never half of one. An unfinished tracked run
+resumed without --track-nc is refused (`lcfast.pipeline.train`): its file would keep rows past the
+checkpoint and miss the epochs still to train.
 """
 
 from __future__ import annotations

@@ -219,6 +219,25 @@ def _check_existing_run(out: Path, new_cfg: dict) -> bool:
     return True
 
 
+def _refuse_untracked_resume(out: Path, spe: int) -> None:
+    """UsageError when an unfinished run tracked with --track-nc is resumed without it: its
+    nc_track.csv would keep the rows a killed attempt wrote past the checkpoint and get none for the
+    epochs still to train. The message gives the flags it was tracked with."""
+    from lcfast.pipeline.track import TRACK_COLUMNS, TRACK_FILE, read_track_rows
+
+    path = out / TRACK_FILE
+    if not path.is_file():
+        return
+    try:
+        rows = read_track_rows(path)
+    except DataError:  # not a tracking file of ours: nothing of this run to keep consistent
+        return
+    every = int(float(rows[0][TRACK_COLUMNS.index("interval_steps")])) if rows else None  # the first interval's
+    flags = "--track-nc" + (f" --track-every {every}" if every is not None and every != spe else "")
+    raise UsageError(f"--out {out}: a run tracked with {flags} ({path}); resume it with the same flags, "
+                     "or move that file away to continue without tracking")
+
+
 # -- evaluation -----------------------------------------------------------------------------------
 @torch.no_grad()
 def evaluate(model, shard, context: int, batch_size: int, eval_tokens: int, device: torch.device,
@@ -483,6 +502,8 @@ def _set_up(ctx: dist.Context, data_dir, out: Path, hp: SimpleNamespace, track_n
     with dist.together():  # rank 0 validates --out (reading only); every rank learns the outcome
         if ctx.is_main:
             resuming = _check_existing_run(out, run_cfg)
+            if resuming and every is None and not is_complete(out):
+                _refuse_untracked_resume(out, spe)
     resuming = bool(dist.broadcast_object(resuming))
 
     # Everything the flags can break (seed, model, optimizer) is built before the first write, so a

@@ -207,8 +207,29 @@ def _parse_paper_models(df: pd.DataFrame) -> bool:
     return True
 
 
+def input_labels(paths: list[Path]) -> list[str]:
+    """What each input is called in `source` and the notes: its file name, or as much of its path as
+    tells it apart from another input of the same name (A/measurements.csv, B/measurements.csv)."""
+    out = []
+    for p in paths:
+        others = [q for q in paths if q.name == p.name and q.resolve() != p.resolve()]
+        k = 1
+        while others and k < len(p.parts) and any(q.parts[-k:] == p.parts[-k:] for q in others):
+            k += 1
+        out.append(str(Path(*p.parts[-k:])) if others else p.name)
+    return out
+
+
+#: what makes two rows the same row: one per (model, checkpoint), per layer and profile where given
+KEY_COLUMNS = ("model", "checkpoint", "layer", "profile")
+
+
 def load_tables(csv_paths, notes: list[str] | None = None) -> tuple[pd.DataFrame, dict, list[str]]:
     """Read and normalise CSVs into one table (one row per (model, checkpoint) where known).
+
+    A row that several inputs hold (same model, checkpoint, layer, profile) becomes one row, its
+    columns taken from whichever input has them; inputs that disagree on a value refuse (DataError
+    naming the row, the column and both files): pooling them would count one model twice.
 
     Returns (table, renamed {file: {paper column: canonical key}}, derived descriptions).
     """
@@ -218,67 +239,86 @@ def load_tables(csv_paths, notes: list[str] | None = None) -> tuple[pd.DataFrame
     paths = [Path(p) for p in csv_paths]
     if not paths:
         raise UsageError("analyze: give at least one CSV file")
+    labels = input_labels(paths)
     frames, renamed_all, derived_all = [], {}, []
     by_source: dict[str, set[str]] = {}  # columns holding values, per file (what `pooling` reports)
-    for p in paths:
+    for i, (p, label) in enumerate(zip(paths, labels)):
         df = _read_csv(p)
         if len(df.columns) == 0:
             raise DataError(f"{p}: no columns")
         renamed = _renames(df)
         df = df.rename(columns=renamed)
-        tag = f"{p.name}: " if len(paths) > 1 else ""
+        tag = f"{label}: " if len(paths) > 1 else ""
         df, derived = _derive(df, tag)
         if _parse_paper_models(df):
             derived.append(f"{tag}model/layers/width/epochs/checkpoint/epoch parsed from paper ids 'LLxWWWW_EEv@k'")
-        df["source"] = p.name
-        by_source[p.name] = {str(c) for c in df.columns if df[c].notna().any()}
+        df["source"] = label
+        by_source.setdefault(label, set()).update(str(c) for c in df.columns if df[c].notna().any())
         if renamed:
             renamed_all[str(p)] = dict(renamed)
         derived_all.extend(derived)
-        frames.append(df)
+        frames.append(df.assign(_input=i))
     if len(frames) == 1:
-        frames[0].attrs["columns_by_source"] = by_source
-        return frames[0], renamed_all, derived_all
+        data = frames[0].drop(columns=["_input"])
+        data.attrs["columns_by_source"] = by_source
+        return data, renamed_all, derived_all
     data = pd.concat(frames, ignore_index=True, sort=False)
     if {"model", "checkpoint"} <= set(data.columns):
-        key = data["model"].astype(str) + "\x00" + data["checkpoint"].astype(str)
-        if "layer" in data.columns:  # one row per (model, checkpoint, layer)
-            key = key + "\x00" + data["layer"].astype(str)
-        dup = key.duplicated(keep=False) & data.groupby(key)["source"].transform("nunique").gt(1)
+        names = [c for c in KEY_COLUMNS if c in data.columns]
+        key = data[names[0]].astype(str)
+        for c in names[1:]:
+            key = key + "\x00" + data[c].astype(str)
+        dup = key.duplicated(keep=False) & data.groupby(key)["_input"].transform("nunique").gt(1)
         if dup.any():
+            _refuse_conflicts(data[dup], key[dup], names, paths)
             n_keys = key[dup].nunique()
-            conflicts = _conflicts(data[dup], key[dup])
-            # Same name, different values for the same model: the files disagree on the column's
-            # meaning (e.g. the paper's two tables define norms_mean differently) -> keep each file's.
-            for c in conflicts:
-                for src in data["source"].unique():
-                    data[f"{c}[{Path(src).stem}]"] = data[c].where(data["source"] == src)
-                data = data.drop(columns=[c])
-            data["source"] = data.groupby(key)["source"].transform(lambda s: "+".join(dict.fromkeys(s)))
-            data = data.groupby(key, sort=False, as_index=False).first()
-            msg = f"{n_keys} (model, checkpoint) rows appear in several files and were merged"
-            if conflicts:
-                msg += (
-                    f"; columns whose values differ between files were kept per file as NAME[file]: "
-                    f"{', '.join(map(str, conflicts))}"
-                )
-            notes.append(msg)
+            rows = data[dup].assign(source=data[dup].groupby(key[dup])["source"].transform(
+                lambda s: "+".join(dict.fromkeys(s))))
+            merged = rows.groupby(key[dup], sort=False).first()
+            merged.index = key[dup].drop_duplicates().index  # each merged row where it first appeared
+            data = pd.concat([data[~dup], merged]).sort_index().reset_index(drop=True)
+            notes.append(f"{n_keys} ({', '.join(names)}) rows appear in several files and were merged")
+    data = data.drop(columns=["_input"])
     data.attrs["columns_by_source"] = by_source
     return data, renamed_all, derived_all
 
 
-def _conflicts(rows: pd.DataFrame, key: pd.Series) -> list[str]:
-    out = []
+def _refuse_conflicts(rows: pd.DataFrame, key: pd.Series, names: list[str], paths: list[Path]) -> None:
+    """DataError for the first row that two inputs give with different values in a column both have
+    (numbers equal up to float32 round-off, as the paper's two tables give cdnv, agree)."""
     for c in rows.columns:
-        if c == "source" or not pd.api.types.is_numeric_dtype(rows[c]):
+        if c in ("source", "_input") or c in names:
             continue
-        g = rows[c].groupby(key)
-        lo, hi = g.min().to_numpy(dtype=np.float64), g.max().to_numpy(dtype=np.float64)
-        ok = np.isfinite(lo) & np.isfinite(hi)
-        # float32 round-off between tables (the paper's cdnv vs cdnv_mean) is not a conflict.
-        if not np.allclose(lo[ok], hi[ok], rtol=1e-5, atol=1e-12):
-            out.append(c)
-    return out
+        col = rows[c]
+        if pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col):
+            g = col.groupby(key)
+            lo, hi = g.min().to_numpy(dtype=np.float64), g.max().to_numpy(dtype=np.float64)
+            ok = np.isfinite(lo) & np.isfinite(hi)
+            bad = ~np.isclose(lo, hi, rtol=1e-5, atol=1e-12) & ok
+            bad_keys = g.min().index[bad]
+        else:
+            n = col.astype(object).where(col.notna()).map(lambda v: None if v is None else str(v))
+            counts = n.groupby(key).nunique(dropna=True)
+            bad_keys = counts.index[counts > 1]
+        if len(bad_keys) == 0:
+            continue
+        group = rows[key == bad_keys[0]]
+        vals = group[c].dropna()
+        first = vals.index[0]
+        if pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col):
+            other = (vals.astype(np.float64) - float(vals[first])).abs().idxmax()
+        else:
+            other = next(j for j in vals.index if str(vals[j]) != str(vals[first]))
+        a, b = paths[int(group.loc[first, "_input"])], paths[int(group.loc[other, "_input"])]
+        desc = ", ".join(f"{n} {_shown(group.loc[first, n])}" for n in names)
+        raise DataError(f"{b}: row ({desc}) is also in {a} with other values ({c}: {_shown(vals[first])} vs "
+                        f"{_shown(vals[other])}); give each row once")
+
+
+def _shown(v) -> str:
+    if isinstance(v, (float, np.floating)):
+        return f"{float(v):.6g}"
+    return str(v.item() if isinstance(v, np.generic) else v)
 
 
 def metric_columns(data: pd.DataFrame, target: str) -> list[str]:
