@@ -211,7 +211,7 @@ def test_over_training_plot_labels_models_and_integer_epochs(tmp_path, monkeypat
     def keep(fig, path):
         ax = fig.axes[0]
         seen[Path(path).name] = {
-            "legend": [t.get_text() for t in ax.get_legend().get_texts()] if ax.get_legend() else [],
+            "legend": [t.get_text() for lg in [*fig.legends, ax.get_legend()] if lg for t in lg.get_texts()],
             "xticks": [float(x) for x in ax.get_xticks() if ax.get_xlim()[0] <= x <= ax.get_xlim()[1]],
             "title": ax.get_title(), "n_axes": len(fig.axes),
         }
