@@ -295,6 +295,27 @@ def torchrun(args, nproc: int = 2, timeout: float = 120, env: dict | None = None
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
 
 
+def exit_script(fn, *args) -> None:
+    """The end of a test module run under torchrun as a script: `fn(*args)`, then os._exit with its
+    status (SystemExit's code, 1 after a traceback), the way the console script leaves once a process
+    group was used (lcfast.dist module doc, Teardown): finalizing the interpreter around gloo's
+    worker threads can abort the process at torch 2.4."""
+    import traceback
+
+    code = 0
+    try:
+        fn(*args)
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    except BaseException:  # noqa: BLE001 - printed, then the status says it
+        traceback.print_exc()
+        code = 1
+    for f in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            f.flush()
+    os._exit(code)
+
+
 # -- kills and signals -------------------------------------------------------------------------------
 class Killed(Exception):
     """Raised by `kill_after`'s hook: an in-process stand-in for a kill at a save point."""

@@ -40,14 +40,17 @@ def worker(data: str, run: str, coll: str) -> None:
     `lcfast collect` of the run it trained, in the process group this worker starts."""
     import torch.distributed as tdist
 
+    from lcfast import dist
     from lcfast.cli.app import main
 
     tdist.init_process_group("gloo")  # one group for both commands (they reuse an existing group)
     try:
         main(_train_args(Path(data), Path(run), 2))
         main(["collect", run, "--out", coll, *COLLECT])
-    finally:
-        tdist.destroy_process_group()
+    except BaseException:
+        dist.close(ok=False)
+        raise
+    dist.close()  # barrier, destroy_process_group, the group kept from its destructor (lcfast.dist: Teardown)
 
 
 def test_ddp_train_and_collect_equal_single_process(tiny_shards, tmp_path):
@@ -152,8 +155,9 @@ def failing_rank_worker(run: str, coll: str, report: str) -> None:
     except Exception as e:  # noqa: BLE001 - reported to the test
         got = {"error": type(e).__name__, "message": str(e)}
     (Path(report) / f"rank{rank}.json").write_text(json.dumps(got))
-    tdist.barrier()  # both reports written before either rank tears the group down
-    tdist.destroy_process_group()
+    from lcfast import dist
+
+    dist.close()  # both reports written before either rank tears the group down (its barrier)
 
 
 def test_a_failing_rank_stops_every_rank(tiny_shards, tmp_path):
@@ -208,7 +212,9 @@ def test_torchrun_sums_parts_finished_before_an_interrupted_sum(tiny_shards, tmp
 
 
 if __name__ == "__main__":  # torchrun tests/pipeline/test_distributed.py DATA RUN COLL
+    from helpers import exit_script
+
     if sys.argv[1] == "--failing-rank":
-        failing_rank_worker(*sys.argv[2:5])
+        exit_script(failing_rank_worker, *sys.argv[2:5])
     else:
-        worker(*sys.argv[1:4])
+        exit_script(worker, *sys.argv[1:4])
