@@ -246,7 +246,8 @@ def child_env(**extra: str) -> dict[str, str]:
     no debug tracebacks and no test kill point inherited from the caller; then `extra`."""
     env = dict(os.environ)
     env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONWARNINGS="ignore")
-    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "LCFAST_DEBUG", "LCFAST_TEST_KILL_AT"):
+    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "LCFAST_DEBUG", "LCFAST_TEST_KILL_AT",
+              "LCFAST_TEST_KILL_RANK", "LCFAST_DIST_TIMEOUT"):
         env.pop(k, None)
     env.update(extra)
     return env
