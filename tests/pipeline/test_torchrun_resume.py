@@ -1,7 +1,8 @@
 """Resume under torchrun, stressed (issues 28/29): one collection killed again and again — at save
-points of either rank, mid-pass and between the parts and their sum — and resumed each time. Every launch must end on its own (no rank left waiting in a collective, no abort at teardown),
-and the last resume must equal the single-process collection. `bench/torchrun_loop.sh` runs this
-with the other torchrun tests N times in a row (the floor by hand, CI once)."""
+points of either rank, mid-pass and between the parts and their sum — and resumed each time. Every
+launch must end on its own (no rank left waiting in a collective, no abort at teardown), and the last
+resume must equal the single-process collection. `bench/torchrun_loop.sh` runs this with the other
+torch.distributed tests N rounds in a row (at the floor by hand; CI runs it once)."""
 
 from __future__ import annotations
 
