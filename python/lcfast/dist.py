@@ -247,26 +247,32 @@ _entered = {"n": 0}
 
 
 @contextlib.contextmanager
-def collective(name: str) -> Iterator[None]:
+def collective(name: str, mark: bool = True) -> Iterator[None]:
     """The block runs collectives (every rank calls it at the same point): a timeout or a lost
     peer inside becomes CollectiveError naming `name`, this rank and the ranks that are not there
-    (from the marks each rank leaves in the job's store). A plain block for a world of one."""
+    (from the marks each rank leaves in the job's store). `mark=False` for a collective of every
+    training step: a store round trip per step and rank would load the store of a large job (the
+    message then names the ranks behind the last marked collective, or all). A plain block for a
+    world of one."""
     if not (is_initialized() and world_size() > 1):
         yield
         return
-    _entered["n"] += 1
-    n, me = _entered["n"], rank()
+    me = rank()
     store = _store()
-    if store is not None:
-        with contextlib.suppress(Exception):  # the mark only improves the message
-            store.set(f"{_MARK}{me}", f"{n} {name}")
+    if mark:
+        _entered["n"] += 1
+        if store is not None:
+            with contextlib.suppress(Exception):  # the mark only improves the message
+                store.set(f"{_MARK}{me}", f"{_entered['n']} {name}")
+    n = _entered["n"]
     t0 = time.monotonic()
     try:
         yield
     except RuntimeError as e:  # torch's DistBackendError / gloo's errors are RuntimeErrors
         if not _is_comm_error(e):
             raise
-        raise CollectiveError(_waited_message(name, n, me, time.monotonic() - t0, e, store)) from None
+        label = f"collective #{n} {name}" if mark else f"{name} (after collective #{n})"
+        raise CollectiveError(_waited_message(label, n, me, time.monotonic() - t0, e, store)) from None
 
 
 def _is_comm_error(e: BaseException) -> bool:
@@ -278,7 +284,7 @@ def _is_comm_error(e: BaseException) -> bool:
         "gloo", "Gloo", "NCCL", "Timed out", "timed out", "Connection closed", "Connection reset", "Broken pipe"))
 
 
-def _waited_message(name: str, n: int, me: int, waited: float, e: BaseException, store) -> str:
+def _waited_message(label: str, n: int, me: int, waited: float, e: BaseException, store) -> str:
     """One line: which collective, this rank, how long, and the ranks that never reached it."""
     behind, where = [], {}
     for p in range(world_size()):
@@ -299,7 +305,7 @@ def _waited_message(name: str, n: int, me: int, waited: float, e: BaseException,
     timed_out = "timed out" in str(e).lower()
     how = f"waited {waited:.0f} s (the timeout)" if timed_out else f"lost its peer after {waited:.1f} s"
     first = " ".join(str(e).split())[:200]
-    return (f"rank {me} {how} in collective #{n} {name}, for {peers}; rerun the same command to resume "
+    return (f"rank {me} {how} in {label}, for {peers}; rerun the same command to resume "
             f"(--dist-timeout / {TIMEOUT_ENV} sets the wait) [{first}]")
 
 

@@ -548,7 +548,7 @@ def _train_epoch(run: _Run, epoch: int, fwd, bar, callback) -> tuple[float, floa
                 logits, feats = fwd(x, return_features=True)
         loss = F.cross_entropy(logits.float().reshape(-1, run.vocab), y.reshape(-1))
         opt.zero_grad(set_to_none=True)
-        with dist.collective("the gradient all-reduce (DDP, in the backward)"):
+        with dist.collective("the gradient all-reduce (DDP, in the backward)", mark=False):
             loss.backward()  # DDP: gradients averaged over the ranks = the global batch's mean
         if hp.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(model.parameters(), hp.grad_clip)
