@@ -206,9 +206,9 @@ _RETIRED: list = []
 
 
 def shutdown(ctx: Context, ok: bool = True) -> None:
-    """End the process group if `init` created it (`close`). `ok`: the command got to its end on
-    every rank (a normal return, or an error all ranks agreed on), so they meet at a last barrier
-    first; after an interrupt or a lost peer there is no one to meet."""
+    """End the process group if `init` created it (`close`). `ok`: the command returned normally,
+    so every rank is on its way to the same last barrier; after an exception (an interrupt, a lost
+    peer, an error) no rank waits there for one that may be gone."""
     if ctx.started:
         close(ok)
 
