@@ -295,7 +295,8 @@ def child_env(**extra: str) -> dict[str, str]:
     no debug tracebacks and no test kill point inherited from the caller; then `extra`."""
     env = dict(os.environ)
     env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONWARNINGS="ignore")
-    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "LCFAST_DEBUG", "LCFAST_TEST_KILL_AT"):
+    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "LCFAST_DEBUG", "LCFAST_TEST_KILL_AT",
+              "LCFAST_TEST_KILL_RANK", "LCFAST_DIST_TIMEOUT"):
         env.pop(k, None)
     env.update(extra)
     return env
@@ -342,6 +343,27 @@ def torchrun(args, nproc: int = 2, timeout: float = 120, env: dict | None = None
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}", *target,
            *map(str, args)]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def exit_script(fn, *args) -> None:
+    """The end of a test module run under torchrun as a script: `fn(*args)`, then os._exit with its
+    status (SystemExit's code, 1 after a traceback), the way the console script leaves once a process
+    group was used (lcfast.dist module doc, Teardown): finalizing the interpreter around gloo's
+    worker threads can abort the process at torch 2.4."""
+    import traceback
+
+    code = 0
+    try:
+        fn(*args)
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    except BaseException:  # noqa: BLE001 - printed, then the status says it
+        traceback.print_exc()
+        code = 1
+    for f in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            f.flush()
+    os._exit(code)
 
 
 # -- kills and signals -------------------------------------------------------------------------------

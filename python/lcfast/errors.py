@@ -100,11 +100,13 @@ class interrupt_note:
         raise Interrupted(kept, getattr(exc, "signum", 2)) from None
 
 
-# Native work left running after an interrupt (a tokenizer training stopped by Ctrl-C: its Python
-# thread may return, but the library's Rust worker threads go on pulling documents from Python).
-# Normal interpreter shutdown would let them call into a finalized interpreter, and the process
-# would abort (SIGABRT, "FATAL: exception not rethrown") instead of exiting with its code: the
-# console script leaves with os._exit once any was recorded (lcfast.cli.app.main).
+# Native work left running (a tokenizer training stopped by Ctrl-C: its Python thread may return,
+# but the library's Rust worker threads go on pulling documents from Python; a torch.distributed
+# group retired by lcfast.dist.close: gloo's worker threads may still release a tensor's Python
+# object). Normal interpreter shutdown would let them call into a finalized interpreter, and the
+# process would abort (SIGABRT, "FATAL: exception not rethrown" / "terminate called without an
+# active exception") instead of exiting with its code: the console script leaves with os._exit
+# once any was recorded (lcfast.cli.app.main).
 _UNSTOPPABLE: list = []
 
 

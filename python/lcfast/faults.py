@@ -10,7 +10,11 @@ time the first of them reaches its save point.
 
 makes the process SIGKILL itself the n-th time (default: first) it reaches a save point whose name
 matches <pattern> (fnmatch). Tests use it to check that a kill during a save leaves the previous
-file intact and that a rerun resumes correctly.
+file intact and that a rerun resumes correctly. Under torchrun every rank sees the variable;
+
+    LCFAST_TEST_KILL_RANK=<r>
+
+limits it to the process whose RANK is r (the others run on and see their peer die).
 """
 
 from __future__ import annotations
@@ -20,12 +24,16 @@ import os
 import signal
 
 ENV = "LCFAST_TEST_KILL_AT"
+RANK_ENV = "LCFAST_TEST_KILL_RANK"
 _hits: dict[str, int] = {}
 
 
 def _spec() -> tuple[str, int] | None:
     raw = os.environ.get(ENV)
     if not raw:
+        return None
+    only = os.environ.get(RANK_ENV)
+    if only is not None and only.strip() != os.environ.get("RANK", "0").strip():
         return None
     pat, _, n = raw.partition("@")
     try:
@@ -47,4 +55,4 @@ def kill_point(name: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-__all__ = ["kill_point", "ENV"]
+__all__ = ["kill_point", "ENV", "RANK_ENV"]

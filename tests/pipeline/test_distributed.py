@@ -4,8 +4,11 @@ equal the single-process ones, and rank 0 alone writes the run folder."""
 from __future__ import annotations
 
 import json
+import os
+import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -40,14 +43,17 @@ def worker(data: str, run: str, coll: str) -> None:
     `lcfast collect` of the run it trained, in the process group this worker starts."""
     import torch.distributed as tdist
 
+    from lcfast import dist
     from lcfast.cli.app import main
 
     tdist.init_process_group("gloo")  # one group for both commands (they reuse an existing group)
     try:
         main(_train_args(Path(data), Path(run), 2))
         main(["collect", run, "--out", coll, *COLLECT])
-    finally:
-        tdist.destroy_process_group()
+    except BaseException:
+        dist.close(ok=False)
+        raise
+    dist.close()  # barrier, destroy_process_group, the group kept from its destructor (lcfast.dist: Teardown)
 
 
 def test_ddp_train_and_collect_equal_single_process(tiny_shards, tmp_path):
@@ -152,8 +158,9 @@ def failing_rank_worker(run: str, coll: str, report: str) -> None:
     except Exception as e:  # noqa: BLE001 - reported to the test
         got = {"error": type(e).__name__, "message": str(e)}
     (Path(report) / f"rank{rank}.json").write_text(json.dumps(got))
-    tdist.barrier()  # both reports written before either rank tears the group down
-    tdist.destroy_process_group()
+    from lcfast import dist
+
+    dist.close()  # both reports written before either rank tears the group down (its barrier)
 
 
 def test_a_failing_rank_stops_every_rank(tiny_shards, tmp_path):
@@ -207,8 +214,68 @@ def test_torchrun_sums_parts_finished_before_an_interrupted_sum(tiny_shards, tmp
     assert_same_stats(tmp_path / "single", coll)
 
 
+def stalled_rank_worker(run: str, coll: str) -> None:
+    """`lcfast collect RUN --out COLL --dist-timeout 3` on every rank, but rank 1 stalls for good
+    while it opens the model (inside the first block the ranks agree on): rank 0 waits for it."""
+    import time
+
+    import lcfast.pipeline.collect as c
+
+    if os.environ.get("RANK") == "1":
+        open_job = c._open_job
+
+        def stalled(*a, **kw):
+            time.sleep(300)
+            return open_job(*a, **kw)
+
+        c._open_job = stalled
+    from lcfast.cli.app import main
+
+    main(["collect", run, "--out", coll, *COLLECT, "--dist-timeout", "3"])
+
+
+def test_a_rank_that_never_arrives_stops_the_other_with_one_line(tiny_shards, tmp_path):
+    """--dist-timeout bounds every collective: rank 0 stops 3 s after it began to wait, with one line
+    naming the collective and the rank it waited for (instead of torch's 30-minute default)."""
+    run, coll = tmp_path / "run", tmp_path / "coll"
+    train_run(tiny_shards, run, epochs=1, **TRAIN)
+    t0 = time.monotonic()
+    try:
+        r = torchrun(["--stalled-rank", run, coll], timeout=120, script=__file__)
+    except subprocess.TimeoutExpired:
+        pytest.fail("rank 0 waited past its timeout")
+    assert r.returncode != 0 and time.monotonic() - t0 < 100
+    lines = [x for x in r.stderr.splitlines() if x.startswith("lcfast: error:")]
+    assert len(lines) == 1, r.stderr[-3000:]
+    want = (r"lcfast: error: rank 0 waited \d+ s \(the timeout\) in collective #1 the agreement after "
+            r"collect_checkpoint \(collect\.py:\d+\), for rank 1 \(in no collective yet\); rerun the same command "
+            r"to resume \(--dist-timeout / LCFAST_DIST_TIMEOUT sets the wait\) \[.+\]$")
+    assert re.match(want, lines[0]), lines[0]
+    assert not coll.exists() or not [p for p in coll.iterdir() if not p.name.startswith(".")]
+
+
+def test_the_collective_timeout_comes_from_the_flag_then_the_environment(monkeypatch):
+    from lcfast.dist import DEFAULT_TIMEOUT_S, TIMEOUT_ENV, timeout_seconds
+    from lcfast.errors import UsageError
+
+    monkeypatch.delenv(TIMEOUT_ENV, raising=False)
+    assert timeout_seconds() == DEFAULT_TIMEOUT_S == 600
+    monkeypatch.setenv(TIMEOUT_ENV, "45")
+    assert timeout_seconds() == 45 and timeout_seconds(7.5) == 7.5
+    for bad in ("0", "-3", "soon", "inf", "nan"):
+        monkeypatch.setenv(TIMEOUT_ENV, bad)
+        with pytest.raises(UsageError, match=f"environment variable {TIMEOUT_ENV} '{bad}': the collectives' timeout"):
+            timeout_seconds()
+    with pytest.raises(UsageError, match="--dist-timeout 0: the collectives' timeout must be a positive number"):
+        timeout_seconds(0)
+
+
 if __name__ == "__main__":  # torchrun tests/pipeline/test_distributed.py DATA RUN COLL
+    from helpers import exit_script
+
     if sys.argv[1] == "--failing-rank":
-        failing_rank_worker(*sys.argv[2:5])
+        exit_script(failing_rank_worker, *sys.argv[2:5])
+    elif sys.argv[1] == "--stalled-rank":
+        exit_script(stalled_rank_worker, *sys.argv[2:4])
     else:
-        worker(*sys.argv[1:4])
+        exit_script(worker, *sys.argv[1:4])

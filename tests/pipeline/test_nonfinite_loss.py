@@ -113,4 +113,6 @@ def test_ddp_ranks_agree_to_stop(tmp_path, tiny_shards):
 
 
 if __name__ == "__main__":  # torchrun tests/pipeline/test_nonfinite_loss.py DATA OUT
-    ddp_worker(*sys.argv[1:3])
+    from helpers import exit_script
+
+    exit_script(ddp_worker, *sys.argv[1:3])

@@ -207,12 +207,15 @@ def main(argv: list[str] | None = None) -> None:
             signal.signal(signal.SIGALRM, _STATE.pop("alarm"))
         if prev_term is not None:
             signal.signal(signal.SIGTERM, prev_term)
+    if argv is None and unstoppable_work_left():  # the console script only: never in-process
+        # (an interrupted tokenizer training's Rust workers, a torch.distributed group's gloo
+        # threads: lcfast.errors.left_running) — whatever the exit status, finalizing the
+        # interpreter around them would abort or hang the process
+        for f in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                f.flush()
+        os._exit(code)
     if code:
-        if argv is None and unstoppable_work_left():  # the console script only: never in-process
-            for f in (sys.stdout, sys.stderr):
-                with contextlib.suppress(Exception):
-                    f.flush()
-            os._exit(code)
         sys.exit(code)
 
 

@@ -55,6 +55,10 @@ def collect(
                                                "default: free memory)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
     json_out: bool = typer.Option(False, "--json", help="Print the collect.json summaries as JSON."),
+    dist_timeout: float | None = FloatOption(
+        None, "--dist-timeout", min=0, min_open=True,
+        help="Under torchrun: seconds a rank waits in one collective before it stops with an error naming the rank "
+             "it waited for (default: $LCFAST_DIST_TIMEOUT, else 600)."),
 ) -> None:
     """One train pass (class means/variances) and one val pass (NC4) per checkpoint; resumable.
 
@@ -73,7 +77,7 @@ def collect(
         exact=exact, covariance=covariance, min_count=min_count, batch_size=batch_size, device=device,
         max_tokens=max_tokens, save_every_s=save_every, backend=backend, skip_nonfinite=skip_nonfinite,
         restart=restart, part=parse_shard_spec(shard), context=context, dtype=dtype, layers=layers, classes=classes,
-        max_memory=parse_size(max_memory),
+        max_memory=parse_size(max_memory), dist_timeout=dist_timeout,
     )
     console = Console(stderr=True)
     with one_line_warnings():

@@ -70,6 +70,10 @@ def train(
                                   "(no extra pass) into OUT/nc_track.csv; see the README."),
     track_every: int = IntOption(None, "--track-every", help="With --track-nc: a row every N optimizer steps "
                                  "and at each epoch's end (default: one per epoch; at most an epoch)."),
+    dist_timeout: float | None = FloatOption(
+        None, "--dist-timeout", min=0, min_open=True,
+        help="Under torchrun: seconds a rank waits in one collective before it stops with an error naming the rank "
+             "it waited for (default: $LCFAST_DIST_TIMEOUT, else 600)."),
 ) -> None:
     """Train a GPT-Neo-style causal LM; checkpoint + evaluate every epoch; resume by rerunning."""
     from lcfast.pipeline.train import train_run
@@ -77,7 +81,8 @@ def train(
     m = train_run(data, out, layers=layers, width=width, heads=heads, context=context, epochs=epochs,
                   batch_size=batch_size, lr=lr, weight_decay=weight_decay, seed=seed, device=device,
                   steps_per_epoch=steps_per_epoch, eval_tokens=eval_tokens, compile=compile,
-                  progress=progress, window_size=window, track_nc=track_nc, track_every=track_every)
+                  progress=progress, window_size=window, track_nc=track_nc, track_every=track_every,
+                  dist_timeout=dist_timeout)
     from lcfast import dist
 
     if not dist.is_main():  # under torchrun only rank 0 reports

@@ -99,6 +99,7 @@ class CollectOptions:
     layers: str | None = None  # `--layers all|0,6,12`: also the class statistics of these hidden states
     classes: str | None = None  # `--classes top:K`: class statistics of the K most frequent classes only
     max_memory: int | None = None  # bytes the statistics may use (default: what is free on the device)
+    dist_timeout: float | None = None  # seconds a collective may wait under torchrun (lcfast.dist)
 
 
 def check_options(opts: CollectOptions) -> CollectOptions:
@@ -533,13 +534,17 @@ def collect(
     srcs = resolve_sources(run, checkpoint, data)
     ctx = None
     if dist.in_job():  # under torchrun: join (or reuse) the process group; this rank's device
-        ctx = dist.init(opts.device)
+        ctx = dist.init(opts.device, timeout_s=opts.dist_timeout)
         opts = dataclasses.replace(opts, device=str(ctx.device))
     try:
-        return _collect_sources(srcs, checkpoint, out, opts, console, progress, on_save, on_progress)
-    finally:
+        res = _collect_sources(srcs, checkpoint, out, opts, console, progress, on_save, on_progress)
+    except BaseException:
         if ctx is not None:
-            dist.shutdown(ctx)
+            dist.shutdown(ctx, ok=False)  # (no closing barrier: a peer may be gone)
+        raise
+    if ctx is not None:
+        dist.shutdown(ctx)
+    return res
 
 
 def _collect_sources(srcs, checkpoint, out, opts, console, progress, on_save, on_progress=None) -> list[dict]:

@@ -360,10 +360,11 @@ def run_pass(
             job.partial[kind] = path
         return acc, r
     # all ranks: sum the accumulators and counters; rank 0 writes the total, then the parts go
-    acc.all_reduce()
+    with dist.collective(f"the sum of the {kind} pass's statistics"):
+        acc.all_reduce()
     sums = torch.tensor([float(r.tokens), float(r.skipped_nonfinite), r.val_nll, float(r.val_correct)],
                         dtype=torch.float64, device=job.device)
-    tokens, skipped, r.val_nll, correct = dist.all_reduce_sum(sums).tolist()
+    tokens, skipped, r.val_nll, correct = dist.all_reduce_sum(sums, f"the sum of the {kind} pass's counters").tolist()
     r.tokens, r.skipped_nonfinite, r.val_correct = int(tokens), int(skipped), int(correct)
     with dist.together():  # (every rank waits for rank 0's total before it deletes its part)
         if job.rank == 0:

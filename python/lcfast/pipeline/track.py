@@ -196,8 +196,9 @@ class TrainTracker:
     def reduce(self) -> None:
         if dist.is_initialized() and dist.world_size() > 1:
             t0 = time.perf_counter()
-            self.stats.all_reduce()
-            dist.all_reduce_sum(self.loss_sum)
+            with dist.collective("the sum of a tracking interval's class statistics"):
+                self.stats.all_reduce()
+            dist.all_reduce_sum(self.loss_sum, "the sum of a tracking interval's loss")
             self._add(t0)
 
     def begin_eval(self, W: torch.Tensor, b: torch.Tensor | None = None) -> None:
@@ -227,7 +228,8 @@ class TrainTracker:
         t0 = time.perf_counter()
         ncc, self._ncc = self._ncc, None
         if ncc is not None and dist.is_initialized() and dist.world_size() > 1:
-            ncc.all_reduce()
+            with dist.collective("the sum of a tracking interval's NC4 decisions"):
+                ncc.all_reduce()
         row = None
         if self.write:
             metrics = {}

@@ -281,9 +281,9 @@ def evaluate(model, shard, context: int, batch_size: int, eval_tokens: int, devi
     if task is not None:
         progress.remove_task(task)
     model.train(was_training)
-    dist.all_reduce_sum(loss_sum)
-    dist.all_reduce_sum(hits)
-    dist.all_reduce_sum(count)
+    dist.all_reduce_sum(loss_sum, "the sum of the validation loss")
+    dist.all_reduce_sum(hits, "the sum of the validation hits")
+    dist.all_reduce_sum(count, "the sum of the validation positions")
     count = int(count)
     val_loss = float(loss_sum) / count
     return {"val_loss": val_loss, "val_acc": int(hits) / count, "perplexity": math.exp(min(val_loss, 700.0)),
@@ -312,7 +312,7 @@ def _stop_if_nonfinite(
     if dist.is_initialized() and dist.world_size() > 1:
         none = torch.full_like(bad, 2**62)
         bad = torch.where(bad > 0, bad, none)
-        dist.all_reduce_min(bad)
+        dist.all_reduce_min(bad, "the non-finite loss check")
         bad = torch.where(bad == none, torch.zeros_like(bad), bad)
     code = int(bad)
     if code == 0:
@@ -368,13 +368,15 @@ def train_run(
     callback: Callable[[dict], None] | None = None,
     track_nc: bool = False,
     track_every: int | None = None,
+    dist_timeout: float | None = None,
 ) -> dict:
     """Train (or resume, or return at once if complete) the run in `out_dir`; returns the final epoch's
     metrics plus run facts. `callback(info)` is called after every optimizer step with
     {step, epoch, loss, lr}; an exception raised there interrupts the run like a crash would.
     `track_nc`: also track neural collapse from the training forward into RUN/nc_track.csv, one
     row every `track_every` optimizer steps and at every epoch's end (default: once per epoch;
-    lcfast.pipeline.track)."""
+    lcfast.pipeline.track). `dist_timeout`: seconds a collective may wait under torchrun (default:
+    LCFAST_DIST_TIMEOUT, else 600; lcfast.dist)."""
     if track_every is not None:  # the range and the pairing now; the bound (an epoch) once the data is open
         track_every = validate.integer("--track-every", track_every, min=1)
         if not track_nc:
@@ -384,15 +386,18 @@ def train_run(
                    eval_tokens=eval_tokens, window_size=window_size, warmup_frac=warmup_frac,
                    min_lr_frac=min_lr_frac, grad_clip=grad_clip)
     if dist.in_job():
-        ctx = dist.init(device)  # under torchrun: join (or reuse) the process group
+        ctx = dist.init(device, timeout_s=dist_timeout)  # under torchrun: join (or reuse) the process group
     else:
         ctx = dist.Context(device=dist.resolve_device(device))
     try:
         with interrupt_note(lambda: interrupted_note(out_dir, track_nc)):
-            return _train(ctx, data_dir, out_dir, **a, compile=compile, progress=progress, callback=callback,
-                          track_nc=track_nc, track_every=track_every)
-    finally:
-        dist.shutdown(ctx)
+            res = _train(ctx, data_dir, out_dir, **a, compile=compile, progress=progress, callback=callback,
+                         track_nc=track_nc, track_every=track_every)
+    except BaseException:
+        dist.shutdown(ctx, ok=False)  # (no closing barrier: a peer may be gone)
+        raise
+    dist.shutdown(ctx)
+    return res
 
 
 def interrupted_note(run_dir, track_nc: bool = False) -> str:
@@ -504,7 +509,7 @@ def _set_up(ctx: dist.Context, data_dir, out: Path, hp: SimpleNamespace, track_n
             resuming = _check_existing_run(out, run_cfg)
             if resuming and every is None and not is_complete(out):
                 _refuse_untracked_resume(out, spe)
-    resuming = bool(dist.broadcast_object(resuming))
+    resuming = bool(dist.broadcast_object(resuming, name="the broadcast of whether the run resumes"))
 
     # Everything the flags can break (seed, model, optimizer) is built before the first write, so a
     # bad value never leaves a config.json behind that would refuse the corrected rerun.
@@ -564,7 +569,8 @@ def _train_epoch(run: _Run, epoch: int, fwd, bar, callback) -> tuple[float, floa
                 logits, feats = fwd(x, return_features=True)
         loss = F.cross_entropy(logits.float().reshape(-1, run.vocab), y.reshape(-1))
         opt.zero_grad(set_to_none=True)
-        loss.backward()  # DDP: gradients averaged over the ranks = the global batch's mean
+        with dist.collective("the gradient all-reduce (DDP, in the backward)", mark=False):
+            loss.backward()  # DDP: gradients averaged over the ranks = the global batch's mean
         if hp.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(model.parameters(), hp.grad_clip)
         opt.step()
@@ -593,7 +599,7 @@ def _train_epoch(run: _Run, epoch: int, fwd, bar, callback) -> tuple[float, floa
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
     train_time = time.perf_counter() - t0
-    dist.all_reduce_sum(loss_acc)
+    dist.all_reduce_sum(loss_acc, "the sum of the epoch's train loss")
     bar.remove_task(task)
     return float(loss_acc) / (spe * ctx.world), train_time
 
@@ -647,7 +653,8 @@ def _train(ctx: dist.Context, data_dir, out_dir, *, compile, progress, callback,
     if ctx.distributed:
         from torch.nn.parallel import DistributedDataParallel as DDP
 
-        net = DDP(run.model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
+        with dist.collective("DDP's broadcast of the initial weights"):
+            net = DDP(run.model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
     fwd = torch.compile(net) if compile else net
     # evaluation runs on the plain module under DDP: ranks may evaluate different numbers of batches,
     # and DDP's forward would wait for the others (buffer broadcast)

@@ -113,7 +113,7 @@ def load_resume_state(out: Path, model: GPTNeo, opt) -> tuple[int, int, list[dic
                 os.replace(junk, final)  # killed between moving the old version aside and the new in
                 continue
             shutil.rmtree(junk, ignore_errors=True) if junk.is_dir() else junk.unlink(missing_ok=True)
-    dist.barrier()
+    dist.barrier("the barrier after rank 0 cleaned the checkpoints folder")
     cks = [(e, p) for e, p in list_checkpoints(out).items() if (p / "state.safetensors").is_file()]
     if not cks:
         return 0, 0, [], 0.0
