@@ -46,6 +46,7 @@ from dataclasses import dataclass
 import torch
 
 from lcfast.errors import DataError, UsageError
+from lcfast.validate import DIST_TIMEOUT_MAX
 
 ENV_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
 TIMEOUT_ENV = "LCFAST_DIST_TIMEOUT"
@@ -168,8 +169,9 @@ def timeout_seconds(value: float | str | None = None, flag: str = "--dist-timeou
         t = float(value)
     except (TypeError, ValueError):
         t = float("nan")
-    if not (t > 0 and t < float("inf")):
-        raise UsageError(f"{src} {value!r}: the collectives' timeout must be a positive number of seconds")
+    if not (0 < t <= DIST_TIMEOUT_MAX):
+        raise UsageError(f"{src} {value!r}: the collectives' timeout must be a positive number of seconds, "
+                         f"at most {DIST_TIMEOUT_MAX:g}")
     return t
 
 

@@ -24,6 +24,8 @@ SEED_MAX = 2**64 - 1
 CDNV_POWER_MAX = 16.0
 #: `collect --save-every` above this many seconds (about four months) is a typo, not a plan
 SAVE_EVERY_MAX = 1e7
+#: `--dist-timeout` / LCFAST_DIST_TIMEOUT: the same bound (datetime.timedelta overflows near 1e14 s)
+DIST_TIMEOUT_MAX = 1e7
 #: worker threads of the token engine
 THREADS_MAX = 1024
 #: `bench --repeats`: timed calls per implementation (a paper-size row takes seconds per call)
@@ -176,6 +178,7 @@ __all__ = [
     "CDNV_POWER_MAX",
     "INT64_MAX",
     "SAVE_EVERY_MAX",
+    "DIST_TIMEOUT_MAX",
     "SEED_MAX",
     "THREADS_MAX",
     "available_memory",

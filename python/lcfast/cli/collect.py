@@ -9,7 +9,7 @@ from pathlib import Path
 import typer
 
 from lcfast.cli.options import FloatOption, IntOption
-from lcfast.validate import CDNV_POWER_MAX, SAVE_EVERY_MAX
+from lcfast.validate import CDNV_POWER_MAX, DIST_TIMEOUT_MAX, SAVE_EVERY_MAX
 
 
 def collect(
@@ -56,7 +56,7 @@ def collect(
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
     json_out: bool = typer.Option(False, "--json", help="Print the collect.json summaries as JSON."),
     dist_timeout: float | None = FloatOption(
-        None, "--dist-timeout", min=0, min_open=True,
+        None, "--dist-timeout", min=0, min_open=True, max=DIST_TIMEOUT_MAX,
         help="Under torchrun: seconds a rank waits in one collective before it stops with an error naming the rank "
              "it waited for (default: $LCFAST_DIST_TIMEOUT, else 600)."),
 ) -> None:

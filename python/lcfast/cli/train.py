@@ -71,7 +71,7 @@ def train(
     track_every: int = IntOption(None, "--track-every", help="With --track-nc: a row every N optimizer steps "
                                  "and at each epoch's end (default: one per epoch; at most an epoch)."),
     dist_timeout: float | None = FloatOption(
-        None, "--dist-timeout", min=0, min_open=True,
+        None, "--dist-timeout", min=0, min_open=True, max=validate.DIST_TIMEOUT_MAX,
         help="Under torchrun: seconds a rank waits in one collective before it stops with an error naming the rank "
              "it waited for (default: $LCFAST_DIST_TIMEOUT, else 600)."),
 ) -> None:
