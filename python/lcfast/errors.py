@@ -73,6 +73,28 @@ class Interrupted(KeyboardInterrupt):
         self.signum = signum
 
 
+# The interrupts (SIGINT/SIGTERM) the CLI received during the current command, in order
+# (lcfast.cli.app.main clears it and its handlers fill it). Ctrl-C inside C code that calls back
+# into Python (torch building a tensor from a safetensors buffer) can surface as another exception,
+# e.g. "ValueError: could not determine the shape of object type 'torch.storage.UntypedStorage'",
+# which a loader would then report as a damaged file: with this record it is reported as what it is.
+_SIGNALS: list[int] = []
+
+
+def note_signal(signum: int) -> None:
+    """Record an interrupt the process received (called by the CLI's signal handlers)."""
+    _SIGNALS.append(int(signum))
+
+
+def clear_signals() -> None:
+    _SIGNALS.clear()
+
+
+def signal_received() -> int | None:
+    """The last interrupt received during this command (a signal number), or None."""
+    return _SIGNALS[-1] if _SIGNALS else None
+
+
 class interrupt_note:
     """Context manager: an interrupt inside the block becomes `Interrupted(describe())`, so the
     message says what is intact and how to continue (the innermost note wins).
@@ -89,15 +111,19 @@ class interrupt_note:
         return self
 
     def __exit__(self, typ, exc, tb) -> bool:
-        if exc is None or not isinstance(exc, KeyboardInterrupt):
+        if exc is None:
             return False
-        if isinstance(exc, Interrupted) and exc.kept:
+        if not isinstance(exc, KeyboardInterrupt):
+            if signal_received() is None or not isinstance(exc, Exception):
+                return False
+            # an interrupt turned into another error inside C code (see _SIGNALS): still an interrupt
+        elif isinstance(exc, Interrupted) and exc.kept:
             return False
         try:
             kept = str(self.describe() or "")
         except Exception:  # noqa: BLE001 - a failing description must not hide the interrupt
             kept = ""
-        raise Interrupted(kept, getattr(exc, "signum", 2)) from None
+        raise Interrupted(kept, getattr(exc, "signum", None) or signal_received() or 2) from None
 
 
 # Native work left running (a tokenizer training stopped by Ctrl-C: its Python thread may return,

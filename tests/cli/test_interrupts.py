@@ -204,6 +204,37 @@ def test_collect_restart_interrupted_says_what_is_true(tmp_path, trained_run):
                         r"\(the same command starts over\)", one_line(err)), err
 
 
+def test_interrupt_surfacing_as_another_error_is_still_an_interrupt(tmp_path, trained_run):
+    """Ctrl-C inside C code that calls back into Python can come out as another exception: torch
+    building a tensor from a safetensors buffer turned it into "ValueError: could not determine the
+    shape of object type 'torch.storage.UntypedStorage'", which collect reported as damaged model
+    weights (exit 1), and --restart's note was lost (seen once in CI). The hook below makes that
+    happen on every run: the interrupt arrives while the model's weights are read and comes out as
+    that ValueError."""
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(
+        "import os, signal, time, safetensors\n"
+        "_open = safetensors.safe_open\n"
+        "def safe_open(path, *a, **k):\n"
+        "    if str(path).endswith('model.safetensors'):\n"
+        "        try:\n"
+        "            os.kill(os.getpid(), signal.SIGINT)\n"
+        "            time.sleep(5)\n"
+        "        except KeyboardInterrupt:\n"
+        "            raise ValueError('could not determine the shape of object type '\n"
+        "                             \"'torch.storage.UntypedStorage'\")\n"
+        "    return _open(path, *a, **k)\n"
+        "safetensors.safe_open = safe_open\n")
+    out = tmp_path / "coll"
+    e = child_env(PYTHONPATH=os.pathsep.join([str(hook), os.environ.get("PYTHONPATH", "")]))
+    r = console(["collect", trained_run, "--out", out, *COLLECT, "--restart"], env=e)
+    assert r.returncode == 130, r.stderr
+    assert one_line(r.stderr) == ("lcfast: interrupted; nothing saved yet by this --restart; "
+                                  "rerun the same command to start over"), r.stderr
+    assert not out.exists()
+
+
 # -- analyze: all outputs published together -----------------------------------------------------
 def test_analyze_interrupted_keeps_previous_outputs(tmp_path):
     import pandas as pd

@@ -116,9 +116,29 @@ def _invoke(args: list[str]) -> int:
 
 
 def _on_sigterm(signum, frame) -> None:
-    from lcfast.errors import Interrupted
+    from lcfast.errors import Interrupted, note_signal
 
+    note_signal(signum)
     raise Interrupted("", signum)
+
+
+def _report_interrupt(signum: int) -> int:
+    """`lcfast: interrupted` for an interrupt that surfaced as another error; its exit status."""
+    import signal
+
+    how = "interrupted" if signum == signal.SIGINT else f"interrupted by {signal.Signals(signum).name}"
+    print(f"lcfast: {how}", file=sys.stderr)
+    return 128 + signum
+
+
+def _on_sigint(signum, frame) -> None:
+    """Python's own Ctrl-C behaviour (KeyboardInterrupt), plus a record of it (lcfast.errors._SIGNALS):
+    raised inside C code that calls back into Python, the KeyboardInterrupt can come out as another
+    error, which must still be reported as an interrupt."""
+    from lcfast.errors import note_signal
+
+    note_signal(signum)
+    raise KeyboardInterrupt
 
 
 def _redeliver_swallowed_interrupt(unraisable) -> None:
@@ -155,10 +175,16 @@ def main(argv: list[str] | None = None) -> None:
     debug = "--debug" in args or os.environ.get("LCFAST_DEBUG") == "1"
     import signal
 
+    from lcfast.errors import clear_signals, signal_received
+
+    clear_signals()
     try:  # SIGTERM (kill, a batch scheduler, torchrun stopping its workers) cleans up like Ctrl-C
         prev_term = signal.signal(signal.SIGTERM, _on_sigterm)
     except ValueError:  # not the main thread
         prev_term = None
+    prev_int = None
+    if prev_term is not None and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        prev_int = signal.signal(signal.SIGINT, _on_sigint)  # (left alone where a caller ignores Ctrl-C)
     prev_hook, sys.unraisablehook = sys.unraisablehook, _redeliver_swallowed_interrupt
     try:
         code = _invoke(args)
@@ -182,9 +208,12 @@ def main(argv: list[str] | None = None) -> None:
     except LcfastError as e:
         if debug:
             raise
-        kind = "usage error" if e.exit_code == 2 else "error"
-        print(f"lcfast: {kind}: {_one_line(str(e))}", file=sys.stderr)
-        code = e.exit_code
+        if signal_received() is not None:  # an interrupt that surfaced as another error (lcfast.errors._SIGNALS)
+            code = _report_interrupt(signal_received())
+        else:
+            kind = "usage error" if e.exit_code == 2 else "error"
+            print(f"lcfast: {kind}: {_one_line(str(e))}", file=sys.stderr)
+            code = e.exit_code
     except KeyboardInterrupt as e:
         signum = int(getattr(e, "signum", signal.SIGINT))
         kept = _one_line(getattr(e, "kept", "") or "")
@@ -198,8 +227,15 @@ def main(argv: list[str] | None = None) -> None:
     except (OSError, MemoryError) as e:
         if debug:
             raise
-        print(f"lcfast: error: {_one_line(f'{type(e).__name__}: {e}')}", file=sys.stderr)
-        code = 1
+        if signal_received() is not None:
+            code = _report_interrupt(signal_received())
+        else:
+            print(f"lcfast: error: {_one_line(f'{type(e).__name__}: {e}')}", file=sys.stderr)
+            code = 1
+    except Exception:
+        if debug or signal_received() is None:
+            raise  # a bug: the traceback is wanted
+        code = _report_interrupt(signal_received())
     finally:
         sys.unraisablehook = prev_hook
         if "alarm" in _STATE:  # a redelivered interrupt's timer (see above) must not outlive main()
@@ -207,6 +243,8 @@ def main(argv: list[str] | None = None) -> None:
             signal.signal(signal.SIGALRM, _STATE.pop("alarm"))
         if prev_term is not None:
             signal.signal(signal.SIGTERM, prev_term)
+        if prev_int is not None:
+            signal.signal(signal.SIGINT, prev_int)
     if argv is None and unstoppable_work_left():  # the console script only: never in-process
         # (an interrupted tokenizer training's Rust workers, a torch.distributed group's gloo
         # threads: lcfast.errors.left_running) — whatever the exit status, finalizing the

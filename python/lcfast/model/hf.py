@@ -323,6 +323,38 @@ def _names(keys, n: int = 3) -> str:
     return ", ".join(keys[:n]) + (", …" if len(keys) > n else "")
 
 
+def _shape(s) -> str:
+    return str(list(s)) if s is not None else "[?]"
+
+
+def _mismatch(model: HFCausalLM, m) -> tuple:
+    """(name, checkpoint shape, config shape) of one mismatched weight: transformers ≥ 5 reports the
+    triple; 4.x only the name, so the shapes are read from the model (config side) and from the
+    safetensors headers (checkpoint side), None where neither says."""
+    if not isinstance(m, str):
+        return str(m[0]), tuple(m[1]), tuple(m[2])
+    try:
+        mine = tuple(model.hf.get_parameter(m).shape)
+    except (AttributeError, KeyError):
+        mine = None
+    prefix = str(getattr(model.hf, "base_model_prefix", "") or "")
+    names = [m, m.removeprefix(prefix + "."), f"{prefix}.{m}"] if prefix else [m]
+    theirs = None
+    from safetensors import safe_open
+
+    for f in sorted(model.path.glob("*.safetensors")):
+        try:
+            with safe_open(str(f), framework="pt") as st:
+                keys = set(st.keys())
+                hit = next((n for n in names if n in keys), None)
+                if hit is not None:
+                    theirs = tuple(st.get_slice(hit).get_shape())
+                    break
+        except Exception:  # noqa: BLE001 - a header that cannot be read: the shape stays unknown
+            continue
+    return m, theirs, mine
+
+
 def _refuse_unloaded_weights(model: HFCausalLM, info: dict) -> None:
     """One DataError for weights that transformers did not load from the checkpoint (it would leave
     them random: a missing LM head, the blocks of a config edited to more layers), checkpoint
@@ -336,7 +368,7 @@ def _refuse_unloaded_weights(model: HFCausalLM, info: dict) -> None:
     if tied:
         missing -= head_names
     unexpected = {str(k) for k in info.get("unexpected_keys") or ()}
-    mismatched = sorted((str(m[0]), tuple(m[1]), tuple(m[2])) for m in info.get("mismatched_keys") or ())
+    mismatched = sorted(_mismatch(model, m) for m in info.get("mismatched_keys") or ())
     errors = [" ".join(str(e).split()) for e in info.get("error_msgs") or ()]
     if not (missing or unexpected or mismatched or errors):
         return
@@ -351,7 +383,8 @@ def _refuse_unloaded_weights(model: HFCausalLM, info: dict) -> None:
         parts.append(f"{len(unexpected)} checkpoint tensor{'s' * (len(unexpected) != 1)} that {cls} has no place for "
                      f"({_names(unexpected)})")
     if mismatched:
-        shapes = ", ".join(f"{k} {list(a)} in the checkpoint, {list(b)} in config.json" for k, a, b in mismatched[:2])
+        shapes = ", ".join(f"{k} {_shape(a)} in the checkpoint, {_shape(b)} in config.json"
+                           for k, a, b in mismatched[:2])
         parts.append(f"{len(mismatched)} of another shape ({shapes}{', …' if len(mismatched) > 2 else ''})")
     if errors:
         parts.append(f"{len(errors)} loading error{'s' * (len(errors) != 1)} ({errors[0][:200]})")
