@@ -111,3 +111,15 @@ def test_count_bad_inputs(tmp_path, tiny_shards):
     (tmp_path / "empty_dir").mkdir()
     assert_error(["count", str(tmp_path / "empty_dir")], 2, "empty_dir", "no .lcshard")
     assert_error(["count"], 2)  # missing argument (click)
+
+
+def test_corpus_controlled_refuses_shares_past_one_half(tmp_path):
+    """The controlled corpus's two shares together must leave room for their cues: one line, exit 2,
+    nothing written (the console script)."""
+    out = tmp_path / "cc"
+    r = console(["corpus", "controlled", "--out", out, "--deterministic", "0.4", "--ambiguous", "0.4",
+                 "--tokens", "1000"])
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert r.returncode == 2 and lines == ["lcfast: usage error: --deterministic 0.4 + --ambiguous 0.4: at most 0.5 "
+                                           "together (each target follows its cue)"], r.stderr
+    assert not out.exists()
