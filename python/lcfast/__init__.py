@@ -29,7 +29,7 @@ _LAZY = {
     "NCTracker": "lcfast.tracking",
     "measure_embeddings": "lcfast.metrics.measure",
     "measure_stats": "lcfast.metrics.measure",
-    "per_class": "lcfast.pipeline.per_class",
+    "per_class": "lcfast.pipeline.measure",
     "DataError": "lcfast.errors",
     "UsageError": "lcfast.errors",
 }

@@ -75,7 +75,7 @@ def class_means(H: torch.Tensor, Y: torch.Tensor, C: int) -> tuple[torch.Tensor,
 
 def slots_of(cdir: Path):
     from lcfast.io import load_tensors
-    from lcfast.pipeline.collect_layers import SlotLayout
+    from lcfast.pipeline.collect.layers import SlotLayout
     from lcfast.stats.classstats import ClassStats
 
     s = json.loads((cdir / "collect.json").read_text())
@@ -168,7 +168,7 @@ def test_per_layer_metrics_match_hidden_states(tmp_path, tiny_shards, tiny_bpe_t
     from lcfast.stats.classstats import ClassStats
 
     sx = json.loads((tmp_path / "cx" / "collect.json").read_text())
-    from lcfast.pipeline.collect_layers import SlotLayout
+    from lcfast.pipeline.collect.layers import SlotLayout
 
     lx = SlotLayout.from_json(sx["layout"])
     ex = ClassStats.load(tmp_path / "cx" / "train_exact.safetensors")

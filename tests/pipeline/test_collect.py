@@ -108,7 +108,7 @@ def test_resume_is_bit_identical(tiny, tmp_path, kind):
 
 
 def _state_meta(path):
-    from lcfast.pipeline.collect_state import read_state_meta
+    from lcfast.pipeline.collect.state import read_state_meta
 
     return read_state_meta(path)
 

@@ -219,7 +219,7 @@ def stalled_rank_worker(run: str, coll: str) -> None:
     while it opens the model (inside the first block the ranks agree on): rank 0 waits for it."""
     import time
 
-    import lcfast.pipeline.collect as c
+    import lcfast.pipeline.collect.run as c
 
     if os.environ.get("RANK") == "1":
         open_job = c._open_job

@@ -85,7 +85,7 @@ def free_bytes(device: torch.device) -> int:
     forced = os.environ.get("LCFAST_BENCH_FREE_BYTES")
     if forced:
         return int(float(forced))
-    from lcfast.pipeline.collect_layers import available_bytes
+    from lcfast.pipeline.collect.layers import available_bytes
 
     free = available_bytes(device)
     return (1 << 34) if free is None else free  # unknown: assume 16 GiB rather than refuse to run

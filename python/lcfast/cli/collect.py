@@ -68,8 +68,8 @@ def collect(
     from lcfast.errors import UsageError, one_line_warnings
     from lcfast.pipeline.collect import CollectOptions, print_collect_summary
     from lcfast.pipeline.collect import collect as do_collect
-    from lcfast.pipeline.collect_layers import parse_size
-    from lcfast.pipeline.collect_parts import parse_shard_spec
+    from lcfast.pipeline.collect.layers import parse_size
+    from lcfast.pipeline.collect.parts import parse_shard_spec
 
     if backend not in ("auto", "torch", "triton"):
         raise UsageError(f"--backend {backend}: expected auto, torch or triton")

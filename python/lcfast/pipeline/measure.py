@@ -35,9 +35,11 @@ from pathlib import Path
 import torch
 
 from lcfast import validate
+from lcfast.data.datadir import token_decoder
 from lcfast.dist import resolve_device
 from lcfast.errors import DataError, UsageError
-from lcfast.pipeline.collect_state import COLLECT_JSON, PASS_FILES, read_state_meta
+from lcfast.pipeline.collect.state import COLLECT_JSON, PASS_FILES, read_state_meta, read_summary
+from lcfast.pipeline.per_class import DEFAULT_ORDERS, MAX_ORDERS, ShardEntropy, collection_frame
 
 #: the leading columns of measurements.csv, in order; the canonical metric keys follow.
 ID_COLUMNS = ["model", "checkpoint", "n_params", "layers", "width", "epochs", "seed", "val_loss", "val_acc",
@@ -82,16 +84,6 @@ def find_collections(paths: Iterable[str | Path]) -> list[Path]:
             seen.add(r)
             out.append(d)
     return out
-
-
-def _read_summary(cdir: Path) -> dict:
-    from lcfast.io import read_json
-
-    s = read_json(cdir / COLLECT_JSON, "collect summary")
-    for key in ("model", "checkpoint", "model_fingerprint", "files", "source"):
-        if key not in s:
-            raise DataError(f"{cdir / COLLECT_JSON}: missing {key!r} (not written by lcfast collect?)")
-    return s
 
 
 def _load_state(cdir: Path, kind: str, summary: dict, device: torch.device | str = "cpu"):
@@ -144,7 +136,7 @@ def _layout(cdir: Path, summary: dict):
     if "layout" not in summary:
         return None
     from lcfast.io import load_tensors
-    from lcfast.pipeline.collect_layers import SlotLayout
+    from lcfast.pipeline.collect.layers import SlotLayout
 
     lay = summary["layout"]
     ids = None
@@ -181,7 +173,7 @@ def layer_rows(cdir: Path, head_row: dict, *, min_count: int, cdnv_power: float 
     keys = PAPER_KEYS if profile == "paper" else CANONICAL_KEYS
     cdnv_power = profile_cdnv_power(profile, cdnv_power)
 
-    s = _read_summary(cdir)
+    s = read_summary(cdir)
     layout = _layout(cdir, s)
     if layout is None or len(layout.slots) < 2:
         return []
@@ -217,24 +209,6 @@ def run_metrics(run_dir: Path, epoch: int | None) -> dict:
     return found
 
 
-def token_decoder(tokenizer_path: str | Path | None):
-    """decode(id) -> the token's text (byte-level BPE pieces decoded), or None without a tokenizer."""
-    if not tokenizer_path or not Path(tokenizer_path).is_file():
-        return None
-    from tokenizers import Tokenizer
-
-    try:
-        tok = Tokenizer.from_file(str(tokenizer_path))
-    except Exception as e:  # noqa: BLE001 - tokenizers raises plain Exceptions
-        raise DataError(f"{tokenizer_path}: unreadable tokenizer ({' '.join(str(e).split())})") from None
-    n = tok.get_vocab_size(with_added_tokens=True)
-
-    def decode(i: int):
-        return tok.decode([int(i)], skip_special_tokens=False) if 0 <= int(i) < n else None
-
-    return decode
-
-
 def measure_collection(
     cdir: str | Path,
     *,
@@ -252,7 +226,7 @@ def measure_collection(
     keys = PAPER_KEYS if profile == "paper" else CANONICAL_KEYS
 
     cdir = Path(cdir)
-    s = _read_summary(cdir)
+    s = read_summary(cdir)
     notes: list[str] = []
     dev = resolve_device(device)
     stats = _load_state(cdir, "train", s, dev)
@@ -500,3 +474,40 @@ def _fmt(v) -> str:
     if isinstance(v, int) and not isinstance(v, bool):
         return f"{v:,}"
     return str(v)
+
+
+def per_class(
+    paths: str | Path | Iterable[str | Path],
+    orders: int = DEFAULT_ORDERS,
+    *,
+    min_count: int | None = None,
+    cdnv_power: float | None = None,
+    backend: str = "auto",
+    device: str = "auto",
+):
+    """The per-class table of every collection under `paths` (run dirs, collect output dirs, folders of runs).
+
+    One row per (model, checkpoint, class) for every class that is a label of the collection's train
+    shard or is kept by the measurement, exactly once. Columns: model, checkpoint, epochs, n_params,
+    then `lcfast.metrics.per_class.PER_CLASS_COLUMNS` (id int64, token str, kept bool, n int64,
+    shard_count int64), ctx_entropy_1..`orders` (float64 bits, NaN where the class never has a
+    context that long), norm, var, var_rel, cdnv_nearest (float64), nearest (Int64 token id),
+    dual_cos, nc4_hits, nc4_total, nc4_hit_rate — the NC columns NaN (counts 0) for classes not kept.
+    `.attrs["notes"]` says what is approximate. Canonical profile; `min_count`, `cdnv_power` as in
+    `lcfast measure`.
+    """
+    import pandas as pd
+
+    orders = validate.integer("--context-orders", orders, min=1, max=MAX_ORDERS)
+    items = [paths] if isinstance(paths, (str, Path)) else list(paths)
+    entropy = ShardEntropy(orders)
+    frames, notes = [], []
+    for cdir in find_collections(items):
+        row, table, n = measure_collection(cdir, min_count=min_count, cdnv_power=cdnv_power, backend=backend,
+                                           device=device)
+        df, more = collection_frame(cdir, row, table, entropy)
+        frames.append(df)
+        notes += n + more
+    out = pd.concat(frames, ignore_index=True)
+    out.attrs["notes"] = notes
+    return out

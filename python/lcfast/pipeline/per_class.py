@@ -2,8 +2,9 @@
 
 `lcfast measure` writes `out_dir/per_class.parquet` beside measurements.csv: one row per
 (model, checkpoint, class), the class's context entropy at orders 1..K over the collection's train
-shard (`lcfast.metrics.per_class`) beside its NC statistics from the per-token table. `per_class(paths)`
-(also `lcfast.per_class`) returns the same frame for collections without writing anything.
+shard (`lcfast.metrics.per_class`) beside its NC statistics from the per-token table.
+`lcfast.per_class(paths)` (lcfast.pipeline.measure.per_class: it measures first) returns the same
+frame for collections without writing anything.
 
 The context entropy is a property of the shard, so it is computed once per train shard (by its
 fingerprint) however many checkpoints were collected on it.
@@ -11,7 +12,6 @@ fingerprint) however many checkpoints were collected on it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -65,10 +65,11 @@ def collection_frame(cdir: str | Path, row: dict, table, entropy: ShardEntropy):
     """The per-class rows of one measured collection: KEY_COLUMNS from its measurements row, then
     `lcfast.metrics.per_class.per_class_frame` of its per-token `table` and its train shard.
     Returns (DataFrame, notes)."""
+    from lcfast.data.datadir import token_decoder
     from lcfast.metrics.per_class import per_class_frame
-    from lcfast.pipeline.measure import _read_summary, token_decoder
+    from lcfast.pipeline.collect.state import read_summary
 
-    s = _read_summary(Path(cdir))
+    s = read_summary(Path(cdir))
     train = s.get("shards", {}).get("train")
     if not train:
         raise DataError(f"{cdir}: collect.json names no train shard (collected by an older lcfast?)")
@@ -83,42 +84,3 @@ def collection_frame(cdir: str | Path, row: dict, table, entropy: ShardEntropy):
     for i, k in enumerate(KEY_COLUMNS):
         df.insert(i, k, row.get(k))
     return df, notes
-
-
-def per_class(
-    paths: str | Path | Iterable[str | Path],
-    orders: int = DEFAULT_ORDERS,
-    *,
-    min_count: int | None = None,
-    cdnv_power: float | None = None,
-    backend: str = "auto",
-    device: str = "auto",
-):
-    """The per-class table of every collection under `paths` (run dirs, collect output dirs, folders of runs).
-
-    One row per (model, checkpoint, class) for every class that is a label of the collection's train
-    shard or is kept by the measurement, exactly once. Columns: model, checkpoint, epochs, n_params,
-    then `lcfast.metrics.per_class.PER_CLASS_COLUMNS` (id int64, token str, kept bool, n int64,
-    shard_count int64), ctx_entropy_1..`orders` (float64 bits, NaN where the class never has a
-    context that long), norm, var, var_rel, cdnv_nearest (float64), nearest (Int64 token id),
-    dual_cos, nc4_hits, nc4_total, nc4_hit_rate — the NC columns NaN (counts 0) for classes not kept.
-    `.attrs["notes"]` says what is approximate. Canonical profile; `min_count`, `cdnv_power` as in
-    `lcfast measure`.
-    """
-    import pandas as pd
-
-    from lcfast.pipeline.measure import find_collections, measure_collection
-
-    orders = validate.integer("--context-orders", orders, min=1, max=MAX_ORDERS)
-    items = [paths] if isinstance(paths, (str, Path)) else list(paths)
-    entropy = ShardEntropy(orders)
-    frames, notes = [], []
-    for cdir in find_collections(items):
-        row, table, n = measure_collection(cdir, min_count=min_count, cdnv_power=cdnv_power, backend=backend,
-                                           device=device)
-        df, more = collection_frame(cdir, row, table, entropy)
-        frames.append(df)
-        notes += n + more
-    out = pd.concat(frames, ignore_index=True)
-    out.attrs["notes"] = notes
-    return out

@@ -26,7 +26,7 @@ causal — by its config and by a probe on the first window — and loaded whole
 `--dtype`; windows are `--context` tokens long (default: the model's maximum, at most 2048 for
 transformers models). `--layers` adds the class statistics of chosen hidden states and
 `--classes top:K` restricts them to the K most frequent classes, in the same forward and the same
-accumulator (`lcfast.pipeline.collect_layers`); their memory is estimated before the first forward.
+accumulator (`lcfast.pipeline.collect.layers`); their memory is estimated before the first forward.
 
 The forward and the statistics are timed separately (CUDA synchronised), so `collect.json` says
 what share of the collection the statistics cost on top of the model forward.
@@ -55,9 +55,9 @@ from lcfast.model.sources import (
     model_head,
     resolve_sources,
 )
-from lcfast.pipeline.collect_parts import Part
-from lcfast.pipeline.collect_pass import PassJob, PassResult, check_saved_states, run_pass
-from lcfast.pipeline.collect_state import COLLECT_JSON, PASS_FILES, interrupted_note
+from lcfast.pipeline.collect.options import CollectOptions
+from lcfast.pipeline.collect.passes import PassJob, PassResult, check_saved_states, run_pass
+from lcfast.pipeline.collect.state import COLLECT_JSON, PASS_FILES, interrupted_note
 
 #: called after every state save with (pass kind, windows done, windows total); tests use it to
 #: simulate a kill right after a save.
@@ -79,27 +79,6 @@ def data_paths(data_dir: Path) -> dict[str, Path]:
             raise DataError(f"{out[k]}: missing (expected a tokenized data dir with train.lcshard and val.lcshard)")
     return out
 
-
-@dataclass
-class CollectOptions:
-    exact: bool = False
-    covariance: bool = False
-    min_count: int = 1
-    batch_size: int = 16
-    device: str = "auto"
-    max_tokens: int | None = None
-    save_every_s: float = 60.0
-    save_every_windows: int | None = None
-    backend: str = "auto"
-    skip_nonfinite: bool = False
-    restart: bool = False
-    part: Part | None = None  # `--shard i/n`: collect part i of n alone (array jobs), then `lcfast merge`
-    context: int | None = None  # window length T (default: the model's max positions, at most 2048)
-    dtype: str = "float32"  # parameters and activations of the forward; statistics stay float64
-    layers: str | None = None  # `--layers all|0,6,12`: also the class statistics of these hidden states
-    classes: str | None = None  # `--classes top:K`: class statistics of the K most frequent classes only
-    max_memory: int | None = None  # bytes the statistics may use (default: what is free on the device)
-    dist_timeout: float | None = None  # seconds a collective may wait under torchrun (lcfast.dist)
 
 
 def check_options(opts: CollectOptions) -> CollectOptions:
@@ -215,7 +194,7 @@ def _open_job(src: ModelSource, out_dir: Path | None, opts: CollectOptions, mode
     layout, this process's part, the output folder."""
     from lcfast.data.shards import TokenShard
     from lcfast.model.hf import dtype_name, parse_dtype
-    from lcfast.pipeline import collect_layers as cl
+    from lcfast.pipeline.collect import layers as cl
 
     dtype = parse_dtype(opts.dtype)
     top_k = cl.parse_classes(opts.classes)
@@ -306,7 +285,7 @@ def _classes_writer(job: PassJob) -> Callable[[], None]:
     It goes with the train pass's first save, never before: until then the collection in the
     folder (its states, collect.json) is the earlier one, and `measure` reads the list with it."""
     from lcfast.io import load_tensors, save_tensors
-    from lcfast.pipeline.collect_layers import CLASSES_FILE
+    from lcfast.pipeline.collect.layers import CLASSES_FILE
 
     path, ids = job.out_dir / CLASSES_FILE, job.layout.class_ids.contiguous()
     meta = {"classes": f"top:{job.layout.per_slot}", "shard_fingerprint": str(job.shards["train"].fingerprint)}
@@ -504,7 +483,7 @@ def _part_summary(job: PassJob, results: dict) -> dict:
 
 def merge(out_dir: str | Path) -> list[dict]:
     """`lcfast merge OUT`: add the finished `--shard i/n` parts of each pass into its state file."""
-    from lcfast.pipeline.collect_parts import merge_dir
+    from lcfast.pipeline.collect.parts import merge_dir
 
     return merge_dir(Path(out_dir))
 

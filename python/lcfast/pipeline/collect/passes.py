@@ -1,7 +1,7 @@
 """One pass of `lcfast collect` (lcfast.pipeline.collect): windows of a shard through the model into
 an accumulator, resumable.
 
-`run_pass` finds this process's state of the pass (`lcfast.pipeline.collect_state`: the pass's own,
+`run_pass` finds this process's state of the pass (`lcfast.pipeline.collect.state`: the pass's own,
 or a torchrun rank's / `--shard` part's), refuses one written for anything else, continues it with
 the same batches (bit-identical totals) or reuses it when finished, saves every `save_every_s`
 seconds / `save_every_windows` windows, and under torchrun sums the ranks' accumulators and
@@ -17,7 +17,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -26,7 +25,8 @@ from lcfast import dist
 from lcfast.errors import DataError
 from lcfast.model.features import n_windows as count_windows
 from lcfast.model.features import window_batch
-from lcfast.pipeline.collect_state import (
+from lcfast.pipeline.collect.options import CollectOptions
+from lcfast.pipeline.collect.state import (
     PASS_FILES,
     STATE_VERSION,
     check_state,
@@ -34,9 +34,6 @@ from lcfast.pipeline.collect_state import (
     read_progress,
     read_state_meta,
 )
-
-if TYPE_CHECKING:
-    from lcfast.pipeline.collect import CollectOptions
 
 _TIMINGS = ("forward_s", "stats_s", "data_s", "wall_s", "forward_cpu_s", "stats_cpu_s")
 
@@ -81,7 +78,7 @@ class PassJob:
     facts: dict
     T: int  # window length
     head: tuple[torch.Tensor, torch.Tensor | None]  # LM head W [C, d], b [C] or None
-    layout: object  # lcfast.pipeline.collect_layers.SlotLayout
+    layout: object  # lcfast.pipeline.collect.layers.SlotLayout
     layout_want: dict[str, str | None]  # layout and dtype the train states were written for (None: absent)
     est: int  # bytes the statistics need
     rank: int  # this process's part: torchrun rank or --shard index

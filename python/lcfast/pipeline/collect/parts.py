@@ -21,7 +21,7 @@ from pathlib import Path
 
 from lcfast.errors import DataError, UsageError
 from lcfast.io import meta_mismatch
-from lcfast.pipeline.collect_state import (
+from lcfast.pipeline.collect.state import (
     PART_RE,
     PASS_KINDS,
     read_progress,

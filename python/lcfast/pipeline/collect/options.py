@@ -1,0 +1,30 @@
+"""The options of `lcfast collect` (one record: the CLI and the Python API build it, the passes read
+it), in a module of their own so that `run` and `passes` both import it and not each other."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from lcfast.pipeline.collect.parts import Part
+
+
+@dataclass
+class CollectOptions:
+    exact: bool = False
+    covariance: bool = False
+    min_count: int = 1
+    batch_size: int = 16
+    device: str = "auto"
+    max_tokens: int | None = None
+    save_every_s: float = 60.0
+    save_every_windows: int | None = None
+    backend: str = "auto"
+    skip_nonfinite: bool = False
+    restart: bool = False
+    part: Part | None = None  # `--shard i/n`: collect part i of n alone (array jobs), then `lcfast merge`
+    context: int | None = None  # window length T (default: the model's max positions, at most 2048)
+    dtype: str = "float32"  # parameters and activations of the forward; statistics stay float64
+    layers: str | None = None  # `--layers all|0,6,12`: also the class statistics of these hidden states
+    classes: str | None = None  # `--classes top:K`: class statistics of the K most frequent classes only
+    max_memory: int | None = None  # bytes the statistics may use (default: what is free on the device)
+    dist_timeout: float | None = None  # seconds a collective may wait under torchrun (lcfast.dist)
