@@ -270,9 +270,9 @@ def test_weight_decay_beyond_one_over_lr(tmp_path):
         "lcfast: usage error: --weight-decay 1e+20: with --lr 0.001 AdamW would scale the weights by "
         "1 − lr·wd = -1e+17 every step; lr × weight decay must be < 1"), err
     assert files_under(tmp_path) == []
-    from lcfast.pipeline.train import check_args
+    from lcfast.pipeline.train_config import TrainConfig
 
     ok = dict(layers=1, width=16, heads=None, context=8, epochs=1, batch_size=4, seed=0, steps_per_epoch=None,
               eval_tokens=64, window_size=8)
-    check_args(**ok, lr=1e-3, weight_decay=2.0)  # a large but meaningful decay is fine
-    check_args(**ok, lr=1e30, weight_decay=0.1)  # an absurd lr is left to the non-finite-loss stop
+    TrainConfig(**ok, lr=1e-3, weight_decay=2.0).checked()  # a large but meaningful decay is fine
+    TrainConfig(**ok, lr=1e30, weight_decay=0.1).checked()  # an absurd lr is left to the non-finite-loss stop

@@ -10,8 +10,9 @@ import typer
 from lcfast import validate
 from lcfast.cli.options import FloatOption, IntOption, SeedOption
 from lcfast.errors import UsageError
+from lcfast.pipeline.train_config import TrainConfig  # (torch-free: --help stays fast)
 
-_EVAL_TOKENS = 1 << 20  # = lcfast.pipeline.train.DEFAULT_EVAL_TOKENS (not imported: keeps --help torch-free)
+D = TrainConfig  # the defaults of every hyper-parameter
 
 
 def _int_list(flag: str, text: str) -> list[int]:
@@ -47,22 +48,24 @@ def _print_metrics(title: str, rows: list[dict], cols: list[str]) -> None:
 
 
 def train(
+    *,
     data: Path = typer.Option(..., "--data", help="Data folder from 'lcfast tokenize' (train/val shards)."),
     layers: int = IntOption(..., "--layers", help="Transformer blocks."),
     width: int = IntOption(..., "--width", help="Hidden size d."),
     out: Path = typer.Option(..., "--out", help="Run folder (created; rerun the same command to resume)."),
-    heads: int = IntOption(None, "--heads", help="Attention heads (default: width // 64, at least 1)."),
-    context: int = IntOption(256, "--context", help="Sequence length T (also the model's max positions)."),
-    window: int = IntOption(256, "--window", help="Local-attention window (GPT-Neo: 256)."),
-    epochs: int = IntOption(1, "--epochs", help="Epochs (one epoch = train tokens / (B*T) steps)."),
-    batch_size: int = IntOption(32, "--batch-size", help="Sequences per step B."),
-    lr: float = FloatOption(1e-3, "--lr",
+    heads: int = IntOption(D.heads, "--heads", help="Attention heads (default: width // 64, at least 1)."),
+    context: int = IntOption(D.context, "--context", help="Sequence length T (also the model's max positions)."),
+    window: int = IntOption(D.window_size, "--window", help="Local-attention window (GPT-Neo: 256)."),
+    epochs: int = IntOption(D.epochs, "--epochs", help="Epochs (one epoch = train tokens / (B*T) steps)."),
+    batch_size: int = IntOption(D.batch_size, "--batch-size", help="Sequences per step B."),
+    lr: float = FloatOption(D.lr, "--lr",
                             help="Peak learning rate (warm-up, then cosine decay to lr/10).", min=0, min_open=True),
-    weight_decay: float = FloatOption(0.1, "--weight-decay", help="AdamW weight decay (matrices, embeddings).", min=0),
-    seed: int = SeedOption(0, "--seed", help="Seed of initialisation and batch order."),
+    weight_decay: float = FloatOption(D.weight_decay, "--weight-decay", min=0,
+                                      help="AdamW weight decay (matrices, embeddings)."),
+    seed: int = SeedOption(D.seed, "--seed", help="Seed of initialisation and batch order."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N."),
-    steps_per_epoch: int = IntOption(None, "--steps-per-epoch", help="Override the steps of an epoch."),
-    eval_tokens: int = IntOption(_EVAL_TOKENS, "--eval-tokens", help="Cap on validation tokens per evaluation."),
+    steps_per_epoch: int = IntOption(D.steps_per_epoch, "--steps-per-epoch", help="Override the steps of an epoch."),
+    eval_tokens: int = IntOption(D.eval_tokens, "--eval-tokens", help="Cap on validation tokens per evaluation."),
     compile: bool = typer.Option(False, "--compile", help="torch.compile the model."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show the progress bar."),
     json_out: bool = typer.Option(False, "--json", help="Print the final metrics as JSON."),
@@ -76,13 +79,13 @@ def train(
              "it waited for (default: $LCFAST_DIST_TIMEOUT, else 600)."),
 ) -> None:
     """Train a GPT-Neo-style causal LM; checkpoint + evaluate every epoch; resume by rerunning."""
-    from lcfast.pipeline.train import train_run
+    from lcfast.pipeline.train import run_training
 
-    m = train_run(data, out, layers=layers, width=width, heads=heads, context=context, epochs=epochs,
-                  batch_size=batch_size, lr=lr, weight_decay=weight_decay, seed=seed, device=device,
-                  steps_per_epoch=steps_per_epoch, eval_tokens=eval_tokens, compile=compile,
-                  progress=progress, window_size=window, track_nc=track_nc, track_every=track_every,
-                  dist_timeout=dist_timeout)
+    hp = TrainConfig(layers=layers, width=width, heads=heads, context=context, window_size=window, epochs=epochs,
+                     batch_size=batch_size, lr=lr, weight_decay=weight_decay, seed=seed,
+                     steps_per_epoch=steps_per_epoch, eval_tokens=eval_tokens)
+    m = run_training(data, out, hp, device=device, compile=compile, progress=progress, track_nc=track_nc,
+                     track_every=track_every, dist_timeout=dist_timeout)
     from lcfast import dist
 
     if not dist.is_main():  # under torchrun only rank 0 reports
@@ -95,21 +98,22 @@ def train(
                                 "tokens_per_s"])
 
 def sweep(
+    *,
     data: Path = typer.Option(..., "--data", help="Data folder from 'lcfast tokenize'."),
     out: Path = typer.Option(..., "--out", help="Sweep folder; runs go to OUT/L{l}_W{w}_E{e}_S{s}."),
     layers: str = typer.Option(..., "--layers", help="Comma-separated depths, e.g. 1,2,4."),
     widths: str = typer.Option(..., "--widths", help="Comma-separated widths, e.g. 64,128,256."),
     epochs: str = typer.Option("1", "--epochs", help="Comma-separated epoch counts (separate runs)."),
     seeds: str = typer.Option("0", "--seeds", help="Comma-separated seeds."),
-    heads: int = IntOption(None, "--heads", help="Attention heads (default: width // 64 per width)."),
-    context: int = IntOption(256, "--context", help="Sequence length T."),
-    window: int = IntOption(256, "--window", help="Local-attention window."),
-    batch_size: int = IntOption(32, "--batch-size", help="Sequences per step B."),
-    lr: float = FloatOption(1e-3, "--lr", help="Peak learning rate.", min=0, min_open=True),
-    weight_decay: float = FloatOption(0.1, "--weight-decay", help="AdamW weight decay.", min=0),
+    heads: int = IntOption(D.heads, "--heads", help="Attention heads (default: width // 64 per width)."),
+    context: int = IntOption(D.context, "--context", help="Sequence length T."),
+    window: int = IntOption(D.window_size, "--window", help="Local-attention window."),
+    batch_size: int = IntOption(D.batch_size, "--batch-size", help="Sequences per step B."),
+    lr: float = FloatOption(D.lr, "--lr", help="Peak learning rate.", min=0, min_open=True),
+    weight_decay: float = FloatOption(D.weight_decay, "--weight-decay", help="AdamW weight decay.", min=0),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N."),
-    steps_per_epoch: int = IntOption(None, "--steps-per-epoch", help="Override the steps of an epoch."),
-    eval_tokens: int = IntOption(_EVAL_TOKENS, "--eval-tokens", help="Cap on validation tokens."),
+    steps_per_epoch: int = IntOption(D.steps_per_epoch, "--steps-per-epoch", help="Override the steps of an epoch."),
+    eval_tokens: int = IntOption(D.eval_tokens, "--eval-tokens", help="Cap on validation tokens."),
     compile: bool = typer.Option(False, "--compile", help="torch.compile the models."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
 ) -> None:

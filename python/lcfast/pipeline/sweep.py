@@ -17,7 +17,8 @@ from lcfast import validate
 from lcfast.dist import resolve_device
 from lcfast.errors import UsageError
 from lcfast.io import atomic_write_json, atomic_write_text
-from lcfast.pipeline.train import DEFAULT_EVAL_TOKENS, check_args, check_memory, open_data, train_run
+from lcfast.pipeline.train import check_memory, open_data, train_run
+from lcfast.pipeline.train_config import TrainConfig
 
 SUMMARY_COLUMNS = ["name", "layers", "width", "epochs", "seed", "status", "n_params", "step", "train_loss",
                    "val_loss", "val_acc", "perplexity", "tokens_per_s", "elapsed", "model_fingerprint", "path"]
@@ -43,34 +44,34 @@ def run_sweep(
     widths: Iterable[int],
     epochs: Iterable[int],
     seeds: Iterable[int] = (0,),
-    heads: int | None = None,
-    context: int = 256,
-    batch_size: int = 32,
-    lr: float = 1e-3,
-    weight_decay: float = 0.1,
+    heads: int | None = TrainConfig.heads,
+    context: int = TrainConfig.context,
+    batch_size: int = TrainConfig.batch_size,
+    lr: float = TrainConfig.lr,
+    weight_decay: float = TrainConfig.weight_decay,
     device: str | None = "auto",
-    steps_per_epoch: int | None = None,
-    eval_tokens: int = DEFAULT_EVAL_TOKENS,
+    steps_per_epoch: int | None = TrainConfig.steps_per_epoch,
+    eval_tokens: int = TrainConfig.eval_tokens,
     compile: bool = False,
     progress: bool = True,
-    window_size: int = 256,
+    window_size: int = TrainConfig.window_size,
     on_run: Callable[[dict], None] | None = None,
 ) -> list[dict]:
     """Train every (layers, width, epochs, seed) of the grid into out_dir; returns one dict per run:
     name, path, layers, width, epochs, seed, status ("trained" | "skipped"), and the final metrics.
     heads=None picks lcfast.pipeline.train.default_heads(width) per width. `on_run(row)` is called
-    after each run."""
+    after each run. The hyper-parameters and their defaults: lcfast.pipeline.train_config.TrainConfig."""
     grid = [(l, w, e, s) for l in _grid("--layers", layers) for w in _grid("--widths", widths)
             for e in _grid("--epochs", epochs) for s in _grid("--seeds", seeds)]
     # every run's arguments (and its memory need) are checked before the sweep folder is created
     train, _val = open_data(data_dir)
     dev = resolve_device(device)
     for l, w, e, s in grid:
-        a = check_args(layers=l, width=w, heads=heads, context=context, epochs=e, batch_size=batch_size, lr=lr,
-                       weight_decay=weight_decay, seed=s, steps_per_epoch=steps_per_epoch, eval_tokens=eval_tokens,
-                       window_size=window_size)
-        check_memory(vocab_size=int(train.vocab_size), layers=l, width=w, heads=a["heads"], context=a["context"],
-                     window_size=a["window_size"], batch_size=a["batch_size"], world=1, device=dev)
+        hp = TrainConfig(layers=l, width=w, heads=heads, context=context, epochs=e, batch_size=batch_size, lr=lr,
+                         weight_decay=weight_decay, seed=s, steps_per_epoch=steps_per_epoch, eval_tokens=eval_tokens,
+                         window_size=window_size).checked()
+        check_memory(vocab_size=int(train.vocab_size), layers=l, width=w, heads=hp.heads, context=hp.context,
+                     window_size=hp.window_size, batch_size=hp.batch_size, world=1, device=dev)
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out}: exists and is not a folder")

@@ -33,7 +33,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -44,13 +43,12 @@ from lcfast.errors import DataError, UsageError, interrupt_note
 from lcfast.io import atomic_write_json, make_dir, read_json
 from lcfast.model.checkpoint import RUN_FORMAT, list_checkpoints
 from lcfast.model.gptneo import GPTNeo, GPTNeoConfig, memory_terms, param_groups
+from lcfast.pipeline.train_config import DEFAULT_EVAL_TOKENS, TrainConfig, default_heads
 from lcfast.pipeline.train_state import (
     load_resume_state,
     save_checkpoint,
     write_metrics,
 )
-
-DEFAULT_EVAL_TOKENS = 1 << 20
 
 
 # -- data -----------------------------------------------------------------------------------------
@@ -88,40 +86,6 @@ def data_info(data_dir, train, val) -> dict:
     }
 
 
-# -- arguments ------------------------------------------------------------------------------------
-def check_args(*, layers, width, heads, context, epochs, batch_size, lr, weight_decay, seed, steps_per_epoch,
-               eval_tokens, window_size, warmup_frac=0.05, min_lr_frac=0.1, grad_clip=1.0) -> dict:
-    """Every training argument checked and normalised (UsageError naming the flag); no I/O.
-    Shared by train_run and run_sweep, which checks a whole grid before it starts the first run."""
-    a = {
-        "layers": validate.integer("--layers", layers, min=1),
-        "width": validate.integer("--width", width, min=1),
-        "context": validate.integer("--context", context, min=1),
-        "epochs": validate.integer("--epochs", epochs, min=1),
-        "batch_size": validate.integer("--batch-size", batch_size, min=1),
-        "window_size": validate.integer("--window", window_size, min=1),
-        "eval_tokens": validate.integer("--eval-tokens", eval_tokens, min=1),
-        "steps_per_epoch": (None if steps_per_epoch is None
-                            else validate.integer("--steps-per-epoch", steps_per_epoch, min=1)),
-        "lr": validate.number("--lr", lr, min=0, min_open=True),
-        "weight_decay": validate.number("--weight-decay", weight_decay, min=0),
-        "grad_clip": validate.number("grad_clip", grad_clip, min=0),
-        "warmup_frac": validate.number("warmup_frac", warmup_frac, min=0, max=1),
-        "min_lr_frac": validate.number("min_lr_frac", min_lr_frac, min=0, max=1),
-        "seed": validate.seed("--seed", seed),
-    }
-    a["heads"] = default_heads(a["width"]) if heads is None else validate.integer("--heads", heads, min=1)
-    if a["width"] % a["heads"]:
-        raise UsageError(f"--heads {a['heads']} must divide --width {a['width']}")
-    if a["weight_decay"] > 1 and a["lr"] * a["weight_decay"] >= 1:
-        # AdamW scales the decayed weights by (1 − lr·wd) every step: lr·wd ≥ 1 zeroes or flips them.
-        # (An absurd --lr with an ordinary decay is left to the non-finite-loss stop, which names --lr.)
-        raise UsageError(f"--weight-decay {a['weight_decay']:g}: with --lr {a['lr']:g} AdamW would scale the weights "
-                         f"by 1 − lr·wd = {1 - a['lr'] * a['weight_decay']:g} every step; "
-                         "lr × weight decay must be < 1")
-    return a
-
-
 def check_memory(*, vocab_size: int, layers: int, width: int, heads: int, context: int, window_size: int,
                  batch_size: int, world: int, device: torch.device) -> int:
     """Refuse (UsageError, before anything is allocated) a run whose estimated peak memory exceeds
@@ -142,12 +106,6 @@ def check_memory(*, vocab_size: int, layers: int, width: int, heads: int, contex
     flags = by_batch + by_model if sum(batch.values()) >= sum(model_terms.values()) else by_model + by_batch
     return validate.check_memory(" ".join(flags), "training", {**model_terms, **batch}, device,
                                  hint=f"vocabulary {vocab_size}; lower the flags named")
-
-
-def default_heads(width: int) -> int:
-    """GPT-Neo's head size is 64 (768 wide, 12 heads); narrower models get one head."""
-    h = max(1, width // 64)
-    return h if width % h == 0 else 1
 
 
 def lr_at(step: int, total: int, lr: float, warmup: int, min_lr: float) -> float:
@@ -349,22 +307,22 @@ def train_run(
     *,
     layers: int,
     width: int,
-    heads: int | None = None,
-    context: int = 256,
-    epochs: int = 1,
-    batch_size: int = 32,
-    lr: float = 1e-3,
-    weight_decay: float = 0.1,
-    seed: int = 0,
+    heads: int | None = TrainConfig.heads,
+    context: int = TrainConfig.context,
+    epochs: int = TrainConfig.epochs,
+    batch_size: int = TrainConfig.batch_size,
+    lr: float = TrainConfig.lr,
+    weight_decay: float = TrainConfig.weight_decay,
+    seed: int = TrainConfig.seed,
     device: str | None = "auto",
-    steps_per_epoch: int | None = None,
-    eval_tokens: int = DEFAULT_EVAL_TOKENS,
+    steps_per_epoch: int | None = TrainConfig.steps_per_epoch,
+    eval_tokens: int = TrainConfig.eval_tokens,
     compile: bool = False,
     progress: bool = True,
-    window_size: int = 256,
-    warmup_frac: float = 0.05,
-    min_lr_frac: float = 0.1,
-    grad_clip: float = 1.0,
+    window_size: int = TrainConfig.window_size,
+    warmup_frac: float = TrainConfig.warmup_frac,
+    min_lr_frac: float = TrainConfig.min_lr_frac,
+    grad_clip: float = TrainConfig.grad_clip,
     callback: Callable[[dict], None] | None = None,
     track_nc: bool = False,
     track_every: int | None = None,
@@ -376,22 +334,42 @@ def train_run(
     `track_nc`: also track neural collapse from the training forward into RUN/nc_track.csv, one
     row every `track_every` optimizer steps and at every epoch's end (default: once per epoch;
     lcfast.pipeline.track). `dist_timeout`: seconds a collective may wait under torchrun (default:
-    LCFAST_DIST_TIMEOUT, else 600; lcfast.dist)."""
+    LCFAST_DIST_TIMEOUT, else 600; lcfast.dist). The hyper-parameters and their defaults:
+    lcfast.pipeline.train_config.TrainConfig."""
+    hp = TrainConfig(layers=layers, width=width, heads=heads, context=context, epochs=epochs, batch_size=batch_size,
+                     lr=lr, weight_decay=weight_decay, seed=seed, steps_per_epoch=steps_per_epoch,
+                     eval_tokens=eval_tokens, window_size=window_size, warmup_frac=warmup_frac,
+                     min_lr_frac=min_lr_frac, grad_clip=grad_clip)
+    return run_training(data_dir, out_dir, hp, device=device, compile=compile, progress=progress, callback=callback,
+                        track_nc=track_nc, track_every=track_every, dist_timeout=dist_timeout)
+
+
+def run_training(
+    data_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    hp: TrainConfig,
+    *,
+    device: str | None = "auto",
+    compile: bool = False,
+    progress: bool = True,
+    callback: Callable[[dict], None] | None = None,
+    track_nc: bool = False,
+    track_every: int | None = None,
+    dist_timeout: float | None = None,
+) -> dict:
+    """`train_run` with the hyper-parameters as one TrainConfig (checked here); the same result."""
     if track_every is not None:  # the range and the pairing now; the bound (an epoch) once the data is open
         track_every = validate.integer("--track-every", track_every, min=1)
         if not track_nc:
             raise UsageError(f"--track-every {track_every}: only with --track-nc")
-    a = check_args(layers=layers, width=width, heads=heads, context=context, epochs=epochs, batch_size=batch_size,
-                   lr=lr, weight_decay=weight_decay, seed=seed, steps_per_epoch=steps_per_epoch,
-                   eval_tokens=eval_tokens, window_size=window_size, warmup_frac=warmup_frac,
-                   min_lr_frac=min_lr_frac, grad_clip=grad_clip)
+    hp = hp.checked()
     if dist.in_job():
         ctx = dist.init(device, timeout_s=dist_timeout)  # under torchrun: join (or reuse) the process group
     else:
         ctx = dist.Context(device=dist.resolve_device(device))
     try:
         with interrupt_note(lambda: interrupted_note(out_dir, track_nc)):
-            res = _train(ctx, data_dir, out_dir, **a, compile=compile, progress=progress, callback=callback,
+            res = _train(ctx, data_dir, out_dir, hp, compile=compile, progress=progress, callback=callback,
                          track_nc=track_nc, track_every=track_every)
     except BaseException:
         dist.shutdown(ctx, ok=False)  # (no closing barrier: a peer may be gone)
@@ -427,7 +405,8 @@ class _Run:
 
     ctx: dist.Context
     out: Path
-    hp: SimpleNamespace  # the checked arguments (check_args) plus compile
+    hp: TrainConfig  # checked
+    compile: bool
     train: object  # TokenShard
     val: object
     vocab: int
@@ -450,19 +429,12 @@ class _Run:
                 "already_complete": already_complete, "world_size": self.ctx.world}
 
 
-def _run_config(
-    hp: SimpleNamespace, cfg: GPTNeoConfig, spe: int, total: int, warmup: int, data_dir, train, val
-) -> dict:
+def _run_config(hp: TrainConfig, cfg: GPTNeoConfig, data_dir, train, val) -> dict:
     """The run's config.json (before the runtime facts): what a resume must find unchanged."""
     run_cfg = {
         "format": RUN_FORMAT,
         "model": cfg.to_dict(),
-        "train": {
-            "epochs": hp.epochs, "batch_size": hp.batch_size, "context": hp.context, "lr": hp.lr,
-            "min_lr": hp.lr * hp.min_lr_frac, "weight_decay": hp.weight_decay, "betas": [0.9, 0.95], "eps": 1e-8,
-            "grad_clip": hp.grad_clip, "warmup_steps": warmup, "steps_per_epoch": spe, "total_steps": total,
-            "seed": hp.seed, "eval_tokens": hp.eval_tokens, "tokens_per_step": hp.batch_size * hp.context,
-        },
+        "train": hp.train_section(int(train.n_tokens)),
         "data": data_info(data_dir, train, val),
     }
     return json.loads(json.dumps(run_cfg))  # normalise (tuples -> lists) for comparison with the file
@@ -480,7 +452,8 @@ def _write_config(ctx: dist.Context, out: Path, run_cfg: dict, compile: bool) ->
     })
 
 
-def _set_up(ctx: dist.Context, data_dir, out: Path, hp: SimpleNamespace, track_nc: bool, track_every) -> _Run:
+def _set_up(ctx: dist.Context, data_dir, out: Path, hp: TrainConfig, compile: bool, track_nc: bool,
+            track_every) -> _Run:
     """Open the data, check memory and --out, build the model and optimizer, write config.json or
     resume from the latest checkpoint, start the tracker. Every check any one rank may fail is
     agreed on by all ranks (`dist.together`), so they stop together."""
@@ -496,13 +469,11 @@ def _set_up(ctx: dist.Context, data_dir, out: Path, hp: SimpleNamespace, track_n
                         f"fewer than --context {hp.context} + 1")
     if int(val.n_tokens) < 2:
         raise DataError(f"--data {data_dir}: val.lcshard has {val.n_tokens} tokens, too few to evaluate (need 2)")
-    spe = hp.steps_per_epoch or max(1, int(train.n_tokens) // (hp.batch_size * hp.context))
-    total = spe * hp.epochs
+    spe, total, warmup = hp.steps(int(train.n_tokens))
     from lcfast.pipeline.track import check_every
 
     every = check_every(track_nc, track_every, spe)
-    warmup = min(total, int(round(hp.warmup_frac * total)))
-    run_cfg = _run_config(hp, cfg, spe, total, warmup, data_dir, train, val)
+    run_cfg = _run_config(hp, cfg, data_dir, train, val)
     resuming = False
     with dist.together():  # rank 0 validates --out (reading only); every rank learns the outcome
         if ctx.is_main:
@@ -517,12 +488,13 @@ def _set_up(ctx: dist.Context, data_dir, out: Path, hp: SimpleNamespace, track_n
     model = GPTNeo(cfg)  # initialised on CPU: same weights whatever the device (and on every rank)
     n_params = model.n_params()
     model.to(ctx.device)
-    opt = torch.optim.AdamW(param_groups(model, hp.weight_decay), lr=hp.lr, betas=(0.9, 0.95), eps=1e-8,
+    opt = torch.optim.AdamW(param_groups(model, hp.weight_decay), lr=hp.lr, betas=hp.betas, eps=hp.eps,
                             **({"fused": True} if ctx.device.type == "cuda" else {}))
     with dist.together():
         if ctx.is_main and not resuming:
-            _write_config(ctx, out, run_cfg, hp.compile)
-    run = _Run(ctx, out, hp, train, val, vocab, spe, total, warmup, model, opt, n_params)
+            _write_config(ctx, out, run_cfg, compile)
+    run = _Run(ctx=ctx, out=out, hp=hp, compile=compile, train=train, val=val, vocab=vocab, spe=spe, total=total,
+               warmup=warmup, model=model, opt=opt, n_params=n_params)
     with dist.together():
         if resuming:
             run.start_epoch, run.step, run.history, run.elapsed = load_resume_state(out, model, opt)
@@ -635,15 +607,14 @@ def _end_epoch(run: _Run, epoch: int, eval_fwd, bar, t0: float, train_loss: floa
         )
 
 
-def _train(ctx: dist.Context, data_dir, out_dir, *, compile, progress, callback, track_nc=False, track_every=None,
-           **args) -> dict:
+def _train(ctx: dist.Context, data_dir, out_dir, hp: TrainConfig, *, compile, progress, callback, track_nc=False,
+           track_every=None) -> dict:
     """Set up (or resume) the run, then train epoch by epoch: steps, evaluation, checkpoint."""
-    hp = SimpleNamespace(**args, compile=compile)
     if hp.batch_size % ctx.world:
         raise UsageError(f"--batch-size {hp.batch_size} must be divisible by the number of processes ({ctx.world}): "
                          "it is the global batch, split between the ranks")
     progress = progress and ctx.is_main
-    run = _set_up(ctx, data_dir, Path(out_dir), hp, track_nc, track_every)
+    run = _set_up(ctx, data_dir, Path(out_dir), hp, compile, track_nc, track_every)
     resumed_from = run.start_epoch
     if run.start_epoch >= hp.epochs:
         if ctx.is_main and run.history:  # a kill after the last checkpoint but before metrics.jsonl
@@ -668,5 +639,5 @@ def _train(ctx: dist.Context, data_dir, out_dir, *, compile, progress, callback,
     return run.result(resumed_from, already_complete=False)
 
 
-__all__ = ["train_run", "evaluate", "open_data", "is_complete", "lr_at",
-           "default_heads", "DEFAULT_EVAL_TOKENS"]
+__all__ = ["train_run", "run_training", "evaluate", "open_data", "is_complete", "lr_at",
+           "default_heads", "DEFAULT_EVAL_TOKENS", "TrainConfig"]

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from lcfast.pipeline.train_config import DEFAULT_EVAL_TOKENS, TrainConfig
+
 
 @dataclass(frozen=True)
 class DemoProfile:
@@ -25,8 +27,14 @@ class DemoProfile:
     steps_per_epoch: int
     collect_batch: int = 32
     track_training: str = "none"  # every epoch's checkpoint collected for: "none", "largest" (multi-epoch run), "all"
-    eval_tokens: int = 1 << 20
+    eval_tokens: int = DEFAULT_EVAL_TOKENS
     track_every: int | None = 20  # train --track-nc --track-every N (None: no tracking): the over-training curves
+
+    def train_config(self, layers: int, width: int, epochs: int) -> TrainConfig:
+        """The hyper-parameters of the grid's model (layers, width, epochs); the rest TrainConfig's defaults."""
+        return TrainConfig(layers=layers, width=width, epochs=epochs, context=self.context, batch_size=self.batch_size,
+                           lr=self.lr, seed=self.seed, steps_per_epoch=self.steps_per_epoch,
+                           eval_tokens=self.eval_tokens)
 
 
 # Sizes tuned by timing on 2 CPU cores shared with other jobs (we got ~50-60% of them): --quick

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from lcfast.pipeline.train_config import TrainConfig
+
 
 def stamp_ok(path: Path, want: dict) -> bool:
     try:
@@ -30,7 +32,7 @@ def file_sha(path: Path) -> str:
     return h.hexdigest()
 
 
-def finished_run(run: Path, kw: dict) -> dict | None:
+def finished_run(run: Path, hp: TrainConfig) -> dict | None:
     """The last epoch's metrics of a finished run trained with these settings, else None (then
     train_run trains, resumes, or explains what differs)."""
     from lcfast.pipeline.train import is_complete
@@ -41,8 +43,7 @@ def finished_run(run: Path, kw: dict) -> dict | None:
     model, train = cfg.get("model", {}), cfg.get("train", {})
     same = (model.get("layers"), model.get("width"), train.get("epochs"), train.get("batch_size"), train.get("context"),
             train.get("lr"), train.get("seed"), train.get("steps_per_epoch")) == (
-        kw["layers"], kw["width"], kw["epochs"], kw["batch_size"], kw["context"], kw["lr"], kw["seed"],
-        kw["steps_per_epoch"])
+        hp.layers, hp.width, hp.epochs, hp.batch_size, hp.context, hp.lr, hp.seed, hp.steps_per_epoch)
     lines = ((run / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
              if (run / "metrics.jsonl").is_file() else [])
     if not same or not lines:

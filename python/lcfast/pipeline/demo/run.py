@@ -275,13 +275,10 @@ def _train(d: _Demo, sweep: _Sweep, data_dir: Path) -> dict[str, dict]:
     prof, console, progress = d.prof, d.console, d.progress
     names = sweep.names
     track_every = None if prof.track_every is None else min(prof.track_every, prof.steps_per_epoch)
-    jobs = [
-        (str(data_dir), str(sweep.runs_dir / n), dict(
-            layers=l, width=w, epochs=e, context=prof.context, batch_size=prof.batch_size, lr=prof.lr, seed=prof.seed,
-            device=d.device, steps_per_epoch=prof.steps_per_epoch, eval_tokens=prof.eval_tokens,
-            progress=progress and sweep.in_proc, track_nc=prof.track_every is not None, track_every=track_every))
-        for (l, w, e), n in zip(sweep.grid, names)
-    ]
+    run_kw = dict(device=d.device, progress=progress and sweep.in_proc, track_nc=prof.track_every is not None,
+                  track_every=track_every)
+    jobs = [(str(data_dir), str(sweep.runs_dir / n), prof.train_config(l, w, e), run_kw)
+            for (l, w, e), n in zip(sweep.grid, names)]
     trained: dict[str, dict] = {}
 
     def train_done(i, m):

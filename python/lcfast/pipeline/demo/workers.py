@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lcfast.pipeline.demo.reuse import read_json
+from lcfast.pipeline.train_config import TrainConfig
 
 _IN_JOB = False  # (worker processes) whether a job is running
 _REPORTS = None  # (worker processes) the queue progress reports go to (see `_report`)
@@ -93,12 +94,12 @@ def _stop_pool(pool, grace_s: float = 10.0) -> None:
             p.join(1.0)
 
 
-def train_job(data_dir: str, run_dir: str, kw: dict) -> dict:
-    from lcfast.pipeline.train import train_run
+def train_job(data_dir: str, run_dir: str, hp: TrainConfig, kw: dict) -> dict:
+    from lcfast.pipeline.train import run_training
 
-    steps = kw["epochs"] * (kw.get("steps_per_epoch") or 0)
+    steps = hp.epochs * (hp.steps_per_epoch or 0)
     report = (lambda info: _report(info["step"] / steps)) if _REPORTS is not None and steps else None
-    m = train_run(data_dir, run_dir, **kw, callback=report)
+    m = run_training(data_dir, run_dir, hp, **kw, callback=report)
     return {k: v for k, v in m.items() if isinstance(v, (int, float, str, bool)) or v is None}
 
 
