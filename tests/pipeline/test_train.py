@@ -195,7 +195,7 @@ def test_api_errors(data_dir, tmp_path):
         train_run(data_dir, tmp_path / "r", **{**TINY, "batch_size": -2})
     with pytest.raises(UsageError, match="--heads"):
         train_run(data_dir, tmp_path / "r", **{**TINY, "heads": 3})
-    with pytest.raises(DataError, match="data folder not found"):
+    with pytest.raises(UsageError, match="data folder not found"):
         train_run(tmp_path / "nope", tmp_path / "r", **TINY)
     out = tmp_path / "run"
     train_run(data_dir, out, epochs=1, **TINY)

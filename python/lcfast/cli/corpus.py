@@ -86,7 +86,7 @@ def controlled(
     if json_out:
         print(json.dumps(meta, indent=2))
         return
-    Console().print(f"wrote {out / 'train.lcshard'} ({meta['train_tokens']:,} tokens), {out / 'val.lcshard'} "
+    Console().print(f"wrote {meta['train']} ({meta['train_tokens']:,} tokens), {meta['val']} "
                     f"({meta['val_tokens']:,}) and {out / CONTROLLED_FILE}; vocabulary {meta['vocab_size']}",
                     highlight=False)
 

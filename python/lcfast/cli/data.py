@@ -64,15 +64,14 @@ def tokenize_cmd(
     """Tokenize a corpus into train/val token shards with per-token counts."""
     from rich.console import Console
 
+    from lcfast.data.datadir import TOKENIZER, TRAIN_SHARD, VAL_SHARD
     from lcfast.data.tokenize import tokenize_files
     from lcfast.errors import UsageError, interrupt_note
     from lcfast.progress import progress_bar
     from lcfast.tables import print_table
 
     if json_out is not None:
-        if json_out.resolve().parent == out.resolve() and json_out.name in (
-            "train.lcshard", "val.lcshard", "tokenizer.json"
-        ):
+        if json_out.resolve().parent == out.resolve() and json_out.name in (TRAIN_SHARD, VAL_SHARD, TOKENIZER):
             raise UsageError(f"--json {json_out}: is one of the outputs in --out {out}")
         _check_json_path(json_out, [*inputs, tokenizer])
 

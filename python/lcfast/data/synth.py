@@ -36,6 +36,7 @@ from itertools import accumulate
 from pathlib import Path
 
 from lcfast import validate
+from lcfast.data.datadir import DataDir
 from lcfast.data.synth_words import (
     ACTIVITIES,
     ADJ_PLAIN,
@@ -745,8 +746,9 @@ class ControlledCorpus:
             "ids": {k: [int(v[0]), int(v[-1]) + 1] for k, v in self.ids.items()},  # [first, end)
         }
         make_dir(out, "directory")
+        d = DataDir(out)
         with staged() as st:  # shards and summary appear together, or not at all
-            write_shard(st.path(out / "train.lcshard"), [s[:cut]], self.vocab_size)
-            write_shard(st.path(out / "val.lcshard"), [s[cut:]], self.vocab_size)
+            write_shard(st.path(d.train), [s[:cut]], self.vocab_size)
+            write_shard(st.path(d.val), [s[cut:]], self.vocab_size)
             st.write_json(out / CONTROLLED_FILE, meta, sort_keys=False)
-        return {**meta, "train": out / "train.lcshard", "val": out / "val.lcshard"}
+        return {**meta, "train": d.train, "val": d.val}

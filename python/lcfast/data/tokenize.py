@@ -50,6 +50,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lcfast import validate
+from lcfast.data.datadir import META, TOKENIZER, TRAIN_SHARD, VAL_SHARD
 from lcfast.errors import DataError, UsageError, left_running
 
 EOS_TOKEN = "<|endoftext|>"
@@ -466,13 +467,13 @@ def tokenize_files(
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out}: exists and is not a directory")
-    out_tok = out / "tokenizer.json"
+    out_tok = out / TOKENIZER
     if not str(text_column or "").strip():
         raise UsageError("--text-column: give the name of the column that holds the text")
-    train_path, val_path = out / "train.lcshard", out / "val.lcshard"
+    train_path, val_path = out / TRAIN_SHARD, out / VAL_SHARD
     from lcfast.io import refuse_overwriting_inputs, staged
 
-    refuse_overwriting_inputs([train_path, val_path, out / "meta.json"], [s.path for s in sources if s.path], "--out")
+    refuse_overwriting_inputs([train_path, val_path, out / META], [s.path for s in sources if s.path], "--out")
     _refuse_bare_name(str(tokenizer))  # before the output folder is made
     spec = Path(str(tokenizer))
     spec = spec / "tokenizer.json" if spec.is_dir() else spec
@@ -518,7 +519,7 @@ def _tokenize_into(st, sources, tok_file, train_path, val_path, val_fraction, se
         raise DataError(f"INPUT {labels}: no documents found (empty corpus)")
     meta = _meta(summary, reports, py_nulls, val_fraction, seed, eos_id, eos_text, tok_desc, trained,
                  {"t0": t0, "t_tok": t_tok, "t_end": t_end})
-    st.write_json(train_path.parent / "meta.json", meta, sort_keys=False)
+    st.write_json(train_path.parent / META, meta, sort_keys=False)
     return meta
 
 
@@ -607,8 +608,8 @@ def _meta(summary: dict, reports: list[dict], py_nulls: int, val_fraction: float
                     "(a document longer than 1 MiB: the text of its first segment)",
         },
         "shards": {
-            "train": {"path": "train.lcshard", **summary["train"]},
-            "val": {"path": "val.lcshard", **summary["val"]},
+            "train": {"path": TRAIN_SHARD, **summary["train"]},
+            "val": {"path": VAL_SHARD, **summary["val"]},
         },
         "counts": "stored in each shard's counts section (uint64 [vocab_size]); TokenShard.counts()",
         "threads": summary["threads"],

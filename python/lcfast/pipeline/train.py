@@ -39,6 +39,7 @@ import torch
 import torch.nn.functional as F
 
 from lcfast import dist, validate
+from lcfast.data.datadir import TRAIN_SHARD, VAL_SHARD, DataDir
 from lcfast.errors import DataError, UsageError, interrupt_note
 from lcfast.io import atomic_write_json, make_dir, read_json
 from lcfast.model.checkpoint import RUN_FORMAT, list_checkpoints
@@ -52,26 +53,9 @@ from lcfast.pipeline.train_state import (
 
 
 # -- data -----------------------------------------------------------------------------------------
-def _open_shard(path: Path):
-    from lcfast.data.shards import TokenShard
-
-    return TokenShard(str(path))
-
-
 def open_data(data_dir: str | os.PathLike):
-    """(train shard, val shard) of a `lcfast tokenize` folder, with clear errors."""
-    d = Path(data_dir)
-    if not d.is_dir():
-        raise DataError(f"--data {d}: data folder not found (create one with 'lcfast tokenize')")
-    shards = []
-    for name in ("train.lcshard", "val.lcshard"):
-        if not (d / name).is_file():
-            raise DataError(f"--data {d}: {name} not found (create the folder with 'lcfast tokenize')")
-        shards.append(_open_shard(d / name))
-    train, val = shards
-    if train.vocab_size != val.vocab_size or train.tokenizer_fingerprint != val.tokenizer_fingerprint:
-        raise DataError(f"--data {d}: train.lcshard and val.lcshard were written with different tokenizers")
-    return train, val
+    """(train shard, val shard) of a `lcfast tokenize` folder, with clear errors (DataDir.check)."""
+    return DataDir.check(data_dir).open()
 
 
 def data_info(data_dir, train, val) -> dict:
@@ -465,10 +449,10 @@ def _set_up(ctx: dist.Context, data_dir, out: Path, hp: TrainConfig, compile: bo
     cfg = GPTNeoConfig(vocab_size=vocab, layers=hp.layers, width=hp.width, heads=hp.heads, context=hp.context,
                        window_size=hp.window_size)
     if int(train.n_tokens) < hp.context + 1:
-        raise DataError(f"--data {data_dir}: train.lcshard has {train.n_tokens} tokens, "
+        raise DataError(f"--data {data_dir}: {TRAIN_SHARD} has {train.n_tokens} tokens, "
                         f"fewer than --context {hp.context} + 1")
     if int(val.n_tokens) < 2:
-        raise DataError(f"--data {data_dir}: val.lcshard has {val.n_tokens} tokens, too few to evaluate (need 2)")
+        raise DataError(f"--data {data_dir}: {VAL_SHARD} has {val.n_tokens} tokens, too few to evaluate (need 2)")
     spe, total, warmup = hp.steps(int(train.n_tokens))
     from lcfast.pipeline.track import check_every
 

@@ -43,6 +43,7 @@ from pathlib import Path
 import torch
 
 from lcfast import dist
+from lcfast.data.datadir import DataDir
 from lcfast.dist import resolve_device
 from lcfast.errors import DataError, UsageError, interrupt_note
 from lcfast.io import atomic_write_json, make_dir
@@ -69,15 +70,9 @@ SaveHook = Callable[[str, int, int], None]
 
 
 def data_paths(data_dir: Path) -> dict[str, Path]:
-    """train/val shard and tokenizer paths of a tokenized data dir (checked)."""
-    if not data_dir.is_dir():
-        raise UsageError(f"--data {data_dir}: no such directory")
-    out = {"train": data_dir / "train.lcshard", "val": data_dir / "val.lcshard",
-           "tokenizer": data_dir / "tokenizer.json"}
-    for k in ("train", "val"):
-        if not out[k].is_file():
-            raise DataError(f"{out[k]}: missing (expected a tokenized data dir with train.lcshard and val.lcshard)")
-    return out
+    """train/val shard and tokenizer paths of a tokenized data dir (checked: DataDir.check)."""
+    d = DataDir.check(data_dir)
+    return {"train": d.train, "val": d.val, "tokenizer": d.tokenizer}
 
 
 

@@ -9,6 +9,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from lcfast.data.datadir import DataDir
 from lcfast.errors import UsageError
 from lcfast.pipeline.demo.notes import (
     OVER_TRAINING,
@@ -226,7 +227,8 @@ def _stage_tokenize(work: Path, stories: Path, prof: DemoProfile, console) -> tu
     want = {"corpus_sha256": file_sha(stories), "tokenizer": f"train:{prof.vocab}", "val_fraction": prof.val_fraction,
             "seed": prof.seed}
     stamp = ddir / "demo_stamp.json"
-    if all((ddir / n).is_file() for n in ("train.lcshard", "val.lcshard", "tokenizer.json")) and stamp_ok(stamp, want):
+    files = DataDir(ddir)
+    if all(f.is_file() for f in (files.train, files.val, files.tokenizer)) and stamp_ok(stamp, want):
         console.print(f"tokenize: reused {ddir}", highlight=False)
         return ddir, True
     from lcfast.progress import status
@@ -340,7 +342,7 @@ def _collect(d: _Demo, sweep: _Sweep, data_dir: Path) -> tuple[list[dict], list[
     if progress:
         from lcfast.data.shards import TokenShard
 
-        n_train = TokenShard(str(data_dir / "train.lcshard")).n_tokens - 1
+        n_train = TokenShard(str(DataDir(data_dir).train)).n_tokens - 1
         n_ck = sum(len(epochs_of(Path(run))) if ck == "all" else 1 for run, ck, _, _ in cjobs)
         console.print(f"{n_ck} checkpoints: class statistics over {n_train:,} train positions, NC4 over val")
     for i in range(len(cjobs)):

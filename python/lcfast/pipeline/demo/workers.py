@@ -7,6 +7,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from lcfast.data.datadir import DataDir
 from lcfast.pipeline.demo.reuse import read_json
 from lcfast.pipeline.train_config import TrainConfig
 
@@ -120,7 +121,9 @@ def _collect_reporter(run: Path, checkpoint: str, opts: dict):
     cfg = read_json(run / "config.json")
     data = Path(cfg.get("data", {}).get("dir", "")) if isinstance(cfg.get("data"), dict) else None
     try:
-        weight = {k: float(TokenShard(str(data / f"{k}.lcshard")).n_tokens) for k in ("train", "val")}
+        files = DataDir(data)
+        weight = {"train": float(TokenShard(str(files.train)).n_tokens),
+                  "val": float(TokenShard(str(files.val)).n_tokens)}
     except Exception:  # noqa: BLE001 - no estimate: the job reports nothing until it ends
         return None
     weight["train_exact"] = weight["train"]
