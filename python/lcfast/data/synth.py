@@ -295,6 +295,17 @@ def _cap(s: str) -> str:
     return s[:1].upper() + s[1:]
 
 
+def _choose(k: float, table):
+    """A weighted choice by table: the text of the first row (upper bound, text maker) whose bound
+    exceeds `k` (uniform in [0, 1), drawn by the caller); bounds rise to 1.0, so a row's weight is
+    its bound less the one before. Only the chosen row's maker runs, so it alone draws from the rng
+    (the same draws, in the same order, as a chain of `if k < bound: return …`)."""
+    for bound, make in table:
+        if k < bound:
+            return make()
+    raise AssertionError(f"k {k} beyond the table's last bound {table[-1][0]}")
+
+
 def _new_person(inv: _Inventory, rng: random.Random) -> _Char:
     if rng.random() < 0.5:
         return _Char(inv.name_f(rng), "", "f", rng.choice(("girl", "girl", "girl", "princess", "kid")))
@@ -347,150 +358,145 @@ class _Story:
     def opening(self) -> str:
         h, inv, rng = self.hero, self.inv, self.rng
         k = rng.random()
-        if k < 0.35:
-            return f"Once upon a time, there was {_a(inv.adj(rng))} {h.kind} named {h.name}."
-        if k < 0.55:
-            return (f"Once upon a time, in a {inv.adj(rng)} town called {self.town}, "
-                    f"there lived {_a(h.kind)} named {h.name}.")
-        if k < 0.7:
-            return f"{h.name} was {_a(inv.adj(rng))} {h.kind} who lived near the {self.place}."
-        if k < 0.82:
-            return f"One {self.time}, {h.name} woke up and looked out of the window."
-        if k < 0.92:
-            return f"There once was {_a(h.kind)} called {h.name}. {_cap(h.he)} was {inv.number(rng)} years old."
-        return f"On {inv.weekday(rng)}, {h.name} and {h.his} {self.carer} went to the {self.place}."
+        return _choose(k, (
+            (0.35, lambda: f"Once upon a time, there was {_a(inv.adj(rng))} {h.kind} named {h.name}."),
+            (0.55, lambda: (f"Once upon a time, in a {inv.adj(rng)} town called {self.town}, "
+                            f"there lived {_a(h.kind)} named {h.name}.")),
+            (0.7, lambda: f"{h.name} was {_a(inv.adj(rng))} {h.kind} who lived near the {self.place}."),
+            (0.82, lambda: f"One {self.time}, {h.name} woke up and looked out of the window."),
+            (0.92, lambda: (f"There once was {_a(h.kind)} called {h.name}. "
+                            f"{_cap(h.he)} was {inv.number(rng)} years old.")),
+            (1.0, lambda: f"On {inv.weekday(rng)}, {h.name} and {h.his} {self.carer} went to the {self.place}."),
+        ))
 
     def describe(self) -> str:
         h, inv, rng = self.hero, self.inv, self.rng
         k = rng.random()
-        if k < 0.3:
-            return f"{_cap(h.he)} loved to {inv.activity(rng)} with {h.his} {self.carer}."
-        if k < 0.55:
-            return f"{_cap(h.he)} had {_a(self.thing_adj)} {self.thing} that {h.he} liked very much."
-        if k < 0.7:
-            return f"Every day, {h.he} would {inv.verb_intr(rng)[0]} in the {self.place}."
-        if k < 0.85:
-            return (f"{h.name} liked {inv.plural_thing(rng)} and {inv.plural_thing(rng)}, "
-                    f"but {h.his} favorite thing was {h.his} {self.thing}.")
-        return f"{_cap(h.he)} was very {inv.adj(rng)} and always {inv.adverb(rng)} {inv.verb_intr(rng)[1]}."
+        return _choose(k, (
+            (0.3, lambda: f"{_cap(h.he)} loved to {inv.activity(rng)} with {h.his} {self.carer}."),
+            (0.55, lambda: f"{_cap(h.he)} had {_a(self.thing_adj)} {self.thing} that {h.he} liked very much."),
+            (0.7, lambda: f"Every day, {h.he} would {inv.verb_intr(rng)[0]} in the {self.place}."),
+            (0.85, lambda: (f"{h.name} liked {inv.plural_thing(rng)} and {inv.plural_thing(rng)}, "
+                            f"but {h.his} favorite thing was {h.his} {self.thing}.")),
+            (1.0, lambda: (f"{_cap(h.he)} was very {inv.adj(rng)} and always "
+                           f"{inv.adverb(rng)} {inv.verb_intr(rng)[1]}.")),
+        ))
 
     # -- middle ------------------------------------------------------------------------------
     def go(self) -> str:
         h, inv, rng = self.hero, self.inv, self.rng
         k = rng.random()
-        if k < 0.4:
-            return f"One {inv.time(rng)}, {h.name} went to the {self.place} with {h.his} {self.carer}."
-        if k < 0.7:
-            return f"{h.name} {inv.adverb(rng)} walked to the {self.place} to {inv.activity(rng)}."
-        return f"{_cap(h.he)} took {h.his} {self.thing} and ran outside to the {inv.nature(rng)}."
+        return _choose(k, (
+            (0.4, lambda: f"One {inv.time(rng)}, {h.name} went to the {self.place} with {h.his} {self.carer}."),
+            (0.7, lambda: f"{h.name} {inv.adverb(rng)} walked to the {self.place} to {inv.activity(rng)}."),
+            (1.0, lambda: f"{_cap(h.he)} took {h.his} {self.thing} and ran outside to the {inv.nature(rng)}."),
+        ))
 
     def meet(self) -> str:
         h, p, inv, rng = self.hero, self.pal, self.inv, self.rng
         k = rng.random()
         if p.short:
-            if k < 0.5:
-                return f"There, {h.he} saw {_a(inv.adj(rng))} {p.short} sitting by the {inv.nature(rng)}."
-            return f"{_cap(h.he)} met {_a(p.short)} who looked very {inv.feeling(rng)}."
-        if k < 0.5:
-            return f"There, {h.he} met {_a(p.kind)} named {p.name}."
-        return f"{h.name} saw {h.his} friend {p.name}, {_a(inv.adj(rng))} {p.kind}."
+            return _choose(k, (
+                (0.5, lambda: f"There, {h.he} saw {_a(inv.adj(rng))} {p.short} sitting by the {inv.nature(rng)}."),
+                (1.0, lambda: f"{_cap(h.he)} met {_a(p.short)} who looked very {inv.feeling(rng)}."),
+            ))
+        return _choose(k, (
+            (0.5, lambda: f"There, {h.he} met {_a(p.kind)} named {p.name}."),
+            (1.0, lambda: f"{h.name} saw {h.his} friend {p.name}, {_a(inv.adj(rng))} {p.kind}."),
+        ))
 
     def talk(self) -> str:
         h, p, inv, rng = self.hero, self.pal, self.inv, self.rng
         k = rng.random()
-        if k < 0.25:
-            return (f'"{inv.greeting(rng)}, {p.short or p.name}!" said {h.name}. '
-                    f'"Do you want to {inv.activity(rng)} with me?"')
-        if k < 0.45:
-            yes = rng.random() < 0.7
-            ans = "Yes, I would love to" if yes else "No, I am too " + inv.feeling(rng)
-            return f'"{ans}," said {p.name}. "I love to {inv.activity(rng)}!"'
-        if k < 0.6:
-            return (f'"Look at my {self.thing_adj} {self.thing}!" said {h.name}. '
-                    f'"It is the {inv.superlative(rng)} {self.thing} in {self.town}."')
-        if k < 0.75:
-            return f'{_cap(p.name)} asked, "Why are you so {inv.feeling(rng)}, {h.name}?"'
-        if k < 0.88:
-            return (f'"I am {inv.feeling(rng)} because I want to {inv.verb_obj(rng)[0]} the {inv.obj(rng)}," '
-                    f'said {h.name}.')
-        return f'"Can I have some {self.food}?" asked {p.short or p.name}. "I am so {inv.feeling(rng)}."'
+        return _choose(k, (
+            (0.25, lambda: (f'"{inv.greeting(rng)}, {p.short or p.name}!" said {h.name}. '
+                            f'"Do you want to {inv.activity(rng)} with me?"')),
+            (0.45, self._answer),
+            (0.6, lambda: (f'"Look at my {self.thing_adj} {self.thing}!" said {h.name}. '
+                           f'"It is the {inv.superlative(rng)} {self.thing} in {self.town}."')),
+            (0.75, lambda: f'{_cap(p.name)} asked, "Why are you so {inv.feeling(rng)}, {h.name}?"'),
+            (0.88, lambda: (f'"I am {inv.feeling(rng)} because I want to {inv.verb_obj(rng)[0]} the {inv.obj(rng)}," '
+                            f'said {h.name}.')),
+            (1.0, lambda: f'"Can I have some {self.food}?" asked {p.short or p.name}. "I am so {inv.feeling(rng)}."'),
+        ))
+
+    def _answer(self) -> str:
+        """The pal's answer to an invitation: yes, 7 times in 10."""
+        p, inv, rng = self.pal, self.inv, self.rng
+        yes = rng.random() < 0.7
+        ans = "Yes, I would love to" if yes else "No, I am too " + inv.feeling(rng)
+        return f'"{ans}," said {p.name}. "I love to {inv.activity(rng)}!"'
 
     def act(self) -> str:
         h, p, inv, rng = self.hero, self.pal, self.inv, self.rng
         k = rng.random()
-        if k < 0.25:
-            return f"They {inv.verb_intr(rng)[1]} and {inv.verb_intr(rng)[1]} all {inv.time(rng)}."
-        if k < 0.45:
-            vo = inv.verb_obj(rng)
-            return f"{h.name} and {p.name} {vo[1]} {_a(inv.adj(rng))} {inv.obj(rng)} together."
-        if k < 0.6:
-            return f"They found {inv.number(rng)} {inv.plural_thing(rng)} near the {inv.nature(rng)}."
-        if k < 0.75:
-            return f"{self.n(p)} showed {h.name} how to {inv.verb_obj(rng)[0]} {_a(inv.obj(rng))}."
-        if k < 0.88:
-            return f"They ate {self.food} and {inv.food(rng)} under the {inv.color(rng)} {inv.nature(rng)}."
-        return f"{_cap(h.he)} was {inv.verb_intr(rng)[2]} when {h.he} heard a loud {inv.sound(rng)}."
+        return _choose(k, (
+            (0.25, lambda: f"They {inv.verb_intr(rng)[1]} and {inv.verb_intr(rng)[1]} all {inv.time(rng)}."),
+            (0.45, self._together),
+            (0.6, lambda: f"They found {inv.number(rng)} {inv.plural_thing(rng)} near the {inv.nature(rng)}."),
+            (0.75, lambda: f"{self.n(p)} showed {h.name} how to {inv.verb_obj(rng)[0]} {_a(inv.obj(rng))}."),
+            (0.88, lambda: f"They ate {self.food} and {inv.food(rng)} under the {inv.color(rng)} {inv.nature(rng)}."),
+            (1.0, lambda: f"{_cap(h.he)} was {inv.verb_intr(rng)[2]} when {h.he} heard a loud {inv.sound(rng)}."),
+        ))
+
+    def _together(self) -> str:
+        h, p, inv, rng = self.hero, self.pal, self.inv, self.rng
+        vo = inv.verb_obj(rng)
+        return f"{h.name} and {p.name} {vo[1]} {_a(inv.adj(rng))} {inv.obj(rng)} together."
 
     def problem(self) -> str:
         h, p, inv, rng = self.hero, self.pal, self.inv, self.rng
         k = rng.random()
-        if k < 0.2:
-            return f"But then, a strong wind blew {h.his} {self.thing} into the {inv.nature(rng)}."
-        if k < 0.35:
-            return f"Suddenly, {p.name} fell and hurt {p.his} {inv.body(rng)}."
-        if k < 0.5:
-            return f"But when {h.he} came back, {h.his} {self.thing} was gone."
-        if k < 0.62:
-            return (f"Then it started to {rng.choice(('rain', 'snow', 'get dark', 'thunder'))}, "
-                    f"and they could not {inv.activity(rng)}.")
-        if k < 0.75:
-            return f"{self.n(p)} wanted the {self.thing} too, and they began to fight."
-        if k < 0.87:
-            return f"Oh no! The {self.thing} broke into {inv.number(rng)} pieces."
-        return f"A {inv.adj(rng)} {inv.animal(rng)} took the {self.food} and ran away."
+        return _choose(k, (
+            (0.2, lambda: f"But then, a strong wind blew {h.his} {self.thing} into the {inv.nature(rng)}."),
+            (0.35, lambda: f"Suddenly, {p.name} fell and hurt {p.his} {inv.body(rng)}."),
+            (0.5, lambda: f"But when {h.he} came back, {h.his} {self.thing} was gone."),
+            (0.62, lambda: (f"Then it started to {rng.choice(('rain', 'snow', 'get dark', 'thunder'))}, "
+                            f"and they could not {inv.activity(rng)}.")),
+            (0.75, lambda: f"{self.n(p)} wanted the {self.thing} too, and they began to fight."),
+            (0.87, lambda: f"Oh no! The {self.thing} broke into {inv.number(rng)} pieces."),
+            (1.0, lambda: f"A {inv.adj(rng)} {inv.animal(rng)} took the {self.food} and ran away."),
+        ))
 
     def feel(self) -> str:
         h, inv, rng = self.hero, self.inv, self.rng
         k = rng.random()
         f = inv.feeling(rng)
-        if k < 0.35:
-            return f"{h.name} felt {f}."
-        if k < 0.55:
-            return f"{_cap(h.he)} began to cry. {_cap(h.he)} was very {f}."
-        if k < 0.75:
-            return f"{_cap(h.he)} did not know what to do, and {h.he} felt {f} and {inv.feeling(rng)}."
-        return f'"What should I do?" {h.he} said {inv.adverb(rng)}.'
+        return _choose(k, (
+            (0.35, lambda: f"{h.name} felt {f}."),
+            (0.55, lambda: f"{_cap(h.he)} began to cry. {_cap(h.he)} was very {f}."),
+            (0.75, lambda: f"{_cap(h.he)} did not know what to do, and {h.he} felt {f} and {inv.feeling(rng)}."),
+            (1.0, lambda: f'"What should I do?" {h.he} said {inv.adverb(rng)}.'),
+        ))
 
     def resolve(self) -> str:
         h, p, inv, rng = self.hero, self.pal, self.inv, self.rng
         k = rng.random()
-        if k < 0.2:
-            return f"{self.n(p)} had an idea. They looked under the {inv.nature(rng)} and found the {self.thing}."
-        if k < 0.38:
-            return f"{h.name} said sorry to {p.name}, and they decided to share the {self.thing}."
-        if k < 0.52:
-            return f"{h.his.capitalize()} {self.carer} came and helped {h.him} {inv.verb_obj(rng)[0]} the {self.thing}."
-        if k < 0.66:
-            return (f"{h.name} was brave. {_cap(h.he)} {inv.verb_obj(rng)[1]} the {self.thing} "
-                    f"and made it {inv.comparative(rng)} than before.")
-        if k < 0.8:
-            return (f"They worked together to {inv.verb_obj(rng)[0]} {_a(inv.adj(rng))} {inv.obj(rng)}, "
-                    "and soon everything was fine.")
-        return f"{self.n(p)} gave {h.name} a big hug, and {h.he} felt {inv.feeling(rng)} again."
+        return _choose(k, (
+            (0.2, lambda: (f"{self.n(p)} had an idea. They looked under the {inv.nature(rng)} "
+                           f"and found the {self.thing}.")),
+            (0.38, lambda: f"{h.name} said sorry to {p.name}, and they decided to share the {self.thing}."),
+            (0.52, lambda: (f"{h.his.capitalize()} {self.carer} came and helped {h.him} "
+                            f"{inv.verb_obj(rng)[0]} the {self.thing}.")),
+            (0.66, lambda: (f"{h.name} was brave. {_cap(h.he)} {inv.verb_obj(rng)[1]} the {self.thing} "
+                            f"and made it {inv.comparative(rng)} than before.")),
+            (0.8, lambda: (f"They worked together to {inv.verb_obj(rng)[0]} {_a(inv.adj(rng))} {inv.obj(rng)}, "
+                           "and soon everything was fine.")),
+            (1.0, lambda: f"{self.n(p)} gave {h.name} a big hug, and {h.he} felt {inv.feeling(rng)} again."),
+        ))
 
     def ending(self) -> str:
         h, p, inv, rng = self.hero, self.pal, self.inv, self.rng
         k = rng.random()
-        if k < 0.3:
-            return f"From that day on, {h.name} and {p.name} were best friends."
-        if k < 0.5:
-            return f"{h.name} learned that {inv.moral(rng)}."
-        if k < 0.68:
-            return f"The moral of the story is that {inv.moral(rng)}."
-        if k < 0.84:
-            return (f"{h.name} went home and told {h.his} {self.carer} all about the {self.place}. "
-                    f"{_cap(h.he)} was so {inv.feeling(rng)}.")
-        return f"That night, {h.name} slept with {h.his} {self.thing} and dreamed of {inv.plural_thing(rng)}. The end."
+        return _choose(k, (
+            (0.3, lambda: f"From that day on, {h.name} and {p.name} were best friends."),
+            (0.5, lambda: f"{h.name} learned that {inv.moral(rng)}."),
+            (0.68, lambda: f"The moral of the story is that {inv.moral(rng)}."),
+            (0.84, lambda: (f"{h.name} went home and told {h.his} {self.carer} all about the {self.place}. "
+                            f"{_cap(h.he)} was so {inv.feeling(rng)}.")),
+            (1.0, lambda: (f"That night, {h.name} slept with {h.his} {self.thing} "
+                           f"and dreamed of {inv.plural_thing(rng)}. The end.")),
+        ))
 
     def build(self) -> str:
         rng = self.rng
