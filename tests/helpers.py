@@ -1,7 +1,7 @@
 """What several test modules share, importable from any of them as `helpers` (pyproject.toml's
 [tool.pytest.ini_options] puts tests/ on sys.path): tiny documents, runs and transformers models;
 the CLI run in process, as the installed console script and under torchrun; kills and signals; a
-full disk; snapshots of folders.
+full disk; snapshots of folders; one comparator of numbers with a tolerance table by dtype.
 
 Kept out of conftest.py: two conftest modules (tests/ and tests/kernels/) share the module name
 `conftest`, so `from conftest import …` would depend on the order pytest collects them in. Fixtures
@@ -49,6 +49,56 @@ def one_thread() -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(n)
+
+
+# -- comparing numbers -------------------------------------------------------------------------------
+#: (rtol, atol) by the dtype compared, when a test gives none (one table, as Liger-Kernel's tests keep):
+#: float64 accumulations agree with float64 brute force to ~1e-12; a float32 result to its 24-bit
+#: mantissa over short sums; half precisions to a few of their ulps.
+TOLERANCE = {
+    torch.float64: (1e-12, 1e-12),
+    torch.float32: (1e-5, 1e-6),
+    torch.float16: (2e-3, 1e-5),
+    torch.bfloat16: (1.6e-2, 1e-5),
+}
+
+
+def _as_tensor(x) -> torch.Tensor:
+    if isinstance(x, torch.Tensor):
+        return x.detach().cpu()
+    if isinstance(x, np.ndarray):
+        return torch.from_numpy(x)
+    if isinstance(x, (bool, int, np.integer)):
+        return torch.tensor(int(x), dtype=torch.int64)
+    if isinstance(x, (float, np.floating)):
+        return torch.tensor(float(x), dtype=torch.float64)  # (torch.as_tensor would make a Python float float32)
+    return torch.as_tensor(x)
+
+
+def assert_close(got, want, *, rtol: float | None = None, atol: float | None = None, dtype=None,
+                 what: str = "values") -> None:
+    """Fail unless |got − want| ≤ atol + rtol·|want| at every element (compared in float64; a NaN is
+    never close). `got`, `want`: tensors, numpy arrays or numbers of one shape; integers and bools
+    must be equal. rtol/atol default to TOLERANCE[dtype] (dtype: want's, else got's). The message
+    names `what`, how many elements failed, and the worst one with its error and tolerance."""
+    g, w = _as_tensor(got), _as_tensor(want)
+    assert g.shape == w.shape, f"{what}: shape {tuple(g.shape)}, expected {tuple(w.shape)}"
+    if not (g.is_floating_point() or w.is_floating_point()):
+        bad = g.to(torch.int64) != w.to(torch.int64)
+        assert not bool(bad.any()), f"{what}: {int(bad.sum())} of {w.numel()} differ: {g.tolist()} != {w.tolist()}"
+        return
+    dt = dtype or (w.dtype if w.is_floating_point() else g.dtype)
+    r0, a0 = TOLERANCE[dt]
+    rtol, atol = (r0 if rtol is None else rtol), (a0 if atol is None else atol)
+    g64, w64 = g.to(torch.float64).reshape(-1), w.to(torch.float64).reshape(-1)
+    err = (g64 - w64).abs()
+    tol = atol + rtol * w64.abs()
+    bad = ~(err <= tol)  # NaN on either side: not close
+    if bool(bad.any()):
+        i = int(torch.where(bad, (err / tol).nan_to_num(float("inf")), -1.0).argmax())
+        raise AssertionError(f"{what}: {int(bad.sum())} of {w64.numel()} not close (rtol {rtol:g}, atol {atol:g}); "
+                             f"worst at flat index {i}: got {g64[i].item()!r}, expected {w64[i].item()!r}, "
+                             f"|error| {err[i].item():.3g} > tolerance {tol[i].item():.3g}")
 
 
 # -- tiny documents ----------------------------------------------------------------------------------

@@ -13,6 +13,8 @@ from lcfast.kernels.pairwise import pairwise_triton, tile_table
 from lcfast.stats.naive import pairwise_naive
 from lcfast.stats.pairwise import pairwise_torch
 
+from helpers import assert_close
+
 F64 = torch.float64
 
 
@@ -30,16 +32,15 @@ def assert_sums_close(got: PairwiseSums, want: PairwiseSums, rtol: float, check_
         a, b = getattr(got, name), getattr(want, name)
         assert a.n == b.n, name
         if b.n:
-            assert a.mean == pytest.approx(b.mean, rel=rtol, abs=rtol * 1e-2), name
-            assert a.m2 == pytest.approx(b.m2, rel=10 * rtol, abs=1e-12), name
-            assert math.isfinite(a.mean) and math.isfinite(a.m2)
+            assert_close(a.mean, b.mean, rtol=rtol, atol=rtol * 1e-2, what=f"{name} mean")
+            assert_close(a.m2, b.m2, rtol=10 * rtol, atol=1e-12, what=f"{name} m2")
     for name in ("gram_sum", "gram_sq_sum", "gram_trace"):
-        assert getattr(got, name) == pytest.approx(getattr(want, name), rel=1e-6,
-                                                   abs=1e-8 * max(1.0, want.gram_trace)), name
+        assert_close(getattr(got, name), getattr(want, name), rtol=1e-6, atol=1e-8 * max(1.0, want.gram_trace),
+                     what=name)
     if check_rows:
-        torch.testing.assert_close(got.row_count.cpu(), want.row_count.cpu().to(torch.int64))
-        torch.testing.assert_close(got.row_cdnv_sum.cpu(), want.row_cdnv_sum.cpu().to(F64), rtol=rtol, atol=1e-9)
-        torch.testing.assert_close(got.row_cos_sum.cpu(), want.row_cos_sum.cpu().to(F64), rtol=rtol, atol=rtol)
+        assert_close(got.row_count, want.row_count.to(torch.int64), what="row_count")
+        assert_close(got.row_cdnv_sum, want.row_cdnv_sum.to(F64), rtol=rtol, atol=1e-9, what="row_cdnv_sum")
+        assert_close(got.row_cos_sum, want.row_cos_sum.to(F64), rtol=rtol, atol=rtol, what="row_cos_sum")
 
 
 @pytest.mark.parametrize("power", [1.0, 2.0, 1.5])
@@ -140,8 +141,8 @@ def assert_dots_close(got, want, rtol):
     assert got.dot.n == want.dot.n
     if want.dot.n:
         scale = abs(want.dot.mean) + math.sqrt(want.dot.var)
-        assert got.dot.mean == pytest.approx(want.dot.mean, rel=rtol, abs=rtol * scale)
-        assert got.dot.m2 == pytest.approx(want.dot.m2, rel=10 * rtol, abs=1e-12)
+        assert_close(got.dot.mean, want.dot.mean, rtol=rtol, atol=rtol * scale, what="dot mean")
+        assert_close(got.dot.m2, want.dot.m2, rtol=10 * rtol, atol=1e-12, what="dot m2")
 
 
 @pytest.mark.parametrize("block", [16, 32])

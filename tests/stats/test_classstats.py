@@ -14,6 +14,8 @@ from lcfast.errors import DataError, UsageError
 from lcfast.stats.classstats import ClassStats, class_stats_torch
 from lcfast.stats.naive import class_stats_naive, two_pass_naive
 
+from helpers import assert_close
+
 F64 = torch.float64
 
 
@@ -203,10 +205,10 @@ def _parts(H, Y, cuts, cov=True):
 
 def _assert_same(a: ClassStats, b: ClassStats, rtol=1e-12):
     assert torch.equal(a.counts, b.counts)
-    torch.testing.assert_close(a.means, b.means, rtol=rtol, atol=1e-12)
-    torch.testing.assert_close(a.variances, b.variances, rtol=rtol, atol=1e-12)
+    assert_close(a.means, b.means, rtol=rtol, what="means")
+    assert_close(a.variances, b.variances, rtol=rtol, what="variances")
     if a.covariance is not None:
-        torch.testing.assert_close(a.covariance, b.covariance, rtol=rtol, atol=1e-12)
+        assert_close(a.covariance, b.covariance, rtol=rtol, what="covariance")
 
 
 def test_merge_is_associative_and_equals_one_accumulation():
