@@ -1,5 +1,6 @@
 """The shape of python/lcfast, read statically (ast, nothing imported): its import graph has no
-circle.
+circle, and no function takes more than 10 positional parameters (Triton kernels aside: a kernel's
+parameter list is its launch signature, and `@triton.jit` has no keyword-only parameters).
 
 An edge A → B is any import of B written in A: at module level, under `if TYPE_CHECKING:` and
 inside functions alike. The project imports torch, triton and pandas inside functions on purpose
@@ -20,6 +21,7 @@ from pathlib import Path
 from helpers import ROOT
 
 PKG = ROOT / "python" / "lcfast"
+MAX_POSITIONAL = 10
 
 
 def module_files() -> dict[str, Path]:
@@ -148,3 +150,27 @@ def test_lcfast_has_no_import_circle():
     assert len(graph) > 50 and "lcfast.pipeline.collect.run" in graph  # the walk found the package
     assert "lcfast.pipeline.collect.options" in graph["lcfast.pipeline.collect.passes"]
     assert circles(graph) == []
+
+
+def positional_parameters(fn: ast.FunctionDef | ast.AsyncFunctionDef) -> int:
+    """Parameters a caller may pass by position (self/cls included; *args not counted)."""
+    return len(fn.args.posonlyargs) + len(fn.args.args)
+
+
+def is_triton_kernel(fn: ast.FunctionDef | ast.AsyncFunctionDef) -> bool:
+    return any(ast.unparse(d).split("(")[0] in ("triton.jit", "jit") for d in fn.decorator_list)
+
+
+def test_no_function_takes_more_than_ten_positional_parameters():
+    """Past ten, a call site is a row of values matched to names by position: pass them by keyword
+    (after a `*`) or as a record."""
+    assert positional_parameters(ast.parse("def f(a, b, /, c, *d, e): pass").body[0]) == 3
+    assert is_triton_kernel(ast.parse("@triton.jit\ndef k(a): pass").body[0])
+    over = []
+    for mod, path in module_files().items():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and not is_triton_kernel(node):
+                n = positional_parameters(node)
+                if n > MAX_POSITIONAL:
+                    over.append(f"{mod}:{node.lineno} {node.name} ({n})")
+    assert over == []

@@ -13,6 +13,7 @@ from lcfast.validate import CDNV_POWER_MAX, DIST_TIMEOUT_MAX, SAVE_EVERY_MAX
 
 
 def collect(
+    *,
     run: str = typer.Argument(..., metavar="MODEL",
                               help="A `lcfast train` run dir, a transformers causal-LM folder (config.json + "
                                    "safetensors), or hf:ORG/NAME from the local Hugging Face cache."),

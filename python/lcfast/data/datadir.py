@@ -64,10 +64,6 @@ class DataDir:
             raise DataError(f"{flag} {self.path}: {TRAIN_SHARD} and {VAL_SHARD} were written with different tokenizers")
         return train, val
 
-    def tokenizer_if_any(self) -> Path | None:
-        """tokenizer.json when the folder has one (`lcfast corpus controlled` writes none)."""
-        return self.tokenizer if self.tokenizer.is_file() else None
-
 
 def token_decoder(tokenizer_path: str | Path | None):
     """decode(id) -> the token's text (byte-level BPE pieces decoded), or None without a tokenizer."""

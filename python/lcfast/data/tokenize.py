@@ -492,13 +492,14 @@ def tokenize_files(
         eos_id, eos_text = find_eos(tok, EOS_TOKEN if trained and eos is None else eos, str(tokenizer))
         t_tok = time.perf_counter()
         meta = _tokenize_into(
-            st, sources, tok_file, train_path, val_path, val_fraction, seed, eos_id, chunk_bytes, threads, progress,
-            tok_desc, trained, eos_text, t0, t_tok, text_column, segment_bytes,
+            st, sources, tok_file, train_path, val_path, val_fraction=val_fraction, seed=seed, eos_id=eos_id,
+            chunk_bytes=chunk_bytes, threads=threads, progress=progress, tok_desc=tok_desc, trained=trained,
+            eos_text=eos_text, t0=t0, t_tok=t_tok, text_column=text_column, segment_bytes=segment_bytes,
         )
     return meta
 
 
-def _tokenize_into(st, sources, tok_file, train_path, val_path, val_fraction, seed, eos_id, chunk_bytes, threads,
+def _tokenize_into(st, sources, tok_file, train_path, val_path, *, val_fraction, seed, eos_id, chunk_bytes, threads,
                    progress, tok_desc, trained, eos_text, t0, t_tok, text_column="text", segment_bytes=None) -> dict:
     """Run the Rust job into staged temporaries of the shards; stage meta.json; return it."""
     from lcfast.data.shards import _core

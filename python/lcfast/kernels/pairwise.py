@@ -349,7 +349,8 @@ def pairwise_triton(
     pow_mode = 1 if p == 1.0 else (2 if p == 2.0 else 0)
     tiles = tile_table(triton.cdiv(C, blk), grp).to(dev)
     P = tiles.shape[0]
-    part = _launch_gram_tiles(ops, tiles, rows, C, d, p, pow_mode, tol, precision, raw_dot, blk, bk, nw)
+    part = _launch_gram_tiles(ops, tiles, rows, C=C, d=d, p=p, pow_mode=pow_mode, tol=tol, precision=precision,
+                              raw_dot=raw_dot, blk=blk, bk=bk, nw=nw)
     flagged = (part[:, 9] > 0).nonzero().squeeze(1)
     n_flag = int(flagged.numel())
     if n_flag:
@@ -384,7 +385,7 @@ def _operands(M: torch.Tensor, var: torch.Tensor, precision: str, tol: float) ->
     return dict(M64=M64, Mop=Mop, sqn=sqn, sqx=sqx, var64=var.detach().to(torch.float64).contiguous())
 
 
-def _launch_gram_tiles(ops, tiles, rows, C, d, p, pow_mode, tol, precision, raw_dot, blk, bk, nw) -> torch.Tensor:
+def _launch_gram_tiles(ops, tiles, rows, *, C, d, p, pow_mode, tol, precision, raw_dot, blk, bk, nw) -> torch.Tensor:
     """Phase 1 over every tile of the table; returns its per-program partial table [P, _NPART]."""
     part = torch.zeros(tiles.shape[0], _NPART, dtype=torch.float64, device=tiles.device)
     Mop = ops["Mop"]

@@ -43,6 +43,7 @@ from lcfast import validate
 from lcfast.backend import DEGENERATE_TOL
 from lcfast.errors import DataError, UsageError
 from lcfast.metrics.per_token import build_table, nearest_class
+from lcfast.metrics.profiles import MetricProfile
 from lcfast.stats.classstats import ClassStats
 from lcfast.stats.inputs import as_tensor
 from lcfast.stats.ncc import NCCStats
@@ -53,9 +54,7 @@ __all__ = ["CANONICAL_KEYS", "PAPER_KEYS", "PROFILES", "DegenerateInputWarning",
 
 F64 = torch.float64
 
-PROFILES = ("canonical", "paper")
-#: the paper's CDNV exponent on the squared distance (its analyze.py: dist_exp=2)
-PAPER_CDNV_POWER = 2.0
+PROFILES = tuple(p.value for p in MetricProfile)
 
 
 class DegenerateInputWarning(UserWarning):
@@ -125,19 +124,10 @@ def _mean_var1(x: torch.Tensor) -> tuple[float | None, float | None]:
     return mean, var
 
 
-def profile_cdnv_power(profile: str, cdnv_power: float | None) -> float:
+def profile_cdnv_power(profile: str | MetricProfile, cdnv_power: float | None) -> float:
     """The CDNV exponent a profile uses: `cdnv_power`, or the profile's default (canonical 1,
     paper 2 — the only one it accepts). UsageError for an unknown profile or a conflicting power."""
-    if profile not in PROFILES:
-        raise UsageError(f"measure: profile must be one of {', '.join(PROFILES)}, got {profile!r}")
-    if profile == "paper":
-        if cdnv_power is not None and float(cdnv_power) != PAPER_CDNV_POWER:
-            raise UsageError(
-                f"measure: profile 'paper' defines cdnv with power {PAPER_CDNV_POWER:g} (‖μ_c − μ_c'‖⁴); "
-                f"got cdnv_power={cdnv_power}"
-            )
-        return PAPER_CDNV_POWER
-    return 1.0 if cdnv_power is None else float(cdnv_power)
+    return MetricProfile.parse(profile).cdnv_power(cdnv_power)
 
 
 def _cv(x: torch.Tensor) -> float | None:
@@ -182,7 +172,8 @@ def measure_all(
     """(metrics dict, per-token DataFrame or None) with one pairwise sweep for both.
     profile "canonical" → CANONICAL_KEYS, "paper" → PAPER_KEYS (docs/metrics.md); cdnv_power
     defaults to 1 (canonical) / 2 (paper, the only power it accepts)."""
-    cdnv_power = profile_cdnv_power(profile, cdnv_power)
+    profile = MetricProfile.parse(profile)
+    cdnv_power = profile.cdnv_power(cdnv_power)
     if isinstance(stats, (str, os.PathLike)):
         stats = ClassStats.load(stats)
     if not isinstance(stats, ClassStats):
@@ -195,7 +186,7 @@ def measure_all(
     tol = DEGENERATE_TOL if tol is None else validate.number("tol", tol, min=0)
     W, b = _check_classifier(W, b, stats.n_classes, stats.dim)
     k = _kept_classes(stats, ncc, min_count, tol)
-    if profile == "paper":
+    if profile is MetricProfile.PAPER:
         r, ps, dual = _paper_metrics(k, W, ncc, cdnv_power, backend, tol)
     else:
         r, ps, dual = _canonical_metrics(stats, k, W, ncc, min_count, cdnv_power, backend, tol)
@@ -483,8 +474,9 @@ def measure_embeddings(
     (dict, per-token DataFrame). Tensors or numpy arrays."""
     H, Y, W, b, H_val, Y_val = (as_tensor(x, f"measure_embeddings: {name}") for x, name in
                                 ((H, "H"), (Y, "Y"), (W, "W"), (b, "b"), (H_val, "H_val"), (Y_val, "Y_val")))
-    power = profile_cdnv_power(profile, cdnv_power)
-    paper = profile == "paper"
+    profile = MetricProfile.parse(profile)
+    power = profile.cdnv_power(cdnv_power)
+    paper = profile is MetricProfile.PAPER
     if H.dim() != 2 or Y.dim() != 1 or Y.numel() != H.shape[0]:
         raise UsageError(f"measure_embeddings: H must be [N, d] and Y [N], got {tuple(H.shape)} and {tuple(Y.shape)}")
     if H.shape[0] == 0:

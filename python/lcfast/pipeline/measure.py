@@ -38,6 +38,7 @@ from lcfast import validate
 from lcfast.data.datadir import token_decoder
 from lcfast.dist import resolve_device
 from lcfast.errors import DataError, UsageError
+from lcfast.metrics.profiles import MetricProfile
 from lcfast.pipeline.collect.state import COLLECT_JSON, PASS_FILES, read_state_meta, read_summary
 from lcfast.pipeline.per_class import DEFAULT_ORDERS, MAX_ORDERS, ShardEntropy, collection_frame
 
@@ -168,10 +169,11 @@ def layer_rows(cdir: Path, head_row: dict, *, min_count: int, cdnv_power: float 
                profile: str = "canonical") -> list[dict]:
     """One row per hidden-state slot of a `collect --layers` collection: NC1, NC2, GNC2 of
     `hidden_states[i]` under `profile`'s keys (NC3/NC4 belong to the classifier's input: left empty)."""
-    from lcfast.metrics.measure import CANONICAL_KEYS, PAPER_KEYS, measure_all, profile_cdnv_power
+    from lcfast.metrics.measure import CANONICAL_KEYS, PAPER_KEYS, measure_all
 
-    keys = PAPER_KEYS if profile == "paper" else CANONICAL_KEYS
-    cdnv_power = profile_cdnv_power(profile, cdnv_power)
+    profile = MetricProfile.parse(profile)
+    keys = PAPER_KEYS if profile is MetricProfile.PAPER else CANONICAL_KEYS
+    cdnv_power = profile.cdnv_power(cdnv_power)
 
     s = read_summary(cdir)
     layout = _layout(cdir, s)
@@ -220,10 +222,11 @@ def measure_collection(
     profile: str = "canonical",
 ) -> tuple[dict, object | None, list[str]]:
     """(CSV row, per-token DataFrame or None, notes) of one collect output dir."""
-    from lcfast.metrics.measure import CANONICAL_KEYS, PAPER_KEYS, measure_all, profile_cdnv_power
+    from lcfast.metrics.measure import CANONICAL_KEYS, PAPER_KEYS, measure_all
 
-    cdnv_power = profile_cdnv_power(profile, cdnv_power)
-    keys = PAPER_KEYS if profile == "paper" else CANONICAL_KEYS
+    profile = MetricProfile.parse(profile)
+    cdnv_power = profile.cdnv_power(cdnv_power)
+    keys = PAPER_KEYS if profile is MetricProfile.PAPER else CANONICAL_KEYS
 
     cdir = Path(cdir)
     s = read_summary(cdir)
@@ -246,7 +249,7 @@ def measure_collection(
     if mc != collect_mc:
         notes.append(
             f"{s['model']}/{s['checkpoint']}: NC4 was collected with --min-count {collect_mc}, not {mc}: "
-            f"{'hits/misses' if profile == 'paper' else 'nc4_agreement'} left empty "
+            f"{'hits/misses' if profile is MetricProfile.PAPER else 'nc4_agreement'} left empty "
             "(recollect with the same --min-count)"
         )
         ncc = None
@@ -301,7 +304,7 @@ def measure_collection(
         "val_loss": vl,
         "val_acc": va,
         "perplexity": ppl,
-        "profile": profile,
+        "profile": profile.value,
         **metrics,
         "heads": s.get("heads"),
         "context": s.get("context"),
@@ -346,14 +349,12 @@ def measure(
     `profile`: "canonical" (default) or "paper" (docs/metrics.md); `cdnv_power` defaults to the
     profile's (1, or 2 — the only one the paper profile accepts)."""
     from lcfast.io import staged
-    from lcfast.metrics.measure import PROFILES
     from lcfast.pipeline.per_class import DEFAULT_ORDERS, MAX_ORDERS, PER_CLASS_FILE
 
-    if profile not in PROFILES:
-        raise UsageError(f"--profile {profile}: expected one of {', '.join(PROFILES)}")
+    profile = MetricProfile.parse(profile, "--profile")
     if cdnv_power is not None:
         cdnv_power = validate.number("--cdnv-power", cdnv_power, min=0, min_open=True, max=validate.CDNV_POWER_MAX)
-    if profile == "paper" and cdnv_power is not None and cdnv_power != 2:
+    if profile is MetricProfile.PAPER and cdnv_power is not None and cdnv_power != 2:
         raise UsageError(f"--cdnv-power {cdnv_power}: --profile paper defines cdnv with power 2 (‖μ_c − μ_c′‖⁴)")
     if min_count is not None:
         min_count = validate.integer("--min-count", min_count, min=1)
@@ -364,8 +365,8 @@ def measure(
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out}: exists and is not a directory")
     with staged() as st:  # measurements.csv and the per-token tables are published together, when all are done
-        df, notes = _measure_into(st, cdirs, out, min_count, cdnv_power, backend, device, console, progress, profile,
-                                  orders)
+        df, notes = _measure_into(st, cdirs, out, min_count=min_count, cdnv_power=cdnv_power, backend=backend,
+                                  device=device, console=console, progress=progress, profile=profile, orders=orders)
     stale = out / PER_CLASS_FILE
     if not df.attrs.get("per_class_written") and stale.is_file():
         # an earlier measure's table beside these measurements would be analysed as theirs
@@ -378,7 +379,7 @@ def measure(
     return df
 
 
-def _measure_into(st, cdirs, out: Path, min_count, cdnv_power, backend, device, console, progress, profile,
+def _measure_into(st, cdirs, out: Path, *, min_count, cdnv_power, backend, device, console, progress, profile,
                   orders: int = 0):
     import pandas as pd
 

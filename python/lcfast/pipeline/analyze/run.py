@@ -127,7 +127,8 @@ def run_analysis(
             raise DataError(f"--out {out}: cannot write ({e.strerror or e})") from e
         # all outputs are published together once complete; an error or interrupt leaves the old ones
         try:
-            _write_outputs(res, out, plots, corr, data, target, chosen, renamed, derived, notes, ours, depth=depth)
+            _write_outputs(res, out, plots, corr, data, target=target, chosen=chosen, renamed=renamed,
+                           derived=derived, notes=notes, ours=ours, depth=depth)
         except OSError as e:
             raise DataError(f"--out {out}: cannot write ({e.strerror or e})") from None
     return res
@@ -160,14 +161,14 @@ def _depth_only(depth, target, paths, data, renamed, derived, notes, out: Path, 
     ours = _check_out(out, paths)
     try:
         out.mkdir(parents=True, exist_ok=True)
-        _write_outputs(res, out, plots, corr, res.data, target, chosen, renamed, derived, notes, ours, depth=depth,
-                       scatter=False)
+        _write_outputs(res, out, plots, corr, res.data, target=target, chosen=chosen, renamed=renamed,
+                       derived=derived, notes=notes, ours=ours, depth=depth, scatter=False)
     except OSError as e:
         raise DataError(f"--out {out}: cannot write ({e.strerror or e})") from None
     return res
 
 
-def _write_outputs(res, out, plots, corr, data, target, chosen, renamed, derived, notes, ours: bool, *,
+def _write_outputs(res, out, plots, corr, data, *, target, chosen, renamed, derived, notes, ours: bool,
                    depth=None, scatter: bool = True) -> None:
     """Stage every output of `run_analysis` and publish them together; then drop the stale plots of
     the earlier analysis in `out` (`ours`: there was one)."""

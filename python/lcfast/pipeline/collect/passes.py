@@ -17,14 +17,18 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 
 from lcfast import dist
+from lcfast.data.datadir import DataDir
 from lcfast.errors import DataError
 from lcfast.model.features import n_windows as count_windows
 from lcfast.model.features import window_batch
+from lcfast.model.sources import ModelSource
+from lcfast.pipeline.collect.layers import SlotLayout
 from lcfast.pipeline.collect.options import CollectOptions
 from lcfast.pipeline.collect.state import (
     PASS_FILES,
@@ -34,6 +38,13 @@ from lcfast.pipeline.collect.state import (
     read_progress,
     read_state_meta,
 )
+
+if TYPE_CHECKING:  # annotations only: neither is needed to run a pass
+    from rich.progress import Progress
+
+    from lcfast.data.shards import TokenShard
+    from lcfast.model.gptneo import GPTNeo
+    from lcfast.model.hf import HFCausalLM
 
 _TIMINGS = ("forward_s", "stats_s", "data_s", "wall_s", "forward_cpu_s", "stats_cpu_s")
 
@@ -66,19 +77,19 @@ class _Timer:
 class PassJob:
     """One checkpoint's collection once set up (lcfast.pipeline.collect): what its passes share."""
 
-    src: object  # lcfast.model.sources.ModelSource
+    src: ModelSource
     out_dir: Path
-    opts: CollectOptions  # lcfast.pipeline.collect.CollectOptions
+    opts: CollectOptions
     device: torch.device
     dtype: torch.dtype
-    paths: dict[str, Path]
-    shards: dict  # "train" / "val" -> TokenShard
-    model: object
+    paths: DataDir
+    shards: dict[str, TokenShard]  # "train", "val"
+    model: GPTNeo | HFCausalLM  # on `device`, in evaluation mode
     model_fp: str
-    facts: dict
+    facts: dict  # lcfast.model.sources.model_facts, `context` the window length
     T: int  # window length
     head: tuple[torch.Tensor, torch.Tensor | None]  # LM head W [C, d], b [C] or None
-    layout: object  # lcfast.pipeline.collect.layers.SlotLayout
+    layout: SlotLayout
     layout_want: dict[str, str | None]  # layout and dtype the train states were written for (None: absent)
     est: int  # bytes the statistics need
     rank: int  # this process's part: torchrun rank or --shard index
@@ -87,7 +98,7 @@ class PassJob:
     t_start: float
     on_save: Callable[[str, int, int], None] | None = None
     on_progress: Callable[[str, int, int], None] | None = None
-    pbar: object = None
+    pbar: Progress | None = None  # lcfast.progress.progress_bar, started by the reporting process
     partial: dict[str, Path] = field(default_factory=dict)  # --shard: passes of which this process wrote only its part
     notes: list[str] = field(default_factory=list)  # what could not be checked, said once the job is set up
 

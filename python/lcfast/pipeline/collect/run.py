@@ -196,8 +196,8 @@ def _open_job(src: ModelSource, out_dir: Path | None, opts: CollectOptions, mode
     cl.parse_layers(opts.layers, None)  # the syntax now; the range once the model is open
     device = resolve_device(opts.device)
     out_dir = Path(out_dir) if out_dir is not None else default_out_dir(src)
-    paths = data_paths(src.data_dir)
-    shards = {"train": TokenShard(str(paths["train"])), "val": TokenShard(str(paths["val"]))}
+    paths = DataDir.check(src.data_dir)
+    shards = {"train": TokenShard(str(paths.train)), "val": TokenShard(str(paths.val))}
     model, facts, T, notes = _open_model(src, opts, dtype, device, shards, model)
     model_fp = str(model.fingerprint())
     model = model.to(device).eval()
@@ -210,8 +210,10 @@ def _open_job(src: ModelSource, out_dir: Path | None, opts: CollectOptions, mode
     layout_want = {"layout": None if layout.trivial else layout.key(),
                    "dtype": None if dtype == torch.float32 else dtype_name(dtype)}
     rank, world, grouped = _parts(opts)
-    job = PassJob(src, out_dir, opts, device, dtype, paths, shards, model, model_fp, facts, T, model_head(model),
-                  layout, layout_want, est, rank, world, grouped, t_start, on_save, on_progress, notes=notes)
+    job = PassJob(src=src, out_dir=out_dir, opts=opts, device=device, dtype=dtype, paths=paths, shards=shards,
+                  model=model, model_fp=model_fp, facts=facts, T=T, head=model_head(model), layout=layout,
+                  layout_want=layout_want, est=est, rank=rank, world=world, grouped=grouped, t_start=t_start,
+                  on_save=on_save, on_progress=on_progress, notes=notes)
     check_saved_states(job)
     # --restart ignores the saved states instead of deleting them: each is replaced (atomically) by
     # the new pass's first save, so a restart that fails early loses nothing
@@ -307,7 +309,7 @@ def _kept_classes(job: PassJob, train) -> _Kept:
     K = layout.per_slot
     kept_slot = (train.counts[:K] >= opts.min_count).to("cpu")  # the head slot decides (counts equal in every slot)
     if not bool(kept_slot.any()):
-        raise DataError(f"{job.paths['train']}: no class has ≥ {opts.min_count} samples (--min-count)")
+        raise DataError(f"{job.paths.train}: no class has ≥ {opts.min_count} samples (--min-count)")
     kept_in_slot = kept_slot.nonzero().squeeze(1)
     kept_ids = kept_in_slot if layout.class_ids is None else layout.class_ids[kept_in_slot]
     kept = torch.zeros(job.C, dtype=torch.bool)
@@ -429,7 +431,7 @@ def _summary(job: PassJob, results: dict[str, PassResult], kept: int) -> dict:
         "model_fingerprint": job.model_fp,
         **job.facts,
         "data_dir": str(src.data_dir.resolve()),
-        "tokenizer": str(paths["tokenizer"].resolve()) if paths["tokenizer"].is_file() else None,
+        "tokenizer": str(paths.tokenizer.resolve()) if paths.tokenizer.is_file() else None,
         "shards": {
             k: {"path": str(Path(str(s.path)).resolve()), "fingerprint": str(s.fingerprint),
                 "n_tokens": int(s.n_tokens), "vocab_size": int(s.vocab_size)}
