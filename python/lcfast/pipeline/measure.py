@@ -39,7 +39,8 @@ from lcfast.data.datadir import token_decoder
 from lcfast.dist import resolve_device
 from lcfast.errors import DataError, UsageError
 from lcfast.metrics.profiles import MetricProfile
-from lcfast.pipeline.collect.state import COLLECT_JSON, PASS_FILES, read_state_meta, read_summary
+from lcfast.pipeline.collect.state import COLLECT_JSON, PASS_FILES, read_state_meta
+from lcfast.pipeline.collect.summary import CollectSummary
 from lcfast.pipeline.per_class import DEFAULT_ORDERS, MAX_ORDERS, ShardEntropy, collection_frame
 
 #: the leading columns of measurements.csv, in order; the canonical metric keys follow.
@@ -87,15 +88,15 @@ def find_collections(paths: Iterable[str | Path]) -> list[Path]:
     return out
 
 
-def _load_state(cdir: Path, kind: str, summary: dict, device: torch.device | str = "cpu"):
+def _load_state(cdir: Path, kind: str, summary: CollectSummary, device: torch.device | str = "cpu"):
     from lcfast.stats.classstats import ClassStats
     from lcfast.stats.ncc import NCCStats
 
-    path = cdir / summary["files"].get(kind, PASS_FILES[kind])
+    path = cdir / summary.files.get(kind, PASS_FILES[kind])
     if not path.is_file():
         raise DataError(f"{path}: missing (rerun `lcfast collect`)")
     meta = read_state_meta(path)
-    if meta.get("model_fingerprint") != summary["model_fingerprint"]:
+    if meta.get("model_fingerprint") != summary.model_fingerprint:
         raise DataError(f"{path}: state of another model than {cdir / COLLECT_JSON} says; rerun `lcfast collect`")
     if meta.get("windows_done") != meta.get("n_windows"):
         raise DataError(
@@ -105,41 +106,41 @@ def _load_state(cdir: Path, kind: str, summary: dict, device: torch.device | str
     return NCCStats.load(str(path)) if kind == "val" else ClassStats.load(str(path), device=device)
 
 
-def _load_head(summary: dict, cdir: Path) -> tuple[torch.Tensor, torch.Tensor | None]:
+def _load_head(summary: CollectSummary, cdir: Path) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The LM head of the collected model, checked against the collected fingerprint."""
     from lcfast.model.hf import parse_dtype
     from lcfast.model.sources import ModelSource, load_source, model_head
 
-    src = summary["source"]
-    path = Path(src["path"])
+    src = summary.source
+    path = Path(src.path)
     if not path.exists():
         raise DataError(f"{cdir / COLLECT_JSON}: its model {path} is gone (needed for the LM head W)")
     cfg = {}
-    if src["kind"] == "hf" and (path / "config.json").is_file():
+    if src.kind == "hf" and (path / "config.json").is_file():
         from lcfast.io import read_json
 
         cfg = read_json(path / "config.json", "model config")
-    ms = ModelSource(src["kind"], path, summary["checkpoint"], summary.get("epoch"), Path(summary.get("data_dir", ".")),
+    ms = ModelSource(src.kind, path, summary.checkpoint, summary.epoch, Path(summary.data_dir or "."),
                      cfg if isinstance(cfg, dict) else {})
-    model = load_source(ms, parse_dtype(summary.get("options", {}).get("dtype", "float32")))
+    model = load_source(ms, parse_dtype(summary.options.dtype))
     fp = str(model.fingerprint())
-    if fp != summary["model_fingerprint"]:
+    if fp != summary.model_fingerprint:
         raise DataError(
-            f"{path} ({summary['checkpoint']}): model changed since collection (fingerprint {fp} != "
-            f"{summary['model_fingerprint']}); rerun `lcfast collect --restart`"
+            f"{path} ({summary.checkpoint}): model changed since collection (fingerprint {fp} != "
+            f"{summary.model_fingerprint}); rerun `lcfast collect --restart`"
         )
     W, b = model_head(model)
     return W.float(), (b.float() if b is not None else None)  # exact for bfloat16/float16 heads
 
 
-def _layout(cdir: Path, summary: dict):
+def _layout(cdir: Path, summary: CollectSummary):
     """The SlotLayout of a collection made with --layers / --classes (None: the head alone)."""
-    if "layout" not in summary:
+    if summary.layout is None:
         return None
     from lcfast.io import load_tensors
     from lcfast.pipeline.collect.layers import SlotLayout
 
-    lay = summary["layout"]
+    lay = summary.layout
     ids = None
     if lay.get("classes_file"):
         path = cdir / lay["classes_file"]
@@ -175,11 +176,11 @@ def layer_rows(cdir: Path, head_row: dict, *, min_count: int, cdnv_power: float 
     keys = PAPER_KEYS if profile is MetricProfile.PAPER else CANONICAL_KEYS
     cdnv_power = profile.cdnv_power(cdnv_power)
 
-    s = read_summary(cdir)
+    s = CollectSummary.read(cdir)
     layout = _layout(cdir, s)
     if layout is None or len(layout.slots) < 2:
         return []
-    stats = _load_state(cdir, "train_exact" if s.get("options", {}).get("exact") else "train", s,
+    stats = _load_state(cdir, "train_exact" if s.options.exact else "train", s,
                         resolve_device(device))
     rows = []
     for j, slot in enumerate(layout.slots[1:], 1):
@@ -229,11 +230,11 @@ def measure_collection(
     keys = PAPER_KEYS if profile is MetricProfile.PAPER else CANONICAL_KEYS
 
     cdir = Path(cdir)
-    s = read_summary(cdir)
+    s = CollectSummary.read(cdir)
     notes: list[str] = []
     dev = resolve_device(device)
     stats = _load_state(cdir, "train", s, dev)
-    if s.get("options", {}).get("exact"):
+    if s.options.exact:
         # the exact second pass has the same counts and means, and σ²_c = Σ‖h − μ_c‖²/n_c directly
         stats = _load_state(cdir, "train_exact", s, dev)
     ncc = _load_state(cdir, "val", s)
@@ -242,13 +243,13 @@ def measure_collection(
         stats = layout.slot_stats(stats, 0)
         if layout.class_ids is not None:
             ncc = _compact_ncc(ncc, layout.class_ids)
-    collect_mc = int(s.get("options", {}).get("min_count", 1))
+    collect_mc = int(s.options.min_count)
     mc = collect_mc if min_count is None else int(min_count)
     if mc < 1:
         raise UsageError(f"--min-count {mc}: must be ≥ 1")
     if mc != collect_mc:
         notes.append(
-            f"{s['model']}/{s['checkpoint']}: NC4 was collected with --min-count {collect_mc}, not {mc}: "
+            f"{s.model}/{s.checkpoint}: NC4 was collected with --min-count {collect_mc}, not {mc}: "
             f"{'hits/misses' if profile is MetricProfile.PAPER else 'nc4_agreement'} left empty "
             "(recollect with the same --min-count)"
         )
@@ -267,60 +268,60 @@ def measure_collection(
         W, b = W[ids], (b[ids] if b is not None else None)
     W = W.to(dev)
     b = b.to(dev) if b is not None else None
-    decode = token_decoder(s.get("tokenizer")) if per_token else None
+    decode = token_decoder(s.tokenizer) if per_token else None
     if decode is not None and ids is not None:
         decode = (lambda f: lambda i: f(int(ids[int(i)])))(decode)
     if per_token and decode is None:
-        notes.append(f"{s['model']}/{s['checkpoint']}: no tokenizer.json beside the shards: token strings left empty")
+        notes.append(f"{s.model}/{s.checkpoint}: no tokenizer.json beside the shards: token strings left empty")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         metrics, table = measure_all(stats, W, b, ncc, mc, backend, profile=profile, cdnv_power=cdnv_power,
                                      decode=decode, table=per_token)
-    notes += [f"{s['model']}/{s['checkpoint']}: {' '.join(str(w.message).split())}" for w in caught]
+    notes += [f"{s.model}/{s.checkpoint}: {' '.join(str(w.message).split())}" for w in caught]
     metrics = {k: metrics.get(k) for k in keys}
     if table is not None and ids is not None:
         table["id"] = ids[torch.from_numpy(table["id"].to_numpy(copy=True))].numpy()
 
-    run_dir = Path(s["source"]["path"])
-    rec = run_metrics(run_dir, s.get("epoch")) if s["source"]["kind"] == "run" else {}
-    vp = s.get("val_pass", {})
+    run_dir = Path(s.source.path)
+    rec = run_metrics(run_dir, s.epoch) if s.source.kind == "run" else {}
+    vp = s.val_pass
     if rec:
         vl, va, ppl = rec.get("val_loss"), rec.get("val_acc"), rec.get("perplexity")
         if ppl is None and isinstance(vl, (int, float)):
             ppl = math.exp(vl)
     else:
-        vl, va, ppl = vp.get("loss"), vp.get("acc"), vp.get("perplexity")
-        if s["source"]["kind"] == "run":
-            notes.append(f"{s['model']}/{s['checkpoint']}: no metrics.jsonl record for epoch {s.get('epoch')}: "
+        vl, va, ppl = vp.loss, vp.acc, vp.perplexity
+        if s.source.kind == "run":
+            notes.append(f"{s.model}/{s.checkpoint}: no metrics.jsonl record for epoch {s.epoch}: "
                          "val_* from collect's val pass")
     row = {
-        "model": s["model"],
-        "checkpoint": s["checkpoint"],
-        "n_params": s.get("n_params"),
-        "layers": s.get("layers"),
-        "width": s.get("width"),
-        "epochs": s.get("epoch"),
-        "seed": s.get("seed"),
+        "model": s.model,
+        "checkpoint": s.checkpoint,
+        "n_params": s.n_params,
+        "layers": s.layers,
+        "width": s.width,
+        "epochs": s.epoch,
+        "seed": s.seed,
         "val_loss": vl,
         "val_acc": va,
         "perplexity": ppl,
         "profile": profile.value,
         **metrics,
-        "heads": s.get("heads"),
-        "context": s.get("context"),
+        "heads": s.heads,
+        "context": s.context,
         "min_count": mc,
         "cdnv_power": cdnv_power,
-        "exact": bool(s.get("options", {}).get("exact")),
-        "collect_val_loss": vp.get("loss"),
-        "train_tokens": s.get("passes", {}).get("train", {}).get("tokens"),
-        "val_tokens": s.get("passes", {}).get("val", {}).get("tokens"),
-        "model_fingerprint": s["model_fingerprint"],
+        "exact": bool(s.options.exact),
+        "collect_val_loss": vp.loss,
+        "train_tokens": s.pass_tokens("train"),
+        "val_tokens": s.pass_tokens("val"),
+        "model_fingerprint": s.model_fingerprint,
         "collect_dir": str(cdir),
     }
     if layout is not None and len(layout.slots) > 1:  # the head row of a per-layer collection
         row["layer"], row["head"] = layout.head_layer, True
         if layout.head_layer is None:
-            notes.append(f"{s['model']}/{s['checkpoint']}: the LM head's input is not any hidden_states[i]: "
+            notes.append(f"{s.model}/{s.checkpoint}: the LM head's input is not any hidden_states[i]: "
                          "its row has no layer")
     if ids is not None:
         row["classes"] = f"top:{int(ids.numel())}"

@@ -67,17 +67,17 @@ def collection_frame(cdir: str | Path, row: dict, table, entropy: ShardEntropy):
     Returns (DataFrame, notes)."""
     from lcfast.data.datadir import token_decoder
     from lcfast.metrics.per_class import per_class_frame
-    from lcfast.pipeline.collect.state import read_summary
+    from lcfast.pipeline.collect.summary import CollectSummary
 
-    s = read_summary(Path(cdir))
-    train = s.get("shards", {}).get("train")
+    s = CollectSummary.read(cdir)
+    train = s.shards.get("train")
     if not train:
         raise DataError(f"{cdir}: collect.json names no train shard (collected by an older lcfast?)")
-    h, sc = entropy.of(train["path"], train.get("fingerprint"))
+    h, sc = entropy.of(train.path, train.fingerprint)
     notes = []
-    decode = token_decoder(s.get("tokenizer"))
+    decode = token_decoder(s.tokenizer)
     df = per_class_frame(table, h, sc, decode)
-    collected = int(s.get("passes", {}).get("train", {}).get("tokens") or 0)
+    collected = int(s.pass_tokens("train") or 0)
     if collected and collected != int(sc.sum()):
         notes.append(f"{row['model']}/{row['checkpoint']}: the train pass covered {collected:,} of the shard's "
                      f"{int(sc.sum()):,} label positions (--max-tokens): per-class n < shard_count")

@@ -34,36 +34,72 @@ CLASSES_FILE = "classes.safetensors"
 F64_BYTES = 8
 
 
+@dataclass(frozen=True)
+class LayerChoice:
+    """`--layers all|i,j,k` parsed (its syntax; the range once the model is open: `resolve`):
+    `indices` sorted and distinct, None for every hidden state; `text` as given, for messages and
+    collect.json."""
+
+    text: str
+    indices: tuple[int, ...] | None
+
+    @classmethod
+    def parse(cls, spec: str | LayerChoice | None) -> LayerChoice | None:
+        if spec is None or isinstance(spec, LayerChoice):
+            return spec
+        s = str(spec).strip().lower()
+        if s == "all":
+            return cls(str(spec), None)
+        if not re.fullmatch(r"\d+(\s*,\s*\d+)*", s):
+            raise UsageError(f"--layers {spec}: expected 'all' or comma-separated hidden-state numbers "
+                             "(0 = the embeddings)")
+        return cls(str(spec), tuple(sorted({int(p) for p in s.split(",")})))
+
+    def resolve(self, n_hidden_states: int) -> list[int]:
+        """The hidden-state indices of a model with `n_hidden_states` (UsageError past its last)."""
+        top = n_hidden_states - 1
+        if self.indices is None:
+            return list(range(n_hidden_states))
+        if any(i > top for i in self.indices):
+            raise UsageError(f"--layers {self.text}: this model has hidden states 0..{top} "
+                             f"(0 = embeddings, {top} = the last layer)")
+        return list(self.indices)
+
+
+@dataclass(frozen=True)
+class ClassChoice:
+    """`--classes all|top:K` parsed: `top_k` K (None: every class); `text` as given."""
+
+    text: str
+    top_k: int | None
+
+    @classmethod
+    def parse(cls, spec: str | ClassChoice | None) -> ClassChoice | None:
+        if spec is None or isinstance(spec, ClassChoice):
+            return spec
+        if str(spec).strip().lower() == "all":
+            return cls(str(spec), None)
+        m = re.fullmatch(r"\s*top\s*:\s*(\d+)\s*", str(spec))
+        if not m or int(m.group(1)) < 1:
+            raise UsageError(f"--classes {spec}: expected 'all' or top:K with K ≥ 1 (keep the K most frequent classes)")
+        return cls(str(spec), int(m.group(1)))
+
+
 def parse_layers(spec: str | None, n_hidden_states: int | None) -> list[int]:
     """--layers all|i,j,k -> sorted distinct hidden-state indices in [0, n_hidden_states)
     (n_hidden_states None: check the syntax only)."""
-    if spec is None:
+    choice = LayerChoice.parse(spec)
+    if choice is None:
         return []
-    s = str(spec).strip().lower()
-    top = None if n_hidden_states is None else n_hidden_states - 1
-    if s == "all":
-        return [] if top is None else list(range(n_hidden_states))
-    if not re.fullmatch(r"\d+(\s*,\s*\d+)*", s):
-        raise UsageError(f"--layers {spec}: expected 'all' or comma-separated hidden-state numbers"
-                         f"{'' if top is None else f' 0..{top}'} (0 = the embeddings)")
-    out = sorted({int(p) for p in s.split(",")})
-    if top is None:
-        return out
-    bad = [i for i in out if i > top]
-    if bad:
-        raise UsageError(f"--layers {spec}: this model has hidden states 0..{top} "
-                         f"(0 = embeddings, {top} = the last layer)")
-    return out
+    if n_hidden_states is None:
+        return list(choice.indices or [])
+    return choice.resolve(n_hidden_states)
 
 
 def parse_classes(spec: str | None) -> int | None:
     """--classes all|top:K -> K (None for all)."""
-    if spec is None or str(spec).strip().lower() == "all":
-        return None
-    m = re.fullmatch(r"\s*top\s*:\s*(\d+)\s*", str(spec))
-    if not m or int(m.group(1)) < 1:
-        raise UsageError(f"--classes {spec}: expected 'all' or top:K with K ≥ 1 (keep the K most frequent classes)")
-    return int(m.group(1))
+    choice = ClassChoice.parse(spec)
+    return None if choice is None else choice.top_k
 
 
 def top_classes(counts, k: int) -> torch.Tensor:
@@ -172,7 +208,7 @@ class SlotLayout:
 # memory
 
 
-def slot_layout(model, layers: str | None, train_shard, T: int, C: int, d: int, top_k: int | None,
+def slot_layout(model, layers: LayerChoice | str | None, train_shard, T: int, C: int, d: int, top_k: int | None,
                 device: torch.device) -> SlotLayout:
     """Which statistics collect's train passes accumulate for `--layers` / `--classes top:K`
     (`top_k`), of a model with C classes and head width d, over windows of T tokens of `train_shard`
@@ -182,7 +218,8 @@ def slot_layout(model, layers: str | None, train_shard, T: int, C: int, d: int, 
     n_states = int(getattr(model, "n_hidden_states", 0) or 0)
     if layers is not None and n_states < 1:
         raise UsageError(f"--layers: {type(model).__name__} does not expose its hidden states")
-    chosen = parse_layers(layers, n_states) if layers is not None else []
+    layers = LayerChoice.parse(layers)
+    chosen = layers.resolve(n_states) if layers is not None else []
     class_ids = None
     if top_k is not None and top_k < C:
         class_ids = top_classes(train_shard.counts(), top_k)
@@ -288,5 +325,5 @@ def check_memory(layout: SlotLayout, *, exact: bool, covariance: bool, device: t
     )
 
 
-__all__ = ["SlotLayout", "slot_layout", "parse_layers", "parse_classes", "top_classes", "stats_bytes",
-           "available_bytes", "parse_size", "check_memory", "CLASSES_FILE", "human"]
+__all__ = ["SlotLayout", "slot_layout", "LayerChoice", "ClassChoice", "parse_layers", "parse_classes", "top_classes",
+           "stats_bytes", "available_bytes", "parse_size", "check_memory", "CLASSES_FILE", "human"]

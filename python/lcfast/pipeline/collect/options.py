@@ -1,10 +1,12 @@
 """The options of `lcfast collect` (one record: the CLI and the Python API build it, the passes read
-it), in a module of their own so that `run` and `passes` both import it and not each other."""
+it), in a module of their own so that `run` and `passes` both import it and not each other.
+`--layers` and `--classes` are parsed when the record is made (`LayerChoice`, `ClassChoice`)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from lcfast.pipeline.collect.layers import ClassChoice, LayerChoice
 from lcfast.pipeline.collect.parts import Part
 
 
@@ -24,7 +26,12 @@ class CollectOptions:
     part: Part | None = None  # `--shard i/n`: collect part i of n alone (array jobs), then `lcfast merge`
     context: int | None = None  # window length T (default: the model's max positions, at most 2048)
     dtype: str = "float32"  # parameters and activations of the forward; statistics stay float64
-    layers: str | None = None  # `--layers all|0,6,12`: also the class statistics of these hidden states
-    classes: str | None = None  # `--classes top:K`: class statistics of the K most frequent classes only
+    layers: LayerChoice | None = None  # `--layers all|0,6,12`: also the class statistics of these hidden states
+    classes: ClassChoice | None = None  # `--classes top:K`: class statistics of the K most frequent classes only
     max_memory: int | None = None  # bytes the statistics may use (default: what is free on the device)
     dist_timeout: float | None = None  # seconds a collective may wait under torchrun (lcfast.dist)
+
+    def __post_init__(self):
+        # parsed where the options are made (the CLI's edge, or a caller's): a string is taken too
+        self.layers = LayerChoice.parse(self.layers)
+        self.classes = ClassChoice.parse(self.classes)

@@ -192,8 +192,7 @@ def _open_job(src: ModelSource, out_dir: Path | None, opts: CollectOptions, mode
     from lcfast.pipeline.collect import layers as cl
 
     dtype = parse_dtype(opts.dtype)
-    top_k = cl.parse_classes(opts.classes)
-    cl.parse_layers(opts.layers, None)  # the syntax now; the range once the model is open
+    top_k = None if opts.classes is None else opts.classes.top_k  # (--layers: its range once the model is open)
     device = resolve_device(opts.device)
     out_dir = Path(out_dir) if out_dir is not None else default_out_dir(src)
     paths = DataDir.check(src.data_dir)
@@ -205,7 +204,7 @@ def _open_job(src: ModelSource, out_dir: Path | None, opts: CollectOptions, mode
     t_start = time.perf_counter()
     layout = cl.slot_layout(model, opts.layers, shards["train"], T, facts["n_classes"], facts["dim"], top_k, device)
     est = cl.check_memory(layout, exact=opts.exact, covariance=opts.covariance, device=device,
-                          budget=opts.max_memory, layers_flag=opts.layers)
+                          budget=opts.max_memory, layers_flag=opts.layers.text if opts.layers else None)
     # None: a state of the plain layout / of float32 has no such key, and must not have one
     layout_want = {"layout": None if layout.trivial else layout.key(),
                    "dtype": None if dtype == torch.float32 else dtype_name(dtype)}
@@ -440,7 +439,8 @@ def _summary(job: PassJob, results: dict[str, PassResult], kept: int) -> dict:
         "options": {"exact": opts.exact, "covariance": opts.covariance, "min_count": opts.min_count,
                     "batch_size": opts.batch_size, "max_tokens": opts.max_tokens, "device": str(job.device),
                     "backend": opts.backend, "skip_nonfinite": opts.skip_nonfinite, "dtype": dtype_name(job.dtype),
-                    "layers": opts.layers, "classes": opts.classes or "all"},
+                    "layers": opts.layers.text if opts.layers else None,
+                    "classes": opts.classes.text if opts.classes else "all"},
         "kept_classes": kept,
         **({} if job.layout.trivial else {"layout": job.layout.to_json()}),
         "stats_bytes": job.est,

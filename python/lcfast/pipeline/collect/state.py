@@ -15,7 +15,7 @@ import re
 from pathlib import Path
 
 from lcfast.errors import DataError
-from lcfast.io import check_meta, read_json, read_tensor_meta
+from lcfast.io import check_meta, read_tensor_meta
 
 STATE_VERSION = "1"
 COLLECT_JSON = "collect.json"
@@ -83,12 +83,3 @@ def interrupted_note(out_dir: Path, restart: bool = False, saved: bool = False, 
 
 __all__ = ["STATE_VERSION", "COLLECT_JSON", "PASS_FILES", "PASS_KINDS", "PART_RE", "part_path", "read_state_meta",
            "check_state", "read_progress", "interrupted_note"]
-
-
-def read_summary(cdir: Path) -> dict:
-    """The collect.json of a collect output dir, checked for the keys every reader needs."""
-    s = read_json(cdir / COLLECT_JSON, "collect summary")
-    for key in ("model", "checkpoint", "model_fingerprint", "files", "source"):
-        if key not in s:
-            raise DataError(f"{cdir / COLLECT_JSON}: missing {key!r} (not written by lcfast collect?)")
-    return s

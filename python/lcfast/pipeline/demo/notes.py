@@ -4,6 +4,10 @@ metrics are plotted and why, tracked against exact statistics, and the throughpu
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from lcfast.pipeline.collect.summary import CollectSummary
 
 
 def _spearman(x, y) -> tuple[float | None, float | None]:
@@ -162,14 +166,14 @@ def tracking_notes(runs_dir: Path, names: list[str], final_epochs: dict, df) -> 
             "shard: read them as a trajectory, the exact points as the measurement (README: tracked vs exact)."]
 
 
-def speed_summary(trained: dict[str, dict], collected: list[dict], workers: int) -> dict:
+def speed_summary(trained: dict[str, dict], collected: list[CollectSummary], workers: int) -> dict:
     """Throughputs for the report: training tokens/s per model; collection tokens/s and the cost of
     the statistics relative to the model forward (wall and, on CPU, CPU time), per pass kind."""
     train = {k: v.get("tokens_per_s") for k, v in sorted(trained.items())}
-    fresh = [s for s in collected if not s["passes"]["train"].get("reused")] or collected
+    fresh = [s for s in collected if not s.passes["train"].reused] or collected
 
     def tot(kind: str, key: str) -> float:
-        return sum(float(s["passes"][kind].get(key) or 0.0) for s in fresh if kind in s["passes"])
+        return sum(float(getattr(s.passes[kind], key) or 0.0) for s in fresh if kind in s.passes)
 
     tok = tot("train", "tokens") + tot("val", "tokens")
     wall = tot("train", "wall_s") + tot("val", "wall_s")

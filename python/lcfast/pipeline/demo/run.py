@@ -11,6 +11,7 @@ from pathlib import Path
 
 from lcfast.data.datadir import DataDir
 from lcfast.errors import UsageError
+from lcfast.pipeline.collect.summary import CollectSummary
 from lcfast.pipeline.demo.notes import (
     OVER_TRAINING,
     findings,
@@ -325,17 +326,18 @@ def _collect(d: _Demo, sweep: _Sweep, data_dir: Path) -> tuple[list[dict], list[
     tracked = _tracked_models(prof, sweep.grid)
     cjobs = [(str(sweep.runs_dir / n), "all" if g in tracked else "last", copts, progress and sweep.in_proc)
              for g, n in zip(sweep.grid, sweep.names)]
-    summaries: list[dict] = []
+    summaries: list[CollectSummary] = []
 
     def collect_done(i, res):
+        res = [CollectSummary.from_json(s) for s in res]
         summaries.extend(res)
         if progress:  # one short line per checkpoint (fits 80 columns)
             for s in res:
-                tr = s["passes"]["train"]
-                how = "reused" if tr.get("reused") else (
-                    f"{tr.get('tokens_per_s') or 0:,.0f} tok/s, class statistics {tr['stats_share_of_forward']:.1%} "
+                tr = s.passes["train"]
+                how = "reused" if tr.reused else (
+                    f"{tr.tokens_per_s or 0:,.0f} tok/s, class statistics {tr.stats_share_of_forward:.1%} "
                     "of the forward")
-                console.print(f"  {s['model']} {s['checkpoint']}: {how}", highlight=False)
+                console.print(f"  {s.model} {s.checkpoint}: {how}", highlight=False)
 
     # jobs whose collect.json is there are reruns: done in this process (they only check and reuse)
     todo = [i for i, (run, ck, _, _) in enumerate(cjobs) if not collected(Path(run), ck)]
@@ -351,7 +353,7 @@ def _collect(d: _Demo, sweep: _Sweep, data_dir: Path) -> tuple[list[dict], list[
     run_jobs(collect_job, [cjobs[i] for i in todo], [sweep.names[i] for i in todo], sweep.pool_for(len(todo)),
              d.say, "collect", collect_done, progress=progress,
              weights=[_cost(prof, sweep.grid[i]) * (sweep.grid[i][2] if cjobs[i][1] == "all" else 1) for i in todo])
-    d.log.reused["collect"] = all(all(p.get("reused") for p in s["passes"].values()) for s in summaries)
+    d.log.reused["collect"] = all(all(p.reused for p in s.passes.values()) for s in summaries)
     return summaries, tracked
 
 
