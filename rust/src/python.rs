@@ -541,6 +541,21 @@ fn is_val(text: &str, seed: u64, val_fraction: f64) -> bool {
     tokenize::is_val(text, seed, val_fraction)
 }
 
+/// `$body` with `$h` bound to `$obj` as a read-only 2-D numpy array of float32, or else of float64:
+/// one body for both element types (the `classstats` functions are generic over them, so each
+/// expansion calls its own instance); `$other` when `$obj` is neither.
+macro_rules! with_features {
+    ($obj:expr, |$h:ident| $body:block else $other:block) => {
+        if let Ok($h) = $obj.extract::<PyReadonlyArray2<'_, f32>>() {
+            $body
+        } else if let Ok($h) = $obj.extract::<PyReadonlyArray2<'_, f64>>() {
+            $body
+        } else {
+            $other
+        }
+    };
+}
+
 /// Fused per-class accumulation for ClassStats.update on CPU (rust/src/classstats.rs):
 /// for each row i, x = h[i] − refs[y[i]]; s1[y] += x; s2[y] += ‖x‖²; n[y] += 1; x_out[i] = x.
 /// h: float32 or float64 [B, d] C-contiguous; y int64 [B]; refs, s1 float64 [C, d]; s2, n float64 [C];
@@ -573,17 +588,7 @@ fn class_stats_accumulate(
         Some(x) => Some(x.as_slice_mut().map_err(|e| usage("x_out", &e))?),
         None => None,
     };
-    if let Ok(h) = h.extract::<PyReadonlyArray2<'_, f32>>() {
-        if h.shape()[1] != d {
-            return Err(usage(
-                "h",
-                &format!("has {} columns, refs {d}", h.shape()[1]),
-            ));
-        }
-        let h = h.as_slice().map_err(|e| usage("h", &e))?;
-        py.detach(|| classstats::accumulate(h, y, d, refs, s1, s2, n, xo, threads))
-            .py()
-    } else if let Ok(h) = h.extract::<PyReadonlyArray2<'_, f64>>() {
+    with_features!(h, |h| {
         if h.shape()[1] != d {
             return Err(usage(
                 "h",
@@ -595,7 +600,7 @@ fn class_stats_accumulate(
             .py()
     } else {
         Err(usage("h", &"must be a 2-D float32 or float64 numpy array"))
-    }
+    })
 }
 
 /// Whether every element of h (float32 or float64, C-contiguous) is finite with |h| ≤ 1e140
@@ -605,15 +610,12 @@ fn class_stats_accumulate(
 fn class_stats_rows_finite(py: Python<'_>, h: &Bound<'_, PyAny>, threads: usize) -> PyResult<bool> {
     let usage =
         |e: &dyn std::fmt::Display| to_py(Error::usage(format!("class_stats_rows_finite: h: {e}")));
-    if let Ok(h) = h.extract::<PyReadonlyArray2<'_, f32>>() {
-        let h = h.as_slice().map_err(|e| usage(&e))?;
-        Ok(py.detach(|| classstats::rows_finite(h, threads)))
-    } else if let Ok(h) = h.extract::<PyReadonlyArray2<'_, f64>>() {
+    with_features!(h, |h| {
         let h = h.as_slice().map_err(|e| usage(&e))?;
         Ok(py.detach(|| classstats::rows_finite(h, threads)))
     } else {
         Err(usage(&"must be a 2-D float32 or float64 numpy array"))
-    }
+    })
 }
 
 #[pymodule]
