@@ -195,7 +195,7 @@ it, a stepN first); None (the default "main") → refs/main, or the
             raise UsageError(f"{flag} hf:{repo}@{want}: ambiguous: the prefix of {len(hits)} cached commits "
                              f"({', '.join(r.commit[:12] for r in hits[:6])}); give more digits")
     spec = f"hf:{repo}@{rev}" if rev else f"hf:{repo}"
-    what = f"revision {want}" if rev else "no revision given and no 'main'"
+    what = f"no revision {want}" if rev else "no 'main' revision"
     fetch = f"huggingface-cli download {repo}" + (f" --revision {rev}" if rev else "")
     raise DataError(f"{flag} {spec}: {what} in the local Hugging Face cache {root} (cached: "
                     f"{describe_revisions(revs, want)}); lcfast never downloads: fetch it first, e.g. '{fetch}'"
