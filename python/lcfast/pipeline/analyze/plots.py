@@ -216,6 +216,22 @@ def step_axis(data: pd.DataFrame) -> pd.Series | None:
     return s if s.notna().any() else None
 
 
+def _step_ticks(axis, x: pd.Series) -> None:
+    """Step ticks that read plainly (0, 1k, 143k): the steps themselves when there are few, else 0
+    and the powers of ten in the range; no minor ticks (on a symlog axis they crowd step 0)."""
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
+
+    vals = sorted(set(float(v) for v in x))
+    if len(vals) > 8:
+        pos = [v for v in vals if v > 0]
+        lo = max(pos[0], 1.0) if pos else 1.0
+        vals = ([0.0] if vals[0] <= 0 else []) + [10.0**k for k in range(math.ceil(math.log10(lo)),
+                                                                         math.floor(math.log10(vals[-1])) + 1)]
+    axis.set_major_locator(FixedLocator(vals))
+    axis.set_major_formatter(FuncFormatter(lambda v, _pos=None: "0" if v == 0 else _count(v)))
+    axis.set_minor_locator(NullLocator())
+
+
 def _step_plot(data, steps, metric, scale, color, path: Path, notes: list[str]) -> bool:
     """`metric` against the training step, one line per model, on a log x axis; a step 0 (Pythia's
     initialisation) sits on the linear part of a symlog axis, linear up to the first positive step."""
@@ -248,6 +264,7 @@ def _step_plot(data, steps, metric, scale, color, path: Path, notes: list[str]) 
             ax.set_xlabel("training step (log scale)")
         else:
             ax.set_xlabel("training step")
+        _step_ticks(ax.xaxis, x)
         ys = pd.concat([g["y"] for _, g in groups])
         if scale == "log" and (ys > 0).all() and ys.max() / ys.min() >= 30:
             ax.set_yscale("log")
@@ -447,7 +464,8 @@ def _depth_plot(depth: pd.DataFrame, metric: str, path: Path) -> bool:
 
             sm = ScalarMappable(norm=by_step[1], cmap=by_step[0])
             sm.set_array([])
-            fig.colorbar(sm, ax=ax, label="training step" + (" (symlog)" if by_step[2] else " (log)"))
+            cb = fig.colorbar(sm, ax=ax, label="training step" + (" (symlog)" if by_step[2] else " (log)"))
+            _step_ticks(cb.ax.yaxis, pd.Series([float(g["step"].iloc[0]) for _, g in groups]))
         if len(groups) <= 12:
             ax.legend(fontsize=7, loc="best")
         if (frame["y"] > 0).all() and frame["y"].max() / max(frame["y"].min(), 1e-300) > 20:
@@ -458,8 +476,11 @@ def _depth_plot(depth: pd.DataFrame, metric: str, path: Path) -> bool:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("layer (hidden state; 0 = embeddings)")
         ax.set_ylabel(metric)
-        ax.set_title(f"{metric} through depth — " + (groups[0][0] if len(groups) == 1 else f"{len(groups)} models"),
-                     fontsize=9)
+        if by_step and len({n.rsplit("/", 1)[0] for n, _ in groups}) == 1:
+            who = f"{groups[0][0].rsplit('/', 1)[0]}, {len(groups)} steps"
+        else:
+            who = groups[0][0] if len(groups) == 1 else f"{len(groups)} models"
+        ax.set_title(f"{metric} through depth — {who}", fontsize=9)
         ax.grid(alpha=0.3)
         _save_fig(fig, path)
     finally:
