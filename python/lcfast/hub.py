@@ -175,7 +175,7 @@ it, a stepN first); None (the default "main") → refs/main, or the
     root = hub_repo_dir(repo, kind, flag)
     if not root.is_dir():
         return None
-    if rev is not None and not _REV_RE.match(rev):
+    if rev is not None and (not _REV_RE.match(rev) or any(p in (".", "..") for p in rev.split("/"))):
         raise UsageError(f"{flag} hf:{repo}@{rev}: not a revision name (a branch, tag or commit hash)")
     revs = cached_revisions(repo, kind, flag)
     want = rev or "main"
