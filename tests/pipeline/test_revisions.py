@@ -96,6 +96,22 @@ def test_at_revision_loads_its_weights(hub, tiny_bpe_tokenizer):
     assert cached_revisions(REPO)[2].refs == ("main", "step2000")
 
 
+def test_cache_reads_as_the_hub_client_reads_it(hub):
+    """The test cache is what huggingface_hub itself reads as one (its scanner and its cache lookup,
+    offline), and lcfast resolves every revision to the snapshot the hub client gives."""
+    huggingface_hub = pytest.importorskip("huggingface_hub")
+    from lcfast.hub import cached_revisions, resolve_revision
+
+    info = huggingface_hub.scan_cache_dir(hub["cache"])
+    (repo,) = [r for r in info.repos if r.repo_id == REPO]
+    theirs = {r.commit_hash: (sorted(r.refs), Path(r.snapshot_path)) for r in repo.revisions}
+    ours = {r.commit: (list(r.refs), r.path) for r in cached_revisions(REPO)}
+    assert ours == theirs
+    for rev in ["step0", "step1000", "step2000", "main", hub["commits"]["orphan"]]:
+        got = huggingface_hub.try_to_load_from_cache(REPO, "config.json", cache_dir=hub["cache"], revision=rev)
+        assert isinstance(got, str) and Path(got).parent == resolve_revision(REPO, rev).path, rev
+
+
 def _measure(coll: Path, out: Path) -> pd.DataFrame:
     code, err = cli(["measure", coll, "--out", out, "--no-progress", "--context-orders", "0"])
     assert code == 0, err
