@@ -565,6 +565,8 @@ def _collect_sources(srcs, checkpoint, out, opts, console, progress, on_save, on
 
             done = done_before(src, where, opts)
             if done is not None:
+                if console is not None and progress and dist.rank() == 0:
+                    console.print(f"{src.name} {src.checkpoint}: collected before in {where}, skipped", highlight=False)
                 res.append(done)
                 continue
         saved: set[str] = set()  # passes that saved a state in this run (what a --restart may name)
