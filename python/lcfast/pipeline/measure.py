@@ -17,11 +17,11 @@ kept classes (`classes` column; per-token ids are token ids).
 
 A row holds model, checkpoint, n_params, layers, width, epochs (the checkpoint's epoch), seed,
 val_loss, val_acc, perplexity (from the run's metrics.jsonl for that epoch; for a transformers
-checkpoint, from collect's own val pass; a model from the hub cache adds `revision` and `step`
-after `checkpoint`: the revision as named and N of a stepN revision), `profile`, and every metric key of that profile
+checkpoint, from collect's own val pass), `profile`, and every metric key of that profile
 (docs/metrics.md): the canonical keys, or with `profile="paper"` the columns of the paper's own
 tables under its names and definitions (such rows can be appended to the paper's lc-2024_10_24
-table; `lcfast analyze` pools them with it).
+table; `lcfast analyze` pools them with it). A model from the hub cache adds `revision` and `step`
+after `checkpoint`: the revision as named, and N of a stepN revision (else empty).
 """
 
 from __future__ import annotations
