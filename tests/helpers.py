@@ -257,6 +257,37 @@ def save_hf_model(arch: str, folder: Path, tokenizer_json: Path, seed: int = 0):
     return model
 
 
+def save_hub_model(cache: Path, repo: str, arch: str, tokenizer_json: Path, revisions: dict[str, int],
+                   refs: dict[str, str] | None = None, commits: dict[str, str] | None = None) -> dict[str, str]:
+    """A model's revisions in a local Hugging Face hub cache, laid out as huggingface_hub writes them:
+    models--ORG--NAME/blobs/<sha256> (the files), snapshots/<commit>/<file> (relative links into
+    blobs/), refs/<revision> (the commit, no newline). `revisions`: {revision: seed of its tiny
+    random `arch` model}; `refs`: more refs {name: revision} (main → the last step, as on the hub);
+    `commits`: the commit of a revision (default: a hash of its name). Returns {revision: commit}."""
+    root = cache / f"models--{repo.replace('/', '--')}"
+    (root / "blobs").mkdir(parents=True, exist_ok=True)
+    out = {}
+    for rev, seed in revisions.items():
+        commit = (commits or {}).get(rev) or hashlib.sha1(f"{repo}@{rev}".encode()).hexdigest()
+        tmp = root / ".tmp" / rev
+        save_hf_model(arch, tmp, tokenizer_json, seed=seed)
+        snap = root / "snapshots" / commit
+        snap.mkdir(parents=True, exist_ok=True)
+        for f in sorted(tmp.iterdir()):
+            data = f.read_bytes()
+            blob = root / "blobs" / hashlib.sha256(data).hexdigest()
+            blob.write_bytes(data)
+            (snap / f.name).symlink_to(Path("..") / ".." / "blobs" / blob.name)
+        shutil.rmtree(tmp)
+        out[rev] = commit
+    shutil.rmtree(root / ".tmp", ignore_errors=True)
+    for name, rev in {**{r: r for r in revisions}, **(refs or {})}.items():
+        ref = root / "refs" / name
+        ref.parent.mkdir(parents=True, exist_ok=True)
+        ref.write_text(out[rev])
+    return out
+
+
 # -- NC tracking in training loops (lcfast.NCTracker) --------------------------------------------------
 #: vocabulary, batch and window of the tracker tests (tests/pipeline/test_nc_*.py)
 V, B, T = 40, 3, 12

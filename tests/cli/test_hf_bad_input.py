@@ -17,7 +17,7 @@ import pytest
 
 pytest.importorskip("transformers")
 
-from helpers import assert_bad_input, make_docs, make_tiny, save_hf_model  # noqa: E402
+from helpers import assert_bad_input, make_docs, make_tiny, save_hf_model, save_hub_model  # noqa: E402
 
 COLLECT = ["--device", "cpu", "--no-progress", "--context", "32", "--max-tokens", "128"]
 
@@ -28,7 +28,76 @@ def base(tmp_path_factory, tiny_shards, tiny_bpe_tokenizer):
     root = tmp_path_factory.mktemp("hf_bad_input")
     save_hf_model("llama", root / "llama", tiny_bpe_tokenizer, seed=0)
     shutil.copytree(tiny_shards, root / "data")
+    # a training history in a hub cache (copied into each case's HF_HUB_CACHE): step0 and step1000,
+    # no main; their commits share the prefix abcd
+    save_hub_model(root / "hub_hist", "someone/hist", "gpt_neox", tiny_bpe_tokenizer, {"step0": 0, "step1000": 1},
+                   commits={"step0": "abcd" + "0" * 36, "step1000": "abcd" + "1" * 36})
     return root
+
+
+def _history(w, base):
+    shutil.copytree(base / "hub_hist", w / "hub", symlinks=True)
+
+
+def case_hf_revision_not_cached(w, base):
+    _history(w, base)
+    return ["collect", "hf:someone/hist@step1500", "--data", base / "data", "--out", w / "c", *COLLECT], 1, \
+        f"MODEL hf:someone/hist@step1500: no revision step1500 in the local Hugging Face cache " \
+        f"{w / 'hub' / 'models--someone--hist'} (cached: step0, step1000); lcfast never downloads: fetch it first, " \
+        "e.g. 'huggingface-cli download someone/hist --revision step1500'"
+
+
+def case_hf_no_main_revision(w, base):
+    _history(w, base)
+    return ["collect", "hf:someone/hist", "--data", base / "data", "--out", w / "c", *COLLECT], 1, \
+        "MODEL hf:someone/hist: no 'main' revision in the local Hugging Face cache"
+
+
+def case_hf_revision_ambiguous(w, base):
+    _history(w, base)
+    return ["collect", "hf:someone/hist@abcd", "--data", base / "data", "--out", w / "c", *COLLECT], 2, \
+        "MODEL hf:someone/hist@abcd: ambiguous: the prefix of 2 cached commits (abcd00000000, abcd11111111); " \
+        "give more digits"
+
+
+def case_hf_revision_malformed(w, base):
+    _history(w, base)
+    return ["collect", "hf:someone/hist@../../x", "--data", base / "data", "--out", w / "c", *COLLECT], 2, \
+        "MODEL hf:someone/hist@../../x: not a revision name (a branch, tag or commit hash)"
+
+
+def case_revisions_not_hub(w, base):
+    return ["collect", base / "llama", "--revisions", "all", "--data", base / "data", "--out", w / "c", *COLLECT], 2, \
+        "--revisions all: only for hf:ORG/NAME models from the local Hugging Face cache"
+
+
+def case_revisions_with_at(w, base):
+    _history(w, base)
+    return ["collect", "hf:someone/hist@step0", "--revisions", "all", "--data", base / "data", "--out", w / "c",
+            *COLLECT], 2, "--revisions all: MODEL hf:someone/hist@step0 already names a revision; drop '@step0' or " \
+                          "--revisions"
+
+
+def case_revisions_invalid(w, base):
+    _history(w, base)
+    return ["collect", "hf:someone/hist", "--revisions", "step0,,step1000", "--data", base / "data", "--out", w / "c",
+            *COLLECT], 2, "--revisions step0,,step1000: expected 'all' or comma-separated revisions"
+
+
+def case_revisions_missing_one(w, base):
+    _history(w, base)
+    return ["collect", "hf:someone/hist", "--revisions", "step0,step9", "--data", base / "data", "--out", w / "c",
+            *COLLECT], 1, "MODEL hf:someone/hist@step9: no revision step9 in the local Hugging Face cache"
+
+
+def case_revisions_none_complete(w, base):
+    _history(w, base)
+    for snap in (w / "hub" / "models--someone--hist" / "snapshots").iterdir():  # config.json fetched alone
+        for f in snap.iterdir():
+            if f.name != "config.json":
+                f.unlink()
+    return ["collect", "hf:someone/hist", "--revisions", "all", "--data", base / "data", "--out", w / "c",
+            *COLLECT], 1, "MODEL hf:someone/hist: no cached revision holds a complete model (config.json + weights)"
 
 
 def case_hf_model_not_cached(w, base):

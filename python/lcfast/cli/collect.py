@@ -16,9 +16,13 @@ def collect(
     *,
     run: str = typer.Argument(..., metavar="MODEL",
                               help="A `lcfast train` run dir, a transformers causal-LM folder (config.json + "
-                                   "safetensors), or hf:ORG/NAME from the local Hugging Face cache."),
+                                   "safetensors), or hf:ORG/NAME[@REV] from the local Hugging Face cache."),
     checkpoint: str = typer.Option("last", "--checkpoint", "-c",
                                    help="Epoch K, 'last' or 'all' (every epoch: NC over training)."),
+    revisions: str | None = typer.Option(None, "--revisions",
+                                         help="hf:ORG/NAME only: 'all' or step1000,step2000 — each revision in the "
+                                              "local Hugging Face cache in turn, into OUT/<revision>/ (a training "
+                                              "history; done ones skipped on a rerun)."),
     data: Path | None = typer.Option(None, "--data",
                                      help="Tokenized data dir (train/val shards + tokenizer.json); "
                                           "default: the run's."),
@@ -83,7 +87,7 @@ def collect(
     console = Console(stderr=True)
     with one_line_warnings():
         summaries = do_collect(run, checkpoint=checkpoint, data=data, out=out, opts=opts, console=console,
-                               progress=progress)
+                               progress=progress, revisions=revisions)
     if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 reports
         return
     if json_out:

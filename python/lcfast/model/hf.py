@@ -59,15 +59,26 @@ def dtype_name(dtype: torch.dtype) -> str:
 
 
 def resolve_hub_model(repo: str, flag: str = "MODEL") -> Path:
-    """`hf:ORG/NAME` -> its snapshot folder in the local hub cache (never downloads)."""
-    snap = hub_snapshot(repo, "model", flag)
-    if snap is None or not (snap / "config.json").is_file():
+    """`hf:ORG/NAME[@REV]` -> its snapshot folder in the local hub cache (never downloads)."""
+    return resolve_hub_revision(repo, flag).path
+
+
+def resolve_hub_revision(repo: str, flag: str = "MODEL"):
+    """`hf:ORG/NAME[@REV]` -> its `lcfast.hub.CachedRevision` in the local hub cache, a model (its
+    snapshot has config.json); DataError when the cache does not hold it (never downloads)."""
+    from lcfast.hub import resolve_revision
+
+    name, _, rev = repo.partition("@")
+    found = resolve_revision(name, rev or None, "model", flag)
+    if found is None or not (found.path / "config.json").is_file():
         where = hub_cache_dir()
+        extra = f" --revision {rev}" if rev else ""
+        held = "" if found is None else f" (its snapshot {found.path} has no config.json)"
         raise DataError(
-            f"{flag} hf:{repo}: not in the local Hugging Face cache {where} (lcfast never downloads: fetch it first, "
-            f"e.g. 'huggingface-cli download {repo.partition('@')[0]}', or set HF_HUB_CACHE / HF_HOME)"
+            f"{flag} hf:{repo}: not in the local Hugging Face cache {where}{held} (lcfast never downloads: fetch it "
+            f"first, e.g. 'huggingface-cli download {name}{extra}', or set HF_HUB_CACHE / HF_HOME)"
         )
-    return snap
+    return found
 
 
 # --------------------------------------------------------------------------------------------
@@ -500,5 +511,5 @@ def load_hf_causal_lm(path: str | os.PathLike, dtype: torch.dtype = torch.float3
 
 
 __all__ = ["HFCausalLM", "load_hf_causal_lm", "require", "parse_dtype", "dtype_name", "hub_cache_dir",
-           "datasets_cache_dir", "hub_snapshot", "resolve_hub_model", "offline", "max_positions", "DTYPES",
-           "MAX_DEFAULT_CONTEXT", "HF_EXTRA", "non_causal_reason", "check_causal"]
+           "datasets_cache_dir", "hub_snapshot", "resolve_hub_model", "resolve_hub_revision", "offline",
+           "max_positions", "DTYPES", "MAX_DEFAULT_CONTEXT", "HF_EXTRA", "non_causal_reason", "check_causal"]

@@ -1,5 +1,6 @@
 """Where the model to measure comes from: a `lcfast train` run (one of its epochs), a local
-transformers folder (config.json + weights), or `hf:ORG/NAME` from the local Hugging Face hub cache.
+transformers folder (config.json + weights), or `hf:ORG/NAME[@REV]` from the local Hugging Face hub cache
+(`--revisions all|A,B`: several cached revisions of it, a training history such as Pythia's stepN).
 
 `resolve_sources` turns a MODEL argument into `ModelSource`s, `load_source` opens one — lcfast's
 own GPT-Neo (runs, and transformers GPT-Neo folders: the fast path, no transformers needed) or any
@@ -32,10 +33,19 @@ class ModelSource:
     data_dir: Path
     run_config: dict = field(default_factory=dict)
     repo: str | None = None  # "ORG/NAME" for a model from the hub cache
+    revision: str | None = None  # the hub cache's revision of it: a ref (main, step1000) or a commit hash
+    commit: str | None = None  # the commit hash of that revision (its snapshot folder's name)
 
     @property
     def name(self) -> str:
         return self.repo.replace("/", "--") if self.repo else self.path.name
+
+    @property
+    def spec(self) -> str:
+        """The MODEL argument that names this source: hf:ORG/NAME@REV for the hub cache, else the path."""
+        if not self.repo:
+            return str(self.path)
+        return HF_PREFIX + self.repo + (f"@{self.revision}" if self.revision and self.revision != "main" else "")
 
 
 def _read_json(path: Path) -> dict:
@@ -71,16 +81,19 @@ def run_epochs(run_dir: Path) -> list[int]:
 
 
 def resolve_sources(run: str | Path, checkpoint: str | int = "last", data: str | Path | None = None,
-                    need_data: bool = True) -> list[ModelSource]:
-    """Turn a MODEL argument (run dir, transformers dir or hf:ORG/NAME) and --checkpoint/--data into
-    the checkpoints to collect. need_data=False: only the model is wanted (`data_dir` may then be
-    unset: a run's recorded data dir, or ".")."""
-    repo = None
+                    need_data: bool = True, revisions: str | None = None) -> list[ModelSource]:
+    """Turn a MODEL argument (run dir, transformers dir or hf:ORG/NAME[@REV]) and --checkpoint/--data
+    into the checkpoints to collect. need_data=False: only the model is wanted (`data_dir` may then be
+    unset: a run's recorded data dir, or "."). `revisions` ("all" or "A,B,…", hf: models only): one
+    source per cached revision (`hub_revision_sources`)."""
+    repo = rev = None
+    if revisions is not None:
+        return hub_revision_sources(str(run), revisions, checkpoint, data, need_data)
     if str(run).startswith(HF_PREFIX):
-        from lcfast.model.hf import resolve_hub_model
+        from lcfast.model.hf import resolve_hub_revision
 
-        repo = str(run)[len(HF_PREFIX):]
-        path = resolve_hub_model(repo)
+        rev = resolve_hub_revision(str(run)[len(HF_PREFIX):])
+        repo, path = str(run)[len(HF_PREFIX):].partition("@")[0], rev.path
     else:
         path = Path(run)
     if not path.exists():
@@ -126,11 +139,79 @@ def resolve_sources(run: str | Path, checkpoint: str | int = "last", data: str |
         if ck not in ("last", "all"):
             raise UsageError(f"--checkpoint {checkpoint}: {run} is a single transformers checkpoint (use last)")
         cfg = _read_json(path / "config.json")
-        return [ModelSource("hf", path, "model", None, Path(data if data is not None else "."), cfg, repo=repo)]
+        # a revision named with @REV is the checkpoint's name (its own collect folder in a sweep); plain
+        # hf:ORG/NAME keeps "model", as before revisions
+        named = rev is not None and "@" in str(run)
+        return [ModelSource("hf", path, revision_dir_name(rev.name) if named else "model", None,
+                            Path(data if data is not None else "."), cfg, repo=repo,
+                            revision=rev.name if rev else None, commit=rev.commit if rev else None)]
     raise UsageError(
         f"MODEL {path}: neither a lcfast train run (config.json + checkpoints/) "
         "nor a transformers model folder (config.json + model.safetensors)"
     )
+
+
+def revision_dir_name(revision: str) -> str:
+    """A revision as a checkpoint (and folder) name: refs/pr/1 → refs--pr--1; step1000 as it is."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", revision.replace("/", "--"))
+
+
+def hub_revision_sources(run: str, revisions: str, checkpoint: str | int = "last", data: str | Path | None = None,
+                         need_data: bool = True) -> list[ModelSource]:
+    """`MODEL hf:ORG/NAME --revisions all|A,B,…`: one source per cached revision, each checkpoint
+    named by its revision (`revision_dir_name`). "all": every revision the local hub cache holds a
+    complete model of (config.json + weights), one per commit, steps in order (stepN by N, then other
+    refs, then bare commits: `lcfast.hub.cached_revisions`); snapshots without weights are left out,
+    said in a warning. A list: those revisions in that order, each resolved as hf:ORG/NAME@REV (a
+    revision named twice, or two names of one commit, once). Nothing is downloaded: a revision the
+    cache does not hold is a DataError naming those it does."""
+    from lcfast.hub import cached_revisions, describe_revisions, hub_cache_dir
+
+    spec = str(revisions).strip()
+    if not str(run).startswith(HF_PREFIX):
+        raise UsageError(f"--revisions {spec}: only for hf:ORG/NAME models from the local Hugging Face cache "
+                         f"(MODEL {run}; the epochs of a lcfast train run: --checkpoint all)")
+    repo = str(run)[len(HF_PREFIX):]
+    if "@" in repo:
+        raise UsageError(f"--revisions {spec}: MODEL {run} already names a revision; drop '@"
+                         f"{repo.partition('@')[2]}' or --revisions")
+    if str(checkpoint).strip().lower() not in ("last", "all"):
+        raise UsageError(f"--checkpoint {checkpoint}: not with --revisions (each revision is one checkpoint)")
+    if spec.lower() == "all":
+        revs = cached_revisions(repo)
+        if not revs:
+            from lcfast.model.hf import resolve_hub_revision
+
+            resolve_hub_revision(repo)  # the not-cached error, as for hf:ORG/NAME alone
+        complete = [r for r in revs if is_hf_dir(r.path)]
+        if not complete:
+            raise DataError(f"MODEL {run}: no cached revision holds a complete model (config.json + weights) in "
+                            f"{hub_cache_dir()} (snapshots: {describe_revisions(revs)}); fetch one first")
+        if len(complete) < len(revs):
+            import warnings
+
+            from lcfast.errors import LcfastWarning
+
+            left = [r.name for r in revs if r not in complete]
+            warnings.warn(f"--revisions all: {len(left)} cached revision(s) of {repo} without config.json and "
+                          f"weights left out: {', '.join(left[:8])}{', …' if len(left) > 8 else ''}",
+                          LcfastWarning, stacklevel=2)
+        runs = [(r, f"{run}@{r.name}") for r in complete]
+    else:
+        names = [n.strip() for n in spec.split(",")]
+        if not spec or any(not n for n in names):
+            raise UsageError(f"--revisions {spec}: expected 'all' or comma-separated revisions (step1000,step2000)")
+        from lcfast.model.hf import resolve_hub_revision
+
+        runs = [(resolve_hub_revision(f"{repo}@{n}"), f"{run}@{n}") for n in names]
+    out, seen = [], set()
+    for r, label in runs:
+        if r.commit in seen:
+            continue
+        seen.add(r.commit)
+        (src,) = resolve_sources(label, "last", data, need_data)
+        out.append(src)
+    return out
 
 
 def _parse_epoch(ck: str) -> int:
@@ -197,12 +278,14 @@ def model_facts(model, src: ModelSource) -> dict:
     accepts (None when its config does not say)."""
     tr = src.run_config.get("train") if isinstance(src.run_config.get("train"), dict) else {}
     W = model.lm_head_weight
+    rev = revision_facts(src)
     if hasattr(model, "hf"):  # a transformers model
-        return {"n_params": int(model.n_params()), "layers": model.n_layers, "width": model.width,
+        return {**rev, "n_params": int(model.n_params()), "layers": model.n_layers, "width": model.width,
                 "heads": model.heads, "context": model.max_context, "seed": None,
                 "n_classes": int(W.shape[0]), "dim": int(W.shape[1]), "model_type": src.run_config.get("model_type")}
     c = model.config
     return {
+        **rev,
         "n_params": int(model.n_params()),
         "layers": int(c.layers),
         "width": int(c.width),
@@ -212,6 +295,17 @@ def model_facts(model, src: ModelSource) -> dict:
         "n_classes": int(c.vocab_size),
         "dim": int(c.width),
     }
+
+
+def revision_facts(src: ModelSource) -> dict:
+    """{revision, commit, step} of a model from the hub cache ({} otherwise): the revision as named
+    (a ref such as main or step1000, or a commit hash), its commit, and N of a `stepN` revision
+    (None for other names) — a training history's x axis."""
+    if not src.repo:
+        return {}
+    from lcfast.hub import parse_step
+
+    return {"revision": src.revision, "commit": src.commit, "step": parse_step(src.revision)}
 
 
 def tokenizer_fingerprint_of(src: ModelSource) -> str | None:
@@ -258,7 +352,7 @@ def check_compat(model, src: ModelSource, shards: dict) -> list[str]:
             if src.kind == "run":
                 whose = f"{src.path} was trained with ({want[:12]})"
             else:
-                flag = HF_PREFIX + src.repo if src.repo else str(src.path)
+                flag = src.spec
                 whose = f"of {src.path / 'tokenizer.json'} ({want[:12]}); tokenize with --tokenizer {flag}"
             raise DataError(f"{shard.path}: tokenizer mismatch: the shard's tokenizer ({got[:12]}) "
                             f"is not the one {whose}")
@@ -270,5 +364,6 @@ def check_compat(model, src: ModelSource, shards: dict) -> list[str]:
     return []
 
 
-__all__ = ["ModelSource", "is_run_dir", "is_hf_dir", "run_epochs", "resolve_sources", "load_source", "uses_fast_path",
+__all__ = ["ModelSource", "is_run_dir", "is_hf_dir", "run_epochs", "resolve_sources", "hub_revision_sources",
+           "revision_dir_name", "revision_facts", "load_source", "uses_fast_path",
            "model_head", "model_facts", "check_compat", "tokenizer_fingerprint_of", "HF_PREFIX"]

@@ -20,7 +20,8 @@ val_loss, val_acc, perplexity (from the run's metrics.jsonl for that epoch; for 
 checkpoint, from collect's own val pass), `profile`, and every metric key of that profile
 (docs/metrics.md): the canonical keys, or with `profile="paper"` the columns of the paper's own
 tables under its names and definitions (such rows can be appended to the paper's lc-2024_10_24
-table; `lcfast analyze` pools them with it).
+table; `lcfast analyze` pools them with it). A model from the hub cache adds `revision` and `step`
+after `checkpoint`: the revision as named, and N of a stepN revision (else empty).
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
 def _epoch_key(p: Path) -> tuple:
-    m = re.match(r"^epoch_(\d+)$", p.name)
+    m = re.match(r"^(?:epoch_|step)(\d+)$", p.name)  # epochs of a run, the stepN revisions of a sweep: in order
     return (0, int(m.group(1))) if m else (1, p.name)
 
 
@@ -70,7 +71,7 @@ def find_collections(paths: Iterable[str | Path]) -> list[Path]:
         if (p / COLLECT_JSON).is_file():
             here.append(p)
         else:
-            for base in [p] + sorted(d for d in p.iterdir() if d.is_dir()):
+            for base in [p] + sorted((d for d in p.iterdir() if d.is_dir()), key=_epoch_key):
                 cdir = base / "collect"
                 if cdir.is_dir():
                     here.extend(sorted((d for d in cdir.iterdir() if (d / COLLECT_JSON).is_file()), key=_epoch_key))
@@ -325,7 +326,22 @@ def measure_collection(
                          "its row has no layer")
     if ids is not None:
         row["classes"] = f"top:{int(ids.numel())}"
+    if s.revision is not None:  # a hub model's revision (a training history): beside the checkpoint
+        row = with_revision(row, s.revision)
     return row, table, notes
+
+
+def with_revision(row: dict, rev: str) -> dict:
+    """`row` with `revision` (the hub cache's revision as named: main, step1000, a commit hash) and
+    `step` (N of a stepN revision, else empty) right after `checkpoint`, from collect.json."""
+    from lcfast.hub import parse_step
+
+    out = {}
+    for k, v in row.items():
+        out[k] = v
+        if k == "checkpoint":
+            out["revision"], out["step"] = rev, parse_step(rev)
+    return out
 
 
 def output_name(row: dict) -> str:
@@ -431,6 +447,8 @@ def _measure_into(st, cdirs, out: Path, *, min_count, cdnv_power, backend, devic
         if pbar is not None:
             pbar.stop()
     df = pd.DataFrame(rows)
+    if "step" in df.columns:  # an integer column with gaps (rows of other models, revisions not named stepN)
+        df["step"] = pd.to_numeric(df["step"], errors="coerce").astype("Int64")
     if "layer" in df.columns:  # one row per (model, checkpoint, layer): the layer beside the checkpoint
         df["layer"] = df["layer"].astype("Int64")
         df = df[["model", "checkpoint", "layer"] + [c for c in df.columns if c not in ("model", "checkpoint", "layer")]]

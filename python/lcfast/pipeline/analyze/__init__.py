@@ -15,7 +15,10 @@ some model has several checkpoints). When a row's collection lies in a run train
 exists), the epoch plots draw that run's tracked curve (x = epoch as a fraction) with the exact
 points of its collected checkpoints on it (then one exact checkpoint is enough). Tables of
 `collect --layers` collections (a `layer` column) give `depth_<metric>.png`: each metric against
-the layer, one line per model; their correlations use the LM-head rows only (`head` True).
+the layer, one line per model; their correlations use the LM-head rows only (`head` True). Rows
+of a training history (`collect hf:ORG/NAME --revisions`: a `step` column) give `steps_<metric>.png`,
+each metric against the step on a log axis (symlog when step 0 is there: linear up to the first
+positive step, said in a note), and their depth lines are coloured by step.
 
 Like with like (docs/metrics.md): a column pools rows of several tables only where its definition
 is the same in each. Paper columns are renamed to canonical keys where they are the same quantity

@@ -17,7 +17,7 @@ META_COLUMNS = {
     "model", "checkpoint", "source", "run", "path", "name", "n_params", "params", "layers",
     "width", "heads", "context", "vocab_size", "dim", "epochs", "epoch", "seed", "step", "steps",
     "lr", "batch_size", "tokens", "train_tokens", "val_tokens", "variant", "cdnv_power", "exact",
-    "layer", "head",
+    "layer", "head", "revision", "commit",
 }
 OUTCOME_COLUMNS = {"val_loss", "val_acc", "perplexity", "train_loss", "train_acc", "val_ppl", "collect_val_loss"}
 # Bookkeeping counts, not collapse metrics (hits/misses and matches/misses become hit rates).

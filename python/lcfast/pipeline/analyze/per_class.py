@@ -156,7 +156,13 @@ def summary_lines(view: dict) -> list[str]:
     pos = [r for r in fin.itertuples() if _shows(r.spearman_rho, r.p_value) and r.spearman_rho > 0]
     neg = [r for r in fin.itertuples() if _shows(r.spearman_rho, r.p_value) and r.spearman_rho < 0]
     none = len(fin) - len(pos) - len(neg)
-    rhos = ", ".join(f"{r.model} ρ = {r.spearman_rho:+.2f} (p = {_p(r.p_value)}, {r.n} classes)"
+    # a model with several rows here (the revisions of a training history): each named with its checkpoint
+    twice = set(fin["model"][fin["model"].duplicated()])
+
+    def name(r) -> str:
+        return f"{r.model}/{r.checkpoint}" if r.model in twice else str(r.model)
+
+    rhos = ", ".join(f"{name(r)} ρ = {r.spearman_rho:+.2f} (p = {_p(r.p_value)}, {r.n} classes)"
                      for r in fin.itertuples())
     lines = [f"Spearman ρ between a class's context entropy (order {HEADLINE_ORDER}) and its CDNV to the nearest "
              f"class mean, per model: {rhos}."]
@@ -196,7 +202,7 @@ def summary_lines(view: dict) -> list[str]:
     other = other.sort_values(["n_params", "epochs", "model"], kind="stable")
     if len(other):
         lines.append("With σ²_c / Tr Σ_B as the variability instead (no nearest-neighbour distance): ρ "
-                     + ", ".join(f"{r.spearman_rho:+.2f} ({r.model})" for r in other.itertuples()) + ".")
+                     + ", ".join(f"{r.spearman_rho:+.2f} ({name(r)})" for r in other.itertuples()) + ".")
     return lines
 
 

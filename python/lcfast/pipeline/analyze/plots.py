@@ -199,9 +199,86 @@ def epoch_axis(data: pd.DataFrame) -> pd.Series | None:
         e = pd.to_numeric(ck, errors="coerce")
         if e.isna().all():  # e.g. "epoch-3", "checkpoint_7"
             e = pd.to_numeric(ck.astype(str).str.extract(r"(\d+)(?!.*\d)")[0], errors="coerce")
+        steps = step_axis(data)
+        if steps is not None:  # a hub revision's stepN is a training step, drawn by `make_plots` on its own axis
+            e = e.where(steps.isna())
         if e.notna().any():
             return e
     return None
+
+
+def step_axis(data: pd.DataFrame) -> pd.Series | None:
+    """Training step of each row (`step`: the stepN revisions of a hub model, `collect --revisions`),
+    or None when no row has one."""
+    if "model" not in data.columns or "step" not in data.columns:
+        return None
+    s = pd.to_numeric(data["step"], errors="coerce")
+    return s if s.notna().any() else None
+
+
+def _step_ticks(axis, x: pd.Series) -> None:
+    """Step ticks that read plainly (0, 1k, 143k): the steps themselves when there are few, else 0
+    and the powers of ten in the range; no minor ticks (on a symlog axis they crowd step 0)."""
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
+
+    vals = sorted(set(float(v) for v in x))
+    if len(vals) > 8:
+        pos = [v for v in vals if v > 0]
+        lo = max(pos[0], 1.0) if pos else 1.0
+        vals = ([0.0] if vals[0] <= 0 else []) + [10.0**k for k in range(math.ceil(math.log10(lo)),
+                                                                         math.floor(math.log10(vals[-1])) + 1)]
+    axis.set_major_locator(FixedLocator(vals))
+    axis.set_major_formatter(FuncFormatter(lambda v, _pos=None: "0" if v == 0 else _count(v)))
+    axis.set_minor_locator(NullLocator())
+
+
+def _step_plot(data, steps, metric, scale, color, path: Path, notes: list[str]) -> bool:
+    """`metric` against the training step, one line per model, on a log x axis; a step 0 (Pythia's
+    initialisation) sits on the linear part of a symlog axis, linear up to the first positive step."""
+    import matplotlib.pyplot as plt
+
+    groups = epoch_lines(data, steps, metric)
+    if not groups:
+        return False
+    fig, ax = plt.subplots(figsize=(5.6, 4.2), dpi=100)
+    try:
+        palette = plt.get_cmap("tab10" if len(groups) <= 10 else "tab20")
+        for k, (name, g) in enumerate(groups):
+            c = palette(k % palette.N)
+            if len(groups) > _MAX_NAMED_MODELS and color is not None and np.isfinite(g["n_params"].iloc[0]) \
+                    and g["n_params"].iloc[0] > 0:
+                c = color[2](color[1](g["n_params"].iloc[0]))
+            ax.plot(g["epoch"], g["y"], marker="o", ms=4, lw=1.5, color=c, label=_line_label(name, g))
+        x = pd.concat([g["epoch"] for _, g in groups])
+        positive = x[x > 0]
+        if (x <= 0).any() and len(positive):
+            thresh = float(positive.min())
+            ax.set_xscale("symlog", linthresh=thresh, linscale=0.5)
+            note = (f"step plots: step 0 drawn on a symlog x axis (linear from 0 to step {thresh:g}, "
+                    "logarithmic above)")
+            if note not in notes:
+                notes.append(note)
+            ax.set_xlabel(f"training step (symlog: linear below {thresh:g})")
+        elif len(positive):
+            ax.set_xscale("log")
+            ax.set_xlabel("training step (log scale)")
+        else:
+            ax.set_xlabel("training step")
+        _step_ticks(ax.xaxis, x)
+        ys = pd.concat([g["y"] for _, g in groups])
+        if scale == "log" and (ys > 0).all() and ys.max() / ys.min() >= 30:
+            ax.set_yscale("log")
+            _readable_log_axis(ax.yaxis, float(ys.min()), float(ys.max()))
+        ax.set_ylabel(metric)
+        who = groups[0][0] if len(groups) == 1 else f"{len(groups)} models"
+        ax.set_title(f"{metric} over the training history — {who}", fontsize=9)
+        ax.grid(alpha=0.3)
+        if len(groups) <= _MAX_NAMED_MODELS:
+            fig.legend(loc="upper center", bbox_to_anchor=(0.5, 0.0), fontsize=8, frameon=False)
+        _save_fig(fig, path)
+    finally:
+        plt.close(fig)
+    return True
 
 
 def epoch_lines(data: pd.DataFrame, epochs: pd.Series, metric: str,
@@ -378,8 +455,17 @@ def _depth_plot(depth: pd.DataFrame, metric: str, path: Path) -> bool:
         return False
     fig, ax = plt.subplots(figsize=(5.6, 4.2), dpi=100)
     try:
+        by_step = _step_colors(groups)
         for name, g in groups:
-            ax.plot(g["layer"], g["y"], marker="o", ms=5, lw=1.5, alpha=0.9, label=name)
+            c = by_step[0](by_step[1](float(g["step"].iloc[0]))) if by_step else None
+            ax.plot(g["layer"], g["y"], marker="o", ms=5, lw=1.5, alpha=0.9, label=name, color=c)
+        if by_step:  # a training history through depth: one line per step, coloured by the step
+            from matplotlib.cm import ScalarMappable
+
+            sm = ScalarMappable(norm=by_step[1], cmap=by_step[0])
+            sm.set_array([])
+            cb = fig.colorbar(sm, ax=ax, label="training step" + (" (symlog)" if by_step[2] else " (log)"))
+            _step_ticks(cb.ax.yaxis, pd.Series([float(g["step"].iloc[0]) for _, g in groups]))
         if len(groups) <= 12:
             ax.legend(fontsize=7, loc="best")
         if (frame["y"] > 0).all() and frame["y"].max() / max(frame["y"].min(), 1e-300) > 20:
@@ -390,13 +476,34 @@ def _depth_plot(depth: pd.DataFrame, metric: str, path: Path) -> bool:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("layer (hidden state; 0 = embeddings)")
         ax.set_ylabel(metric)
-        ax.set_title(f"{metric} through depth — " + (groups[0][0] if len(groups) == 1 else f"{len(groups)} models"),
-                     fontsize=9)
+        if by_step and len({n.rsplit("/", 1)[0] for n, _ in groups}) == 1:
+            who = f"{groups[0][0].rsplit('/', 1)[0]}, {len(groups)} steps"
+        else:
+            who = groups[0][0] if len(groups) == 1 else f"{len(groups)} models"
+        ax.set_title(f"{metric} through depth — {who}", fontsize=9)
         ax.grid(alpha=0.3)
         _save_fig(fig, path)
     finally:
         plt.close(fig)
     return True
+
+
+def _step_colors(groups):
+    """(colormap, norm, symlog) colouring depth lines by their training step when every line is one
+    step of a training history (`collect --revisions`, several steps); None otherwise."""
+    import matplotlib as mpl
+    from matplotlib.colors import LogNorm, SymLogNorm
+
+    if len(groups) < 2 or any("step" not in g.columns for _, g in groups):
+        return None
+    steps = [pd.to_numeric(g["step"], errors="coerce").iloc[0] for _, g in groups]
+    if any(not np.isfinite(v) for v in steps) or len(set(steps)) < 2:
+        return None
+    lo, hi = min(steps), max(steps)
+    positive = [v for v in steps if v > 0]
+    if lo <= 0:
+        return mpl.colormaps["viridis"], SymLogNorm(linthresh=min(positive), vmin=lo, vmax=hi), True
+    return mpl.colormaps["viridis"], LogNorm(vmin=lo, vmax=hi), False
 
 
 def make_depth_plots(depth: pd.DataFrame, metrics: list[str], out_dir: Path, stage) -> list[Path]:
@@ -415,9 +522,10 @@ def make_depth_plots(depth: pd.DataFrame, metrics: list[str], out_dir: Path, sta
     return plots
 
 
-def make_plots(result: AnalysisResult, out_dir: Path, stage=None, kinds=("scatter", "epochs")) -> list[Path]:
-    """Scatter of each metric vs the target; metric-vs-epoch plots when models have several checkpoints
-    (`kinds`: which of the two to draw).
+def make_plots(result: AnalysisResult, out_dir: Path, stage=None, kinds=("scatter", "epochs", "steps")) -> list[Path]:
+    """Scatter of each metric vs the target; metric-vs-epoch plots when models have several checkpoints;
+    metric-vs-step plots (`steps_<metric>.png`) when models have several stepN revisions (a training
+    history, `collect --revisions`); `kinds`: which of them to draw.
 
     The plots are published together once all are drawn (into `stage`, a `lcfast.io.Staging`, when
     given: the caller publishes them with its other outputs and then calls `remove_stale_plots`)."""
@@ -458,6 +566,15 @@ def make_plots(result: AnalysisResult, out_dir: Path, stage=None, kinds=("scatte
                 plots.append(p)
             else:
                 stage.forget(p)
+    steps = step_axis(data) if "steps" in kinds else None
+    if steps is not None:
+        scales = dict(zip(result.correlations["metric"], result.correlations["scale"]))
+        for m in [target] + list(result.correlations["metric"]):
+            p = pdir / f"steps_{_safe(m)}.png"
+            if _step_plot(data, steps, m, scales.get(m, "log"), color, stage.path(p), result.notes):
+                plots.append(p)
+            else:
+                stage.forget(p)
     return plots
 
 
@@ -466,7 +583,7 @@ def remove_stale_plots(out_dir: Path, keep: list[Path]) -> None:
     analysis.json) that this one did not redraw (they would be stale); called only after the new
     plots are published."""
     keep_names = {Path(p).name for p in keep}
-    pats = ("scatter_*.png", "epochs_*.png", "depth_*.png", "per_class_*.png")
+    pats = ("scatter_*.png", "epochs_*.png", "steps_*.png", "depth_*.png", "per_class_*.png")
     for old in [p for pat in pats for p in Path(out_dir).glob(pat)]:
         if old.name not in keep_names:
             old.unlink(missing_ok=True)

@@ -500,20 +500,24 @@ def collect(
     progress: bool = True,
     on_save: SaveHook | None = None,
     on_progress: Callable[[str, int, int], None] | None = None,
+    revisions: str | None = None,
 ) -> list[dict]:
     """Collect every selected checkpoint of RUN; returns their collect.json summaries. Under
     torchrun, every rank takes a disjoint block of the windows and the accumulators are summed.
-    `on_progress(pass kind, windows done, windows of the pass)` is called after every batch."""
+    `on_progress(pass kind, windows done, windows of the pass)` is called after every batch.
+    `revisions` ("all" or "A,B,…", RUN = hf:ORG/NAME): each cached revision in turn into
+    OUT/<revision>/, those done before skipped (lcfast.pipeline.revisions)."""
     import dataclasses
 
     opts = check_options(opts or CollectOptions())
-    srcs = resolve_sources(run, checkpoint, data)
+    srcs = resolve_sources(run, checkpoint, data, revisions=revisions)
     ctx = None
     if dist.in_job():  # under torchrun: join (or reuse) the process group; this rank's device
         ctx = dist.init(opts.device, timeout_s=opts.dist_timeout)
         opts = dataclasses.replace(opts, device=str(ctx.device))
     try:
-        res = _collect_sources(srcs, checkpoint, out, opts, console, progress, on_save, on_progress)
+        res = _collect_sources(srcs, checkpoint, out, opts, console, progress, on_save, on_progress,
+                               sweep=revisions is not None)
     except BaseException:
         if ctx is not None:
             dist.shutdown(ctx, ok=False)  # (no closing barrier: a peer may be gone)
@@ -523,14 +527,24 @@ def collect(
     return res
 
 
-def _collect_sources(srcs, checkpoint, out, opts, console, progress, on_save, on_progress=None) -> list[dict]:
+def _collect_sources(srcs, checkpoint, out, opts, console, progress, on_save, on_progress=None,
+                     sweep: bool = False) -> list[dict]:
     out_root = Path(out) if out is not None else None
     res = []
     for src in srcs:
         od = None
         if out_root is not None:
-            od = out_root / src.checkpoint if len(srcs) > 1 or str(checkpoint).lower() == "all" else out_root
+            od = out_root / src.checkpoint if len(srcs) > 1 or str(checkpoint).lower() == "all" or sweep else out_root
         where = od if od is not None else default_out_dir(src)
+        if sweep:  # a training history: the revisions done before are skipped without loading them
+            from lcfast.pipeline.revisions import done_before
+
+            done = done_before(src, where, opts)
+            if done is not None:
+                if console is not None and progress and dist.rank() == 0:
+                    console.print(f"{src.name} {src.checkpoint}: collected before in {where}, skipped", highlight=False)
+                res.append(done)
+                continue
         saved: set[str] = set()  # passes that saved a state in this run (what a --restart may name)
         existed = where.is_dir()
 

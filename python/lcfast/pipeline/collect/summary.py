@@ -145,6 +145,9 @@ class CollectSummary(_Record):
     val_pass: ValPassRecord = field(default_factory=ValPassRecord)
     world_size: int | None = None
     timing: dict[str, Any] = field(default_factory=dict)
+    # a hub model's revision as named (main, step1000, a commit) and its commit (lcfast.pipeline.revisions)
+    revision: str | None = None
+    commit: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
