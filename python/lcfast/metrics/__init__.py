@@ -18,6 +18,9 @@ _LAZY = {
     "PAPER_KEYS": "lcfast.metrics.measure",
     "per_token_table": "lcfast.metrics.measure",
     "TABLE_COLUMNS": "lcfast.metrics.per_token",
+    "measure_folds": "lcfast.metrics.uncertainty",
+    "se_keys": "lcfast.metrics.uncertainty",
+    "result_keys": "lcfast.metrics.uncertainty",
 }
 
 __all__ = sorted(_LAZY)

@@ -65,6 +65,7 @@ class DegenerateInputWarning(UserWarning):
 CANONICAL_KEYS = (
     "n_classes",
     "n_samples",
+    "n_positions",
     "nc1_cdnv",
     "nc1_trace_ratio",
     "nc1_pinv",
@@ -85,10 +86,11 @@ CANONICAL_KEYS = (
 )
 
 #: profile="paper": the columns of the paper's lc-2024_10_24 table (docs/metrics.md), plus the
-#: same bookkeeping as the canonical profile (n_classes, n_samples, degenerate_pairs)
+#: same bookkeeping as the canonical profile (n_classes, n_samples, n_positions, degenerate_pairs)
 PAPER_KEYS = (
     "n_classes",
     "n_samples",
+    "n_positions",
     "cdnv",
     "norms_mean",
     "norms_var",
@@ -199,6 +201,8 @@ def measure_all(
         r, ps, dual = _paper_metrics(k, W, ncc, cdnv_power, backend, tol)
     else:
         r, ps, dual = _canonical_metrics(stats, k, W, ncc, min_count, cdnv_power, backend, tol)
+    # every train position the statistics saw, kept class or not (n_samples: kept ones only)
+    r["n_positions"] = int(k.counts.sum())
     tab = None
     if table:
         near = nearest_class(k.M, k.var, cdnv_power, tol)
@@ -470,6 +474,9 @@ def measure_embeddings(
     chunk: int = 32768,
     return_table: bool = False,
     decode: Callable[[int], str] | None = None,
+    folds: int = 1,
+    seed: int = 0,
+    fold_block: int | None = None,
 ):
     """Every metric of `profile` ("canonical": CANONICAL_KEYS, "paper": PAPER_KEYS; docs/metrics.md)
     from raw tensors: H [N, d] features, Y [N] labels (next tokens), W [C, d] / b [C] the LM head,
@@ -480,7 +487,16 @@ def measure_embeddings(
     (nc1_pinv, `covariance=True`) is exactly over kept samples. Paper: nothing is dropped (classes
     below min_count stay NC4 candidates at their own means; unseen classes sit at the origin) and no
     covariance is accumulated (no paper column needs it). With `return_table=True` returns
-    (dict, per-token DataFrame). Tensors or numpy arrays."""
+    (dict, per-token DataFrame). Tensors or numpy arrays.
+
+    Precision (docs/metrics.md, "Precision"): the rows are cut into contiguous blocks of
+    `fold_block` positions (default ⌈N / (8·folds)⌉, so rows of one sequence stay together when
+    H is in sequence order — pass your window length to make a window never straddle two folds),
+    the blocks are dealt at random (`seed`) to `folds` folds, and `lcfast.metrics.uncertainty.
+    measure_folds` measures the merged folds with a jackknife `M_se` per metric (None with
+    folds=1); the validation rows are split the same way for NC4's SE. Point values do not depend
+    on folds or seed. The result has every key of `result_keys(profile)`; `n_positions` counts
+    every train row, `n_samples` those of kept classes."""
     H, Y, W, b, H_val, Y_val = (as_tensor(x, f"measure_embeddings: {name}") for x, name in
                                 ((H, "H"), (Y, "Y"), (W, "W"), (b, "b"), (H_val, "H_val"), (Y_val, "Y_val")))
     power = profile_cdnv_power(profile, cdnv_power)
@@ -508,26 +524,71 @@ def measure_embeddings(
         raise UsageError(f"measure_embeddings: W has feature dim {W.shape[1]}, H has {d}")
     min_count = validate.integer("min_count", min_count, min=1)
     chunk = validate.integer("measure_embeddings: chunk", chunk, min=1)
+    K = validate.integer("measure_embeddings: folds", folds, min=1)
+    seed = validate.integer("measure_embeddings: seed", seed, min=0)
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    n_positions = int(H.shape[0])
+    fold = _fold_of_rows(n_positions, K, fold_block, gen, "measure_embeddings")
     Y = Y.to(H.device, torch.int64)
     counts = torch.bincount(Y, minlength=C)
     kept = counts >= min_count
     if not bool(kept.all()) and not paper:
         sel = kept[Y]
-        H, Y = H[sel], Y[sel]
-    st = ClassStats(C, d, covariance=covariance and not paper, device=H.device)
-    for i in range(0, H.shape[0], chunk):
-        st.update(H[i : i + chunk], Y[i : i + chunk], backend=backend)
-    ncc = None
+        H, Y, fold = H[sel], Y[sel], fold[sel.cpu()]
+    sts = []
+    for f in range(K):
+        rows = None if K == 1 else (fold == f).nonzero().squeeze(1).to(H.device)
+        Hf, Yf = (H, Y) if rows is None else (H[rows], Y[rows])
+        st = ClassStats(C, d, covariance=covariance and not paper, device=H.device)
+        for i in range(0, Hf.shape[0], chunk):
+            st.update(Hf[i : i + chunk], Yf[i : i + chunk], backend=backend)
+        sts.append(st)
+    nccs = None
     if W is not None and H_val is not None:
         if H_val.dim() != 2 or H_val.shape[1] != d or Y_val.dim() != 1 or Y_val.numel() != H_val.shape[0]:
             raise UsageError(f"measure_embeddings: H_val must be [N, {d}] and Y_val [N], "
                              f"got {tuple(H_val.shape)}, {tuple(Y_val.shape)}")
-        ncc = NCCStats(C, st.means, kept.cpu(), W, b, all_classes=paper)
-        for i in range(0, H_val.shape[0], chunk):
-            ncc.update(H_val[i : i + chunk], Y_val[i : i + chunk], backend=backend)
-    r, tab = measure_all(st, W, b, ncc, min_count, backend, profile=profile, cdnv_power=power, tol=tol,
-                         decode=decode, table=return_table)
+        from lcfast.metrics.uncertainty import merge_folds
+
+        means = sts[0].means if K == 1 else merge_folds(sts).means
+        vfold = _fold_of_rows(int(H_val.shape[0]), K, fold_block, gen, "measure_embeddings (validation)",
+                              allow_few=True)
+        nccs = []
+        for f in range(K):
+            ncc = NCCStats(C, means, kept.cpu(), W, b, all_classes=paper)
+            rows = None if K == 1 else (vfold == f).nonzero().squeeze(1).to(H_val.device)
+            Hv, Yv = (H_val, Y_val) if rows is None else (H_val[rows], Y_val[rows])
+            for i in range(0, Hv.shape[0], chunk):
+                ncc.update(Hv[i : i + chunk], Yv[i : i + chunk], backend=backend)
+            nccs.append(ncc)
+    from lcfast.metrics.uncertainty import measure_folds
+
+    out = measure_folds(sts, W, b, nccs, min_count, backend, profile=profile, cdnv_power=power, tol=tol,
+                        decode=decode, return_table=return_table)
+    r, tab = out if return_table else (out, None)
+    r["n_positions"] = n_positions  # the rows dropped below min_count were seen too
     return (r, tab) if return_table else r
+
+
+def _fold_of_rows(n: int, K: int, block: int | None, gen: torch.Generator, what: str,
+                  allow_few: bool = False) -> torch.Tensor:
+    """Fold id (int64 [n], CPU) of each row: contiguous blocks of `block` rows (default
+    ⌈n / (8K)⌉) dealt to K folds in a random order from `gen` (balanced: fold sizes differ by at
+    most one block). UsageError when there are fewer blocks than folds (train rows; validation
+    rows may leave folds empty: NC4's SE is then None)."""
+    if K == 1:
+        return torch.zeros(n, dtype=torch.int64)
+    if block is None:
+        block = max(1, -(-n // (8 * K)))
+    block = validate.integer(f"{what}: fold_block", block, min=1)
+    nb = -(-n // block)
+    if nb < K and not allow_few:
+        raise UsageError(f"{what}: {n} rows in blocks of {block} make {nb} blocks, fewer than folds={K}; "
+                         f"use fewer folds or a smaller fold_block")
+    perm = torch.randperm(nb, generator=gen)
+    fold_of_block = torch.empty(nb, dtype=torch.int64)
+    fold_of_block[perm] = torch.arange(nb, dtype=torch.int64) % K
+    return fold_of_block.repeat_interleave(block)[:n]
 
 
 def per_token_table(

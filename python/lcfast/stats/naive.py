@@ -141,7 +141,7 @@ def measure_embeddings_naive(H, Y, W=None, b=None, H_val=None, Y_val=None, min_c
     mu_k, var_k, n_k = mu[ids], var[ids], n[ids]
     muG = mu_k.mean(0)
     M = mu_k - muG
-    r = {"n_classes": C, "n_samples": N}
+    r = {"n_classes": C, "n_samples": N, "n_positions": int(H.shape[0])}
     # NC1
     trW = float((n_k * var_k).sum() / N)
     trB = float((M * M).sum() / C)
