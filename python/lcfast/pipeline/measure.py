@@ -5,6 +5,8 @@ collect output dir, or a folder of runs), loads each one's train `ClassStats`, v
 the model's LM head, runs `measure_stats` and writes
 
     out_dir/measurements.csv                     one row per (model, checkpoint)
+    out_dir/convergence.csv                      each metric on nested random subsamples of the train
+                                                 windows (unions of collect's folds; lcfast.pipeline.convergence)
     out_dir/per_token/<model>_<checkpoint>.parquet  the per-token table with decoded token strings
     out_dir/per_class.parquet                    one row per (model, checkpoint, class): context
                                                  entropy beside per-class NC (lcfast.pipeline.per_class)
@@ -21,6 +23,12 @@ checkpoint, from collect's own val pass), `profile`, and every metric key of tha
 (docs/metrics.md): the canonical keys, or with `profile="paper"` the columns of the paper's own
 tables under its names and definitions (such rows can be appended to the paper's lc-2024_10_24
 table; `lcfast analyze` pools them with it).
+
+Precision (docs/metrics.md, "Precision"): a collection made with `collect --folds K` holds K disjoint
+folds of windows; every metric M is measured on their merge (the same value as one fold of all the
+data) with `measure_folds`, which adds `n_positions`, `n_folds` and `M_se` (the delete-one-fold
+jackknife). `M_stable` says whether the last doubling of positions (half of the folds → all) moved
+M by less than 2·M_se. With K = 1 the SEs and `M_stable` are empty.
 """
 
 from __future__ import annotations
@@ -172,13 +180,22 @@ def _compact_ncc(ncc, ids: torch.Tensor):
     return out
 
 
-def layer_rows(cdir: Path, head_row: dict, *, min_count: int, cdnv_power: float | None, backend: str, device: str,
-               profile: str = "canonical") -> list[dict]:
-    """One row per hidden-state slot of a `collect --layers` collection: NC1, NC2, GNC2 of
-    `hidden_states[i]` under `profile`'s keys (NC3/NC4 belong to the classifier's input: left empty)."""
-    from lcfast.metrics.measure import CANONICAL_KEYS, PAPER_KEYS, measure_all, profile_cdnv_power
+def n_folds_of(summary: dict) -> int:
+    """The folds of a collection (collect.json's options.folds; 1 for collections made before them)."""
+    k = summary.get("options", {}).get("folds", 1)
+    return int(k) if isinstance(k, int) and k >= 1 else 1
 
-    keys = PAPER_KEYS if profile == "paper" else CANONICAL_KEYS
+
+def layer_rows(cdir: Path, head_row: dict, *, min_count: int, cdnv_power: float | None, backend: str, device: str,
+               profile: str = "canonical", conv: list | None = None) -> list[dict]:
+    """One row per hidden-state slot of a `collect --layers` collection: NC1, NC2, GNC2 of
+    `hidden_states[i]` under `profile`'s keys (NC3/NC4 belong to the classifier's input: left empty),
+    with their SEs over the collection's folds; their convergence rows are appended to `conv`."""
+    from lcfast.metrics.measure import profile_cdnv_power
+    from lcfast.pipeline.collect_folds import split_folds
+    from lcfast.pipeline.convergence import measure_with_precision, row_keys
+
+    keys = row_keys(profile)
     cdnv_power = profile_cdnv_power(profile, cdnv_power)
 
     s = _read_summary(cdir)
@@ -188,10 +205,14 @@ def layer_rows(cdir: Path, head_row: dict, *, min_count: int, cdnv_power: float 
     stats = _load_state(cdir, "train_exact" if s.get("options", {}).get("exact") else "train", s,
                         resolve_device(device))
     rows = []
+    folds = split_folds(stats, n_folds_of(s))
     for j, slot in enumerate(layout.slots[1:], 1):
-        metrics, _ = measure_all(layout.slot_stats(stats, j), None, None, None, min_count, backend,
-                                 profile=profile, cdnv_power=cdnv_power, table=False)
+        metrics, _, levels = measure_with_precision([layout.slot_stats(f, j) for f in folds], None, None, None,
+                                                    min_count, backend, profile=profile, cdnv_power=cdnv_power)
         row = {**head_row, **{k: metrics.get(k) for k in keys}, "layer": int(slot), "head": False}
+        if conv is not None:
+            conv.extend({"model": row["model"], "checkpoint": row["checkpoint"], "layer": int(slot), **lv}
+                        for lv in levels)
         row.pop("per_token", None)
         rows.append(row)
     return rows
@@ -244,12 +265,16 @@ def measure_collection(
     device: str = "auto",
     per_token: bool = True,
     profile: str = "canonical",
+    conv: list | None = None,
 ) -> tuple[dict, object | None, list[str]]:
-    """(CSV row, per-token DataFrame or None, notes) of one collect output dir."""
-    from lcfast.metrics.measure import CANONICAL_KEYS, PAPER_KEYS, measure_all, profile_cdnv_power
+    """(CSV row, per-token DataFrame or None, notes) of one collect output dir; the head row's
+    convergence rows (lcfast.pipeline.convergence) are appended to `conv` when given."""
+    from lcfast.metrics.measure import profile_cdnv_power
+    from lcfast.pipeline.collect_folds import merge_all, split_folds, split_ncc
+    from lcfast.pipeline.convergence import measure_with_precision, row_keys
 
     cdnv_power = profile_cdnv_power(profile, cdnv_power)
-    keys = PAPER_KEYS if profile == "paper" else CANONICAL_KEYS
+    keys = row_keys(profile)
 
     cdir = Path(cdir)
     s = _read_summary(cdir)
@@ -261,10 +286,13 @@ def measure_collection(
         stats = _load_state(cdir, "train_exact", s, dev)
     ncc = _load_state(cdir, "val", s)
     layout = _layout(cdir, s)
+    K = n_folds_of(s)
+    folds, ncc_folds = split_folds(stats, K), split_ncc(ncc, K)
     if layout is not None:  # --layers / --classes: the head slot, over the kept classes
-        stats = layout.slot_stats(stats, 0)
+        folds = [layout.slot_stats(f, 0) for f in folds]
         if layout.class_ids is not None:
-            ncc = _compact_ncc(ncc, layout.class_ids)
+            ncc_folds = [_compact_ncc(f, layout.class_ids) for f in ncc_folds]
+    stats = merge_all(folds) if K > 1 else folds[0]
     collect_mc = int(s.get("options", {}).get("min_count", 1))
     mc = collect_mc if min_count is None else int(min_count)
     if mc < 1:
@@ -275,7 +303,7 @@ def measure_collection(
             f"{'hits/misses' if profile == 'paper' else 'nc4_agreement'} left empty "
             "(recollect with the same --min-count)"
         )
-        ncc = None
+        ncc_folds = None
     n_kept = int((stats.counts >= mc).sum())
     if n_kept < 2:
         raise DataError(
@@ -297,8 +325,8 @@ def measure_collection(
         notes.append(f"{s['model']}/{s['checkpoint']}: no tokenizer.json beside the shards: token strings left empty")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        metrics, table = measure_all(stats, W, b, ncc, mc, backend, profile=profile, cdnv_power=cdnv_power,
-                                     decode=decode, table=per_token)
+        metrics, table, levels = measure_with_precision(folds, W, b, ncc_folds, mc, backend, profile=profile,
+                                                        cdnv_power=cdnv_power, decode=decode, table=per_token)
     notes += [f"{s['model']}/{s['checkpoint']}: {' '.join(str(w.message).split())}" for w in caught]
     metrics = {k: metrics.get(k) for k in keys}
     if table is not None and ids is not None:
@@ -347,6 +375,9 @@ def measure_collection(
                          "its row has no layer")
     if ids is not None:
         row["classes"] = f"top:{int(ids.numel())}"
+    if conv is not None:
+        conv.extend({"model": row["model"], "checkpoint": row["checkpoint"], "layer": row.get("layer"), **lv}
+                    for lv in levels)
     return row, table, notes
 
 
@@ -410,7 +441,7 @@ def _measure_into(st, cdirs, out: Path, min_count, cdnv_power, backend, device, 
 
     from lcfast.pipeline.per_class import PER_CLASS_FILE, ShardEntropy, collection_frame
 
-    rows, notes, classes = [], [], []
+    rows, notes, classes, conv = [], [], [], []
     entropy = ShardEntropy(orders) if orders else None
     names: dict[str, int] = {}
     pbar = task = None
@@ -425,8 +456,9 @@ def _measure_into(st, cdirs, out: Path, min_count, cdnv_power, backend, device, 
             if pbar is not None:  # which collection: model/checkpoint (RUN/collect/epoch_K) or the folder's name
                 p = Path(cdir)
                 pbar.update(task, what=f"{p.parent.parent.name}/{p.name}" if p.parent.name == "collect" else p.name)
+            here: list[dict] = []
             row, table, n = measure_collection(cdir, min_count=min_count, cdnv_power=cdnv_power, backend=backend,
-                                               device=device, profile=profile)
+                                               device=device, profile=profile, conv=here)
             notes.extend(n)
             key = f"{row['model']}/{row['checkpoint']}"
             if key in names:  # the same model/checkpoint name twice (two sweeps, two --out): tell them apart
@@ -447,7 +479,10 @@ def _measure_into(st, cdirs, out: Path, min_count, cdnv_power, backend, device, 
                     except DataError as e:  # the shard moved: the measurement stands without the per-class rows
                         notes.append(f"{row['model']}/{row['checkpoint']}: no per-class rows: {e}")
             more = layer_rows(cdir, row, min_count=row["min_count"], cdnv_power=cdnv_power, backend=backend,
-                              device=device, profile=profile)
+                              device=device, profile=profile, conv=here)
+            for c in here:  # (the row's model name, renamed or not)
+                c["model"] = row["model"]
+            conv.extend(here)
             rows.extend(sorted([row, *more], key=lambda r: (r.get("layer") is None, r.get("layer") or 0)))
             if pbar is not None:
                 pbar.advance(task)
@@ -459,6 +494,9 @@ def _measure_into(st, cdirs, out: Path, min_count, cdnv_power, backend, device, 
         df["layer"] = df["layer"].astype("Int64")
         df = df[["model", "checkpoint", "layer"] + [c for c in df.columns if c not in ("model", "checkpoint", "layer")]]
     st.write_bytes(out / "measurements.csv", df.to_csv(index=False).encode("utf-8"))
+    from lcfast.pipeline.convergence import CONVERGENCE_FILE, convergence_frame
+
+    st.write_bytes(out / CONVERGENCE_FILE, convergence_frame(conv).to_csv(index=False).encode("utf-8"))
     if classes:
         st.write_bytes(out / PER_CLASS_FILE, _parquet_bytes(pd.concat(classes, ignore_index=True)))
     df.attrs["per_class_written"] = bool(classes)
