@@ -67,6 +67,8 @@ CANONICAL_KEYS = (
     "n_samples",
     "n_positions",
     "nc1_cdnv",
+    "nc1_cdnv_debiased",
+    "nc1_cdnv_debiased_nonpositive_pairs",
     "nc1_trace_ratio",
     "nc1_pinv",
     "nc2_norm_mean",
@@ -92,6 +94,8 @@ PAPER_KEYS = (
     "n_samples",
     "n_positions",
     "cdnv",
+    "cdnv_debiased",
+    "cdnv_debiased_nonpositive_pairs",
     "norms_mean",
     "norms_var",
     "norms_log_mean",
@@ -295,9 +299,11 @@ def _canonical_metrics(stats, k: _Kept, W, ncc, min_count, cdnv_power, backend, 
     # pairwise (NC1 cdnv, NC2 interference, GNC2)
     ps = None
     r["degenerate_pairs"] = 0
+    r["nc1_cdnv_debiased_nonpositive_pairs"] = 0
     if C >= 2:
-        ps = pairwise_sweep(k.M, k.var, cdnv_power=cdnv_power, backend=backend, tol=tol)
+        ps = pairwise_sweep(k.M, k.var, cdnv_power=cdnv_power, backend=backend, tol=tol, counts=k.n)
         r["degenerate_pairs"] = int(ps.degenerate)
+        r["nc1_cdnv_debiased"], r["nc1_cdnv_debiased_nonpositive_pairs"] = _debiased(ps)
         if ps.cdnv.n > 0:
             r["nc1_cdnv"] = ps.cdnv.mean
             r["nc2_interference_mean"] = ps.cos.mean
@@ -318,6 +324,13 @@ def _canonical_metrics(stats, k: _Kept, W, ncc, min_count, cdnv_power, backend, 
     for why in reasons:
         warnings.warn(f"measure: {why}", DegenerateInputWarning, stacklevel=4)
     return r, ps, dual
+
+
+def _debiased(ps) -> tuple[float | None, int]:
+    """(debiased CDNV mean or None when no pair has a positive corrected distance, the count of
+    non-degenerate pairs whose corrected distance is not positive) — docs/metrics.md."""
+    deb = ps.cdnv_debiased
+    return (_finite(deb.mean) if deb is not None and deb.n > 0 else None), int(ps.nonpositive)
 
 
 def _nc1_pinv(stats: ClassStats, k: _Kept) -> float | None:
@@ -387,9 +400,11 @@ def _paper_metrics(k: _Kept, W, ncc, cdnv_power, backend, tol):
         r["norms_log_mean"], r["norms_log_var"] = _mean_var1(norms.log())
     ps = None
     r["degenerate_pairs"] = 0
+    r["cdnv_debiased_nonpositive_pairs"] = 0
     if C >= 2:
-        ps = pairwise_sweep(M, var, cdnv_power=cdnv_power, backend=backend, tol=tol, raw_dot=True)
+        ps = pairwise_sweep(M, var, cdnv_power=cdnv_power, backend=backend, tol=tol, raw_dot=True, counts=k.n)
         r["degenerate_pairs"] = int(ps.degenerate)
+        r["cdnv_debiased"], r["cdnv_debiased_nonpositive_pairs"] = _debiased(ps)
         if ps.cdnv.n > 0:  # pairwise statistics: mean and population variance over pairs c < c'
             r["cdnv"] = _finite(ps.cdnv.mean)
             r["log_kern_mean"] = _finite(ps.logk.mean)

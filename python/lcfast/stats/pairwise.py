@@ -37,6 +37,17 @@ recomputed from explicit differences before the degenerate rule and the moments 
 Triton kernel's phase 2 does (its log-kernel too: the shifted buffer dhat² − K would lose the
 digits of a tiny dhat²); outside the band the Gram form is good to ~1e-9 relative.
 
+Debiased CDNV (`counts` given: n_c per class). The plug-in ‖μ̂_i − μ̂_j‖² overestimates the
+squared distance by σ_i²/n_i + σ_j²/n_j in expectation (docs/metrics.md, "Precision"); with the
+unbiased per-class variance s²_c = σ̂²_c·n_c/(n_c − 1) (ddof 1) and a_c = s²_c/n_c = σ̂²_c/(n_c − 1),
+
+    cdnv_debiased_ij = (s²_i + s²_j) / (2 (dist²_ij − a_i − a_j)^p)
+
+is an elementwise correction of the same dist² tile: no extra GEMM. Pairs whose corrected distance
+is not positive (the noise explains the whole observed distance; a class with n_c < 2 has no
+variance estimate and a_c = +∞) are counted (`PairwiseSums.nonpositive`) and left out of its mean,
+as are the degenerate pairs. Only its sum is accumulated (its mean is reported; no row sums).
+
 With `raw_dot=True` the sweep also carries the raw dot products G_ij = ⟨m_i, m_j⟩ over *every*
 pair (the paper's interference, docs/metrics.md): G = (‖m_i‖² + ‖m_j‖² − dist²)/2 from the first
 GEMM's tile — elementwise, no third GEMM — summed shifted by the exact mean (ΣG − tr G)/(C(C−1));
@@ -60,13 +71,14 @@ from lcfast.backend import (
     DEGENERATE_TOL,
     Moments,
     PairwiseSums,
+    debias_terms,
     load_launcher,
     resolve_backend,
 )
 from lcfast.errors import UsageError
 
 __all__ = ["pairwise_torch", "pairwise_sweep", "gram_sums", "cross_gram_sums", "etf_error", "DEGENERATE_TOL",
-           "refine_band"]
+           "refine_band", "debias_terms"]
 
 F64 = torch.float64
 
@@ -168,8 +180,10 @@ def pairwise_torch(
     block: int = 512,
     tol: float | None = None,
     raw_dot: bool = False,
+    counts: torch.Tensor | None = None,
 ) -> PairwiseSums:
     """All pairwise sums over c < c' of the rows of M (C×d centred means) with variances var (C,).
+    `counts` (n_c, [C]): also the debiased CDNV (`PairwiseSums.cdnv_debiased`, `.nonpositive`).
     See the module docstring; returns `PairwiseSums` (row sums/counts indexed like M's rows).
 
     Moments use shifted sums: per tile Σ(x − K) and Σ(x − K)² (BLAS dot) with K a sampled estimate
@@ -178,6 +192,8 @@ def pairwise_torch(
     `raw_dot=True` adds the moments of ⟨m_c, m_c'⟩ over all pairs (`PairwiseSums.dot`)."""
     if M.dim() != 2 or var.dim() != 1 or var.shape[0] != M.shape[0]:
         raise UsageError(f"pairwise_torch: M must be [C, d] and var [C], got {tuple(M.shape)} and {tuple(var.shape)}")
+    if counts is not None and (counts.dim() != 1 or counts.shape[0] != M.shape[0]):
+        raise UsageError(f"pairwise_torch: counts must be [{M.shape[0]}], got {tuple(counts.shape)}")
     block = int(block)
     if block < 1:
         raise UsageError(f"pairwise_torch: block must be ≥ 1, got {block}")
@@ -194,6 +210,8 @@ def pairwise_torch(
     out.row_count = torch.zeros(C, dtype=torch.int64, device=dev)
     if raw_dot:
         out.dot = Moments()
+    if counts is not None:
+        out.cdnv_debiased = Moments()
     if C < 2:
         return out
 
@@ -213,7 +231,11 @@ def pairwise_torch(
 
     # raw dot products are summed shifted by their exact mean over all pairs, (ΣG − tr G)/(C(C−1))
     Kd = (out.gram_sum - out.gram_trace) / (C * (C - 1)) if raw_dot else None
-    sweep = _TileSweep(M[nz], n2[nz], 0.5 * var[nz], p, tol, min(block, K), Kd)
+    deb = None
+    if counts is not None:
+        s2, a = debias_terms(var, counts)
+        deb = (0.5 * s2[nz], a[nz])
+    sweep = _TileSweep(M[nz], n2[nz], 0.5 * var[nz], p, tol, min(block, K), Kd, deb)
     for i0 in range(0, K, sweep.bs):
         rows = sweep.rows(i0)
         for j0 in range(i0, K, sweep.bs):
@@ -226,7 +248,7 @@ class _TileSweep:
     """One blocked sweep over the upper triangle of the K non-zero-norm classes (module docstring):
     the augmented GEMM operands, preallocated tile buffers and the float64 shifted-sum accumulators."""
 
-    def __init__(self, Mk, nk, hv, p: float, tol: float, bs: int, Kd: float | None):
+    def __init__(self, Mk, nk, hv, p: float, tol: float, bs: int, Kd: float | None, deb=None):
         K, d = Mk.shape
         dev = Mk.device
         self.Mk, self.nk, self.hv, self.p, self.tol, self.bs, self.Kd = Mk, nk, hv, p, tol, bs, Kd
@@ -240,6 +262,13 @@ class _TileSweep:
         self.BR = torch.cat([-2.0 * Mh, one, (1.0 - self.Kt) * one], 1)
         self.tri = torch.ones(bs, bs, dtype=torch.bool, device=dev).triu(1)
         self.bufs = [torch.empty(bs * bs, dtype=F64, device=dev) for _ in range(4 if Kd is None else 5)]
+        # debiased CDNV: (½ s², a) per class, its tile buffers, Σ over kept pairs and their count
+        self.deb = None
+        if deb is not None:  # rank-2 factors of a_i + a_j (Ua Va) and ½ s²
+            hs, a = deb
+            self.deb = (torch.stack([a, torch.ones_like(a)], 1), torch.stack([torch.ones_like(a), a], 0), hs)
+            self.dbufs = [torch.empty(bs * bs, dtype=F64, device=dev)]
+            self.accb = torch.zeros(2, dtype=F64, device=dev)
         self.c_kt = torch.tensor(self.s_l * self.Kt, dtype=F64, device=dev)
         self.acc = torch.zeros(6, dtype=F64, device=dev)  # S1, S2 of cdnv-Kc, dhat²-Kt, log dhat²-Kl
         self.accd = torch.zeros(2, dtype=F64, device=dev)  # S1, S2 of G − Kd (raw_dot)
@@ -276,6 +305,8 @@ class _TileSweep:
                 Gd.masked_fill_(~tri, 0.0)
             gf = Gd.view(-1)
             self.accd += torch.stack([gf.sum(), torch.dot(gf, gf)])
+        if self.deb is not None:
+            self._debiased(D2, valid, i0, i1, j0, j1)
         if self.p != 1.0:
             D2.clamp_min_(0).pow_(self.p)
         cd = torch.add(hvi[:, None], self.hv[None, j0:j1], out=_flat(self.bufs[2], bi, bj)).div_(D2).sub_(self.Kc)
@@ -284,6 +315,26 @@ class _TileSweep:
             er, ec, _, et2 = ex
             L[er, ec] = et2.log() - self.Kl
         self._accumulate(cd, T, L, valid, i0, i1, j0, j1)
+
+    def _debiased(self, D2, valid, i0, i1, j0, j1) -> None:
+        """Σ and count of (s²_i + s²_j)/(2 (dist² − a_i − a_j)^p) over the tile's valid pairs with a
+        positive corrected distance (the others: excluded; finish() counts them). Few passes over
+        the tile, as it is a hot path: the correction a_i + a_j is a rank-2 update (one addmm), and
+        Σ (s²_i + s²_j)/2 · R_ij = ½s²ᵀ R 1 + 1ᵀ R ½s² needs only R's row and column sums."""
+        Ua, Va, hs = self.deb
+        bi, bj = i1 - i0, j1 - j0
+        Dc = torch.addmm(D2, Ua[i0:i1], Va[:, j0:j1], alpha=-1.0, out=_flat(self.dbufs[0], bi, bj))
+        if valid is None and float(Dc.min()) > 0:  # the common tile: every pair counts
+            n = bi * bj
+        else:
+            pos = Dc > 0
+            if valid is not None:
+                pos &= valid
+            Dc.masked_fill_(~pos, math.inf)  # R = 0 there
+            n = int(pos.sum())
+        R = Dc.reciprocal_() if self.p == 1.0 else Dc.pow_(-self.p)
+        s = torch.dot(hs[i0:i1], R.sum(1)) + torch.dot(R.sum(0), hs[j0:j1])
+        self.accb += torch.stack([s, torch.tensor(float(n), dtype=F64, device=s.device)])
 
     def _refine(self, D2, T, nki, nkj, nki_max, nkj_max, i0, j0, tri):
         """Pairs inside the refine band get their exact dist² and dhat² (− Kt) written into D2 / T;
@@ -359,6 +410,10 @@ class _TileSweep:
             out.cdnv = mom(s[0], s[1], self.Kc)
             out.cos = mom(s[2], s[3], self.Kt, -0.5, 1.0)
             out.logk = mom(s[4], s[5], self.Kl, -0.5, 0.0)
+        if self.deb is not None:
+            sb, nb = self.accb.tolist()
+            out.cdnv_debiased = Moments(nb, sb / nb if nb else 0.0, 0.0)
+            out.nonpositive = int(self.n_valid - round(nb))
         if self.Kd is not None:
             K = self.Mk.shape[0]
             nd = K * (K - 1) / 2
@@ -393,13 +448,15 @@ def pairwise_sweep(
     block: int = 512,
     tol: float | None = None,
     raw_dot: bool = False,
+    counts: torch.Tensor | None = None,
 ) -> PairwiseSums:
-    """Dispatch the sweep: backend "auto" (Triton on CUDA), "torch" or "triton"."""
+    """Dispatch the sweep: backend "auto" (Triton on CUDA), "torch" or "triton". `counts` (n_c):
+    also the debiased CDNV (module docstring)."""
     be = resolve_backend(backend, M, family="pairwise")
     if be == "triton":
         launch = load_launcher("pairwise", "pairwise_triton")
-        return launch(M, var, cdnv_power=cdnv_power, precision="ieee", tol=tol, raw_dot=raw_dot)
-    return pairwise_torch(M, var, cdnv_power=cdnv_power, block=block, tol=tol, raw_dot=raw_dot)
+        return launch(M, var, cdnv_power=cdnv_power, precision="ieee", tol=tol, raw_dot=raw_dot, counts=counts)
+    return pairwise_torch(M, var, cdnv_power=cdnv_power, block=block, tol=tol, raw_dot=raw_dot, counts=counts)
 
 
 def etf_error(gram_sum: float, gram_sq_sum: float, gram_trace: float, C: int) -> float | None:
