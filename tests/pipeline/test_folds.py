@@ -36,7 +36,10 @@ def test_window_plan_is_pure_partitioned_and_uniform():
 
     a, b = WindowPlan(1000, 100, seed=7, folds=4), WindowPlan(1000, 100, seed=7, folds=4)
     assert np.array_equal(a.ids, b.ids) and np.array_equal(a.folds, b.folds)  # every rank computes the same
-    assert len(a) == 100 and np.all(np.diff(a.ids) > 0)  # in shard order, no window twice
+    assert len(a) == 100 and len(set(a.ids.tolist())) == 100  # no window twice
+    assert np.all(np.diff(a.folds) >= 0)  # fold by fold (a batch updates one fold's block) …
+    for f in range(4):
+        assert np.all(np.diff(a.ids[a.folds == f]) > 0)  # … each in shard order
     assert a.ids.max() > 800 and a.ids.min() < 200  # over the whole shard, not its first windows
     assert np.bincount(a.folds).tolist() == [25, 25, 25, 25]  # balanced folds
     assert not np.array_equal(WindowPlan(1000, 100, seed=8).ids, a.ids)  # another seed, another sample
@@ -46,7 +49,6 @@ def test_window_plan_is_pure_partitioned_and_uniform():
         assert sum(c for _, c in blocks) == 100
     full = WindowPlan(50, None, seed=3, folds=1)  # no sample, one fold: exactly today's windows
     assert full.ids.tolist() == list(range(50)) and not full.sampled and full.folds.sum() == 0
-    # a window's fold depends on (seed, index) only, not on the number of folds' neighbours
     counts = np.bincount(WindowPlan(10_000, 2_000, seed=1).ids // 1000, minlength=10)
     assert counts.min() > 150  # uniform over the shard (each tenth expects 200)
 

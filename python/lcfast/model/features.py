@@ -59,8 +59,8 @@ def window_hash(seed: int, ids: np.ndarray) -> np.ndarray:
 class WindowPlan:
     """The windows a pass visits and the fold of each (see the module docstring).
 
-    ids int64 [n] (global window indices, ascending: the shard is read front to back), folds
-    int64 [n] in [0, K). `block(rank, world)` is a rank's contiguous share of `ids` (the split
+    ids int64 [n] (global window indices: fold 0's in shard order, then fold 1's, …), folds int64 [n]
+    in [0, K), ascending. `block(rank, world)` is a rank's contiguous share of `ids` (the split
     torchrun and `--shard` use; without a sample it is the shard's own `rank_block`)."""
 
     def __init__(self, n_total: int, max_windows: int | None = None, seed: int = DEFAULT_SEED, folds: int = 1):
@@ -74,7 +74,10 @@ class WindowPlan:
         if self.sampled:
             order = order[: int(max_windows)]
         fold_in_order = np.arange(order.size, dtype=np.int64) % self.n_folds
-        keep = np.argsort(order, kind="stable")
+        # fold by fold, each in shard order: a batch then holds windows of one fold (but where one fold
+        # ends), so it updates as many accumulator rows as without folds — not K times as many
+        # scattered over K times the memory (measured: the class statistics 2× slower at K = 8)
+        keep = np.lexsort((order, fold_in_order))
         self.ids, self.folds = order[keep], fold_in_order[keep]
 
     def __len__(self) -> int:
