@@ -167,3 +167,44 @@ def test_cli_collect_defaults_to_eight_folds(tiny, tmp_path):
     assert r.returncode == 0, r.stderr
     (s,) = json.loads(r.stdout)
     assert s["options"]["folds"] == 8 and s["options"]["seed"] == 0
+
+
+def test_needed_positions_reads_doublings():
+    from lcfast.pipeline.convergence import needed_positions
+
+    rows = [  # a settles from 2,000 on; b moves by 5 SE at the last doubling; c has no SE
+        *({"metric": "a", "n_positions": n, "value": v, "se": 0.1} for n, v in
+          ((1000, 1.0), (2000, 2.0), (4000, 2.05), (8000, 2.1))),
+        *({"metric": "b", "n_positions": n, "value": v, "se": 0.1} for n, v in ((1000, 1.0), (2000, 1.5))),
+        {"metric": "c", "n_positions": 10, "value": 1.0, "se": None},
+        {"metric": "c", "n_positions": 20, "value": 1.0, "se": None},
+    ]
+    got = needed_positions(rows)
+    assert got["a"] == {"n_max": 8000, "stable": True, "needs": 2000}
+    assert got["b"] == {"n_max": 2000, "stable": False, "needs": None}
+    assert got["c"]["stable"] is None and got["c"]["needs"] is None
+
+
+def test_report_and_analysis_read_the_convergence(tiny, tmp_path):
+    """The report's Precision section, analyze's convergence plots and summary; the precision
+    columns are not correlated as metrics."""
+    from lcfast.pipeline.analyze import metric_columns
+    from lcfast.pipeline.analyze.convergence import convergence_summary, load_convergence
+    from lcfast.pipeline.report import write_report
+
+    collect(tiny["run"], out=tmp_path / "k4", opts=CollectOptions(folds=4, **OPTS), progress=False)
+    _measure(tmp_path / "k4", tmp_path / "m")
+    csv = tmp_path / "m" / "measurements.csv"
+    text = write_report(tmp_path / "rep", csv).read_text()
+    assert "## Precision" in text and "| `nc1_cdnv` |" in text
+    summary = {s["metric"]: s for s in convergence_summary(load_convergence([csv]))}
+    assert summary["nc1_cdnv"]["rows"] == 1 and summary["nc1_cdnv"]["n_max"] > 5000
+    data = pd.read_csv(csv)
+    cols = metric_columns(data, "val_loss")
+    assert "nc1_cdnv" in cols and not [c for c in cols if c.endswith(("_se", "_stable")) or c == "n_positions"]
+    from lcfast.io import staged
+    from lcfast.pipeline.analyze.convergence import convergence_plots
+
+    with staged() as st:
+        plots = convergence_plots(load_convergence([csv]), tmp_path / "rep", st)
+    assert tmp_path / "rep" / "convergence_nc1_cdnv.png" in plots and plots[0].stat().st_size > 1000
