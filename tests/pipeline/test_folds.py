@@ -208,3 +208,23 @@ def test_report_and_analysis_read_the_convergence(tiny, tmp_path):
     with staged() as st:
         plots = convergence_plots(load_convergence([csv]), tmp_path / "rep", st)
     assert tmp_path / "rep" / "convergence_nc1_cdnv.png" in plots and plots[0].stat().st_size > 1000
+
+
+def test_torchrun_collects_the_same_sample_and_folds(tiny, tmp_path):
+    """Under torchrun (2 ranks) --max-tokens is no longer refused: every rank computes the same seeded
+    sample and takes its share, and the summed folds equal the single-process collection."""
+    import subprocess
+
+    from helpers import torchrun
+
+    args = ["--device", "cpu", "--no-progress", "--batch-size", "8", "--max-tokens", "1500", "--folds", "2",
+            "--seed", "11", "--json"]
+    try:
+        r = torchrun(["collect", tiny["run"], "--out", tmp_path / "dist", *args], timeout=240)
+    except subprocess.TimeoutExpired:
+        pytest.fail("torchrun collect timed out")
+    assert r.returncode == 0, r.stderr[-3000:]
+    collect(tiny["run"], out=tmp_path / "single", opts=CollectOptions(max_tokens=1500, folds=2, seed=11, **OPTS),
+            progress=False)
+    assert_same_stats(tmp_path / "single", tmp_path / "dist")
+    assert json.loads((tmp_path / "dist" / "collect.json").read_text())["world_size"] == 2
