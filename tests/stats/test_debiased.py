@@ -74,3 +74,6 @@ def test_exact_values_of_two_classes():
     # a correction larger than the distance: counted, excluded, no value
     got = pairwise_torch(M, var * 100, counts=n)
     assert got.cdnv_debiased.n == 0 and got.nonpositive == 1 and math.isfinite(got.cdnv.mean)
+    # a corrected distance of exactly +0 (d² = 4 = a_0 + a_1 = 2 + 2): non-positive, no inf
+    got = pairwise_torch(M, torch.tensor([2.0, 2.0], dtype=F64), counts=torch.tensor([2, 2]))
+    assert got.cdnv_debiased.n == 0 and got.nonpositive == 1

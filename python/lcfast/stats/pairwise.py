@@ -264,11 +264,9 @@ class _TileSweep:
         self.bufs = [torch.empty(bs * bs, dtype=F64, device=dev) for _ in range(4 if Kd is None else 5)]
         # debiased CDNV: (½ s², a) per class, its tile buffers, Σ over kept pairs and their count
         self.deb = None
-        if deb is not None:  # rank-2 factors of a_i + a_j (Ua Va), w∘½s² and w (see _debiased)
+        if deb is not None:  # rank-2 factors of a_i + a_j (Ua Va) and ½ s² (see _debiased)
             hs, a = deb
-            w = torch.isfinite(a).to(F64)
-            a = torch.where(w > 0, a, torch.zeros_like(a))
-            self.deb = (torch.stack([a, torch.ones_like(a)], 1), torch.stack([torch.ones_like(a), a], 0), hs * w, w)
+            self.deb = (torch.stack([a, torch.ones_like(a)], 1), torch.stack([torch.ones_like(a), a], 0), hs)
             self.dbufs = [torch.empty(bs * bs, dtype=F64, device=dev)]
             self.accb = torch.zeros(2, dtype=F64, device=dev)
         self.c_kt = torch.tensor(self.s_l * self.Kt, dtype=F64, device=dev)
@@ -321,28 +319,38 @@ class _TileSweep:
     def _debiased(self, D2, valid, i0, i1, j0, j1) -> None:
         """Σ and count of (s²_i + s²_j)/(2 (dist² − a_i − a_j)^p) over the tile's valid pairs with a
         positive corrected distance (the others: excluded; finish() counts them). A hot path, so
-        few passes over the tile: the correction a_i + a_j is a rank-2 update (one addmm); with
-        R = (corrected)^−p, Σ_ij (½s²_i + ½s²_j) R_ij w_i w_j = (w∘½s²)ᵀ(R w) + (wᵀR)(w∘½s²) needs
-        two matrix-vector products, where w_c = [n_c ≥ 2] drops the classes without a variance
-        estimate (their a_c is 0 here, so R stays finite); a tile whose R is all positive and
-        finite (the common case: min(R) ≥ 0 and a finite sum) needs no mask."""
-        Ua, Va, hw, w = self.deb
+        few passes over the tile: the correction a_i + a_j is a rank-2 update (one addmm; a_c = +∞
+        for a class without a variance estimate); with R = 1/(corrected) the sum
+        Σ_ij (½s²_i + ½s²_j) R_ij^p = ½s²ᵀ(R^p 1) + 1ᵀ(R^p ½s²) is one product of R^p with two
+        columns. A tile whose R is all > 0 (its min) needs nothing else; otherwise R is clamped at
+        0 (0 exactly where the corrected distance is ≤ 0, −∞ included), masked to the valid pairs,
+        and its non-zeros counted. A corrected distance of exactly +0 (R = +∞) is masked too."""
+        Ua, Va, hs = self.deb
         bi, bj = i1 - i0, j1 - j0
-        R = torch.addmm(D2, Ua[i0:i1], Va[:, j0:j1], alpha=-1.0, out=_flat(self.dbufs[0], bi, bj))
-        # p ≠ 1: a negative base to the power −p may be positive: clamp it to 0 first (R = +inf)
-        R = R.reciprocal_() if self.p == 1.0 else R.clamp_min_(0.0).pow_(-self.p)
-        wi, wj, hi, hj = w[i0:i1], w[j0:j1], hw[i0:i1], hw[j0:j1]
-        s = torch.dot(hi, torch.mv(R, wj)) + torch.dot(torch.mv(R.T, wi), hj)
-        if valid is None and float(R.min()) >= 0 and math.isfinite(float(s)):
-            n = torch.dot(wi.sum().reshape(1), wj.sum().reshape(1))
-        else:  # some corrected distance ≤ 0 (R ≤ 0, ±inf or NaN), or masked pairs
-            good = (R > 0) & (R < math.inf)
+        R = torch.addmm(D2, Ua[i0:i1], Va[:, j0:j1], alpha=-1.0, out=_flat(self.dbufs[0], bi, bj)).reciprocal_()
+        n = None
+        if valid is None and float(R.min()) > 0:  # the common tile: every pair counts
+            n = torch.tensor(float(bi * bj), dtype=F64, device=R.device)
+        else:
+            R.clamp_min_(0.0)
             if valid is not None:
-                good &= valid
-            R.masked_fill_(~good, 0.0)
-            s = torch.dot(hi, torch.mv(R, wj)) + torch.dot(torch.mv(R.T, wi), hj)
-            n = torch.dot(wi, torch.mv(good.to(F64), wj))
-        self.accb += torch.stack([s, n.reshape(())])
+                R.masked_fill_(~valid, 0.0)
+        if self.p != 1.0:
+            R.pow_(self.p)
+        s = self._deb_sum(R, hs, i0, i1, j0, j1)
+        if not math.isfinite(float(s)):  # R = +∞: a corrected distance of +0 (or below float64's range)
+            R.masked_fill_(torch.isinf(R), 0.0)
+            s = self._deb_sum(R, hs, i0, i1, j0, j1)
+            n = None
+        if n is None:
+            n = torch.count_nonzero(R).to(F64)
+        self.accb += torch.stack([s, n])
+
+    def _deb_sum(self, R, hs, i0, i1, j0, j1):
+        """Σ_ij (hs_i + hs_j) R_ij = hs_iᵀ (R 1) + 1ᵀ (R hs_j): one pass over R."""
+        hj = hs[j0:j1]
+        r = torch.mm(R, torch.stack([torch.ones_like(hj), hj], 1))
+        return torch.dot(hs[i0:i1], r[:, 0]) + r[:, 1].sum()
 
     def _refine(self, D2, T, nki, nkj, nki_max, nkj_max, i0, j0, tri):
         """Pairs inside the refine band get their exact dist² and dhat² (− Kt) written into D2 / T;
