@@ -88,7 +88,7 @@ COL_GSQ = tl.constexpr(8)  # Σ_{c<c′} G² (phase 1 only)
 COL_FLAGGED = tl.constexpr(9)  # pairs within the rounding band: the tile is redone in phase 2
 COL_DOT = tl.constexpr(10)  # raw dot products (DOTS only): count, sum (+1), M2 (+2)
 COL_DEB = tl.constexpr(13)  # debiased CDNV (DEB only): pairs with a positive corrected distance, sum (+1)
-_NPART = 15
+_NPART = tl.constexpr(15)
 
 
 @triton.jit
@@ -114,11 +114,12 @@ def _emit_rows(val, ok, inv_n, kf, oi, oj, mi, mj, row_ptr, out_ptr):
 @triton.jit
 def _pow(x, power, POW_MODE: tl.constexpr):
     if POW_MODE == 1:
-        return x
+        y = x
     elif POW_MODE == 2:
-        return x * x
+        y = x * x
     else:
-        return tl.exp(power * tl.log(x))
+        y = tl.exp(power * tl.log(x))
+    return y
 
 
 @triton.jit
@@ -445,7 +446,7 @@ def _deb_ptrs(ops):
 
 def _launch_gram_tiles(ops, tiles, rows, C, d, p, pow_mode, tol, precision, raw_dot, blk, bk, nw) -> torch.Tensor:
     """Phase 1 over every tile of the table; returns its per-program partial table [P, _NPART]."""
-    part = torch.zeros(tiles.shape[0], _NPART, dtype=torch.float64, device=tiles.device)
+    part = torch.zeros(tiles.shape[0], _NPART.value, dtype=torch.float64, device=tiles.device)
     Mop = ops["Mop"]
     prec = {"ieee": "ieee", "tf32x3": "tf32x3", "tf32": "tf32", "bf16": "ieee"}[precision]
     _pairwise_kernel[(tiles.shape[0],)](
@@ -476,7 +477,7 @@ def _launch_exact_tiles(ops, flagged_tiles, rows, C, d, p, pow_mode, tol, blk) -
     ftiles = torch.stack([si.reshape(-1), sj.reshape(-1)], 1)
     ftiles = ftiles[ftiles[:, 0] <= ftiles[:, 1]].to(torch.int32).contiguous()
     n_sub = int(ftiles.shape[0])
-    part = torch.zeros(n_sub, _NPART, dtype=torch.float64, device=ft.device)
+    part = torch.zeros(n_sub, _NPART.value, dtype=torch.float64, device=ft.device)
     M64 = ops["M64"]
     _exact_tile_kernel[(n_sub,)](
         M64, M64.stride(0),
