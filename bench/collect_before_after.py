@@ -44,8 +44,9 @@ def main() -> None:
                 out = tmp / f"{rep}_{len(res[name])}_{name.replace(' ', '_')}"
                 env = dict(os.environ, PYTHONPATH=str(pp), OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
                 t = time.perf_counter()
-                r = subprocess.run([sys.executable, "-m", "lcfast", "collect", str(a.run), "--out", str(out), "--device",
-                                    "cpu", "--no-progress", "--json", *extra], capture_output=True, text=True, env=env)
+                cmd = [sys.executable, "-m", "lcfast", "collect", str(a.run), "--out", str(out), "--device", "cpu",
+                       "--no-progress", "--json", *extra]
+                r = subprocess.run(cmd, capture_output=True, text=True, env=env)
                 wall = time.perf_counter() - t
                 if r.returncode:
                     raise SystemExit(f"{name}: exit {r.returncode}: {r.stderr[-2000:]}")
