@@ -228,3 +228,24 @@ def test_torchrun_collects_the_same_sample_and_folds(tiny, tmp_path):
             progress=False)
     assert_same_stats(tmp_path / "single", tmp_path / "dist")
     assert json.loads((tmp_path / "dist" / "collect.json").read_text())["world_size"] == 2
+
+
+def test_memory_counts_the_folds_and_the_default_steps_down():
+    """An explicit --folds K that does not fit is refused naming K and what fits; without --folds the
+    largest of 8, 4, 2, 1 that fits is taken."""
+    from lcfast.pipeline import collect_layers as cl
+    from lcfast.pipeline.collect import _fit_folds
+
+    layout = cl.SlotLayout(slots=["head"], n_classes=1000, dims=[64])
+    one = cl.stats_bytes(1, 1000, 64)
+    cpu = torch.device("cpu")
+    with pytest.raises(UsageError, match=r"--folds 8: the class statistics of 8 folds need .*use --folds 3 or fewer"):
+        cl.check_memory(layout, exact=False, covariance=False, device=cpu, budget=3 * one + 1, layers_flag=None,
+                        folds=8)
+    assert cl.check_memory(layout, exact=False, covariance=False, device=cpu, budget=8 * one, layers_flag=None,
+                           folds=8) == 8 * one
+    k, need = _fit_folds(layout, CollectOptions(folds=None, max_memory=3 * one + 1), cpu)
+    assert (k, need) == (2, 2 * one)
+    with pytest.raises(UsageError, match="--folds 8"):
+        _fit_folds(layout, CollectOptions(folds=8, max_memory=3 * one + 1), cpu)
+    assert _fit_folds(layout, CollectOptions(folds=None, covariance=True), cpu)[0] == 1
