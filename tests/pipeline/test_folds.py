@@ -249,3 +249,30 @@ def test_memory_counts_the_folds_and_the_default_steps_down():
     with pytest.raises(UsageError, match="--folds 8"):
         _fit_folds(layout, CollectOptions(folds=8, max_memory=3 * one + 1), cpu)
     assert _fit_folds(layout, CollectOptions(folds=None, covariance=True), cpu)[0] == 1
+
+
+def test_folds_with_exact_layers_and_classes(tiny, tmp_path):
+    """--exact (the second pass about each fold's own means), --layers and --classes top:K with folds
+    measure what one fold measures: every row, every metric (to float64 rounding)."""
+    from lcfast.metrics.uncertainty import se_keys
+
+    rows = {}
+    for k in (1, 3):
+        out = tmp_path / f"k{k}"
+        collect(tiny["run"], out=out, opts=CollectOptions(folds=k, exact=True, layers="all", classes="top:40",
+                                                          max_tokens=2000, **OPTS), progress=False)
+        from lcfast.pipeline.measure import measure
+
+        rows[k] = measure([out], tmp_path / f"m{k}", device="cpu", progress=False, context_orders=0)
+    a, b = rows[1], rows[3]
+    assert len(a) == len(b) >= 2 and a["layer"].tolist() == b["layer"].tolist()
+    compared = 0
+    for k in se_keys("canonical"):
+        for x, y in zip(a[k], b[k]):
+            if isinstance(x, float) and np.isfinite(x):
+                assert y == pytest.approx(x, rel=1e-6 if k.endswith("_debiased") else 1e-9, abs=1e-12), k
+                compared += 1
+    assert compared >= 20
+    assert b["nc1_cdnv_se"].notna().all() and a["nc1_cdnv_se"].isna().all()
+    conv = pd.read_csv(tmp_path / "m3" / "convergence.csv")
+    assert set(conv["layer"].dropna().astype(int)) >= set(b["layer"].dropna().astype(int))
