@@ -147,17 +147,6 @@ def _emit(ok, d2, dh2, vi, vj, power, oi, oj, mi, mj, keep, base,
     val = tl.where(ok, (vi[:, None] + vj[None, :]) / (2.0 * den), 0.0)
     _emit_rows(val, ok, inv_n, kf, oi, oj, mi, mj, row_cdnv_ptr, base + COL_CDNV)
 
-    # interference cos = 1 − ‖m̂ − m̂′‖²/2
-    val = tl.where(ok, 1.0 - 0.5 * dh2, 0.0)
-    _emit_rows(val, ok, inv_n, kf, oi, oj, mi, mj, row_cos_ptr, base + COL_COS)
-
-    # log kernel −½ log ‖m̂ − m̂′‖²
-    val = tl.where(ok, -0.5 * tl.log(tl.where(ok, dh2, 1.0)), 0.0)
-    s = _tile_sum(val)
-    e = tl.where(ok, val - (s * inv_n).to(val.dtype), 0.0)
-    tl.store(base + COL_LOGK, s * kf)
-    tl.store(base + COL_LOGK + 1, _tile_sum(e * e) * kf)
-
     if DEB:  # debiased CDNV (s²_c + s²_c′) / (2 (d² − a_c − a_c′)^p), positive corrections only
         ai = tl.load(a_ptr + oi, mask=mi, other=0.0).to(d2.dtype)
         aj = tl.load(a_ptr + oj, mask=mj, other=0.0).to(d2.dtype)
@@ -169,6 +158,18 @@ def _emit(ok, d2, dh2, vi, vj, power, oi, oj, mi, mj, keep, base,
         val = tl.where(okd, (si[:, None] + sj[None, :]) / (2.0 * den), 0.0)
         tl.store(base + COL_DEB, _tile_sum(okd.to(tl.float32)) * kf)
         tl.store(base + COL_DEB + 1, _tile_sum(val) * kf)
+
+    # interference cos = 1 − ‖m̂ − m̂′‖²/2
+    val = tl.where(ok, 1.0 - 0.5 * dh2, 0.0)
+    _emit_rows(val, ok, inv_n, kf, oi, oj, mi, mj, row_cos_ptr, base + COL_COS)
+
+    # log kernel −½ log ‖m̂ − m̂′‖²
+    val = tl.where(ok, -0.5 * tl.log(tl.where(ok, dh2, 1.0)), 0.0)
+    s = _tile_sum(val)
+    e = tl.where(ok, val - (s * inv_n).to(val.dtype), 0.0)
+    tl.store(base + COL_LOGK, s * kf)
+    tl.store(base + COL_LOGK + 1, _tile_sum(e * e) * kf)
+
     return n_ok
 
 
