@@ -201,3 +201,25 @@ def test_bad_fold_inputs():
         lcfast.measure_embeddings(H, Y, folds=4, fold_block=10)
     with pytest.raises(UsageError, match="folds"):
         lcfast.measure_embeddings(H, Y, folds=0)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_debiased_trace_ratio_is_near_the_truth_with_20_samples_per_class(seed):
+    """Tr Σ_W / Tr Σ_B of Gaussian classes in closed form: Σ_c n_c d s_c² / N over (1/C) Σ‖m_c‖²
+    (true means, unweighted centre); the plug-in is low (Tr Σ_B inflated by the means' noise, Tr Σ_W
+    deflated by ddof 0), the debiased one much closer; a singleton class makes it None."""
+    g = torch.Generator().manual_seed(seed)
+    C, d, n = 30, 64, 20
+    mu = torch.randn(C, d, generator=g, dtype=F64) * 0.6
+    s = 0.5 + torch.rand(C, generator=g, dtype=F64)
+    m = mu - mu.mean(0)
+    truth = float((d * s**2).mean()) / float((m * m).sum(1).mean())
+    Y = torch.arange(C).repeat_interleave(n)
+    H = mu[Y] + s[Y, None] * torch.randn(C * n, d, generator=g, dtype=F64)
+    r = lcfast.measure_embeddings(H, Y, backend="torch", covariance=False)
+    plain, deb = r["nc1_trace_ratio"], r["nc1_trace_ratio_debiased"]
+    assert plain < truth * 0.9
+    assert abs(deb - truth) < 0.35 * abs(plain - truth)
+    keep = torch.ones(C * n, dtype=torch.bool)
+    keep[1:n] = False  # class 0 keeps one sample
+    assert lcfast.measure_embeddings(H[keep], Y[keep], backend="torch")["nc1_trace_ratio_debiased"] is None

@@ -70,6 +70,7 @@ CANONICAL_KEYS = (
     "nc1_cdnv_debiased",
     "nc1_cdnv_debiased_nonpositive_pairs",
     "nc1_trace_ratio",
+    "nc1_trace_ratio_debiased",
     "nc1_pinv",
     "nc2_norm_mean",
     "nc2_norm_cov",
@@ -294,6 +295,8 @@ def _canonical_metrics(stats, k: _Kept, W, ncc, min_count, cdnv_power, backend, 
     # NC1
     r["nc1_trace_ratio"] = trW / trB if not sb_zero else None
     if not sb_zero:
+        r["nc1_trace_ratio_debiased"] = _trace_ratio_debiased(k)
+    if not sb_zero:
         r["nc1_pinv"] = _nc1_pinv(stats, k)
 
     # pairwise (NC1 cdnv, NC2 interference, GNC2)
@@ -324,6 +327,19 @@ def _canonical_metrics(stats, k: _Kept, W, ncc, min_count, cdnv_power, backend, 
     for why in reasons:
         warnings.warn(f"measure: {why}", DegenerateInputWarning, stacklevel=4)
     return r, ps, dual
+
+
+def _trace_ratio_debiased(k: _Kept) -> float | None:
+    """Tr Σ_W / Tr Σ_B with both traces unbiased (docs/metrics.md, "Precision"): Σ_c n_c s²_c / N with
+    s²_c = σ²_c n_c/(n_c − 1), and (Σ_c ‖m_c‖² − (1 − 1/C) Σ_c s²_c/n_c)/C — E‖m̂_c‖² exceeds
+    ‖m_c‖² by the noise of the means. None when a kept class has n_c < 2 (no variance estimate) or
+    the corrected Tr Σ_B is not positive (the between-class spread is all noise)."""
+    if bool((k.n < 2).any()):
+        return None
+    s2 = k.var * k.n / (k.n - 1)
+    trW = float((k.n * s2).sum()) / k.N
+    trB = (float(k.n2.sum()) - (1 - 1 / k.C) * float((s2 / k.n).sum())) / k.C
+    return trW / trB if trB > 0 else None
 
 
 def _debiased(ps) -> tuple[float | None, int]:

@@ -168,6 +168,12 @@ def measure_embeddings_naive(H, Y, W=None, b=None, H_val=None, Y_val=None, min_c
     trW = float((n_k * var_k).sum() / N)
     trB = float((M * M).sum() / C)
     r["nc1_trace_ratio"] = trW / trB if trB > 0 else None
+    # unbiased traces: ddof-1 variances; E Σ_c ‖m̂_c‖² = Σ_c ‖m_c‖² + (1 − 1/C) Σ_c σ²_c/n_c
+    r["nc1_trace_ratio_debiased"] = None
+    if trB > 0 and bool((n_k >= 2).all()):
+        s2 = var_k * n_k / (n_k - 1)
+        trB_d = (float((M * M).sum()) - (1 - 1 / C) * float((s2 / n_k).sum())) / C
+        r["nc1_trace_ratio_debiased"] = float((n_k * s2).sum()) / N / trB_d if trB_d > 0 else None
     D = Hk - mu[Yk]
     SW = D.T @ D / N
     SB = M.T @ M / C
