@@ -267,7 +267,8 @@ class _TileSweep:
         if deb is not None:  # rank-2 factors of a_i + a_j (Ua Va) and ½ s² (see _debiased)
             hs, a = deb
             self.deb = (torch.stack([a, torch.ones_like(a)], 1), torch.stack([torch.ones_like(a), a], 0), hs)
-            self.dbufs = [torch.empty(bs * bs, dtype=F64, device=dev)]
+            # p = 1: corrected in D2's own buffer once the plain CDNV has used it; else a copy
+            self.dbufs = [torch.empty(bs * bs, dtype=F64, device=dev)] if p != 1.0 else []
             self.accb = torch.zeros(2, dtype=F64, device=dev)
         self.c_kt = torch.tensor(self.s_l * self.Kt, dtype=F64, device=dev)
         self.acc = torch.zeros(6, dtype=F64, device=dev)  # S1, S2 of cdnv-Kc, dhat²-Kt, log dhat²-Kl
@@ -305,18 +306,20 @@ class _TileSweep:
                 Gd.masked_fill_(~tri, 0.0)
             gf = Gd.view(-1)
             self.accd += torch.stack([gf.sum(), torch.dot(gf, gf)])
-        if self.deb is not None:
-            self._debiased(D2, valid, i0, i1, j0, j1)
+        if self.deb is not None and self.p != 1.0:  # D2 is about to be raised to p: a copy
+            self._debiased(D2, valid, i0, i1, j0, j1, out=_flat(self.dbufs[0], bi, bj))
         if self.p != 1.0:
             D2.clamp_min_(0).pow_(self.p)
         cd = torch.add(hvi[:, None], self.hv[None, j0:j1], out=_flat(self.bufs[2], bi, bj)).div_(D2).sub_(self.Kc)
+        if self.deb is not None and self.p == 1.0:  # D2 is free now: corrected in place (less traffic)
+            self._debiased(D2, valid, i0, i1, j0, j1, out=D2)
         L = torch.add(self.c_kt, T, alpha=self.s_l, out=_flat(self.bufs[3], bi, bj)).log_()
         if ex is not None:  # log dhat² − Kl from the exact dhat², not from the shifted T
             er, ec, _, et2 = ex
             L[er, ec] = et2.log() - self.Kl
         self._accumulate(cd, T, L, valid, i0, i1, j0, j1)
 
-    def _debiased(self, D2, valid, i0, i1, j0, j1) -> None:
+    def _debiased(self, D2, valid, i0, i1, j0, j1, out) -> None:
         """Σ and count of (s²_i + s²_j)/(2 (dist² − a_i − a_j)^p) over the tile's valid pairs with a
         positive corrected distance (the others: excluded; finish() counts them). A hot path, so
         few passes over the tile: the correction a_i + a_j is a rank-2 update (one addmm; a_c = +∞
@@ -326,11 +329,13 @@ class _TileSweep:
         0 (0 exactly where the corrected distance is ≤ 0, −∞ included), masked to the valid pairs,
         and its non-zeros counted. A corrected distance of exactly +0 (R = +∞) is masked too."""
         Ua, Va, hs = self.deb
-        bi, bj = i1 - i0, j1 - j0
-        R = torch.addmm(D2, Ua[i0:i1], Va[:, j0:j1], alpha=-1.0, out=_flat(self.dbufs[0], bi, bj)).reciprocal_()
+        if out is D2:
+            R = D2.addmm_(Ua[i0:i1], Va[:, j0:j1], alpha=-1.0).reciprocal_()
+        else:
+            R = torch.addmm(D2, Ua[i0:i1], Va[:, j0:j1], alpha=-1.0, out=out).reciprocal_()
         n = None
         if valid is None and float(R.min()) > 0:  # the common tile: every pair counts
-            n = torch.tensor(float(bi * bj), dtype=F64, device=R.device)
+            n = torch.tensor(float(R.numel()), dtype=F64, device=R.device)
         else:
             R.clamp_min_(0.0)
             if valid is not None:
