@@ -57,8 +57,8 @@ The Gram sums for the ETF errors (ΣG, ΣG², tr G over the full C×C G = M Mᵀ
 ΣG = ‖Σ_c m_c‖², tr G = Σ‖m_c‖², ‖G‖_F² = ‖MᵀM‖_F² (d×d) — computed in O(C·d²) (or O(C²·d)
 through C×C tiles when C < d, which is then the smaller matrix).
 
-Memory: the four augmented copies of M and M̂ (4·C·(d+2) float64) plus four (five with raw_dot)
-block² float64 tiles and a block² mask: O(C·d + block²). Measured (bench/bench_stats.py): see the report in the bench.
+Memory: the four augmented copies of M and M̂ (4·C·(d+2) float64) plus four (five with raw_dot,
+one more for the debiased CDNV at p ≠ 1) block² float64 tiles and a block² mask: O(C·d + block²). Measured (bench/bench_stats.py): see the report in the bench.
 """
 
 from __future__ import annotations
