@@ -14,11 +14,15 @@ positions, the whole val shard) and measured. At each epoch end three numbers pe
             positions), features from weights that moved during the interval, W after its last step
   frozen    the same interval's batches through the epoch's checkpoint (the weights at the row's
             step), the same W and the same evaluation: the tracked row without the drift
-  exact     `lcfast collect` of the checkpoint (every train position once) + `lcfast measure`
+  exact     `lcfast collect --folds 8` of the checkpoint (every train position once) + `lcfast
+            measure`: the value, its jackknife SE (`exact_se`) and, for nc1_cdnv, nc1_cdnv_debiased
+  same size `lcfast collect --max-tokens N·2,048 --folds 8` (a uniform random sample of windows of
+            the interval's size) + measure: the exact measurement at the tracked row's sample size
 
 drift = tracked vs frozen (the weights moving inside the interval); sampling = frozen vs exact
 (N·2,048 random positions instead of the whole train shard: fewer samples per class, classes not
-seen at all). Relative gaps are (a − b) / |b|. Runs with one torch thread.
+seen at all); gap_same_size = tracked vs the same-size exact measurement (what is left once both
+sides saw as many positions). Relative gaps are (a − b) / |b|. Runs with one torch thread.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ import torch
 from lcfast.benchmarks import demo_data, git_commit, machine_info, write_json
 
 HERE = Path(__file__).resolve().parent
+FOLDS = 8
 METRICS = ["nc1_cdnv", "nc1_trace_ratio", "nc2_norm_cov", "nc2_interference_mean", "nc2_interference_var",
            "nc2_etf_error", "gnc2_log_var", "nc3_dual_cos_mean", "nc3_dual_error", "nc4_agreement"]
 
@@ -108,10 +113,17 @@ def main() -> None:
                       device="cpu", progress=False, track_nc=True, track_every=every, **cfg)
             if not exact:  # the same weights whatever the interval (tracking does not change training)
                 for s in collect(run, checkpoint="all",
-                                 opts=CollectOptions(batch_size=QUICK.collect_batch, device="cpu"),
+                                 opts=CollectOptions(batch_size=QUICK.collect_batch, device="cpu", folds=FOLDS),
                                  progress=False):
                     row, _, _ = measure_collection(s["out_dir"], per_token=False, device="cpu")
                     exact[int(s["epoch"])] = {**row, "train_positions": s["passes"]["train"]["tokens"]}
+            n_pos = every * cfg["batch_size"] * cfg["context"]
+            same = {}  # the exact measurement of a random sample of the interval's size
+            for s in collect(run, checkpoint="all", out=work / "same_size" / run.name,
+                             opts=CollectOptions(batch_size=QUICK.collect_batch, device="cpu", folds=FOLDS,
+                                                 max_tokens=n_pos), progress=False):
+                row, _, _ = measure_collection(s["out_dir"], per_token=False, device="cpu")
+                same[int(s["epoch"])] = row
             track = pd.read_csv(run / "nc_track.csv")
             for epoch in range(1, epochs + 1):
                 r = track[track["epoch"] == epoch].iloc[-1]
@@ -122,7 +134,14 @@ def main() -> None:
                        "interval_positions": int(n * cfg["batch_size"] * cfg["context"]),
                        "exact_positions": exact[epoch]["train_positions"],
                        "tracked_classes": int(r["n_classes"]), "exact_classes": int(exact[epoch]["n_classes"]),
+                       "same_size_positions": same[epoch].get("n_positions"),
+                       "exact_nc1_cdnv_debiased": exact[epoch].get("nc1_cdnv_debiased"),
+                       "exact_nc1_cdnv_debiased_se": exact[epoch].get("nc1_cdnv_debiased_se"),
                        "metrics": {k: {"tracked": tracked[k], "frozen": frozen.get(k), "exact": exact[epoch].get(k),
+                                       "exact_se": exact[epoch].get(f"{k}_se"),
+                                       "exact_stable": exact[epoch].get(f"{k}_stable"),
+                                       "same_size": same[epoch].get(k), "same_size_se": same[epoch].get(f"{k}_se"),
+                                       "gap_same_size": rel(tracked[k], same[epoch].get(k)),
                                        "gap": rel(tracked[k], exact[epoch].get(k)),
                                        "drift": rel(tracked[k], frozen.get(k)),
                                        "sampling": rel(frozen.get(k), exact[epoch].get(k))} for k in METRICS}}
@@ -136,7 +155,7 @@ def main() -> None:
         rows = [r for r in res["rows"] if r["every"] == every]
         res["summary"][str(every)] = {
             k: {part: statistics.median(abs(r["metrics"][k][part]) for r in rows if r["metrics"][k][part] is not None)
-                for part in ("gap", "drift", "sampling")} for k in METRICS}
+                for part in ("gap", "drift", "sampling", "gap_same_size")} for k in METRICS}
     res["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S")
     write_json(args.json, res)
     if args.markdown:
@@ -163,11 +182,12 @@ def markdown(res: dict) -> str:
             lines.append(f"| {k} | {f(m['tracked'])} | {f(m['exact'])} | {pct(m['gap'])} | {pct(m['drift'])} | "
                          f"{pct(m['sampling'])} |")
     lines += ["\nMedian |relative gap| over every epoch end of every model:\n",
-              "| metric | " + " | ".join(f"every {e}: gap (drift, sampling)" for e in res["summary"]) + " |",
+              "| metric | " + " | ".join(f"every {e}: gap (drift, sampling); vs exact at the same size"
+                                      for e in res["summary"]) + " |",
               "|---|" + "---|" * len(res["summary"])]
     for k in METRICS:
-        cells = [f"{100 * s[k]['gap']:.0f}% ({100 * s[k]['drift']:.0f}%, {100 * s[k]['sampling']:.0f}%)"
-                 for s in res["summary"].values()]
+        cells = [f"{100 * s[k]['gap']:.0f}% ({100 * s[k]['drift']:.0f}%, {100 * s[k]['sampling']:.0f}%); "
+                 f"{100 * s[k]['gap_same_size']:.0f}%" for s in res["summary"].values()]
         lines.append(f"| {k} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

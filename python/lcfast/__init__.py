@@ -27,7 +27,7 @@ _LAZY = {
     "ClassStats": "lcfast.stats.classstats",
     "NCCStats": "lcfast.stats.ncc",
     "NCTracker": "lcfast.tracking",
-    "measure_embeddings": "lcfast.metrics.measure",
+    "measure_embeddings": "lcfast.metrics.embeddings",
     "measure_stats": "lcfast.metrics.measure",
     "per_class": "lcfast.pipeline.measure",
     "DataError": "lcfast.errors",

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -121,6 +122,20 @@ class Moments:
         return self.m2 / self.n if self.n > 0 else float("nan")
 
 
+def debias_terms(var: torch.Tensor, counts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(s², a) float64 [C] for the debiased CDNV from population variances σ̂²_c (ddof 0) and
+    counts n_c: s²_c = σ̂²_c·n_c/(n_c − 1) (ddof 1), a_c = s²_c/n_c = σ̂²_c/(n_c − 1). A class with
+    n_c < 2 has no variance estimate: s² = 0 and a = +∞, so every pair touching it has a
+    non-positive corrected distance (counted, excluded)."""
+    var = var.to(torch.float64)
+    n = counts.to(torch.float64).to(var.device)
+    one = n >= 2
+    nm1 = torch.where(one, n - 1, torch.ones_like(n))
+    s2 = torch.where(one, var * n / nm1, torch.zeros_like(var))
+    a = torch.where(one, var / nm1, torch.full_like(var, math.inf))
+    return s2, a
+
+
 @dataclass
 class PairwiseSums:
     """What one sweep over the unordered kept-class pairs c < c' produces.
@@ -135,6 +150,10 @@ class PairwiseSums:
     dot:    moments of the raw dot product ⟨m_c, m_c'⟩ over *all* pairs c < c' (degenerate ones
         included: the dot product is defined for every pair) — the paper's interference
         (docs/metrics.md); None unless the sweep was asked for it (`raw_dot=True`)
+    cdnv_debiased: count and mean (m2 not accumulated: 0) of the debiased CDNV
+        (s²_c + s²_c') / (2 (‖m_c − m_c'‖² − a_c − a_c')^p) over the non-degenerate pairs whose
+        corrected distance is positive (lcfast.stats.pairwise); None unless the sweep got counts
+    nonpositive: non-degenerate pairs whose corrected distance is ≤ 0 (excluded from cdnv_debiased)
     gram_sum, gram_sq_sum, gram_trace: ΣG_ij, ΣG_ij², tr G over the full C×C Gram G = M Mᵀ
         (both triangles and the diagonal: what the ETF error needs), never materialised.
     row_cdnv_sum, row_cos_sum, row_count: per class c, the sums of its pair values against every
@@ -146,6 +165,8 @@ class PairwiseSums:
     cos: Moments = field(default_factory=Moments)
     logk: Moments = field(default_factory=Moments)
     dot: Moments | None = None
+    cdnv_debiased: Moments | None = None
+    nonpositive: int = 0
     degenerate: int = 0
     gram_sum: float = 0.0
     gram_sq_sum: float = 0.0

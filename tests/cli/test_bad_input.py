@@ -21,7 +21,9 @@ from helpers import assert_bad_input, cli, make_disk_full, make_docs, snapshot
 CTX = 8
 TRAIN_ARGS = ["--layers", "1", "--width", "16", "--heads", "2", "--context", str(CTX), "--window", str(CTX),
               "--batch-size", "4", "--steps-per-epoch", "2", "--eval-tokens", "64", "--device", "cpu", "--no-progress"]
-COLLECT_ARGS = ["--max-tokens", "160", "--device", "cpu", "--no-progress", "--batch-size", "4"]
+# --seed 1: a random sample of windows (--max-tokens) whose most frequent class has more samples than
+# the second (case_fewer_than_two_kept_classes needs one); seed 0's sample ties them
+COLLECT_ARGS = ["--max-tokens", "160", "--seed", "1", "--device", "cpu", "--no-progress", "--batch-size", "4"]
 COLLECT_ARGS_NOCAP = ["--device", "cpu", "--no-progress", "--batch-size", "16"]
 
 
@@ -314,10 +316,14 @@ def case_shard_spec_invalid(w, base):
 
 
 def case_fewer_than_two_kept_classes(w, base):
+    import json
+
+    from lcfast.pipeline.collect.folds import merge_all, split_folds
     from lcfast.stats.classstats import ClassStats
 
     c = _coll_copy(w, base)
-    counts = ClassStats.load(c / "train_stats.safetensors").counts
+    folds = json.loads((c / "collect.json").read_text())["options"]["folds"]  # the CLI collects 8 by default
+    counts = merge_all(split_folds(ClassStats.load(c / "train_stats.safetensors"), folds)).counts
     top2 = int(counts.topk(2).values[1])
     k = top2 + 1 if int(counts.max()) > top2 else int(counts.max())  # exactly one class has ≥ k samples
     return ["measure", c, "--out", w / "m", "--min-count", str(k), "--no-progress"], 1, f"--min-count {k}: 1 class of"

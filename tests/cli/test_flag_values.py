@@ -70,6 +70,8 @@ SPEC = {
     ("collect", "--min-count"): ("int", 1, I64),
     ("collect", "--batch-size"): ("int", 1, I64),
     ("collect", "--max-tokens"): ("int", 1, I64),
+    ("collect", "--seed"): ("seed",),
+    ("collect", "--folds"): ("int", 1, 64),
     ("collect", "--context"): ("int", 1, I64),
     ("collect", "--save-every"): ("float", 0, 1e7, True),
     ("collect", "--dist-timeout"): ("float", 0, 1e7, True),

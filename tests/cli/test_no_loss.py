@@ -257,8 +257,8 @@ KILLED = {
     "collect": (lambda w: ["collect", w / "run", "--out", w / "coll2", *COLLECT], "val_ncc.safetensors", []),
     "merge": (lambda w: ["merge", w / "parts"], "train_stats.safetensors", []),
     "measure": (lambda w: ["measure", w / "coll", "--out", w / "meas", "--no-progress", "--cdnv-power", "2"],
-                "measurements.csv", ["meas/measurements.csv", "meas/per_token/run_epoch_1.parquet",
-                                     "meas/per_class.parquet"]),
+                "measurements.csv", ["meas/measurements.csv", "meas/convergence.csv",
+                                     "meas/per_token/run_epoch_1.parquet", "meas/per_class.parquet"]),
     "analyze": (lambda w: ["analyze", w / "table.csv", "--out", w / "an", "--target", "nc4_agreement"],
                 "analysis.json", None),  # None: every analysis output (correlations, data, plots)
 }

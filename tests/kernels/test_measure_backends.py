@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from lcfast.metrics.measure import measure_embeddings
+from lcfast.metrics.embeddings import measure_embeddings
 
 
 def _data(device, seed=0, N=360, V=140, d=24, C=48):
@@ -70,6 +70,9 @@ def test_paper_profile_triton_and_torch_agree(device, min_count):
                              min_count=min_count, profile="paper", backend="torch")
     assert list(tri) == list(ref)
     for k, v in ref.items():
+        if k.endswith("_se"):  # one fold: no standard error
+            assert v is None and tri[k] is None, k
+            continue
         assert v is not None, k
         if isinstance(v, int):
             assert tri[k] == v, k

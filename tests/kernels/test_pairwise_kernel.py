@@ -169,3 +169,28 @@ def test_raw_dot_products_tiny(device, C):
     got = pairwise_triton(M.to(device), var.to(device), raw_dot=True)
     assert_dots_close(got, want, rtol=2e-6)
     assert_dots_close(pairwise_torch(M, var, raw_dot=True), want, rtol=1e-12)
+
+
+@pytest.mark.parametrize("power", [1.0, 2.0])
+@pytest.mark.parametrize("block", [16, 128])  # 128: the duplicate's tile is redone in phase 2
+def test_debiased_cdnv_matches_naive_and_twin(device, power, block):
+    """The debiased CDNV columns on adversarial input: singleton classes, a duplicate pair
+    (degenerate), a near pair and large variances (corrected distance ≤ 0: counted, excluded)."""
+    M, var = centred(40, 6, seed=11)
+    M[3] = M[17]
+    M[7] = M[8] + 1e-3
+    M -= M.mean(0)
+    var = var * 3
+    n = torch.randint(1, 6, (40,), generator=torch.Generator().manual_seed(2))
+    want = pairwise_naive(M, var, cdnv_power=power, counts=n)
+    twin = pairwise_torch(M, var, cdnv_power=power, block=16, counts=n)
+    got = pairwise_triton(M.to(device), var.to(device), cdnv_power=power, block=block, counts=n.to(device))
+    for ref in (want, twin):
+        assert got.degenerate == ref.degenerate == 1
+        assert got.nonpositive == ref.nonpositive > 0
+        assert got.cdnv_debiased.n == ref.cdnv_debiased.n > 0
+        # fp32 Gram entries: the rounding of d² (≈ √d·2⁻²⁴·(‖m_c‖² + ‖m_c′‖²)) is amplified by
+        # (‖m_c‖² + ‖m_c′‖²)/(d² − a_c − a_c′) in a pair whose correction nearly cancels its
+        # distance (here up to ~300×): looser than the plain CDNV's 2e-5
+        assert got.cdnv_debiased.mean == pytest.approx(ref.cdnv_debiased.mean, rel=5e-4)
+    assert pairwise_triton(M.to(device), var.to(device), block=block).cdnv_debiased is None

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from lcfast.errors import UsageError
-from lcfast.metrics.measure import PROFILES, measure_embeddings, profile_cdnv_power
+from lcfast.metrics.embeddings import measure_embeddings
+from lcfast.metrics.measure import PROFILES, profile_cdnv_power
 from lcfast.metrics.profiles import MetricProfile
 
 

@@ -43,11 +43,19 @@ def test_features_are_collects(tiny):
 
 
 def test_max_tokens_path_arguments_and_measure(tiny):
-    """A run path and a shard path work too; max_tokens takes whole windows (about N positions);
+    """A run path and a shard path work too; max_tokens takes whole windows (about N positions) drawn
+    at random over the shard (collect's --max-tokens sample, lcfast.model.features.plan_windows);
     the result goes straight into measure_embeddings with the model's head (a Parameter)."""
+    from lcfast.model.features import plan_windows
+
     T = lcfast.load_model(tiny["run"]).config.context
+    shard = lcfast.TokenShard(str(tiny["data"] / "train.lcshard"))
     H, Y = lcfast.features(tiny["run"], tiny["data"] / "train.lcshard", max_tokens=3 * T - 1)
-    assert len(Y) == 3 * T and H.shape[0] == len(Y)
+    plan = plan_windows(shard, T, 3 * T - 1)
+    assert len(plan) == 3 and plan.ids.max() >= 3  # three windows, not the first three
+    tok = torch.from_numpy(np.asarray(shard.tokens, dtype=np.int64))
+    want = torch.cat([tok[k * T + 1 : k * T + T + 1] for k in plan.ids.tolist()])
+    assert torch.equal(Y, want) and H.shape[0] == len(Y)
     model = lcfast.load_model(tiny["run"], checkpoint=1)
     Hv, Yv = lcfast.features(model, tiny["data"] / "val.lcshard", max_tokens=4 * T)
     m = lcfast.measure_embeddings(H, Y, W=model.lm_head_weight, H_val=Hv, Y_val=Yv)
@@ -60,15 +68,19 @@ def test_transformers_folder(tiny, tmp_path):
 
     folder = tmp_path / "gpt2"
     hf = save_hf_model("gpt2", folder, tiny["data"] / "tokenizer.json")
-    H, Y = lcfast.features(folder, tiny["data"] / "train.lcshard", max_tokens=100)
+    from lcfast.model.features import plan_windows
+
+    shard = lcfast.TokenShard(str(tiny["data"] / "train.lcshard"))
+    H, Y = lcfast.features(folder, shard, max_tokens=100)
     T = 64  # the tiny gpt2's n_positions
-    assert len(Y) == 2 * T
-    toks = torch.from_numpy(np.asarray(lcfast.TokenShard(str(tiny["data"] / "train.lcshard")).tokens[: 2 * T + 1],
-                                       dtype=np.int64))
+    ids = plan_windows(shard, T, 100).ids.tolist()
+    assert len(ids) == 2 and len(Y) == 2 * T
+    tok = torch.from_numpy(np.asarray(shard.tokens, dtype=np.int64))
+    win = torch.stack([tok[k * T : k * T + T + 1] for k in ids])
     with torch.no_grad():
-        out = hf(toks[:-1].reshape(2, T), output_hidden_states=True)
+        out = hf(win[:, :-1], output_hidden_states=True)
     torch.testing.assert_close(H, out.hidden_states[-1].reshape(2 * T, -1), rtol=1e-5, atol=1e-5)
-    assert torch.equal(Y, toks[1:])
+    assert torch.equal(Y, win[:, 1:].reshape(-1))
 
 
 def test_errors(tiny, tmp_path):

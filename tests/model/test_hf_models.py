@@ -41,10 +41,17 @@ def _threads():
 
 
 def windows(shard: TokenShard, n: int):
-    """(x [n, T], y [n, T], valid [n, T]) exactly as collect reads them."""
-    win, lengths = shard.seq_windows(T, 0, n)
-    win = torch.from_numpy(np.asarray(win, dtype=np.int64))
-    valid = torch.arange(T)[None, :] < (torch.from_numpy(np.asarray(lengths, dtype=np.int64))[:, None] - 1)
+    """(x [n, T], y [n, T], valid [n, T]) exactly as collect reads them: the n windows of its
+    --max-tokens sample (seed 0; lcfast.model.features.plan_windows), in shard order, each read on
+    its own with the shard's own seq_windows."""
+    from lcfast.model.features import plan_windows
+
+    ids = plan_windows(shard, T, MAX_TOKENS).ids
+    assert len(ids) == n
+    parts = [shard.seq_windows(T, int(k), 1) for k in ids]
+    win = torch.from_numpy(np.concatenate([w for w, _ in parts]).astype(np.int64))
+    lengths = torch.from_numpy(np.concatenate([v for _, v in parts]).astype(np.int64))
+    valid = torch.arange(T)[None, :] < (lengths[:, None] - 1)
     return win[:, :-1], win[:, 1:], valid
 
 
@@ -139,7 +146,7 @@ def test_architecture_matches_transformers(arch, tmp_path, tiny_shards, tiny_bpe
 def test_per_layer_metrics_match_hidden_states(tmp_path, tiny_shards, tiny_bpe_tokenizer):
     """`lcfast measure` rows of a --layers collection = the metrics of the hidden states read
     independently (measure_embeddings on them), NC3/NC4 only at the head."""
-    from lcfast.metrics.measure import measure_embeddings
+    from lcfast.metrics.embeddings import measure_embeddings
     from lcfast.pipeline.measure import measure
 
     model = save_hf_model("llama", tmp_path / "llama", tiny_bpe_tokenizer, seed=2)

@@ -248,7 +248,7 @@ def test_a_rank_that_never_arrives_stops_the_other_with_one_line(tiny_shards, tm
     lines = [x for x in r.stderr.splitlines() if x.startswith("lcfast: error:")]
     assert len(lines) == 1, r.stderr[-3000:]
     want = (r"lcfast: error: rank 0 waited \d+ s \(the timeout\) in collective #1 the agreement after "
-            r"collect_checkpoint \(collect\.py:\d+\), for rank 1 \(in no collective yet\); rerun the same command "
+            r"collect_checkpoint \(run\.py:\d+\), for rank 1 \(in no collective yet\); rerun the same command "
             r"to resume \(--dist-timeout / LCFAST_DIST_TIMEOUT sets the wait\) \[.+\]$")
     assert re.match(want, lines[0]), lines[0]
     assert not coll.exists() or not [p for p in coll.iterdir() if not p.name.startswith(".")]

@@ -216,7 +216,7 @@ def test_api_errors(data_dir, tmp_path):
 def test_cli_errors(data_dir, tmp_path):
     code, err = cli(["train", "--data", str(tmp_path / "missing"), "--layers", "1", "--width", "16",
                      "--out", str(tmp_path / "o")])
-    assert code == 1 and "--data" in err and len(err.strip().splitlines()) == 1
+    assert code == 2 and "--data" in err and len(err.strip().splitlines()) == 1
     code, err = cli(["train", "--data", str(data_dir), "--layers", "0", "--width", "16", "--out", str(tmp_path / "o")])
     assert code == 2 and "--layers" in err and len(err.strip().splitlines()) == 1
     code, err = cli(["train", "--data", str(data_dir), "--layers", "1", "--width", "16", "--context", "-4",

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from lcfast.cli.options import FloatOption, IntOption
+from lcfast.cli.options import FloatOption, IntOption, SeedOption
 from lcfast.validate import CDNV_POWER_MAX, DIST_TIMEOUT_MAX, SAVE_EVERY_MAX
 
 
@@ -33,7 +33,14 @@ def collect(
                                     help="Also accumulate the d×d within-class covariance (for nc1_pinv)."),
     batch_size: int = IntOption(16, "--batch-size", "-b", help="Windows (of the model's context) per forward."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N."),
-    max_tokens: int | None = IntOption(None, "--max-tokens", help="Stop each pass after about N positions."),
+    max_tokens: int | None = IntOption(None, "--max-tokens",
+                                       help="About N positions per pass: whole windows drawn uniformly at random over "
+                                            "the shard (--seed)."),
+    seed: int = SeedOption(0, "--seed", help="Seed of the --max-tokens sample of windows and of the folds."),
+    folds: int | None = IntOption(None, "--folds",
+                                  help="K disjoint folds of windows accumulated side by side, for standard errors and "
+                                       "convergence (default 8, fewer if they do not fit; 1 with --covariance).",
+                                  min=1, max=64),
     save_every: float = FloatOption(60.0, "--save-every", help="Seconds between state saves (resume points).",
                                     min=0, min_open=True, max=SAVE_EVERY_MAX),
     skip_nonfinite: bool = typer.Option(False, "--skip-nonfinite",
@@ -82,7 +89,7 @@ def collect(
         exact=exact, covariance=covariance, min_count=min_count, batch_size=batch_size, device=device,
         max_tokens=max_tokens, save_every_s=save_every, backend=backend, skip_nonfinite=skip_nonfinite,
         restart=restart, part=parse_shard_spec(shard), context=context, dtype=dtype, layers=layers, classes=classes,
-        max_memory=parse_size(max_memory), dist_timeout=dist_timeout,
+        max_memory=parse_size(max_memory), dist_timeout=dist_timeout, seed=seed, folds=folds,
     )
     console = Console(stderr=True)
     with one_line_warnings():

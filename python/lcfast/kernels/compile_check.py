@@ -36,21 +36,25 @@ def _variants():
                    CS._class_stats_kernel, cs_t,
                    dict(HAS_PERM=seg, HAS_SHIFT=shift, HAS_CENTERS=ctr, SEGMENTED=seg, BLOCK_R=br, BLOCK_D=bd), nw)
     pw_t = dict(m_ptr="*fp32", stride_m="i32", sqn_ptr="*fp64", sqx_ptr="*fp64", var_ptr="*fp64", tiles_ptr="*i32",
-                part_ptr="*fp64", row_cdnv_ptr="*fp64", row_cos_ptr="*fp64", row_cnt_ptr="*fp64", C="i32", D="i32",
-                power="fp32", tol="fp32", thr="fp32")
+                part_ptr="*fp64", row_cdnv_ptr="*fp64", row_cos_ptr="*fp64", row_cnt_ptr="*fp64", a_ptr="*fp64",
+                s2_ptr="*fp64", C="i32", D="i32", power="fp32", tol="fp32", thr="fp32")
     for prec in PW.PRECISIONS:
         cfg = PW._default_config(prec)
         t = dict(pw_t, m_ptr="*bf16" if prec == "bf16" else "*fp32")
-        # (power, raw dots): the canonical default, a general power, and the paper profile's variant
-        for pm, dots in (((1, False), (0, False), (2, True)) if prec == "ieee" else ((1, False), (2, True))):
-            yield (f"pairwise {prec} pow_mode={pm}{' dots' if dots else ''}", PW._pairwise_kernel, t,
+        # (power, raw dots, debiased CDNV): the canonical default (measurements always ask for the
+        # debiased CDNV), a general power, the paper profile's variant, and the plain sweep
+        variants = ((1, False, True), (0, False, True), (2, True, True), (1, False, False))
+        for pm, dots, deb in (variants if prec == "ieee" else variants[::2]):
+            yield (f"pairwise {prec} pow_mode={pm}{' dots' if dots else ''}{' debiased' if deb else ''}",
+                   PW._pairwise_kernel, t,
                    dict(PREC="ieee" if prec == "bf16" else prec, POW_MODE=pm, OP_BF16=prec == "bf16", UPCAST=False,
-                        DOTS=dots, BLOCK=cfg["block"], BLOCK_K=cfg["block_k"]), cfg["num_warps"])
+                        DOTS=dots, DEB=deb, BLOCK=cfg["block"], BLOCK_K=cfg["block_k"]), cfg["num_warps"])
     ex_t = dict(m64_ptr="*fp64", stride_m64="i32", sqx_ptr="*fp64", var_ptr="*fp64", tiles_ptr="*i32",
-                part_ptr="*fp64", row_cdnv_ptr="*fp64", row_cos_ptr="*fp64", row_cnt_ptr="*fp64", C="i32", D="i32",
-                power="fp32", tol="fp32")
+                part_ptr="*fp64", row_cdnv_ptr="*fp64", row_cos_ptr="*fp64", row_cnt_ptr="*fp64", a_ptr="*fp64",
+                s2_ptr="*fp64", C="i32", D="i32", power="fp32", tol="fp32")
     blk = min(PW._default_config("ieee")["block"], 64)
-    yield ("pairwise exact tiles", PW._exact_tile_kernel, ex_t, dict(POW_MODE=0, BLOCK=blk), 8 if blk >= 64 else 4)
+    yield ("pairwise exact tiles debiased", PW._exact_tile_kernel, ex_t, dict(POW_MODE=0, DEB=True, BLOCK=blk),
+           8 if blk >= 64 else 4)
     nc_t = dict(h_ptr="*bf16", stride_h="i32", B="i32", mu_ptr="*fp32", stride_mu="i32", musq_ptr="*fp32", K="i32",
                 w_ptr="*fp32", stride_w="i32", b_ptr="*fp32", C="i32", D="i32", ncc_out="*i64", lm_out="*i64",
                 rmu_ptr="*fp32", stride_rmu="i32", rmusq_ptr="*fp32", K2="i32", kid_ptr="*i64", rid_ptr="*i64",
@@ -87,7 +91,7 @@ def _ptxas_usage(ptx: str, arch: int) -> dict:
         return {"ptxas": f"unavailable ({type(exc).__name__})"}
 
 
-def compile_all(arch: int = 90) -> list[dict]:
+def compile_all(arch: int = 90, only: str | None = None) -> list[dict]:
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
@@ -95,6 +99,8 @@ def compile_all(arch: int = 90) -> list[dict]:
     target = GPUTarget("cuda", arch, 32)
     out = []
     for name, fn, types, consts, nw in _variants():
+        if only and only not in name:
+            continue
         sig = {n: ("constexpr" if n in consts else types[n]) for n in fn.arg_names}
         src = ASTSource(fn=fn, signature=sig, constexprs={(fn.arg_names.index(k),): v for k, v in consts.items()})
         t0 = time.perf_counter()
@@ -116,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m lcfast.kernels.compile_check", description=__doc__.split("\n\n")[0])
     ap.add_argument("--arch", type=int, default=90, help="CUDA compute capability ×10 (90 = H100/H200)")
     ap.add_argument("--json", default=None, help="write the results here")
+    ap.add_argument("--only", default=None, help="compile only the variants whose name contains this text")
     a = ap.parse_args(argv)
     if os.environ.get("TRITON_INTERPRET") == "1":
         print("compile_check: unset TRITON_INTERPRET (interpreted kernels cannot be compiled)", file=sys.stderr)
@@ -123,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     import triton
 
     print(f"triton {triton.__version__}, target sm_{a.arch}")
-    rows = compile_all(a.arch)
+    rows = compile_all(a.arch, a.only)
     if a.json:
         from lcfast.io import atomic_write_text
 

@@ -16,11 +16,14 @@ Strategy
   the log kernel −½·log‖m̂_c − m̂_c′‖² = log(1/‖m̂_c − m̂_c′‖), and G². Element values are float32
   (the Gram entries carry fp32 rounding anyway); every sum is float64 (row sums of ≤ BLOCK values
   in float32, then float64).
-* Output: per program a row of a P×13 float64 table — the count of valid pairs, and for each of
+* Output: per program a row of a P×_NPART float64 table (columns COL_*) — the count of valid pairs, and for each of
   cdnv / cos / logk the sum and the M2 about the tile's own mean; the degenerate-pair count,
   Σ_{c<c′} G² and the number of flagged pairs (below); with ``raw_dot=True`` (constexpr DOTS) the
   count, sum and M2 of the raw Gram entries G = ⟨m_c, m_c′⟩ over every pair c < c′ of the tile,
-  degenerate or not (the paper's interference; never redone in phase 2) — merged on the host with Chan's formula in
+  degenerate or not (the paper's interference; never redone in phase 2); with ``counts`` (constexpr
+  DEB) the number of valid pairs whose corrected distance ‖m_c − m_c′‖² − a_c − a_c′ is positive and
+  the sum of the debiased CDNV (s²_c + s²_c′)/(2 (corrected)^p) over them (``lcfast.stats.pairwise``:
+  the same tile, an elementwise correction) — merged on the host with Chan's formula in
   float64 (vectorised: the exact all-at-once form of ``Moments.merge``). Per-class row sums
   (row_cdnv_sum, row_cos_sum, row_count) go out through float64 atomics on both the tile's rows and
   columns (each pair counts for both its classes). Never anything of size C×C.
@@ -65,7 +68,7 @@ import torch
 import triton
 import triton.language as tl
 
-from lcfast.backend import DEGENERATE_TOL, Moments, PairwiseSums
+from lcfast.backend import DEGENERATE_TOL, Moments, PairwiseSums, debias_terms
 from lcfast.errors import UsageError
 from lcfast.kernels._common import INTERPRET, check_device
 from lcfast.kernels._tiles import tile_dot
@@ -74,7 +77,18 @@ __all__ = ["pairwise_triton", "PRECISIONS", "DEGENERATE_TOL", "tile_table"]
 
 PRECISIONS = ("ieee", "tf32x3", "tf32", "bf16")
 
-_NPART = 13  # columns of the per-program partial table (10..12: raw dot products, DOTS only)
+# Columns of the per-program partial table (one float64 row per program). tl.constexpr so that the
+# kernels may read them (Triton refuses plain globals); the host reads `.value`.
+COL_N = tl.constexpr(0)  # valid (non-degenerate) pairs of the tile
+COL_CDNV = tl.constexpr(1)  # CDNV: tile sum, then M2 about the tile mean (+1)
+COL_COS = tl.constexpr(3)  # interference cos: sum, M2
+COL_LOGK = tl.constexpr(5)  # log kernel: sum, M2
+COL_DEGEN = tl.constexpr(7)  # degenerate pairs
+COL_GSQ = tl.constexpr(8)  # Σ_{c<c′} G² (phase 1 only)
+COL_FLAGGED = tl.constexpr(9)  # pairs within the rounding band: the tile is redone in phase 2
+COL_DOT = tl.constexpr(10)  # raw dot products (DOTS only): count, sum (+1), M2 (+2)
+COL_DEB = tl.constexpr(13)  # debiased CDNV (DEB only): pairs with a positive corrected distance, sum (+1)
+_NPART = tl.constexpr(15)
 
 
 @triton.jit
@@ -98,11 +112,23 @@ def _emit_rows(val, ok, inv_n, kf, oi, oj, mi, mj, row_ptr, out_ptr):
 
 
 @triton.jit
+def _pow(x, power, POW_MODE: tl.constexpr):
+    if POW_MODE == 1:
+        y = x
+    elif POW_MODE == 2:
+        y = x * x
+    else:
+        y = tl.exp(power * tl.log(x))
+    return y
+
+
+@triton.jit
 def _emit(ok, d2, dh2, vi, vj, power, oi, oj, mi, mj, keep, base,
-          row_cdnv_ptr, row_cos_ptr, row_cnt_ptr, POW_MODE: tl.constexpr):
+          row_cdnv_ptr, row_cos_ptr, row_cnt_ptr, a_ptr, s2_ptr, POW_MODE: tl.constexpr, DEB: tl.constexpr):
     """Contributions of the valid pairs `ok` of one tile: row sums (atomics, both classes of each
-    pair), and per value a tile sum and M2 about the tile mean (stored at base+0..6). Element
-    values in the inputs' dtype, every sum in float64. keep=False: emit nothing (zeros)."""
+    pair), and per value a tile sum and M2 about the tile mean (stored at the COL_* columns). Element
+    values in the inputs' dtype, every sum in float64. keep=False: emit nothing (zeros).
+    DEB: also the debiased CDNV from the per-class corrections a_c and ddof-1 variances s²_c."""
     kv = (oi * 0 + keep.to(tl.int32)) > 0  # keep as a block mask
     mi = mi & kv
     mj = mj & kv
@@ -114,29 +140,36 @@ def _emit(ok, d2, dh2, vi, vj, power, oi, oj, mi, mj, keep, base,
     n_ok = tl.sum(rc_i.to(tl.float64), axis=0)
     inv_n = 1.0 / tl.maximum(n_ok, 1.0)
     kf = keep.to(tl.float64)
-    tl.store(base + 0, n_ok * kf)
+    tl.store(base + COL_N, n_ok * kf)
 
     # CDNV (σ²_c + σ²_c′) / (2 (d²)^p)
-    d2s = tl.where(ok, d2, 1.0)
-    if POW_MODE == 1:
-        den = d2s
-    elif POW_MODE == 2:
-        den = d2s * d2s
-    else:
-        den = tl.exp(power * tl.log(d2s))
+    den = _pow(tl.where(ok, d2, 1.0), power, POW_MODE)
     val = tl.where(ok, (vi[:, None] + vj[None, :]) / (2.0 * den), 0.0)
-    _emit_rows(val, ok, inv_n, kf, oi, oj, mi, mj, row_cdnv_ptr, base + 1)
+    _emit_rows(val, ok, inv_n, kf, oi, oj, mi, mj, row_cdnv_ptr, base + COL_CDNV)
+
+    if DEB:  # debiased CDNV (s²_c + s²_c′) / (2 (d² − a_c − a_c′)^p), positive corrections only
+        ai = tl.load(a_ptr + oi, mask=mi, other=0.0).to(d2.dtype)
+        aj = tl.load(a_ptr + oj, mask=mj, other=0.0).to(d2.dtype)
+        si = tl.load(s2_ptr + oi, mask=mi, other=0.0).to(d2.dtype)
+        sj = tl.load(s2_ptr + oj, mask=mj, other=0.0).to(d2.dtype)
+        dc = d2 - ai[:, None] - aj[None, :]
+        okd = ok & (dc > 0.0)
+        den = _pow(tl.where(okd, dc, 1.0), power, POW_MODE)
+        val = tl.where(okd, (si[:, None] + sj[None, :]) / (2.0 * den), 0.0)
+        tl.store(base + COL_DEB, _tile_sum(okd.to(tl.float32)) * kf)
+        tl.store(base + COL_DEB + 1, _tile_sum(val) * kf)
 
     # interference cos = 1 − ‖m̂ − m̂′‖²/2
     val = tl.where(ok, 1.0 - 0.5 * dh2, 0.0)
-    _emit_rows(val, ok, inv_n, kf, oi, oj, mi, mj, row_cos_ptr, base + 3)
+    _emit_rows(val, ok, inv_n, kf, oi, oj, mi, mj, row_cos_ptr, base + COL_COS)
 
     # log kernel −½ log ‖m̂ − m̂′‖²
     val = tl.where(ok, -0.5 * tl.log(tl.where(ok, dh2, 1.0)), 0.0)
     s = _tile_sum(val)
     e = tl.where(ok, val - (s * inv_n).to(val.dtype), 0.0)
-    tl.store(base + 5, s * kf)
-    tl.store(base + 6, _tile_sum(e * e) * kf)
+    tl.store(base + COL_LOGK, s * kf)
+    tl.store(base + COL_LOGK + 1, _tile_sum(e * e) * kf)
+
     return n_ok
 
 
@@ -159,9 +192,10 @@ def _pairwise_kernel(
     tiles_ptr,
     part_ptr,
     row_cdnv_ptr, row_cos_ptr, row_cnt_ptr,
+    a_ptr, s2_ptr,
     C, D, power, tol, thr,
     PREC: tl.constexpr, POW_MODE: tl.constexpr, OP_BF16: tl.constexpr, UPCAST: tl.constexpr, DOTS: tl.constexpr,
-    BLOCK: tl.constexpr, BLOCK_K: tl.constexpr,
+    DEB: tl.constexpr, BLOCK: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
     """Phase 1: Gram tile by tl.dot, float32 epilogue. A tile holding a pair within the Gram's
     rounding of a degenerate threshold emits no pair values (only ΣG² and its flag): phase 2
@@ -178,16 +212,16 @@ def _pairwise_kernel(
     xi = tl.load(sqx_ptr + oi, mask=mi, other=0.0)
     xj = tl.load(sqx_ptr + oj, mask=mj, other=0.0)
     upper = (oi[:, None] < oj[None, :]) & mj[None, :]
-    base = part_ptr + pid * 13
+    base = part_ptr + pid * _NPART
     gp = tl.where(upper, g, 0.0)
-    tl.store(base + 8, _tile_sum(gp * gp))
+    tl.store(base + COL_GSQ, _tile_sum(gp * gp))
     n_pair = _tile_sum(upper.to(tl.float32))
     if DOTS:
         sg = _tile_sum(gp)
         eg = tl.where(upper, g - (sg / tl.maximum(n_pair, 1.0)).to(tl.float32), 0.0)
-        tl.store(base + 10, n_pair)
-        tl.store(base + 11, sg)
-        tl.store(base + 12, _tile_sum(eg * eg))
+        tl.store(base + COL_DOT, n_pair)
+        tl.store(base + COL_DOT + 1, sg)
+        tl.store(base + COL_DOT + 2, _tile_sum(eg * eg))
 
     pair = upper & (xi[:, None] > 0.0) & (xj[None, :] > 0.0)
     xsum = (xi[:, None] + xj[None, :]).to(tl.float32)
@@ -198,14 +232,14 @@ def _pairwise_kernel(
     sus = pair & ((d2 <= thr * xsum) | (dh2 <= 2.0 * thr))
     n_sus = tl.sum(tl.sum(sus.to(tl.int32), axis=1), axis=0)
     keep = n_sus == 0
-    tl.store(base + 9, n_sus.to(tl.float64))
+    tl.store(base + COL_FLAGGED, n_sus.to(tl.float64))
 
     ok = pair & (d2 > tol * xsum) & (dh2 > 2.0 * tol)
     vi = tl.load(var_ptr + oi, mask=mi, other=0.0).to(tl.float32)
     vj = tl.load(var_ptr + oj, mask=mj, other=0.0).to(tl.float32)
     n_ok = _emit(ok, d2, dh2, vi, vj, power, oi, oj, mi, mj, keep, base,
-                 row_cdnv_ptr, row_cos_ptr, row_cnt_ptr, POW_MODE)
-    tl.store(base + 7, (n_pair - n_ok) * keep.to(tl.float64))
+                 row_cdnv_ptr, row_cos_ptr, row_cnt_ptr, a_ptr, s2_ptr, POW_MODE, DEB)
+    tl.store(base + COL_DEGEN, (n_pair - n_ok) * keep.to(tl.float64))
 
 
 @triton.jit
@@ -215,8 +249,9 @@ def _exact_tile_kernel(
     tiles_ptr,
     part_ptr,
     row_cdnv_ptr, row_cos_ptr, row_cnt_ptr,
+    a_ptr, s2_ptr,
     C, D, power, tol,
-    POW_MODE: tl.constexpr, BLOCK: tl.constexpr,
+    POW_MODE: tl.constexpr, DEB: tl.constexpr, BLOCK: tl.constexpr,
 ):
     """Phase 2, for the few flagged tiles: ‖m_c − m_c′‖² and ‖m̂_c − m̂_c′‖² summed directly from
     the float64 means (no Gram cancellation), float64 epilogue, the twin's rule."""
@@ -239,11 +274,11 @@ def _exact_tile_kernel(
     ok = pair & (e2 > tol * (xi[:, None] + xj[None, :])) & (eh2 > 2.0 * tol)
     vi = tl.load(var_ptr + oi, mask=mi, other=0.0)
     vj = tl.load(var_ptr + oj, mask=mj, other=0.0)
-    base = part_ptr + pid * 13
+    base = part_ptr + pid * _NPART
     keep = pid >= 0
     n_ok = _emit(ok, e2, eh2, vi, vj, power, oi, oj, mi, mj, keep, base,
-                 row_cdnv_ptr, row_cos_ptr, row_cnt_ptr, POW_MODE)
-    tl.store(base + 7, _tile_sum(upper.to(tl.float64)) - n_ok)
+                 row_cdnv_ptr, row_cos_ptr, row_cnt_ptr, a_ptr, s2_ptr, POW_MODE, DEB)
+    tl.store(base + COL_DEGEN, _tile_sum(upper.to(tl.float64)) - n_ok)
 
 
 def tile_table(n_tiles: int, group: int = 8) -> torch.Tensor:
@@ -299,6 +334,7 @@ def pairwise_triton(
     group: int | None = None,
     info: dict | None = None,
     raw_dot: bool = False,
+    counts: torch.Tensor | None = None,
 ) -> PairwiseSums:
     """One fused sweep over the class pairs c < c′ of the centred means M (C×d) and variances var (C).
 
@@ -307,11 +343,15 @@ def pairwise_triton(
     come back on M's device (row_count int64). Pass a dict as ``info`` to receive launch facts
     (tiles, tiles and pairs re-evaluated exactly). ``raw_dot=True``: also the moments of the raw
     dot products ⟨m_c, m_c′⟩ over every pair (``PairwiseSums.dot``, the paper's interference).
+    ``counts`` (n_c, [C]): also the debiased CDNV (``PairwiseSums.cdnv_debiased``, ``.nonpositive``;
+    definition in ``lcfast.stats.pairwise``).
     """
     if precision not in PRECISIONS:
         raise UsageError(f"pairwise_triton: precision must be one of {PRECISIONS}, got {precision!r}")
     if M.dim() != 2 or var.dim() != 1 or var.shape[0] != M.shape[0]:
         raise UsageError(f"pairwise_triton: M must be [C, d] and var [C], got {tuple(M.shape)} and {tuple(var.shape)}")
+    if counts is not None and (counts.dim() != 1 or counts.shape[0] != M.shape[0]):
+        raise UsageError(f"pairwise_triton: counts must be [{M.shape[0]}], got {tuple(counts.shape)}")
     C, d = M.shape
     dev = check_device(M, var, what="pairwise_triton")
     tol = DEGENERATE_TOL if tol is None else float(tol)
@@ -323,7 +363,7 @@ def pairwise_triton(
     if blk < 16 or bk < 16 or blk & (blk - 1) or bk & (bk - 1):
         raise UsageError("pairwise_triton: block and block_k must be powers of two ≥ 16")
 
-    ops = _operands(M, var, precision, tol)
+    ops = _operands(M, var, precision, tol, counts)
     f64 = dict(dtype=torch.float64, device=dev)
     rows = (torch.zeros(C, **f64), torch.zeros(C, **f64), torch.zeros(C, **f64))  # cdnv, cos, count
     out = PairwiseSums(n_classes=C, row_cdnv_sum=rows[0], row_cos_sum=rows[1])
@@ -340,6 +380,8 @@ def pairwise_triton(
         info.update(tiles=0, refined_tiles=0, precision=precision)
     if raw_dot:
         out.dot = Moments()
+    if counts is not None:
+        out.cdnv_debiased = Moments()
     if C < 2:
         out.gram_sq_sum = gsq_exact if gsq_exact is not None else float((ops["sqx"] ** 2).sum())
         out.row_count = rows[2].to(torch.int64)
@@ -351,29 +393,39 @@ def pairwise_triton(
     P = tiles.shape[0]
     part = _launch_gram_tiles(ops, tiles, rows, C=C, d=d, p=p, pow_mode=pow_mode, tol=tol, precision=precision,
                               raw_dot=raw_dot, blk=blk, bk=bk, nw=nw)
-    flagged = (part[:, 9] > 0).nonzero().squeeze(1)
+    flagged = (part[:, COL_FLAGGED.value] > 0).nonzero().squeeze(1)
     n_flag = int(flagged.numel())
     if n_flag:
         part = torch.cat([part, _launch_exact_tiles(ops, tiles[flagged], rows, C, d, p, pow_mode, tol, blk)])
     part = part.cpu()
-    out.cdnv = _merge(part[:, 0], part[:, 1], part[:, 2])
-    out.cos = _merge(part[:, 0], part[:, 3], part[:, 4])
-    out.logk = _merge(part[:, 0], part[:, 5], part[:, 6])
+    n_ok = part[:, COL_N.value]
+
+    def col(c, k=0):
+        return part[:, c.value + k]
+
+    out.cdnv = _merge(n_ok, col(COL_CDNV), col(COL_CDNV, 1))
+    out.cos = _merge(n_ok, col(COL_COS), col(COL_COS, 1))
+    out.logk = _merge(n_ok, col(COL_LOGK), col(COL_LOGK, 1))
     if raw_dot:
-        out.dot = _merge(part[:, 10], part[:, 11], part[:, 12])
-    out.degenerate = int(round(float(part[:, 7].sum())))
+        out.dot = _merge(col(COL_DOT), col(COL_DOT, 1), col(COL_DOT, 2))
+    if counts is not None:
+        nd = float(col(COL_DEB).sum())
+        out.cdnv_debiased = Moments(nd, float(col(COL_DEB, 1).sum()) / nd if nd else 0.0, 0.0)
+        out.nonpositive = int(round(float(n_ok.sum()) - nd))
+    out.degenerate = int(round(float(col(COL_DEGEN).sum())))
     sq = (ops["sqn"].cpu() ** 2).sum()
-    out.gram_sq_sum = gsq_exact if gsq_exact is not None else float(sq + 2.0 * part[:P, 8].sum())
+    out.gram_sq_sum = gsq_exact if gsq_exact is not None else float(sq + 2.0 * col(COL_GSQ)[:P].sum())
     out.row_count = rows[2].round().to(torch.int64)
     if info is not None:
-        info.update(tiles=P, refined_tiles=n_flag, flagged_pairs=int(part[:P, 9].sum()))
+        info.update(tiles=P, refined_tiles=n_flag, flagged_pairs=int(col(COL_FLAGGED)[:P].sum()))
     return out
 
 
-def _operands(M: torch.Tensor, var: torch.Tensor, precision: str, tol: float) -> dict:
+def _operands(M: torch.Tensor, var: torch.Tensor, precision: str, tol: float, counts=None) -> dict:
     """The kernels' inputs: M64 (float64 means, phase 2), Mop (the dot product's operands, fp32 or
     bf16), sqn (float64 ‖·‖² of exactly those operands), sqx (exact float64 ‖m‖², 0 for the classes
-    the twin's zero-norm rule drops, decided here exactly), var64."""
+    the twin's zero-norm rule drops, decided here exactly), var64; with counts, s2 and a (the
+    debiased CDNV's ddof-1 variances and distance corrections, `debias_terms`), else None."""
     C = M.shape[0]
     M64 = M.detach().to(torch.float64).contiguous()
     Mop = M64.to(torch.bfloat16 if precision == "bf16" else torch.float32).contiguous()
@@ -382,12 +434,21 @@ def _operands(M: torch.Tensor, var: torch.Tensor, precision: str, tol: float) ->
     scale = float(sqx.max()) if C else 0.0
     zero = sqx <= tol * scale if scale > 0 else torch.ones(C, dtype=torch.bool, device=M.device)
     sqx = sqx.masked_fill(zero, 0.0).contiguous()
-    return dict(M64=M64, Mop=Mop, sqn=sqn, sqx=sqx, var64=var.detach().to(torch.float64).contiguous())
+    var64 = var.detach().to(torch.float64).contiguous()
+    s2 = a = None
+    if counts is not None:
+        s2, a = (x.contiguous() for x in debias_terms(var64, counts.to(M.device)))
+    return dict(M64=M64, Mop=Mop, sqn=sqn, sqx=sqx, var64=var64, s2=s2, a=a)
+
+
+def _deb_ptrs(ops):
+    """(a, s²) for the DEB kernels; without counts any float64 [C] stands in (never read)."""
+    return (ops["a"], ops["s2"]) if ops["a"] is not None else (ops["var64"], ops["var64"])
 
 
 def _launch_gram_tiles(ops, tiles, rows, *, C, d, p, pow_mode, tol, precision, raw_dot, blk, bk, nw) -> torch.Tensor:
     """Phase 1 over every tile of the table; returns its per-program partial table [P, _NPART]."""
-    part = torch.zeros(tiles.shape[0], _NPART, dtype=torch.float64, device=tiles.device)
+    part = torch.zeros(tiles.shape[0], _NPART.value, dtype=torch.float64, device=tiles.device)
     Mop = ops["Mop"]
     prec = {"ieee": "ieee", "tf32x3": "tf32x3", "tf32": "tf32", "bf16": "ieee"}[precision]
     _pairwise_kernel[(tiles.shape[0],)](
@@ -396,9 +457,10 @@ def _launch_gram_tiles(ops, tiles, rows, *, C, d, p, pow_mode, tol, precision, r
         tiles,
         part,
         *rows,
+        *_deb_ptrs(ops),
         C, d, p, tol, tol + _refine_threshold(precision, d),
         PREC=prec, POW_MODE=pow_mode, OP_BF16=precision == "bf16", UPCAST=INTERPRET, DOTS=bool(raw_dot),
-        BLOCK=blk, BLOCK_K=bk,
+        DEB=ops["a"] is not None, BLOCK=blk, BLOCK_K=bk,
         num_warps=nw,
     )
     return part
@@ -417,7 +479,7 @@ def _launch_exact_tiles(ops, flagged_tiles, rows, C, d, p, pow_mode, tol, blk) -
     ftiles = torch.stack([si.reshape(-1), sj.reshape(-1)], 1)
     ftiles = ftiles[ftiles[:, 0] <= ftiles[:, 1]].to(torch.int32).contiguous()
     n_sub = int(ftiles.shape[0])
-    part = torch.zeros(n_sub, _NPART, dtype=torch.float64, device=ft.device)
+    part = torch.zeros(n_sub, _NPART.value, dtype=torch.float64, device=ft.device)
     M64 = ops["M64"]
     _exact_tile_kernel[(n_sub,)](
         M64, M64.stride(0),
@@ -425,8 +487,9 @@ def _launch_exact_tiles(ops, flagged_tiles, rows, C, d, p, pow_mode, tol, blk) -
         ftiles,
         part,
         *rows,
+        *_deb_ptrs(ops),
         C, d, p, tol,
-        POW_MODE=pow_mode, BLOCK=b2,
+        POW_MODE=pow_mode, DEB=ops["a"] is not None, BLOCK=b2,
         num_warps=8 if b2 >= 64 else 4,
     )
     return part

@@ -11,13 +11,16 @@ from __future__ import annotations
 from lcfast._lazy import lazy_getattr
 
 _LAZY = {
-    "measure_embeddings": "lcfast.metrics.measure",
+    "measure_embeddings": "lcfast.metrics.embeddings",
     "measure_stats": "lcfast.metrics.measure",
     "measure_all": "lcfast.metrics.measure",
     "CANONICAL_KEYS": "lcfast.metrics.measure",
     "PAPER_KEYS": "lcfast.metrics.measure",
     "per_token_table": "lcfast.metrics.measure",
     "TABLE_COLUMNS": "lcfast.metrics.per_token",
+    "measure_folds": "lcfast.metrics.uncertainty",
+    "se_keys": "lcfast.metrics.uncertainty",
+    "result_keys": "lcfast.metrics.uncertainty",
 }
 
 __all__ = sorted(_LAZY)

@@ -1,7 +1,7 @@
 """Every NC metric from class statistics — `measure_stats` (saved/streamed state, what `lcfast
-measure` calls) and `measure_embeddings` (raw tensors; accumulates a ClassStats and an NCCStats,
-then takes the same code path). Definitions, directions and how the two profiles relate:
-docs/metrics.md.
+measure` calls); `measure_embeddings` (raw tensors, lcfast.metrics.embeddings) accumulates a
+ClassStats and an NCCStats per fold, then takes the same code path. Definitions, directions and
+how the two profiles relate: docs/metrics.md.
 
 Two profiles, from the same one-pass statistics and one pairwise sweep / one NCC search:
 * "canonical" (default): `CANONICAL_KEYS` — kept classes have n_c ≥ min_count; μ_G is the
@@ -50,7 +50,7 @@ from lcfast.stats.ncc import NCCStats
 from lcfast.stats.pairwise import cross_gram_sums, etf_error, pairwise_sweep
 
 __all__ = ["CANONICAL_KEYS", "PAPER_KEYS", "PROFILES", "DegenerateInputWarning", "profile_cdnv_power",
-           "measure_embeddings", "measure_stats", "measure_all", "per_token_table"]
+           "measure_stats", "measure_all", "per_token_table"]
 
 F64 = torch.float64
 
@@ -64,8 +64,12 @@ class DegenerateInputWarning(UserWarning):
 CANONICAL_KEYS = (
     "n_classes",
     "n_samples",
+    "n_positions",
     "nc1_cdnv",
+    "nc1_cdnv_debiased",
+    "nc1_cdnv_debiased_nonpositive_pairs",
     "nc1_trace_ratio",
+    "nc1_trace_ratio_debiased",
     "nc1_pinv",
     "nc2_norm_mean",
     "nc2_norm_cov",
@@ -84,11 +88,14 @@ CANONICAL_KEYS = (
 )
 
 #: profile="paper": the columns of the paper's lc-2024_10_24 table (docs/metrics.md), plus the
-#: same bookkeeping as the canonical profile (n_classes, n_samples, degenerate_pairs)
+#: same bookkeeping as the canonical profile (n_classes, n_samples, n_positions, degenerate_pairs)
 PAPER_KEYS = (
     "n_classes",
     "n_samples",
+    "n_positions",
     "cdnv",
+    "cdnv_debiased",
+    "cdnv_debiased_nonpositive_pairs",
     "norms_mean",
     "norms_var",
     "norms_log_mean",
@@ -190,6 +197,8 @@ def measure_all(
         r, ps, dual = _paper_metrics(k, W, ncc, cdnv_power, backend, tol)
     else:
         r, ps, dual = _canonical_metrics(stats, k, W, ncc, min_count, cdnv_power, backend, tol)
+    # every train position the statistics saw, kept class or not (n_samples: kept ones only)
+    r["n_positions"] = int(k.counts.sum())
     tab = None
     if table:
         near = nearest_class(k.M, k.var, cdnv_power, tol)
@@ -277,14 +286,18 @@ def _canonical_metrics(stats, k: _Kept, W, ncc, min_count, cdnv_power, backend, 
     # NC1
     r["nc1_trace_ratio"] = trW / trB if not sb_zero else None
     if not sb_zero:
+        r["nc1_trace_ratio_debiased"] = _trace_ratio_debiased(k)
+    if not sb_zero:
         r["nc1_pinv"] = _nc1_pinv(stats, k)
 
     # pairwise (NC1 cdnv, NC2 interference, GNC2)
     ps = None
     r["degenerate_pairs"] = 0
+    r["nc1_cdnv_debiased_nonpositive_pairs"] = 0
     if C >= 2:
-        ps = pairwise_sweep(k.M, k.var, cdnv_power=cdnv_power, backend=backend, tol=tol)
+        ps = pairwise_sweep(k.M, k.var, cdnv_power=cdnv_power, backend=backend, tol=tol, counts=k.n)
         r["degenerate_pairs"] = int(ps.degenerate)
+        r["nc1_cdnv_debiased"], r["nc1_cdnv_debiased_nonpositive_pairs"] = _debiased(ps)
         if ps.cdnv.n > 0:
             r["nc1_cdnv"] = ps.cdnv.mean
             r["nc2_interference_mean"] = ps.cos.mean
@@ -305,6 +318,26 @@ def _canonical_metrics(stats, k: _Kept, W, ncc, min_count, cdnv_power, backend, 
     for why in reasons:
         warnings.warn(f"measure: {why}", DegenerateInputWarning, stacklevel=4)
     return r, ps, dual
+
+
+def _trace_ratio_debiased(k: _Kept) -> float | None:
+    """Tr Σ_W / Tr Σ_B with both traces unbiased (docs/metrics.md, "Precision"): Σ_c n_c s²_c / N with
+    s²_c = σ²_c n_c/(n_c − 1), and (Σ_c ‖m_c‖² − (1 − 1/C) Σ_c s²_c/n_c)/C — E‖m̂_c‖² exceeds
+    ‖m_c‖² by the noise of the means. None when a kept class has n_c < 2 (no variance estimate) or
+    the corrected Tr Σ_B is not positive (the between-class spread is all noise)."""
+    if bool((k.n < 2).any()):
+        return None
+    s2 = k.var * k.n / (k.n - 1)
+    trW = float((k.n * s2).sum()) / k.N
+    trB = (float(k.n2.sum()) - (1 - 1 / k.C) * float((s2 / k.n).sum())) / k.C
+    return trW / trB if trB > 0 else None
+
+
+def _debiased(ps) -> tuple[float | None, int]:
+    """(debiased CDNV mean or None when no pair has a positive corrected distance, the count of
+    non-degenerate pairs whose corrected distance is not positive) — docs/metrics.md."""
+    deb = ps.cdnv_debiased
+    return (_finite(deb.mean) if deb is not None and deb.n > 0 else None), int(ps.nonpositive)
 
 
 def _nc1_pinv(stats: ClassStats, k: _Kept) -> float | None:
@@ -374,9 +407,11 @@ def _paper_metrics(k: _Kept, W, ncc, cdnv_power, backend, tol):
         r["norms_log_mean"], r["norms_log_var"] = _mean_var1(norms.log())
     ps = None
     r["degenerate_pairs"] = 0
+    r["cdnv_debiased_nonpositive_pairs"] = 0
     if C >= 2:
-        ps = pairwise_sweep(M, var, cdnv_power=cdnv_power, backend=backend, tol=tol, raw_dot=True)
+        ps = pairwise_sweep(M, var, cdnv_power=cdnv_power, backend=backend, tol=tol, raw_dot=True, counts=k.n)
         r["degenerate_pairs"] = int(ps.degenerate)
+        r["cdnv_debiased"], r["cdnv_debiased_nonpositive_pairs"] = _debiased(ps)
         if ps.cdnv.n > 0:  # pairwise statistics: mean and population variance over pairs c < c'
             r["cdnv"] = _finite(ps.cdnv.mean)
             r["log_kern_mean"] = _finite(ps.logk.mean)
@@ -441,85 +476,6 @@ def measure_stats(
     r, _ = measure_all(stats, W, b, ncc, min_count, backend, profile=profile, cdnv_power=cdnv_power, tol=tol,
                        table=False)
     return r
-
-
-def measure_embeddings(
-    H: torch.Tensor,
-    Y: torch.Tensor,
-    W: torch.Tensor | None = None,
-    b: torch.Tensor | None = None,
-    H_val: torch.Tensor | None = None,
-    Y_val: torch.Tensor | None = None,
-    min_count: int = 1,
-    backend: str = "auto",
-    *,
-    profile: str = "canonical",
-    cdnv_power: float | None = None,
-    covariance: bool = True,
-    n_classes: int | None = None,
-    tol: float | None = None,
-    chunk: int = 32768,
-    return_table: bool = False,
-    decode: Callable[[int], str] | None = None,
-):
-    """Every metric of `profile` ("canonical": CANONICAL_KEYS, "paper": PAPER_KEYS; docs/metrics.md)
-    from raw tensors: H [N, d] features, Y [N] labels (next tokens), W [C, d] / b [C] the LM head,
-    H_val / Y_val validation features for NC4 (any float dtype; accumulated in float64).
-
-    The number of classes is W.shape[0], else `n_classes`, else 1 + the largest label.
-    Canonical: samples of classes below min_count are dropped before accumulating, so Σ_W
-    (nc1_pinv, `covariance=True`) is exactly over kept samples. Paper: nothing is dropped (classes
-    below min_count stay NC4 candidates at their own means; unseen classes sit at the origin) and no
-    covariance is accumulated (no paper column needs it). With `return_table=True` returns
-    (dict, per-token DataFrame). Tensors or numpy arrays."""
-    H, Y, W, b, H_val, Y_val = (as_tensor(x, f"measure_embeddings: {name}") for x, name in
-                                ((H, "H"), (Y, "Y"), (W, "W"), (b, "b"), (H_val, "H_val"), (Y_val, "Y_val")))
-    profile = MetricProfile.parse(profile)
-    power = profile.cdnv_power(cdnv_power)
-    paper = profile is MetricProfile.PAPER
-    if H.dim() != 2 or Y.dim() != 1 or Y.numel() != H.shape[0]:
-        raise UsageError(f"measure_embeddings: H must be [N, d] and Y [N], got {tuple(H.shape)} and {tuple(Y.shape)}")
-    if H.shape[0] == 0:
-        raise DataError("measure_embeddings: no samples (H is empty)")
-    if Y.dtype.is_floating_point or Y.dtype == torch.bool:
-        raise UsageError(f"measure_embeddings: Y must be an integer tensor, got {Y.dtype}")
-    if (H_val is None) != (Y_val is None):
-        raise UsageError("measure_embeddings: H_val and Y_val go together")
-    d = H.shape[1]
-    if W is not None:
-        C = int(W.shape[0])
-    elif n_classes is not None:
-        C = validate.integer("measure_embeddings: n_classes", n_classes, min=1)
-    else:
-        C = int(Y.max()) + 1
-        if Y_val is not None and Y_val.numel():
-            C = max(C, int(Y_val.max()) + 1)
-    if int(Y.min()) < 0 or int(Y.max()) >= C:
-        raise DataError(f"measure_embeddings: labels must lie in [0, {C}), got range [{int(Y.min())}, {int(Y.max())}]")
-    if W is not None and W.shape[1] != d:
-        raise UsageError(f"measure_embeddings: W has feature dim {W.shape[1]}, H has {d}")
-    min_count = validate.integer("min_count", min_count, min=1)
-    chunk = validate.integer("measure_embeddings: chunk", chunk, min=1)
-    Y = Y.to(H.device, torch.int64)
-    counts = torch.bincount(Y, minlength=C)
-    kept = counts >= min_count
-    if not bool(kept.all()) and not paper:
-        sel = kept[Y]
-        H, Y = H[sel], Y[sel]
-    st = ClassStats(C, d, covariance=covariance and not paper, device=H.device)
-    for i in range(0, H.shape[0], chunk):
-        st.update(H[i : i + chunk], Y[i : i + chunk], backend=backend)
-    ncc = None
-    if W is not None and H_val is not None:
-        if H_val.dim() != 2 or H_val.shape[1] != d or Y_val.dim() != 1 or Y_val.numel() != H_val.shape[0]:
-            raise UsageError(f"measure_embeddings: H_val must be [N, {d}] and Y_val [N], "
-                             f"got {tuple(H_val.shape)}, {tuple(Y_val.shape)}")
-        ncc = NCCStats(C, st.means, kept.cpu(), W, b, all_classes=paper)
-        for i in range(0, H_val.shape[0], chunk):
-            ncc.update(H_val[i : i + chunk], Y_val[i : i + chunk], backend=backend)
-    r, tab = measure_all(st, W, b, ncc, min_count, backend, profile=profile, cdnv_power=power, tol=tol,
-                         decode=decode, table=return_table)
-    return (r, tab) if return_table else r
 
 
 def per_token_table(

@@ -5,6 +5,8 @@ collect output dir, or a folder of runs), loads each one's train `ClassStats`, v
 the model's LM head, runs `measure_stats` and writes
 
     out_dir/measurements.csv                     one row per (model, checkpoint)
+    out_dir/convergence.csv                      each metric on nested random subsamples of the train
+                                                 windows (unions of collect's folds; lcfast.pipeline.convergence)
     out_dir/per_token/<model>_<checkpoint>.parquet  the per-token table with decoded token strings
     out_dir/per_class.parquet                    one row per (model, checkpoint, class): context
                                                  entropy beside per-class NC (lcfast.pipeline.per_class)
@@ -22,6 +24,13 @@ checkpoint, from collect's own val pass), `profile`, and every metric key of tha
 tables under its names and definitions (such rows can be appended to the paper's lc-2024_10_24
 table; `lcfast analyze` pools them with it). A model from the hub cache adds `revision` and `step`
 after `checkpoint`: the revision as named, and N of a stepN revision (else empty).
+
+
+Precision (docs/metrics.md, "Precision"): a collection made with `collect --folds K` holds K disjoint
+folds of windows; every metric M is measured on their merge (the same value as one fold of all the
+data) with `measure_folds`, which adds `n_positions`, `n_folds` and `M_se` (the delete-one-fold
+jackknife). `M_stable` says whether the last doubling of positions (half of the folds → all) moved
+M by less than 2·M_se. With K = 1 the SEs and `M_stable` are empty.
 """
 
 from __future__ import annotations
@@ -167,14 +176,22 @@ def _compact_ncc(ncc, ids: torch.Tensor):
     return out
 
 
+def n_folds_of(summary) -> int:
+    """The folds of a collection (collect.json's options.folds; 1 for collections made before them)."""
+    k = summary.options.folds
+    return int(k) if isinstance(k, int) and k >= 1 else 1
+
+
 def layer_rows(cdir: Path, head_row: dict, *, min_count: int, cdnv_power: float | None, backend: str, device: str,
-               profile: str = "canonical") -> list[dict]:
+               profile: str = "canonical", conv: list | None = None) -> list[dict]:
     """One row per hidden-state slot of a `collect --layers` collection: NC1, NC2, GNC2 of
-    `hidden_states[i]` under `profile`'s keys (NC3/NC4 belong to the classifier's input: left empty)."""
-    from lcfast.metrics.measure import CANONICAL_KEYS, PAPER_KEYS, measure_all
+    `hidden_states[i]` under `profile`'s keys (NC3/NC4 belong to the classifier's input: left empty),
+    with their SEs over the collection's folds; their convergence rows are appended to `conv`."""
+    from lcfast.pipeline.collect.folds import split_folds
+    from lcfast.pipeline.convergence import measure_with_precision, row_keys
 
     profile = MetricProfile.parse(profile)
-    keys = PAPER_KEYS if profile is MetricProfile.PAPER else CANONICAL_KEYS
+    keys = row_keys(profile.value)
     cdnv_power = profile.cdnv_power(cdnv_power)
 
     s = CollectSummary.read(cdir)
@@ -184,10 +201,14 @@ def layer_rows(cdir: Path, head_row: dict, *, min_count: int, cdnv_power: float 
     stats = _load_state(cdir, "train_exact" if s.options.exact else "train", s,
                         resolve_device(device))
     rows = []
+    folds = split_folds(stats, n_folds_of(s))
     for j, slot in enumerate(layout.slots[1:], 1):
-        metrics, _ = measure_all(layout.slot_stats(stats, j), None, None, None, min_count, backend,
-                                 profile=profile, cdnv_power=cdnv_power, table=False)
+        metrics, _, levels = measure_with_precision([layout.slot_stats(f, j) for f in folds], None, None, None,
+                                                    min_count, backend, profile=profile.value, cdnv_power=cdnv_power)
         row = {**head_row, **{k: metrics.get(k) for k in keys}, "layer": int(slot), "head": False}
+        if conv is not None:
+            conv.extend({"model": row["model"], "checkpoint": row["checkpoint"], "layer": int(slot), **lv}
+                        for lv in levels)
         row.pop("per_token", None)
         rows.append(row)
     return rows
@@ -222,13 +243,16 @@ def measure_collection(
     device: str = "auto",
     per_token: bool = True,
     profile: str = "canonical",
+    conv: list | None = None,
 ) -> tuple[dict, object | None, list[str]]:
-    """(CSV row, per-token DataFrame or None, notes) of one collect output dir."""
-    from lcfast.metrics.measure import CANONICAL_KEYS, PAPER_KEYS, measure_all
+    """(CSV row, per-token DataFrame or None, notes) of one collect output dir; the head row's
+    convergence rows (lcfast.pipeline.convergence) are appended to `conv` when given."""
+    from lcfast.pipeline.collect.folds import merge_all, split_folds, split_ncc
+    from lcfast.pipeline.convergence import measure_with_precision, row_keys
 
     profile = MetricProfile.parse(profile)
     cdnv_power = profile.cdnv_power(cdnv_power)
-    keys = PAPER_KEYS if profile is MetricProfile.PAPER else CANONICAL_KEYS
+    keys = row_keys(profile.value)
 
     cdir = Path(cdir)
     s = CollectSummary.read(cdir)
@@ -240,10 +264,13 @@ def measure_collection(
         stats = _load_state(cdir, "train_exact", s, dev)
     ncc = _load_state(cdir, "val", s)
     layout = _layout(cdir, s)
+    K = n_folds_of(s)
+    folds, ncc_folds = split_folds(stats, K), split_ncc(ncc, K)
     if layout is not None:  # --layers / --classes: the head slot, over the kept classes
-        stats = layout.slot_stats(stats, 0)
+        folds = [layout.slot_stats(f, 0) for f in folds]
         if layout.class_ids is not None:
-            ncc = _compact_ncc(ncc, layout.class_ids)
+            ncc_folds = [_compact_ncc(f, layout.class_ids) for f in ncc_folds]
+    stats = merge_all(folds) if K > 1 else folds[0]
     collect_mc = int(s.options.min_count)
     mc = collect_mc if min_count is None else int(min_count)
     if mc < 1:
@@ -254,7 +281,7 @@ def measure_collection(
             f"{'hits/misses' if profile is MetricProfile.PAPER else 'nc4_agreement'} left empty "
             "(recollect with the same --min-count)"
         )
-        ncc = None
+        ncc_folds = None
     n_kept = int((stats.counts >= mc).sum())
     if n_kept < 2:
         raise DataError(
@@ -276,8 +303,8 @@ def measure_collection(
         notes.append(f"{s.model}/{s.checkpoint}: no tokenizer.json beside the shards: token strings left empty")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        metrics, table = measure_all(stats, W, b, ncc, mc, backend, profile=profile, cdnv_power=cdnv_power,
-                                     decode=decode, table=per_token)
+        metrics, table, levels = measure_with_precision(folds, W, b, ncc_folds, mc, backend, profile=profile.value,
+                                                        cdnv_power=cdnv_power, decode=decode, table=per_token)
     notes += [f"{s.model}/{s.checkpoint}: {' '.join(str(w.message).split())}" for w in caught]
     metrics = {k: metrics.get(k) for k in keys}
     if table is not None and ids is not None:
@@ -328,6 +355,9 @@ def measure_collection(
         row["classes"] = f"top:{int(ids.numel())}"
     if s.revision is not None:  # a hub model's revision (a training history): beside the checkpoint
         row = with_revision(row, s.revision)
+    if conv is not None:
+        conv.extend({"model": row["model"], "checkpoint": row["checkpoint"], "layer": row.get("layer"), **lv}
+                    for lv in levels)
     return row, table, notes
 
 
@@ -402,7 +432,7 @@ def _measure_into(st, cdirs, out: Path, *, min_count, cdnv_power, backend, devic
 
     from lcfast.pipeline.per_class import PER_CLASS_FILE, ShardEntropy, collection_frame
 
-    rows, notes, classes = [], [], []
+    rows, notes, classes, conv = [], [], [], []
     entropy = ShardEntropy(orders) if orders else None
     names: dict[str, int] = {}
     pbar = task = None
@@ -417,8 +447,9 @@ def _measure_into(st, cdirs, out: Path, *, min_count, cdnv_power, backend, devic
             if pbar is not None:  # which collection: model/checkpoint (RUN/collect/epoch_K) or the folder's name
                 p = Path(cdir)
                 pbar.update(task, what=f"{p.parent.parent.name}/{p.name}" if p.parent.name == "collect" else p.name)
+            here: list[dict] = []
             row, table, n = measure_collection(cdir, min_count=min_count, cdnv_power=cdnv_power, backend=backend,
-                                               device=device, profile=profile)
+                                               device=device, profile=profile, conv=here)
             notes.extend(n)
             key = f"{row['model']}/{row['checkpoint']}"
             if key in names:  # the same model/checkpoint name twice (two sweeps, two --out): tell them apart
@@ -439,7 +470,10 @@ def _measure_into(st, cdirs, out: Path, *, min_count, cdnv_power, backend, devic
                     except DataError as e:  # the shard moved: the measurement stands without the per-class rows
                         notes.append(f"{row['model']}/{row['checkpoint']}: no per-class rows: {e}")
             more = layer_rows(cdir, row, min_count=row["min_count"], cdnv_power=cdnv_power, backend=backend,
-                              device=device, profile=profile)
+                              device=device, profile=profile, conv=here)
+            for c in here:  # (the row's model name, renamed or not)
+                c["model"] = row["model"]
+            conv.extend(here)
             rows.extend(sorted([row, *more], key=lambda r: (r.get("layer") is None, r.get("layer") or 0)))
             if pbar is not None:
                 pbar.advance(task)
@@ -453,6 +487,9 @@ def _measure_into(st, cdirs, out: Path, *, min_count, cdnv_power, backend, devic
         df["layer"] = df["layer"].astype("Int64")
         df = df[["model", "checkpoint", "layer"] + [c for c in df.columns if c not in ("model", "checkpoint", "layer")]]
     st.write_bytes(out / "measurements.csv", df.to_csv(index=False).encode("utf-8"))
+    from lcfast.pipeline.convergence import CONVERGENCE_FILE, convergence_frame
+
+    st.write_bytes(out / CONVERGENCE_FILE, convergence_frame(conv).to_csv(index=False).encode("utf-8"))
     if classes:
         st.write_bytes(out / PER_CLASS_FILE, _parquet_bytes(pd.concat(classes, ignore_index=True)))
     df.attrs["per_class_written"] = bool(classes)

@@ -2,7 +2,9 @@
 glossary of every column shown, notes.
 
 `write_report(out_dir, measurements_csv, correlations_df, plots, notes) -> Path` writes
-`out_dir/report.md`. Plot links are relative to `out_dir` where possible, so the folder can be
+`out_dir/report.md`. When a convergence.csv (lcfast measure) lies beside the measurements, a
+"Precision" section says per metric whether it is stable at the size measured and roughly how
+many positions it needs. Plot links are relative to `out_dir` where possible, so the folder can be
 moved or browsed on GitHub as is. The glossary's directions are those of docs/metrics.md.
 """
 
@@ -22,7 +24,7 @@ REPORT_FILE = "report.md"
 
 # Columns of the models table, in this order, when present.
 _MODEL_COLUMNS = ["model", "checkpoint", "n_params", "layers", "width", "epochs", "epoch", "seed",
-                  "val_loss", "val_acc", "perplexity"]
+                  "val_loss", "val_acc", "perplexity", "n_positions"]
 _METRIC_COLUMNS = ["nc1_cdnv", "nc1_trace_ratio", "nc2_norm_cov", "nc2_interference_var", "nc2_etf_error",
                    "gnc2_log_var", "nc3_dual_cos_mean", "unc3", "nc3_dual_error", "nc4_agreement"]
 MAX_MODEL_ROWS = 60
@@ -41,6 +43,7 @@ GLOSSARY = {
     "val_loss": ("mean next-token cross-entropy on the validation shard (nats)", ""),
     "val_acc": ("share of validation tokens the model predicts exactly", ""),
     "perplexity": ("exp(val_loss)", ""),
+    "n_positions": ("train positions the class statistics saw (the measurement's sample size)", ""),
     "nc1_cdnv": ("NC1, variability: within-class spread of the features over the squared distance between "
                  "class means, averaged over pairs of classes (CDNV)", _DOWN),
     "nc1_trace_ratio": ("NC1: total within-class over between-class variance, Tr Σ_W / Tr Σ_B", _DOWN),
@@ -104,7 +107,8 @@ def _caption(p: Path, target: str) -> str:
     stem = p.stem
     if stem.startswith("scatter_") and stem.endswith(f"_vs_{target}"):
         return f"`{target}` against `{stem[len('scatter_'):-len(f'_vs_{target}')]}`"
-    for prefix, what in (("epochs_", "over training"), ("depth_", "through depth")):
+    for prefix, what in (("epochs_", "over training"), ("depth_", "through depth"),
+                         ("convergence_", "against the train positions measured")):
         if stem.startswith(prefix):
             return f"`{stem[len(prefix):]}` {what}"
     return stem
@@ -152,6 +156,8 @@ def write_report(
         parts += _models_section(measurements_csv, shown_columns)
     if correlations_df is not None and len(correlations_df):
         parts += _correlations_section(correlations_df, target, shown_columns)
+    if measurements_csv is not None:
+        parts += _precision_section(measurements_csv)
     plots = [Path(p) for p in plots or ()]
     if per_class is not None:
         parts += _per_class_section(per_class, [p for p in plots if p.name.startswith("per_class_")], out)
@@ -187,6 +193,33 @@ def _models_section(measurements_csv, shown_columns: list[str]) -> list[str]:
     if derived:
         parts += ["", "Derived columns: " + "; ".join(derived) + "."]
     return parts
+
+
+def _precision_section(measurements_csv) -> list[str]:
+    """## Precision: per metric, stable at the size measured and roughly the positions it needs, from
+    the convergence.csv beside the measurements (nothing when there is none or it has one size)."""
+    from lcfast.pipeline.analyze.convergence import convergence_summary, load_convergence
+
+    conv = load_convergence([measurements_csv])
+    summary = convergence_summary(conv) if conv is not None else []
+    if not summary:
+        return []
+    rows = []
+    for s in summary:
+        known = s["rows"] - s["unknown"]
+        verdict = (f"{s['stable']} of {known}" if known else "unknown (one fold: no SE)")
+        needs = (f"≈ {s['needs']:,}" if s["needs"] is not None
+                 else f"more than {s['n_max']:,}" if known else "—")
+        rows.append((f"`{s['metric']}`", verdict, f"{s['n_max']:,}", needs))
+    table = pd.DataFrame(rows, columns=["metric", "rows stable at the size measured", "largest size",
+                                        "positions it needs (median)"])
+    return ["", "## Precision", "",
+            "Each metric was measured again on nested random halves of the train windows (the folds of "
+            "`lcfast collect --folds K`; convergence.csv). A row is *stable* when the last doubling of "
+            "positions moved the metric by less than 2 standard errors (its jackknife SE over the folds); "
+            "the positions it needs are the smallest size from which every doubling did. A metric that is "
+            "not stable still moves with the amount of data: compare it only between models measured on "
+            "the same number of positions (docs/metrics.md, \"Precision\").", "", markdown_table(table)]
 
 
 def _correlations_section(c: pd.DataFrame, target: str, shown_columns: list[str]) -> list[str]:
@@ -247,6 +280,8 @@ def _plots_section(plots: list[Path], plots_note: str | None, target: str, out: 
              ("epochs_", "Over training",
               "Each metric after every epoch of the models measured at every checkpoint."),
              ("depth_", "Through depth", "Each metric of the hidden states, layer by layer."),
+             ("convergence_", "Against the amount of data",
+              "Each metric on nested random subsamples of the train windows (±1 SE), log x axis."),
              ("", "Other plots", ""))
     done: set[Path] = set()
     for prefix, heading, intro in kinds:

@@ -30,7 +30,9 @@ def _options_match(summary: dict, opts) -> bool:
     want = {"exact": bool(opts.exact), "covariance": bool(opts.covariance), "min_count": int(opts.min_count),
             "max_tokens": opts.max_tokens, "skip_nonfinite": bool(opts.skip_nonfinite),
             "dtype": dtype_name(parse_dtype(opts.dtype)), "layers": opts.layers.text if opts.layers else None,
-            "classes": opts.classes.text if opts.classes else "all"}
+            "classes": opts.classes.text if opts.classes else "all", "seed": int(opts.seed)}
+    if opts.folds is not None:  # None: as many as fit (collect.json records the K it chose)
+        want["folds"] = int(opts.folds)
     if any(have.get(k) != v for k, v in want.items()):
         return False
     return opts.context is None or summary.get("context") == int(opts.context)

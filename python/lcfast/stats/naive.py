@@ -73,18 +73,40 @@ def _pair_values(M, var, cdnv_power, tol, exact=True):
     return dist2, cos, logk, cdnv, deg, upper
 
 
-def pairwise_naive(M, var, cdnv_power=1.0, tol=None, exact=True, raw_dot=False) -> PairwiseSums:
+def _debiased_grid(dist2, var, counts, cdnv_power):
+    """C×C grids of the debiased CDNV (s²_i + s²_j)/(2 (dist² − a_i − a_j)^p) and of 'corrected
+    distance > 0', written out from the definition: s²_c = σ̂²_c n_c/(n_c − 1), a_c = s²_c/n_c;
+    a class with n_c < 2 has no variance estimate (its pairs never count as positive)."""
+    var = var.to(F64)
+    n = counts.to(F64)
+    ok_n = n >= 2
+    s2 = torch.zeros_like(var)
+    a = torch.zeros_like(var)
+    s2[ok_n] = var[ok_n] * n[ok_n] / (n[ok_n] - 1)
+    a[ok_n] = s2[ok_n] / n[ok_n]
+    dc = dist2 - a[:, None] - a[None, :]
+    pos = (dc > 0) & ok_n[:, None] & ok_n[None, :]
+    val = (s2[:, None] + s2[None, :]) / (2 * torch.where(pos, dc, torch.ones_like(dc)) ** cdnv_power)
+    return val, pos
+
+
+def pairwise_naive(M, var, cdnv_power=1.0, tol=None, exact=True, raw_dot=False, counts=None) -> PairwiseSums:
     """PairwiseSums from full C×C grids (exact=True: differences materialised, C×C×d);
-    raw_dot=True: also the moments of ⟨m_c, m_c'⟩ over every pair c < c' (the full Gram's upper triangle)."""
+    raw_dot=True: also the moments of ⟨m_c, m_c'⟩ over every pair c < c' (the full Gram's upper triangle);
+    counts (n_c): also the debiased CDNV over non-degenerate pairs with a positive corrected distance."""
     tol = DEGENERATE_TOL if tol is None else tol
     M = M.to(F64)
     C = M.shape[0]
     out = PairwiseSums(n_classes=C)
     G = M @ M.T
     out.gram_sum, out.gram_sq_sum, out.gram_trace = float(G.sum()), float((G * G).sum()), float(G.trace())
-    _, cos, logk, cdnv, deg, upper = _pair_values(M, var, cdnv_power, tol, exact)
+    dist2, cos, logk, cdnv, deg, upper = _pair_values(M, var, cdnv_power, tol, exact)
     ok = upper & ~deg
     out.degenerate = int((upper & deg).sum())
+    if counts is not None:
+        val, pos = _debiased_grid(dist2, var, counts, cdnv_power)
+        out.cdnv_debiased = Moments.of(val[ok & pos])
+        out.nonpositive = int((ok & ~pos).sum())
     out.cdnv, out.cos, out.logk = Moments.of(cdnv[ok]), Moments.of(cos[ok]), Moments.of(logk[ok])
     if raw_dot:
         out.dot = Moments.of(G[upper])
@@ -141,20 +163,29 @@ def measure_embeddings_naive(H, Y, W=None, b=None, H_val=None, Y_val=None, min_c
     mu_k, var_k, n_k = mu[ids], var[ids], n[ids]
     muG = mu_k.mean(0)
     M = mu_k - muG
-    r = {"n_classes": C, "n_samples": N}
+    r = {"n_classes": C, "n_samples": N, "n_positions": int(H.shape[0])}
     # NC1
     trW = float((n_k * var_k).sum() / N)
     trB = float((M * M).sum() / C)
     r["nc1_trace_ratio"] = trW / trB if trB > 0 else None
+    # unbiased traces: ddof-1 variances; E Σ_c ‖m̂_c‖² = Σ_c ‖m_c‖² + (1 − 1/C) Σ_c σ²_c/n_c
+    r["nc1_trace_ratio_debiased"] = None
+    if trB > 0 and bool((n_k >= 2).all()):
+        s2 = var_k * n_k / (n_k - 1)
+        trB_d = (float((M * M).sum()) - (1 - 1 / C) * float((s2 / n_k).sum())) / C
+        r["nc1_trace_ratio_debiased"] = float((n_k * s2).sum()) / N / trB_d if trB_d > 0 else None
     D = Hk - mu[Yk]
     SW = D.T @ D / N
     SB = M.T @ M / C
     r["nc1_pinv"] = float(torch.trace(SW @ torch.linalg.pinv(SB, hermitian=True)) / C)
-    _, cos, logk, cdnv, deg, upper = _pair_values(M, var_k, cdnv_power, tol, exact=True)
+    dist2, cos, logk, cdnv, deg, upper = _pair_values(M, var_k, cdnv_power, tol, exact=True)
     ok = upper & ~deg
     r["degenerate_pairs"] = int((upper & deg).sum())
     has_pairs = bool(ok.any())
     r["nc1_cdnv"] = float(cdnv[ok].mean()) if has_pairs else None
+    dval, dpos = _debiased_grid(dist2, var_k, n_k, cdnv_power)
+    r["nc1_cdnv_debiased"] = float(dval[ok & dpos].mean()) if bool((ok & dpos).any()) else None
+    r["nc1_cdnv_debiased_nonpositive_pairs"] = int((ok & ~dpos).sum())
     # NC2
     norms = M.norm(dim=1)
     r["nc2_norm_mean"] = float(norms.mean())

@@ -37,6 +37,17 @@ recomputed from explicit differences before the degenerate rule and the moments 
 Triton kernel's phase 2 does (its log-kernel too: the shifted buffer dhat² − K would lose the
 digits of a tiny dhat²); outside the band the Gram form is good to ~1e-9 relative.
 
+Debiased CDNV (`counts` given: n_c per class). The plug-in ‖μ̂_i − μ̂_j‖² overestimates the
+squared distance by σ_i²/n_i + σ_j²/n_j in expectation (docs/metrics.md, "Precision"); with the
+unbiased per-class variance s²_c = σ̂²_c·n_c/(n_c − 1) (ddof 1) and a_c = s²_c/n_c = σ̂²_c/(n_c − 1),
+
+    cdnv_debiased_ij = (s²_i + s²_j) / (2 (dist²_ij − a_i − a_j)^p)
+
+is an elementwise correction of the same dist² tile: no extra GEMM. Pairs whose corrected distance
+is not positive (the noise explains the whole observed distance; a class with n_c < 2 has no
+variance estimate and a_c = +∞) are counted (`PairwiseSums.nonpositive`) and left out of its mean,
+as are the degenerate pairs. Only its sum is accumulated (its mean is reported; no row sums).
+
 With `raw_dot=True` the sweep also carries the raw dot products G_ij = ⟨m_i, m_j⟩ over *every*
 pair (the paper's interference, docs/metrics.md): G = (‖m_i‖² + ‖m_j‖² − dist²)/2 from the first
 GEMM's tile — elementwise, no third GEMM — summed shifted by the exact mean (ΣG − tr G)/(C(C−1));
@@ -46,8 +57,9 @@ The Gram sums for the ETF errors (ΣG, ΣG², tr G over the full C×C G = M Mᵀ
 ΣG = ‖Σ_c m_c‖², tr G = Σ‖m_c‖², ‖G‖_F² = ‖MᵀM‖_F² (d×d) — computed in O(C·d²) (or O(C²·d)
 through C×C tiles when C < d, which is then the smaller matrix).
 
-Memory: the four augmented copies of M and M̂ (4·C·(d+2) float64) plus four (five with raw_dot)
-block² float64 tiles and a block² mask: O(C·d + block²). Measured (bench/bench_stats.py): see the report in the bench.
+Memory: the four augmented copies of M and M̂ (4·C·(d+2) float64) plus four (five with raw_dot,
+one more for the debiased CDNV at p ≠ 1) block² float64 tiles and a block² mask: O(C·d + block²).
+Measured (bench/bench_stats.py): see the report in the bench.
 """
 
 from __future__ import annotations
@@ -60,13 +72,14 @@ from lcfast.backend import (
     DEGENERATE_TOL,
     Moments,
     PairwiseSums,
+    debias_terms,
     load_launcher,
     resolve_backend,
 )
 from lcfast.errors import UsageError
 
 __all__ = ["pairwise_torch", "pairwise_sweep", "gram_sums", "cross_gram_sums", "etf_error", "DEGENERATE_TOL",
-           "refine_band"]
+           "refine_band", "debias_terms"]
 
 F64 = torch.float64
 
@@ -168,8 +181,10 @@ def pairwise_torch(
     block: int = 512,
     tol: float | None = None,
     raw_dot: bool = False,
+    counts: torch.Tensor | None = None,
 ) -> PairwiseSums:
     """All pairwise sums over c < c' of the rows of M (C×d centred means) with variances var (C,).
+    `counts` (n_c, [C]): also the debiased CDNV (`PairwiseSums.cdnv_debiased`, `.nonpositive`).
     See the module docstring; returns `PairwiseSums` (row sums/counts indexed like M's rows).
 
     Moments use shifted sums: per tile Σ(x − K) and Σ(x − K)² (BLAS dot) with K a sampled estimate
@@ -178,6 +193,8 @@ def pairwise_torch(
     `raw_dot=True` adds the moments of ⟨m_c, m_c'⟩ over all pairs (`PairwiseSums.dot`)."""
     if M.dim() != 2 or var.dim() != 1 or var.shape[0] != M.shape[0]:
         raise UsageError(f"pairwise_torch: M must be [C, d] and var [C], got {tuple(M.shape)} and {tuple(var.shape)}")
+    if counts is not None and (counts.dim() != 1 or counts.shape[0] != M.shape[0]):
+        raise UsageError(f"pairwise_torch: counts must be [{M.shape[0]}], got {tuple(counts.shape)}")
     block = int(block)
     if block < 1:
         raise UsageError(f"pairwise_torch: block must be ≥ 1, got {block}")
@@ -194,6 +211,8 @@ def pairwise_torch(
     out.row_count = torch.zeros(C, dtype=torch.int64, device=dev)
     if raw_dot:
         out.dot = Moments()
+    if counts is not None:
+        out.cdnv_debiased = Moments()
     if C < 2:
         return out
 
@@ -213,7 +232,11 @@ def pairwise_torch(
 
     # raw dot products are summed shifted by their exact mean over all pairs, (ΣG − tr G)/(C(C−1))
     Kd = (out.gram_sum - out.gram_trace) / (C * (C - 1)) if raw_dot else None
-    sweep = _TileSweep(M[nz], n2[nz], 0.5 * var[nz], p, tol, min(block, K), Kd)
+    deb = None
+    if counts is not None:
+        s2, a = debias_terms(var, counts)
+        deb = (0.5 * s2[nz], a[nz])
+    sweep = _TileSweep(M[nz], n2[nz], 0.5 * var[nz], p, tol, min(block, K), Kd, deb)
     for i0 in range(0, K, sweep.bs):
         rows = sweep.rows(i0)
         for j0 in range(i0, K, sweep.bs):
@@ -226,7 +249,7 @@ class _TileSweep:
     """One blocked sweep over the upper triangle of the K non-zero-norm classes (module docstring):
     the augmented GEMM operands, preallocated tile buffers and the float64 shifted-sum accumulators."""
 
-    def __init__(self, Mk, nk, hv, p: float, tol: float, bs: int, Kd: float | None):
+    def __init__(self, Mk, nk, hv, p: float, tol: float, bs: int, Kd: float | None, deb=None):
         K, d = Mk.shape
         dev = Mk.device
         self.Mk, self.nk, self.hv, self.p, self.tol, self.bs, self.Kd = Mk, nk, hv, p, tol, bs, Kd
@@ -240,6 +263,14 @@ class _TileSweep:
         self.BR = torch.cat([-2.0 * Mh, one, (1.0 - self.Kt) * one], 1)
         self.tri = torch.ones(bs, bs, dtype=torch.bool, device=dev).triu(1)
         self.bufs = [torch.empty(bs * bs, dtype=F64, device=dev) for _ in range(4 if Kd is None else 5)]
+        # debiased CDNV: (½ s², a) per class, its tile buffers, Σ over kept pairs and their count
+        self.deb = None
+        if deb is not None:  # rank-2 factors of a_i + a_j (Ua Va) and ½ s² (see _debiased)
+            hs, a = deb
+            self.deb = (torch.stack([a, torch.ones_like(a)], 1), torch.stack([torch.ones_like(a), a], 0), hs)
+            # p = 1: corrected in D2's own buffer once the plain CDNV has used it; else a copy
+            self.dbufs = [torch.empty(bs * bs, dtype=F64, device=dev)] if p != 1.0 else []
+            self.accb = torch.zeros(2, dtype=F64, device=dev)
         self.c_kt = torch.tensor(self.s_l * self.Kt, dtype=F64, device=dev)
         self.acc = torch.zeros(6, dtype=F64, device=dev)  # S1, S2 of cdnv-Kc, dhat²-Kt, log dhat²-Kl
         self.accd = torch.zeros(2, dtype=F64, device=dev)  # S1, S2 of G − Kd (raw_dot)
@@ -276,14 +307,56 @@ class _TileSweep:
                 Gd.masked_fill_(~tri, 0.0)
             gf = Gd.view(-1)
             self.accd += torch.stack([gf.sum(), torch.dot(gf, gf)])
+        if self.deb is not None and self.p != 1.0:  # D2 is about to be raised to p: a copy
+            self._debiased(D2, valid, i0, i1, j0, j1, out=_flat(self.dbufs[0], bi, bj))
         if self.p != 1.0:
             D2.clamp_min_(0).pow_(self.p)
         cd = torch.add(hvi[:, None], self.hv[None, j0:j1], out=_flat(self.bufs[2], bi, bj)).div_(D2).sub_(self.Kc)
+        if self.deb is not None and self.p == 1.0:  # D2 is free now: corrected in place (less traffic)
+            self._debiased(D2, valid, i0, i1, j0, j1, out=D2)
         L = torch.add(self.c_kt, T, alpha=self.s_l, out=_flat(self.bufs[3], bi, bj)).log_()
         if ex is not None:  # log dhat² − Kl from the exact dhat², not from the shifted T
             er, ec, _, et2 = ex
             L[er, ec] = et2.log() - self.Kl
         self._accumulate(cd, T, L, valid, i0, i1, j0, j1)
+
+    def _debiased(self, D2, valid, i0, i1, j0, j1, out) -> None:
+        """Σ and count of (s²_i + s²_j)/(2 (dist² − a_i − a_j)^p) over the tile's valid pairs with a
+        positive corrected distance (the others: excluded; finish() counts them). A hot path, so
+        few passes over the tile: the correction a_i + a_j is a rank-2 update (one addmm; a_c = +∞
+        for a class without a variance estimate); with R = 1/(corrected) the sum
+        Σ_ij (½s²_i + ½s²_j) R_ij^p = ½s²ᵀ(R^p 1) + 1ᵀ(R^p ½s²) is one product of R^p with two
+        columns. A tile whose R is all > 0 (its min) needs nothing else; otherwise R is clamped at
+        0 (0 exactly where the corrected distance is ≤ 0, −∞ included), masked to the valid pairs,
+        and its non-zeros counted. A corrected distance of exactly +0 (R = +∞) is masked too."""
+        Ua, Va, hs = self.deb
+        if out is D2:
+            R = D2.addmm_(Ua[i0:i1], Va[:, j0:j1], alpha=-1.0).reciprocal_()
+        else:
+            R = torch.addmm(D2, Ua[i0:i1], Va[:, j0:j1], alpha=-1.0, out=out).reciprocal_()
+        n = None
+        if valid is None and float(R.min()) > 0:  # the common tile: every pair counts
+            n = torch.tensor(float(R.numel()), dtype=F64, device=R.device)
+        else:
+            R.clamp_min_(0.0)
+            if valid is not None:
+                R.masked_fill_(~valid, 0.0)
+        if self.p != 1.0:
+            R.pow_(self.p)
+        s = self._deb_sum(R, hs, i0, i1, j0, j1)
+        if not math.isfinite(float(s)):  # R = +∞: a corrected distance of +0 (or below float64's range)
+            R.masked_fill_(torch.isinf(R), 0.0)
+            s = self._deb_sum(R, hs, i0, i1, j0, j1)
+            n = None
+        if n is None:
+            n = torch.count_nonzero(R).to(F64)
+        self.accb += torch.stack([s, n])
+
+    def _deb_sum(self, R, hs, i0, i1, j0, j1):
+        """Σ_ij (hs_i + hs_j) R_ij = hs_iᵀ (R 1) + 1ᵀ (R hs_j): one pass over R."""
+        hj = hs[j0:j1]
+        r = torch.mm(R, torch.stack([torch.ones_like(hj), hj], 1))
+        return torch.dot(hs[i0:i1], r[:, 0]) + r[:, 1].sum()
 
     def _refine(self, D2, T, nki, nkj, nki_max, nkj_max, i0, j0, tri):
         """Pairs inside the refine band get their exact dist² and dhat² (− Kt) written into D2 / T;
@@ -359,6 +432,10 @@ class _TileSweep:
             out.cdnv = mom(s[0], s[1], self.Kc)
             out.cos = mom(s[2], s[3], self.Kt, -0.5, 1.0)
             out.logk = mom(s[4], s[5], self.Kl, -0.5, 0.0)
+        if self.deb is not None:
+            sb, nb = self.accb.tolist()
+            out.cdnv_debiased = Moments(nb, sb / nb if nb else 0.0, 0.0)
+            out.nonpositive = int(self.n_valid - round(nb))
         if self.Kd is not None:
             K = self.Mk.shape[0]
             nd = K * (K - 1) / 2
@@ -393,13 +470,15 @@ def pairwise_sweep(
     block: int = 512,
     tol: float | None = None,
     raw_dot: bool = False,
+    counts: torch.Tensor | None = None,
 ) -> PairwiseSums:
-    """Dispatch the sweep: backend "auto" (Triton on CUDA), "torch" or "triton"."""
+    """Dispatch the sweep: backend "auto" (Triton on CUDA), "torch" or "triton". `counts` (n_c):
+    also the debiased CDNV (module docstring)."""
     be = resolve_backend(backend, M, family="pairwise")
     if be == "triton":
         launch = load_launcher("pairwise", "pairwise_triton")
-        return launch(M, var, cdnv_power=cdnv_power, precision="ieee", tol=tol, raw_dot=raw_dot)
-    return pairwise_torch(M, var, cdnv_power=cdnv_power, block=block, tol=tol, raw_dot=raw_dot)
+        return launch(M, var, cdnv_power=cdnv_power, precision="ieee", tol=tol, raw_dot=raw_dot, counts=counts)
+    return pairwise_torch(M, var, cdnv_power=cdnv_power, block=block, tol=tol, raw_dot=raw_dot, counts=counts)
 
 
 def etf_error(gram_sum: float, gram_sq_sum: float, gram_trace: float, C: int) -> float | None:

@@ -329,6 +329,10 @@ def metric_columns(data: pd.DataFrame, target: str) -> list[str]:
             continue
         if str(c).endswith(("_seconds", "_time")):
             continue
+        # the precision of a metric (its SE, the doubling verdict, pairs left out, positions and
+        # folds measured) describes the measurement, it is not a collapse metric of its own
+        if str(c).endswith(("_se", "_stable", "_nonpositive_pairs")) or c in ("n_positions", "n_folds"):
+            continue
         s = data[c]
         if pd.api.types.is_bool_dtype(s) or not pd.api.types.is_numeric_dtype(s):
             continue

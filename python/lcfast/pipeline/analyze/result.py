@@ -39,3 +39,6 @@ class AnalysisResult:
     per_class: dict | None = None
     #: the full view (frames included: lcfast.pipeline.analyze.per_class.per_class_view), for plots
     per_class_view: dict | None = field(default=None, repr=False)
+    #: per metric, stable at the size used and roughly how many positions it needs
+    #: (lcfast.pipeline.analyze.convergence.convergence_summary), when convergence.csv lies beside the inputs
+    convergence: list | None = None

@@ -176,11 +176,18 @@ def _write_outputs(res, out, plots, corr, data, *, target, chosen, renamed, deri
     from lcfast.pipeline.analyze import per_class as pcv
 
     view, pc_path = pcv.load_view(res.inputs, data) if scatter else (None, None)
+    from lcfast.pipeline.analyze import convergence as cv
+
+    conv = cv.load_convergence(res.inputs)
+    if conv is not None:
+        res.convergence = cv.convergence_summary(conv)
     with staged() as st:
         if plots:
             res.plots = make_plots(res, out, st) if scatter else []
             if depth is not None:
                 res.plots += make_depth_plots(depth, [m for m in chosen if m in depth.columns], out, st)
+            if conv is not None:
+                res.plots += cv.convergence_plots(conv, out, st)
         if view is not None:
             res.per_class, res.per_class_view = pcv.view_summary(view, pc_path, out), view
             st.write_text(out / pcv.CORR_FILE, view["correlations"].to_csv(index=False))
@@ -213,6 +220,7 @@ def _write_outputs(res, out, plots, corr, data, *, target, chosen, renamed, deri
             "notes": notes,
             "correlations": json.loads(corr.to_json(orient="records")),
             "per_class": res.per_class,
+            "convergence": res.convergence,
         }
         st.write_text(out / SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
     if plots and ours:

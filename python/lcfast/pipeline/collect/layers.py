@@ -155,14 +155,21 @@ class SlotLayout:
         r[self.class_ids] = torch.arange(self.class_ids.numel())
         return r.to(device)
 
-    def update(self, acc, H: torch.Tensor, hidden: list[torch.Tensor], y: torch.Tensor, remap, backend: str) -> None:
-        """Add one batch: head features H [N, d0], hidden [N, d_j] per hidden slot, labels y [N]."""
+    def update(self, acc, H: torch.Tensor, hidden: list[torch.Tensor], y: torch.Tensor, remap, backend: str,
+               fold: torch.Tensor | None = None) -> None:
+        """Add one batch: head features H [N, d0], hidden [N, d_j] per hidden slot, labels y [N];
+        `fold` [N] (int64, `collect --folds`): each row goes to its fold's block of total_classes
+        classes (lcfast.pipeline.collect.folds)."""
         if remap is not None:
             yc = remap[y]
             keep = yc >= 0
             y = yc[keep]
             H = H[keep]
             hidden = [h[keep] for h in hidden]
+            if fold is not None:
+                fold = fold[keep]
+        if fold is not None:
+            y = y + fold.to(y.device) * self.total_classes
         if self.trivial:
             acc.update(H, y, backend=backend)
             return
@@ -300,12 +307,20 @@ def human(n: float) -> str:
 
 
 def check_memory(layout: SlotLayout, *, exact: bool, covariance: bool, device: torch.device,
-                 budget: int | None, layers_flag: str | None) -> int:
-    """Refuse (UsageError, before any forward) when the statistics will not fit; returns the estimate."""
-    need = stats_bytes(len(layout.slots), layout.per_slot, layout.dim, exact=exact, covariance=covariance)
+                 budget: int | None, layers_flag: str | None, folds: int = 1) -> int:
+    """Refuse (UsageError, before any forward) when the statistics will not fit; returns the estimate.
+    `folds` (collect --folds K): K accumulators side by side, K times the slots' memory."""
+    need = stats_bytes(len(layout.slots) * folds, layout.per_slot, layout.dim, exact=exact, covariance=covariance)
     have = budget if budget is not None else available_bytes(device)
     if have is None or need <= have:
         return need
+    if folds > 1:
+        one = stats_bytes(len(layout.slots), layout.per_slot, layout.dim, exact=exact, covariance=covariance)
+        fit = max(1, int(have // max(one, 1)))
+        raise UsageError(
+            f"--folds {folds}: the class statistics of {folds} folds need {human(need)} at their peak but "
+            f"{human(have)} is {'the --max-memory budget' if budget is not None else f'free on {device}'}; "
+            f"use --folds {min(fit, folds - 1)} or fewer (--folds 1: no standard errors)")
     S, K, D = len(layout.slots), layout.per_slot, layout.dim
     per_class = stats_bytes(S, 1, D, exact=exact)
     fit_k = max(0, int((have - (need - stats_bytes(S, K, D, exact=exact))) // per_class))

@@ -30,6 +30,10 @@ class CollectOptions:
     classes: ClassChoice | None = None  # `--classes top:K`: class statistics of the K most frequent classes only
     max_memory: int | None = None  # bytes the statistics may use (default: what is free on the device)
     dist_timeout: float | None = None  # seconds a collective may wait under torchrun (lcfast.dist)
+    seed: int = 0  # --seed: the --max-tokens sample of windows and the folds (lcfast.model.features)
+    # --folds K; None (the CLI's default): 8, fewer when they do not fit, 1 with --covariance. The
+    # Python default stays 1: state files of C classes, as collect always wrote them.
+    folds: int | None = 1
 
     def __post_init__(self):
         # parsed where the options are made (the CLI's edge, or a caller's): a string is taken too

@@ -25,9 +25,9 @@ import torch.nn.functional as F
 from lcfast import dist
 from lcfast.data.datadir import DataDir
 from lcfast.errors import DataError
-from lcfast.model.features import n_windows as count_windows
-from lcfast.model.features import window_batch
+from lcfast.model.features import WindowPlan, plan_windows, windows_by_id
 from lcfast.model.sources import ModelSource
+from lcfast.pipeline.collect.folds import fold_rows
 from lcfast.pipeline.collect.layers import SlotLayout
 from lcfast.pipeline.collect.options import CollectOptions
 from lcfast.pipeline.collect.state import (
@@ -101,6 +101,8 @@ class PassJob:
     pbar: Progress | None = None  # lcfast.progress.progress_bar, started by the reporting process
     partial: dict[str, Path] = field(default_factory=dict)  # --shard: passes of which this process wrote only its part
     notes: list[str] = field(default_factory=list)  # what could not be checked, said once the job is set up
+    n_folds: int = 1  # collect --folds K: K folds of windows side by side in each accumulator
+    plans: dict = field(default_factory=dict)  # shard path -> its WindowPlan (pass_plan)
 
     @property
     def C(self) -> int:
@@ -149,6 +151,15 @@ class PassResult:
         )
         del d["cuda_timed"]
         return d
+
+
+def pass_plan(job: PassJob, shard) -> WindowPlan:
+    """The windows a pass over `shard` visits (all, or the --max-tokens sample of --seed) and their
+    folds: the same for every pass over that shard, every rank and every resumed run."""
+    key = str(shard.path)
+    if key not in job.plans:
+        job.plans[key] = plan_windows(shard, job.T, job.opts.max_tokens, job.opts.seed, job.n_folds)
+    return job.plans[key]
 
 
 def _forward(model, x: torch.Tensor, mask: torch.Tensor, hidden_ids: list) -> tuple[torch.Tensor, list]:
@@ -206,10 +217,15 @@ def _run_windows(job: PassJob, kind: str, acc, shard, n_windows: int, start: int
     progress = job.pbar
     task = progress.add_task(label, total=n_windows, completed=start, tps="") if progress is not None else None
     done = start
+    plan = pass_plan(job, shard)
+    first = plan.block(job.rank, job.world)[0] if n_windows != len(plan) else 0  # this process's share
+    folded = job.n_folds > 1
     while done < n_windows:
         count = min(batch_size, n_windows - done)
         with dat:
-            x, y, mask = window_batch(shard, job.T, done, count, job.rank, job.world)  # the windows of lcfast.features
+            ids = plan.ids[first + done : first + done + count]
+            x, y, mask = windows_by_id(shard, job.T, ids)  # the windows of lcfast.features
+            fold = fold_rows(plan.folds[first + done : first + done + count], mask) if folded else None
             x = x.to(device, non_blocking=True)
             y = y.to(device, non_blocking=True)
             mask_d = mask.to(device, non_blocking=True)
@@ -221,12 +237,16 @@ def _run_windows(job: PassJob, kind: str, acc, shard, n_windows: int, start: int
                     if not bool(finite.all()):
                         skipped_val += int((~finite).sum())
                         H, y = H[finite], y[finite]
+                        if fold is not None:
+                            fold = fold[finite.cpu()]
                 n, c = _val_sums(H, y, job.head, to_logits)
                 nll, correct = nll + n, correct + c
         with st, torch.inference_mode():
             try:
                 if kind != "val":
-                    layout.update(acc, H, hidden, y, remap, opts.backend)
+                    layout.update(acc, H, hidden, y, remap, opts.backend, fold=fold)
+                elif folded:
+                    acc.update(H, y, backend=opts.backend, fold=fold)
                 else:
                     acc.update(H, y, backend=opts.backend)
             except DataError as e:
@@ -262,7 +282,7 @@ def _state_file(job: PassJob, final: Path, shard, n_total: int, want: dict) -> t
     if job.world == 1:
         return final, n_total, want
     path = part_path(final, job.rank, job.world)
-    n_windows = int(shard.n_seq_windows(job.T, job.rank, job.world))
+    n_windows = pass_plan(job, shard).block(job.rank, job.world)[1]
     want_here = {**want, "n_windows": str(n_windows), "rank": str(job.rank), "world": str(job.world)}
     if final.exists() and not job.opts.restart:
         meta = read_state_meta(final)
@@ -295,8 +315,11 @@ def pass_want(job: PassJob, kind: str, shard) -> dict[str, str | None]:
         "model_fingerprint": job.model_fp,
         "shard_fingerprint": str(shard.fingerprint),
         "context": str(job.T),
-        "n_windows": str(count_windows(shard, job.T, job.opts.max_tokens)),
+        "n_windows": str(len(pass_plan(job, shard))),
         "max_tokens": str(job.opts.max_tokens or 0),
+        # which windows and folds (None: all windows, one fold — what states without these keys hold)
+        "seed": str(job.opts.seed) if pass_plan(job, shard).sampled or job.n_folds > 1 else None,
+        "folds": str(job.n_folds) if job.n_folds > 1 else None,
         "covariance": str(int(job.opts.covariance and kind != "val")),
     }
     if kind != "train":

@@ -2,8 +2,9 @@
 
 For one model checkpoint, `collect_checkpoint` runs
 
-1. a **train pass**: every label position of the train shard, in deterministic sequential windows
-   of the model's context, feeds its final-layer-norm feature h (the LM head's input) and its label
+1. a **train pass**: every label position of the train shard (or of a seeded uniform random sample
+   of its windows, `--max-tokens N --seed S`: lcfast.model.features.WindowPlan), in deterministic
+   sequential windows of the model's context, feeds its final-layer-norm feature h (the LM head's input) and its label
    (the next token) to a `ClassStats` accumulator (one pass: n_c, Σh, Σ‖h‖², optionally Σhhᵀ);
 2. with `exact=True`, a **second train pass** over the same windows accumulating Σ‖h − μ_y‖²
    (and Σ(h − μ_y)(h − μ_y)ᵀ) about the means of pass 1 — the paper's two-pass variances;
@@ -27,6 +28,13 @@ causal — by its config and by a probe on the first window — and loaded whole
 transformers models). `--layers` adds the class statistics of chosen hidden states and
 `--classes top:K` restricts them to the K most frequent classes, in the same forward and the same
 accumulator (`lcfast.pipeline.collect.layers`); their memory is estimated before the first forward.
+
+`--folds K` (the CLI's default 8; 1 with --covariance; `CollectOptions`' default 1) deals the
+windows into K folds, a pure function of (seed, window index), and every pass accumulates the K
+folds side by side in its one accumulator (lcfast.pipeline.collect.folds): their merge is the
+single-fold total, and `lcfast measure` turns them into standard errors and a convergence table.
+The memory estimate counts the K folds; when --folds is not given and 8 do not fit, the largest
+of 4, 2, 1 that fits is used (collect.json says which).
 
 The forward and the statistics are timed separately (CUDA synchronised), so `collect.json` says
 what share of the collection the statistics cost on top of the model forward.
@@ -86,6 +94,14 @@ def check_options(opts: CollectOptions) -> CollectOptions:
         validate.integer("--max-tokens", opts.max_tokens, min=1)
     if opts.context is not None:
         validate.integer("--context", opts.context, min=1)
+    validate.seed("--seed", opts.seed)
+    if opts.folds is not None:
+        from lcfast.pipeline.collect.folds import MAX_FOLDS
+
+        validate.integer("--folds", opts.folds, min=1, max=MAX_FOLDS)
+        if opts.folds > 1 and opts.covariance:
+            raise UsageError(f"--folds {opts.folds}: not with --covariance (the within-class covariance is "
+                             "accumulated for the totals only); use --folds 1")
     validate.number("--save-every", opts.save_every_s, min=0, min_open=True, max=validate.SAVE_EVERY_MAX)
     if opts.save_every_windows is not None:
         validate.integer("save_every_windows", opts.save_every_windows, min=1)
@@ -107,7 +123,7 @@ def check_memory(cfg, opts: CollectOptions, device: torch.device, T: int | None 
     parts = {
         "model forward": fwd["activations"] + fwd.get("attention mask", 0),
         "features in float64": 2 * B * T * d * 8,
-        "accumulators": 3 * C * d * 8 + (2 * d * d * 8 if opts.covariance else 0),
+        "accumulators": 3 * C * d * 8 * (opts.folds or 1) + (2 * d * d * 8 if opts.covariance else 0),
         "val logits": 8192 * C * 4 * 2,
     }
     by_batch = parts["model forward"] + parts["features in float64"] >= parts["accumulators"] + parts["val logits"]
@@ -178,10 +194,30 @@ def _parts(opts: CollectOptions) -> tuple[int, int, bool]:
         if grouped:
             raise UsageError(f"--shard {opts.part.spec}: not under torchrun (the ranks already split the windows)")
         rank, world = opts.part.index, opts.part.count
-    if world > 1 and opts.max_tokens is not None:
-        raise UsageError("--max-tokens: not supported with torchrun or --shard "
-                         "(parts own contiguous blocks of all the windows)")
+    # --max-tokens with parts: every part computes the same seeded sample (a pure function of the seed
+    # and the window indices) and takes its contiguous share of it, so the parts still cover it once
     return rank, world, grouped
+
+
+def _fit_folds(layout, opts: CollectOptions, device: torch.device) -> tuple[int, int]:
+    """(K, bytes the statistics need): --folds as given (refused when it does not fit), or by
+    default 8 — 1 with --covariance — and the largest of 4, 2, 1 that fits when 8 do not."""
+    from lcfast.pipeline.collect import layers as cl
+    from lcfast.pipeline.collect.folds import DEFAULT_FOLDS
+
+    def est(k: int) -> int:
+        return cl.check_memory(layout, exact=opts.exact, covariance=opts.covariance, device=device,
+                               budget=opts.max_memory, layers_flag=opts.layers.text if opts.layers else None, folds=k)
+
+    if opts.folds is not None:
+        return opts.folds, est(opts.folds)
+    k = 1 if opts.covariance else DEFAULT_FOLDS
+    while k > 1:
+        try:
+            return k, est(k)
+        except UsageError:
+            k //= 2
+    return 1, est(1)
 
 
 def _open_job(src: ModelSource, out_dir: Path | None, opts: CollectOptions, model, on_save, on_progress) -> PassJob:
@@ -203,8 +239,7 @@ def _open_job(src: ModelSource, out_dir: Path | None, opts: CollectOptions, mode
     _check_causal(model, shards["train"], T)
     t_start = time.perf_counter()
     layout = cl.slot_layout(model, opts.layers, shards["train"], T, facts["n_classes"], facts["dim"], top_k, device)
-    est = cl.check_memory(layout, exact=opts.exact, covariance=opts.covariance, device=device,
-                          budget=opts.max_memory, layers_flag=opts.layers.text if opts.layers else None)
+    n_folds, est = _fit_folds(layout, opts, device)
     # None: a state of the plain layout / of float32 has no such key, and must not have one
     layout_want = {"layout": None if layout.trivial else layout.key(),
                    "dtype": None if dtype == torch.float32 else dtype_name(dtype)}
@@ -212,7 +247,7 @@ def _open_job(src: ModelSource, out_dir: Path | None, opts: CollectOptions, mode
     job = PassJob(src=src, out_dir=out_dir, opts=opts, device=device, dtype=dtype, paths=paths, shards=shards,
                   model=model, model_fp=model_fp, facts=facts, T=T, head=model_head(model), layout=layout,
                   layout_want=layout_want, est=est, rank=rank, world=world, grouped=grouped, t_start=t_start,
-                  on_save=on_save, on_progress=on_progress, notes=notes)
+                  on_save=on_save, on_progress=on_progress, notes=notes, n_folds=n_folds)
     check_saved_states(job)
     # --restart ignores the saved states instead of deleting them: each is replaced (atomically) by
     # the new pass's first save, so a restart that fails early loses nothing
@@ -271,7 +306,8 @@ def _train_pass(job: PassJob):
     cov0 = layout.head_mask(device) if opts.covariance and not layout.trivial else None
     nonfinite = "skip" if opts.skip_nonfinite else "error"
     return run_pass(job, "train", job.shards["train"],
-                 lambda: ClassStats(layout.total_classes, layout.dim, covariance=opts.covariance, device=device,
+                 lambda: ClassStats(layout.total_classes * job.n_folds, layout.dim, covariance=opts.covariance,
+                                    device=device,
                                     nonfinite=nonfinite, cov_classes=cov0),
                  lambda p: _load_classstats(p, device), job.layout_want, before_save=write_classes)
 
@@ -349,11 +385,18 @@ def _val_pass(job: PassJob, sel: _Kept) -> PassResult:
 
     W, b = job.head
     means = sel.kept_means if sel.all_means is None else sel.all_means
-    _, r = run_pass(job, "val", job.shards["val"],
-                 # all_classes: the paper's NC4 from the same search; a state saved by an older lcfast
-                 # without it resumes as it was (measure then says so)
-                 lambda: NCCStats(job.C, means, sel.kept, W, b, all_classes=sel.all_means is not None),
-                 lambda p: _load_ncc(p, means, W, b),
+    K = job.n_folds
+    if K > 1:  # K folds of val positions, all searched with the merged train means
+        from lcfast.pipeline.collect.folds import FoldedNCC
+
+        make = lambda: FoldedNCC(K, job.C, means, sel.kept, W, b, all_classes=sel.all_means is not None)  # noqa: E731
+        load = lambda p: FoldedNCC.resume(_load_ncc(p, None, None, None), K, job.C, means, sel.kept, W, b)  # noqa: E731
+    else:
+        # all_classes: the paper's NC4 from the same search; a state saved by an older lcfast
+        # without it resumes as it was (measure then says so)
+        make = lambda: NCCStats(job.C, means, sel.kept, W, b, all_classes=sel.all_means is not None)  # noqa: E731
+        load = lambda p: _load_ncc(p, means, W, b)  # noqa: E731
+    _, r = run_pass(job, "val", job.shards["val"], make, load,
                  {"means_fingerprint": stats_fingerprint(sel.kept_means), "min_count": str(job.opts.min_count)})
     return r
 
@@ -390,7 +433,13 @@ def collect_checkpoint(
         train, results["train"] = _train_pass(job)
         if job.partial:
             return _part_summary(job, results)
-        sel = _kept_classes(job, train)
+        if job.n_folds > 1:  # the kept classes and the val pass's means: of the merged folds
+            from lcfast.pipeline.collect.folds import merge_all, split_folds
+
+            sel = _kept_classes(job, merge_all(split_folds(train, job.n_folds)))
+            sel.means = train.means if opts.exact else None  # the exact pass: about each fold's own means
+        else:
+            sel = _kept_classes(job, train)
         del train  # the first pass's state is freed before the next pass
         if opts.exact:
             results["train_exact"] = _exact_pass(job, sel)
@@ -440,7 +489,11 @@ def _summary(job: PassJob, results: dict[str, PassResult], kept: int) -> dict:
                     "batch_size": opts.batch_size, "max_tokens": opts.max_tokens, "device": str(job.device),
                     "backend": opts.backend, "skip_nonfinite": opts.skip_nonfinite, "dtype": dtype_name(job.dtype),
                     "layers": opts.layers.text if opts.layers else None,
-                    "classes": opts.classes.text if opts.classes else "all"},
+                    "classes": opts.classes.text if opts.classes else "all", "seed": opts.seed,
+                    "folds": job.n_folds},
+        "windows": {k: {"windows": len(p), "of": p.n_total, "sampled": p.sampled}
+                    for k, p in (("train", job.plans.get(str(job.shards["train"].path))),
+                                 ("val", job.plans.get(str(job.shards["val"].path)))) if p is not None},
         "kept_classes": kept,
         **({} if job.layout.trivial else {"layout": job.layout.to_json()}),
         "stats_bytes": job.est,

@@ -75,6 +75,8 @@ class OptionsRecord(_Record):
     dtype: str = "float32"
     layers: str | None = None
     classes: str = "all"
+    seed: int = 0  # the --max-tokens sample and the folds (lcfast.model.features)
+    folds: int = 1  # --folds K (1 for collections made before folds)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
