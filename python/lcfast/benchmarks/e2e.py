@@ -292,6 +292,7 @@ def run_e2e(size: str = "e2e", repeats: int = 3, naive: bool = True, naive_repea
     time, the paper twin's time, speed-ups and the agreement between lcfast and the twin."""
     from lcfast.metrics.measure import measure_embeddings
     from lcfast.stats import ncc as ncc_mod
+    from lcfast.threads import describe
 
     say = log or (lambda s: None)
     sz = E2E_SIZES[size]
@@ -334,7 +335,7 @@ def run_e2e(size: str = "e2e", repeats: int = 3, naive: bool = True, naive_repea
     t = _median_interleaved({**fns, **stage_fns}, repeats)
     report: dict[str, Any] = {
         "format": "lcfast.bench-e2e/1", "size": size, "problem": dict(sz, K_kept=K, seed=seed),
-        "torch_threads": torch.get_num_threads(), "cpus": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(), "cpus": os.cpu_count(), "threads_choice": describe(),
         "rates": rates, "repeats": repeats, "profiles": {},
         "timing": "medians over round-robin repeats in one process (time.perf_counter)",
         "floor_model": __doc__.split("Floor model")[1].strip(),
