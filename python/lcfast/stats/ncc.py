@@ -163,12 +163,12 @@ def _f32_allowed() -> bool:
     return torch.get_float32_matmul_precision() == "highest"
 
 
-def _f32_chunk(h: torch.Tensor, kept: _Table, rest: _Table | None, head: _Table, block: int):
-    """The float32 search of one row chunk: (kept argmin, all-class pick or None, head argmin,
-    rows to recompute in float64). The all-class pick is (from_rest bool, argmin in rest)."""
+def _f32_chunk(h: torch.Tensor, hn: torch.Tensor, kept: _Table, rest: _Table | None, head: _Table, block: int):
+    """The float32 search of one row chunk h (float64 [n, d], row norms hn): (kept argmin, all-class
+    pick or None, head argmin, rows to recompute in float64). The all-class pick is (from_rest bool,
+    argmin in rest)."""
     d = h.shape[1]
     h32 = h.to(torch.float32)
-    hn = h.norm(dim=1)
     m1, ak, m2 = kept.search(h32, block)
     ek = kept.bound(hn, d)
     redo = (m2.to(F64) - m1.to(F64)) <= 2 * ek
@@ -271,11 +271,13 @@ def ncc_torch(
     for r0 in range(0, B, row_block):
         r1 = min(B, r0 + row_block)
         h = H[r0:r1].to(F64)
-        fast = tables is not None and all(
-            t is None or t.fits(float(h.norm(dim=1).max())) for t in tables
-        )
+        fast = tables is not None
         if fast:
-            ak, pick, al, redo = _f32_chunk(h, *tables, block)
+            hn = h.norm(dim=1)
+            hmax = float(hn.max())
+            fast = all(t is None or t.fits(hmax) for t in tables)
+        if fast:
+            ak, pick, al, redo = _f32_chunk(h, hn, *tables, block)
             if int(redo.sum()) > _REFINE_MAX_SHARE * (r1 - r0):
                 fast = False
         if not fast:
