@@ -19,6 +19,7 @@ def test_bench_e2e_tiny_writes_stages_floor_and_agreement(tmp_path):
     assert r.returncode == 0, r.stderr
     rep = json.loads(out.read_text())
     assert rep["torch_threads"] == 1 and "LCFAST_THREADS" in rep["threads_choice"]
+    assert "OMP_WAIT_POLICY=PASSIVE" in rep["threads_choice"]  # OpenMP threads do not spin
     assert rep["paper_twin"]["agrees"] is True
     for prof in ("paper", "canonical"):
         pr = rep["profiles"][prof]
