@@ -115,6 +115,12 @@ class _Table:
     """One candidate table of the float32 search: rows t_k (float32 copy), offsets c_k, scale α."""
 
     def __init__(self, t: torch.Tensor, c: torch.Tensor, alpha: float):
+        # exact copies of an earlier row (the unseen classes' shared origin, tied logits) would make
+        # every row they win a "tie" to recompute; the float64 path ranks a copy after its first
+        # occurrence, so searching the first occurrences only gives its decisions
+        self.keep = _first_occurrences(t, c)
+        if self.keep is not None:
+            t, c = t.index_select(0, self.keep), c.index_select(0, self.keep)
         self.t32 = t.to(torch.float32)
         self.c32 = c.to(torch.float32)
         self.alpha = alpha
@@ -155,7 +161,33 @@ class _Table:
             upd = v < m1
             m1 = torch.where(upd, v, m1)
             arg = torch.where(upd, i + k0, arg)
+        if self.keep is not None:
+            arg = self.keep[arg]
         return m1, arg, m2
+
+
+def _first_occurrences(t: torch.Tensor, c: torch.Tensor) -> torch.Tensor | None:
+    """Ascending indices of the rows of (t, c) that are not an exact copy of an earlier row, or None
+    when there is no copy. Rows are bucketed by a fixed random projection (sort), and only rows
+    equal to their neighbour in that order are compared; a copy the buckets miss is merely kept
+    (its ties then go to the float64 recomputation)."""
+    n = t.shape[0]
+    if n < 2:
+        return None
+    g = torch.Generator(device="cpu").manual_seed(0x5EED)
+    v = torch.randn(t.shape[1] + 1, generator=g, dtype=F64).to(t.device)
+    key = t @ v[:-1] + c * v[-1]
+    ks, order = torch.sort(key, stable=True)
+    same = (ks[1:] == ks[:-1]).nonzero().squeeze(1)
+    if same.numel() == 0:
+        return None
+    a, b = order[same], order[same + 1]  # stable: a < b
+    eq = (t[a] == t[b]).all(1) & (c[a] == c[b])
+    if not bool(eq.any()):
+        return None
+    drop = torch.zeros(n, dtype=torch.bool, device=t.device)
+    drop[b[eq]] = True
+    return (~drop).nonzero().squeeze(1)
 
 
 def _f32_allowed() -> bool:
