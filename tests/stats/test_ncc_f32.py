@@ -167,3 +167,26 @@ def test_precision_argument():
 
     with pytest.raises(UsageError, match="precision"):
         ncc_torch(torch.zeros(2, 3), torch.zeros(4, 3), torch.arange(4), torch.zeros(4, 3), precision="float16")
+
+
+def test_copies_of_a_candidate_are_searched_once(monkeypatch):
+    """Many unseen classes share the origin: positions nearest to it must not all count as ties to
+    recompute (they did: 10% of the paper profile's positions), and the lowest class id still wins."""
+    from lcfast.stats.ncc import _first_occurrences
+
+    t = torch.tensor([[1.0, 2.0], [0.0, 0.0], [1.0, 2.0], [0.0, 0.0], [3.0, 1.0], [0.0, 0.0]], dtype=F64)
+    c = (t * t).sum(1)
+    assert _first_occurrences(t, c).tolist() == [0, 1, 4]
+    assert _first_occurrences(t[[0, 1, 4]], c[[0, 1, 4]]) is None
+    # same rows, different offsets (logits with different biases) are not copies
+    assert _first_occurrences(t[[0, 2]], torch.tensor([0.0, 1.0], dtype=F64)) is None
+    g = torch.Generator().manual_seed(6)
+    C, d, B = 80, 16, 600
+    means = torch.randn(C, d, generator=g, dtype=F64) * 3
+    means[40:] = 0.0  # unseen: at the origin
+    W = torch.randn(C, d, generator=g, dtype=F64)
+    H = 0.3 * torch.randn(B, d, generator=g, dtype=F64)  # mostly nearest to the origin
+    seen = _count_refined(monkeypatch)
+    got = _check(H, means, torch.arange(40), W, all_classes=True, block=16, row_block=200)
+    assert bool((got[2] == 40).sum() > B // 2)  # the origin wins, as class 40 (the lowest unseen id)
+    assert sum(seen) < B // 20
