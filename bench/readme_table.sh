@@ -5,6 +5,7 @@
 # dev machine is shared and a figure means little without it.
 # Usage: bench/readme_table.sh PYTHON [TAG] [--long]
 #   --long also runs the minutes-long rows (collect RSS over 100 M tokens, NCTracker overhead).
+#   SKIP_E2E=1 leaves out `lcfast bench --sizes e2e` (run on its own beforehand).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=$1; TAG=${2:-cpu-2core}; LONG=${3:-}
@@ -20,7 +21,7 @@ run() {  # run NAME CMD...: one row's command, its load and wall time logged
   "$@" >> "$LOG" 2>&1; local rc=$?
   echo "   rc=$rc  $((SECONDS - t0)) s  load after $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$LOG"
 }
-run e2e "$PY" -m lcfast bench --sizes e2e --repeats 3 --json "$OUT/${TAG}_bench-e2e_${DATE}.json"
+[ -n "${SKIP_E2E:-}" ] || run e2e "$PY" -m lcfast bench --sizes e2e --repeats 3 --json "$OUT/${TAG}_bench-e2e_${DATE}.json"
 run bench-small "$PY" -m lcfast bench --device cpu --sizes small --json "$OUT/${TAG}_bench-small_${DATE}.json"
 run stats "$PY" bench/bench_stats.py --json "$OUT/${TAG}_bench-stats_${DATE}.json"
 run bandwidth "$PY" bench/bench_classstats_bandwidth.py --json "$OUT/${TAG}_classstats-bandwidth_${DATE}.json"

@@ -21,7 +21,8 @@ other processes hits every implementation alike; medians of `repeats` calls):
 Floor model (docs in the JSON): NC4 = 2·n_val·(K_means + C)·d flops at the float32 rate (one
 product with the kept (paper: all C) means, one with the LM head; decisions are float64 via the
 refinement in lcfast.stats.ncc); pairwise = 2·K²·d at the float64 rate (one Gram of the centred
-means; the C×C cross Gram W·Mᵀ of the dual error is counted too); class statistics = one read of H
+means; the etf and dual errors through the d×d products MᵀM and WᵀW, 4·K·d², as "rest"); class
+statistics = one read of H
 (canonical: plus the within-class covariance for nc1_pinv, a symmetric rank-N update, N·d² flops).
 """
 
@@ -262,7 +263,9 @@ def floor_s(rates: dict, C: int, K: int, d: int, n_train: int, n_val: int, profi
     k_means = C if profile == "paper" else K
     nc4 = 2.0 * n_val * (k_means + C) * d / rates["gemm_f32_flops"]
     pair = 2.0 * K * K * d / rates["gemm_f64_flops"]
-    cross = 2.0 * K * K * d / rates["gemm_f64_flops"]
+    # the etf / dual errors need only the sum, square sum and trace of K×K products: through the
+    # d×d products MᵀM and WᵀW (2·K·d² flops each), never a K×K matrix
+    cross = 4.0 * K * d * d / rates["gemm_f64_flops"]
     stats = n_train * d * 8 / rates["read_bytes_per_s"]
     if profile != "paper":  # Σ_W for nc1_pinv: one symmetric rank-N update (syrk, N·d² flops)
         stats += n_train * d * d / rates["gemm_f64_flops"]
@@ -304,10 +307,18 @@ def run_e2e(size: str = "e2e", repeats: int = 3, naive: bool = True, naive_repea
     say(f"problem C={C} d={d} n_train={n_train} n_val={n_val}, {torch.get_num_threads()} threads, load {load0}")
     p = make_problem(C, d, n_train, n_val, seed)
     K = int((torch.bincount(p["Y"], minlength=C) >= 1).sum())
-    rates = gemm_rates(d=d)
-    say(f"GEMM f64 {rates['gemm_f64_flops'] / 1e9:.0f} GFLOP/s, f32 {rates['gemm_f32_flops'] / 1e9:.0f}, "
-        f"read {rates['read_bytes_per_s'] / 1e9:.1f} GB/s")
+    rates_start = gemm_rates(d=d)
+    say(f"GEMM f64 {rates_start['gemm_f64_flops'] / 1e9:.0f} GFLOP/s, f32 {rates_start['gemm_f32_flops'] / 1e9:.0f}, "
+        f"read {rates_start['read_bytes_per_s'] / 1e9:.1f} GB/s (at the start; the floor uses the interleaved ones)")
     args = (p["H"], p["Y"], p["W"], p["b"], p["H_val"], p["Y_val"])
+    # the floor's own operations, timed in the same rounds as lcfast (the load changes during a run)
+    hv32, w32 = p["H_val"].to(torch.float32), p["W"].to(torch.float32)
+    wg = p["W"]
+    probes = {
+        "floor:gemm_f32": (lambda: hv32 @ w32.T, 2.0 * n_val * C * d),  # the NC4 product shape
+        "floor:gemm_f64": (lambda: wg @ wg.T, 2.0 * C * C * d),  # the Gram shape
+        "floor:read": (lambda: p["H"].sum(), n_train * d * 8.0),
+    }
 
     def whole(profile):
         return lambda: measure_embeddings(*args, profile=profile)
@@ -335,11 +346,14 @@ def run_e2e(size: str = "e2e", repeats: int = 3, naive: bool = True, naive_repea
         for name, fn in _stages(p, prof).items():
             stage_fns[f"{prof}:{name}"] = fn
     say("timing lcfast (whole calls and stages, interleaved)")
-    t = _median_interleaved({**fns, **stage_fns}, repeats)
+    t = _median_interleaved({**fns, **stage_fns, **{k: f for k, (f, _) in probes.items()}}, repeats)
+    rates = {"gemm_f32_flops": probes["floor:gemm_f32"][1] / t["floor:gemm_f32"]["median_s"],
+             "gemm_f64_flops": probes["floor:gemm_f64"][1] / t["floor:gemm_f64"]["median_s"],
+             "read_bytes_per_s": probes["floor:read"][1] / t["floor:read"]["median_s"]}
     report: dict[str, Any] = {
         "format": "lcfast.bench-e2e/1", "size": size, "problem": dict(sz, K_kept=K, seed=seed),
         "torch_threads": torch.get_num_threads(), "cpus": os.cpu_count(), "threads_choice": describe(),
-        "rates": rates, "repeats": repeats, "profiles": {},
+        "rates": rates, "rates_at_start": rates_start, "repeats": repeats, "profiles": {},
         "timing": "medians over round-robin repeats in one process (time.perf_counter)",
         "floor_model": __doc__.split("Floor model")[1].strip(),
         "nc4_before_is": "ncc_torch(precision='float64'): every NC4 product in float64 (lcfast before issue 24)",
