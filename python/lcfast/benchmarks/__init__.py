@@ -13,7 +13,8 @@ Families (the fast paths of docs/ARCHITECTURE.md, "Measurement API"):
   and, on CUDA, ``pairwise_triton`` in every precision mode; naive: ``pairwise_naive(exact=False)``
   (float64 C×C grids).
 * NCC agreement — nearest kept mean and LM argmax per position. Fast: ``ncc_torch`` (blocked,
-  float64) and, on CUDA, ``ncc_triton`` per precision; naive: the dense B×K distance and B×C logit
+  float64; and its default, float32 products with float64 near-tie decisions) and, on CUDA,
+  ``ncc_triton`` per precision; naive: the dense B×K distance and B×C logit
   matrices (float64 on CPU, float32 on CUDA: the obvious implementation a user would write).
 
 Timing: one warm-up call (compiles Triton kernels; its result is the one compared), then
@@ -29,7 +30,8 @@ measured. Throughput: class statistics in GB/s against the minimum traffic of an
 and NCC in TFLOP/s of the useful matrix work (pairs c < c′: C(C−1)·d flops; NCC: 2·B·d·(K + C)),
 each as a fraction of the device's peak when the device is known (H100 SXM / PCIe, H200).
 
-Modules: harness (sizes, peaks, rows, the per-family context), timing (torch.utils.benchmark and
+Modules: harness (sizes, peaks, rows, the per-family context), e2e (`--sizes e2e`: the whole measurement
+against the paper's pipeline, stage by stage, with the GEMM floor), timing (torch.utils.benchmark and
 whole-run wall time), stats (the three families), runner (`run_bench`), display (tables),
 bandwidth, cpu_twins, tokens, training (the stand-alone benchmarks of bench/).
 """

@@ -237,7 +237,10 @@ def ncc_family(ctx: Ctx, size: dict, case_suffix: str = "") -> None:
     res = ctx.run_naive(rows["naive"], fits, fit_note, lambda: _ncc_dense(H, means, kept, W, bias, ndtype))
     if res is not None:
         results["naive"] = res
-    impls: list = [("torch: blocked (f64)", "fp64", lambda: ncc_torch(H, means, kept, W, bias), None)]
+    impls: list = [("torch: blocked (f64)", "fp64",
+                    lambda: ncc_torch(H, means, kept, W, bias, precision="float64"), None),
+                   # the default: float32 products, near-ties decided again in float64 (same decisions)
+                   ("torch: f32 + f64 ties", "fp32", lambda: ncc_torch(H, means, kept, W, bias), None)]
     if ctx.use_triton:
         from lcfast.kernels.ncc import ncc_triton
 

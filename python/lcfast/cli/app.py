@@ -33,6 +33,9 @@ def _root(
     debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors."),
 ) -> None:
     _STATE["debug"] = debug or os.environ.get("LCFAST_DEBUG") == "1"
+    from lcfast.threads import apply_threads
+
+    apply_threads()  # torch threads: the free CPUs, or LCFAST_THREADS (lcfast.threads)
 
 
 def _register_all() -> None:

@@ -10,7 +10,10 @@
 [K, d], row k being class kept_ids[k]; a table with C rows is always read as the full one. Classes are visited in blocks
 with a running argmin / argmax (first index wins ties, like torch.argmin on the full matrix), rows in chunks:
 at most row_block × block scores exist at once, never the B×C matrix. ‖h − μ‖² is ranked as
-‖μ‖² − 2 h·μ (‖h‖² is common to a row). Everything is computed in float64.
+‖μ‖² − 2 h·μ (‖h‖² is common to a row). The decisions are those of float64 arithmetic: by
+default the products run in float32 (twice the GEMM rate on CPUs) and every row whose best and
+runner-up are closer than a rigorous float32 error bound is recomputed in float64 (the comment
+above `_Table`); `precision="float64"` computes everything in float64.
 
 With `all_classes=True` (and the full [C, d] `means` table) the same search also returns
 
@@ -28,6 +31,7 @@ hits (ncc_pred == lm_pred) and totals; `.agreement` = Σhits / Σtotals (nc4_agr
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -77,6 +81,143 @@ def _running_min(h: torch.Tensor, mu: torch.Tensor, mn: torch.Tensor, block: int
     return best, arg
 
 
+# ------------------------------------------------------------------------------------------------
+# float32 products, float64 decisions
+#
+# Every score above is c_k + α·(h·t_k): (c, α, t) = (‖μ_k‖², −2, μ_k) for the means and
+# (−b_k, −1, w_k) for the LM head (its argmax is the argmin of the negated logit). The float32 path
+# computes the same scores from float32 copies in one float32 GEMM per tile and keeps, per row, the
+# smallest and the second smallest score (m1 ≤ m2) next to the argmin, fused into the tile loop.
+# Against the exact real-number score of the float64 inputs, each float32 score is off by at most
+#
+#     E(h) = 1.5 · ( |α|(1+u)·[γ_{d+2}(‖h‖ + a√d)(T + a√d) + d·2⁻¹²⁵] + 2u·c_max + u|α|‖h‖T + 2⁻¹²⁴ )
+#
+# with u = 2⁻²⁴, γ_n = nu/(1 − nu) (the classical bound for any summation order, the +2 covering
+# the rounding of h and t to float32), T = max_k ‖t_k‖, c_max = max_k |c_k|, and a = 2⁻¹⁰² with the
+# absolute 2⁻¹²⁵, 2⁻¹²⁴ terms covering float32 underflow (flush-to-zero included); the factor 1.5
+# leaves room for the rounding of the bound itself and for the float64 reference's own error
+# (≈ 2⁻²⁹ of E). A row with m2 − m1 > 2E has a unique exact minimiser which any float64
+# evaluation also ranks first, so its float32 argmin *is* the float64 decision. The other rows
+# (ties, near-ties, duplicate means: typically well under 1%) are recomputed with the float64
+# path. Decisions are therefore those of the float64 path, exactly. Magnitudes that could overflow
+# float32 (‖h‖·T or |c| ≥ 1e36), a float32 matmul precision other than "highest" (it may round
+# operands to bf16/tf32), or too many near-ties send the chunk to the float64 path.
+# ------------------------------------------------------------------------------------------------
+
+_U32 = 2.0**-24
+_A32 = 2.0**-102
+_F32_LIMIT = 1e36
+#: above this share of rows needing the float64 recomputation a chunk is recomputed whole
+_REFINE_MAX_SHARE = 0.25
+
+
+class _Table:
+    """One candidate table of the float32 search: rows t_k (float32 copy), offsets c_k, scale α."""
+
+    def __init__(self, t: torch.Tensor, c: torch.Tensor, alpha: float):
+        # exact copies of an earlier row (the unseen classes' shared origin, tied logits) would make
+        # every row they win a "tie" to recompute; the float64 path ranks a copy after its first
+        # occurrence, so searching the first occurrences only gives its decisions
+        self.keep = _first_occurrences(t, c)
+        if self.keep is not None:
+            t, c = t.index_select(0, self.keep), c.index_select(0, self.keep)
+        self.t32 = t.to(torch.float32)
+        self.c32 = c.to(torch.float32)
+        self.alpha = alpha
+        self.n = t.shape[0]
+        self.tmax = float(t.norm(dim=1).max()) if self.n else 0.0
+        self.cmax = float(c.abs().max()) if self.n else 0.0
+
+    def bound(self, hn: torch.Tensor, d: int) -> torch.Tensor:
+        """E(h) per row (float64 [n]); see the comment above."""
+        nu = (d + 2) * _U32
+        gam = nu / (1.0 - nu)
+        ad = _A32 * math.sqrt(d)
+        a = abs(self.alpha)
+        e = a * (1 + _U32) * (gam * (hn + ad) * (self.tmax + ad) + d * 2.0**-125)
+        return 1.5 * (e + 2 * _U32 * self.cmax + _U32 * a * hn * self.tmax + 2.0**-124)
+
+    def fits(self, hn_max: float) -> bool:
+        return hn_max * self.tmax * 2 < _F32_LIMIT and self.cmax < _F32_LIMIT and math.isfinite(self.tmax)
+
+    def search(self, h32: torch.Tensor, block: int):
+        """(m1, argmin, m2) float32 / int64 [n]: the two smallest scores of each row (m2 = +inf with
+        a single candidate) and the first index of the smallest, over the rows of the table."""
+        n = h32.shape[0]
+        m1 = torch.full((n,), float("inf"), dtype=torch.float32, device=h32.device)
+        m2 = torch.full_like(m1, float("inf"))
+        arg = torch.zeros(n, dtype=torch.int64, device=h32.device)
+        for k0 in range(0, self.n, block):
+            k1 = min(self.n, k0 + block)
+            s = torch.addmm(self.c32[k0:k1].unsqueeze(0), h32, self.t32[k0:k1].T, alpha=self.alpha)
+            v, i = s.min(1)
+            if k1 - k0 > 1:
+                s.scatter_(1, i.unsqueeze(1), float("inf"))
+                v2 = s.amin(1)
+            else:
+                v2 = torch.full_like(v, float("inf"))
+            # the two smallest of {m1, m2, v, v2} (m1 ≤ m2, v ≤ v2); strict < keeps the first index
+            m2 = torch.minimum(torch.minimum(m2, v2), torch.maximum(m1, v))
+            upd = v < m1
+            m1 = torch.where(upd, v, m1)
+            arg = torch.where(upd, i + k0, arg)
+        if self.keep is not None:
+            arg = self.keep[arg]
+        return m1, arg, m2
+
+
+def _first_occurrences(t: torch.Tensor, c: torch.Tensor) -> torch.Tensor | None:
+    """Ascending indices of the rows of (t, c) that are not an exact copy of an earlier row, or None
+    when there is no copy. Rows are bucketed by a fixed random projection (sort), and only rows
+    equal to their neighbour in that order are compared; a copy the buckets miss is merely kept
+    (its ties then go to the float64 recomputation)."""
+    n = t.shape[0]
+    if n < 2:
+        return None
+    g = torch.Generator(device="cpu").manual_seed(0x5EED)
+    v = torch.randn(t.shape[1] + 1, generator=g, dtype=F64).to(t.device)
+    key = t @ v[:-1] + c * v[-1]
+    ks, order = torch.sort(key, stable=True)
+    same = (ks[1:] == ks[:-1]).nonzero().squeeze(1)
+    if same.numel() == 0:
+        return None
+    a, b = order[same], order[same + 1]  # stable: a < b
+    eq = (t[a] == t[b]).all(1) & (c[a] == c[b])
+    if not bool(eq.any()):
+        return None
+    drop = torch.zeros(n, dtype=torch.bool, device=t.device)
+    drop[b[eq]] = True
+    return (~drop).nonzero().squeeze(1)
+
+
+def _f32_allowed() -> bool:
+    """Whether float32 CPU/GPU matmuls are plain IEEE float32 (no tf32/bf16 operand rounding)."""
+    return torch.get_float32_matmul_precision() == "highest"
+
+
+def _f32_chunk(h: torch.Tensor, hn: torch.Tensor, kept: _Table, rest: _Table | None, head: _Table, block: int):
+    """The float32 search of one row chunk h (float64 [n, d], row norms hn): (kept argmin, all-class
+    pick or None, head argmin, rows to recompute in float64). The all-class pick is (from_rest bool,
+    argmin in rest)."""
+    d = h.shape[1]
+    h32 = h.to(torch.float32)
+    m1, ak, m2 = kept.search(h32, block)
+    ek = kept.bound(hn, d)
+    redo = (m2.to(F64) - m1.to(F64)) <= 2 * ek
+    pick = None
+    if rest is not None:
+        r1, ar, r2 = rest.search(h32, block)
+        # the nearest of all C means: the two smallest of both walks, the larger of the two bounds
+        e = torch.maximum(ek, rest.bound(hn, d))
+        lo = torch.minimum(m1, r1)
+        second = torch.minimum(torch.minimum(m2, r2), torch.maximum(m1, r1))
+        redo |= (second.to(F64) - lo.to(F64)) <= 2 * e
+        pick = (r1 < m1, ar)
+    l1, al, l2 = head.search(h32, block)
+    redo |= (l2.to(F64) - l1.to(F64)) <= 2 * head.bound(hn, d)
+    return ak, pick, al, redo
+
+
 @torch.no_grad()
 def ncc_torch(
     H: torch.Tensor,
@@ -88,9 +229,16 @@ def ncc_torch(
     row_block: int = 2048,
     *,
     all_classes: bool = False,
+    precision: str = "auto",
 ):
     """(ncc_pred int64[B], lm_pred int64[B]), with all_classes=True (ncc_pred, lm_pred,
-    ncc_all_pred); see the module docstring. all_classes needs the full [C, d] means table."""
+    ncc_all_pred); see the module docstring. all_classes needs the full [C, d] means table.
+
+    precision "auto" (default): float32 products with the near-ties recomputed in float64 — the
+    decisions of "float64" exactly (the comment above `_Table`), at the float32 GEMM rate;
+    "float64": every product in float64."""
+    if precision not in ("auto", "float64"):
+        raise UsageError(f"ncc_torch: precision must be 'auto' or 'float64', got {precision!r}")
     if H.dim() != 2 or W.dim() != 2 or H.shape[1] != W.shape[1] or means.dim() != 2 or means.shape[1] != H.shape[1]:
         raise UsageError(
             f"ncc_torch: H [B, d], means [K, d], W [C, d] must share d; "
@@ -113,24 +261,25 @@ def ncc_torch(
     ncc_pred = torch.empty(B, dtype=torch.int64, device=dev)
     lm_pred = torch.empty(B, dtype=torch.int64, device=dev)
     ncc_all = torch.empty(B, dtype=torch.int64, device=dev) if all_classes else None
+    rest = mu_r = mn_r = None
     if all_classes:
         rest = rest_ids(kept_ids, C)
         mu_r = means.to(dev).index_select(0, rest).to(F64)
         mn_r = (mu_r * mu_r).sum(1)
-    for r0 in range(0, B, row_block):
-        r1 = min(B, r0 + row_block)
-        h = H[r0:r1].to(F64)
-        n = r1 - r0
+
+    def exact(h: torch.Tensor):
+        """The float64 decisions of rows h: (ncc, lm, ncc_all or None)."""
         best, arg = _running_min(h, mu, mn, block)
-        ncc_pred[r0:r1] = kept_ids[arg]
+        kid = kept_ids[arg]
+        out_all = None
         if all_classes:
+            out_all = kid
             if rest.numel():
                 best_r, arg_r = _running_min(h, mu_r, mn_r, block)
-                kid, rid = kept_ids[arg], rest[arg_r]
+                rid = rest[arg_r]
                 take = (best_r < best) | ((best_r == best) & (rid < kid))
-                ncc_all[r0:r1] = torch.where(take, rid, kid)
-            else:
-                ncc_all[r0:r1] = kept_ids[arg]
+                out_all = torch.where(take, rid, kid)
+        n = h.shape[0]
         best = torch.full((n,), -float("inf"), dtype=F64, device=dev)
         arg = torch.zeros(n, dtype=torch.int64, device=dev)
         for c0 in range(0, C, block):
@@ -143,19 +292,57 @@ def ncc_torch(
             upd = v > best
             best = torch.where(upd, v, best)
             arg = torch.where(upd, i + c0, arg)
-        lm_pred[r0:r1] = arg
+        return kid, arg, out_all
+
+    tables = None
+    if precision == "auto" and _f32_allowed():
+        kept_t = _Table(mu, mn, -2.0)
+        rest_t = _Table(mu_r, mn_r, -2.0) if all_classes and rest.numel() else None
+        head_t = _Table(Wd, torch.zeros(C, dtype=F64, device=dev) if bd is None else -bd, -1.0)
+        tables = (kept_t, rest_t, head_t)
+    for r0 in range(0, B, row_block):
+        r1 = min(B, r0 + row_block)
+        h = H[r0:r1].to(F64)
+        fast = tables is not None
+        if fast:
+            hn = h.norm(dim=1)
+            hmax = float(hn.max())
+            fast = all(t is None or t.fits(hmax) for t in tables)
+        if fast:
+            ak, pick, al, redo = _f32_chunk(h, hn, *tables, block)
+            if int(redo.sum()) > _REFINE_MAX_SHARE * (r1 - r0):
+                fast = False
+        if not fast:
+            kid, lm, out_all = exact(h)
+            ncc_pred[r0:r1], lm_pred[r0:r1] = kid, lm
+            if all_classes:
+                ncc_all[r0:r1] = out_all
+            continue
+        kid = kept_ids[ak]
+        ncc_pred[r0:r1] = kid
+        lm_pred[r0:r1] = al
+        if all_classes:
+            ncc_all[r0:r1] = kid if pick is None else torch.where(pick[0], rest[pick[1]], kid)
+        idx = redo.nonzero().squeeze(1)
+        if idx.numel():
+            kid_x, lm_x, all_x = exact(h.index_select(0, idx))
+            ncc_pred[r0 + idx], lm_pred[r0 + idx] = kid_x, lm_x
+            if all_classes:
+                ncc_all[r0 + idx] = all_x
     if all_classes:
         return ncc_pred, lm_pred, ncc_all
     return ncc_pred, lm_pred
 
 
-def ncc_predict(H, means, kept_ids, W, b=None, backend: str = "auto", block: int = 1024, *, all_classes: bool = False):
-    """Dispatch: "auto" (Triton on CUDA), "torch" or "triton"."""
+def ncc_predict(H, means, kept_ids, W, b=None, backend: str = "auto", block: int = 1024, *, all_classes: bool = False,
+                precision: str = "auto"):
+    """Dispatch: "auto" (Triton on CUDA), "torch" or "triton"; `precision` is the torch twin's
+    ("auto": float32 products, float64 decisions; "float64"); the Triton kernel has its own modes."""
     be = resolve_backend(backend, H, family="ncc")
     if be == "triton":
         launch = load_launcher("ncc", "ncc_triton")
         return launch(H, means, kept_ids, W, b, all_classes=all_classes)
-    return ncc_torch(H, means, kept_ids, W, b, block=block, all_classes=all_classes)
+    return ncc_torch(H, means, kept_ids, W, b, block=block, all_classes=all_classes, precision=precision)
 
 
 def _as_kept_mask(kept: torch.Tensor, n_classes: int) -> torch.Tensor:
