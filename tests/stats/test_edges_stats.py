@@ -12,11 +12,8 @@ import pytest
 import torch
 
 from lcfast.errors import UsageError
-from lcfast.metrics.measure import (
-    DegenerateInputWarning,
-    measure_embeddings,
-    measure_stats,
-)
+from lcfast.metrics.embeddings import measure_embeddings
+from lcfast.metrics.measure import DegenerateInputWarning, measure_stats
 from lcfast.stats.classstats import ClassStats
 from lcfast.stats.ncc import NCCStats
 

@@ -296,7 +296,7 @@ def run_e2e(size: str = "e2e", repeats: int = 3, naive: bool = True, naive_repea
     """The e2e report (format "lcfast.bench-e2e/1"): problem, threads, load averages, GEMM rates,
     per-profile whole and stage timings with floors and fractions, the before (float64 NC4) whole
     time, the paper twin's time, speed-ups and the agreement between lcfast and the twin."""
-    from lcfast.metrics.measure import measure_embeddings
+    from lcfast.metrics.embeddings import measure_embeddings
     from lcfast.stats import ncc as ncc_mod
     from lcfast.threads import describe
 
