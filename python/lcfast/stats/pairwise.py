@@ -149,6 +149,13 @@ def _flat(buf: torch.Tensor, r: int, c: int) -> torch.Tensor:
     return buf[: r * c].view(r, c)
 
 
+def _pair_sqdist(X, i, j, chunk=256):
+    """‖X_i − X_j‖² for index vectors i, j, in chunks: the same row sums as one (X[i] − X[j])²,
+    without P×d temporaries (fresh multi-MB buffers cost more in page faults than the arithmetic)."""
+    return torch.cat([((X[a] - X[b]).square_()).sum(1)
+                      for a, b in zip(i.split(chunk), j.split(chunk))]) if i.numel() else X.new_zeros(0)
+
+
 def _shift_estimates(Mk, Mh, nk, hv, p, tol, n_sample=4096, seed=0):
     """Shifts K for the shifted sums: means of cdnv, dhat² and log dhat² over a fixed random sample
     of pairs (exact differences). Any K within a few standard deviations of the true mean keeps
@@ -162,10 +169,7 @@ def _shift_estimates(Mk, Mh, nk, hv, p, tol, n_sample=4096, seed=0):
     i, j = i[keep].to(Mk.device), j[keep].to(Mk.device)
     if i.numel() == 0:
         return 0.0, 2.0, 0.0
-    dm = Mk[i] - Mk[j]
-    d2 = (dm * dm).sum(1)
-    dh = Mh[i] - Mh[j]
-    t2 = (dh * dh).sum(1)
+    d2, t2 = _pair_sqdist(Mk, i, j), _pair_sqdist(Mh, i, j)
     ok = (d2 > tol * (nk[i] + nk[j])) & (t2 > 2 * tol)
     if not bool(ok.any()):
         return 0.0, 2.0, 0.0
@@ -271,6 +275,9 @@ class _TileSweep:
             # p = 1: corrected in D2's own buffer once the plain CDNV has used it; else a copy
             self.dbufs = [torch.empty(bs * bs, dtype=F64, device=dev)] if p != 1.0 else []
             self.accb = torch.zeros(2, dtype=F64, device=dev)
+        if Kd is not None:  # G − Kd = −½ dist² + [½‖m_i‖² − Kd, 1]·[1, ½‖m_j‖²]ᵀ (see tile)
+            self.UGd = torch.cat([0.5 * nk[:, None] - Kd, one], 1)
+            self.VGd = torch.cat([one, 0.5 * nk[:, None]], 1).T.contiguous()
         self.c_kt = torch.tensor(self.s_l * self.Kt, dtype=F64, device=dev)
         self.acc = torch.zeros(6, dtype=F64, device=dev)  # S1, S2 of cdnv-Kc, dhat²-Kt, log dhat²-Kl
         self.accd = torch.zeros(2, dtype=F64, device=dev)  # S1, S2 of G − Kd (raw_dot)
@@ -285,12 +292,16 @@ class _TileSweep:
         """What every tile of the row block starting at i0 shares."""
         i1 = min(i0 + self.bs, self.Mk.shape[0])
         nki = self.nk[i0:i1]
-        return i0, i1, self.AL[i0:i1], self.BL[i0:i1], self.hv[i0:i1], nki, float(nki.max())
+        return i0, i1, self.AL[i0:i1], self.BL[i0:i1], self.hv[i0:i1], nki, float(nki.max()), self._amax(i0, i1)
+
+    def _amax(self, i0: int, i1: int) -> float:
+        """max a_c over classes i0..i1 (debiased CDNV; +∞ with a class of n_c < 2), else 0."""
+        return float(self.deb[0][i0:i1, 0].max()) if self.deb is not None else 0.0
 
     def tile(self, rows, j0: int) -> None:
         """Accumulate the tile (row block, columns j0..j0+bs): Gram-form dist² and dhat² − Kt, near
         pairs recomputed exactly, degenerate pairs masked, then the shifted sums."""
-        i0, i1, ALi, BLi, hvi, nki, nki_max = rows
+        i0, i1, ALi, BLi, hvi, nki, nki_max, amax_i = rows
         j1 = min(j0 + self.bs, self.Mk.shape[0])
         bi, bj = i1 - i0, j1 - j0
         nkj = self.nk[j0:j1]
@@ -299,28 +310,38 @@ class _TileSweep:
         tri = self.tri[:bi, :bj]
         D2 = torch.mm(ALi, self.AR[j0:j1].T, out=_flat(self.bufs[0], bi, bj))
         T = torch.mm(BLi, self.BR[j0:j1].T, out=_flat(self.bufs[1], bi, bj))
-        ex = self._refine(D2, T, nki, nkj, nki_max, nkj_max, i0, j0, tri if diag else None)
-        valid = self._valid(D2, T, ex, nki, nkj, nki_max, nkj_max, j0, tri if diag else None)
+        # the tile's minima, taken once: they decide the refine and degenerate checks (band ≥ tol)
+        # and, when nothing was refined, bound every dist² of the tile from below
+        d2min, tmin = float(D2.min()), float(T.min())
+        ex = self._refine(D2, T, nki, nkj, nki_max, nkj_max, i0, j0, tri if diag else None, d2min, tmin)
+        valid = self._valid(D2, T, ex, nki, nkj, nki_max, nkj_max, j0, tri if diag else None, d2min, tmin)
         if self.Kd is not None:  # every pair of the tile, degenerate or not (before D2 is overwritten)
-            Gd = torch.add(nki[:, None], nkj[None, :], out=_flat(self.bufs[4], bi, bj)).sub_(D2).mul_(0.5).sub_(self.Kd)
+            # G − Kd = −½ dist² + (½‖m_i‖² − Kd + ½‖m_j‖²): one rank-2 addmm instead of four passes
+            Gd = torch.addmm(D2, self.UGd[i0:i1], self.VGd[:, j0:j1], beta=-0.5, out=_flat(self.bufs[4], bi, bj))
             if diag:
                 Gd.masked_fill_(~tri, 0.0)
             gf = Gd.view(-1)
             self.accd += torch.stack([gf.sum(), torch.dot(gf, gf)])
+        # no corrected distance of the tile can be ≤ 0 when even the smallest dist² (nothing
+        # refined, so d2min bounds them all) exceeds twice the largest a_i + a_j (the factor 2:
+        # far from rounding); then the debiased CDNV needs no min pass over its tile
+        deb_pos = ex is None and d2min > 2.0 * (amax_i + self._amax(j0, j1))
         if self.deb is not None and self.p != 1.0:  # D2 is about to be raised to p: a copy
-            self._debiased(D2, valid, i0, i1, j0, j1, out=_flat(self.dbufs[0], bi, bj))
+            self._debiased(D2, valid, i0, i1, j0, j1, out=_flat(self.dbufs[0], bi, bj), pos=deb_pos)
         if self.p != 1.0:
-            D2.clamp_min_(0).pow_(self.p)
+            if not (ex is None and d2min >= 0):  # Gram-form rounding can dip below 0: clamp only then
+                D2.clamp_min_(0)
+            D2.pow_(self.p)
         cd = torch.add(hvi[:, None], self.hv[None, j0:j1], out=_flat(self.bufs[2], bi, bj)).div_(D2).sub_(self.Kc)
         if self.deb is not None and self.p == 1.0:  # D2 is free now: corrected in place (less traffic)
-            self._debiased(D2, valid, i0, i1, j0, j1, out=D2)
+            self._debiased(D2, valid, i0, i1, j0, j1, out=D2, pos=deb_pos)
         L = torch.add(self.c_kt, T, alpha=self.s_l, out=_flat(self.bufs[3], bi, bj)).log_()
         if ex is not None:  # log dhat² − Kl from the exact dhat², not from the shifted T
             er, ec, _, et2 = ex
             L[er, ec] = et2.log() - self.Kl
         self._accumulate(cd, T, L, valid, i0, i1, j0, j1)
 
-    def _debiased(self, D2, valid, i0, i1, j0, j1, out) -> None:
+    def _debiased(self, D2, valid, i0, i1, j0, j1, out, pos: bool = False) -> None:
         """Σ and count of (s²_i + s²_j)/(2 (dist² − a_i − a_j)^p) over the tile's valid pairs with a
         positive corrected distance (the others: excluded; finish() counts them). A hot path, so
         few passes over the tile: the correction a_i + a_j is a rank-2 update (one addmm; a_c = +∞
@@ -328,14 +349,15 @@ class _TileSweep:
         Σ_ij (½s²_i + ½s²_j) R_ij^p = ½s²ᵀ(R^p 1) + 1ᵀ(R^p ½s²) is one product of R^p with two
         columns. A tile whose R is all > 0 (its min) needs nothing else; otherwise R is clamped at
         0 (0 exactly where the corrected distance is ≤ 0, −∞ included), masked to the valid pairs,
-        and its non-zeros counted. A corrected distance of exactly +0 (R = +∞) is masked too."""
+        and its non-zeros counted. A corrected distance of exactly +0 (R = +∞) is masked too.
+        `pos`: the caller has bounded every corrected distance of the tile above 0 (no min pass)."""
         Ua, Va, hs = self.deb
         if out is D2:
             R = D2.addmm_(Ua[i0:i1], Va[:, j0:j1], alpha=-1.0).reciprocal_()
         else:
             R = torch.addmm(D2, Ua[i0:i1], Va[:, j0:j1], alpha=-1.0, out=out).reciprocal_()
         n = None
-        if valid is None and float(R.min()) > 0:  # the common tile: every pair counts
+        if valid is None and (pos or float(R.min()) > 0):  # the common tile: every pair counts
             n = torch.tensor(float(R.numel()), dtype=F64, device=R.device)
         else:
             R.clamp_min_(0.0)
@@ -358,11 +380,12 @@ class _TileSweep:
         r = torch.mm(R, torch.stack([torch.ones_like(hj), hj], 1))
         return torch.dot(hs[i0:i1], r[:, 0]) + r[:, 1].sum()
 
-    def _refine(self, D2, T, nki, nkj, nki_max, nkj_max, i0, j0, tri):
+    def _refine(self, D2, T, nki, nkj, nki_max, nkj_max, i0, j0, tri, d2min, tmin):
         """Pairs inside the refine band get their exact dist² and dhat² (− Kt) written into D2 / T;
-        returns them as `_exact_pairs` does (None when none). `tri`: the diagonal tile's c < c' mask."""
+        returns them as `_exact_pairs` does (None when none). `tri`: the diagonal tile's c < c' mask;
+        d2min, tmin: the minima of D2 and T."""
         band, Kt = self.band, self.Kt
-        if not (tri is not None or float(D2.min()) <= band * (nki_max + nkj_max) or float(T.min()) <= 2.0 * band - Kt):
+        if not (tri is not None or d2min <= band * (nki_max + nkj_max) or tmin <= 2.0 * band - Kt):
             return None
         near = (D2 <= band * (nki[:, None] + nkj[None, :])) | (T <= 2.0 * band - Kt)
         if tri is not None:
@@ -374,11 +397,13 @@ class _TileSweep:
             T[er, ec] = et2 - Kt
         return ex
 
-    def _valid(self, D2, T, ex, nki, nkj, nki_max, nkj_max, j0, tri):
-        """The tile's non-degenerate pairs (None: all of them), counting the degenerate ones."""
+    def _valid(self, D2, T, ex, nki, nkj, nki_max, nkj_max, j0, tri, d2min, tmin):
+        """The tile's non-degenerate pairs (None: all of them), counting the degenerate ones.
+        d2min, tmin: D2's and T's minima before refinement, which are still theirs when nothing was
+        refined (ex None); otherwise the full test runs anyway."""
         tol, Kt = self.tol, self.Kt
-        if not (tri is not None or ex is not None or float(D2.min()) <= tol * (nki_max + nkj_max)
-                or float(T.min()) <= 2.0 * tol - Kt):
+        if not (tri is not None or ex is not None or d2min <= tol * (nki_max + nkj_max)
+                or tmin <= 2.0 * tol - Kt):
             return None
         deg = (D2 <= tol * (nki[:, None] + nkj[None, :])) | (T <= 2.0 * tol - Kt)
         if ex is not None:  # decided on the exact values (T holds dhat² − Kt: rounded at ~eps·Kt)
