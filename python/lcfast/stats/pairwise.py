@@ -4,10 +4,14 @@
 `lcfast.kernels.pairwise.pairwise_triton` (same inputs and result type).
 
 Per tile of the upper triangle (rows I, columns J ≥ I, at most block×block values live at a time)
-two matrix products give everything:
+one matrix product gives everything, X_ij = ⟨m̂_i, m_j⟩ = G_ij/‖m_i‖ (m̂ = m/‖m‖):
 
-    dist²_ij  = ‖m_i − m_j‖²   = [m_i, ‖m_i‖², 1] · [−2 m_j, 1, ‖m_j‖²]     (one GEMM, augmented)
-    dhat²_ij  = ‖m̂_i − m̂_j‖²  = [m̂_i, 1, 1]      · [−2 m̂_j, 1, 1]          (one GEMM, augmented)
+    dist²_ij  = ‖m_i − m_j‖²   = ‖m_i‖² + ‖m_j‖² − 2‖m_i‖ X_ij      (a row scale, a rank-2 addmm)
+    dhat²_ij  = ‖m̂_i − m̂_j‖²  = 2 − 2 X_ij/‖m_j‖                     (one addcmul)
+
+(the Gram form, with the same rounding order of magnitude as two augmented GEMMs for dist² and
+dhat² — a few √d·eps of ‖m_i‖² + ‖m_j‖², resp. of 2 — at half the GEMM work; the GEMM is the
+larger part of a tile's cost)
 
 then cdnv = (σ²_i + σ²_j) / (2 (dist²)^p), cos = 1 − dhat²/2, log-kernel = −½ log dhat².
 Moments are *shifted sums* in float64: per tile Σ(x − K) and Σ(x − K)² (a BLAS dot), summed over
@@ -15,7 +19,7 @@ tiles, then mean = K + S1/n and M2 = S2 − S1²/n. K is a fixed, deterministic 
 (from a seeded sample of 4096 pairs, exact differences), so |mean − K| is a fraction of a standard
 deviation and M2 keeps its digits (a near-ETF with var(cos) ≈ 2e-16 and mean² ≈ 4e-3 comes out to
 4e-10 relative; the unshifted Σx² − (Σx)²/n is off by 4e-3 — see tests/test_pairwise.py). The shifts
-of dhat² and log dhat² are folded into the second GEMM's constant column and into the log's argument,
+of dhat² and log dhat² are folded into the addcmul's constant and into the log's argument,
 so they cost no extra pass. The moments of cos and of the log-kernel are affine images of those of
 dhat² and log dhat² (mean 1 − m/2 and −m/2, M2/4).
 
@@ -49,16 +53,16 @@ variance estimate and a_c = +∞) are counted (`PairwiseSums.nonpositive`) and l
 as are the degenerate pairs. Only its sum is accumulated (its mean is reported; no row sums).
 
 With `raw_dot=True` the sweep also carries the raw dot products G_ij = ⟨m_i, m_j⟩ over *every*
-pair (the paper's interference, docs/metrics.md): G = (‖m_i‖² + ‖m_j‖² − dist²)/2 from the first
-GEMM's tile — elementwise, no third GEMM — summed shifted by the exact mean (ΣG − tr G)/(C(C−1));
+pair (the paper's interference, docs/metrics.md): G = (‖m_i‖² + ‖m_j‖² − dist²)/2 from the dist²
+tile — elementwise, no second GEMM — summed shifted by the exact mean (ΣG − tr G)/(C(C−1));
 pairs touching a zero-norm mean (which the blocked sweep skips) are added from Z×C products.
 
 The Gram sums for the ETF errors (ΣG, ΣG², tr G over the full C×C G = M Mᵀ) need no sweep:
 ΣG = ‖Σ_c m_c‖², tr G = Σ‖m_c‖², ‖G‖_F² = ‖MᵀM‖_F² (d×d) — computed in O(C·d²) (or O(C²·d)
 through C×C tiles when C < d, which is then the smaller matrix).
 
-Memory: the four augmented copies of M and M̂ (4·C·(d+2) float64) plus four (five with raw_dot,
-one more for the debiased CDNV at p ≠ 1) block² float64 tiles and a block² mask: O(C·d + block²).
+Memory: M̂ (C·d float64) plus four (five with raw_dot, one more for the debiased CDNV at
+p ≠ 1) block² float64 tiles and a block² mask: O(C·d + block²).
 Measured (bench/bench_stats.py): see the report in the bench.
 """
 
@@ -193,7 +197,7 @@ def pairwise_torch(
 
     Moments use shifted sums: per tile Σ(x − K) and Σ(x − K)² (BLAS dot) with K a sampled estimate
     of the mean (fixed, deterministic), so M2 = S2 − S1²/n does not cancel; the shifts of dhat²
-    and of log dhat² are folded into the second GEMM / the log's argument (no extra pass).
+    and of log dhat² are folded into the addcmul's constant / the log's argument (no extra pass).
     `raw_dot=True` adds the moments of ⟨m_c, m_c'⟩ over all pairs (`PairwiseSums.dot`)."""
     if M.dim() != 2 or var.dim() != 1 or var.shape[0] != M.shape[0]:
         raise UsageError(f"pairwise_torch: M must be [C, d] and var [C], got {tuple(M.shape)} and {tuple(var.shape)}")
@@ -251,7 +255,7 @@ def pairwise_torch(
 
 class _TileSweep:
     """One blocked sweep over the upper triangle of the K non-zero-norm classes (module docstring):
-    the augmented GEMM operands, preallocated tile buffers and the float64 shifted-sum accumulators."""
+    the GEMM operands and elementwise factors, preallocated tile buffers and the float64 shifted-sum accumulators."""
 
     def __init__(self, Mk, nk, hv, p: float, tol: float, bs: int, Kd: float | None, deb=None):
         K, d = Mk.shape
@@ -261,10 +265,18 @@ class _TileSweep:
         self.Kc, self.Kt, self.Kl = _shift_estimates(Mk, Mh, nk, hv, p, tol)
         self.s_l = math.exp(-self.Kl)  # log(s·dhat²) = log dhat² − Kl
         one = torch.ones(K, 1, dtype=F64, device=dev)
-        self.AL = torch.cat([Mk, nk[:, None], one], 1)            # · AR → dist²
-        self.AR = torch.cat([-2.0 * Mk, one, nk[:, None]], 1)
-        self.BL = torch.cat([Mh, one, one], 1)                    # · BR → dhat² − Kt
-        self.BR = torch.cat([-2.0 * Mh, one, (1.0 - self.Kt) * one], 1)
+        # one GEMM per tile, X_ij = ⟨m̂_i, m_j⟩ = G_ij/‖m_i‖; then elementwise (see tile)
+        #   dist²_ij   = ‖m_i‖² + ‖m_j‖² − 2‖m_i‖ X_ij   (a row scale, then a rank-2 addmm)
+        #   dhat²_ij − Kt = (2 − Kt) − 2 X_ij/‖m_j‖       (one addcmul)
+        # Both carry the Gram form's rounding (a few √d·eps of ‖m_i‖² + ‖m_j‖², resp. of 2), as
+        # the two augmented GEMMs they replace did, at half the GEMM work.
+        self.Mh = Mh
+        rn = nk.sqrt()
+        self.m2s = -2.0 * rn                                       # row scale of X for dist²
+        self.m2r = -2.0 / rn                                       # column scale of X for dhat²
+        self.Un = torch.cat([nk[:, None], one], 1)                 # Un Vn: ‖m_i‖² + ‖m_j‖²
+        self.Vn = torch.cat([one, nk[:, None]], 1).T.contiguous()
+        self.c_t = torch.tensor(2.0 - self.Kt, dtype=F64, device=dev)
         self.tri = torch.ones(bs, bs, dtype=torch.bool, device=dev).triu(1)
         self.bufs = [torch.empty(bs * bs, dtype=F64, device=dev) for _ in range(4 if Kd is None else 5)]
         # debiased CDNV: (½ s², a) per class, its tile buffers, Σ over kept pairs and their count
@@ -292,7 +304,8 @@ class _TileSweep:
         """What every tile of the row block starting at i0 shares."""
         i1 = min(i0 + self.bs, self.Mk.shape[0])
         nki = self.nk[i0:i1]
-        return i0, i1, self.AL[i0:i1], self.BL[i0:i1], self.hv[i0:i1], nki, float(nki.max()), self._amax(i0, i1)
+        return (i0, i1, self.Mh[i0:i1], self.m2s[i0:i1, None], self.Un[i0:i1], self.hv[i0:i1], nki,
+                float(nki.max()), self._amax(i0, i1))
 
     def _amax(self, i0: int, i1: int) -> float:
         """max a_c over classes i0..i1 (debiased CDNV; +∞ with a class of n_c < 2), else 0."""
@@ -301,15 +314,16 @@ class _TileSweep:
     def tile(self, rows, j0: int) -> None:
         """Accumulate the tile (row block, columns j0..j0+bs): Gram-form dist² and dhat² − Kt, near
         pairs recomputed exactly, degenerate pairs masked, then the shifted sums."""
-        i0, i1, ALi, BLi, hvi, nki, nki_max, amax_i = rows
+        i0, i1, Mhi, m2si, Uni, hvi, nki, nki_max, amax_i = rows
         j1 = min(j0 + self.bs, self.Mk.shape[0])
         bi, bj = i1 - i0, j1 - j0
         nkj = self.nk[j0:j1]
         nkj_max = float(nkj.max())
         diag = j0 == i0
         tri = self.tri[:bi, :bj]
-        D2 = torch.mm(ALi, self.AR[j0:j1].T, out=_flat(self.bufs[0], bi, bj))
-        T = torch.mm(BLi, self.BR[j0:j1].T, out=_flat(self.bufs[1], bi, bj))
+        X = torch.mm(Mhi, self.Mk[j0:j1].T, out=_flat(self.bufs[1], bi, bj))
+        D2 = torch.mul(X, m2si, out=_flat(self.bufs[0], bi, bj)).addmm_(Uni, self.Vn[:, j0:j1])
+        T = torch.addcmul(self.c_t, X, self.m2r[j0:j1], out=X)  # in place: X is not needed again
         # the tile's minima, taken once: they decide the refine and degenerate checks (band ≥ tol)
         # and, when nothing was refined, bound every dist² of the tile from below
         d2min, tmin = float(D2.min()), float(T.min())
