@@ -53,15 +53,15 @@ variance estimate and a_c = +∞) are counted (`PairwiseSums.nonpositive`) and l
 as are the degenerate pairs. Only its sum is accumulated (its mean is reported; no row sums).
 
 With `raw_dot=True` the sweep also carries the raw dot products G_ij = ⟨m_i, m_j⟩ over *every*
-pair (the paper's interference, docs/metrics.md): G = (‖m_i‖² + ‖m_j‖² − dist²)/2 from the dist²
-tile — elementwise, no second GEMM — summed shifted by the exact mean (ΣG − tr G)/(C(C−1));
+pair (the paper's interference, docs/metrics.md): G = ‖m_i‖ X_ij from the tile's product —
+elementwise, no second GEMM — summed shifted by the exact mean (ΣG − tr G)/(C(C−1));
 pairs touching a zero-norm mean (which the blocked sweep skips) are added from Z×C products.
 
 The Gram sums for the ETF errors (ΣG, ΣG², tr G over the full C×C G = M Mᵀ) need no sweep:
 ΣG = ‖Σ_c m_c‖², tr G = Σ‖m_c‖², ‖G‖_F² = ‖MᵀM‖_F² (d×d) — computed in O(C·d²) (or O(C²·d)
 through C×C tiles when C < d, which is then the smaller matrix).
 
-Memory: M̂ (C·d float64) plus four (five with raw_dot, one more for the debiased CDNV at
+Memory: M̂ (C·d float64) plus three (four with raw_dot, one more for the debiased CDNV at
 p ≠ 1) block² float64 tiles and a block² mask: O(C·d + block²).
 Measured (bench/bench_stats.py): see the report in the bench.
 """
@@ -271,14 +271,14 @@ class _TileSweep:
         # Both carry the Gram form's rounding (a few √d·eps of ‖m_i‖² + ‖m_j‖², resp. of 2), as
         # the two augmented GEMMs they replace did, at half the GEMM work.
         self.Mh = Mh
-        rn = nk.sqrt()
+        self.rn = rn = nk.sqrt()
         self.m2s = -2.0 * rn                                       # row scale of X for dist²
         self.m2r = -2.0 / rn                                       # column scale of X for dhat²
         self.Un = torch.cat([nk[:, None], one], 1)                 # Un Vn: ‖m_i‖² + ‖m_j‖²
         self.Vn = torch.cat([one, nk[:, None]], 1).T.contiguous()
         self.c_t = torch.tensor(2.0 - self.Kt, dtype=F64, device=dev)
         self.tri = torch.ones(bs, bs, dtype=torch.bool, device=dev).triu(1)
-        self.bufs = [torch.empty(bs * bs, dtype=F64, device=dev) for _ in range(4 if Kd is None else 5)]
+        self.bufs = [torch.empty(bs * bs, dtype=F64, device=dev) for _ in range(3 if Kd is None else 4)]
         # debiased CDNV: (½ s², a) per class, its tile buffers, Σ over kept pairs and their count
         self.deb = None
         if deb is not None:  # rank-2 factors of a_i + a_j (Ua Va) and ½ s² (see _debiased)
@@ -287,9 +287,8 @@ class _TileSweep:
             # p = 1: corrected in D2's own buffer once the plain CDNV has used it; else a copy
             self.dbufs = [torch.empty(bs * bs, dtype=F64, device=dev)] if p != 1.0 else []
             self.accb = torch.zeros(2, dtype=F64, device=dev)
-        if Kd is not None:  # G − Kd = −½ dist² + [½‖m_i‖² − Kd, 1]·[1, ½‖m_j‖²]ᵀ (see tile)
-            self.UGd = torch.cat([0.5 * nk[:, None] - Kd, one], 1)
-            self.VGd = torch.cat([one, 0.5 * nk[:, None]], 1).T.contiguous()
+        if Kd is not None:
+            self.mKd = torch.tensor(-Kd, dtype=F64, device=dev)
         self.c_kt = torch.tensor(self.s_l * self.Kt, dtype=F64, device=dev)
         self.acc = torch.zeros(6, dtype=F64, device=dev)  # S1, S2 of cdnv-Kc, dhat²-Kt, log dhat²-Kl
         self.accd = torch.zeros(2, dtype=F64, device=dev)  # S1, S2 of G − Kd (raw_dot)
@@ -322,6 +321,12 @@ class _TileSweep:
         diag = j0 == i0
         tri = self.tri[:bi, :bj]
         X = torch.mm(Mhi, self.Mk[j0:j1].T, out=_flat(self.bufs[1], bi, bj))
+        if self.Kd is not None:  # G − Kd = ‖m_i‖ X − Kd over every pair of the tile, degenerate or not
+            Gd = torch.addcmul(self.mKd, X, self.rn[i0:i1, None], out=_flat(self.bufs[3], bi, bj))
+            if diag:
+                Gd.masked_fill_(~tri, 0.0)
+            gf = Gd.view(-1)
+            self.accd += torch.stack([gf.sum(), torch.dot(gf, gf)])
         D2 = torch.mul(X, m2si, out=_flat(self.bufs[0], bi, bj)).addmm_(Uni, self.Vn[:, j0:j1])
         T = torch.addcmul(self.c_t, X, self.m2r[j0:j1], out=X)  # in place: X is not needed again
         # the tile's minima, taken once: they decide the refine and degenerate checks (band ≥ tol)
@@ -329,13 +334,6 @@ class _TileSweep:
         d2min, tmin = float(D2.min()), float(T.min())
         ex = self._refine(D2, T, nki, nkj, nki_max, nkj_max, i0, j0, tri if diag else None, d2min, tmin)
         valid = self._valid(D2, T, ex, nki, nkj, nki_max, nkj_max, j0, tri if diag else None, d2min, tmin)
-        if self.Kd is not None:  # every pair of the tile, degenerate or not (before D2 is overwritten)
-            # G − Kd = −½ dist² + (½‖m_i‖² − Kd + ½‖m_j‖²): one rank-2 addmm instead of four passes
-            Gd = torch.addmm(D2, self.UGd[i0:i1], self.VGd[:, j0:j1], beta=-0.5, out=_flat(self.bufs[4], bi, bj))
-            if diag:
-                Gd.masked_fill_(~tri, 0.0)
-            gf = Gd.view(-1)
-            self.accd += torch.stack([gf.sum(), torch.dot(gf, gf)])
         # no corrected distance of the tile can be ≤ 0 when even the smallest dist² (nothing
         # refined, so d2min bounds them all) exceeds twice the largest a_i + a_j (the factor 2:
         # far from rounding); then the debiased CDNV needs no min pass over its tile
@@ -349,11 +347,7 @@ class _TileSweep:
         cd = torch.add(hvi[:, None], self.hv[None, j0:j1], out=_flat(self.bufs[2], bi, bj)).div_(D2).sub_(self.Kc)
         if self.deb is not None and self.p == 1.0:  # D2 is free now: corrected in place (less traffic)
             self._debiased(D2, valid, i0, i1, j0, j1, out=D2, pos=deb_pos)
-        L = torch.add(self.c_kt, T, alpha=self.s_l, out=_flat(self.bufs[3], bi, bj)).log_()
-        if ex is not None:  # log dhat² − Kl from the exact dhat², not from the shifted T
-            er, ec, _, et2 = ex
-            L[er, ec] = et2.log() - self.Kl
-        self._accumulate(cd, T, L, valid, i0, i1, j0, j1)
+        self._accumulate(cd, T, ex, valid, i0, i1, j0, j1)
 
     def _debiased(self, D2, valid, i0, i1, j0, j1, out, pos: bool = False) -> None:
         """Σ and count of (s²_i + s²_j)/(2 (dist² − a_i − a_j)^p) over the tile's valid pairs with a
@@ -429,8 +423,9 @@ class _TileSweep:
         self.degenerate += int(deg.sum())
         return ~deg
 
-    def _accumulate(self, cd, T, L, valid, i0, i1, j0, j1) -> None:
-        """Shifted sums and row sums of the tile's valid values (cdnv − Kc, dhat² − Kt, log dhat² − Kl)."""
+    def _accumulate(self, cd, T, ex, valid, i0, i1, j0, j1) -> None:
+        """Shifted sums and row sums of the tile's valid values (cdnv − Kc, dhat² − Kt, log dhat² − Kl);
+        the log kernel is computed in T's buffer once T's sums are taken (one buffer, one pass less)."""
         bi, bj = i1 - i0, j1 - j0
         if valid is None:
             self.n_valid += bi * bj
@@ -440,7 +435,6 @@ class _TileSweep:
             inv = ~valid
             cd.masked_fill_(inv, 0.0)
             T.masked_fill_(inv, 0.0)
-            L.masked_fill_(inv, 0.0)
             vf = valid.to(F64)
             self.n_valid += int(valid.sum())
             self.rcount[i0:i1] += vf.sum(1)
@@ -451,9 +445,17 @@ class _TileSweep:
         r2 = T.sum(1)
         self.rt[i0:i1] += r2
         self.rt[j0:j1] += T.sum(0)
-        cdf, Tf, Lf = cd.view(-1), T.view(-1), L.view(-1)
-        self.acc += torch.stack([r1.sum(), torch.dot(cdf, cdf), r2.sum(), torch.dot(Tf, Tf),
-                                 Lf.sum(), torch.dot(Lf, Lf)])
+        cdf, Tf = cd.view(-1), T.view(-1)
+        s = [r1.sum(), torch.dot(cdf, cdf), r2.sum(), torch.dot(Tf, Tf)]
+        # log(s_l·dhat²) = log dhat² − Kl, in place (T holds dhat² − Kt; 0 at masked pairs, harmless)
+        L = torch.add(self.c_kt, T, alpha=self.s_l, out=T).log_()
+        if ex is not None:  # log dhat² − Kl from the exact dhat², not from the shifted T
+            er, ec, _, et2 = ex
+            L[er, ec] = et2.log() - self.Kl
+        if valid is not None:
+            L.masked_fill_(inv, 0.0)
+        Lf = L.view(-1)
+        self.acc += torch.stack(s + [Lf.sum(), torch.dot(Lf, Lf)])
 
     def finish(self, out: PairwiseSums, nz: torch.Tensor, degenerate: int) -> None:
         """Moments (mean = K + S1/n, M2 = S2 − S1²/n, affine images for cos and the log kernel) and
