@@ -71,7 +71,8 @@ STATE_VERSION = 1
 def _canonical_keys() -> tuple[str, ...]:
     from lcfast.metrics.measure import CANONICAL_KEYS
 
-    return tuple(CANONICAL_KEYS)
+    # n_positions is one of the row's id columns (the positions fed to the tracker, skipped ones too)
+    return tuple(k for k in CANONICAL_KEYS if k not in ID_COLUMNS)
 
 
 def _cell(v) -> str:
