@@ -235,6 +235,35 @@ def test_interrupt_surfacing_as_another_error_is_still_an_interrupt(tmp_path, tr
     assert not out.exists()
 
 
+def test_restart_interrupted_right_after_its_first_save_names_it(tmp_path, trained_run):
+    """The interrupt lands after a --restart's first state file is renamed into place but before
+    collect hears of the save: the note must name that state, not say "nothing saved yet … is as it
+    was" (seen under load). The hook interrupts right after the rename, on every run."""
+    run_dir = tmp_path / "run"
+    shutil.copytree(trained_run, run_dir)
+    out = tmp_path / "coll"
+    r = console(["collect", run_dir, "--out", out, *COLLECT])
+    assert r.returncode == 0, r.stderr
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(
+        "import os, signal, time\n"
+        "_replace = os.replace\n"
+        "def replace(src, dst, *a, **k):\n"
+        "    _replace(src, dst, *a, **k)\n"
+        "    if str(dst).endswith('train_stats.safetensors'):\n"
+        "        os.kill(os.getpid(), signal.SIGINT)\n"
+        "        time.sleep(5)\n"
+        "os.replace = replace\n")
+    e = child_env(PYTHONPATH=os.pathsep.join([str(hook), os.environ.get("PYTHONPATH", "")]))
+    slow = ["--device", "cpu", "--no-progress", "--batch-size", "2", "--save-every", "0.05", "--restart"]
+    r = console(["collect", run_dir, "--out", out, *slow], env=e)
+    assert r.returncode == 130, r.stderr
+    assert re.fullmatch(rf"lcfast: interrupted; resume state {re.escape(str(out))}/train_stats\.safetensors "
+                        r"\(train pass at window \d+ of \d+\) is intact; rerun without --restart to resume "
+                        r"\(the same command starts over\)", one_line(r.stderr)), r.stderr
+
+
 # -- analyze: all outputs published together -----------------------------------------------------
 def test_analyze_interrupted_keeps_previous_outputs(tmp_path):
     import pandas as pd

@@ -600,19 +600,36 @@ def _collect_sources(srcs, checkpoint, out, opts, console, progress, on_save, on
                 continue
         saved: set[str] = set()  # passes that saved a state in this run (what a --restart may name)
         existed = where.is_dir()
+        # the state files there before this run: an interrupt landing between a save's rename and
+        # `saving` below must still count that save (the disk, not the callback, says what is there)
+        states_before = _state_files(where)
 
         def saving(kind: str, done: int, total: int, saved=saved) -> None:
             saved.add(kind)
             if on_save is not None:
                 on_save(kind, done, total)
 
-        def note(where=where, saved=saved, existed=existed) -> str:
-            return interrupted_note(where, opts.restart, bool(saved), existed)
+        def note(where=where, saved=saved, existed=existed, states_before=states_before) -> str:
+            wrote = bool(saved) or _state_files(where).items() - states_before.items() != set()
+            return interrupted_note(where, opts.restart, wrote, existed)
 
         with interrupt_note(note):
             res.append(collect_checkpoint(src, od, opts, console=console, progress=progress, on_save=saving,
                                           on_progress=on_progress))
     return res
+
+
+def _state_files(folder: Path) -> dict[str, tuple[int, int]]:
+    """{name: (inode, mtime ns)} of the state files in `folder` ({} when there is none): a save
+    replaces a file by rename, so a new inode or mtime means this run wrote it."""
+    out = {}
+    try:
+        for p in Path(folder).glob("*.safetensors"):
+            st = p.stat()
+            out[p.name] = (st.st_ino, st.st_mtime_ns)
+    except OSError:
+        pass
+    return out
 
 
 def print_collect_summary(summaries: list[dict], console) -> None:
