@@ -86,8 +86,9 @@ def test_time_call_returns_the_warm_up_result_and_honours_repeats_and_budget():
     assert res == 1 and len(times) >= 1 and med >= 0.009
     calls.clear()
     res, med, times = time_call(fn, repeats=3, budget_s=60.0)
-    # warm-up + the block-size estimate + ≥ 0.2 s of 10 ms calls
-    assert res == 1 and len(calls) >= 2 + 20 and 0.009 <= med < 1.0
+    # warm-up + the block-size estimate + ≥ 0.2 s of calls (a loaded machine oversleeps: count the
+    # time the timed calls covered, not a fixed number of 10 ms calls)
+    assert res == 1 and 0.009 <= med < 1.0 and (len(calls) - 2) * med >= 0.9 * 0.2
     assert len(times) >= 2 and all(t >= 0.009 for t in times)
 
 

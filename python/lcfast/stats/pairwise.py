@@ -332,8 +332,10 @@ class _TileSweep:
         # the tile's minima, taken once: they decide the refine and degenerate checks (band ≥ tol)
         # and, when nothing was refined, bound every dist² of the tile from below
         d2min, tmin = float(D2.min()), float(T.min())
-        ex = self._refine(D2, T, nki, nkj, nki_max, nkj_max, i0, j0, tri if diag else None, d2min, tmin)
-        valid = self._valid(D2, T, ex, nki, nkj, nki_max, nkj_max, j0, tri if diag else None, d2min, tmin)
+        ex = self._refine(D2, T, nki, nkj, nki_max, nkj_max, i0, j0, tri=tri if diag else None, d2min=d2min,
+                          tmin=tmin)
+        valid = self._valid(D2, T, ex, nki, nkj, nki_max, nkj_max, j0, tri=tri if diag else None, d2min=d2min,
+                            tmin=tmin)
         # no corrected distance of the tile can be ≤ 0 when even the smallest dist² (nothing
         # refined, so d2min bounds them all) exceeds twice the largest a_i + a_j (the factor 2:
         # far from rounding); then the debiased CDNV needs no min pass over its tile
@@ -388,7 +390,7 @@ class _TileSweep:
         r = torch.mm(R, torch.stack([torch.ones_like(hj), hj], 1))
         return torch.dot(hs[i0:i1], r[:, 0]) + r[:, 1].sum()
 
-    def _refine(self, D2, T, nki, nkj, nki_max, nkj_max, i0, j0, tri, d2min, tmin):
+    def _refine(self, D2, T, nki, nkj, nki_max, nkj_max, i0, j0, *, tri, d2min, tmin):
         """Pairs inside the refine band get their exact dist² and dhat² (− Kt) written into D2 / T;
         returns them as `_exact_pairs` does (None when none). `tri`: the diagonal tile's c < c' mask;
         d2min, tmin: the minima of D2 and T."""
@@ -405,7 +407,7 @@ class _TileSweep:
             T[er, ec] = et2 - Kt
         return ex
 
-    def _valid(self, D2, T, ex, nki, nkj, nki_max, nkj_max, j0, tri, d2min, tmin):
+    def _valid(self, D2, T, ex, nki, nkj, nki_max, nkj_max, j0, *, tri, d2min, tmin):
         """The tile's non-degenerate pairs (None: all of them), counting the degenerate ones.
         d2min, tmin: D2's and T's minima before refinement, which are still theirs when nothing was
         refined (ex None); otherwise the full test runs anyway."""
